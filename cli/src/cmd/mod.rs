@@ -1,0 +1,9 @@
+//! One module per `edgectl` subcommand.
+
+pub mod bench;
+pub mod eval;
+pub mod keys;
+pub mod pack;
+pub mod run;
+pub mod trust;
+pub mod verify;

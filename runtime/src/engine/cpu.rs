@@ -1,0 +1,170 @@
+//! The `cpu` engine: tract. Loads the ONNX payload with the input facts from the manifest
+//! (named dims become tract symbols), optimizes it once at load, and runs the plan on a
+//! single-thread or a per-model thread-pool executor.
+
+use tract_onnx::prelude::multithread::Executor;
+use tract_onnx::prelude::*;
+
+use super::Engine;
+use crate::bundle::{Dim, VerifiedBundle};
+use crate::error::ModelError;
+use crate::tensor::{DType, Tensor as EfTensor, TensorData};
+
+/// tract, optimized plan.
+#[derive(Debug)]
+pub struct CpuEngine {
+    plan: Arc<TypedSimplePlan>,
+    outputs: Vec<String>,
+    threads: usize,
+}
+
+fn load_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::EngineLoad {
+        engine: "cpu",
+        reason: e.to_string(),
+    }
+}
+
+fn run_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::EngineRun {
+        engine: "cpu",
+        reason: format!("{e:#}"),
+    }
+}
+
+fn datum(dt: DType) -> DatumType {
+    match dt {
+        DType::F32 => f32::datum_type(),
+        DType::F64 => f64::datum_type(),
+        DType::I64 => i64::datum_type(),
+        DType::I32 => i32::datum_type(),
+        DType::U8 => u8::datum_type(),
+        DType::I8 => i8::datum_type(),
+    }
+}
+
+impl CpuEngine {
+    /// Parses, types and optimizes the verified payload.
+    pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
+        let manifest = bundle.manifest();
+        let mut model = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true)
+            .model_for_read(&mut &bundle.payload()[..])
+            .map_err(load_err)?;
+        let graph_inputs = model.input_outlets().map_err(load_err)?.len();
+        if graph_inputs != manifest.inputs.len() {
+            return Err(ModelError::Spec(format!(
+                "the graph has {graph_inputs} input(s) but the manifest describes {}",
+                manifest.inputs.len()
+            )));
+        }
+        for (ix, spec) in manifest.inputs.iter().enumerate() {
+            let outlet = model.input_outlets().map_err(load_err)?[ix];
+            let graph_name = model.node(outlet.node).name.clone();
+            if graph_name != spec.name {
+                return Err(ModelError::Spec(format!(
+                    "graph input {ix} is named '{graph_name}', the manifest says '{}'",
+                    spec.name
+                )));
+            }
+            let dims: TVec<TDim> = spec
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => TDim::from(*n as i64),
+                    Dim::Named(s) => model.symbols.sym(s).into(),
+                })
+                .collect();
+            model
+                .set_input_fact(ix, InferenceFact::dt_shape(datum(spec.dtype), dims))
+                .map_err(load_err)?;
+        }
+        let typed = model.into_optimized().map_err(load_err)?;
+        let outputs = typed
+            .output_outlets()
+            .map_err(load_err)?
+            .iter()
+            .map(|&o| {
+                typed
+                    .outlet_label(o)
+                    .unwrap_or(&typed.node(o.node).name)
+                    .to_string()
+            })
+            .collect();
+        let executor = if threads > 1 {
+            Executor::multithread(threads)
+        } else {
+            Executor::SingleThread
+        };
+        let options = RunOptions {
+            executor: Some(executor),
+            ..Default::default()
+        };
+        let plan = typed
+            .into_runnable_with_options(&options)
+            .map_err(load_err)?;
+        Ok(CpuEngine {
+            plan,
+            outputs,
+            threads,
+        })
+    }
+
+    /// Intra-op threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+fn to_tract(t: EfTensor) -> TractResult<Tensor> {
+    let shape = t.shape;
+    Ok(match t.data {
+        TensorData::F32(v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor(),
+        TensorData::F64(v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor(),
+        TensorData::I64(v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor(),
+        TensorData::I32(v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor(),
+        TensorData::U8(v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor(),
+        TensorData::I8(v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor(),
+    })
+}
+
+fn from_tract(t: &Tensor) -> TractResult<EfTensor> {
+    let shape = t.shape().to_vec();
+    let dt = t.datum_type();
+    let data = if dt == i64::datum_type()
+        || dt == i32::datum_type()
+        || dt.is_integer() && !dt.is_quantized()
+    {
+        let c = t.cast_to::<i64>()?;
+        TensorData::I64(c.to_plain_array_view::<i64>()?.iter().copied().collect())
+    } else {
+        let c = t.cast_to::<f32>()?;
+        TensorData::F32(c.to_plain_array_view::<f32>()?.iter().copied().collect())
+    };
+    Ok(EfTensor { shape, data })
+}
+
+impl Engine for CpuEngine {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: Vec<EfTensor>) -> Result<Vec<EfTensor>, ModelError> {
+        let inputs: TVec<TValue> = inputs
+            .into_iter()
+            .map(|t| to_tract(t).map(|t| t.into_tvalue()))
+            .collect::<TractResult<_>>()
+            .map_err(run_err)?;
+        let outputs = self.plan.run(inputs).map_err(run_err)?;
+        outputs
+            .iter()
+            .map(|t| from_tract(t))
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(run_err)
+    }
+}

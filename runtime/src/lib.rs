@@ -1,0 +1,47 @@
+//! # edge-runtime
+//!
+//! Loads **signed** model bundles, verifies them against a fleet trust root, and runs them with
+//! the bundle's own pre- and post-processing. The pipeline is a chain of types:
+//!
+//! | stage | function | output |
+//! |---|---|---|
+//! | bytes → checked bundle | [`bundle::verify`] | [`bundle::VerifiedBundle`] |
+//! | checked bundle → served model | [`Model::from_verified`] (engine prepare + self-test) | [`Model`] |
+//! | input → answer | [`Model::predict`] | [`edge_protocol::PredictResponse`] |
+//!
+//! [`Model::load`] does the first two at once. An unverified bundle cannot reach an engine: no
+//! engine function takes one.
+//!
+//! ```no_run
+//! use edge_runtime::{Model, LoadOptions, Tensor, trust::{TrustRoot, RootAnchor}};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let root = edge_runtime::keys::read_public_key("root.pub".as_ref())?;
+//! let trust = TrustRoot::from_bytes(&std::fs::read("trust.cbor")?, RootAnchor::Pinned(root))?;
+//! let model = Model::load(&std::fs::read("digits.efb")?, &trust, &LoadOptions::default())?;
+//! let answer = model.predict(vec![Tensor::f32(vec![1, 1, 8, 8], vec![0.0; 64])])?;
+//! println!("{} from {} {}", serde_json::to_string(&answer.results)?, answer.model.model, answer.model.version);
+//! # Ok(()) }
+//! ```
+//!
+//! Not yet here (see the issues): the gpu/cuda engines, integer kernels, the C ABI.
+
+#![deny(missing_docs)]
+
+pub mod bundle;
+pub mod engine;
+pub mod error;
+pub mod keys;
+mod model;
+pub mod npy;
+pub mod pack;
+pub mod postprocess;
+pub mod preprocess;
+pub mod stats;
+pub mod tensor;
+pub mod trust;
+
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use error::{BundleError, InputError, ModelError, TrustError};
+pub use model::{LoadOptions, Model, PredictOptions};
+pub use preprocess::InputLimits;
+pub use tensor::{DType, Tensor, TensorData};

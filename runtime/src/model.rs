@@ -1,0 +1,303 @@
+//! A loaded model: verified bundle → engine → self-test passed → `predict`. The only way to make
+//! a [`Model`] is from a [`VerifiedBundle`], and it is returned only once every self-test vector
+//! reproduced its expected outputs on this device.
+
+use std::time::Instant;
+
+use edge_protocol::{ModelRef, PredictResponse};
+
+use crate::bundle::{verify_bytes, Manifest, Task, VerifiedBundle, VerifyPolicy};
+use crate::engine::{self, Engine, EngineOptions};
+use crate::error::ModelError;
+use crate::postprocess::{answer, raw_output};
+use crate::preprocess::{check_normalization, normalize, validate, InputLimits};
+use crate::stats::{ModelStats, StatsSnapshot};
+use crate::tensor::Tensor;
+use crate::trust::TrustRoot;
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Bundle verification policy (limits, expiry, anti-rollback floor).
+    pub verify: VerifyPolicy,
+    /// Engine choice and threads.
+    pub engine: EngineOptions,
+    /// Limits on caller inputs.
+    pub input_limits: InputLimits,
+}
+
+/// Per-call options.
+#[derive(Clone, Debug, Default)]
+pub struct PredictOptions {
+    /// Labels per classification answer (default: the bundle's `top_k`).
+    pub top_k: Option<usize>,
+    /// Also return the raw output tensors.
+    pub raw: bool,
+}
+
+/// A verified, self-tested model ready to serve.
+#[derive(Debug)]
+pub struct Model {
+    manifest: Manifest,
+    model_ref: ModelRef,
+    engine: Box<dyn Engine>,
+    stats: ModelStats,
+    input_limits: InputLimits,
+}
+
+impl Model {
+    /// Verifies `bundle` against `trust`, then loads and self-tests it.
+    pub fn load(
+        bundle: &[u8],
+        trust: &TrustRoot,
+        options: &LoadOptions,
+    ) -> Result<Model, ModelError> {
+        let verified = verify_bytes(bundle, trust, &options.verify)?;
+        Model::from_verified(verified, options)
+    }
+
+    /// Loads an already verified bundle and runs its self-test.
+    pub fn from_verified(
+        bundle: VerifiedBundle,
+        options: &LoadOptions,
+    ) -> Result<Model, ModelError> {
+        let manifest = bundle.manifest().clone();
+        check_spec(&manifest)?;
+        let engine = engine::prepare(&bundle, &options.engine)?;
+        let (classes, prediction_edges) = match &manifest.output.task {
+            Task::Classification { labels, .. } => (labels.len(), None),
+            Task::Regression { .. } => (
+                0,
+                manifest
+                    .reference
+                    .prediction
+                    .as_ref()
+                    .map(|h| h.edges.clone()),
+            ),
+            Task::Raw => (0, None),
+        };
+        let model = Model {
+            model_ref: ModelRef {
+                model: manifest.name.clone(),
+                version: manifest.version.clone(),
+                bundle: bundle.digest_text(),
+            },
+            manifest,
+            engine,
+            stats: ModelStats::new(classes, prediction_edges),
+            input_limits: options.input_limits.clone(),
+        };
+        model.self_test()?;
+        Ok(model)
+    }
+
+    /// Runs every self-test vector and compares all outputs within the bundle's tolerance.
+    fn self_test(&self) -> Result<(), ModelError> {
+        let tolerance = self.manifest.self_test.tolerance;
+        for (index, vector) in self.manifest.self_test.vectors.iter().enumerate() {
+            let bad = |what: &str| ModelError::Spec(format!("self-test vector {index}: {what}"));
+            let inputs = vector
+                .inputs
+                .iter()
+                .map(|t| {
+                    t.to_tensor()
+                        .ok_or_else(|| bad("input bytes do not match its shape"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let got = self.run(inputs)?;
+            if got.len() != vector.outputs.len() {
+                return Err(bad(&format!(
+                    "{} outputs, {} expected",
+                    got.len(),
+                    vector.outputs.len()
+                )));
+            }
+            for (o, (g, want)) in got.iter().zip(&vector.outputs).enumerate() {
+                let want = want
+                    .to_tensor()
+                    .ok_or_else(|| bad("expected output bytes do not match its shape"))?;
+                let output = self
+                    .engine
+                    .output_names()
+                    .get(o)
+                    .cloned()
+                    .unwrap_or_default();
+                if g.shape != want.shape {
+                    return Err(bad(&format!(
+                        "output '{output}' has shape {:?}, expected {:?}",
+                        g.shape, want.shape
+                    )));
+                }
+                for (element, (a, b)) in g
+                    .to_f64_vec()
+                    .into_iter()
+                    .zip(want.to_f64_vec())
+                    .enumerate()
+                {
+                    let ok =
+                        (a - b).abs() <= tolerance * (1.0 + b.abs()) || (a.is_nan() && b.is_nan());
+                    if !ok {
+                        return Err(ModelError::SelfTest {
+                            index,
+                            output,
+                            element,
+                            got: a,
+                            expected: b,
+                            tolerance,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and normalizes raw caller inputs, then runs the engine: the model's raw outputs.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
+        let specs = &self.manifest.inputs;
+        if inputs.len() != specs.len() {
+            return Err(crate::error::InputError::WrongInputCount {
+                expected: specs.len(),
+                got: inputs.len(),
+            }
+            .into());
+        }
+        let mut prepared = Vec::with_capacity(inputs.len());
+        for (spec, mut t) in specs.iter().zip(inputs) {
+            validate(spec, &t, &self.input_limits)?;
+            normalize(spec, &mut t);
+            prepared.push(t);
+        }
+        self.engine.run(prepared)
+    }
+
+    /// Predicts with the bundle's defaults.
+    pub fn predict(&self, inputs: Vec<Tensor>) -> Result<PredictResponse, ModelError> {
+        self.predict_with(inputs, &PredictOptions::default())
+    }
+
+    /// Predicts: validation, preprocessing, inference, postprocessing; counted in the stats.
+    pub fn predict_with(
+        &self,
+        inputs: Vec<Tensor>,
+        options: &PredictOptions,
+    ) -> Result<PredictResponse, ModelError> {
+        let start = Instant::now();
+        let result = self.predict_inner(inputs, options);
+        let latency = start.elapsed();
+        match result {
+            Ok((mut response, answers)) => {
+                self.stats
+                    .record_success(latency, &answers.classes, &answers.values);
+                response.latency_ms = latency.as_secs_f64() * 1e3;
+                Ok(response)
+            }
+            Err(e) => {
+                self.stats.record_error(latency);
+                Err(e)
+            }
+        }
+    }
+
+    fn predict_inner(
+        &self,
+        inputs: Vec<Tensor>,
+        options: &PredictOptions,
+    ) -> Result<(PredictResponse, crate::postprocess::Answers), ModelError> {
+        let batch = inputs
+            .first()
+            .and_then(|t| t.shape.first().copied())
+            .unwrap_or(0);
+        let outputs = self.run(inputs)?;
+        let names = self.engine.output_names();
+        let task_ix = names
+            .iter()
+            .position(|n| n == &self.manifest.output.name)
+            .unwrap_or(0);
+        let task_output = outputs
+            .get(task_ix)
+            .ok_or_else(|| ModelError::Output("the model returned no output".into()))?;
+        let answers = answer(
+            &self.manifest.output.task,
+            task_output,
+            names,
+            &outputs,
+            batch,
+            options.top_k,
+        )?;
+        let raw = if options.raw {
+            names
+                .iter()
+                .zip(&outputs)
+                .map(|(n, t)| raw_output(n, t))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let response = PredictResponse {
+            model: self.model_ref.clone(),
+            results: answers.predictions.clone(),
+            latency_ms: 0.0,
+            raw,
+        };
+        Ok((response, answers))
+    }
+
+    /// The signed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Name, version and bundle digest.
+    pub fn model_ref(&self) -> &ModelRef {
+        &self.model_ref
+    }
+
+    /// The engine serving this model.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// Output names in graph order.
+    pub fn output_names(&self) -> &[String] {
+        self.engine.output_names()
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+/// Consistency checks on the manifest that the packer should have made (a bundle from another
+/// packer is checked too).
+fn check_spec(m: &Manifest) -> Result<(), ModelError> {
+    if m.inputs.is_empty() {
+        return Err(ModelError::Spec("the manifest describes no input".into()));
+    }
+    for spec in &m.inputs {
+        check_normalization(spec).map_err(ModelError::Spec)?;
+        if spec
+            .shape
+            .iter()
+            .skip(1)
+            .any(|d| matches!(d, crate::bundle::Dim::Named(_)))
+        {
+            return Err(ModelError::Spec(format!(
+                "input '{}': only the first (batch) dimension may be dynamic",
+                spec.name
+            )));
+        }
+    }
+    if let Task::Regression {
+        coverage: Some(c), ..
+    } = m.output.task
+    {
+        if !(0.0..1.0).contains(&c) || c <= 0.0 {
+            return Err(ModelError::Spec(format!(
+                "regression coverage {c} must be in (0, 1)"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,497 @@
+//! Packing: an ONNX graph + a spec (TOML) + calibration data → a signed bundle. The packer runs
+//! the model on the calibration data to record self-test vectors, reference statistics (input
+//! feature and prediction histograms for drift detection) and, for regression, the
+//! split-conformal interval half-width from calibration residuals.
+//!
+//! It runs the model through the same path a device does: the provisional bundle is signed with
+//! a throwaway key, verified and loaded as a [`Model`], so no code path feeds unverified bytes to
+//! an engine even here.
+
+use ed25519_dalek::SigningKey;
+use serde::Deserialize;
+
+use crate::bundle::{
+    self, EngineHints, FeatureHistogram, InputSpec, Manifest, OutputSpec, PayloadFormat,
+    PayloadInfo, ReferenceStats, SelfTest, SelfTestVector, StoredTensor, Task, VerifyPolicy,
+};
+use crate::engine::EngineOptions;
+use crate::error::ModelError;
+use crate::model::{LoadOptions, Model};
+use crate::stats::Histogram;
+use crate::tensor::{DType, Tensor, TensorData};
+use crate::trust::{self, RootAnchor, TrustRoot, TrustSpec};
+use edge_protocol::Prediction;
+
+/// The pack spec (`spec.toml`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackSpec {
+    /// Model name.
+    pub name: String,
+    /// Semver version.
+    pub version: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Anti-rollback floor this bundle sets.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// Days until the bundle expires.
+    #[serde(default)]
+    pub expires_days: Option<u64>,
+    /// Engine hints.
+    #[serde(default)]
+    pub engine: EngineHints,
+    /// The input (single-input models).
+    #[serde(default)]
+    pub input: Option<InputSpec>,
+    /// The inputs (multi-input models).
+    #[serde(default)]
+    pub inputs: Vec<InputSpec>,
+    /// The task output.
+    pub output: OutputSpec,
+    /// Self-test settings.
+    #[serde(default)]
+    pub self_test: SelfTestSpec,
+    /// Reference statistics settings.
+    #[serde(default)]
+    pub reference: ReferenceSpec,
+    /// Quantization note.
+    #[serde(default)]
+    pub quantization: Option<String>,
+}
+
+/// `[self_test]` in the spec.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestSpec {
+    /// Vectors to record (default 4).
+    #[serde(default = "default_count")]
+    pub count: usize,
+    /// Relative-and-absolute tolerance (default 1e-4).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_count() -> usize {
+    4
+}
+fn default_tolerance() -> f64 {
+    1e-4
+}
+impl Default for SelfTestSpec {
+    fn default() -> Self {
+        SelfTestSpec {
+            count: default_count(),
+            tolerance: default_tolerance(),
+        }
+    }
+}
+
+/// `[reference]` in the spec.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceSpec {
+    /// Bins per histogram (default 10).
+    #[serde(default = "default_bins")]
+    pub bins: usize,
+}
+fn default_bins() -> usize {
+    10
+}
+impl Default for ReferenceSpec {
+    fn default() -> Self {
+        ReferenceSpec {
+            bins: default_bins(),
+        }
+    }
+}
+
+/// Calibration data: representative raw inputs (single-input models) and, for regression,
+/// their true targets.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    /// Inputs, batch first.
+    pub inputs: Tensor,
+    /// Targets, one per row (regression).
+    pub targets: Option<Tensor>,
+}
+
+/// What the packer did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PackReport {
+    /// Calibration rows used.
+    pub calibration_rows: usize,
+    /// Self-test vectors recorded.
+    pub self_test_vectors: usize,
+    /// Feature histograms recorded.
+    pub feature_histograms: usize,
+    /// Interval half-width (regression).
+    pub interval_half_width: Option<f64>,
+    /// Empirical coverage of that interval on the calibration rows themselves.
+    pub calibration_coverage: Option<f64>,
+    /// Bundle size in bytes.
+    pub bundle_bytes: usize,
+}
+
+/// Packing failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The spec is wrong.
+    #[error("spec: {0}")]
+    Spec(String),
+    /// The calibration data is wrong.
+    #[error("calibration data: {0}")]
+    Calibration(String),
+    /// The model failed to load or run.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// No signing key.
+    #[error("no signing key given; pass at least one --key")]
+    NoKey,
+}
+
+/// A throwaway trust root + key to load the provisional bundle.
+fn ephemeral_trust() -> Result<(SigningKey, TrustRoot), PackError> {
+    let key = crate::keys::generate().map_err(|e| PackError::Spec(e.to_string()))?;
+    let spec = TrustSpec {
+        version: 1,
+        created: 0,
+        expires: u64::MAX,
+        signers: vec![("pack".into(), key.verifying_key())],
+        threshold: 1,
+        director: None,
+    };
+    let doc = trust::create(&spec, &key, None).map_err(|e| PackError::Spec(e.to_string()))?;
+    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(key.verifying_key()))
+        .map_err(|e| PackError::Spec(e.to_string()))?;
+    Ok((key, trust))
+}
+
+/// Deterministic synthetic rows when no calibration data is given (self-test only).
+fn synthetic_rows(spec: &InputSpec, rows: usize) -> Tensor {
+    let mut shape: Vec<usize> = spec
+        .shape
+        .iter()
+        .map(|d| match d {
+            bundle::Dim::Fixed(n) => *n as usize,
+            bundle::Dim::Named(_) => 1,
+        })
+        .collect();
+    shape[0] = rows;
+    let count: usize = shape.iter().product();
+    let (lo, hi) = spec
+        .image
+        .as_ref()
+        .map(|i| (i.range[0], i.range[1]))
+        .unwrap_or((0.0, 1.0));
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let data = match spec.dtype {
+        DType::F32 => TensorData::F32((0..count).map(|_| lo + (hi - lo) * next()).collect()),
+        DType::F64 => TensorData::F64(
+            (0..count)
+                .map(|_| (lo + (hi - lo) * next()) as f64)
+                .collect(),
+        ),
+        DType::I64 => TensorData::I64(vec![0; count]),
+        DType::I32 => TensorData::I32(vec![0; count]),
+        DType::U8 => TensorData::U8(vec![0; count]),
+        DType::I8 => TensorData::I8(vec![0; count]),
+    };
+    Tensor { shape, data }
+}
+
+/// Per-feature reference histograms of raw inputs: one per element when a row has at most 256
+/// of them (tabular data, tiny images), else one per channel.
+fn feature_histograms(spec: &InputSpec, inputs: &Tensor, bins: usize) -> Vec<FeatureHistogram> {
+    let values = inputs.to_f64_vec();
+    let rows = inputs.shape[0].max(1);
+    let row_len = values.len() / rows;
+    if row_len <= 256 {
+        return (0..row_len)
+            .map(|f| FeatureHistogram {
+                name: spec
+                    .feature_names
+                    .get(f)
+                    .cloned()
+                    .unwrap_or_else(|| format!("element {f}")),
+                histogram: Histogram::quantile(
+                    &values
+                        .iter()
+                        .skip(f)
+                        .step_by(row_len)
+                        .copied()
+                        .collect::<Vec<_>>(),
+                    bins,
+                ),
+            })
+            .collect();
+    }
+    let Some(axis) = spec.layout.channel_axis(inputs.shape.len()) else {
+        return Vec::new();
+    };
+    let channels = inputs.shape[axis];
+    let inner: usize = inputs.shape[axis + 1..].iter().product();
+    (0..channels)
+        .map(|c| {
+            let sample: Vec<f64> = values
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (i / inner) % channels == c)
+                .map(|(_, &v)| v)
+                .collect();
+            FeatureHistogram {
+                name: format!("channel {c}"),
+                histogram: Histogram::quantile(&sample, bins),
+            }
+        })
+        .collect()
+}
+
+/// Split-conformal half-width: the ⌈(n+1)·coverage⌉-th smallest absolute residual.
+pub fn conformal_half_width(residuals: &mut [f64], coverage: f64) -> Option<f64> {
+    residuals.sort_by(f64::total_cmp);
+    let n = residuals.len();
+    let k = ((n as f64 + 1.0) * coverage).ceil() as usize;
+    (k >= 1 && k <= n).then(|| residuals[k - 1])
+}
+
+/// Packs and signs a bundle.
+pub fn pack(
+    onnx: &[u8],
+    spec: PackSpec,
+    calibration: Option<&Calibration>,
+    keys: &[SigningKey],
+    now: u64,
+) -> Result<(Vec<u8>, PackReport), PackError> {
+    if keys.is_empty() {
+        return Err(PackError::NoKey);
+    }
+    if spec.name.is_empty()
+        || !spec
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(PackError::Spec(format!(
+            "name '{}' must be non-empty ASCII letters, digits, '-', '_' or '.'",
+            spec.name
+        )));
+    }
+    let version = semver::Version::parse(&spec.version)
+        .map_err(|e| PackError::Spec(format!("version '{}': {e}", spec.version)))?;
+    if let Some(floor) = &spec.min_version {
+        let floor = semver::Version::parse(floor)
+            .map_err(|e| PackError::Spec(format!("min_version '{floor}': {e}")))?;
+        if floor > version {
+            return Err(PackError::Spec(format!(
+                "min_version {floor} is above the bundle's own version {version}"
+            )));
+        }
+    }
+    let inputs: Vec<InputSpec> = spec
+        .input
+        .iter()
+        .cloned()
+        .chain(spec.inputs.iter().cloned())
+        .collect();
+    if inputs.is_empty() {
+        return Err(PackError::Spec("no [input] given".into()));
+    }
+    let mut manifest = Manifest {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        description: spec.description.clone(),
+        created: now,
+        expires: spec.expires_days.map(|d| now + d * 86_400),
+        min_version: spec.min_version.clone(),
+        payload: PayloadInfo {
+            format: PayloadFormat::Onnx,
+            sha256: [0u8; 32].into(),
+            size: 0,
+        },
+        engine: spec.engine.clone(),
+        inputs,
+        output: spec.output.clone(),
+        self_test: SelfTest {
+            tolerance: spec.self_test.tolerance,
+            vectors: Vec::new(),
+        },
+        reference: ReferenceStats::default(),
+        quantization: spec.quantization.clone(),
+    };
+
+    // 1. Load the provisional bundle as a device would.
+    let (throwaway, trust) = ephemeral_trust()?;
+    let provisional = bundle::build(manifest.clone(), onnx, &[throwaway]);
+    let policy = VerifyPolicy {
+        now: Some(now),
+        ..Default::default()
+    };
+    let options = LoadOptions {
+        verify: policy,
+        engine: EngineOptions {
+            threads: Some(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let model = Model::load(&provisional, &trust, &options)?;
+
+    let single = &manifest.inputs[0];
+    let step = if single.dynamic_batch() {
+        single.max_batch().max(1)
+    } else {
+        single.max_batch()
+    };
+    let mut report = PackReport {
+        calibration_rows: 0,
+        self_test_vectors: 0,
+        feature_histograms: 0,
+        interval_half_width: None,
+        calibration_coverage: None,
+        bundle_bytes: 0,
+    };
+
+    // 2. Calibration: run every row, collect predictions for the reference statistics.
+    let owned;
+    let calib_inputs = match calibration {
+        Some(c) => {
+            if manifest.inputs.len() != 1 {
+                return Err(PackError::Calibration(
+                    "calibration data is supported for single-input models".into(),
+                ));
+            }
+            &c.inputs
+        }
+        None => {
+            owned = synthetic_rows(single, spec.self_test.count.max(1) * step.min(1).max(1));
+            &owned
+        }
+    };
+    let rows = *calib_inputs
+        .shape
+        .first()
+        .ok_or_else(|| PackError::Calibration("calibration input has no batch axis".into()))?;
+    if rows % step != 0 && !single.dynamic_batch() {
+        return Err(PackError::Calibration(format!(
+            "{rows} rows do not split into batches of {step}"
+        )));
+    }
+    let mut predictions: Vec<Prediction> = Vec::with_capacity(rows);
+    let mut start = 0;
+    while start < rows {
+        let end = (start + step).min(rows);
+        let response = model
+            .predict(vec![calib_inputs.rows(start, end)])
+            .map_err(|e| PackError::Calibration(format!("rows {start}..{end}: {e}")))?;
+        predictions.extend(response.results);
+        start = end;
+    }
+
+    // 3. Self-test vectors: the first rows, one batch each, through the raw path.
+    let unit = if single.dynamic_batch() { 1 } else { step };
+    let count = spec.self_test.count.min(rows / unit);
+    for i in 0..count {
+        let input = calib_inputs.rows(i * unit, (i + 1) * unit);
+        let outputs = model.run(vec![input.clone()])?;
+        manifest.self_test.vectors.push(SelfTestVector {
+            inputs: vec![StoredTensor::from_tensor(&input)],
+            outputs: outputs.iter().map(StoredTensor::from_tensor).collect(),
+        });
+    }
+    report.self_test_vectors = manifest.self_test.vectors.len();
+
+    // 4. Reference statistics and the conformal interval (only from real calibration data).
+    if let Some(c) = calibration {
+        report.calibration_rows = rows;
+        let bins = spec.reference.bins.max(2);
+        let mut reference = ReferenceStats {
+            rows: rows as u64,
+            features: feature_histograms(single, &c.inputs, bins),
+            ..Default::default()
+        };
+        report.feature_histograms = reference.features.len();
+        match &mut manifest.output.task {
+            Task::Classification { labels, .. } => {
+                let mut counts = vec![0u64; labels.len()];
+                let mut confidence = Histogram::uniform(0.0, 1.0, 10);
+                for p in &predictions {
+                    if let Prediction::Classification {
+                        class_index,
+                        probability,
+                        ..
+                    } = p
+                    {
+                        if let Some(c) = counts.get_mut(*class_index) {
+                            *c += 1;
+                        }
+                        confidence.observe(*probability as f64);
+                    }
+                }
+                reference.class_counts = counts;
+                reference.confidence = Some(confidence);
+            }
+            Task::Regression {
+                coverage,
+                half_width,
+                calibration_rows,
+            } => {
+                let values: Vec<f64> = predictions
+                    .iter()
+                    .filter_map(|p| match p {
+                        Prediction::Regression { value, .. } => Some(*value),
+                        _ => None,
+                    })
+                    .collect();
+                reference.prediction = Some(Histogram::quantile(&values, bins));
+                if let Some(coverage) = *coverage {
+                    let targets = c.targets.as_ref().ok_or_else(|| PackError::Calibration("a regression spec with `coverage` needs calibration targets (--calibration-targets)".into()))?;
+                    let y = targets.to_f64_vec();
+                    if y.len() != values.len() {
+                        return Err(PackError::Calibration(format!(
+                            "{} targets for {} calibration rows",
+                            y.len(),
+                            values.len()
+                        )));
+                    }
+                    let mut residuals: Vec<f64> =
+                        values.iter().zip(&y).map(|(p, t)| (p - t).abs()).collect();
+                    let h = conformal_half_width(&mut residuals, coverage).ok_or_else(|| {
+                        PackError::Calibration(format!("{} calibration rows are too few for {coverage} coverage (need at least {})", values.len(), (1.0 / (1.0 - coverage)).ceil() as usize))
+                    })?;
+                    let inside = values
+                        .iter()
+                        .zip(&y)
+                        .filter(|(p, t)| (*p - *t).abs() <= h)
+                        .count();
+                    report.interval_half_width = Some(h);
+                    report.calibration_coverage = Some(inside as f64 / values.len() as f64);
+                    *half_width = Some(h);
+                    *calibration_rows = Some(values.len() as u64);
+                }
+            }
+            Task::Raw => {}
+        }
+        manifest.reference = reference;
+    } else if let Task::Regression {
+        coverage: Some(_), ..
+    } = manifest.output.task
+    {
+        return Err(PackError::Calibration(
+            "a regression spec with `coverage` needs --calibration and --calibration-targets"
+                .into(),
+        ));
+    }
+
+    // 5. Sign the final manifest with the real keys.
+    let bytes = bundle::build(manifest, onnx, keys);
+    report.bundle_bytes = bytes.len();
+    Ok((bytes, report))
+}
