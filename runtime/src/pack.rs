@@ -345,11 +345,10 @@ pub fn pack(
     let model = Model::load(&provisional, &trust, &options)?;
 
     let single = &manifest.inputs[0];
-    let step = if single.dynamic_batch() {
-        single.max_batch().max(1)
-    } else {
-        single.max_batch()
-    };
+    // rows per engine call: up to max_batch for a dynamic batch, else exactly the fixed batch
+    let step = single.max_batch().max(1);
+    // rows per self-test vector
+    let unit = if single.dynamic_batch() { 1 } else { step };
     let mut report = PackReport {
         calibration_rows: 0,
         self_test_vectors: 0,
@@ -371,7 +370,7 @@ pub fn pack(
             &c.inputs
         }
         None => {
-            owned = synthetic_rows(single, spec.self_test.count.max(1) * step.min(1).max(1));
+            owned = synthetic_rows(single, spec.self_test.count.max(1) * unit);
             &owned
         }
     };
@@ -379,7 +378,7 @@ pub fn pack(
         .shape
         .first()
         .ok_or_else(|| PackError::Calibration("calibration input has no batch axis".into()))?;
-    if rows % step != 0 && !single.dynamic_batch() {
+    if !rows.is_multiple_of(step) && !single.dynamic_batch() {
         return Err(PackError::Calibration(format!(
             "{rows} rows do not split into batches of {step}"
         )));
@@ -396,7 +395,6 @@ pub fn pack(
     }
 
     // 3. Self-test vectors: the first rows, one batch each, through the raw path.
-    let unit = if single.dynamic_batch() { 1 } else { step };
     let count = spec.self_test.count.min(rows / unit);
     for i in 0..count {
         let input = calib_inputs.rows(i * unit, (i + 1) * unit);

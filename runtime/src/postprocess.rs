@@ -63,7 +63,7 @@ pub fn answer(
             softmax: apply,
             top_k: default_k,
         } => {
-            if batch == 0 || values.len() % batch != 0 {
+            if batch == 0 || !values.len().is_multiple_of(batch) {
                 return Err(ModelError::Output(format!(
                     "{} scores do not split into {batch} rows",
                     values.len()

@@ -1,6 +1,6 @@
 //! `edgectl trust init|show`: make the fleet trust root, and print one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -44,7 +44,7 @@ pub enum TrustCommand {
     },
 }
 
-fn named(path: &PathBuf) -> Result<(String, VerifyingKey)> {
+fn named(path: &Path) -> Result<(String, VerifyingKey)> {
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -81,9 +81,9 @@ pub fn run(command: TrustCommand) -> Result<()> {
                 version,
                 created: now,
                 expires: now + expires_days * 86_400,
-                signers: signers.iter().map(named).collect::<Result<_>>()?,
+                signers: signers.iter().map(|p| named(p)).collect::<Result<_>>()?,
                 threshold,
-                director: director.as_ref().map(named).transpose()?,
+                director: director.as_deref().map(named).transpose()?,
             };
             let doc = trust::create(&spec, &root, previous.as_ref())?;
             std::fs::write(&out, &doc)

@@ -1,0 +1,302 @@
+//! The runtime end to end on the sample models: pack → verify → load (self-test) → predict.
+
+mod common;
+
+use common::*;
+use edge_protocol::Prediction;
+use edge_runtime::bundle::{self, StoredTensor};
+use edge_runtime::engine::EngineOptions;
+use edge_runtime::stats::{psi, Histogram};
+use edge_runtime::{InputError, LoadOptions, Model, ModelError, Tensor, TensorData};
+
+fn load(bytes: &[u8], trust: &edge_runtime::trust::TrustRoot) -> Model {
+    Model::load(bytes, trust, &LoadOptions::default()).unwrap()
+}
+
+fn digits() -> (
+    Model,
+    Vec<u8>,
+    edge_runtime::SigningKey,
+    edge_runtime::trust::TrustRoot,
+) {
+    let signer = key();
+    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
+    let bytes = pack_model("digits", std::slice::from_ref(&signer));
+    (load(&bytes, &trust), bytes, signer, trust)
+}
+
+fn classes(model: &Model, x: &Tensor) -> Vec<usize> {
+    let r = model.predict(vec![x.clone()]).unwrap();
+    assert_eq!(r.model.model, "digits");
+    assert!(r.model.bundle.starts_with("sha256:"));
+    r.results
+        .iter()
+        .map(|p| match p {
+            Prediction::Classification {
+                class_index,
+                probability,
+                predictions,
+                ..
+            } => {
+                assert!((0.0..=1.0).contains(probability));
+                assert_eq!(predictions.len(), 3, "spec top_k");
+                *class_index
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn digits_bundle_reaches_the_accuracy_of_the_model() {
+    let (model, ..) = digits();
+    let x = read_npy("digits/test_x.npy");
+    let y = read_npy("digits/test_y.npy").to_f64_vec();
+    let predicted = classes(&model, &x);
+    let accuracy = predicted
+        .iter()
+        .zip(&y)
+        .filter(|(p, t)| **p == **t as usize)
+        .count() as f64
+        / y.len() as f64;
+    assert!(accuracy >= 0.97, "accuracy {accuracy}");
+    let stats = model.stats();
+    assert_eq!(stats.requests, 1);
+    assert_eq!(stats.rows, y.len() as u64);
+    assert_eq!(stats.class_counts.iter().sum::<u64>(), y.len() as u64);
+}
+
+#[test]
+fn a_bundle_whose_self_test_fails_never_loads() {
+    let (_, bytes, signer, trust) = digits();
+    let (mut manifest, payload) = parts(&bytes);
+    let out = &mut manifest.self_test.vectors[0].outputs[0];
+    let mut t = out.to_tensor().unwrap();
+    if let TensorData::F32(v) = &mut t.data {
+        v[3] += 0.5;
+    }
+    *out = StoredTensor::from_tensor(&t);
+    let altered = bundle::build(manifest, &payload, &[signer]);
+    match Model::load(&altered, &trust, &LoadOptions::default()) {
+        Err(ModelError::SelfTest {
+            index: 0,
+            element: 3,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_inputs_get_typed_errors_and_are_counted() {
+    let (model, ..) = digits();
+    let ok = vec![0.5f32; 64];
+    type Check = fn(&InputError) -> bool;
+    let cases: Vec<(Vec<Tensor>, Check)> = vec![
+        (vec![Tensor::f32(vec![1, 1, 8, 7], vec![0.0; 56])], |e| {
+            matches!(e, InputError::WrongShape { .. })
+        }),
+        (vec![Tensor::f32(vec![1, 8, 8], ok.clone())], |e| {
+            matches!(e, InputError::WrongShape { .. })
+        }),
+        (
+            vec![Tensor {
+                shape: vec![1, 1, 8, 8],
+                data: TensorData::F64(vec![0.0; 64]),
+            }],
+            |e| matches!(e, InputError::WrongDtype { .. }),
+        ),
+        (
+            vec![Tensor {
+                shape: vec![1, 1, 8, 8],
+                data: TensorData::I64(vec![0; 64]),
+            }],
+            |e| matches!(e, InputError::WrongDtype { .. }),
+        ),
+        (
+            vec![Tensor::f32(vec![1, 1, 8, 8], {
+                let mut v = ok.clone();
+                v[9] = f32::NAN;
+                v
+            })],
+            |e| matches!(e, InputError::NonFinite { index: 9, .. }),
+        ),
+        (
+            vec![Tensor::f32(vec![1, 1, 8, 8], {
+                let mut v = ok.clone();
+                v[0] = f32::INFINITY;
+                v
+            })],
+            |e| matches!(e, InputError::NonFinite { index: 0, .. }),
+        ),
+        (vec![Tensor::f32(vec![0, 1, 8, 8], vec![])], |e| {
+            matches!(e, InputError::Empty { .. })
+        }),
+        (vec![Tensor::f32(vec![1, 1, 80, 8], vec![0.0; 640])], |e| {
+            matches!(e, InputError::WrongShape { .. })
+        }),
+        (vec![Tensor::f32(vec![1, 1, 8, 8], vec![0.0; 640])], |e| {
+            matches!(e, InputError::ElementCount { .. })
+        }),
+        (
+            vec![Tensor::f32(vec![513, 1, 8, 8], vec![0.0; 513 * 64])],
+            |e| matches!(e, InputError::BatchTooLarge { max: 512, .. }),
+        ),
+        (vec![], |e| {
+            matches!(
+                e,
+                InputError::WrongInputCount {
+                    expected: 1,
+                    got: 0
+                }
+            )
+        }),
+    ];
+    let n = cases.len() as u64;
+    for (inputs, expected) in cases {
+        match model.predict(inputs) {
+            Err(ModelError::Input(e)) => assert!(expected(&e), "unexpected {e:?}"),
+            other => panic!("expected an input error, got {other:?}"),
+        }
+    }
+    assert!(model
+        .predict(vec![Tensor::f32(vec![1, 1, 8, 8], ok)])
+        .is_ok());
+    let stats = model.stats();
+    assert_eq!((stats.requests, stats.errors), (n + 1, n));
+}
+
+#[test]
+fn diabetes_interval_covers_the_test_split_at_its_stated_rate() {
+    let signer = key();
+    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
+    let model = load(&pack_model("diabetes", &[signer]), &trust);
+    let x = read_npy("diabetes/test_x.npy");
+    let y = read_npy("diabetes/test_y.npy").to_f64_vec();
+    let r = model.predict(vec![x]).unwrap();
+    let mut inside = 0;
+    for (p, t) in r.results.iter().zip(&y) {
+        match p {
+            Prediction::Regression {
+                value,
+                interval: Some(i),
+            } => {
+                assert!(i.lower < *value && *value < i.upper);
+                assert_eq!(i.coverage, 0.9);
+                inside += usize::from(i.lower <= *t && *t <= i.upper);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let n = y.len() as f64;
+    let empirical = inside as f64 / n;
+    // sampling error of a proportion over n test rows: 3 standard deviations either side
+    let sd = (0.9f64 * 0.1 / n).sqrt();
+    assert!(
+        (empirical - 0.9).abs() <= 3.0 * sd,
+        "coverage {empirical} on {n} rows, stated 0.9 ± {}",
+        3.0 * sd
+    );
+}
+
+#[test]
+fn reference_statistics_detect_a_shifted_input_distribution() {
+    let (model, ..) = digits();
+    let reference = &model.manifest().reference;
+    assert_eq!(reference.rows, 200);
+    assert_eq!(reference.features.len(), 64);
+    let x = read_npy("digits/test_x.npy");
+    let values = x.to_f64_vec();
+    // feature 36 (a central pixel): PSI of the test split vs the calibration reference is small…
+    let reference_hist = &reference.features[36].histogram;
+    let observe = |vals: &mut dyn Iterator<Item = f64>| {
+        let mut h = Histogram::with_edges(reference_hist.edges.clone());
+        vals.for_each(|v| h.observe(v));
+        psi(&reference_hist.counts, &h.counts).unwrap()
+    };
+    let same = observe(&mut values.iter().skip(36).step_by(64).copied());
+    // …and large for inverted images (a camera with the wrong polarity)
+    let shifted = observe(&mut values.iter().skip(36).step_by(64).map(|v| 16.0 - v));
+    assert!(same < 0.1, "PSI on the test split {same}");
+    assert!(shifted > 0.25, "PSI on inverted inputs {shifted}");
+    // the predicted class distribution of the test split is close to the reference
+    model.predict(vec![x]).unwrap();
+    let p = psi(&reference.class_counts, &model.stats().class_counts).unwrap();
+    assert!(p < 0.1, "prediction PSI {p}");
+}
+
+#[test]
+fn a_model_is_shared_across_threads_and_two_threads_give_the_same_answers() {
+    let (model, bytes, _, trust) = digits();
+    let x = read_npy("digits/test_x.npy").rows(0, 32);
+    let expected = model.run(vec![x.clone()]).unwrap();
+    let model = std::sync::Arc::new(model);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (m, x) = (model.clone(), x.clone());
+            std::thread::spawn(move || m.run(vec![x]).unwrap())
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), expected);
+    }
+    let two = Model::load(
+        &bytes,
+        &trust,
+        &LoadOptions {
+            engine: EngineOptions {
+                threads: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let got = two.run(vec![x]).unwrap();
+    let (a, b) = (got[0].to_f64_vec(), expected[0].to_f64_vec());
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4));
+}
+
+#[test]
+fn a_spec_that_does_not_match_the_graph_is_refused_at_pack_time() {
+    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
+    let mut spec = spec("digits");
+    spec.input.as_mut().unwrap().name = "pixels".into();
+    let err = edge_runtime::pack::pack(&onnx, spec, None, &[key()], now()).unwrap_err();
+    assert!(err.to_string().contains("'image'"), "{err}");
+}
+
+#[test]
+fn packing_without_calibration_records_synthetic_self_tests_and_no_reference() {
+    let signer = key();
+    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
+    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
+    let (bytes, report) = edge_runtime::pack::pack(
+        &onnx,
+        spec("digits"),
+        None,
+        std::slice::from_ref(&signer),
+        now(),
+    )
+    .unwrap();
+    assert_eq!((report.self_test_vectors, report.calibration_rows), (4, 0));
+    let model = load(&bytes, &trust);
+    assert!(model.manifest().reference.features.is_empty());
+    assert_eq!(model.manifest().self_test.vectors.len(), 4);
+
+    // a regression spec that promises an interval cannot be packed without targets
+    let onnx = std::fs::read(models().join("diabetes/model.onnx")).unwrap();
+    let calibration = edge_runtime::pack::Calibration {
+        inputs: read_npy("diabetes/calib_x.npy"),
+        targets: None,
+    };
+    let err = edge_runtime::pack::pack(
+        &onnx,
+        spec("diabetes"),
+        Some(&calibration),
+        &[signer],
+        now(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("calibration targets"), "{err}");
+}
