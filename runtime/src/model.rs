@@ -4,12 +4,12 @@
 
 use std::time::Instant;
 
-use edge_protocol::{ModelRef, PredictResponse};
+use edge_protocol::{ModelRef, PredictResponse, RawOutput};
 
 use crate::bundle::{verify_bytes, Manifest, Task, VerifiedBundle, VerifyPolicy};
 use crate::engine::{self, Engine, EngineOptions};
 use crate::error::ModelError;
-use crate::postprocess::{answer, raw_output};
+use crate::postprocess::{answer, raw_output, Answers};
 use crate::preprocess::{check_normalization, normalize, validate, InputLimits};
 use crate::stats::{ModelStats, StatsSnapshot};
 use crate::tensor::Tensor;
@@ -186,11 +186,15 @@ impl Model {
         let result = self.predict_inner(inputs, options);
         let latency = start.elapsed();
         match result {
-            Ok((mut response, answers)) => {
+            Ok((answers, raw)) => {
                 self.stats
                     .record_success(latency, &answers.classes, &answers.values);
-                response.latency_ms = latency.as_secs_f64() * 1e3;
-                Ok(response)
+                Ok(PredictResponse {
+                    model: self.model_ref.clone(),
+                    results: answers.predictions,
+                    latency_ms: latency.as_secs_f64() * 1e3,
+                    raw,
+                })
             }
             Err(e) => {
                 self.stats.record_error(latency);
@@ -203,7 +207,7 @@ impl Model {
         &self,
         inputs: Vec<Tensor>,
         options: &PredictOptions,
-    ) -> Result<(PredictResponse, crate::postprocess::Answers), ModelError> {
+    ) -> Result<(Answers, Vec<RawOutput>), ModelError> {
         let batch = inputs
             .first()
             .and_then(|t| t.shape.first().copied())
@@ -234,13 +238,7 @@ impl Model {
         } else {
             Vec::new()
         };
-        let response = PredictResponse {
-            model: self.model_ref.clone(),
-            results: answers.predictions.clone(),
-            latency_ms: 0.0,
-            raw,
-        };
-        Ok((response, answers))
+        Ok((answers, raw))
     }
 
     /// The signed manifest.
