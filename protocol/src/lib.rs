@@ -1,13 +1,27 @@
 //! edgefleet wire contract: every type that crosses a process boundary as JSON or CBOR.
 //!
-//! This crate starts with the prediction answer (what `edgectl run` prints and what the device
-//! agent's local API will return). MQTT topics, desired-state documents and REST types join it as
-//! the agent and the server arrive. Nothing here depends on the runtime: the runtime depends on it.
+//! - [`prediction`]: the answer to a predict call (what `edgectl run` prints and what the device
+//!   agent's local API returns), JSON.
+//! - [`envelope`]: the signed CBOR envelope of every MQTT payload, with replay protection
+//!   (DESIGN decision 2).
+//! - [`messages`]: desired state, hello, events, telemetry windows (decisions 1 and 8).
+//! - [`topics`]: MQTT topic names and device-id rules.
+//! - [`histogram`]: the histogram shared by bundle reference statistics and telemetry.
+//!
+//! REST types join as the server arrives. Nothing here depends on the runtime: the runtime
+//! depends on it.
 
 #![deny(missing_docs)]
 
+pub mod envelope;
+pub mod histogram;
+pub mod messages;
 pub mod prediction;
+pub mod topics;
 
+pub use envelope::{open, seal, EnvelopeError, Header, Kind, ReplayGuard};
+pub use histogram::Histogram;
+pub use messages::*;
 pub use prediction::{
     ClassProbability, Interval, ModelRef, PredictResponse, Prediction, RawOutput,
 };

@@ -17,7 +17,7 @@ use crate::bundle::{
 use crate::engine::EngineOptions;
 use crate::error::ModelError;
 use crate::model::{LoadOptions, Model};
-use crate::stats::Histogram;
+use crate::stats::{quantile_histogram, Histogram};
 use crate::tensor::{DType, Tensor, TensorData};
 use crate::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use edge_protocol::Prediction;
@@ -221,7 +221,7 @@ fn feature_histograms(spec: &InputSpec, inputs: &Tensor, bins: usize) -> Vec<Fea
                     .get(f)
                     .cloned()
                     .unwrap_or_else(|| format!("element {f}")),
-                histogram: Histogram::quantile(
+                histogram: quantile_histogram(
                     &values
                         .iter()
                         .skip(f)
@@ -248,7 +248,7 @@ fn feature_histograms(spec: &InputSpec, inputs: &Tensor, bins: usize) -> Vec<Fea
                 .collect();
             FeatureHistogram {
                 name: format!("channel {c}"),
-                histogram: Histogram::quantile(&sample, bins),
+                histogram: quantile_histogram(&sample, bins),
             }
         })
         .collect()
@@ -448,7 +448,7 @@ pub fn pack(
                         _ => None,
                     })
                     .collect();
-                reference.prediction = Some(Histogram::quantile(&values, bins));
+                reference.prediction = Some(quantile_histogram(&values, bins));
                 if let Some(coverage) = *coverage {
                     let targets = c.targets.as_ref().ok_or_else(|| PackError::Calibration("a regression spec with `coverage` needs calibration targets (--calibration-targets)".into()))?;
                     let y = targets.to_f64_vec();

@@ -4,105 +4,31 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use minicbor::{Decode, Encode};
 use serde::Serialize;
 
-/// A histogram with explicit cut points: bin `i` holds values in `[edges[i-1], edges[i])`, the
-/// first bin everything below `edges[0]`, the last everything from the last edge up.
-#[derive(Clone, Debug, Default, PartialEq, Encode, Decode, Serialize)]
-pub struct Histogram {
-    /// Cut points, ascending (one fewer than the bins).
-    #[n(0)]
-    pub edges: Vec<f64>,
-    /// Count per bin.
-    #[n(1)]
-    pub counts: Vec<u64>,
-}
+pub use edge_protocol::Histogram;
 
-impl Histogram {
-    /// An empty histogram over the given cut points.
-    pub fn with_edges(edges: Vec<f64>) -> Histogram {
-        let bins = edges.len() + 1;
-        Histogram {
-            edges,
-            counts: vec![0; bins],
-        }
-    }
-
-    /// `bins` equal-width bins over `[lo, hi]`.
-    pub fn uniform(lo: f64, hi: f64, bins: usize) -> Histogram {
-        let bins = bins.max(1);
-        let edges = (1..bins)
-            .map(|i| lo + (hi - lo) * i as f64 / bins as f64)
-            .collect();
-        Histogram::with_edges(edges)
-    }
-
-    /// Equal-frequency bins from `values` (cut points at the quantiles, duplicates merged), then
-    /// filled with them: the usual reference for PSI.
-    pub fn quantile(values: &[f64], bins: usize) -> Histogram {
-        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        sorted.sort_by(f64::total_cmp);
-        let mut edges: Vec<f64> = Vec::new();
-        if !sorted.is_empty() {
-            for i in 1..bins.max(1) {
-                let e = sorted[(i * sorted.len() / bins).min(sorted.len() - 1)];
-                if edges.last().is_none_or(|&last| e > last) {
-                    edges.push(e);
-                }
-            }
-            // a cut at the minimum would leave the first bin empty by construction
-            if edges.first() == sorted.first() {
-                edges.remove(0);
+/// Equal-frequency bins from `values` (cut points at the quantiles, duplicates merged), then
+/// filled with them: the usual reference for PSI.
+pub fn quantile_histogram(values: &[f64], bins: usize) -> Histogram {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let mut edges: Vec<f64> = Vec::new();
+    if !sorted.is_empty() {
+        for i in 1..bins.max(1) {
+            let e = sorted[(i * sorted.len() / bins).min(sorted.len() - 1)];
+            if edges.last().is_none_or(|&last| e > last) {
+                edges.push(e);
             }
         }
-        let mut h = Histogram::with_edges(edges);
-        values.iter().for_each(|&v| h.observe(v));
-        h
-    }
-
-    /// Counts one value (NaN goes to the last bin).
-    pub fn observe(&mut self, v: f64) {
-        let i = if v.is_nan() {
-            self.edges.len()
-        } else {
-            self.edges.partition_point(|&e| e <= v)
-        };
-        self.counts[i] += 1;
-    }
-
-    /// Total count.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Adds another histogram with the same edges.
-    pub fn merge(&mut self, other: &Histogram) {
-        if self.edges == other.edges {
-            self.counts
-                .iter_mut()
-                .zip(&other.counts)
-                .for_each(|(a, b)| *a += b);
+        // a cut at the minimum would leave the first bin empty by construction
+        if edges.first() == sorted.first() {
+            edges.remove(0);
         }
     }
-
-    /// Value below which a fraction `q` of the counts lie (upper edge of that bin; the last bin
-    /// reports its lower edge).
-    pub fn quantile_edge(&self, q: f64) -> Option<f64> {
-        let total = self.total();
-        if total == 0 {
-            return None;
-        }
-        let target = (q * total as f64).ceil().max(1.0) as u64;
-        let mut acc = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            acc += c;
-            if acc >= target {
-                return self.edges.get(i).or(self.edges.last()).copied();
-            }
-        }
-        self.edges.last().copied()
-    }
+    let mut h = Histogram::with_edges(edges);
+    values.iter().for_each(|&v| h.observe(v));
+    h
 }
 
 /// Population stability index of `observed` against `reference` counts over the same bins:
@@ -224,11 +150,11 @@ mod tests {
     #[test]
     fn quantile_bins_are_roughly_equal_frequency() {
         let values: Vec<f64> = (0..1000).map(|i| i as f64).collect();
-        let h = Histogram::quantile(&values, 10);
+        let h = quantile_histogram(&values, 10);
         assert_eq!(h.counts.len(), 10);
         assert!(h.counts.iter().all(|&c| c == 100), "{:?}", h.counts);
         // constant data collapses to one bin instead of failing
-        let h = Histogram::quantile(&[3.0; 50], 10);
+        let h = quantile_histogram(&[3.0; 50], 10);
         assert_eq!(h.total(), 50);
     }
 
