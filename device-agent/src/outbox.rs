@@ -83,7 +83,7 @@ fn store<E: Into<redb::Error>>(e: E) -> OutboxError {
 
 /// The durable outbox.
 pub struct Outbox {
-    db: Database,
+    db: std::sync::Arc<Database>,
     max_bytes: u64,
 }
 
@@ -100,6 +100,11 @@ impl Outbox {
     /// payload. Sequence numbers start at 1.
     pub fn open(path: &Path, max_bytes: u64) -> Result<Outbox, OutboxError> {
         let db = Database::create(path).map_err(store)?;
+        Outbox::with_db(std::sync::Arc::new(db), max_bytes)
+    }
+
+    /// The outbox inside an already open database (the agent keeps all its state in one file).
+    pub fn with_db(db: std::sync::Arc<Database>, max_bytes: u64) -> Result<Outbox, OutboxError> {
         let tx = db.begin_write().map_err(store)?;
         {
             tx.open_table(OUTBOX).map_err(store)?;
