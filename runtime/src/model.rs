@@ -11,7 +11,7 @@ use crate::engine::{self, Engine, EngineOptions};
 use crate::error::ModelError;
 use crate::postprocess::{answer, raw_output, Answers};
 use crate::preprocess::{check_normalization, normalize, validate, InputLimits};
-use crate::stats::{ModelStats, StatsSnapshot};
+use crate::stats::{FeatureMap, Histogram, ModelStats, StatsSnapshot};
 use crate::tensor::Tensor;
 use crate::trust::TrustRoot;
 
@@ -76,6 +76,12 @@ impl Model {
             ),
             Task::Raw => (0, None),
         };
+        let feature_edges = manifest
+            .reference
+            .features
+            .iter()
+            .map(|f| f.histogram.edges.clone())
+            .collect();
         let model = Model {
             model_ref: ModelRef {
                 model: manifest.name.clone(),
@@ -84,7 +90,7 @@ impl Model {
             },
             manifest,
             engine,
-            stats: ModelStats::new(classes, prediction_edges),
+            stats: ModelStats::new(classes, prediction_edges, feature_edges),
             input_limits: options.input_limits.clone(),
         };
         model.self_test()?;
@@ -183,12 +189,13 @@ impl Model {
         options: &PredictOptions,
     ) -> Result<PredictResponse, ModelError> {
         let start = Instant::now();
+        let features = self.observe_features(&inputs);
         let result = self.predict_inner(inputs, options);
         let latency = start.elapsed();
         match result {
             Ok((answers, raw)) => {
                 self.stats
-                    .record_success(latency, &answers.classes, &answers.values);
+                    .record_success(latency, &answers.classes, &answers.values, &features);
                 Ok(PredictResponse {
                     model: self.model_ref.clone(),
                     results: answers.predictions,
@@ -200,6 +207,24 @@ impl Model {
                 self.stats.record_error(latency);
                 Err(e)
             }
+        }
+    }
+
+    /// Histograms of the raw input values per drift feature, over the reference bins (empty when
+    /// the bundle has no reference statistics or the input does not fit them).
+    fn observe_features(&self, inputs: &[Tensor]) -> Vec<Histogram> {
+        let mut hists = self.stats.feature_scratch();
+        let (Some(spec), Some(t)) = (self.manifest.inputs.first(), inputs.first()) else {
+            return Vec::new();
+        };
+        match FeatureMap::new(spec.layout, &t.shape) {
+            Some(map) if !hists.is_empty() && map.count() == hists.len() => {
+                for (i, v) in t.to_f64_vec().into_iter().enumerate() {
+                    hists[map.feature_of(i)].observe(v);
+                }
+                hists
+            }
+            _ => Vec::new(),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::bundle::{
 use crate::engine::EngineOptions;
 use crate::error::ModelError;
 use crate::model::{LoadOptions, Model};
-use crate::stats::{quantile_histogram, Histogram};
+use crate::stats::{quantile_histogram, FeatureMap, Histogram};
 use crate::tensor::{DType, Tensor, TensorData};
 use crate::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use edge_protocol::Prediction;
@@ -59,6 +59,9 @@ pub struct PackSpec {
     /// Quantization note.
     #[serde(default)]
     pub quantization: Option<String>,
+    /// Trial-window health limits.
+    #[serde(default)]
+    pub health: Option<bundle::HealthSpec>,
 }
 
 /// `[self_test]` in the spec.
@@ -207,49 +210,17 @@ fn synthetic_rows(spec: &InputSpec, rows: usize) -> Tensor {
     Tensor { shape, data }
 }
 
-/// Per-feature reference histograms of raw inputs: one per element when a row has at most 256
-/// of them (tabular data, tiny images), else one per channel.
+/// Per-feature reference histograms of raw inputs (see [`FeatureMap`]).
 fn feature_histograms(spec: &InputSpec, inputs: &Tensor, bins: usize) -> Vec<FeatureHistogram> {
-    let values = inputs.to_f64_vec();
-    let rows = inputs.shape[0].max(1);
-    let row_len = values.len() / rows;
-    if row_len <= 256 {
-        return (0..row_len)
-            .map(|f| FeatureHistogram {
-                name: spec
-                    .feature_names
-                    .get(f)
-                    .cloned()
-                    .unwrap_or_else(|| format!("element {f}")),
-                histogram: quantile_histogram(
-                    &values
-                        .iter()
-                        .skip(f)
-                        .step_by(row_len)
-                        .copied()
-                        .collect::<Vec<_>>(),
-                    bins,
-                ),
-            })
-            .collect();
-    }
-    let Some(axis) = spec.layout.channel_axis(inputs.shape.len()) else {
+    let Some(map) = FeatureMap::new(spec.layout, &inputs.shape) else {
         return Vec::new();
     };
-    let channels = inputs.shape[axis];
-    let inner: usize = inputs.shape[axis + 1..].iter().product();
-    (0..channels)
-        .map(|c| {
-            let sample: Vec<f64> = values
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| (i / inner) % channels == c)
-                .map(|(_, &v)| v)
-                .collect();
-            FeatureHistogram {
-                name: format!("channel {c}"),
-                histogram: quantile_histogram(&sample, bins),
-            }
+    map.split(&inputs.to_f64_vec())
+        .iter()
+        .enumerate()
+        .map(|(f, values)| FeatureHistogram {
+            name: map.name(f, &spec.feature_names),
+            histogram: quantile_histogram(values, bins),
         })
         .collect()
 }
@@ -325,6 +296,7 @@ pub fn pack(
         },
         reference: ReferenceStats::default(),
         quantization: spec.quantization.clone(),
+        health: spec.health.clone(),
     };
 
     // 1. Load the provisional bundle as a device would.

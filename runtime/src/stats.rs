@@ -8,6 +8,83 @@ use serde::Serialize;
 
 pub use edge_protocol::Histogram;
 
+use crate::bundle::Layout;
+
+/// Rows with at most this many elements get one drift feature per element; larger rows (images)
+/// get one per channel.
+pub const MAX_ELEMENT_FEATURES: usize = 256;
+
+/// How the flat elements of an input map to drift features (reference histograms at pack time,
+/// live histograms on the device): one per element for small rows (tabular data, tiny images),
+/// else one per channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureMap {
+    /// Feature = position in the row.
+    PerElement {
+        /// Elements per row.
+        row_len: usize,
+    },
+    /// Feature = channel.
+    PerChannel {
+        /// Channels.
+        channels: usize,
+        /// Elements after the channel axis.
+        inner: usize,
+    },
+}
+
+impl FeatureMap {
+    /// The map for an input of this layout and shape (batch first); `None` when a large row has
+    /// no channel axis to group by.
+    pub fn new(layout: Layout, shape: &[usize]) -> Option<FeatureMap> {
+        let row_len: usize = shape.iter().skip(1).product();
+        if row_len <= MAX_ELEMENT_FEATURES {
+            return Some(FeatureMap::PerElement { row_len });
+        }
+        let axis = layout.channel_axis(shape.len())?;
+        Some(FeatureMap::PerChannel {
+            channels: shape[axis],
+            inner: shape[axis + 1..].iter().product(),
+        })
+    }
+
+    /// Number of features.
+    pub fn count(&self) -> usize {
+        match *self {
+            FeatureMap::PerElement { row_len } => row_len,
+            FeatureMap::PerChannel { channels, .. } => channels,
+        }
+    }
+
+    /// The feature of flat element `i`.
+    pub fn feature_of(&self, i: usize) -> usize {
+        match *self {
+            FeatureMap::PerElement { row_len } => i % row_len.max(1),
+            FeatureMap::PerChannel { channels, inner } => (i / inner.max(1)) % channels.max(1),
+        }
+    }
+
+    /// A human name for feature `f`.
+    pub fn name(&self, f: usize, names: &[String]) -> String {
+        match self {
+            FeatureMap::PerElement { .. } => names
+                .get(f)
+                .cloned()
+                .unwrap_or_else(|| format!("element {f}")),
+            FeatureMap::PerChannel { .. } => format!("channel {f}"),
+        }
+    }
+
+    /// The values of each feature.
+    pub fn split(&self, values: &[f64]) -> Vec<Vec<f64>> {
+        let mut out = vec![Vec::new(); self.count()];
+        for (i, &v) in values.iter().enumerate() {
+            out[self.feature_of(i)].push(v);
+        }
+        out
+    }
+}
+
 /// Equal-frequency bins from `values` (cut points at the quantiles, duplicates merged), then
 /// filled with them: the usual reference for PSI.
 pub fn quantile_histogram(values: &[f64], bins: usize) -> Histogram {
@@ -82,6 +159,8 @@ pub struct StatsSnapshot {
     pub class_counts: Vec<u64>,
     /// Predicted values (regression), over the reference prediction bins.
     pub prediction: Option<Histogram>,
+    /// Raw input values per drift feature, over the reference feature bins.
+    pub features: Vec<Histogram>,
 }
 
 /// Thread-safe counters for one loaded model.
@@ -92,8 +171,13 @@ pub struct ModelStats {
 
 impl ModelStats {
     /// Fresh counters; `classes` sizes the class counts, `prediction_edges` the regression
-    /// histogram (the reference's, so PSI can be computed).
-    pub fn new(classes: usize, prediction_edges: Option<Vec<f64>>) -> ModelStats {
+    /// histogram and `feature_edges` the input feature histograms (the reference's bins, so PSI
+    /// can be computed against the bundle's reference statistics).
+    pub fn new(
+        classes: usize,
+        prediction_edges: Option<Vec<f64>>,
+        feature_edges: Vec<Vec<f64>>,
+    ) -> ModelStats {
         ModelStats {
             inner: Mutex::new(StatsSnapshot {
                 latency_ms: Histogram::with_edges(
@@ -102,6 +186,10 @@ impl ModelStats {
                 confidence: Histogram::uniform(0.0, 1.0, 10),
                 class_counts: vec![0; classes],
                 prediction: prediction_edges.map(Histogram::with_edges),
+                features: feature_edges
+                    .into_iter()
+                    .map(Histogram::with_edges)
+                    .collect(),
                 ..Default::default()
             }),
         }
@@ -112,9 +200,27 @@ impl ModelStats {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a successful call.
-    pub fn record_success(&self, latency: Duration, classes: &[(usize, f32)], values: &[f64]) {
+    /// Empty histograms with this model's feature bins, to fill outside the lock.
+    pub fn feature_scratch(&self) -> Vec<Histogram> {
+        self.lock()
+            .features
+            .iter()
+            .map(|h| Histogram::with_edges(h.edges.clone()))
+            .collect()
+    }
+
+    /// Records a successful call (with the input feature histograms of its rows).
+    pub fn record_success(
+        &self,
+        latency: Duration,
+        classes: &[(usize, f32)],
+        values: &[f64],
+        features: &[Histogram],
+    ) {
         let mut s = self.lock();
+        for (total, add) in s.features.iter_mut().zip(features) {
+            total.merge(add);
+        }
         s.requests += 1;
         s.rows += (classes.len() + values.len()) as u64;
         s.latency_ms.observe(latency.as_secs_f64() * 1e3);

@@ -47,6 +47,7 @@ fn small_manifest() -> Manifest {
         self_test: SelfTest::default(),
         reference: ReferenceStats::default(),
         quantization: None,
+        health: None,
     }
 }
 

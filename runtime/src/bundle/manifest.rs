@@ -387,6 +387,61 @@ pub struct ReferenceStats {
     pub prediction: Option<Histogram>,
 }
 
+/// What the device's trial window checks before it commits this model (DESIGN decision 7).
+/// A model is rolled back as soon as a limit is broken on at least `min_requests` requests, and
+/// committed after `trial_seconds` with at least `min_requests` requests and no limit broken.
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    /// Length of the trial window in seconds (default 60).
+    #[n(0)]
+    #[serde(default = "default_trial_seconds")]
+    pub trial_seconds: u32,
+    /// Requests needed before any verdict (default 100: PSI over fewer rows is mostly noise,
+    /// about (bins - 1) / rows under no drift at all).
+    #[n(1)]
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    /// Largest failed-request fraction (default 0.05).
+    #[n(2)]
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+    /// Latency budget: largest p99 in milliseconds (default: none).
+    #[n(3)]
+    #[serde(default)]
+    pub max_p99_ms: Option<f64>,
+    /// Largest PSI of predictions and of any input feature against the reference (default 0.25,
+    /// the usual "major shift" threshold).
+    #[n(4)]
+    #[serde(default = "default_max_psi")]
+    pub max_psi: f64,
+}
+
+fn default_trial_seconds() -> u32 {
+    60
+}
+fn default_min_requests() -> u64 {
+    100
+}
+fn default_max_error_rate() -> f64 {
+    0.05
+}
+fn default_max_psi() -> f64 {
+    0.25
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        HealthSpec {
+            trial_seconds: default_trial_seconds(),
+            min_requests: default_min_requests(),
+            max_error_rate: default_max_error_rate(),
+            max_p99_ms: None,
+            max_psi: default_max_psi(),
+        }
+    }
+}
+
 /// The signed description of a bundle.
 #[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
 pub struct Manifest {
@@ -429,4 +484,7 @@ pub struct Manifest {
     /// Quantization applied, if any (e.g. `int8 static per-channel`).
     #[n(12)]
     pub quantization: Option<String>,
+    /// Trial-window health limits (`None`: the defaults of [`HealthSpec`]).
+    #[n(13)]
+    pub health: Option<HealthSpec>,
 }
