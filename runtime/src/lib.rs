@@ -42,6 +42,6 @@ pub mod trust;
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{BundleError, InputError, ModelError, TrustError};
-pub use model::{LoadOptions, Model, PredictOptions};
+pub use model::{LoadOptions, Model, PredictOptions, MAX_FEATURE_SAMPLES};
 pub use preprocess::InputLimits;
 pub use tensor::{DType, Tensor, TensorData};

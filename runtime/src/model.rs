@@ -15,6 +15,9 @@ use crate::stats::{FeatureMap, Histogram, ModelStats, StatsSnapshot};
 use crate::tensor::Tensor;
 use crate::trust::TrustRoot;
 
+/// Input elements sampled per request for the drift statistics.
+pub const MAX_FEATURE_SAMPLES: usize = 4096;
+
 /// How to load a model.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -211,7 +214,10 @@ impl Model {
     }
 
     /// Histograms of the raw input values per drift feature, over the reference bins (empty when
-    /// the bundle has no reference statistics or the input does not fit them).
+    /// the bundle has no reference statistics or the input does not fit them). At most
+    /// [`MAX_FEATURE_SAMPLES`] elements are sampled per request, so the cost is bounded for large
+    /// images; the offset inside each stride moves from sample to sample so the sample cannot lock
+    /// onto one channel of a channels-last image.
     fn observe_features(&self, inputs: &[Tensor]) -> Vec<Histogram> {
         let mut hists = self.stats.feature_scratch();
         let (Some(spec), Some(t)) = (self.manifest.inputs.first(), inputs.first()) else {
@@ -219,8 +225,13 @@ impl Model {
         };
         match FeatureMap::new(spec.layout, &t.shape) {
             Some(map) if !hists.is_empty() && map.count() == hists.len() => {
-                for (i, v) in t.to_f64_vec().into_iter().enumerate() {
-                    hists[map.feature_of(i)].observe(v);
+                let n = t.len();
+                let step = n.div_ceil(MAX_FEATURE_SAMPLES).max(1);
+                for k in 0..n.div_ceil(step) {
+                    let i = k * step + (k * 7919) % step;
+                    if let Some(v) = t.value_f64(i) {
+                        hists[map.feature_of(i)].observe(v);
+                    }
                 }
                 hists
             }

@@ -138,6 +138,18 @@ impl Tensor {
         }
     }
 
+    /// Element `i` as f64 (`None` past the end).
+    pub fn value_f64(&self, i: usize) -> Option<f64> {
+        match &self.data {
+            TensorData::F32(v) => v.get(i).map(|&x| x as f64),
+            TensorData::F64(v) => v.get(i).copied(),
+            TensorData::I64(v) => v.get(i).map(|&x| x as f64),
+            TensorData::I32(v) => v.get(i).map(|&x| x as f64),
+            TensorData::U8(v) => v.get(i).map(|&x| x as f64),
+            TensorData::I8(v) => v.get(i).map(|&x| x as f64),
+        }
+    }
+
     /// Rows `start..end` along the first axis (a batch slice).
     pub fn rows(&self, start: usize, end: usize) -> Tensor {
         let row: usize = self.shape.iter().skip(1).product();

@@ -221,8 +221,23 @@ fn reference_statistics_detect_a_shifted_input_distribution() {
     assert!(shifted > 0.25, "PSI on inverted inputs {shifted}");
     // the predicted class distribution of the test split is close to the reference
     model.predict(vec![x]).unwrap();
-    let p = psi(&reference.class_counts, &model.stats().class_counts).unwrap();
+    let stats = model.stats();
+    let p = psi(&reference.class_counts, &stats.class_counts).unwrap();
     assert!(p < 0.1, "prediction PSI {p}");
+    // the live input statistics sample at most MAX_FEATURE_SAMPLES elements of the 360x64 batch,
+    // spread over every feature
+    let sampled: u64 = stats.features.iter().map(|h| h.total()).sum();
+    assert!(
+        sampled > 0 && sampled <= edge_runtime::MAX_FEATURE_SAMPLES as u64,
+        "{sampled}"
+    );
+    assert!(stats.features.iter().all(|h| h.total() > 0));
+    let live = psi(
+        &reference.features[36].histogram.counts,
+        &stats.features[36].counts,
+    )
+    .unwrap();
+    assert!(live < 0.25, "live PSI of feature 36 {live}");
 }
 
 #[test]
