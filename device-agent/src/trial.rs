@@ -115,8 +115,8 @@ impl TrialWindow {
     pub fn report(&self, model: &Model) -> TrialReport {
         let now = model.stats();
         let before = &self.baseline;
-        let requests = now.requests - before.requests;
-        let errors = now.errors - before.errors;
+        let requests = now.requests.saturating_sub(before.requests);
+        let errors = now.errors.saturating_sub(before.errors);
         let manifest: &Manifest = model.manifest();
         let reference = &manifest.reference;
         let prediction_psi = if !reference.class_counts.is_empty() {
