@@ -2,77 +2,37 @@
 //! crashing is rolled back by boot counting; a corrupted active bundle falls back to the previous
 //! one; the anti-rollback floor rises on commit; cut-short and unreferenced files are cleaned up.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
+use common::Signing;
 use device_agent::outbox::Outbox;
 use device_agent::slots::{SlotRef, Slots};
-use edge_runtime::pack::{pack, Calibration, PackSpec};
-use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
-use edge_runtime::{npy, LoadOptions};
-
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
+use edge_runtime::LoadOptions;
 
 struct Fixture {
-    trust: TrustRoot,
+    signing: Signing,
     bundles: Vec<(String, Vec<u8>)>,
 }
 
 /// Digits bundles 1.0.0, 2.0.0 (raising the floor to 2.0.0) and 3.0.0.
 fn fixture() -> Fixture {
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
-    let spec = TrustSpec {
-        version: 1,
-        created: 0,
-        expires: u64::MAX,
-        signers: vec![("s".into(), signer.verifying_key())],
-        threshold: 1,
-        director: None,
-    };
-    let trust = TrustRoot::from_bytes(
-        &trust::create(&spec, &root, None).unwrap(),
-        RootAnchor::Pinned(root.verifying_key()),
-    )
-    .unwrap();
-    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-    let base: PackSpec =
-        toml::from_str(&std::fs::read_to_string(models().join("digits/spec.toml")).unwrap())
-            .unwrap();
-    let inputs = npy::read(
-        std::fs::File::open(models().join("digits/calib_x.npy")).unwrap(),
-        1 << 30,
-    )
-    .unwrap();
-    let calibration = Calibration {
-        inputs,
-        targets: None,
-    };
+    let signing = Signing::new();
     let bundles = ["1.0.0", "2.0.0", "3.0.0"]
         .iter()
         .map(|v| {
-            let mut spec = base.clone();
-            spec.version = v.to_string();
-            if *v == "2.0.0" {
-                spec.min_version = Some("2.0.0".into());
-            }
-            (
-                v.to_string(),
-                pack(
-                    &onnx,
-                    spec,
-                    Some(&calibration),
-                    std::slice::from_ref(&signer),
-                    0,
-                )
-                .unwrap()
-                .0,
-            )
+            let bytes = signing.digits(|spec| {
+                spec.version = v.to_string();
+                if *v == "2.0.0" {
+                    spec.min_version = Some("2.0.0".into());
+                }
+            });
+            (v.to_string(), bytes)
         })
         .collect();
-    Fixture { trust, bundles }
+    Fixture { signing, bundles }
 }
 
 /// The agent's state file opened as a fresh process would.
@@ -105,7 +65,7 @@ fn served_version(slots: &Slots, f: &Fixture) -> String {
     let plans = slots.boot().unwrap();
     assert_eq!(plans.len(), 1);
     let (_, model) = slots
-        .load_first(&plans[0], &f.trust, &LoadOptions::default())
+        .load_first(&plans[0], &f.signing.trust, &LoadOptions::default())
         .unwrap();
     model.model_ref().version.clone()
 }
@@ -144,7 +104,7 @@ fn a_trial_that_keeps_crashing_is_rolled_back_by_boot_counting() {
     let (rolled, boots) = plans[0].crash_loop_rollback.clone().unwrap();
     assert_eq!((rolled.version.as_str(), boots), ("3.0.0", 4));
     let (slot, model) = slots
-        .load_first(&plans[0], &f.trust, &LoadOptions::default())
+        .load_first(&plans[0], &f.signing.trust, &LoadOptions::default())
         .unwrap();
     assert_eq!(
         (slot.version.as_str(), model.model_ref().version.as_str()),
@@ -173,13 +133,13 @@ fn a_corrupted_active_bundle_falls_back_to_the_previous_slot() {
     std::fs::write(&path, bytes).unwrap();
     let plans = slots.boot().unwrap();
     let (slot, _) = slots
-        .load_first(&plans[0], &f.trust, &LoadOptions::default())
+        .load_first(&plans[0], &f.signing.trust, &LoadOptions::default())
         .unwrap();
     assert_eq!(slot.version, "1.0.0");
     // with the previous slot gone too, the failures say why, per slot
     std::fs::remove_file(slots.bundle_path(&slot.sha256)).unwrap();
     let failures = slots
-        .load_first(&plans[0], &f.trust, &LoadOptions::default())
+        .load_first(&plans[0], &f.signing.trust, &LoadOptions::default())
         .unwrap_err();
     assert_eq!(failures.len(), 2);
     assert!(failures[0].1.contains("sha256"), "{}", failures[0].1);
@@ -197,7 +157,7 @@ fn the_floor_rises_on_commit_and_refuses_older_bundles() {
     install(&slots, &f, 0);
     let plans = slots.boot().unwrap();
     let (slot, _) = slots
-        .load_first(&plans[0], &f.trust, &LoadOptions::default())
+        .load_first(&plans[0], &f.signing.trust, &LoadOptions::default())
         .unwrap();
     assert_eq!(
         slot.version, "2.0.0",

@@ -2,70 +2,32 @@
 //! 20 times between two versions. No request may fail, and every answer must be the answer of the
 //! version it names (the two versions compute different outputs for the same input).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::{read_npy, Signing};
 use device_agent::host::ModelHost;
 use edge_protocol::Prediction;
-use edge_runtime::pack::{pack, Calibration, PackSpec};
-use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
-use edge_runtime::{npy, LoadOptions, Model, PredictOptions, Tensor};
-
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
-
-fn read_npy(rel: &str) -> Tensor {
-    npy::read(std::fs::File::open(models().join(rel)).unwrap(), 1 << 30).unwrap()
-}
+use edge_runtime::{Model, PredictOptions};
 
 /// Digits bundles: v1 as shipped; v2 with a different input scale, so its outputs differ.
-fn bundles() -> (TrustRoot, Vec<u8>, Vec<u8>) {
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
-    let spec = TrustSpec {
-        version: 1,
-        created: 0,
-        expires: u64::MAX,
-        signers: vec![("s".into(), signer.verifying_key())],
-        threshold: 1,
-        director: None,
-    };
-    let doc = trust::create(&spec, &root, None).unwrap();
-    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
-    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-    let base: PackSpec =
-        toml::from_str(&std::fs::read_to_string(models().join("digits/spec.toml")).unwrap())
-            .unwrap();
-    let calibration = Calibration {
-        inputs: read_npy("digits/calib_x.npy"),
-        targets: None,
-    };
-    let v1 = pack(
-        &onnx,
-        base.clone(),
-        Some(&calibration),
-        std::slice::from_ref(&signer),
-        0,
-    )
-    .unwrap()
-    .0;
-    let mut spec2 = base;
-    spec2.version = "2.0.0".into();
-    spec2
-        .input
-        .as_mut()
-        .unwrap()
-        .normalize
-        .as_mut()
-        .unwrap()
-        .scale = Some(0.05);
-    let v2 = pack(&onnx, spec2, Some(&calibration), &[signer], 0)
-        .unwrap()
-        .0;
-    (trust, v1, v2)
+fn bundles() -> (Signing, Vec<u8>, Vec<u8>) {
+    let signing = Signing::new();
+    let v1 = signing.digits(|_| {});
+    let v2 = signing.digits(|spec| {
+        spec.version = "2.0.0".into();
+        spec.input
+            .as_mut()
+            .unwrap()
+            .normalize
+            .as_mut()
+            .unwrap()
+            .scale = Some(0.05);
+    });
+    (signing, v1, v2)
 }
 
 fn top(p: &Prediction) -> (usize, f32) {
@@ -81,8 +43,8 @@ fn top(p: &Prediction) -> (usize, f32) {
 
 #[test]
 fn twenty_swaps_under_load_fail_no_request_and_every_answer_names_its_version() {
-    let (trust, v1, v2) = bundles();
-    let load = |b: &[u8]| Arc::new(Model::load(b, &trust, &LoadOptions::default()).unwrap());
+    let (signing, v1, v2) = bundles();
+    let load = |b: &[u8]| Arc::new(signing.load(b));
     let input = read_npy("digits/test_x.npy").rows(5, 6);
     let expected = |m: &Model| top(&m.predict(vec![input.clone()]).unwrap().results[0]);
     let (e1, e2) = (expected(&load(&v1)), expected(&load(&v2)));

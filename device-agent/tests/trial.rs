@@ -2,52 +2,18 @@
 //! window), inverted images fail on input and prediction PSI, an impossible latency budget fails
 //! on p99, NaN traffic fails on error rate, and what happened before the trial does not count.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{read_npy, Signing};
 use device_agent::trial::{TrialWindow, Verdict};
 use edge_runtime::bundle::HealthSpec;
-use edge_runtime::pack::{pack, Calibration, PackSpec};
-use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
-use edge_runtime::{npy, LoadOptions, Model, Tensor, TensorData};
-
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
-
-fn read_npy(rel: &str) -> Tensor {
-    npy::read(std::fs::File::open(models().join(rel)).unwrap(), 1 << 30).unwrap()
-}
+use edge_runtime::{Model, TensorData};
 
 fn digits(health: Option<HealthSpec>) -> Model {
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
-    let spec = TrustSpec {
-        version: 1,
-        created: 0,
-        expires: u64::MAX,
-        signers: vec![("s".into(), signer.verifying_key())],
-        threshold: 1,
-        director: None,
-    };
-    let trust = TrustRoot::from_bytes(
-        &trust::create(&spec, &root, None).unwrap(),
-        RootAnchor::Pinned(root.verifying_key()),
-    )
-    .unwrap();
-    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-    let mut spec: PackSpec =
-        toml::from_str(&std::fs::read_to_string(models().join("digits/spec.toml")).unwrap())
-            .unwrap();
-    spec.health = health;
-    let calibration = Calibration {
-        inputs: read_npy("digits/calib_x.npy"),
-        targets: None,
-    };
-    let bytes = pack(&onnx, spec, Some(&calibration), &[signer], 0)
-        .unwrap()
-        .0;
-    Model::load(&bytes, &trust, &LoadOptions::default()).unwrap()
+    let signing = Signing::new();
+    signing.load(&signing.digits(|spec| spec.health = health))
 }
 
 /// One request per test row, optionally transformed.

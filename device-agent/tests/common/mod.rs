@@ -1,0 +1,67 @@
+//! Fixtures shared by the agent's tests: a fresh trust root with one signing key (no key is
+//! committed), and digits bundles packed from the sample model with spec changes.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
+use edge_runtime::{npy, LoadOptions, Model, SigningKey, Tensor};
+
+pub fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+pub fn read_npy(rel: &str) -> Tensor {
+    npy::read(std::fs::File::open(models().join(rel)).unwrap(), 1 << 30).unwrap()
+}
+
+/// A trust root and the key it trusts.
+pub struct Signing {
+    pub trust: TrustRoot,
+    signer: SigningKey,
+}
+
+impl Signing {
+    pub fn new() -> Signing {
+        let root = edge_runtime::keys::generate().unwrap();
+        let signer = edge_runtime::keys::generate().unwrap();
+        let spec = TrustSpec {
+            version: 1,
+            created: 0,
+            expires: u64::MAX,
+            signers: vec![("s".into(), signer.verifying_key())],
+            threshold: 1,
+            director: None,
+        };
+        let doc = trust::create(&spec, &root, None).unwrap();
+        let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+        Signing { trust, signer }
+    }
+
+    /// The digits model packed with its calibration data, after `edit` changed its spec.
+    pub fn digits(&self, edit: impl FnOnce(&mut PackSpec)) -> Vec<u8> {
+        let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
+        let text = std::fs::read_to_string(models().join("digits/spec.toml")).unwrap();
+        let mut spec: PackSpec = toml::from_str(&text).unwrap();
+        edit(&mut spec);
+        let calibration = Calibration {
+            inputs: read_npy("digits/calib_x.npy"),
+            targets: None,
+        };
+        pack(
+            &onnx,
+            spec,
+            Some(&calibration),
+            std::slice::from_ref(&self.signer),
+            0,
+        )
+        .unwrap()
+        .0
+    }
+
+    /// Verifies, loads and self-tests a bundle.
+    pub fn load(&self, bytes: &[u8]) -> Model {
+        Model::load(bytes, &self.trust, &LoadOptions::default()).unwrap()
+    }
+}
