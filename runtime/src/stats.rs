@@ -167,6 +167,8 @@ pub struct StatsSnapshot {
 #[derive(Debug)]
 pub struct ModelStats {
     inner: Mutex<StatsSnapshot>,
+    /// Empty input feature histograms over the reference bins, copied per request.
+    feature_template: Vec<Histogram>,
 }
 
 impl ModelStats {
@@ -178,18 +180,18 @@ impl ModelStats {
         prediction_edges: Option<Vec<f64>>,
         feature_edges: Vec<Vec<f64>>,
     ) -> ModelStats {
+        let features: Vec<Histogram> = feature_edges
+            .into_iter()
+            .map(Histogram::with_edges)
+            .collect();
         ModelStats {
+            feature_template: features.clone(),
             inner: Mutex::new(StatsSnapshot {
-                latency_ms: Histogram::with_edges(
-                    LATENCY_BUCKETS_MS[..LATENCY_BUCKETS_MS.len() - 1].to_vec(),
-                ),
+                latency_ms: Histogram::with_edges(LATENCY_BUCKETS_MS.to_vec()),
                 confidence: Histogram::uniform(0.0, 1.0, 10),
                 class_counts: vec![0; classes],
                 prediction: prediction_edges.map(Histogram::with_edges),
-                features: feature_edges
-                    .into_iter()
-                    .map(Histogram::with_edges)
-                    .collect(),
+                features,
                 ..Default::default()
             }),
         }
@@ -200,13 +202,10 @@ impl ModelStats {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Empty histograms with this model's feature bins, to fill outside the lock.
+    /// Empty histograms with this model's feature bins, to fill outside the lock (the bins are
+    /// fixed at load, so no lock is taken).
     pub fn feature_scratch(&self) -> Vec<Histogram> {
-        self.lock()
-            .features
-            .iter()
-            .map(|h| Histogram::with_edges(h.edges.clone()))
-            .collect()
+        self.feature_template.clone()
     }
 
     /// Records a successful call (with the input feature histograms of its rows).
