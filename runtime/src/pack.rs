@@ -157,14 +157,7 @@ pub enum PackError {
 /// A throwaway trust root + key to load the provisional bundle.
 fn ephemeral_trust() -> Result<(SigningKey, TrustRoot), PackError> {
     let key = crate::keys::generate().map_err(|e| PackError::Spec(e.to_string()))?;
-    let spec = TrustSpec {
-        version: 1,
-        created: 0,
-        expires: u64::MAX,
-        signers: vec![("pack".into(), key.verifying_key())],
-        threshold: 1,
-        director: None,
-    };
+    let spec = TrustSpec::ephemeral(&key.verifying_key());
     let doc = trust::create(&spec, &key, None).map_err(|e| PackError::Spec(e.to_string()))?;
     let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(key.verifying_key()))
         .map_err(|e| PackError::Spec(e.to_string()))?;

@@ -270,6 +270,22 @@ pub struct TrustSpec {
     pub director: Option<(String, VerifyingKey)>,
 }
 
+impl TrustSpec {
+    /// A throwaway spec: version 1, never expiring, trusting exactly `signer` (threshold 1), no
+    /// director. For in-process trust roots only (the packer's provisional load, tests); a
+    /// fleet's real trust root comes from `edgectl trust init`, with an expiry.
+    pub fn ephemeral(signer: &VerifyingKey) -> TrustSpec {
+        TrustSpec {
+            version: 1,
+            created: 0,
+            expires: u64::MAX,
+            signers: vec![("ephemeral".into(), *signer)],
+            threshold: 1,
+            director: None,
+        }
+    }
+}
+
 /// Makes and signs a trust document. `root` is the document's root key; `previous_root`, when
 /// rotating to a new root key, is the current root, which must sign too.
 pub fn create(

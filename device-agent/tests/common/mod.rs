@@ -26,14 +26,7 @@ impl Signing {
     pub fn new() -> Signing {
         let root = edge_runtime::keys::generate().unwrap();
         let signer = edge_runtime::keys::generate().unwrap();
-        let spec = TrustSpec {
-            version: 1,
-            created: 0,
-            expires: u64::MAX,
-            signers: vec![("s".into(), signer.verifying_key())],
-            threshold: 1,
-            director: None,
-        };
+        let spec = TrustSpec::ephemeral(&signer.verifying_key());
         let doc = trust::create(&spec, &root, None).unwrap();
         let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
         Signing { trust, signer }
