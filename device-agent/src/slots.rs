@@ -149,6 +149,25 @@ impl Slots {
         Ok(sha)
     }
 
+    /// Moves a complete, digest-checked file (a finished download) into the store under its
+    /// digest: fsync'd, renamed atomically, directory fsync'd. The file must be on the same
+    /// filesystem as the store.
+    pub fn adopt_file(&self, file: &Path, sha256: &str) -> Result<(), SlotError> {
+        let path = self.bundle_path(sha256);
+        if path.exists() {
+            let _ = fs::remove_file(file);
+            return Ok(());
+        }
+        File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(io(file))?;
+        fs::rename(file, &path).map_err(io(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(())
+    }
+
     /// Reads a stored bundle.
     pub fn read_bundle(&self, slot: &SlotRef) -> Result<Vec<u8>, SlotError> {
         let path = self.bundle_path(&slot.sha256);
@@ -261,6 +280,29 @@ impl Slots {
             Ok(())
         })?;
         Ok((next, rolled.expect("set by update")))
+    }
+
+    /// Marks a version bad without it ever having been on trial (it failed verification or its
+    /// self-test): it is not tried again until the desired generation changes.
+    pub fn mark_bad(&self, model: &str, version: &str) -> Result<ModelSlots, SlotError> {
+        self.update(model, |s| {
+            if !s.bad.iter().any(|v| v == version) {
+                s.bad.push(version.to_string());
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends a trial without judging it (a newer desired state replaced it): back to the active
+    /// slot, the version is not marked bad. Returns the abandoned slot, if there was one.
+    pub fn abandon_trial(&self, model: &str) -> Result<Option<SlotRef>, SlotError> {
+        let mut abandoned = None;
+        self.update(model, |s| {
+            abandoned = s.trial.take();
+            s.trial_boots = 0;
+            Ok(())
+        })?;
+        Ok(abandoned)
     }
 
     /// A new desired generation: versions marked bad may be tried again.

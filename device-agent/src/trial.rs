@@ -54,7 +54,8 @@ pub struct TrialWindow {
     health: HealthSpec,
 }
 
-fn minus(now: &Histogram, before: &Histogram) -> Histogram {
+/// Counts of `now` minus those of `before` (same edges), floored at zero.
+pub fn minus(now: &Histogram, before: &Histogram) -> Histogram {
     let mut h = now.clone();
     if before.edges == now.edges {
         h.counts
@@ -65,7 +66,8 @@ fn minus(now: &Histogram, before: &Histogram) -> Histogram {
     h
 }
 
-fn minus_counts(now: &[u64], before: &[u64]) -> Vec<u64> {
+/// Element-wise `now - before`, floored at zero.
+pub fn minus_counts(now: &[u64], before: &[u64]) -> Vec<u64> {
     now.iter()
         .enumerate()
         .map(|(i, a)| a.saturating_sub(before.get(i).copied().unwrap_or(0)))

@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+pub mod enroll;
 pub mod envelope;
 pub mod histogram;
 pub mod messages;

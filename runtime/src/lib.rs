@@ -30,6 +30,7 @@
 pub mod bundle;
 pub mod engine;
 pub mod error;
+pub mod json_input;
 pub mod keys;
 mod model;
 pub mod npy;

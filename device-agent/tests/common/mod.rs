@@ -2,6 +2,8 @@
 //! committed), and digits bundles packed from the sample model with spec changes.
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::path::PathBuf;
 
 use edge_runtime::pack::{pack, Calibration, PackSpec};

@@ -1,0 +1,335 @@
+//! The local inference API for apps on the device (axum), on TCP and/or a Unix socket.
+//!
+//! - `POST /v1/models/{name}/predict`: JSON `{"input": <nested array>}` (or `"inputs": [..]`
+//!   for models with several inputs; optional `"top_k"`, `"raw"`), or the raw form for speed:
+//!   `Content-Type: application/octet-stream`, the first input's little-endian bytes, its shape
+//!   in an `X-Shape: 1,1,8,8` header. The answer names the model, version and bundle that
+//!   produced it, with `latency_ms`.
+//! - `GET /v1/models`, `GET /v1/status`, `GET /healthz`, `GET /metrics` (Prometheus).
+//! - Errors are JSON `{"error": "..."}` with a 4xx naming the problem (404 unknown model, 400
+//!   bad input, 413 body over `api.max_body_bytes`, 415 unknown content type); 500 only when the
+//!   engine itself fails. Inference runs on the blocking pool, at most `2 × cores` at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use edge_runtime::json_input::tensor_from_json;
+use edge_runtime::{DType, ModelError, PredictOptions, Tensor};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::core::Core;
+use crate::metrics;
+use crate::uplink::LinkState;
+
+/// What the API handlers share.
+pub struct Api {
+    /// The agent.
+    pub core: Arc<Core>,
+    /// MQTT link state (for status and metrics).
+    pub link: Arc<LinkState>,
+    /// Requests refused before reaching a model, by reason.
+    pub refused: Refused,
+    limit: tokio::sync::Semaphore,
+}
+
+/// Requests refused by the API itself.
+#[derive(Default)]
+pub struct Refused {
+    /// Unknown model.
+    pub not_found: AtomicU64,
+    /// Malformed body or input.
+    pub bad_request: AtomicU64,
+    /// Body too large.
+    pub too_large: AtomicU64,
+}
+
+impl Api {
+    /// The API state.
+    pub fn new(core: Arc<Core>, link: Arc<LinkState>) -> Arc<Api> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Arc::new(Api {
+            core,
+            link,
+            refused: Refused::default(),
+            limit: tokio::sync::Semaphore::new(cores * 2),
+        })
+    }
+}
+
+/// The router.
+pub fn router(api: Arc<Api>) -> Router {
+    let max = api.core.config.api.max_body_bytes;
+    Router::new()
+        .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/models", get(models))
+        .route("/v1/status", get(status))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /v1/models".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(api)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest {
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    inputs: Option<Vec<Value>>,
+    #[serde(default)]
+    top_k: Option<usize>,
+    #[serde(default)]
+    raw: bool,
+}
+
+async fn predict(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let bad = |api: &Api, message: String| {
+        api.refused.bad_request.fetch_add(1, Ordering::Relaxed);
+        error(StatusCode::BAD_REQUEST, message)
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                api.refused.too_large.fetch_add(1, Ordering::Relaxed);
+                return error(
+                    status,
+                    format!(
+                        "request body is over the {}-byte limit (api.max_body_bytes)",
+                        api.core.config.api.max_body_bytes
+                    ),
+                );
+            }
+            return bad(&api, rejection.body_text());
+        }
+    };
+    let Some(model) = api.core.host.get(&name) else {
+        api.refused.not_found.fetch_add(1, Ordering::Relaxed);
+        let loaded: Vec<String> = api.core.host.list().into_iter().map(|(n, _)| n).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no model named '{name}' is loaded on this device (loaded: {loaded:?})"),
+        );
+    };
+    let specs = &model.manifest().inputs;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let mut options = PredictOptions::default();
+    let inputs: Vec<Tensor> = match content_type.as_str() {
+        "application/json" => {
+            let request: PredictRequest = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => return bad(&api, format!("body is not a predict request: {e}")),
+            };
+            options.top_k = request.top_k;
+            options.raw = request.raw;
+            let values = match (request.input, request.inputs) {
+                (Some(v), None) => vec![v],
+                (None, Some(vs)) => vs,
+                _ => {
+                    return bad(
+                        &api,
+                        "give exactly one of \"input\" (a nested array) or \"inputs\" (one per model input)".into(),
+                    )
+                }
+            };
+            if values.len() != specs.len() {
+                return bad(
+                    &api,
+                    format!(
+                        "model '{name}' takes {} input(s), got {}",
+                        specs.len(),
+                        values.len()
+                    ),
+                );
+            }
+            let mut tensors = Vec::with_capacity(values.len());
+            for (v, spec) in values.iter().zip(specs) {
+                // image inputs arrive as pixel values; everything else in the input's dtype
+                let dtype = if spec.image.is_some() {
+                    DType::F32
+                } else {
+                    spec.dtype
+                };
+                match tensor_from_json(v, dtype) {
+                    Ok(t) => tensors.push(t),
+                    Err(e) => return bad(&api, format!("input '{}': {e}", spec.name)),
+                }
+            }
+            tensors
+        }
+        "application/octet-stream" => {
+            if specs.len() != 1 {
+                return bad(
+                    &api,
+                    format!(
+                        "the raw form takes one input; model '{name}' has {}",
+                        specs.len()
+                    ),
+                );
+            }
+            let Some(shape) = headers.get("x-shape").and_then(|v| v.to_str().ok()) else {
+                return bad(
+                    &api,
+                    "raw input needs an X-Shape header, e.g. X-Shape: 1,1,8,8".into(),
+                );
+            };
+            let shape: Result<Vec<usize>, _> = shape
+                .split(',')
+                .map(|d| d.trim().parse::<usize>())
+                .collect();
+            let Ok(shape) = shape else {
+                return bad(
+                    &api,
+                    "X-Shape must be comma-separated sizes, e.g. 1,1,8,8".into(),
+                );
+            };
+            let dtype = specs[0].dtype;
+            match Tensor::from_le_bytes(dtype, shape.clone(), &body) {
+                Some(t) => vec![t],
+                None => {
+                    return bad(
+                        &api,
+                        format!(
+                            "raw body is {} bytes; shape {shape:?} of {dtype} needs {}",
+                            body.len(),
+                            shape.iter().product::<usize>().saturating_mul(dtype.size())
+                        ),
+                    )
+                }
+            }
+        }
+        other => {
+            api.refused.bad_request.fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content type '{other}' is not accepted; send application/json or application/octet-stream"),
+            );
+        }
+    };
+    let _permit = api.limit.acquire().await;
+    let answer = tokio::task::spawn_blocking(move || model.predict_with(inputs, &options)).await;
+    match answer {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e @ (ModelError::Input(_) | ModelError::Output(_)))) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("inference task failed: {e}"),
+        ),
+    }
+}
+
+/// `GET /v1/models` and the `models` part of status.
+pub fn models_json(core: &Core) -> Value {
+    let slot = |s: &Option<crate::slots::SlotRef>| {
+        s.as_ref()
+            .map(|s| json!({"version": s.version, "bundle": format!("sha256:{}", s.sha256)}))
+    };
+    let trials: Vec<String> = core.transitions().keys().cloned().collect();
+    let mut out = Vec::new();
+    for (name, s) in core.slots.models().unwrap_or_default() {
+        let serving = core.host.get(&name);
+        let state = match (&serving, trials.contains(&name)) {
+            (Some(_), true) => "trial",
+            (Some(_), false) => "serving",
+            (None, _) => "not serving",
+        };
+        out.push(json!({
+            "name": name,
+            "state": state,
+            "serving": serving.map(|m| json!({
+                "version": m.model_ref().version,
+                "bundle": m.model_ref().bundle,
+                "engine": m.engine_name(),
+                "task": serde_json::to_value(&m.manifest().output.task).ok().and_then(|v| v.get("task").cloned()),
+                "inputs": m.manifest().inputs.iter().map(|i| json!({"name": i.name, "dtype": i.dtype.to_string()})).collect::<Vec<_>>(),
+            })),
+            "slots": {"active": slot(&s.active), "trial": slot(&s.trial), "previous": slot(&s.previous)},
+            "floor": s.floor,
+            "bad_versions": s.bad,
+        }));
+    }
+    Value::Array(out)
+}
+
+async fn models(State(api): State<Arc<Api>>) -> Response {
+    let core = api.core.clone();
+    match tokio::task::spawn_blocking(move || models_json(&core)).await {
+        Ok(v) => Json(json!({ "models": v })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The agent's status document (`GET /v1/status`, `edge-agent status`).
+pub fn status_json(core: &Core, connected: Option<bool>) -> Value {
+    let outbox = core.outbox.stats().ok();
+    json!({
+        "device_id": core.device_id,
+        "agent_version": env!("CARGO_PKG_VERSION"),
+        "running": connected.is_some(),
+        "uptime_s": connected.map(|_| core.started.elapsed().as_secs()),
+        "server": core.config.server.as_ref().map(|s| json!({"url": s.url, "mqtt": s.mqtt, "connected": connected})),
+        "applied_generation": core.state.applied_generation().ok(),
+        "last_sync": core.state.last_sync().ok().filter(|t| *t > 0),
+        "outbox": outbox.map(|o| json!({
+            "queued": o.queued, "bytes": o.bytes, "max_bytes": core.config.telemetry.outbox_max_bytes,
+            "dropped_telemetry": o.dropped_telemetry, "dropped_events": o.dropped_events, "next_seq": o.next_seq,
+        })),
+        "models": models_json(core),
+    })
+}
+
+async fn status(State(api): State<Arc<Api>>) -> Response {
+    let core = api.core.clone();
+    let connected = api.link.connected.load(Ordering::Relaxed);
+    match tokio::task::spawn_blocking(move || status_json(&core, Some(connected))).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn healthz(State(api): State<Arc<Api>>) -> Response {
+    Json(json!({"status": "ok", "models_serving": api.core.host.list().len()})).into_response()
+}
+
+async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
+    let a = api.clone();
+    match tokio::task::spawn_blocking(move || metrics::render(&a)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

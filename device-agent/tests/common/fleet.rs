@@ -1,0 +1,750 @@
+//! A fleet in a test: an in-process MQTT broker (rumqttd) behind a proxy the test can cut, an
+//! HTTP server that enrolls devices and serves artifacts with Range support (and can cut a
+//! transfer halfway), a "server" MQTT client that signs desired states with the director key and
+//! collects the devices' signed messages, and `edge-agent` as a real child process.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use edge_protocol::enroll::{EnrollRequest, EnrollResponse};
+use edge_protocol::{
+    envelope, topics, DesiredModel, DesiredState, Events, Header, Hello, Kind, Step, Telemetry,
+};
+use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_runtime::trust::{self, TrustSpec};
+use edge_runtime::{SigningKey, VerifyingKey};
+use minicbor::bytes::ByteArray;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use sha2::{Digest, Sha256};
+
+use super::{models, read_npy};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A message a device sent, verified.
+#[derive(Clone, Debug)]
+pub enum Up {
+    Hello(Header, Hello),
+    Events(Header, Events),
+    Telemetry(Header, Telemetry),
+}
+
+impl Up {
+    pub fn header(&self) -> &Header {
+        match self {
+            Up::Hello(h, _) | Up::Events(h, _) | Up::Telemetry(h, _) => h,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct HttpState {
+    pub artifacts: Mutex<HashMap<String, Vec<u8>>>,
+    pub device_keys: Mutex<HashMap<String, VerifyingKey>>,
+    pub ranges: Mutex<Vec<String>>,
+    /// Cut the next artifact transfer after half its bytes.
+    pub cut_next: AtomicBool,
+    pub requests: AtomicU64,
+}
+
+async fn enroll(State(s): State<Arc<HttpState>>, Json(r): Json<EnrollRequest>) -> Response {
+    if r.token != "test-token" {
+        return (StatusCode::FORBIDDEN, "bad token").into_response();
+    }
+    let bytes: [u8; 32] = hex::decode(&r.public_key).unwrap().try_into().unwrap();
+    s.device_keys.lock().unwrap().insert(
+        r.device_id.clone(),
+        VerifyingKey::from_bytes(&bytes).unwrap(),
+    );
+    Json(EnrollResponse {
+        device_id: r.device_id,
+        mqtt_username: None,
+        mqtt_password: None,
+    })
+    .into_response()
+}
+
+async fn artifact(
+    State(s): State<Arc<HttpState>>,
+    UrlPath(sha): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let Some(bytes) = s.artifacts.lock().unwrap().get(&sha).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let start = match headers.get("range").and_then(|v| v.to_str().ok()) {
+        Some(r) => {
+            s.ranges.lock().unwrap().push(r.to_string());
+            r.trim_start_matches("bytes=")
+                .trim_end_matches('-')
+                .parse::<usize>()
+                .unwrap()
+        }
+        None => 0,
+    };
+    if start >= bytes.len() {
+        return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+    }
+    let status = if start > 0 {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let rest = bytes[start..].to_vec();
+    if s.cut_next.swap(false, Ordering::SeqCst) {
+        // announce everything, send half, then fail the body: the client sees a cut transfer
+        let half = rest[..rest.len() / 2].to_vec();
+        let stream = async_stream(half);
+        return (
+            status,
+            [("content-length", rest.len().to_string())],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response();
+    }
+    (status, Bytes::from(rest)).into_response()
+}
+
+fn async_stream(half: Vec<u8>) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> {
+    /// Half the body, a pause (so the client surely has the bytes), then a failure.
+    struct Cut(Option<Vec<u8>>, std::pin::Pin<Box<tokio::time::Sleep>>);
+    impl futures_core::Stream for Cut {
+        type Item = Result<Bytes, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if let Some(b) = self.0.take() {
+                return std::task::Poll::Ready(Some(Ok(Bytes::from(b))));
+            }
+            match self.1.as_mut().poll(cx) {
+                std::task::Poll::Pending => std::task::Poll::Pending,
+                std::task::Poll::Ready(()) => {
+                    std::task::Poll::Ready(Some(Err(std::io::Error::other("cut"))))
+                }
+            }
+        }
+    }
+    use std::future::Future;
+    Cut(
+        Some(half),
+        Box::pin(tokio::time::sleep(Duration::from_millis(300))),
+    )
+}
+
+/// A TCP proxy in front of the broker that the test can take down and bring back.
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (u, c) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !u.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                c.lock().unwrap().push(client.try_clone().unwrap());
+                c.lock().unwrap().push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up, conns }
+    }
+
+    /// Broker unreachable: open connections cut, new ones refused.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The fleet around one or more agents.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub http: Arc<HttpState>,
+    pub http_port: u16,
+    pub proxy: Proxy,
+    pub broker_port: u16,
+    pub trust_path: PathBuf,
+    pub root_pub_path: PathBuf,
+    signer: SigningKey,
+    pub director: SigningKey,
+    director_seq: AtomicU64,
+    pub received: Arc<Mutex<Vec<Up>>>,
+    mqtt: Client,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start_broker(port: u16) {
+    let text = format!(
+        r#"
+id = 0
+[router]
+id = 0
+max_connections = 1000
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 1048576
+max_inflight_count = 100
+dynamic_filters = true
+"#
+    );
+    let config: rumqttd::Config = toml::from_str(&text).unwrap();
+    std::thread::spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        broker.start().unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Fleet {
+    pub fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let root = edge_runtime::keys::generate().unwrap();
+        let signer = edge_runtime::keys::generate().unwrap();
+        let director = edge_runtime::keys::generate().unwrap();
+        let mut spec = TrustSpec::ephemeral(&signer.verifying_key());
+        spec.director = Some(("director".into(), director.verifying_key()));
+        let doc = trust::create(&spec, &root, None).unwrap();
+        let trust_path = dir.path().join("trust.cbor");
+        std::fs::write(&trust_path, doc).unwrap();
+        let root_pub_path = dir.path().join("root.pub");
+        std::fs::write(
+            &root_pub_path,
+            edge_runtime::keys::public_key_text(&root.verifying_key()),
+        )
+        .unwrap();
+
+        let broker_port = free_port();
+        start_broker(broker_port);
+        let proxy = Proxy::start(broker_port);
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let http = Arc::new(HttpState::default());
+        let router = Router::new()
+            .route("/v1/devices/enroll", post(enroll))
+            .route("/v1/artifacts/{sha}", get(artifact))
+            .with_state(http.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let http_port = listener.local_addr().unwrap().port();
+        rt.spawn(async move { axum::serve(listener, router).await });
+
+        // the "server": collects device messages, publishes desired states
+        let mut options = MqttOptions::new(
+            format!("test-server-{broker_port}"),
+            "127.0.0.1",
+            broker_port,
+        );
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (mqtt, mut connection) = Client::new(options, 256);
+        mqtt.subscribe(topics::ALL_UP, QoS::AtLeastOnce).unwrap();
+        let received: Arc<Mutex<Vec<Up>>> = Arc::default();
+        let (r, h) = (received.clone(), http.clone());
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                let Ok(Event::Incoming(Packet::Publish(p))) = event else {
+                    if event.is_err() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    continue;
+                };
+                let Some(device) = topics::device_of_up_topic(&p.topic) else {
+                    continue;
+                };
+                let Some(key) = h.device_keys.lock().unwrap().get(device).copied() else {
+                    continue;
+                };
+                let k = |_: &str| Some(key);
+                let up = if let Ok((hd, b)) = envelope::open::<Events>(&p.payload, Kind::Events, k)
+                {
+                    Up::Events(hd, b)
+                } else if let Ok((hd, b)) =
+                    envelope::open::<Telemetry>(&p.payload, Kind::Telemetry, k)
+                {
+                    Up::Telemetry(hd, b)
+                } else if let Ok((hd, b)) = envelope::open::<Hello>(&p.payload, Kind::Hello, k) {
+                    Up::Hello(hd, b)
+                } else {
+                    panic!("a device message that does not verify");
+                };
+                r.lock().unwrap().push(up);
+            }
+        });
+        Fleet {
+            dir,
+            http,
+            http_port,
+            proxy,
+            broker_port,
+            trust_path,
+            root_pub_path,
+            signer,
+            director,
+            director_seq: AtomicU64::new(1),
+            received,
+            mqtt,
+            _rt: rt,
+        }
+    }
+
+    /// A digits bundle at `version`, after `edit` changed its spec; fast trial by default.
+    pub fn digits(&self, version: &str, edit: impl FnOnce(&mut PackSpec)) -> Vec<u8> {
+        let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
+        let text = std::fs::read_to_string(models().join("digits/spec.toml")).unwrap();
+        let mut spec: PackSpec = toml::from_str(&text).unwrap();
+        spec.version = version.into();
+        spec.health = Some(edge_runtime::bundle::HealthSpec {
+            trial_seconds: 1,
+            min_requests: 5,
+            max_error_rate: 0.05,
+            max_p99_ms: None,
+            max_psi: 10.0,
+        });
+        edit(&mut spec);
+        let calibration = Calibration {
+            inputs: read_npy("digits/calib_x.npy"),
+            targets: None,
+        };
+        pack(
+            &onnx,
+            spec,
+            Some(&calibration),
+            std::slice::from_ref(&self.signer),
+            0,
+        )
+        .unwrap()
+        .0
+    }
+
+    /// A validly signed bundle whose self-test expects other outputs than the model gives.
+    pub fn digits_failing_self_test(&self, version: &str) -> Vec<u8> {
+        let good = self.digits(version, |_| {});
+        let info = edge_runtime::bundle::inspect(&good, &Default::default()).unwrap();
+        let payload_len = info.payload_len as usize;
+        let mut manifest = info.manifest;
+        for v in &mut manifest.self_test.vectors {
+            for o in &mut v.outputs {
+                o.data.iter_mut().for_each(|b| *b = b.wrapping_add(7));
+            }
+        }
+        let payload = &good[good.len() - payload_len..];
+        edge_runtime::bundle::build(manifest, payload, std::slice::from_ref(&self.signer))
+    }
+
+    /// Puts a bundle in the artifact store; returns its desired-state entry.
+    pub fn publish_artifact(&self, bundle: &[u8]) -> DesiredModel {
+        let sha: [u8; 32] = Sha256::digest(bundle).into();
+        self.http
+            .artifacts
+            .lock()
+            .unwrap()
+            .insert(hex::encode(sha), bundle.to_vec());
+        let info = edge_runtime::bundle::inspect(bundle, &Default::default()).unwrap();
+        DesiredModel {
+            name: info.manifest.name,
+            version: info.manifest.version,
+            bundle_sha256: ByteArray::from(sha),
+            size: bundle.len() as u64,
+        }
+    }
+
+    /// Seals a desired state with the director key (next sequence number).
+    pub fn seal_desired(
+        &self,
+        device: &str,
+        generation: u64,
+        models: Vec<DesiredModel>,
+    ) -> Vec<u8> {
+        self.seal_desired_with(&self.director.clone(), device, generation, models)
+    }
+
+    pub fn seal_desired_with(
+        &self,
+        key: &SigningKey,
+        device: &str,
+        generation: u64,
+        models: Vec<DesiredModel>,
+    ) -> Vec<u8> {
+        let seq = self.director_seq.fetch_add(1, Ordering::SeqCst);
+        envelope::seal(
+            key,
+            Header {
+                sender: "director".into(),
+                seq,
+                sent_at: 0,
+                kind: Kind::Desired,
+            },
+            &DesiredState {
+                device_id: device.into(),
+                generation,
+                models,
+            },
+        )
+    }
+
+    /// Publishes raw bytes on the device's desired topic (retained, as the server does).
+    pub fn send_desired_bytes(&self, device: &str, bytes: Vec<u8>) {
+        self.mqtt
+            .publish(topics::desired(device), QoS::AtLeastOnce, true, bytes)
+            .unwrap();
+    }
+
+    pub fn send_desired(
+        &self,
+        device: &str,
+        generation: u64,
+        models: Vec<DesiredModel>,
+    ) -> Vec<u8> {
+        let b = self.seal_desired(device, generation, models);
+        self.send_desired_bytes(device, b.clone());
+        b
+    }
+
+    /// Events received from `device`, in arrival order.
+    pub fn events(&self) -> Vec<edge_protocol::Event> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|u| match u {
+                Up::Events(_, e) => Some(e.events.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// Waits until an event with `step` for `version` arrived; returns it.
+    pub fn wait_event(&self, version: &str, step: Step, timeout: Duration) -> edge_protocol::Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self
+                .events()
+                .into_iter()
+                .find(|e| e.version == version && e.step == step)
+            {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {step:?} event for {version}; events so far: {:#?}",
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Config text for an agent of this fleet.
+    pub fn agent_config(
+        &self,
+        device: &str,
+        state_dir: &Path,
+        api_port: u16,
+        extra: &str,
+    ) -> String {
+        format!(
+            r#"
+device_id = "{device}"
+state_dir = "{state}"
+trust_root = "{trust}"
+root_key = "{root}"
+[api]
+listen = "127.0.0.1:{api_port}"
+[server]
+url = "http://127.0.0.1:{http}"
+mqtt = "mqtt://127.0.0.1:{mqtt}"
+enrollment_token = "test-token"
+tags = {{ site = "lab" }}
+retry_max_seconds = 1
+[trial]
+check_interval_ms = 100
+{extra}
+"#,
+            state = state_dir.display(),
+            trust = self.trust_path.display(),
+            root = self.root_pub_path.display(),
+            http = self.http_port,
+            mqtt = self.proxy.port,
+        )
+    }
+}
+
+/// `edge-agent` as a child process.
+pub struct Agent {
+    pub child: Child,
+    pub api: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config_text: &str, dir: &Path, env: &[(&str, &str)]) -> Agent {
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let parsed: toml::Table = toml::from_str(config_text).unwrap();
+        let api = parsed["api"]["listen"].as_str().unwrap().to_string();
+        let log = dir.join(format!("agent-{:x}.log", rand_u64()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .env("EDGE_AGENT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        Agent {
+            child,
+            api,
+            config,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// Waits for the API to answer.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http_get(&self.url("/healthz")) {
+                if r.0 == 200 {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited with {status}: {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent not ready: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to end by itself (a failpoint); panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not die: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(&self.url("/v1/status")).unwrap();
+        assert_eq!(code, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Predicts one digits row; returns (status, body JSON).
+    pub fn predict_row(&self, row: &[f32]) -> (u16, serde_json::Value) {
+        let body = serde_json::json!({ "input": [[row.chunks(8).collect::<Vec<_>>()]] });
+        let (code, text) = http_post(
+            &self.url("/v1/models/digits/predict"),
+            "application/json",
+            body.to_string().as_bytes(),
+            &[],
+        )
+        .unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log_text());
+        }
+        self.kill9();
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+pub fn http_get(url: &str) -> Result<(u16, String), ureq::Error> {
+    let mut r = http_agent().get(url).call()?;
+    let code = r.status().as_u16();
+    Ok((code, r.body_mut().read_to_string()?))
+}
+
+pub fn http_post(
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), ureq::Error> {
+    let mut req = http_agent().post(url).header("content-type", content_type);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req.send(body)?;
+    let code = r.status().as_u16();
+    Ok((
+        code,
+        r.body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()?,
+    ))
+}
+
+/// Sends digits rows to the agent from a background thread until dropped.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<(u16, serde_json::Value)>>>,
+}
+
+impl Traffic {
+    pub fn start(api: &str, pause: Duration) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let url = format!("http://{api}/v1/models/digits/predict");
+        let x = read_npy("digits/test_x.npy");
+        let data = x.to_f64_vec();
+        let handle = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut i = 0usize;
+            while !s.load(Ordering::Relaxed) {
+                let row: Vec<f64> = data[(i % 100) * 64..(i % 100 + 1) * 64].to_vec();
+                let rows: Vec<&[f64]> = row.chunks(8).collect();
+                let body = serde_json::json!({ "input": [[rows]] });
+                if let Ok((code, text)) =
+                    http_post(&url, "application/json", body.to_string().as_bytes(), &[])
+                {
+                    out.push((
+                        code,
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+                    ));
+                }
+                i += 1;
+                std::thread::sleep(pause);
+            }
+            out
+        });
+        Traffic {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn stop(mut self) -> Vec<(u16, serde_json::Value)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
