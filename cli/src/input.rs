@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use edge_runtime::bundle::{Dim, InputSpec, Layout};
-use edge_runtime::{DType, Tensor, TensorData};
+use edge_runtime::{DType, Tensor};
 
 /// Largest input file read (1 GiB): the runtime's own limits apply after this.
 const MAX_FILE: u64 = 1 << 30;

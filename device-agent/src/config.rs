@@ -96,7 +96,7 @@ pub struct ServerConfig {
     /// Download bandwidth cap, KiB/s (default: none).
     #[serde(default)]
     pub max_download_kib_per_s: Option<u64>,
-    /// Longest wait between download retries, seconds.
+    /// Longest wait between download retries and broker reconnects, seconds.
     #[serde(default = "default_retry_max")]
     pub retry_max_seconds: u64,
     /// Download attempts before a model's reconcile is reported failed (retried at the next

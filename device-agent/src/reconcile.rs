@@ -176,9 +176,11 @@ pub fn reconcile_model(core: &Core, generation: u64, want: &DesiredModel, source
         _ => {}
     }
 
-    // 1. download
+    // 1. download (unless a complete copy is already in the store: a restart after the write)
     let downloaded = matches!(source, Source::Server(_));
+    let stored = core.slots.bundle_path(&sha);
     let file = match source {
+        Source::Server(_) if stored.exists() => stored,
         Source::Server(d) => {
             core.event(
                 generation,

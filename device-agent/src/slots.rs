@@ -155,7 +155,9 @@ impl Slots {
     pub fn adopt_file(&self, file: &Path, sha256: &str) -> Result<(), SlotError> {
         let path = self.bundle_path(sha256);
         if path.exists() {
-            let _ = fs::remove_file(file);
+            if file != path {
+                let _ = fs::remove_file(file);
+            }
             return Ok(());
         }
         File::open(file)

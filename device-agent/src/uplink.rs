@@ -10,7 +10,8 @@
 //!   each publish (`Outgoing::Publish`) in the order they were queued.
 //! - After each connect the device queues a hello with its reported state; the server answers
 //!   with the desired state (which is also retained on the desired topic).
-//! - Reconnects back off exponentially with jitter, up to a minute.
+//! - Reconnects back off exponentially with jitter, up to `server.retry_max_seconds` (at most a
+//!   minute).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::Sender;
@@ -70,7 +71,7 @@ pub async fn run(
         max_bytes_per_s: None,
         attempts: 0,
         base_delay: Duration::from_millis(200),
-        max_delay: Duration::from_secs(60),
+        max_delay: Duration::from_secs(server.retry_max_seconds.clamp(1, 60)),
         max_size: 0,
     };
     let desired_topic = topics::desired(&core.device_id);

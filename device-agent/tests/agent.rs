@@ -18,18 +18,6 @@ fn served_version(agent: &Agent) -> String {
     body["version"].as_str().unwrap().to_string()
 }
 
-fn wait_served(agent: &Agent, version: &str) {
-    let deadline = std::time::Instant::now() + T;
-    while served_version(agent) != version {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never served {version}: {}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A device with digits 1.0.0 committed.
 fn device_with_v1(fleet: &Fleet, device: &str, env: &[(&str, &str)]) -> (Agent, tempfile::TempDir) {
     let state = tempfile::tempdir().unwrap();
@@ -393,7 +381,15 @@ fn the_local_api_answers_errors_with_json_and_serves_raw_input_and_metrics() {
         .as_f64()
         .is_some());
     // errors
-    let cases: Vec<(String, &str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (
+        String,
+        &'a str,
+        Vec<u8>,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (agent.url("/v1/models/nope/predict"), "application/json", b"{\"input\": [[1]]}".to_vec(), vec![], 404, "no model named 'nope'"),
         (url.clone(), "application/json", b"{\"input\": ".to_vec(), vec![], 400, "not a predict request"),
         (url.clone(), "application/json", b"{\"input\": [[1, 2], [3]]}".to_vec(), vec![], 400, "ragged"),

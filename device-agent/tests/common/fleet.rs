@@ -487,6 +487,46 @@ impl Fleet {
             .collect()
     }
 
+    /// Waits until an event matching `pred` arrived; returns it.
+    pub fn wait_event_where(
+        &self,
+        what: &str,
+        pred: impl Fn(&edge_protocol::Event) -> bool,
+        timeout: Duration,
+    ) -> edge_protocol::Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event {what}; events so far: {:#?}",
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sequence numbers received, first arrival of each, in arrival order; and whether every
+    /// duplicate was byte-identical in meaning (same header and body).
+    pub fn first_arrivals(&self) -> Vec<u64> {
+        let mut seen = std::collections::HashMap::new();
+        let mut order = Vec::new();
+        for u in self.received.lock().unwrap().iter() {
+            let h = u.header();
+            let text = format!("{u:?}");
+            match seen.get(&h.seq) {
+                Some(prev) => assert_eq!(prev, &text, "seq {} reused for another message", h.seq),
+                None => {
+                    seen.insert(h.seq, text);
+                    order.push(h.seq);
+                }
+            }
+        }
+        order
+    }
+
     /// Waits until an event with `step` for `version` arrived; returns it.
     pub fn wait_event(&self, version: &str, step: Step, timeout: Duration) -> edge_protocol::Event {
         let deadline = Instant::now() + timeout;
