@@ -79,6 +79,12 @@ pub fn router(api: Arc<Api>) -> Router {
                 "no such endpoint; see /v1/models".into(),
             )
         })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: predict is POST, the rest GET".into(),
+            )
+        })
         .layer(DefaultBodyLimit::max(max))
         .with_state(api)
 }
@@ -259,11 +265,11 @@ pub fn models_json(core: &Core) -> Value {
         s.as_ref()
             .map(|s| json!({"version": s.version, "bundle": format!("sha256:{}", s.sha256)}))
     };
-    let trials: Vec<String> = core.transitions().keys().cloned().collect();
+    // slot state comes from redb (readers never wait for an install in progress)
     let mut out = Vec::new();
     for (name, s) in core.slots.models().unwrap_or_default() {
         let serving = core.host.get(&name);
-        let state = match (&serving, trials.contains(&name)) {
+        let state = match (&serving, s.trial.is_some()) {
             (Some(_), true) => "trial",
             (Some(_), false) => "serving",
             (None, _) => "not serving",

@@ -18,7 +18,14 @@ fn esc(v: &str) -> String {
 pub fn render(api: &Api) -> String {
     let core = &api.core;
     let mut o = String::new();
-    let trials: Vec<String> = core.transitions().keys().cloned().collect();
+    let trials: Vec<String> = core
+        .slots
+        .models()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, s)| s.trial.is_some())
+        .map(|(n, _)| n)
+        .collect();
     let models: Vec<_> = core
         .host
         .list()

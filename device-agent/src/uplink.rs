@@ -102,9 +102,17 @@ pub async fn run(
                         let _ = core.state.touch_sync(unix_now());
                         let c = core.clone();
                         let bytes = p.payload.to_vec();
-                        let accepted = tokio::task::spawn_blocking(move || accept_desired(&c, &bytes)).await;
+                        let accepted = tokio::task::spawn_blocking(move || {
+                            // the retained copy of the document already applied: nothing to say
+                            if c.state.desired_doc().ok().flatten().as_deref() == Some(&bytes[..]) {
+                                return Ok(None);
+                            }
+                            accept_desired(&c, &bytes).map(Some)
+                        })
+                        .await;
                         match accepted {
-                            Ok(Ok(doc)) => {
+                            Ok(Ok(None)) => tracing::debug!("desired state already applied"),
+                            Ok(Ok(Some(doc))) => {
                                 tracing::info!(generation = doc.generation, "desired state accepted");
                                 let _ = jobs.send(Job::Desired(doc, true));
                             }

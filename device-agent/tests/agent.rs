@@ -253,7 +253,8 @@ fn forged_replayed_and_stale_desired_states_are_ignored() {
     fleet.send_desired_bytes("dev-e", fleet.seal_desired("dev-x", 9, vec![v2.clone()]));
     // validly signed, a fresh sequence number, but an older generation
     fleet.send_desired_bytes("dev-e", fleet.seal_desired("dev-e", 3, vec![v2.clone()]));
-    // the genuine document again, byte for byte (a replay)
+    // a newer genuine document, then the older one again, byte for byte (a replay)
+    fleet.send_desired_bytes("dev-e", fleet.seal_desired("dev-e", 10, vec![]));
     fleet.send_desired_bytes("dev-e", genuine);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -262,6 +263,7 @@ fn forged_replayed_and_stale_desired_states_are_ignored() {
         fleet.events()
     );
     assert_eq!(served_version(&agent), "1.0.0");
+    assert_eq!(agent.status()["applied_generation"], 10);
     let log = agent.log_text();
     assert!(log.contains("bad signature"), "{log}");
     assert!(log.contains("dev-x"), "{log}");
@@ -406,6 +408,9 @@ fn the_local_api_answers_errors_with_json_and_serves_raw_input_and_metrics() {
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
         assert!(v["error"].as_str().unwrap().contains(says), "{text}");
     }
+    let (code, text) = http_get(&url).unwrap();
+    assert_eq!(code, 405, "{text}");
+    assert!(text.contains("predict is POST"), "{text}");
     let (code, metrics) = http_get(&agent.url("/metrics")).unwrap();
     assert_eq!(code, 200);
     assert!(
