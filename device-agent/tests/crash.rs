@@ -123,3 +123,36 @@ fn kill_9_after_activating() {
 fn kill_9_during_the_trial() {
     crash_at("trial");
 }
+
+#[test]
+fn a_trial_that_keeps_crashing_boots_back_into_the_previous_version() {
+    let fleet = Fleet::new();
+    let state = tempfile::tempdir().unwrap();
+    let config = fleet.agent_config("dev-c", state.path(), free_port(), "");
+    let env = [("EDGE_AGENT_TRIAL__MAX_BOOTS", "2")];
+    let mut agent = Agent::start(&config, state.path(), &env);
+    agent.wait_ready();
+    let v1 = fleet.publish_artifact(&fleet.digits("1.0.0", |_| {}));
+    fleet.send_desired("dev-c", 1, vec![v1]);
+    fleet.wait_event("1.0.0", Step::Activated, T);
+    let traffic = Traffic::start(&agent.api, Duration::from_millis(20));
+    fleet.wait_event("1.0.0", Step::Committed, T);
+    traffic.stop();
+    // 2.0.0 goes on a long trial, and the process keeps dying during it
+    let v2 = fleet.publish_artifact(
+        &fleet.digits("2.0.0", |s| s.health.as_mut().unwrap().trial_seconds = 600),
+    );
+    fleet.send_desired("dev-c", 2, vec![v2]);
+    fleet.wait_event("2.0.0", Step::Activated, T);
+    for boot in 1..=3 {
+        agent.kill9();
+        agent = Agent::start(&config, state.path(), &env);
+        agent.wait_ready();
+        let (_, answer) = agent.predict_row(&[0.0; 64]);
+        let want = if boot <= 2 { "2.0.0" } else { "1.0.0" };
+        assert_eq!(answer["version"], want, "boot {boot}: {answer}");
+    }
+    let rolled = fleet.wait_event("2.0.0", Step::RolledBack, T);
+    assert!(rolled.detail.unwrap().contains("crash loop"));
+    assert_eq!(agent.status()["models"][0]["bad_versions"][0], "2.0.0");
+}
