@@ -1,0 +1,13 @@
+//! # ota-server, in progress (issue 4)
+//!
+//! The fleet side of edgefleet. What exists so far is the pure core of staged rollouts:
+//! [`selector`] (cohorts by device tags), [`cohort`] (stable hash buckets that decide which
+//! selected devices each phase reaches) and [`rollout`] (the phase / gate state machine, with
+//! every transition recorded with the health that caused it). The store, the HTTP API, the
+//! embedded broker, enrollment, artifacts and telemetry ingest come next.
+
+#![deny(missing_docs)]
+
+pub mod cohort;
+pub mod rollout;
+pub mod selector;
