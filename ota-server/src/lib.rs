@@ -3,7 +3,8 @@
 //! The fleet side of edgefleet. What exists so far is the pure core of staged rollouts:
 //! [`selector`] (cohorts by device tags), [`cohort`] (stable hash buckets that decide which
 //! selected devices each phase reaches) and [`rollout`] (the phase / gate state machine, with
-//! every transition recorded with the health that caused it). The store, the HTTP API, the
+//! every transition recorded with the health that caused it), and [`store`] (the `Store` trait and
+//! its redb implementation). The HTTP API, the
 //! embedded broker, enrollment, artifacts and telemetry ingest come next.
 
 #![deny(missing_docs)]
@@ -11,3 +12,4 @@
 pub mod cohort;
 pub mod rollout;
 pub mod selector;
+pub mod store;

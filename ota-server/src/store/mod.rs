@@ -1,0 +1,191 @@
+//! The server's state behind one small trait (DESIGN decision 9): tables of keyed JSON records,
+//! with atomic multi-record writes. redb backs it on one machine ([`RedbStore`]); a
+//! PostgreSQL implementation (one `(table, key, value jsonb)` relation) can back several
+//! stateless replicas without the rest of the server changing.
+//!
+//! [`Records`] adds the typed layer the server uses: serde records per table, keys chosen so a
+//! prefix scan lists a device's events in sequence order.
+
+mod redb_store;
+
+pub use redb_store::RedbStore;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Enrolled devices, by id.
+    Devices,
+    /// Uploaded bundles, by sha256 hex.
+    Bundles,
+    /// Rollouts, by id.
+    Rollouts,
+    /// Admin tokens, by sha256 of the token.
+    Tokens,
+    /// Device events, by `device/seq` (seq zero-padded).
+    Events,
+    /// Desired state per device, by id.
+    Desired,
+    /// Counters (ids, generations), by name.
+    Counters,
+    /// Telemetry aggregates, by `rollout/version/phase/bucket`.
+    Telemetry,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 8] = [
+        Table::Devices,
+        Table::Bundles,
+        Table::Rollouts,
+        Table::Tokens,
+        Table::Events,
+        Table::Desired,
+        Table::Counters,
+        Table::Telemetry,
+    ];
+
+    /// Stable name (redb table name, PostgreSQL `table` column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Devices => "devices",
+            Table::Bundles => "bundles",
+            Table::Rollouts => "rollouts",
+            Table::Tokens => "tokens",
+            Table::Events => "events",
+            Table::Desired => "desired",
+            Table::Counters => "counters",
+            Table::Telemetry => "telemetry",
+        }
+    }
+}
+
+/// One write in an atomic batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    /// Insert or replace.
+    Put(Table, String, Vec<u8>),
+    /// Delete (absent is fine).
+    Delete(Table, String),
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (disk full, corruption, connection lost).
+    #[error("store: {0}")]
+    Backend(String),
+    /// A record did not decode.
+    #[error("store: record {table}/{key} is corrupt: {reason}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// Key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The storage backend.
+pub trait Store: Send + Sync {
+    /// One record.
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records whose key starts with `prefix`, in key order, at most `limit`.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Applies every write or none, durably.
+    fn write(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    /// Reads a counter, adds one and stores it, atomically; returns the new value.
+    fn increment(&self, name: &str) -> Result<u64, StoreError>;
+}
+
+/// Typed records over a [`Store`].
+pub struct Records<S: Store + ?Sized> {
+    store: std::sync::Arc<S>,
+}
+
+impl<S: Store + ?Sized> Clone for Records<S> {
+    fn clone(&self) -> Self {
+        Records {
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<S: Store + ?Sized> Records<S> {
+    /// Wraps a store.
+    pub fn new(store: std::sync::Arc<S>) -> Self {
+        Records { store }
+    }
+
+    /// The backend.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// A typed record.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.store
+            .get(table, key)?
+            .map(|b| decode(table, key, &b))
+            .transpose()
+    }
+
+    /// Typed records by key prefix.
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        self.store
+            .scan(table, prefix, limit)?
+            .into_iter()
+            .map(|(k, b)| decode(table, &k, &b))
+            .collect()
+    }
+
+    /// Stores one typed record.
+    pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<(), StoreError> {
+        self.store.write(vec![put(table, key, value)])
+    }
+
+    /// Deletes one record.
+    pub fn delete(&self, table: Table, key: &str) -> Result<(), StoreError> {
+        self.store
+            .write(vec![Write::Delete(table, key.to_string())])
+    }
+}
+
+/// A typed put for a batch.
+pub fn put<T: Serialize>(table: Table, key: &str, value: &T) -> Write {
+    Write::Put(
+        table,
+        key.to_string(),
+        serde_json::to_vec(value).expect("records serialize"),
+    )
+}
+
+fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table: table.name(),
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The event key of `device`'s message `seq`: a prefix scan on `device/` lists them in order.
+pub fn event_key(device: &str, seq: u64) -> String {
+    format!("{device}/{seq:020}")
+}
