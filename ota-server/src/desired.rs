@@ -1,0 +1,189 @@
+//! What each device should run (DESIGN decision 1), computed from the rollouts, never
+//! commanded. For each model, the device's rollouts of that model are taken oldest first; a
+//! rollout that reaches the device (its selector matches the device's tags and the device's
+//! bucket is inside the current phase) sets the desired version to its bundle, unless it was
+//! rolled back, in which case the device goes back to what the earlier rollouts gave it, or,
+//! failing that, to the version it reported before this rollout first reached it (its
+//! *baseline*). A model no rollout reaches is left out (the agent keeps what it has).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::cohort::in_phase;
+use crate::rollout::Rollout;
+use crate::selector::Selector;
+
+/// A model version as the desired state names it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Target {
+    /// Model name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Bundle sha256, hex.
+    pub sha256: String,
+    /// Bundle size.
+    pub size: u64,
+}
+
+/// A rollout with what the engine needs to place devices.
+pub struct Placed<'a> {
+    /// The rollout.
+    pub rollout: &'a Rollout,
+    /// Its parsed selector.
+    pub selector: &'a Selector,
+    /// Its bundle as a target.
+    pub target: &'a Target,
+    /// Per device: what it ran before this rollout reached it (recorded at first inclusion).
+    pub baselines: &'a HashMap<String, Target>,
+}
+
+/// Whether the rollout reaches the device now.
+pub fn reaches(p: &Placed<'_>, device_id: &str, tags: &BTreeMap<String, String>) -> bool {
+    p.selector.matches(tags) && in_phase(device_id, &p.rollout.id, p.rollout.percent())
+}
+
+/// The device's desired models, sorted by name. `rollouts` must be in creation order.
+pub fn desired_for(
+    device_id: &str,
+    tags: &BTreeMap<String, String>,
+    rollouts: &[Placed<'_>],
+) -> Vec<Target> {
+    let mut by_model: BTreeMap<String, Option<Target>> = BTreeMap::new();
+    for p in rollouts {
+        if !reaches(p, device_id, tags) {
+            continue;
+        }
+        let slot = by_model.entry(p.target.name.clone()).or_default();
+        if p.rollout.delivers() {
+            *slot = Some(p.target.clone());
+        } else if slot.is_none() {
+            *slot = p.baselines.get(device_id).cloned();
+        }
+    }
+    by_model.into_values().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::{Phase, RolloutSpec};
+
+    fn target(v: &str) -> Target {
+        Target {
+            name: "digits".into(),
+            version: v.into(),
+            sha256: format!("{v}-sha"),
+            size: 1,
+        }
+    }
+
+    fn rollout(id: &str, percent: f64) -> Rollout {
+        Rollout::new(
+            id.into(),
+            "digits".into(),
+            "x".into(),
+            RolloutSpec {
+                bundle: "sha256:00".into(),
+                selector: String::new(),
+                phases: vec![Phase {
+                    percent,
+                    soak_seconds: 0,
+                }],
+                gates: Default::default(),
+                on_gate_failure: Default::default(),
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn newest_reaching_rollout_wins_and_rollback_returns_to_the_earlier_one() {
+        let tags: BTreeMap<String, String> = [("hw".to_string(), "x86".to_string())].into();
+        let all = Selector::parse("").unwrap();
+        let arm = Selector::parse("hw=arm").unwrap();
+        let (t1, t2) = (target("1.0.0"), target("2.0.0"));
+        let none = HashMap::new();
+        let r1 = rollout("r1", 100.0);
+        let mut r2 = rollout("r2", 100.0);
+        let placed = |r2: &Rollout| -> Vec<Target> {
+            let list = [
+                Placed {
+                    rollout: &r1,
+                    selector: &all,
+                    target: &t1,
+                    baselines: &none,
+                },
+                Placed {
+                    rollout: r2,
+                    selector: &all,
+                    target: &t2,
+                    baselines: &none,
+                },
+            ];
+            desired_for("dev-1", &tags, &list)
+        };
+        assert_eq!(placed(&r2), vec![t2.clone()]);
+        r2.rollback(1, "op").unwrap();
+        assert_eq!(placed(&r2), vec![t1.clone()]);
+        // a rollout whose selector does not match changes nothing
+        let list = [
+            Placed {
+                rollout: &r1,
+                selector: &all,
+                target: &t1,
+                baselines: &none,
+            },
+            Placed {
+                rollout: &rollout("r3", 100.0),
+                selector: &arm,
+                target: &t2,
+                baselines: &none,
+            },
+        ];
+        assert_eq!(desired_for("dev-1", &tags, &list), vec![t1]);
+    }
+
+    #[test]
+    fn a_rolled_back_first_rollout_returns_devices_to_their_baseline() {
+        let tags = BTreeMap::new();
+        let all = Selector::parse("").unwrap();
+        let t2 = target("2.0.0");
+        let baselines: HashMap<String, Target> = [("dev-1".to_string(), target("0.9.0"))].into();
+        let mut r = rollout("r", 100.0);
+        r.rollback(1, "gate").unwrap();
+        let list = [Placed {
+            rollout: &r,
+            selector: &all,
+            target: &t2,
+            baselines: &baselines,
+        }];
+        assert_eq!(desired_for("dev-1", &tags, &list), vec![target("0.9.0")]);
+        assert_eq!(
+            desired_for("dev-2", &tags, &list),
+            vec![],
+            "no baseline: left as it is"
+        );
+    }
+
+    #[test]
+    fn devices_outside_the_phase_keep_what_they_have() {
+        let tags = BTreeMap::new();
+        let all = Selector::parse("").unwrap();
+        let t2 = target("2.0.0");
+        let none = HashMap::new();
+        let r = rollout("r", 5.0);
+        let list = [Placed {
+            rollout: &r,
+            selector: &all,
+            target: &t2,
+            baselines: &none,
+        }];
+        let reached = (0..1000)
+            .filter(|i| !desired_for(&format!("dev-{i}"), &tags, &list).is_empty())
+            .count();
+        assert!(
+            (20..=80).contains(&reached),
+            "5% of 1000 devices: {reached}"
+        );
+    }
+}
