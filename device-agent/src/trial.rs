@@ -4,7 +4,7 @@
 //!
 //! - error rate (failed requests / requests),
 //! - p99 latency against the budget (interpolated within the latency histogram bucket, as
-//!   Prometheus' `histogram_quantile` does),
+//!   Prometheus' `histogram_quantile` does; `Histogram::quantile`),
 //! - PSI of the prediction distribution (predicted classes, or regression values) against the
 //!   reference,
 //! - PSI of every input feature against the reference (the data-integrity layer: a camera with
@@ -74,30 +74,6 @@ pub fn minus_counts(now: &[u64], before: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// The `q` quantile of a histogram whose edges are bucket upper bounds, interpolated linearly
-/// within the bucket (the overflow bucket reports its lower bound).
-pub fn histogram_quantile(h: &Histogram, q: f64) -> Option<f64> {
-    let total = h.total();
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut below = 0u64;
-    for (i, &c) in h.counts.iter().enumerate() {
-        if c > 0 && (below + c) as f64 >= rank {
-            let lower = if i == 0 { 0.0 } else { h.edges[i - 1] };
-            let Some(&upper) = h.edges.get(i) else {
-                return Some(lower);
-            };
-            return Some(
-                lower + (upper - lower) * ((rank - below as f64) / c as f64).clamp(0.0, 1.0),
-            );
-        }
-        below += c;
-    }
-    h.edges.last().copied()
-}
-
 impl TrialWindow {
     /// Starts the trial of `model` now: only what happens from here on counts.
     pub fn start(model: &Model, now: Instant) -> TrialWindow {
@@ -147,7 +123,7 @@ impl TrialWindow {
             } else {
                 errors as f64 / requests as f64
             },
-            p99_ms: histogram_quantile(&minus(&now.latency_ms, &before.latency_ms), 0.99),
+            p99_ms: minus(&now.latency_ms, &before.latency_ms).quantile(0.99),
             prediction_psi,
             worst_feature,
         }
@@ -194,30 +170,5 @@ impl TrialWindow {
         } else {
             Verdict::Pending(r)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantile_interpolates_within_the_bucket() {
-        let h = Histogram {
-            edges: vec![1.0, 2.0, 4.0],
-            counts: vec![0, 50, 50, 0],
-        };
-        assert_eq!(histogram_quantile(&h, 0.5), Some(2.0));
-        assert_eq!(histogram_quantile(&h, 0.75), Some(3.0));
-        assert_eq!(histogram_quantile(&h, 0.99), Some(3.96));
-        let overflow = Histogram {
-            edges: vec![1.0],
-            counts: vec![0, 10],
-        };
-        assert_eq!(histogram_quantile(&overflow, 0.99), Some(1.0));
-        assert_eq!(
-            histogram_quantile(&Histogram::with_edges(vec![1.0]), 0.5),
-            None
-        );
     }
 }

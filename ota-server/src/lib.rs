@@ -3,7 +3,7 @@
 //! The fleet side of edgefleet. What exists so far is the pure core of staged rollouts:
 //! [`selector`] (cohorts by device tags), [`cohort`] (stable hash buckets that decide which
 //! selected devices each phase reaches), [`desired`] (each device's desired models, computed from
-//! the rollouts) and [`rollout`] (the phase / gate state machine, with
+//! the rollouts), [`health`] (a phase's merged telemetry as gate input) and [`rollout`] (the phase / gate state machine, with
 //! every transition recorded with the health that caused it), and [`store`] (the `Store` trait and
 //! its redb implementation). The HTTP API, the
 //! embedded broker, enrollment, artifacts and telemetry ingest come next.
@@ -12,6 +12,7 @@
 
 pub mod cohort;
 pub mod desired;
+pub mod health;
 pub mod rollout;
 pub mod selector;
 pub mod store;

@@ -59,6 +59,52 @@ impl Histogram {
         self.counts.len() == self.edges.len() + 1 && self.edges.windows(2).all(|w| w[0] < w[1])
     }
 
+    /// The `q` quantile, the edges taken as bucket upper bounds and values interpolated linearly
+    /// within the bucket, as Prometheus' `histogram_quantile` does (the overflow bucket reports
+    /// its lower bound). `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut below = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c > 0 && (below + c) as f64 >= rank {
+                let lower = if i == 0 { 0.0 } else { self.edges[i - 1] };
+                let Some(&upper) = self.edges.get(i) else {
+                    return Some(lower);
+                };
+                return Some(
+                    lower + (upper - lower) * ((rank - below as f64) / c as f64).clamp(0.0, 1.0),
+                );
+            }
+            below += c;
+        }
+        self.edges.last().copied()
+    }
+
+    /// The mean of values known to lie in `[lo, hi]`, each bin counted at its midpoint (the
+    /// first bin starting at `lo`, the last ending at `hi`). `None` when empty or malformed.
+    /// Suits bounded values such as confidences (`mean_within(0.0, 1.0)`).
+    pub fn mean_within(&self, lo: f64, hi: f64) -> Option<f64> {
+        let total = self.total();
+        if total == 0 || self.counts.len() != self.edges.len() + 1 {
+            return None;
+        }
+        let sum: f64 = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let lower = if i == 0 { lo } else { self.edges[i - 1] };
+                let upper = self.edges.get(i).copied().unwrap_or(hi);
+                (lower + upper) / 2.0 * c as f64
+            })
+            .sum();
+        Some(sum / total as f64)
+    }
+
     /// Adds another histogram's counts; `false` (and no change) when the edges differ.
     pub fn merge(&mut self, other: &Histogram) -> bool {
         if self.edges != other.edges || self.counts.len() != other.counts.len() {
@@ -69,5 +115,32 @@ impl Histogram {
             .zip(&other.counts)
             .for_each(|(a, b)| *a += b);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates_within_the_bucket() {
+        let h = Histogram {
+            edges: vec![1.0, 2.0, 4.0],
+            counts: vec![0, 50, 50, 0],
+        };
+        assert_eq!(h.quantile(0.5), Some(2.0));
+        assert_eq!(h.quantile(0.75), Some(3.0));
+        assert_eq!(h.quantile(0.99), Some(3.96));
+        let overflow = Histogram {
+            edges: vec![1.0],
+            counts: vec![0, 10],
+        };
+        assert_eq!(overflow.quantile(0.99), Some(1.0));
+        assert_eq!(Histogram::with_edges(vec![1.0]).quantile(0.5), None);
+        let conf = Histogram {
+            edges: vec![0.5],
+            counts: vec![1, 3],
+        };
+        assert_eq!(conf.mean_within(0.0, 1.0), Some((0.25 + 3.0 * 0.75) / 4.0));
     }
 }

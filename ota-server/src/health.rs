@@ -1,0 +1,208 @@
+//! A rollout phase's health from its devices' telemetry for the new version (DESIGN decision
+//! 7): windows are merged per phase (requests, errors, latency, confidence, class counts,
+//! regression predictions), devices that reported are counted, and the result is judged by
+//! [`crate::rollout::evaluate`] as a [`PhaseHealth`]: p99 from the merged latency histogram,
+//! mean confidence from the confidence histogram, PSI of the predictions against the bundle's
+//! reference statistics.
+
+use std::collections::BTreeSet;
+
+use edge_protocol::{Histogram, TelemetryWindow};
+use edge_runtime::bundle::ReferenceStats;
+use edge_runtime::stats::psi;
+use serde::{Deserialize, Serialize};
+
+use crate::rollout::PhaseHealth;
+
+/// Merged telemetry of one rollout phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseAggregate {
+    /// Devices that reported.
+    pub devices: BTreeSet<String>,
+    /// Predict calls.
+    pub requests: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Latency, ms.
+    pub latency_ms: Option<Histogram>,
+    /// Top-1 confidence.
+    pub confidence: Option<Histogram>,
+    /// Predicted classes.
+    pub class_counts: Vec<u64>,
+    /// Regression predictions.
+    pub prediction: Option<Histogram>,
+}
+
+fn merge_into(slot: &mut Option<Histogram>, h: &Histogram, what: &str) -> Result<(), String> {
+    if !h.is_well_formed() {
+        return Err(format!("{what} histogram is malformed"));
+    }
+    match slot {
+        None => {
+            *slot = Some(h.clone());
+            Ok(())
+        }
+        Some(mine) => {
+            if mine.merge(h) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} histogram has other bins than earlier windows"
+                ))
+            }
+        }
+    }
+}
+
+impl PhaseAggregate {
+    /// Adds one device's window. A malformed window is refused whole (nothing merged).
+    pub fn observe(&mut self, device: &str, w: &TelemetryWindow) -> Result<(), String> {
+        if w.errors > w.requests {
+            return Err(format!("{} errors in {} requests", w.errors, w.requests));
+        }
+        let mut next = self.clone();
+        merge_into(&mut next.latency_ms, &w.latency_ms, "latency")?;
+        if let Some(c) = &w.confidence {
+            merge_into(&mut next.confidence, c, "confidence")?;
+        }
+        if let Some(p) = &w.prediction {
+            merge_into(&mut next.prediction, p, "prediction")?;
+        }
+        if !w.class_counts.is_empty() {
+            if next.class_counts.is_empty() {
+                next.class_counts = vec![0; w.class_counts.len()];
+            }
+            if next.class_counts.len() != w.class_counts.len() {
+                return Err("class counts have another length than earlier windows".into());
+            }
+            next.class_counts
+                .iter_mut()
+                .zip(&w.class_counts)
+                .for_each(|(a, b)| *a = a.saturating_add(*b));
+        }
+        next.requests = next.requests.saturating_add(w.requests);
+        next.errors = next.errors.saturating_add(w.errors);
+        next.devices.insert(device.to_string());
+        *self = next;
+        Ok(())
+    }
+
+    /// The phase's health, for the gates.
+    pub fn health(
+        &self,
+        devices_in_phase: u64,
+        installs: u64,
+        install_failures: u64,
+        reference: &ReferenceStats,
+    ) -> PhaseHealth {
+        let psi_value = if !reference.class_counts.is_empty() {
+            psi(&reference.class_counts, &self.class_counts)
+        } else {
+            match (&reference.prediction, &self.prediction) {
+                (Some(r), Some(p)) if r.edges == p.edges => psi(&r.counts, &p.counts),
+                _ => None,
+            }
+        };
+        PhaseHealth {
+            devices: devices_in_phase,
+            reporting_devices: self.devices.len() as u64,
+            installs,
+            install_failures,
+            requests: self.requests,
+            errors: self.errors,
+            p99_ms: self.latency_ms.as_ref().and_then(|h| h.quantile(0.99)),
+            psi: psi_value,
+            mean_confidence: self
+                .confidence
+                .as_ref()
+                .and_then(|h| h.mean_within(0.0, 1.0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(requests: u64, errors: u64, slow: bool, classes: Vec<u64>) -> TelemetryWindow {
+        let mut latency = Histogram::with_edges(vec![1.0, 5.0, 10.0, 50.0, 100.0]);
+        for _ in 0..requests {
+            latency.observe(if slow { 70.0 } else { 3.0 });
+        }
+        let mut confidence = Histogram::uniform(0.0, 1.0, 10);
+        for _ in 0..requests {
+            confidence.observe(0.93);
+        }
+        TelemetryWindow {
+            model: "digits".into(),
+            version: "2.0.0".into(),
+            window_start: 0,
+            window_secs: 60,
+            requests,
+            errors,
+            latency_ms: latency,
+            confidence: Some(confidence),
+            class_counts: classes,
+            prediction: None,
+            features: vec![],
+        }
+    }
+
+    fn reference() -> ReferenceStats {
+        ReferenceStats {
+            class_counts: vec![100, 100, 100],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn windows_merge_into_phase_health() {
+        let mut a = PhaseAggregate::default();
+        a.observe("dev-1", &window(100, 1, false, vec![30, 35, 35]))
+            .unwrap();
+        a.observe("dev-2", &window(100, 0, false, vec![35, 30, 35]))
+            .unwrap();
+        a.observe("dev-1", &window(50, 0, false, vec![20, 15, 15]))
+            .unwrap();
+        let h = a.health(3, 2, 0, &reference());
+        assert_eq!(
+            (h.devices, h.reporting_devices, h.requests, h.errors),
+            (3, 2, 250, 1)
+        );
+        assert!(h.p99_ms.unwrap() > 1.0 && h.p99_ms.unwrap() <= 5.0, "{h:?}");
+        assert!(
+            (h.mean_confidence.unwrap() - 0.95).abs() < 1e-9,
+            "bin midpoint"
+        );
+        assert!(
+            h.psi.unwrap() < 0.01,
+            "balanced classes match the reference"
+        );
+        // one slow device pulls p99 up; a skewed one pushes PSI up
+        a.observe("dev-3", &window(300, 0, true, vec![300, 0, 0]))
+            .unwrap();
+        let h = a.health(3, 2, 0, &reference());
+        assert!(h.p99_ms.unwrap() > 50.0, "{h:?}");
+        assert!(h.psi.unwrap() > 0.2, "{h:?}");
+    }
+
+    #[test]
+    fn malformed_windows_are_refused_whole() {
+        let mut a = PhaseAggregate::default();
+        a.observe("dev-1", &window(10, 0, false, vec![1, 2, 3]))
+            .unwrap();
+        let before = a.clone();
+        let mut w = window(10, 0, false, vec![1, 2, 3]);
+        w.latency_ms.counts.pop();
+        assert!(a.observe("dev-2", &w).unwrap_err().contains("malformed"));
+        let mut w = window(10, 0, false, vec![1, 2]);
+        w.errors = 0;
+        assert!(a.observe("dev-2", &w).unwrap_err().contains("class counts"));
+        let w = window(10, 11, false, vec![1, 2, 3]);
+        assert!(a.observe("dev-2", &w).is_err());
+        let mut w = window(10, 0, false, vec![1, 2, 3]);
+        w.latency_ms = Histogram::with_edges(vec![2.0]);
+        assert!(a.observe("dev-2", &w).unwrap_err().contains("other bins"));
+        assert_eq!(a, before, "nothing merged from a refused window");
+    }
+}
