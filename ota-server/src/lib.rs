@@ -1,16 +1,24 @@
 //! # ota-server, in progress (issue 4)
 //!
-//! The fleet side of edgefleet. What exists so far is the pure core of staged rollouts:
-//! [`selector`] (cohorts by device tags), [`cohort`] (stable hash buckets that decide which
-//! selected devices each phase reaches), [`desired`] (each device's desired models, computed from
-//! the rollouts), [`health`] (a phase's merged telemetry as gate input) and [`rollout`] (the phase / gate state machine, with
-//! every transition recorded with the health that caused it), and [`store`] (the `Store` trait and
-//! its redb implementation), [`bundles`] (the verified, content-addressed bundle registry). The
-//! HTTP API, the
-//! embedded broker, enrollment, artifacts and telemetry ingest come next.
+//! The fleet side of edgefleet. What exists so far:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`selector`] | cohorts by device tags (label-selector syntax), overlap test |
+//! | [`cohort`] | stable hash buckets: which selected devices a phase reaches |
+//! | [`rollout`] | the phase / gate state machine; every transition kept with its cause |
+//! | [`health`] | a phase's merged telemetry as gate input |
+//! | [`desired`] | each device's desired models, computed from the rollouts |
+//! | [`store`] | the `Store` trait (tables of JSON records) and its redb backend |
+//! | [`bundles`] | the verified, content-addressed bundle registry |
+//! | [`auth`] | hashed admin tokens with roles |
+//!
+//! The HTTP API, the embedded broker, enrollment, artifact serving, telemetry ingest and the
+//! `ota-server` binary come next.
 
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod bundles;
 pub mod cohort;
 pub mod desired;
