@@ -47,7 +47,13 @@ fn reconciler(core: Arc<Core>, jobs: Receiver<Job>) {
             policy,
         )
     });
+    let refresh_credential = || {
+        if let Some(d) = &downloader {
+            d.set_bearer(identity::enrollment(&core.config.state_dir).and_then(|e| e.device_token));
+        }
+    };
     if let Some(doc) = reconcile::stored_desired(&core) {
+        refresh_credential();
         reconcile::apply(&core, &doc, downloader.as_ref(), false);
     }
     while let Ok(mut job) = jobs.recv() {
@@ -55,6 +61,7 @@ fn reconciler(core: Arc<Core>, jobs: Receiver<Job>) {
         while let Ok(newer) = jobs.try_recv() {
             job = newer;
         }
+        refresh_credential();
         match job {
             Job::Desired(doc, fresh) => reconcile::apply(&core, &doc, downloader.as_ref(), fresh),
         }
@@ -126,7 +133,10 @@ async fn serve(core: Arc<Core>) -> Result<()> {
                 tokio::time::sleep(backoff(&pause, attempt)).await;
             };
             tracing::info!(device = %enrolled.device_id, "enrolled");
-            let credentials = enrolled.mqtt_username.zip(enrolled.mqtt_password);
+            let credentials = enrolled
+                .device_token
+                .clone()
+                .map(|t| (c.device_id.clone(), t));
             uplink::run(c, jobs_tx, l, credentials).await;
         });
     }

@@ -132,6 +132,7 @@ pub struct Downloader {
     agent: ureq::Agent,
     dir: PathBuf,
     policy: DownloadPolicy,
+    bearer: std::sync::RwLock<Option<String>>,
 }
 
 /// The HTTP client settings the agent uses everywhere.
@@ -168,7 +169,13 @@ impl Downloader {
             agent,
             dir: dir.to_path_buf(),
             policy,
+            bearer: std::sync::RwLock::new(None),
         }
+    }
+
+    /// The device token sent as `Authorization: Bearer` (from enrollment).
+    pub fn set_bearer(&self, token: Option<String>) {
+        *self.bearer.write().unwrap_or_else(|e| e.into_inner()) = token;
     }
 
     /// Where a download in progress lives.
@@ -283,6 +290,14 @@ impl Downloader {
             reason,
         };
         let mut request = self.agent.get(&url);
+        if let Some(t) = self
+            .bearer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+        {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
         if have > 0 {
             request = request.header("Range", format!("bytes={have}-"));
         }

@@ -6,7 +6,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use edge_protocol::enroll::{EnrollRequest, EnrollResponse, ENROLL_PATH};
+use ed25519_dalek::Signer;
+use edge_protocol::enroll::{proof_message, EnrollRequest, EnrollResponse, ENROLL_PATH};
 use edge_protocol::topics::validate_device_id;
 use edge_runtime::{keys, SigningKey};
 
@@ -146,12 +147,16 @@ pub fn enroll(
         url: url.clone(),
         reason,
     };
+    let token = server.enrollment_token.clone().unwrap_or_default();
+    let public = key.verifying_key().to_bytes();
+    let proof = key.sign(&proof_message(device_id, &public, &token));
     let request = EnrollRequest {
         device_id: device_id.to_string(),
-        public_key: hex::encode(key.verifying_key().as_bytes()),
-        token: server.enrollment_token.clone().unwrap_or_default(),
+        public_key: hex::encode(public),
+        token,
         tags: server.tags.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        proof: hex::encode(proof.to_bytes()),
     };
     let body = serde_json::to_vec(&request).expect("serializable");
     let mut response = agent

@@ -2,9 +2,13 @@
 //! from the operator, its public key and its tags. From then on the server verifies the device's
 //! signed MQTT messages with that key.
 //!
-//! `POST /v1/devices/enroll` with [`EnrollRequest`] → `200` with [`EnrollResponse`]. A device
-//! that re-enrolls with the same key is answered the same way (idempotent); the same id with
-//! another key is refused (`409`).
+//! `POST /v1/devices/enroll` with [`EnrollRequest`] → `200` with [`EnrollResponse`]. The request
+//! carries a proof of possession: the device key's signature over [`proof_message`], so nobody
+//! can enroll (or re-enroll) a device whose key they do not hold. A device that re-enrolls with
+//! the same key gets a fresh device token; the same id with another key is refused (`409`).
+//!
+//! The device token is the device's credential: the MQTT password (username = device id) and
+//! the `Authorization: Bearer` credential for artifact downloads.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +34,26 @@ pub struct EnrollRequest {
     pub tags: BTreeMap<String, String>,
     /// `edge-agent` version.
     pub agent_version: String,
+    /// ed25519 signature (hex) by the device key over [`proof_message`].
+    pub proof: String,
+}
+
+/// Domain-separation prefix of the enrollment proof.
+pub const ENROLL_DOMAIN: &[u8] = b"edgefleet enroll v1\0";
+
+/// The bytes the device key signs to enroll: the domain, then the device id, the public key and
+/// the token, each length-prefixed (u32 LE).
+pub fn proof_message(device_id: &str, public_key: &[u8; 32], token: &str) -> Vec<u8> {
+    let mut m = ENROLL_DOMAIN.to_vec();
+    for part in [
+        device_id.as_bytes(),
+        public_key.as_slice(),
+        token.as_bytes(),
+    ] {
+        m.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        m.extend_from_slice(part);
+    }
+    m
 }
 
 /// Server → device.
@@ -37,10 +61,8 @@ pub struct EnrollRequest {
 pub struct EnrollResponse {
     /// The id the server registered.
     pub device_id: String,
-    /// MQTT username to connect with, if the broker authenticates.
+    /// The device's credential (MQTT password with the device id as username; bearer token for
+    /// artifacts), if the server issues one.
     #[serde(default)]
-    pub mqtt_username: Option<String>,
-    /// MQTT password, if the broker authenticates.
-    #[serde(default)]
-    pub mqtt_password: Option<String>,
+    pub device_token: Option<String>,
 }

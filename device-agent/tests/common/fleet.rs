@@ -61,6 +61,8 @@ pub struct HttpState {
     pub artifacts: Mutex<HashMap<String, Vec<u8>>>,
     pub device_keys: Mutex<HashMap<String, VerifyingKey>>,
     pub ranges: Mutex<Vec<String>>,
+    /// Device tokens issued at enrollment; artifact requests must carry one.
+    pub device_tokens: Mutex<Vec<String>>,
     /// Cut the next artifact transfer after half its bytes.
     pub cut_next: AtomicBool,
     pub requests: AtomicU64,
@@ -71,14 +73,24 @@ async fn enroll(State(s): State<Arc<HttpState>>, Json(r): Json<EnrollRequest>) -
         return (StatusCode::FORBIDDEN, "bad token").into_response();
     }
     let bytes: [u8; 32] = hex::decode(&r.public_key).unwrap().try_into().unwrap();
+    let key = VerifyingKey::from_bytes(&bytes).unwrap();
+    let proof: [u8; 64] = hex::decode(&r.proof).unwrap().try_into().unwrap();
+    let message = edge_protocol::enroll::proof_message(&r.device_id, &bytes, &r.token);
+    if key
+        .verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&proof))
+        .is_err()
+    {
+        return (StatusCode::FORBIDDEN, "bad proof").into_response();
+    }
     s.device_keys.lock().unwrap().insert(
         r.device_id.clone(),
         VerifyingKey::from_bytes(&bytes).unwrap(),
     );
+    let token = format!("devtok-{}-{:x}", r.device_id, rand_u64());
+    s.device_tokens.lock().unwrap().push(token.clone());
     Json(EnrollResponse {
         device_id: r.device_id,
-        mqtt_username: None,
-        mqtt_password: None,
+        device_token: Some(token),
     })
     .into_response()
 }
@@ -89,6 +101,14 @@ async fn artifact(
     headers: HeaderMap,
 ) -> Response {
     s.requests.fetch_add(1, Ordering::SeqCst);
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    if !bearer.is_some_and(|b| s.device_tokens.lock().unwrap().contains(&b)) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
     let Some(bytes) = s.artifacts.lock().unwrap().get(&sha).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
