@@ -12,8 +12,9 @@
 //! | [`store`] | the `Store` trait (tables of JSON records) and its redb backend |
 //! | [`bundles`] | the verified, content-addressed bundle registry |
 //! | [`auth`] | hashed admin tokens with roles |
+//! | [`devices`] | enrollment (token or pre-authorized key, proof of possession), device tokens |
 //!
-//! The HTTP API, the embedded broker, enrollment, artifact serving, telemetry ingest and the
+//! The HTTP API, the embedded broker, artifact serving, telemetry ingest and the
 //! `ota-server` binary come next.
 
 #![deny(missing_docs)]
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod bundles;
 pub mod cohort;
 pub mod desired;
+pub mod devices;
 pub mod health;
 pub mod rollout;
 pub mod selector;

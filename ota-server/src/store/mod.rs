@@ -32,11 +32,13 @@ pub enum Table {
     Counters,
     /// Telemetry aggregates, by `rollout/version/phase/bucket`.
     Telemetry,
+    /// Enrollment tokens (`token/<sha256>`) and pre-authorized keys (`key/<hex>`).
+    Enrollment,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Devices,
         Table::Bundles,
         Table::Rollouts,
@@ -45,6 +47,7 @@ impl Table {
         Table::Desired,
         Table::Counters,
         Table::Telemetry,
+        Table::Enrollment,
     ];
 
     /// Stable name (redb table name, PostgreSQL `table` column).
@@ -58,6 +61,7 @@ impl Table {
             Table::Desired => "desired",
             Table::Counters => "counters",
             Table::Telemetry => "telemetry",
+            Table::Enrollment => "enrollment",
         }
     }
 }
