@@ -40,6 +40,7 @@ pub struct DeviceRecord {
 /// Store key prefixes in the enrollment table.
 const ENROLL_TOKEN: &str = "token/";
 const PREAUTHORIZED: &str = "key/";
+const DEVICE_TOKEN: &str = "device-token/";
 
 /// An enrollment token's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,12 +184,39 @@ pub fn enroll<S: Store + ?Sized>(
         token_hash: hash(&device_token),
         last_seq: existing.as_ref().map_or(0, |d| d.last_seq),
     };
+    if let Some(d) = &existing {
+        writes.push(crate::store::Write::Delete(
+            Table::Enrollment,
+            format!("{DEVICE_TOKEN}{}", d.token_hash),
+        ));
+    }
+    writes.push(put(
+        Table::Enrollment,
+        &format!("{DEVICE_TOKEN}{}", record.token_hash),
+        &record.id,
+    ));
     writes.push(put(Table::Devices, &r.device_id, &record));
     records.store().write(writes)?;
     Ok(EnrollResponse {
         device_id: r.device_id.clone(),
         device_token: Some(device_token),
     })
+}
+
+/// The device a presented device token belongs to.
+pub fn device_by_token<S: Store + ?Sized>(
+    records: &Records<S>,
+    token: &str,
+) -> Result<Option<DeviceRecord>, StoreError> {
+    if !token.starts_with("efd_") {
+        return Ok(None);
+    }
+    let Some(id) =
+        records.get::<String>(Table::Enrollment, &format!("{DEVICE_TOKEN}{}", hash(token)))?
+    else {
+        return Ok(None);
+    };
+    authenticate_device(records, &id, token)
 }
 
 /// The device a device token belongs to, if `device_id` holds it.

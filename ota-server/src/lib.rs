@@ -11,10 +11,11 @@
 //! | [`desired`] | each device's desired models, computed from the rollouts |
 //! | [`store`] | the `Store` trait (tables of JSON records) and its redb backend |
 //! | [`bundles`] | the verified, content-addressed bundle registry |
+//! | [`http`] | the HTTP API so far: enrollment, devices, bundles, artifacts, tokens |
 //! | [`auth`] | hashed admin tokens with roles |
 //! | [`devices`] | enrollment (token or pre-authorized key, proof of possession), device tokens |
 //!
-//! The HTTP API, the embedded broker, artifact serving, telemetry ingest and the
+//! The rollout routes, the embedded broker, telemetry ingest and the
 //! `ota-server` binary come next.
 
 #![deny(missing_docs)]
@@ -25,6 +26,7 @@ pub mod cohort;
 pub mod desired;
 pub mod devices;
 pub mod health;
+pub mod http;
 pub mod rollout;
 pub mod selector;
 pub mod store;

@@ -1,0 +1,517 @@
+//! The HTTP API (axum). Callers are an admin token (viewer / operator / admin), a device (its
+//! device token), or nobody; every route names what it needs and refuses others with a JSON
+//! error (401 without or with an unknown credential, 403 with too small a role or the wrong kind
+//! of caller). This slice serves enrollment, devices, bundles, artifacts (Range, ETag) and
+//! tokens; rollouts and telemetry come with the engine.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use edge_protocol::enroll::EnrollRequest;
+use edge_runtime::trust::TrustRoot;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{self, Action, Role, TokenRecord};
+use crate::bundles::{BundleError, Bundles};
+use crate::devices::{self, DeviceRecord, EnrollError};
+use crate::store::{Records, Store, Table};
+
+/// What the handlers share.
+pub struct AppState<S: Store + ?Sized> {
+    /// Typed store.
+    pub records: Records<S>,
+    /// Bundle registry.
+    pub bundles: Bundles<S>,
+    /// Fleet trust root.
+    pub trust: TrustRoot,
+    /// The clock (unix seconds); a parameter so tests can move time.
+    pub now: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+type App<S> = Arc<AppState<S>>;
+
+/// Largest request body other than bundle uploads.
+pub const MAX_JSON_BYTES: usize = 1 << 20;
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// An admin token.
+    Token(TokenRecord),
+    /// A device, by its device token.
+    Device(DeviceRecord),
+}
+
+/// An API error: a status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError(status, message.into())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn caller<S: Store + ?Sized>(app: &AppState<S>, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(token) = bearer(headers) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <token>",
+        ));
+    };
+    let internal =
+        |e: crate::store::StoreError| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    if let Some(t) = auth::authenticate(&app.records, token).map_err(internal)? {
+        return Ok(Caller::Token(t));
+    }
+    if let Some(d) = devices::device_by_token(&app.records, token).map_err(internal)? {
+        return Ok(Caller::Device(d));
+    }
+    Err(error(StatusCode::UNAUTHORIZED, "unknown token"))
+}
+
+/// An admin caller whose role allows `action`.
+fn require<S: Store + ?Sized>(
+    app: &AppState<S>,
+    headers: &HeaderMap,
+    action: Action,
+) -> Result<TokenRecord, ApiError> {
+    match caller(app, headers)? {
+        Caller::Token(t) if t.role.allows(action) => Ok(t),
+        Caller::Token(t) => Err(error(
+            StatusCode::FORBIDDEN,
+            format!("role {:?} may not {action:?}", t.role).to_lowercase(),
+        )),
+        Caller::Device(_) => Err(error(
+            StatusCode::FORBIDDEN,
+            "devices may not use the admin API",
+        )),
+    }
+}
+
+/// The router.
+pub fn router<S: Store + ?Sized + 'static>(app: App<S>, max_bundle_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/devices/enroll", post(enroll::<S>))
+        .route("/v1/devices", get(list_devices::<S>))
+        .route("/v1/devices/{id}", get(show_device::<S>))
+        .route(
+            "/v1/bundles",
+            post(upload_bundle::<S>)
+                .get(list_bundles::<S>)
+                .layer(DefaultBodyLimit::max(max_bundle_bytes)),
+        )
+        .route(
+            "/v1/bundles/{sha}",
+            get(show_bundle::<S>).delete(delete_bundle::<S>),
+        )
+        .route("/v1/artifacts/{sha}", get(artifact::<S>))
+        .route("/v1/tokens", post(create_token::<S>))
+        .route("/v1/enrollment-tokens", post(create_enrollment_token::<S>))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .with_state(app)
+}
+
+fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        let status = r.status();
+        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is over the limit".to_string()
+        } else {
+            r.body_text()
+        };
+        error(status, msg)
+    })
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
+}
+
+async fn blocking<T: IntoResponse + Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => v.into_response(),
+        Ok(Err(r)) => r.into_response(),
+        Err(e) => internal(format!("task failed: {e}")).into_response(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn enroll<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    blocking(move || {
+        let request: EnrollRequest = json_body(&body)?;
+        devices::enroll(&app.records, &request, (app.now)())
+            .map(Json)
+            .map_err(|e| match e {
+                EnrollError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+                EnrollError::Forbidden(m) => error(StatusCode::FORBIDDEN, m),
+                e @ EnrollError::Conflict(_) => error(StatusCode::CONFLICT, e.to_string()),
+                EnrollError::Store(e) => internal(e),
+            })
+    })
+    .await
+}
+
+fn device_json(d: &DeviceRecord) -> serde_json::Value {
+    json!({
+        "id": d.id, "tags": d.tags, "public_key": d.public_key, "agent_version": d.agent_version,
+        "enrolled_at": d.enrolled_at, "last_seen": d.last_seen, "online": d.online,
+    })
+}
+
+async fn list_devices<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(move || {
+        require(&app, &headers, Action::Read)?;
+        let all: Vec<DeviceRecord> = app
+            .records
+            .list(Table::Devices, "", usize::MAX)
+            .map_err(internal)?;
+        Ok(Json(
+            json!({"devices": all.iter().map(device_json).collect::<Vec<_>>()}),
+        ))
+    })
+    .await
+}
+
+async fn show_device<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    blocking(move || {
+        match caller(&app, &headers)? {
+            Caller::Token(t) if t.role.allows(Action::Read) => {}
+            Caller::Device(d) if d.id == id => {}
+            Caller::Device(_) => {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "a device may read only itself",
+                ))
+            }
+            Caller::Token(_) => return Err(error(StatusCode::FORBIDDEN, "role may not read")),
+        }
+        let d: DeviceRecord = app
+            .records
+            .get(Table::Devices, &id)
+            .map_err(internal)?
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device '{id}'")))?;
+        Ok(Json(device_json(&d)))
+    })
+    .await
+}
+
+async fn upload_bundle<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    blocking(move || {
+        let who = require(&app, &headers, Action::Operate)?;
+        app.bundles
+            .upload(&body, &app.trust, &who.name, (app.now)())
+            .map(|r| (StatusCode::CREATED, Json(r)))
+            .map_err(|e| match e {
+                BundleError::Refused(_) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+                BundleError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+                e => internal(e),
+            })
+    })
+    .await
+}
+
+async fn list_bundles<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(move || {
+        require(&app, &headers, Action::Read)?;
+        Ok(Json(
+            json!({"bundles": app.bundles.list().map_err(internal)?}),
+        ))
+    })
+    .await
+}
+
+fn sha_param(sha: &str) -> Result<String, ApiError> {
+    let s = sha
+        .strip_prefix("sha256:")
+        .unwrap_or(sha)
+        .to_ascii_lowercase();
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s)
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            "bundle id must be sha256:<64 hex> or <64 hex>",
+        ))
+    }
+}
+
+async fn show_bundle<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+) -> Response {
+    blocking(move || {
+        require(&app, &headers, Action::Read)?;
+        let sha = sha_param(&sha)?;
+        app.bundles
+            .get(&sha)
+            .map_err(internal)?
+            .map(Json)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no bundle sha256:{sha}")))
+    })
+    .await
+}
+
+async fn delete_bundle<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+) -> Response {
+    blocking(move || {
+        require(&app, &headers, Action::Operate)?;
+        let sha = sha_param(&sha)?;
+        let used_by: Option<String> = app
+            .records
+            .list::<crate::rollout::Rollout>(Table::Rollouts, "", usize::MAX)
+            .map_err(internal)?
+            .into_iter()
+            .find(|r| r.spec.bundle.trim_start_matches("sha256:") == sha && !r.status.is_final())
+            .map(|r| r.id);
+        app.bundles
+            .delete(&sha, used_by.as_deref())
+            .map(|_| StatusCode::NO_CONTENT)
+            .map_err(|e| match e {
+                BundleError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+                BundleError::InUse { .. } => error(StatusCode::CONFLICT, e.to_string()),
+                e => internal(e),
+            })
+    })
+    .await
+}
+
+/// `bytes=N-` or `bytes=N-M` against a length → the inclusive range, or `None` if unsatisfiable.
+fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = v.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end: u64 = if b.trim().is_empty() {
+        len.checked_sub(1)?
+    } else {
+        b.trim().parse::<u64>().ok()?.min(len.checked_sub(1)?)
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
+async fn artifact<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+) -> Response {
+    let app2 = app.clone();
+    let h2 = headers.clone();
+    let checked = tokio::task::spawn_blocking(move || -> Result<std::path::PathBuf, ApiError> {
+        match caller(&app2, &h2)? {
+            Caller::Device(_) => {}
+            Caller::Token(t) if t.role.allows(Action::Read) => {}
+            Caller::Token(_) => return Err(error(StatusCode::FORBIDDEN, "role may not read")),
+        }
+        let sha = sha_param(&sha)?;
+        if app2.bundles.get(&sha).map_err(internal)?.is_none() {
+            return Err(error(StatusCode::NOT_FOUND, format!("no artifact {sha}")));
+        }
+        Ok(app2.bundles.path(&sha))
+    })
+    .await;
+    let path = match checked {
+        Ok(Ok(p)) => p,
+        Ok(Err(r)) => return r.into_response(),
+        Err(e) => return internal(e).into_response(),
+    };
+    let etag = format!(
+        "\"{}\"",
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+    );
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) => return internal(format!("artifact file: {e}")).into_response(),
+    };
+    let base = [
+        (header::ETAG, etag),
+        (header::ACCEPT_RANGES, "bytes".to_string()),
+    ];
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(r) => match parse_range(r, len) {
+            Some(range) => Some(range),
+            None => {
+                return (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+                    Json(json!({"error": format!("range '{r}' does not fit {len} bytes")})),
+                )
+                    .into_response()
+            }
+        },
+    };
+    let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
+    // only the requested part is read
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::with_capacity((end + 1 - start) as usize);
+        f.take(if len == 0 { 0 } else { end + 1 - start })
+            .read_to_end(&mut buf)?;
+        Ok(buf)
+    })
+    .await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return internal(format!("artifact file: {e}")).into_response(),
+        Err(e) => return internal(e).into_response(),
+    };
+    match range {
+        None => (StatusCode::OK, base, Body::from(bytes)).into_response(),
+        Some((start, end)) => (
+            StatusCode::PARTIAL_CONTENT,
+            base,
+            [(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))],
+            Body::from(bytes),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Role,
+}
+
+async fn create_token<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    blocking(move || {
+        require(&app, &headers, Action::Administer)?;
+        let req: NewToken = json_body(&body)?;
+        let (token, record) =
+            auth::create_token(&app.records, &req.name, req.role, (app.now)()).map_err(internal)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"token": token, "name": record.name, "role": record.role})),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEnrollmentToken {
+    name: String,
+    #[serde(default)]
+    uses: Option<u64>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+async fn create_enrollment_token<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    blocking(move || {
+        require(&app, &headers, Action::Administer)?;
+        let req: NewEnrollmentToken = json_body(&body)?;
+        let token = devices::create_enrollment_token(&app.records, &req.name, req.uses, req.tags)
+            .map_err(internal)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"token": token, "name": req.name, "uses": req.uses})),
+        ))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-", 10), Some((0, 9)));
+        assert_eq!(parse_range("bytes=4-", 10), Some((4, 9)));
+        assert_eq!(parse_range("bytes=2-5", 10), Some((2, 5)));
+        assert_eq!(parse_range("bytes=2-50", 10), Some((2, 9)));
+        assert_eq!(parse_range("bytes=10-", 10), None);
+        assert_eq!(parse_range("bytes=5-2", 10), None);
+        assert_eq!(parse_range("bytes=-5", 10), None);
+        assert_eq!(parse_range("items=0-", 10), None);
+        assert_eq!(parse_range("bytes=0-", 0), None);
+    }
+}

@@ -1,0 +1,380 @@
+//! The HTTP API slice: the authorization matrix (every route × no token, viewer, operator,
+//! admin, device, other device), bad input refused with a reason and nothing stored, artifacts
+//! with Range and ETag, and everything still there after a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ed25519_dalek::Signer;
+use edge_protocol::enroll::{proof_message, EnrollRequest};
+use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
+use edge_runtime::SigningKey;
+use ota_server::auth::{create_token, Role};
+use ota_server::bundles::Bundles;
+
+use ota_server::http::{router, AppState};
+use ota_server::store::{Records, RedbStore};
+
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn digits(signer: &SigningKey, version: &str) -> Vec<u8> {
+    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
+    let mut spec: PackSpec =
+        toml::from_str(&std::fs::read_to_string(models().join("digits/spec.toml")).unwrap())
+            .unwrap();
+    spec.version = version.into();
+    let x = edge_runtime::npy::read(
+        std::fs::File::open(models().join("digits/calib_x.npy")).unwrap(),
+        1 << 30,
+    )
+    .unwrap();
+    pack(
+        &onnx,
+        spec,
+        Some(&Calibration {
+            inputs: x,
+            targets: None,
+        }),
+        std::slice::from_ref(signer),
+        0,
+    )
+    .unwrap()
+    .0
+}
+
+struct Server {
+    url: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn serve(dir: &Path, trust: TrustRoot) -> (Server, Records<RedbStore>) {
+    let records = Records::new(Arc::new(RedbStore::open(&dir.join("server.redb")).unwrap()));
+    let bundles = Bundles::new(records.clone(), &dir.join("artifacts"), 8 << 20).unwrap();
+    let app = Arc::new(AppState {
+        records: records.clone(),
+        bundles,
+        trust,
+        now: Box::new(|| 1_000),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let r = router(app, 8 << 20);
+    rt.spawn(async move { axum::serve(listener, r).await });
+    (Server { url, _rt: rt }, records)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let a = agent();
+    let mut resp = match (method, body) {
+        ("GET" | "DELETE", _) => {
+            let mut req = if method == "GET" {
+                a.get(url)
+            } else {
+                a.delete(url)
+            };
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call().unwrap()
+        }
+        (_, body) => {
+            let (ct, bytes) = body.unwrap_or(("application/json", b"{}".to_vec()));
+            let mut req = a.post(url).header("content-type", ct);
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            req.send(&bytes[..]).unwrap()
+        }
+    };
+    let code = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap();
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn enroll_request(key: &SigningKey, id: &str, token: &str) -> EnrollRequest {
+    let public = key.verifying_key().to_bytes();
+    EnrollRequest {
+        device_id: id.into(),
+        public_key: hex::encode(public),
+        token: token.into(),
+        tags: Default::default(),
+        agent_version: "t".into(),
+        proof: hex::encode(key.sign(&proof_message(id, &public, token)).to_bytes()),
+    }
+}
+
+#[test]
+fn authorization_matrix_bad_input_artifacts_and_restart() {
+    let root = edge_runtime::keys::generate().unwrap();
+    let signer = edge_runtime::keys::generate().unwrap();
+    let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
+    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, records) = serve(dir.path(), trust.clone());
+    let u = |p: &str| format!("{}{p}", server.url);
+
+    let (viewer, _) = create_token(&records, "v", Role::Viewer, 0).unwrap();
+    let (operator, _) = create_token(&records, "o", Role::Operator, 0).unwrap();
+    let (admin, _) = create_token(&records, "a", Role::Admin, 0).unwrap();
+    // two devices enroll over HTTP with an enrollment token made over HTTP
+    let (code, body) = call(
+        "POST",
+        &u("/v1/enrollment-tokens"),
+        Some(&admin),
+        Some(("application/json", br#"{"name":"lab","uses":2}"#.to_vec())),
+        &[],
+    );
+    assert_eq!(code, 201, "{body}");
+    let etoken = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut device_tokens = Vec::new();
+    for id in ["dev-1", "dev-2"] {
+        let key = edge_runtime::keys::generate().unwrap();
+        let req = serde_json::to_vec(&enroll_request(&key, id, &etoken)).unwrap();
+        let (code, body) = call(
+            "POST",
+            &u("/v1/devices/enroll"),
+            None,
+            Some(("application/json", req)),
+            &[],
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        device_tokens.push(v["device_token"].as_str().unwrap().to_string());
+    }
+    let (dev1, dev2) = (device_tokens[0].clone(), device_tokens[1].clone());
+
+    let bundle = digits(&signer, "1.0.0");
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bundle));
+    let callers: [(&str, Option<&str>); 6] = [
+        ("none", None),
+        ("viewer", Some(&viewer)),
+        ("operator", Some(&operator)),
+        ("admin", Some(&admin)),
+        ("device", Some(&dev1)),
+        ("other device", Some(&dev2)),
+    ];
+    let octet = |b: &[u8]| Some(("application/octet-stream", b.to_vec()));
+    let json = |s: &str| Some(("application/json", s.as_bytes().to_vec()));
+    type Row<'a> = (&'a str, String, Option<(&'a str, Vec<u8>)>, [u16; 6]);
+    let rows: Vec<Row> = vec![
+        (
+            "POST",
+            "/v1/bundles".into(),
+            octet(&bundle),
+            [401, 403, 201, 201, 403, 403],
+        ),
+        (
+            "GET",
+            "/v1/bundles".into(),
+            None,
+            [401, 200, 200, 200, 403, 403],
+        ),
+        (
+            "GET",
+            format!("/v1/bundles/sha256:{sha}"),
+            None,
+            [401, 200, 200, 200, 403, 403],
+        ),
+        (
+            "GET",
+            format!("/v1/artifacts/{sha}"),
+            None,
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/v1/devices".into(),
+            None,
+            [401, 200, 200, 200, 403, 403],
+        ),
+        (
+            "GET",
+            "/v1/devices/dev-1".into(),
+            None,
+            [401, 200, 200, 200, 200, 403],
+        ),
+        (
+            "POST",
+            "/v1/tokens".into(),
+            json(r#"{"name":"x","role":"viewer"}"#),
+            [401, 403, 403, 201, 403, 403],
+        ),
+        (
+            "POST",
+            "/v1/enrollment-tokens".into(),
+            json(r#"{"name":"y"}"#),
+            [401, 403, 403, 201, 403, 403],
+        ),
+        (
+            "GET",
+            "/healthz".into(),
+            None,
+            [200, 200, 200, 200, 200, 200],
+        ),
+    ];
+    for (method, path, body, want) in rows {
+        for ((who, token), want) in callers.iter().zip(want) {
+            let (code, text) = call(method, &u(&path), *token, body.clone(), &[]);
+            assert_eq!(code, want, "{method} {path} as {who}: {text}");
+            if code >= 400 {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+                assert!(!v["error"].as_str().unwrap().is_empty());
+            }
+        }
+    }
+    // delete: refused for all but operators and admins; then it is gone
+    for (who, token) in [callers[0], callers[1], callers[4], callers[5]] {
+        let (code, _) = call(
+            "DELETE",
+            &u(&format!("/v1/bundles/{sha}")),
+            token,
+            None,
+            &[],
+        );
+        assert!(code == 401 || code == 403, "DELETE as {who}: {code}");
+    }
+
+    // artifacts: Range, ETag
+    let (code, part) = call(
+        "GET",
+        &u(&format!("/v1/artifacts/{sha}")),
+        Some(&dev1),
+        None,
+        &[("range", "bytes=100-")],
+    );
+    assert_eq!(code, 206);
+    assert_eq!(part.len(), String::from_utf8_lossy(&bundle[100..]).len());
+    let (code, _) = call(
+        "GET",
+        &u(&format!("/v1/artifacts/{sha}")),
+        Some(&dev1),
+        None,
+        &[("range", "bytes=999999999-")],
+    );
+    assert_eq!(code, 416);
+    let (code, _) = call(
+        "GET",
+        &u(&format!("/v1/artifacts/{sha}")),
+        Some(&dev1),
+        None,
+        &[("if-none-match", &format!("\"{sha}\""))],
+    );
+    assert_eq!(code, 304);
+
+    // bad input: a reason, nothing stored
+    let mut tampered = digits(&signer, "1.1.0");
+    let n = tampered.len();
+    tampered[n - 3] ^= 0xff;
+    for (path, body, want, says) in [
+        ("/v1/bundles", octet(&tampered), 422, "refused"),
+        ("/v1/bundles", octet(b"not a bundle"), 422, "refused"),
+        ("/v1/tokens", json("{\"name\": "), 400, "bad JSON"),
+        (
+            "/v1/tokens",
+            json(r#"{"name":"x","role":"root"}"#),
+            400,
+            "unknown variant",
+        ),
+        (
+            "/v1/tokens",
+            json(r#"{"name":"x","role":"viewer","extra":1}"#),
+            400,
+            "unknown field",
+        ),
+        ("/v1/bundles", octet(&vec![0u8; 9 << 20]), 413, "limit"),
+    ] {
+        let (code, text) = call("POST", &u(path), Some(&admin), body, &[]);
+        assert_eq!(code, want, "{path}: {text}");
+        assert!(text.contains(says), "{path}: {text}");
+    }
+    let (code, text) = call(
+        "POST",
+        &u("/v1/devices/enroll"),
+        None,
+        json(r#"{"device_id":"x"}"#),
+        &[],
+    );
+    assert_eq!(code, 400, "{text}");
+    let (_, list) = call("GET", &u("/v1/bundles"), Some(&viewer), None, &[]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&list).unwrap()["bundles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // restart: devices, bundles and tokens are all still there
+    drop(server);
+    drop(records);
+    let (server, _records) = serve(dir.path(), trust);
+    let u = |p: &str| format!("{}{p}", server.url);
+    let (code, devices) = call("GET", &u("/v1/devices"), Some(&viewer), None, &[]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&devices).unwrap()["devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (code, _) = call(
+        "GET",
+        &u(&format!("/v1/artifacts/{sha}")),
+        Some(&dev2),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200);
+    let (code, _) = call(
+        "DELETE",
+        &u(&format!("/v1/bundles/{sha}")),
+        Some(&operator),
+        None,
+        &[],
+    );
+    assert_eq!(code, 204);
+    let (code, _) = call(
+        "DELETE",
+        &u(&format!("/v1/bundles/{sha}")),
+        Some(&admin),
+        None,
+        &[],
+    );
+    assert_eq!(code, 404);
+}
