@@ -1,8 +1,10 @@
 //! The HTTP API (axum). Callers are an admin token (viewer / operator / admin), a device (its
 //! device token), or nobody; every route names what it needs and refuses others with a JSON
 //! error (401 without or with an unknown credential, 403 with too small a role or the wrong kind
-//! of caller). This slice serves enrollment, devices, bundles, artifacts (Range, ETag) and
-//! tokens; rollouts and telemetry come with the engine.
+//! of caller). This slice serves enrollment, devices, bundles, artifacts (Range, ETag), rollouts
+//! (create, list, show, pause / resume / abort / rollback; two rollouts of one model over
+//! overlapping cohorts are refused) and tokens. The engine that advances rollouts and publishes
+//! desired states comes next.
 
 use std::sync::Arc;
 
@@ -21,6 +23,8 @@ use serde_json::json;
 use crate::auth::{self, Action, Role, TokenRecord};
 use crate::bundles::{BundleError, Bundles};
 use crate::devices::{self, DeviceRecord, EnrollError};
+use crate::rollout::{Rollout, RolloutSpec};
+use crate::selector::Selector;
 use crate::store::{Records, Store, Table};
 
 /// What the handlers share.
@@ -125,6 +129,12 @@ pub fn router<S: Store + ?Sized + 'static>(app: App<S>, max_bundle_bytes: usize)
             get(show_bundle::<S>).delete(delete_bundle::<S>),
         )
         .route("/v1/artifacts/{sha}", get(artifact::<S>))
+        .route(
+            "/v1/rollouts",
+            post(create_rollout::<S>).get(list_rollouts::<S>),
+        )
+        .route("/v1/rollouts/{id}", get(show_rollout::<S>))
+        .route("/v1/rollouts/{id}/{action}", post(rollout_action::<S>))
         .route("/v1/tokens", post(create_token::<S>))
         .route("/v1/enrollment-tokens", post(create_enrollment_token::<S>))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -435,6 +445,115 @@ async fn artifact<S: Store + ?Sized + 'static>(
         )
             .into_response(),
     }
+}
+
+async fn create_rollout<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    blocking(move || {
+        require(&app, &headers, Action::Operate)?;
+        let spec: RolloutSpec = json_body(&body)?;
+        spec.check().map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+        let selector = Selector::parse(&spec.selector).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let sha = sha_param(&spec.bundle)?;
+        let bundle = app
+            .bundles
+            .get(&sha)
+            .map_err(internal)?
+            .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("no bundle sha256:{sha}; upload it first")))?;
+        let existing: Vec<Rollout> = app.records.list(Table::Rollouts, "", usize::MAX).map_err(internal)?;
+        for other in existing.iter().filter(|r| r.model == bundle.name && !r.status.is_final()) {
+            let other_selector = Selector::parse(&other.spec.selector).unwrap_or_default();
+            if selector.may_overlap(&other_selector) {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "rollout {} of model '{}' ({:?}) already covers devices this selector may select ('{}' vs '{}'); finish, abort or roll it back first",
+                        other.id, other.model, other.status, spec.selector, other.spec.selector
+                    ),
+                ));
+            }
+        }
+        let n = app.records.store().increment("rollout").map_err(internal)?;
+        let id = format!("r-{n}");
+        let mut spec = spec;
+        spec.bundle = format!("sha256:{sha}");
+        let rollout = Rollout::new(id.clone(), bundle.name, bundle.version, spec, (app.now)());
+        app.records.put(Table::Rollouts, &id, &rollout).map_err(internal)?;
+        Ok((StatusCode::CREATED, Json(rollout)))
+    })
+    .await
+}
+
+async fn list_rollouts<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(move || {
+        require(&app, &headers, Action::Read)?;
+        let all: Vec<Rollout> = app
+            .records
+            .list(Table::Rollouts, "", usize::MAX)
+            .map_err(internal)?;
+        Ok(Json(json!({ "rollouts": all })))
+    })
+    .await
+}
+
+async fn show_rollout<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    blocking(move || {
+        require(&app, &headers, Action::Read)?;
+        app.records
+            .get::<Rollout>(Table::Rollouts, &id)
+            .map_err(internal)?
+            .map(Json)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))
+    })
+    .await
+}
+
+async fn rollout_action<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    blocking(move || {
+        let who = require(&app, &headers, Action::Operate)?;
+        let mut r: Rollout = app
+            .records
+            .get(Table::Rollouts, &id)
+            .map_err(internal)?
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))?;
+        let now = (app.now)();
+        let done = match action.as_str() {
+            "pause" => r.pause(now, &who.name),
+            "resume" => r.resume(now, &who.name),
+            "abort" => r.abort(now, &who.name),
+            "rollback" => r.rollback(now, &who.name),
+            other => {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown action '{other}' (pause, resume, abort, rollback)"),
+                ))
+            }
+        };
+        done.map_err(|e| error(StatusCode::CONFLICT, e))?;
+        app.records
+            .put(Table::Rollouts, &id, &r)
+            .map_err(internal)?;
+        Ok(Json(r))
+    })
+    .await
 }
 
 #[derive(Deserialize)]

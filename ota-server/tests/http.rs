@@ -187,6 +187,10 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
         ("device", Some(&dev1)),
         ("other device", Some(&dev2)),
     ];
+    let rollout_json = format!(
+        r#"{{"bundle": "sha256:{sha}", "selector": "hw=x86", "phases": [{{"percent": 5, "soak_seconds": 600}}, {{"percent": 100}}],
+            "gates": {{"max_error_rate": 0.01, "min_reporting_devices": 3}}, "on_gate_failure": "rollback"}}"#
+    );
     let octet = |b: &[u8]| Some(("application/octet-stream", b.to_vec()));
     let json = |s: &str| Some(("application/json", s.as_bytes().to_vec()));
     type Row<'a> = (&'a str, String, Option<(&'a str, Vec<u8>)>, [u16; 6]);
@@ -244,6 +248,32 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
             "/healthz".into(),
             None,
             [200, 200, 200, 200, 200, 200],
+        ),
+        // the admin's rollout overlaps the operator's (same model, same cohort): 409
+        (
+            "POST",
+            "/v1/rollouts".into(),
+            json(&rollout_json),
+            [401, 403, 201, 409, 403, 403],
+        ),
+        (
+            "GET",
+            "/v1/rollouts".into(),
+            None,
+            [401, 200, 200, 200, 403, 403],
+        ),
+        (
+            "GET",
+            "/v1/rollouts/r-1".into(),
+            None,
+            [401, 200, 200, 200, 403, 403],
+        ),
+        // the admin's pause finds it paused already: 409
+        (
+            "POST",
+            "/v1/rollouts/r-1/pause".into(),
+            None,
+            [401, 403, 200, 409, 403, 403],
         ),
     ];
     for (method, path, body, want) in rows {
@@ -322,6 +352,49 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
         assert_eq!(code, want, "{path}: {text}");
         assert!(text.contains(says), "{path}: {text}");
     }
+    for (body, says) in [
+        (
+            r#"{"bundle": "sha256:00", "phases": [{"percent": 5}]}"#.to_string(),
+            "bundle id",
+        ),
+        (
+            format!(r#"{{"bundle": "{sha}", "phases": []}}"#),
+            "at least one phase",
+        ),
+        (
+            format!(
+                r#"{{"bundle": "{sha}", "selector": "hw in (a", "phases": [{{"percent": 5}}]}}"#
+            ),
+            "unbalanced",
+        ),
+        (
+            format!(r#"{{"bundle": "{sha}", "phases": [{{"percent": 50}}, {{"percent": 5}}]}}"#),
+            "below the previous",
+        ),
+        (
+            format!(
+                r#"{{"bundle": "{}", "phases": [{{"percent": 5}}]}}"#,
+                "ab".repeat(32)
+            ),
+            "upload it first",
+        ),
+        (
+            format!(
+                r#"{{"bundle": "{sha}", "phases": [{{"percent": 5}}], "gates": {{"max_error_rate": 2}}}}"#
+            ),
+            "max_error_rate",
+        ),
+    ] {
+        let (code, text) = call(
+            "POST",
+            &u("/v1/rollouts"),
+            Some(&operator),
+            json(&body),
+            &[],
+        );
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
     let (code, text) = call(
         "POST",
         &u("/v1/devices/enroll"),
@@ -361,20 +434,25 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
         &[],
     );
     assert_eq!(code, 200);
+    let (code, r1) = call("GET", &u("/v1/rollouts/r-1"), Some(&viewer), None, &[]);
+    assert_eq!(code, 200);
+    let r1: serde_json::Value = serde_json::from_str(&r1).unwrap();
+    assert_eq!(r1["status"], "paused");
+    assert_eq!(r1["transitions"][0]["reason"], "paused by o");
+    let bundle_url = u(&format!("/v1/bundles/{sha}"));
+    let (code, text) = call("DELETE", &bundle_url, Some(&operator), None, &[]);
+    assert_eq!(code, 409, "in use by r-1: {text}");
+    assert!(text.contains("r-1"));
     let (code, _) = call(
-        "DELETE",
-        &u(&format!("/v1/bundles/{sha}")),
+        "POST",
+        &u("/v1/rollouts/r-1/abort"),
         Some(&operator),
         None,
         &[],
     );
+    assert_eq!(code, 200);
+    let (code, _) = call("DELETE", &bundle_url, Some(&operator), None, &[]);
     assert_eq!(code, 204);
-    let (code, _) = call(
-        "DELETE",
-        &u(&format!("/v1/bundles/{sha}")),
-        Some(&admin),
-        None,
-        &[],
-    );
+    let (code, _) = call("DELETE", &bundle_url, Some(&admin), None, &[]);
     assert_eq!(code, 404);
 }
