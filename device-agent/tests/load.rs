@@ -22,9 +22,16 @@ fn twenty_swaps_through_the_agent_fail_no_request() {
     let config = fleet.agent_config("dev-l", state.path(), free_port(), "");
     let mut agent = Agent::start(&config, state.path(), &[]);
     agent.wait_ready();
-    let b1 = fleet.digits("1.0.0", |s| s.health.as_mut().unwrap().trial_seconds = 600);
+    // one input row over and over is all the drift there is: this test is about swaps, so the
+    // trials never reach a verdict (each swap supersedes the running trial)
+    let endless = |s: &mut edge_runtime::pack::PackSpec| {
+        let h = s.health.as_mut().unwrap();
+        h.trial_seconds = 600;
+        h.min_requests = u64::MAX;
+    };
+    let b1 = fleet.digits("1.0.0", endless);
     let b2 = fleet.digits("2.0.0", |s| {
-        s.health.as_mut().unwrap().trial_seconds = 600;
+        endless(s);
         s.input.as_mut().unwrap().normalize.as_mut().unwrap().scale = Some(0.05);
     });
     let row = common::read_npy("digits/test_x.npy").rows(5, 6);
