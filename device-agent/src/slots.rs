@@ -13,7 +13,6 @@
 //!   verifies; a corrupted or missing file falls through to the next.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -137,15 +136,8 @@ impl Slots {
         if path.exists() {
             return Ok(sha);
         }
-        let part = self.dir.join(format!("{sha}.efb.part"));
-        let mut f = File::create(&part).map_err(io(&part))?;
-        f.write_all(bytes).map_err(io(&part))?;
-        f.sync_all().map_err(io(&part))?;
-        drop(f);
-        fs::rename(&part, &path).map_err(io(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+        edge_runtime::bundle::write_durably(&self.dir, &format!("{sha}.efb"), bytes)
+            .map_err(io(&path))?;
         Ok(sha)
     }
 

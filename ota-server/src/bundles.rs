@@ -3,8 +3,7 @@
 //! content-addressed (`artifacts/<sha256>.efb`, fsync + atomic rename), and recorded with their
 //! manifest summary. A bundle is deleted only when no rollout uses it.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use edge_runtime::bundle::{verify_bytes, VerifyPolicy};
@@ -148,15 +147,8 @@ impl<S: Store + ?Sized> Bundles<S> {
         // the file first (complete under its final name), then the record
         let path = self.path(&sha);
         if !path.exists() {
-            let part = self.dir.join(format!("{sha}.efb.part"));
-            let mut f = File::create(&part).map_err(io(&part))?;
-            f.write_all(bytes).map_err(io(&part))?;
-            f.sync_all().map_err(io(&part))?;
-            drop(f);
-            fs::rename(&part, &path).map_err(io(&path))?;
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&self.dir))?;
+            edge_runtime::bundle::write_durably(&self.dir, &format!("{sha}.efb"), bytes)
+                .map_err(io(&path))?;
         }
         self.records.put(Table::Bundles, &sha, &record)?;
         Ok(record)

@@ -2,43 +2,14 @@
 //! foreign-signed upload is refused with the reason and leaves nothing behind; records and
 //! files survive a restart; a bundle in use cannot be deleted.
 
-use std::path::PathBuf;
+mod common;
+
+use common::digits;
 use std::sync::Arc;
 
-use edge_runtime::pack::{pack, Calibration, PackSpec};
 use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
-use edge_runtime::SigningKey;
 use ota_server::bundles::{BundleError, Bundles};
 use ota_server::store::{Records, RedbStore};
-
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
-
-fn digits(signer: &SigningKey, version: &str) -> Vec<u8> {
-    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-    let mut spec: PackSpec =
-        toml::from_str(&std::fs::read_to_string(models().join("digits/spec.toml")).unwrap())
-            .unwrap();
-    spec.version = version.into();
-    let x = edge_runtime::npy::read(
-        std::fs::File::open(models().join("digits/calib_x.npy")).unwrap(),
-        1 << 30,
-    )
-    .unwrap();
-    pack(
-        &onnx,
-        spec,
-        Some(&Calibration {
-            inputs: x,
-            targets: None,
-        }),
-        std::slice::from_ref(signer),
-        0,
-    )
-    .unwrap()
-    .0
-}
 
 #[test]
 fn only_trusted_bundles_are_kept_and_they_survive_a_restart() {

@@ -2,12 +2,14 @@
 //! admin, device, other device), bad input refused with a reason and nothing stored, artifacts
 //! with Range and ETag, and everything still there after a restart.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::digits;
+use std::path::Path;
 use std::sync::Arc;
 
 use ed25519_dalek::Signer;
 use edge_protocol::enroll::{proof_message, EnrollRequest};
-use edge_runtime::pack::{pack, Calibration, PackSpec};
 use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use edge_runtime::SigningKey;
 use ota_server::auth::{create_token, Role};
@@ -15,35 +17,6 @@ use ota_server::bundles::Bundles;
 
 use ota_server::http::{router, AppState};
 use ota_server::store::{Records, RedbStore};
-
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
-
-fn digits(signer: &SigningKey, version: &str) -> Vec<u8> {
-    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-    let mut spec: PackSpec =
-        toml::from_str(&std::fs::read_to_string(models().join("digits/spec.toml")).unwrap())
-            .unwrap();
-    spec.version = version.into();
-    let x = edge_runtime::npy::read(
-        std::fs::File::open(models().join("digits/calib_x.npy")).unwrap(),
-        1 << 30,
-    )
-    .unwrap();
-    pack(
-        &onnx,
-        spec,
-        Some(&Calibration {
-            inputs: x,
-            targets: None,
-        }),
-        std::slice::from_ref(signer),
-        0,
-    )
-    .unwrap()
-    .0
-}
 
 struct Server {
     url: String,

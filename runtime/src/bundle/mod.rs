@@ -9,11 +9,13 @@
 mod container;
 mod manifest;
 mod sign;
+mod store;
 mod verify;
 
 pub use container::{offsets, SectionOffsets, SignatureRecord, FORMAT_VERSION, MAGIC};
 pub use manifest::*;
 pub use sign::{build, MANIFEST_DOMAIN};
+pub use store::write_durably;
 pub use verify::{inspect, verify, verify_bytes, Expiry, Inspection, VerifiedBundle, VerifyPolicy};
 
 /// Size limits enforced while reading a bundle, before anything is allocated for a section.
