@@ -9,13 +9,14 @@
 //! | [`rollout`] | the phase / gate state machine; every transition kept with its cause |
 //! | [`health`] | a phase's merged telemetry as gate input |
 //! | [`desired`] | each device's desired models, computed from the rollouts |
+//! | [`engine`] | one engine step: tick rollouts, record baselines, new desired generations |
 //! | [`store`] | the `Store` trait (tables of JSON records) and its redb backend |
 //! | [`bundles`] | the verified, content-addressed bundle registry |
 //! | [`http`] | the HTTP API so far: enrollment, devices, bundles, artifacts, tokens |
 //! | [`auth`] | hashed admin tokens with roles |
 //! | [`devices`] | enrollment (token or pre-authorized key, proof of possession), device tokens |
 //!
-//! The rollout routes, the embedded broker, telemetry ingest and the
+//! The engine's timer and publishing, the embedded broker, telemetry ingest and the
 //! `ota-server` binary come next.
 
 #![deny(missing_docs)]
@@ -25,6 +26,7 @@ pub mod bundles;
 pub mod cohort;
 pub mod desired;
 pub mod devices;
+pub mod engine;
 pub mod health;
 pub mod http;
 pub mod rollout;
