@@ -16,8 +16,8 @@
 //! | [`auth`] | hashed admin tokens with roles |
 //! | [`devices`] | enrollment (token or pre-authorized key, proof of possession), device tokens |
 //!
-//! The engine's timer and publishing, the embedded broker, telemetry ingest and the
-//! `ota-server` binary come next.
+//! The `ota-server` binary (`src/main.rs`) serves the HTTP API. The engine's timer and
+//! publishing, the embedded broker, telemetry ingest, TLS and `/metrics` come next.
 
 #![deny(missing_docs)]
 
