@@ -181,11 +181,8 @@ async fn enroll<S: Store + ?Sized + 'static>(
     State(app): State<App<S>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body_or_error(body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
     blocking(move || {
+        let body = body_or_error(body)?;
         let request: EnrollRequest = json_body(&body)?;
         devices::enroll(&app.records, &request, (app.now)())
             .map(Json)
@@ -255,11 +252,8 @@ async fn upload_bundle<S: Store + ?Sized + 'static>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body_or_error(body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
     blocking(move || {
+        let body = body_or_error(body)?;
         let who = require(&app, &headers, Action::Operate)?;
         app.bundles
             .upload(&body, &app.trust, &who.name, (app.now)())
@@ -452,11 +446,8 @@ async fn create_rollout<S: Store + ?Sized + 'static>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body_or_error(body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
     blocking(move || {
+        let body = body_or_error(body)?;
         require(&app, &headers, Action::Operate)?;
         let spec: RolloutSpec = json_body(&body)?;
         spec.check().map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
@@ -568,11 +559,8 @@ async fn create_token<S: Store + ?Sized + 'static>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body_or_error(body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
     blocking(move || {
+        let body = body_or_error(body)?;
         require(&app, &headers, Action::Administer)?;
         let req: NewToken = json_body(&body)?;
         let (token, record) =
@@ -600,11 +588,8 @@ async fn create_enrollment_token<S: Store + ?Sized + 'static>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body_or_error(body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
     blocking(move || {
+        let body = body_or_error(body)?;
         require(&app, &headers, Action::Administer)?;
         let req: NewEnrollmentToken = json_body(&body)?;
         let token = devices::create_enrollment_token(&app.records, &req.name, req.uses, req.tags)

@@ -23,14 +23,14 @@ use edge_protocol::enroll::{EnrollRequest, EnrollResponse};
 use edge_protocol::{
     envelope, topics, DesiredModel, DesiredState, Events, Header, Hello, Kind, Step, Telemetry,
 };
-use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_runtime::pack::PackSpec;
 use edge_runtime::trust::{self, TrustSpec};
 use edge_runtime::{SigningKey, VerifyingKey};
 use minicbor::bytes::ByteArray;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use sha2::{Digest, Sha256};
 
-use super::{models, read_npy};
+use super::{pack_digits, read_npy};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -382,31 +382,17 @@ impl Fleet {
 
     /// A digits bundle at `version`, after `edit` changed its spec; fast trial by default.
     pub fn digits(&self, version: &str, edit: impl FnOnce(&mut PackSpec)) -> Vec<u8> {
-        let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-        let text = std::fs::read_to_string(models().join("digits/spec.toml")).unwrap();
-        let mut spec: PackSpec = toml::from_str(&text).unwrap();
-        spec.version = version.into();
-        spec.health = Some(edge_runtime::bundle::HealthSpec {
-            trial_seconds: 1,
-            min_requests: 5,
-            max_error_rate: 0.05,
-            max_p99_ms: None,
-            max_psi: 1e9, // drift is judged only where a test asks for it
-        });
-        edit(&mut spec);
-        let calibration = Calibration {
-            inputs: read_npy("digits/calib_x.npy"),
-            targets: None,
-        };
-        pack(
-            &onnx,
-            spec,
-            Some(&calibration),
-            std::slice::from_ref(&self.signer),
-            0,
-        )
-        .unwrap()
-        .0
+        pack_digits(&self.signer, |spec| {
+            spec.version = version.into();
+            spec.health = Some(edge_runtime::bundle::HealthSpec {
+                trial_seconds: 1,
+                min_requests: 5,
+                max_error_rate: 0.05,
+                max_p99_ms: None,
+                max_psi: 1e9, // drift is judged only where a test asks for it
+            });
+            edit(spec);
+        })
     }
 
     /// A validly signed bundle whose self-test expects other outputs than the model gives.

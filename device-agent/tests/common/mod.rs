@@ -18,6 +18,28 @@ pub fn read_npy(rel: &str) -> Tensor {
     npy::read(std::fs::File::open(models().join(rel)).unwrap(), 1 << 30).unwrap()
 }
 
+/// The digits sample model packed with its calibration data and signed by `signer`, after
+/// `edit` changed its spec.
+pub fn pack_digits(signer: &SigningKey, edit: impl FnOnce(&mut PackSpec)) -> Vec<u8> {
+    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
+    let text = std::fs::read_to_string(models().join("digits/spec.toml")).unwrap();
+    let mut spec: PackSpec = toml::from_str(&text).unwrap();
+    edit(&mut spec);
+    let calibration = Calibration {
+        inputs: read_npy("digits/calib_x.npy"),
+        targets: None,
+    };
+    pack(
+        &onnx,
+        spec,
+        Some(&calibration),
+        std::slice::from_ref(signer),
+        0,
+    )
+    .unwrap()
+    .0
+}
+
 /// A trust root and the key it trusts.
 pub struct Signing {
     pub trust: TrustRoot,
@@ -36,23 +58,7 @@ impl Signing {
 
     /// The digits model packed with its calibration data, after `edit` changed its spec.
     pub fn digits(&self, edit: impl FnOnce(&mut PackSpec)) -> Vec<u8> {
-        let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-        let text = std::fs::read_to_string(models().join("digits/spec.toml")).unwrap();
-        let mut spec: PackSpec = toml::from_str(&text).unwrap();
-        edit(&mut spec);
-        let calibration = Calibration {
-            inputs: read_npy("digits/calib_x.npy"),
-            targets: None,
-        };
-        pack(
-            &onnx,
-            spec,
-            Some(&calibration),
-            std::slice::from_ref(&self.signer),
-            0,
-        )
-        .unwrap()
-        .0
+        pack_digits(&self.signer, edit)
     }
 
     /// Verifies, loads and self-tests a bundle.
