@@ -29,6 +29,17 @@ fn outbox_grows_within_its_bound_offline_and_drains_in_order() {
 
     // broker unreachable
     fleet.proxy.down();
+    // the agent notices the cut connection (a moment), and what the broker already had reaches
+    // the server; from then on nothing gets through
+    let deadline = Instant::now() + T;
+    while agent.status()["server"]["connected"] != false {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never noticed the broker was gone"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let received_before = fleet.received.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut max_queued = 0;
