@@ -10,6 +10,8 @@
 //!   each publish (`Outgoing::Publish`) in the order they were queued.
 //! - After each connect the device queues a hello with its reported state; the server answers
 //!   with the desired state (which is also retained on the desired topic).
+//! - The connection's MQTT will is `offline` on the device's status topic: the server learns of
+//!   a lost device without waiting for it to time out.
 //! - Reconnects back off exponentially with jitter, up to `server.retry_max_seconds` (at most a
 //!   minute).
 
@@ -58,6 +60,13 @@ pub async fn run(
             edge_protocol::envelope::MAX_MESSAGE_BYTES + 4096,
             edge_protocol::envelope::MAX_MESSAGE_BYTES + 4096,
         );
+    // the broker announces a lost connection on the device's status topic
+    options.set_last_will(rumqttc::LastWill::new(
+        topics::status(&core.device_id),
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+    ));
     if let Some((u, p)) = credentials {
         options.set_credentials(u, p);
     }

@@ -35,6 +35,37 @@ pub struct DeviceRecord {
     pub token_hash: String,
     /// Highest message sequence number accepted from it (replay guard).
     pub last_seq: u64,
+    /// What it last said it runs (from its hello).
+    #[serde(default)]
+    pub reported: Option<Reported>,
+}
+
+/// A device's reported state, from its last hello.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reported {
+    /// When, unix seconds (server clock).
+    pub at: u64,
+    /// Last desired generation it applied.
+    pub applied_generation: u64,
+    /// Per model.
+    pub models: Vec<ReportedModel>,
+    /// Telemetry it dropped because its outbox was full, since first boot.
+    pub dropped_telemetry: u64,
+}
+
+/// One model on a device: versions (digests are in the device's event history).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReportedModel {
+    /// Model name.
+    pub name: String,
+    /// Active version.
+    pub active: Option<String>,
+    /// Previous version, kept for rollback.
+    pub previous: Option<String>,
+    /// Version in its trial window.
+    pub trial: Option<String>,
+    /// Versions marked bad.
+    pub bad_versions: Vec<String>,
 }
 
 /// Store key prefixes in the enrollment table.
@@ -183,6 +214,7 @@ pub fn enroll<S: Store + ?Sized>(
         online: existing.as_ref().is_some_and(|d| d.online),
         token_hash: hash(&device_token),
         last_seq: existing.as_ref().map_or(0, |d| d.last_seq),
+        reported: existing.as_ref().and_then(|d| d.reported.clone()),
     };
     if let Some(d) = &existing {
         writes.push(crate::store::Write::Delete(

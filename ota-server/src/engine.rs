@@ -76,7 +76,14 @@ pub fn step<S: Store + ?Sized>(
             .get(Table::Telemetry, &phase_key(&r.id, r.phase))?
             .unwrap_or_default();
         let sha = r.spec.bundle.trim_start_matches("sha256:").to_string();
-        let health = aggregate.health(in_phase, 0, 0, &reference(&sha));
+        let installs: crate::ingest::InstallTally = records
+            .get(
+                Table::Telemetry,
+                &crate::ingest::installs_key(&r.id, r.phase),
+            )?
+            .unwrap_or_default();
+        let (installed, failed) = installs.counts();
+        let health = aggregate.health(in_phase, installed, failed, &reference(&sha));
         if let Some(t) = r.tick(now, &health) {
             records.put(Table::Rollouts, &r.id, &*r)?;
             report.transitions.push((r.id.clone(), t));

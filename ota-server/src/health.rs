@@ -87,6 +87,32 @@ impl PhaseAggregate {
         Ok(())
     }
 
+    /// Merges another aggregate in (downsampling time series). Histograms with other bins than
+    /// this one's (a model's output changed between versions) are left out of the merge.
+    pub fn absorb(&mut self, other: &PhaseAggregate) {
+        for (mine, theirs) in [
+            (&mut self.latency_ms, &other.latency_ms),
+            (&mut self.confidence, &other.confidence),
+            (&mut self.prediction, &other.prediction),
+        ] {
+            if let Some(h) = theirs {
+                let _ = merge_into(mine, h, "");
+            }
+        }
+        if self.class_counts.is_empty() {
+            self.class_counts = vec![0; other.class_counts.len()];
+        }
+        if self.class_counts.len() == other.class_counts.len() {
+            self.class_counts
+                .iter_mut()
+                .zip(&other.class_counts)
+                .for_each(|(a, b)| *a = a.saturating_add(*b));
+        }
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.devices.extend(other.devices.iter().cloned());
+    }
+
     /// The phase's health, for the gates.
     pub fn health(
         &self,

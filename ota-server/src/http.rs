@@ -23,6 +23,11 @@ use serde_json::json;
 use crate::auth::{self, Action, Role, TokenRecord};
 use crate::bundles::{BundleError, Bundles};
 use crate::devices::{self, DeviceRecord, EnrollError};
+use crate::engine::{phase_key, DesiredRecord};
+use crate::health::PhaseAggregate;
+use crate::ingest::{installs_key, EventRecord, InstallTally};
+use crate::metrics::{gauge, Metrics};
+use crate::ratelimit::RateLimiter;
 use crate::rollout::{Rollout, RolloutSpec};
 use crate::selector::Selector;
 use crate::store::{Records, Store, Table};
@@ -32,11 +37,38 @@ pub struct AppState<S: Store + ?Sized> {
     /// Typed store.
     pub records: Records<S>,
     /// Bundle registry.
-    pub bundles: Bundles<S>,
+    pub bundles: Arc<Bundles<S>>,
     /// Fleet trust root.
     pub trust: TrustRoot,
     /// The clock (unix seconds); a parameter so tests can move time.
-    pub now: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub now: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Counters shown at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Rate limit of the device-facing routes.
+    pub device_limiter: RateLimiter,
+    /// Whether the fleet loop is connected to the broker (`None`: no fleet loop).
+    pub broker_connected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl<S: Store + ?Sized> AppState<S> {
+    /// State with fresh counters, device routes limited to 20 requests/s per address (burst
+    /// 100), and no fleet loop.
+    pub fn new(
+        records: Records<S>,
+        bundles: Bundles<S>,
+        trust: TrustRoot,
+        now: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> AppState<S> {
+        AppState {
+            records,
+            bundles: Arc::new(bundles),
+            trust,
+            now,
+            metrics: Arc::new(Metrics::default()),
+            device_limiter: RateLimiter::new(20.0, 100.0),
+            broker_connected: None,
+        }
+    }
 }
 
 type App<S> = Arc<AppState<S>>;
@@ -113,11 +145,27 @@ fn require<S: Store + ?Sized>(
 }
 
 /// The router.
+///
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the device routes
+/// are rate-limited per peer address (without it, all callers share one bucket).
 pub fn router<S: Store + ?Sized + 'static>(app: App<S>, max_bundle_bytes: usize) -> Router {
-    Router::new()
+    let device_facing = Router::new()
         .route("/v1/devices/enroll", post(enroll::<S>))
+        .route("/v1/artifacts/{sha}", get(artifact::<S>))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            rate_limit::<S>,
+        ));
+    Router::new()
+        .merge(device_facing)
         .route("/v1/devices", get(list_devices::<S>))
         .route("/v1/devices/{id}", get(show_device::<S>))
+        .route("/v1/devices/{id}/events", get(device_events::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .route(
             "/v1/bundles",
             post(upload_bundle::<S>)
@@ -128,7 +176,6 @@ pub fn router<S: Store + ?Sized + 'static>(app: App<S>, max_bundle_bytes: usize)
             "/v1/bundles/{sha}",
             get(show_bundle::<S>).delete(delete_bundle::<S>),
         )
-        .route("/v1/artifacts/{sha}", get(artifact::<S>))
         .route(
             "/v1/rollouts",
             post(create_rollout::<S>).get(list_rollouts::<S>),
@@ -137,7 +184,7 @@ pub fn router<S: Store + ?Sized + 'static>(app: App<S>, max_bundle_bytes: usize)
         .route("/v1/rollouts/{id}/{action}", post(rollout_action::<S>))
         .route("/v1/tokens", post(create_token::<S>))
         .route("/v1/enrollment-tokens", post(create_enrollment_token::<S>))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz::<S>))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -200,6 +247,7 @@ fn device_json(d: &DeviceRecord) -> serde_json::Value {
     json!({
         "id": d.id, "tags": d.tags, "public_key": d.public_key, "agent_version": d.agent_version,
         "enrolled_at": d.enrolled_at, "last_seen": d.last_seen, "online": d.online,
+        "reported": d.reported,
     })
 }
 
@@ -360,12 +408,23 @@ async fn artifact<S: Store + ?Sized + 'static>(
     let app2 = app.clone();
     let h2 = headers.clone();
     let checked = tokio::task::spawn_blocking(move || -> Result<std::path::PathBuf, ApiError> {
-        match caller(&app2, &h2)? {
-            Caller::Device(_) => {}
+        let who = caller(&app2, &h2)?;
+        let sha = sha_param(&sha)?;
+        match who {
+            Caller::Device(d) => {
+                // a device fetches only what it is told to run
+                let desired: Option<DesiredRecord> =
+                    app2.records.get(Table::Desired, &d.id).map_err(internal)?;
+                if !desired.is_some_and(|r| r.models.iter().any(|m| m.sha256 == sha)) {
+                    return Err(error(
+                        StatusCode::FORBIDDEN,
+                        format!("bundle {sha} is not in device '{}''s desired state", d.id),
+                    ));
+                }
+            }
             Caller::Token(t) if t.role.allows(Action::Read) => {}
             Caller::Token(_) => return Err(error(StatusCode::FORBIDDEN, "role may not read")),
         }
-        let sha = sha_param(&sha)?;
         if app2.bundles.get(&sha).map_err(internal)?.is_none() {
             return Err(error(StatusCode::NOT_FOUND, format!("no artifact {sha}")));
         }
@@ -504,13 +563,48 @@ async fn show_rollout<S: Store + ?Sized + 'static>(
 ) -> Response {
     blocking(move || {
         require(&app, &headers, Action::Read)?;
-        app.records
-            .get::<Rollout>(Table::Rollouts, &id)
+        let r: Rollout = app
+            .records
+            .get(Table::Rollouts, &id)
             .map_err(internal)?
-            .map(Json)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))?;
+        Ok(Json(rollout_view(&app, r)?))
     })
     .await
+}
+
+/// A rollout with the live health of its current phase and its device counts.
+fn rollout_view<S: Store + ?Sized>(
+    app: &AppState<S>,
+    r: Rollout,
+) -> Result<serde_json::Value, ApiError> {
+    let aggregate: PhaseAggregate = app
+        .records
+        .get(Table::Telemetry, &phase_key(&r.id, r.phase))
+        .map_err(internal)?
+        .unwrap_or_default();
+    let installs: InstallTally = app
+        .records
+        .get(Table::Telemetry, &installs_key(&r.id, r.phase))
+        .map_err(internal)?
+        .unwrap_or_default();
+    let devices: Vec<DeviceRecord> = app
+        .records
+        .list(Table::Devices, "", usize::MAX)
+        .map_err(internal)?;
+    let selector = Selector::parse(&r.spec.selector).unwrap_or_default();
+    let selected = devices.iter().filter(|d| selector.matches(&d.tags)).count() as u64;
+    let in_phase = devices
+        .iter()
+        .filter(|d| selector.matches(&d.tags) && crate::cohort::in_phase(&d.id, &r.id, r.percent()))
+        .count() as u64;
+    let (installed, failed) = installs.counts();
+    let health = aggregate.health(in_phase, installed, failed, &Default::default());
+    let mut v = serde_json::to_value(&r).map_err(internal)?;
+    v["selected_devices"] = json!(selected);
+    v["phase_devices"] = json!(in_phase);
+    v["health"] = serde_json::to_value(&health).map_err(internal)?;
+    Ok(v)
 }
 
 async fn rollout_action<S: Store + ?Sized + 'static>(
@@ -598,6 +692,137 @@ async fn create_enrollment_token<S: Store + ?Sized + 'static>(
             StatusCode::CREATED,
             Json(json!({"token": token, "name": req.name, "uses": req.uses})),
         ))
+    })
+    .await
+}
+
+async fn rate_limit<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    match app.device_limiter.check(peer) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            Metrics::add(&app.metrics.rate_limited, 1);
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.to_string())],
+                Json(json!({"error": format!("too many requests from {peer}; retry in {secs} s")})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn healthz<S: Store + ?Sized + 'static>(State(app): State<App<S>>) -> Response {
+    let broker = app.broker_connected.as_ref().map(|f| f());
+    let store_ok = {
+        let a = app.clone();
+        tokio::task::spawn_blocking(move || {
+            a.records.store().get(Table::Counters, "rollout").is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    };
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if store_ok { "ok" } else { "store unavailable" }, "store": store_ok, "broker_connected": broker})),
+    )
+        .into_response()
+}
+
+async fn metrics<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(move || {
+        require(&app, &headers, Action::Read)?;
+        let mut out = app.metrics.render();
+        let devices: Vec<DeviceRecord> = app
+            .records
+            .list(Table::Devices, "", usize::MAX)
+            .map_err(internal)?;
+        let online = devices.iter().filter(|d| d.online).count() as u64;
+        gauge(
+            &mut out,
+            "edgefleet_devices",
+            "Enrolled devices.",
+            &[("", devices.len() as u64)],
+        );
+        gauge(
+            &mut out,
+            "edgefleet_devices_online",
+            "Devices online now.",
+            &[("", online)],
+        );
+        let rollouts: Vec<Rollout> = app
+            .records
+            .list(Table::Rollouts, "", usize::MAX)
+            .map_err(internal)?;
+        let mut by_status: std::collections::BTreeMap<String, u64> = Default::default();
+        for r in &rollouts {
+            *by_status
+                .entry(format!("{:?}", r.status).to_lowercase())
+                .or_default() += 1;
+        }
+        let labels: Vec<(String, u64)> = by_status
+            .into_iter()
+            .map(|(k, v)| (format!("status=\"{k}\""), v))
+            .collect();
+        let samples: Vec<(&str, u64)> = labels.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        gauge(
+            &mut out,
+            "edgefleet_rollouts",
+            "Rollouts by status.",
+            &samples,
+        );
+        Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+    })
+    .await
+}
+
+async fn device_events<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    blocking(move || {
+        match caller(&app, &headers)? {
+            Caller::Token(t) if t.role.allows(Action::Read) => {}
+            Caller::Device(d) if d.id == id => {}
+            Caller::Device(_) => {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "a device may read only itself",
+                ))
+            }
+            Caller::Token(_) => return Err(error(StatusCode::FORBIDDEN, "role may not read")),
+        }
+        if app
+            .records
+            .get::<DeviceRecord>(Table::Devices, &id)
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(error(StatusCode::NOT_FOUND, format!("no device '{id}'")));
+        }
+        let events: Vec<EventRecord> = app
+            .records
+            .list(Table::Events, &format!("{id}/"), usize::MAX)
+            .map_err(internal)?;
+        Ok(Json(json!({"device": id, "events": events})))
     })
     .await
 }

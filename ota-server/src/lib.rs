@@ -22,13 +22,22 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod broker;
 pub mod bundles;
 pub mod cohort;
 pub mod desired;
 pub mod devices;
+pub mod director;
 pub mod engine;
+pub mod fleet;
+pub mod gate;
 pub mod health;
 pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
 pub mod rollout;
 pub mod selector;
+pub mod series;
 pub mod store;

@@ -1,6 +1,6 @@
-//! `ota-server`: `init` a data directory, `serve` the HTTP API from it, `token create`.
-//! The embedded MQTT broker, the rollout engine and telemetry ingest are not wired in yet
-//! (issue 4, in progress): `serve` says so at start.
+//! `ota-server`: `init` a data directory; `serve` the HTTP API, the embedded MQTT broker behind
+//! its device gate (or a link to an external broker), telemetry ingest and the rollout engine;
+//! `token create`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,8 +11,12 @@ use clap::{Parser, Subcommand};
 use edge_runtime::trust::{RootAnchor, TrustRoot};
 use ota_server::auth::{create_token, Role};
 use ota_server::bundles::Bundles;
+use ota_server::fleet::{BrokerLink, Fleet, FleetConfig};
+use ota_server::gate::{self, DeviceAuth};
 use ota_server::http::{router, AppState};
+use ota_server::ratelimit::RateLimiter;
 use ota_server::store::{Records, RedbStore};
+use ota_server::{broker, devices};
 
 #[derive(Parser)]
 #[command(name = "ota-server", version, about = "edgefleet OTA server")]
@@ -39,7 +43,8 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
-    /// Serves the HTTP API.
+    /// Serves the HTTP API, the embedded MQTT broker (or connects to an external one) and runs
+    /// the rollout engine.
     Serve {
         /// Data directory made by `init`.
         #[arg(long)]
@@ -47,6 +52,23 @@ enum Command {
         /// HTTP listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: String,
+        /// Where devices connect to the embedded broker (through the authenticating gate).
+        #[arg(long, default_value = "127.0.0.1:1883", conflicts_with = "broker")]
+        mqtt: String,
+        /// Use an external broker (Mosquitto, EMQX) instead: mqtt://host:port. Credentials from
+        /// OTA_SERVER_BROKER_USERNAME / OTA_SERVER_BROKER_PASSWORD. Device topic ACLs are then
+        /// the broker's job (see README).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Seconds between rollout engine steps.
+        #[arg(long, default_value_t = 5)]
+        tick_seconds: u64,
+        /// Device HTTP requests (enroll, artifacts) per second per address; 0 disables.
+        #[arg(long, default_value_t = 20.0)]
+        device_rate: f64,
+        /// Device MQTT publishes per second per connection (embedded broker).
+        #[arg(long, default_value_t = 20.0)]
+        device_publish_rate: f64,
         /// Largest bundle upload, bytes.
         #[arg(long, default_value_t = 512 * 1024 * 1024)]
         max_bundle_bytes: usize,
@@ -152,34 +174,144 @@ fn init(data: &Path, trust: &Path, director_key: &Path, root: Option<&Path>) -> 
     Ok(())
 }
 
-async fn serve(data: PathBuf, http: String, max_bundle_bytes: usize) -> Result<()> {
-    let trust = load_trust(&data)?;
-    let records = Records::new(Arc::new(RedbStore::open(&data.join("server.redb"))?));
+/// Options of `serve`.
+struct ServeOptions {
+    data: PathBuf,
+    http: String,
+    mqtt: String,
+    broker: Option<String>,
+    tick_seconds: u64,
+    device_rate: f64,
+    device_publish_rate: f64,
+    max_bundle_bytes: usize,
+}
+
+fn parse_broker_url(url: &str) -> Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .with_context(|| format!("--broker '{url}': use mqtt://host:port"))?;
+    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+    let port = port
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("--broker '{url}': bad port"))?;
+    Ok((host.to_string(), port))
+}
+
+async fn serve(o: ServeOptions) -> Result<()> {
+    let trust = load_trust(&o.data)?;
+    let director = edge_runtime::keys::read_secret_key(&o.data.join("director.key"))?;
+    let records = Records::new(Arc::new(RedbStore::open(&o.data.join("server.redb"))?));
     let bundles = Bundles::new(
         records.clone(),
-        &data.join("artifacts"),
-        max_bundle_bytes as u64,
+        &o.data.join("artifacts"),
+        o.max_bundle_bytes as u64,
     )?;
-    let app = Arc::new(AppState {
-        records,
-        bundles,
-        trust,
-        now: Box::new(now),
-    });
-    let listener = tokio::net::TcpListener::bind(&http)
-        .await
-        .with_context(|| format!("cannot listen on {http}"))?;
-    tracing::warn!(
-        "plaintext HTTP on {http}: put TLS in front, or wait for the built-in rustls listener"
-    );
-    tracing::warn!("the rollout engine and the embedded MQTT broker are not wired in yet: rollouts are stored, not executed");
-    tracing::info!(addr = %listener.local_addr()?, "ota-server listening");
-    axum::serve(listener, router(app, max_bundle_bytes))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+    let clock: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(now);
+    let mut state = AppState::new(records.clone(), bundles, trust, clock.clone());
+    state.device_limiter = RateLimiter::new(o.device_rate, o.device_rate * 5.0);
+
+    let device_auth: DeviceAuth = {
+        let r = records.clone();
+        Arc::new(move |id: &str, token: &str| {
+            matches!(devices::authenticate_device(&r, id, token), Ok(Some(_)))
         })
-        .await?;
+    };
+    let link = match &o.broker {
+        Some(url) => {
+            let (host, port) = parse_broker_url(url)?;
+            let credentials = match (
+                std::env::var("OTA_SERVER_BROKER_USERNAME"),
+                std::env::var("OTA_SERVER_BROKER_PASSWORD"),
+            ) {
+                (Ok(u), Ok(p)) => Some((u, p)),
+                _ => None,
+            };
+            tracing::info!(%url, "using an external broker: device topic ACLs are its job");
+            BrokerLink {
+                host,
+                port,
+                credentials,
+                client_id: broker::SERVER_CLIENT.to_string(),
+            }
+        }
+        None => {
+            let embedded = broker::start(device_auth.clone(), 100_000)?;
+            let listener = tokio::net::TcpListener::bind(&o.mqtt)
+                .await
+                .with_context(|| format!("cannot listen on {}", o.mqtt))?;
+            tracing::warn!(
+                "PLAINTEXT MQTT on {}: device tokens and messages cross the network unencrypted \
+                 (messages stay signed); terminate TLS in front until the built-in listener lands",
+                listener.local_addr()?
+            );
+            let limits = gate::Limits {
+                publish_per_s: o.device_publish_rate,
+                ..Default::default()
+            };
+            tokio::spawn(gate::run(
+                listener,
+                embedded.addr,
+                device_auth.clone(),
+                limits,
+            ));
+            BrokerLink {
+                host: embedded.addr.ip().to_string(),
+                port: embedded.addr.port(),
+                credentials: Some(embedded.credentials.clone()),
+                client_id: broker::SERVER_CLIENT.to_string(),
+            }
+        }
+    };
+    let fleet = Fleet::start(
+        records,
+        state.bundles.clone(),
+        director,
+        state.metrics.clone(),
+        clock,
+        FleetConfig {
+            broker: link,
+            tick: std::time::Duration::from_secs(o.tick_seconds.max(1)),
+            retention: Default::default(),
+            max_batch: 512,
+        },
+    );
+    let f = fleet.clone();
+    state.broker_connected = Some(Arc::new(move || f.connected()));
+    let app = Arc::new(state);
+    let listener = tokio::net::TcpListener::bind(&o.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", o.http))?;
+    tracing::warn!(
+        "PLAINTEXT HTTP on {}: tokens cross the network unencrypted; put TLS in front",
+        listener.local_addr()?
+    );
+    tracing::info!(addr = %listener.local_addr()?, "ota-server listening");
+    axum::serve(
+        listener,
+        router(app, o.max_bundle_bytes)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+    tracing::info!("shutting down");
 }
 
 fn main() {
@@ -201,12 +333,28 @@ fn main() {
         Command::Serve {
             data,
             http,
+            mqtt,
+            broker,
+            tick_seconds,
+            device_rate,
+            device_publish_rate,
             max_bundle_bytes,
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(Into::into)
-            .and_then(|rt| rt.block_on(serve(data, http, max_bundle_bytes))),
+            .and_then(|rt| {
+                rt.block_on(serve(ServeOptions {
+                    data,
+                    http,
+                    mqtt,
+                    broker,
+                    tick_seconds,
+                    device_rate,
+                    device_publish_rate,
+                    max_bundle_bytes,
+                }))
+            }),
         Command::Token {
             command: TokenCommand::Create { data, role, name },
         } => (|| {

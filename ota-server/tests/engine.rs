@@ -25,6 +25,7 @@ fn device(id: &str) -> DeviceRecord {
         online: true,
         token_hash: String::new(),
         last_seq: 0,
+        reported: None,
     }
 }
 

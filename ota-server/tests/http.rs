@@ -15,8 +15,10 @@ use edge_runtime::SigningKey;
 use ota_server::auth::{create_token, Role};
 use ota_server::bundles::Bundles;
 
+use ota_server::desired::Target;
+use ota_server::engine::DesiredRecord;
 use ota_server::http::{router, AppState};
-use ota_server::store::{Records, RedbStore};
+use ota_server::store::{Records, RedbStore, Table};
 
 struct Server {
     url: String,
@@ -26,12 +28,12 @@ struct Server {
 fn serve(dir: &Path, trust: TrustRoot) -> (Server, Records<RedbStore>) {
     let records = Records::new(Arc::new(RedbStore::open(&dir.join("server.redb")).unwrap()));
     let bundles = Bundles::new(records.clone(), &dir.join("artifacts"), 8 << 20).unwrap();
-    let app = Arc::new(AppState {
-        records: records.clone(),
+    let app = Arc::new(AppState::new(
+        records.clone(),
         bundles,
         trust,
-        now: Box::new(|| 1_000),
-    });
+        Arc::new(|| 1_000),
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -152,6 +154,22 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
 
     let bundle = digits(&signer, "1.0.0");
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bundle));
+    // the engine has told dev-1 (not dev-2) to run this bundle: only dev-1 may fetch it
+    records
+        .put(
+            Table::Desired,
+            "dev-1",
+            &DesiredRecord {
+                generation: 1,
+                models: vec![Target {
+                    name: "digits".into(),
+                    version: "1.0.0".into(),
+                    sha256: sha.clone(),
+                    size: bundle.len() as u64,
+                }],
+            },
+        )
+        .unwrap();
     let callers: [(&str, Option<&str>); 6] = [
         ("none", None),
         ("viewer", Some(&viewer)),
@@ -190,7 +208,25 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
             "GET",
             format!("/v1/artifacts/{sha}"),
             None,
-            [401, 200, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 403],
+        ),
+        (
+            "GET",
+            "/v1/devices/dev-1/events".into(),
+            None,
+            [401, 200, 200, 200, 200, 403],
+        ),
+        (
+            "GET",
+            "/metrics".into(),
+            None,
+            [401, 200, 200, 200, 403, 403],
+        ),
+        (
+            "GET",
+            "/v1/openapi.json".into(),
+            None,
+            [200, 200, 200, 200, 200, 200],
         ),
         (
             "GET",
@@ -402,11 +438,14 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
     let (code, _) = call(
         "GET",
         &u(&format!("/v1/artifacts/{sha}")),
-        Some(&dev2),
+        Some(&dev1),
         None,
         &[],
     );
-    assert_eq!(code, 200);
+    assert_eq!(
+        code, 200,
+        "device token and desired state survive the restart"
+    );
     let (code, r1) = call("GET", &u("/v1/rollouts/r-1"), Some(&viewer), None, &[]);
     assert_eq!(code, 200);
     let r1: serde_json::Value = serde_json::from_str(&r1).unwrap();

@@ -156,6 +156,31 @@ pub fn open<T>(
 where
     T: for<'b> Decode<'b, ()>,
 {
+    let (header, body) = open_raw(bytes, key_for)?;
+    if header.kind != expected {
+        return Err(EnvelopeError::WrongKind {
+            expected,
+            got: header.kind,
+        });
+    }
+    Ok((header, decode_body(&body)?))
+}
+
+/// Decodes the body of a message opened with [`open_raw`].
+pub fn decode_body<T>(body: &[u8]) -> Result<T, EnvelopeError>
+where
+    T: for<'b> Decode<'b, ()>,
+{
+    minicbor::decode(body).map_err(|e| EnvelopeError::Malformed(format!("body: {e}")))
+}
+
+/// Verifies a message of any kind and returns its authenticated header and undecoded body: for
+/// a receiver whose topic carries several kinds (the server's uplink), which picks the body type
+/// by `header.kind` and decodes it with [`decode_body`].
+pub fn open_raw(
+    bytes: &[u8],
+    key_for: impl FnOnce(&str) -> Option<VerifyingKey>,
+) -> Result<(Header, Vec<u8>), EnvelopeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(EnvelopeError::TooLarge(bytes.len()));
     }
@@ -178,15 +203,7 @@ where
             signed: signed.header.sender,
         });
     }
-    if signed.header.kind != expected {
-        return Err(EnvelopeError::WrongKind {
-            expected,
-            got: signed.header.kind,
-        });
-    }
-    let body = minicbor::decode(&signed.body)
-        .map_err(|e| EnvelopeError::Malformed(format!("body: {e}")))?;
-    Ok((signed.header, body))
+    Ok((signed.header, signed.body.into()))
 }
 
 /// Last accepted sequence number per sender: accepts only strictly newer messages. Receivers

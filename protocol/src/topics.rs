@@ -47,12 +47,24 @@ pub fn status(device_id: &str) -> String {
 /// The server's subscription for every device's uplink.
 pub const ALL_UP: &str = "edgefleet/v1/devices/+/up";
 
+/// The server's subscription for every device's online/offline status.
+pub const ALL_STATUS: &str = "edgefleet/v1/devices/+/status";
+
 /// The device id in an uplink topic, if the topic is one.
 pub fn device_of_up_topic(topic: &str) -> Option<&str> {
+    device_of(topic, "/up")
+}
+
+/// The device id in a status topic, if the topic is one.
+pub fn device_of_status_topic(topic: &str) -> Option<&str> {
+    device_of(topic, "/status")
+}
+
+fn device_of<'t>(topic: &'t str, suffix: &str) -> Option<&'t str> {
     let id = topic
         .strip_prefix(PREFIX)?
         .strip_prefix('/')?
-        .strip_suffix("/up")?;
+        .strip_suffix(suffix)?;
     validate_device_id(id).ok().map(|_| id)
 }
 
@@ -71,5 +83,7 @@ mod tests {
         assert_eq!(device_of_up_topic(&up("dev-1")), Some("dev-1"));
         assert_eq!(device_of_up_topic("edgefleet/v1/devices/a/b/up"), None);
         assert_eq!(device_of_up_topic(&desired("dev-1")), None);
+        assert_eq!(device_of_status_topic(&status("dev-1")), Some("dev-1"));
+        assert_eq!(device_of_status_topic(&up("dev-1")), None);
     }
 }

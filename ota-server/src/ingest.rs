@@ -1,0 +1,468 @@
+//! Device messages in (DESIGN decision 2: the broker is untrusted transport). Each uplink
+//! payload is a signed envelope; it is verified with the key the device enrolled with, its
+//! signed sender must be the device whose topic it came on, and its sequence number must be
+//! newer than the last one accepted from that device (replays and the duplicates of
+//! at-least-once delivery are dropped). Then:
+//!
+//! - **hello**: the device's reported state and agent version are recorded, it is marked
+//!   online, and the caller re-publishes its desired state;
+//! - **events**: kept in the device's history (`Events` table, in sequence order) and counted
+//!   as installs / install failures of the rollout phase that delivered that version;
+//! - **telemetry**: each window is merged into the aggregate of the rollout phase that reaches
+//!   the device with that version (the gate input), and into per-minute time series per
+//!   rollout phase and per model version ([`crate::series`]).
+//!
+//! Messages are taken in batches and every change a batch makes is written in one store
+//! transaction: one commit per batch, not per message, which is what lets one server keep up
+//! with a large fleet (see docs/benchmarks.md).
+
+use std::collections::{BTreeMap, HashMap};
+
+use edge_protocol::envelope::{decode_body, open_raw, EnvelopeError};
+use edge_protocol::{Events, Hello, Kind, Step, Telemetry};
+use edge_runtime::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::cohort::in_phase;
+use crate::devices::{DeviceRecord, Reported, ReportedModel};
+use crate::engine::phase_key;
+use crate::health::PhaseAggregate;
+use crate::rollout::Rollout;
+use crate::selector::Selector;
+use crate::series;
+use crate::store::{event_key, put, Records, Store, StoreError, Table, Write};
+
+/// One message from the broker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Uplink {
+    /// A signed envelope from `edgefleet/v1/devices/{device}/up`.
+    Up {
+        /// Device id from the topic.
+        device: String,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+    /// `online` / `offline` from `edgefleet/v1/devices/{device}/status` (the MQTT will): an
+    /// unsigned hint, only ever moves the online flag.
+    Status {
+        /// Device id from the topic.
+        device: String,
+        /// Online now.
+        online: bool,
+    },
+}
+
+/// Why a message was dropped.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Dropped {
+    /// No enrolled device of that id.
+    #[error("message for unknown device '{0}'")]
+    UnknownDevice(String),
+    /// Envelope refused (bad signature, malformed, replay, ...).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// Signed by the device of one topic, sent on another's.
+    #[error("device '{signed}' sent on the topic of '{topic}'")]
+    WrongTopic {
+        /// Device of the topic.
+        topic: String,
+        /// Signed sender.
+        signed: String,
+    },
+    /// A message kind devices do not send.
+    #[error("device '{0}' sent a {1:?} message")]
+    UnexpectedKind(String, Kind),
+    /// A telemetry window that does not merge (malformed histogram, more errors than calls).
+    #[error("device '{device}': telemetry window of {model} {version} refused: {reason}")]
+    BadWindow {
+        /// Device.
+        device: String,
+        /// Model.
+        model: String,
+        /// Version.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Messages accepted.
+    pub accepted: usize,
+    /// Telemetry windows merged.
+    pub windows: usize,
+    /// Messages (or windows) dropped, and why.
+    pub dropped: Vec<Dropped>,
+    /// Devices that said hello: their desired state is to be re-published.
+    pub hellos: Vec<String>,
+}
+
+/// Installs seen in one rollout phase: the last outcome per device (committed = true; failed
+/// or rolled back = false).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstallTally {
+    /// Outcome per device.
+    pub outcomes: BTreeMap<String, bool>,
+}
+
+impl InstallTally {
+    /// (installs, failures).
+    pub fn counts(&self) -> (u64, u64) {
+        let failures = self.outcomes.values().filter(|ok| !**ok).count() as u64;
+        (self.outcomes.len() as u64, failures)
+    }
+}
+
+/// One uplink message's reconcile events as kept in a device's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The message's sequence number.
+    pub seq: u64,
+    /// When the server received it, unix seconds.
+    pub received_at: u64,
+    /// The events, oldest first.
+    pub events: Vec<EventEntry>,
+}
+
+/// One reconcile event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventEntry {
+    /// Device time, unix seconds.
+    pub at: u64,
+    /// Desired generation being applied.
+    pub generation: u64,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// `downloading`, `verified`, `activated`, `committed`, `rolled_back`, `failed`.
+    pub step: String,
+    /// Why, for failures and rollbacks.
+    pub detail: Option<String>,
+}
+
+impl EventRecord {
+    fn new(seq: u64, received_at: u64, events: &Events) -> EventRecord {
+        EventRecord {
+            seq,
+            received_at,
+            events: events
+                .events
+                .iter()
+                .map(|e| EventEntry {
+                    at: e.at,
+                    generation: e.generation,
+                    model: e.model.clone(),
+                    version: e.version.clone(),
+                    step: match e.step {
+                        Step::Downloading => "downloading",
+                        Step::Verified => "verified",
+                        Step::Activated => "activated",
+                        Step::Committed => "committed",
+                        Step::RolledBack => "rolled_back",
+                        Step::Failed => "failed",
+                    }
+                    .to_string(),
+                    detail: e.detail.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Key of a phase's install tally (Telemetry table).
+pub fn installs_key(rollout: &str, phase: usize) -> String {
+    format!("installs/{}", phase_key(rollout, phase))
+}
+
+/// Where a message from a device counts: the live rollouts of `model` at `version` that reach it.
+fn reaching<'r>(
+    rollouts: &'r [(Rollout, Selector)],
+    device: &DeviceRecord,
+    model: &str,
+    version: &str,
+) -> impl Iterator<Item = &'r Rollout> {
+    let (id, tags) = (device.id.clone(), device.tags.clone());
+    let (model, version) = (model.to_string(), version.to_string());
+    rollouts
+        .iter()
+        .filter(move |(r, s)| {
+            r.model == model
+                && r.version == version
+                && !r.status.is_final()
+                && s.matches(&tags)
+                && in_phase(&id, &r.id, r.percent())
+        })
+        .map(|(r, _)| r)
+}
+
+/// The changes of one batch, applied in one transaction at the end.
+struct Batch<'a, S: Store + ?Sized> {
+    records: &'a Records<S>,
+    devices: HashMap<String, Option<DeviceRecord>>,
+    aggregates: BTreeMap<String, PhaseAggregate>,
+    tallies: BTreeMap<String, InstallTally>,
+    events: Vec<Write>,
+}
+
+impl<S: Store + ?Sized> Batch<'_, S> {
+    fn device(&mut self, id: &str) -> Result<Option<&mut DeviceRecord>, StoreError> {
+        if !self.devices.contains_key(id) {
+            let d = self.records.get(Table::Devices, id)?;
+            self.devices.insert(id.to_string(), d);
+        }
+        Ok(self.devices.get_mut(id).and_then(Option::as_mut))
+    }
+
+    fn aggregate(&mut self, key: String) -> Result<&mut PhaseAggregate, StoreError> {
+        if !self.aggregates.contains_key(&key) {
+            let a = self
+                .records
+                .get(Table::Telemetry, &key)?
+                .unwrap_or_default();
+            self.aggregates.insert(key.clone(), a);
+        }
+        Ok(self.aggregates.get_mut(&key).expect("inserted"))
+    }
+
+    fn tally(&mut self, key: String) -> Result<&mut InstallTally, StoreError> {
+        if !self.tallies.contains_key(&key) {
+            let t = self
+                .records
+                .get(Table::Telemetry, &key)?
+                .unwrap_or_default();
+            self.tallies.insert(key.clone(), t);
+        }
+        Ok(self.tallies.get_mut(&key).expect("inserted"))
+    }
+}
+
+/// Ingests a batch of broker messages at `now` (unix seconds): verifies, drops what must be
+/// dropped, and writes everything the rest changed in one transaction.
+pub fn ingest<S: Store + ?Sized>(
+    records: &Records<S>,
+    messages: Vec<Uplink>,
+    now: u64,
+) -> Result<Outcome, StoreError> {
+    let rollouts: Vec<(Rollout, Selector)> = records
+        .list::<Rollout>(Table::Rollouts, "", usize::MAX)?
+        .into_iter()
+        .filter(|r| !r.status.is_final())
+        .map(|r| {
+            let s = Selector::parse(&r.spec.selector).unwrap_or_default();
+            (r, s)
+        })
+        .collect();
+    let mut batch = Batch {
+        records,
+        devices: HashMap::new(),
+        aggregates: BTreeMap::new(),
+        tallies: BTreeMap::new(),
+        events: Vec::new(),
+    };
+    let mut out = Outcome::default();
+    for message in messages {
+        match message {
+            Uplink::Status { device, online } => {
+                if let Some(d) = batch.device(&device)? {
+                    d.online = online;
+                }
+            }
+            Uplink::Up { device, payload } => {
+                match one(&mut batch, &rollouts, &device, &payload, now, &mut out)? {
+                    Ok(()) => out.accepted += 1,
+                    Err(e) => out.dropped.push(e),
+                }
+            }
+        }
+    }
+    let mut writes = batch.events;
+    for (id, d) in &batch.devices {
+        if let Some(d) = d {
+            writes.push(put(Table::Devices, id, d));
+        }
+    }
+    for (key, a) in &batch.aggregates {
+        writes.push(put(Table::Telemetry, key, a));
+    }
+    for (key, t) in &batch.tallies {
+        writes.push(put(Table::Telemetry, key, t));
+    }
+    if !writes.is_empty() {
+        records.store().write(writes)?;
+    }
+    Ok(out)
+}
+
+/// One uplink message. The outer `Result` is the store; the inner one says whether the message
+/// was accepted.
+fn one<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    rollouts: &[(Rollout, Selector)],
+    topic_device: &str,
+    payload: &[u8],
+    now: u64,
+    out: &mut Outcome,
+) -> Result<Result<(), Dropped>, StoreError> {
+    let Some(device) = batch.device(topic_device)? else {
+        return Ok(Err(Dropped::UnknownDevice(topic_device.to_string())));
+    };
+    let key = parse_key(&device.public_key);
+    let opened = open_raw(payload, |sender| {
+        // the key of the topic's device: a message signed by anyone else fails here
+        (sender == topic_device).then_some(key).flatten()
+    });
+    let (header, body) = match opened {
+        Ok(v) => v,
+        Err(EnvelopeError::UnknownSender(s)) if s != topic_device => {
+            return Ok(Err(Dropped::WrongTopic {
+                topic: topic_device.to_string(),
+                signed: s,
+            }))
+        }
+        Err(e) => return Ok(Err(e.into())),
+    };
+    if header.seq <= device.last_seq {
+        return Ok(Err(EnvelopeError::Replay {
+            sender: header.sender,
+            seq: header.seq,
+            last: device.last_seq,
+        }
+        .into()));
+    }
+    let decoded = match header.kind {
+        Kind::Hello => decode_body::<Hello>(&body).map(Body::Hello),
+        Kind::Events => decode_body::<Events>(&body).map(Body::Events),
+        Kind::Telemetry => decode_body::<Telemetry>(&body).map(Body::Telemetry),
+        Kind::Desired => {
+            return Ok(Err(Dropped::UnexpectedKind(
+                topic_device.to_string(),
+                header.kind,
+            )))
+        }
+    };
+    let body = match decoded {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    device.last_seq = header.seq;
+    device.last_seen = now;
+    device.online = true;
+    let device = device.clone();
+    match body {
+        Body::Hello(h) => {
+            let d = batch.device(topic_device)?.expect("loaded above");
+            d.agent_version = h.agent_version.clone();
+            d.reported = Some(reported(&h, now));
+            out.hellos.push(device.id.clone());
+        }
+        Body::Events(events) => {
+            for e in &events.events {
+                let outcome = match e.step {
+                    Step::Committed => Some(true),
+                    Step::Failed | Step::RolledBack => Some(false),
+                    _ => None,
+                };
+                let Some(ok) = outcome else { continue };
+                let hits: Vec<(String, usize, u64)> =
+                    reaching(rollouts, &device, &e.model, &e.version)
+                        .map(|r| (r.id.clone(), r.phase, r.phase_started))
+                        .collect();
+                for (rollout, phase, started) in hits {
+                    if e.at >= started {
+                        batch
+                            .tally(installs_key(&rollout, phase))?
+                            .outcomes
+                            .insert(device.id.clone(), ok);
+                    }
+                }
+            }
+            batch.events.push(put(
+                Table::Events,
+                &event_key(&device.id, header.seq),
+                &EventRecord::new(header.seq, now, &events),
+            ));
+        }
+        Body::Telemetry(t) => {
+            for w in &t.windows {
+                let window_end = w.window_start.saturating_add(u64::from(w.window_secs));
+                let mut keys: Vec<String> = reaching(rollouts, &device, &w.model, &w.version)
+                    .filter(|r| window_end >= r.phase_started)
+                    .flat_map(|r| {
+                        [
+                            phase_key(&r.id, r.phase),
+                            series::minute_key(&series::rollout_series(&r.id, r.phase), now),
+                        ]
+                    })
+                    .collect();
+                keys.push(series::minute_key(
+                    &series::version_series(&w.model, &w.version),
+                    now,
+                ));
+                // all or nothing per window: check it merges before touching any aggregate
+                if let Err(reason) = PhaseAggregate::default().observe(&device.id, w) {
+                    out.dropped.push(Dropped::BadWindow {
+                        device: device.id.clone(),
+                        model: w.model.clone(),
+                        version: w.version.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                let mut merged = true;
+                for key in keys {
+                    if let Err(reason) = batch.aggregate(key)?.observe(&device.id, w) {
+                        // bins changed against earlier windows of this series
+                        out.dropped.push(Dropped::BadWindow {
+                            device: device.id.clone(),
+                            model: w.model.clone(),
+                            version: w.version.clone(),
+                            reason,
+                        });
+                        merged = false;
+                    }
+                }
+                if merged {
+                    out.windows += 1;
+                }
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+enum Body {
+    Hello(Hello),
+    Events(Events),
+    Telemetry(Telemetry),
+}
+
+fn parse_key(hex_key: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(hex_key).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+fn version_of(v: &Option<(String, minicbor::bytes::ByteArray<32>)>) -> Option<String> {
+    v.as_ref().map(|(version, _)| version.clone())
+}
+
+fn reported(h: &Hello, now: u64) -> Reported {
+    Reported {
+        at: now,
+        applied_generation: h.applied_generation,
+        models: h
+            .models
+            .iter()
+            .map(|m| ReportedModel {
+                name: m.name.clone(),
+                active: version_of(&m.active),
+                previous: version_of(&m.previous),
+                trial: version_of(&m.trial),
+                bad_versions: m.bad_versions.clone(),
+            })
+            .collect(),
+        dropped_telemetry: h.dropped_telemetry,
+    }
+}

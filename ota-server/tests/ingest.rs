@@ -1,0 +1,248 @@
+//! Telemetry and event ingest over a real store: signatures checked against the enrolled key,
+//! replays and duplicates dropped by sequence (also across a restart), a message signed by one
+//! device on another's topic dropped, telemetry merged into the phase aggregate of the rollout
+//! that reaches the device, install outcomes counted for the gate, series compacted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use edge_protocol::envelope::EnvelopeError;
+use edge_protocol::{
+    seal, Event, Events, Header, Histogram, Kind, Step, Telemetry, TelemetryWindow,
+};
+use edge_runtime::SigningKey;
+use ota_server::devices::DeviceRecord;
+use ota_server::engine::phase_key;
+use ota_server::health::PhaseAggregate;
+use ota_server::ingest::{ingest, installs_key, Dropped, EventRecord, InstallTally, Uplink};
+use ota_server::rollout::{Gates, OnGateFailure, Phase, Rollout, RolloutSpec};
+use ota_server::series::{self, Retention};
+use ota_server::store::{Records, RedbStore, Table};
+
+fn device(id: &str, key: &SigningKey) -> DeviceRecord {
+    DeviceRecord {
+        id: id.into(),
+        public_key: hex::encode(key.verifying_key().to_bytes()),
+        tags: BTreeMap::from([("site".to_string(), "lab".to_string())]),
+        agent_version: "t".into(),
+        enrolled_at: 0,
+        last_seen: 0,
+        online: false,
+        token_hash: String::new(),
+        last_seq: 0,
+        reported: None,
+    }
+}
+
+fn header(sender: &str, seq: u64, kind: Kind) -> Header {
+    Header {
+        sender: sender.into(),
+        seq,
+        sent_at: 0,
+        kind,
+    }
+}
+
+fn window(version: &str, requests: u64, errors: u64) -> TelemetryWindow {
+    let mut latency = Histogram::with_edges(vec![1.0, 10.0, 100.0]);
+    (0..requests).for_each(|_| latency.observe(4.0));
+    TelemetryWindow {
+        model: "digits".into(),
+        version: version.into(),
+        window_start: 1_000,
+        window_secs: 60,
+        requests,
+        errors,
+        latency_ms: latency,
+        confidence: None,
+        class_counts: vec![requests, 0],
+        prediction: None,
+        features: vec![],
+    }
+}
+
+fn up(device: &str, payload: Vec<u8>) -> Uplink {
+    Uplink::Up {
+        device: device.into(),
+        payload,
+    }
+}
+
+#[test]
+fn signed_messages_in_replays_and_forgeries_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.redb");
+    let (ka, kb) = (
+        SigningKey::from_bytes(&[1; 32]),
+        SigningKey::from_bytes(&[2; 32]),
+    );
+    let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+    records
+        .put(Table::Devices, "dev-a", &device("dev-a", &ka))
+        .unwrap();
+    records
+        .put(Table::Devices, "dev-b", &device("dev-b", &kb))
+        .unwrap();
+    // a running rollout of digits 2.0.0 to every lab device, in its first phase since t=500
+    let mut r = Rollout::new(
+        "r-1".into(),
+        "digits".into(),
+        "2.0.0".into(),
+        RolloutSpec {
+            bundle: format!("sha256:{}", "0".repeat(64)),
+            selector: "site=lab".into(),
+            phases: vec![Phase {
+                percent: 100.0,
+                soak_seconds: 60,
+            }],
+            gates: Gates::default(),
+            on_gate_failure: OnGateFailure::Pause,
+        },
+        500,
+    );
+    r.phase_started = 500;
+    records.put(Table::Rollouts, "r-1", &r).unwrap();
+
+    let telemetry = |seq: u64, version: &str, requests: u64| {
+        seal(
+            &ka,
+            header("dev-a", seq, Kind::Telemetry),
+            &Telemetry {
+                windows: vec![window(version, requests, 1)],
+            },
+        )
+    };
+    let events = seal(
+        &ka,
+        header("dev-a", 3, Kind::Events),
+        &Events {
+            events: vec![Event {
+                at: 900,
+                generation: 1,
+                model: "digits".into(),
+                version: "2.0.0".into(),
+                step: Step::Committed,
+                detail: None,
+            }],
+        },
+    );
+    let mut tampered = telemetry(10, "2.0.0", 5);
+    let n = tampered.len();
+    tampered[n - 80] ^= 1;
+    let messages = vec![
+        up("dev-a", telemetry(1, "2.0.0", 100)),
+        up("dev-a", telemetry(1, "2.0.0", 100)), // the duplicate of at-least-once delivery
+        up("dev-a", telemetry(2, "1.0.0", 50)),  // an old version: its series only
+        up("dev-a", events.clone()),
+        up("dev-b", telemetry(4, "2.0.0", 7)), // dev-a's message on dev-b's topic
+        up("dev-a", tampered),
+        up("dev-zz", telemetry(5, "2.0.0", 7)),
+        up("dev-a", b"not cbor".to_vec()),
+        Uplink::Status {
+            device: "dev-b".into(),
+            online: true,
+        },
+    ];
+    let out = ingest(&records, messages, 1_030).unwrap();
+    assert_eq!(out.accepted, 3, "{:?}", out.dropped);
+    assert_eq!(out.windows, 2);
+    assert!(matches!(
+        out.dropped[0],
+        Dropped::Envelope(EnvelopeError::Replay {
+            seq: 1,
+            last: 1,
+            ..
+        })
+    ));
+    assert!(
+        matches!(&out.dropped[1], Dropped::WrongTopic { topic, signed } if topic == "dev-b" && signed == "dev-a"),
+        "{:?}",
+        out.dropped[1]
+    );
+    assert!(matches!(
+        out.dropped[2],
+        Dropped::Envelope(EnvelopeError::BadSignature(_))
+    ));
+    assert!(matches!(out.dropped[3], Dropped::UnknownDevice(_)));
+    assert!(matches!(
+        out.dropped[4],
+        Dropped::Envelope(EnvelopeError::Malformed(_))
+    ));
+
+    let aggregate: PhaseAggregate = records
+        .get(Table::Telemetry, &phase_key("r-1", 0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (aggregate.requests, aggregate.errors),
+        (100, 1),
+        "only 2.0.0, only once"
+    );
+    let tally: InstallTally = records
+        .get(Table::Telemetry, &installs_key("r-1", 0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(tally.counts(), (1, 0));
+    let history: Vec<EventRecord> = records.list(Table::Events, "dev-a/", 100).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].events[0].step, "committed");
+    let a: DeviceRecord = records.get(Table::Devices, "dev-a").unwrap().unwrap();
+    assert_eq!((a.last_seq, a.last_seen, a.online), (3, 1_030, true));
+    let b: DeviceRecord = records.get(Table::Devices, "dev-b").unwrap().unwrap();
+    assert_eq!(
+        (b.last_seq, b.online),
+        (0, true),
+        "status moved only the online flag"
+    );
+    let old = series::points(&records, &series::version_series("digits", "1.0.0")).unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].aggregate.requests, 50);
+
+    // the high-water mark is stored: after a restart the same message is still a replay
+    drop(records);
+    let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+    let out = ingest(&records, vec![up("dev-a", events)], 1_031).unwrap();
+    assert_eq!(out.accepted, 0);
+    assert!(matches!(
+        out.dropped[0],
+        Dropped::Envelope(EnvelopeError::Replay {
+            seq: 3,
+            last: 3,
+            ..
+        })
+    ));
+    assert_eq!(
+        records
+            .list::<EventRecord>(Table::Events, "dev-a/", 100)
+            .unwrap()
+            .len(),
+        1,
+        "nothing stored"
+    );
+
+    // a day later the minute points fold into one hour point, totals kept
+    let s = series::rollout_series("r-1", 0);
+    let out = ingest(
+        &records,
+        vec![up("dev-a", telemetry(20, "2.0.0", 30))],
+        1_100,
+    )
+    .unwrap();
+    assert_eq!(out.windows, 1);
+    assert_eq!(
+        series::points(&records, &s).unwrap().len(),
+        2,
+        "two minutes"
+    );
+    let done = series::compact(&records, 1_100 + 2 * 86_400, Retention::default()).unwrap();
+    assert!(done.folded >= 2, "{done:?}");
+    let points = series::points(&records, &s).unwrap();
+    assert_eq!(points.len(), 1);
+    assert_eq!(
+        (points[0].resolution, points[0].aggregate.requests),
+        (3600, 130)
+    );
+    let done = series::compact(&records, 1_100 + 40 * 86_400, Retention::default()).unwrap();
+    assert!(done.expired >= 1);
+    assert!(series::points(&records, &s).unwrap().is_empty(), "expired");
+}

@@ -1,0 +1,455 @@
+//! Fixtures for the end-to-end fleet tests: a fresh fleet (root, signing and director keys, trust
+//! document), the real `ota-server` and `edge-agent` binaries as child processes on loopback,
+//! and small HTTP helpers. The binaries are the workspace's own build (`cargo test --workspace`
+//! builds them first); when they are missing they are built once with `cargo build`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_runtime::trust::{self, TrustSpec};
+use edge_runtime::SigningKey;
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Path of a workspace binary, built if missing.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    // tests run from target/<profile>/deps
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILD.call_once(|| {
+            let release = dir.file_name().is_some_and(|n| n == "release");
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "-q", "-p", "ota-server", "-p", "device-agent"])
+                .current_dir(workspace());
+            if release {
+                cmd.arg("--release");
+            }
+            assert!(cmd.status().unwrap().success(), "building the binaries");
+        });
+    }
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fleet's keys and trust document, in a directory.
+pub struct Keys {
+    /// Holds the files.
+    pub dir: PathBuf,
+    /// Model signer.
+    pub signer: SigningKey,
+    /// trust.cbor.
+    pub trust: PathBuf,
+    /// root.pub.
+    pub root_pub: PathBuf,
+    /// director.key.
+    pub director_key: PathBuf,
+}
+
+impl Keys {
+    /// New keys in `dir`.
+    pub fn new(dir: &Path) -> Keys {
+        let root = edge_runtime::keys::generate().unwrap();
+        let signer = edge_runtime::keys::generate().unwrap();
+        let director = edge_runtime::keys::generate().unwrap();
+        let mut spec = TrustSpec::ephemeral(&signer.verifying_key());
+        spec.director = Some(("director".into(), director.verifying_key()));
+        let doc = trust::create(&spec, &root, None).unwrap();
+        let trust = dir.join("trust.cbor");
+        std::fs::write(&trust, doc).unwrap();
+        let root_pub = dir.join("root.pub");
+        std::fs::write(
+            &root_pub,
+            edge_runtime::keys::public_key_text(&root.verifying_key()),
+        )
+        .unwrap();
+        let director_key = dir.join("director.key");
+        std::fs::write(
+            &director_key,
+            edge_runtime::keys::secret_key_text(&director),
+        )
+        .unwrap();
+        Keys {
+            dir: dir.to_path_buf(),
+            signer,
+            trust,
+            root_pub,
+            director_key,
+        }
+    }
+
+    /// The digits sample model at `version`, after `edit`, signed.
+    pub fn digits(&self, version: &str, edit: impl FnOnce(&mut PackSpec)) -> Vec<u8> {
+        let models = workspace().join("models/digits");
+        let onnx = std::fs::read(models.join("model.onnx")).unwrap();
+        let text = std::fs::read_to_string(models.join("spec.toml")).unwrap();
+        let mut spec: PackSpec = toml::from_str(&text).unwrap();
+        spec.version = version.into();
+        spec.health = Some(edge_runtime::bundle::HealthSpec {
+            trial_seconds: 1,
+            min_requests: 3,
+            max_error_rate: 0.05,
+            max_p99_ms: None,
+            max_psi: 1e9,
+        });
+        edit(&mut spec);
+        let file = std::fs::File::open(models.join("calib_x.npy")).unwrap();
+        let x = edge_runtime::npy::read(file, 1 << 30).unwrap();
+        let calibration = Calibration {
+            inputs: x,
+            targets: None,
+        };
+        pack(
+            &onnx,
+            spec,
+            Some(&calibration),
+            std::slice::from_ref(&self.signer),
+            0,
+        )
+        .unwrap()
+        .0
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// One HTTP call: (status, body text).
+pub fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, String) {
+    let a = agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let result = match (method, body) {
+        ("GET", _) => {
+            let mut r = a.get(url);
+            if let Some(v) = &auth {
+                r = r.header("authorization", v);
+            }
+            r.call()
+        }
+        (_, body) => {
+            let mut r = a.post(url);
+            if let Some(v) = &auth {
+                r = r.header("authorization", v);
+            }
+            match body {
+                Some((ct, bytes)) => r.header("content-type", ct).send(&bytes[..]),
+                None => r.send_empty(),
+            }
+        }
+    };
+    match result {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            (status, text)
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` and `context()` after `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running `ota-server serve`.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// Data directory.
+    pub data: PathBuf,
+    /// HTTP base URL.
+    pub url: String,
+    /// Device MQTT port.
+    pub mqtt_port: u16,
+    /// Admin token.
+    pub admin: String,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// `init`s `data` with `keys`.
+    pub fn init(data: &Path, keys: &Keys) {
+        let out = Command::new(binary("ota-server"))
+            .arg("init")
+            .arg("--data")
+            .arg(data)
+            .arg("--trust")
+            .arg(&keys.trust)
+            .arg("--director-key")
+            .arg(&keys.director_key)
+            .arg("--root")
+            .arg(&keys.root_pub)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts `serve` on the given ports and waits until it is connected to its broker.
+    pub fn start(data: &Path, http_port: u16, mqtt_port: u16) -> Server {
+        let log = data.join(format!("server-{}.log", free_port()));
+        let child = Command::new(binary("ota-server"))
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--http", &format!("127.0.0.1:{http_port}")])
+            .args(["--mqtt", &format!("127.0.0.1:{mqtt_port}")])
+            .args(["--tick-seconds", "1"])
+            .env("OTA_SERVER_LOG", "info,rumqttd=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let admin = std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut s = Server {
+            child,
+            data: data.to_path_buf(),
+            url: format!("http://127.0.0.1:{http_port}"),
+            mqtt_port,
+            admin,
+            log,
+        };
+        wait_for(
+            "the server to connect to its broker",
+            Duration::from_secs(30),
+            || {
+                let (code, body) = call("GET", &s.u("/healthz"), None, None);
+                (code == 200 && body.contains("\"broker_connected\":true")).then_some(())
+            },
+            || s.log_text(),
+        );
+        if let Ok(Some(status)) = s.child.try_wait() {
+            panic!("server exited: {status}\n{}", s.log_text());
+        }
+        s
+    }
+
+    /// A URL on the server.
+    pub fn u(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// An admin API call that must succeed; its JSON.
+    pub fn api(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Value {
+        let (code, text) = call(method, &self.u(path), Some(&self.admin), body);
+        assert!(
+            (200..300).contains(&code),
+            "{method} {path}: {code} {text}\n{}",
+            self.log_text()
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", self.log_text());
+        }
+        self.kill9();
+    }
+}
+
+/// A running `edge-agent`.
+pub struct Agent {
+    /// Device id.
+    pub id: String,
+    /// The process.
+    pub child: Child,
+    /// Local API address.
+    pub api: String,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent of `server`'s fleet in `dir`, enrolling with `enrollment_token`.
+    pub fn start(
+        id: &str,
+        dir: &Path,
+        keys: &Keys,
+        server: &Server,
+        enrollment_token: &str,
+    ) -> Agent {
+        std::fs::create_dir_all(dir).unwrap();
+        let api = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            r#"
+device_id = "{id}"
+state_dir = "{state}"
+trust_root = "{trust}"
+root_key = "{root}"
+[api]
+listen = "{api}"
+[server]
+url = "{url}"
+mqtt = "mqtt://127.0.0.1:{mqtt}"
+enrollment_token = "{enrollment_token}"
+retry_max_seconds = 1
+[telemetry]
+window_seconds = 1
+[trial]
+check_interval_ms = 100
+"#,
+            state = dir.join("state").display(),
+            trust = keys.trust.display(),
+            root = keys.root_pub.display(),
+            url = server.url,
+            mqtt = server.mqtt_port,
+        );
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("agent.log");
+        let child = Command::new(binary("edge-agent"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("EDGE_AGENT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            id: id.into(),
+            child,
+            api,
+            log,
+        }
+    }
+
+    /// The agent's `/v1/status`.
+    pub fn status(&self) -> Option<Value> {
+        let (code, text) = call("GET", &format!("http://{}/v1/status", self.api), None, None);
+        (code == 200)
+            .then(|| serde_json::from_str(&text).ok())
+            .flatten()
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent {} log ---\n{}", self.id, self.log_text());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One digits prediction on a fixed input at an agent's API address; the status code.
+pub fn predict(api: &str) -> u16 {
+    let row: Vec<Vec<f32>> = (0..8).map(|i| vec![i as f32; 8]).collect();
+    let body = serde_json::json!({ "input": [[row]] });
+    call(
+        "POST",
+        &format!("http://{api}/v1/models/digits/predict"),
+        None,
+        Some(("application/json", body.to_string().into_bytes())),
+    )
+    .0
+}
+
+/// Predictions sent to some agents in the background until dropped.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Traffic {
+    /// Starts sending to `apis`, one round every 20 ms.
+    pub fn start(apis: Vec<String>) -> Traffic {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, n) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for api in &apis {
+                    if predict(api) == 200 {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Traffic { stop, sent }
+    }
+
+    /// Successful predictions so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
