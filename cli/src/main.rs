@@ -75,6 +75,23 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Load time, first-inference time, latency percentiles, throughput and peak RSS.
     Bench(cmd::bench::BenchArgs),
+    /// Upload a bundle to the OTA server (verified there against the fleet trust root).
+    Push {
+        /// The bundle.
+        bundle: PathBuf,
+        #[command(flatten)]
+        server: cmd::fleet::ServerArgs,
+    },
+    /// Staged rollouts on the OTA server.
+    Rollout {
+        #[command(subcommand)]
+        command: cmd::fleet::RolloutCommand,
+    },
+    /// Devices registered with the OTA server.
+    Devices {
+        #[command(subcommand)]
+        command: cmd::fleet::DevicesCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +105,9 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Push { bundle, server } => cmd::fleet::push(&bundle, &server),
+        Command::Rollout { command } => cmd::fleet::rollout(command),
+        Command::Devices { command } => cmd::fleet::devices(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

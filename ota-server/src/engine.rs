@@ -131,6 +131,7 @@ pub fn step<S: Store + ?Sized>(
         })
         .collect();
     let mut new_baselines: BTreeMap<String, HashMap<String, Target>> = BTreeMap::new();
+    let mut desired_writes = Vec::new();
     for d in &devices {
         let models = desired_for(&d.id, &d.tags, &placed);
         let current: Option<DesiredRecord> = records.get(Table::Desired, &d.id)?;
@@ -155,13 +156,16 @@ pub fn step<S: Store + ?Sized>(
             None => models.is_empty(), // never told anything, nothing to tell
         };
         if !unchanged {
-            let generation = records.store().increment(&format!("generation/{}", d.id))?;
+            // the record is the only place a device's generation lives: one more than the last
+            let generation = current.as_ref().map_or(0, |c| c.generation) + 1;
             let record = DesiredRecord { generation, models };
-            records.put(Table::Desired, &d.id, &record)?;
+            desired_writes.push(put(Table::Desired, &d.id, &record));
             report.desired.push((d.id.clone(), record));
         }
     }
-    let mut writes = Vec::new();
+    // every new desired state in one transaction (a first rollout step over a large fleet
+    // would otherwise commit once per device)
+    let mut writes = desired_writes;
     for (rollout, add) in new_baselines {
         let mut all: HashMap<String, Target> = records
             .get(Table::Telemetry, &format!("baselines/{rollout}"))?

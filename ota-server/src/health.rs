@@ -33,57 +33,71 @@ pub struct PhaseAggregate {
     pub prediction: Option<Histogram>,
 }
 
-fn merge_into(slot: &mut Option<Histogram>, h: &Histogram, what: &str) -> Result<(), String> {
+/// Whether `h` can be merged into `slot` (the same bins, or nothing yet).
+fn check_merge(slot: &Option<Histogram>, h: &Histogram, what: &str) -> Result<(), String> {
     if !h.is_well_formed() {
         return Err(format!("{what} histogram is malformed"));
     }
     match slot {
-        None => {
-            *slot = Some(h.clone());
-            Ok(())
-        }
+        Some(mine) if mine.edges != h.edges || mine.counts.len() != h.counts.len() => Err(format!(
+            "{what} histogram has other bins than earlier windows"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Merges a histogram [`check_merge`] accepted.
+fn merge_into(slot: &mut Option<Histogram>, h: &Histogram) {
+    match slot {
+        None => *slot = Some(h.clone()),
         Some(mine) => {
-            if mine.merge(h) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{what} histogram has other bins than earlier windows"
-                ))
-            }
+            mine.merge(h);
         }
     }
 }
 
 impl PhaseAggregate {
-    /// Adds one device's window. A malformed window is refused whole (nothing merged).
+    /// Adds one device's window. A malformed window is refused whole (nothing merged): every
+    /// check runs before anything changes (no copy of the aggregate, whose device set can be
+    /// large).
     pub fn observe(&mut self, device: &str, w: &TelemetryWindow) -> Result<(), String> {
         if w.errors > w.requests {
             return Err(format!("{} errors in {} requests", w.errors, w.requests));
         }
-        let mut next = self.clone();
-        merge_into(&mut next.latency_ms, &w.latency_ms, "latency")?;
+        check_merge(&self.latency_ms, &w.latency_ms, "latency")?;
         if let Some(c) = &w.confidence {
-            merge_into(&mut next.confidence, c, "confidence")?;
+            check_merge(&self.confidence, c, "confidence")?;
         }
         if let Some(p) = &w.prediction {
-            merge_into(&mut next.prediction, p, "prediction")?;
+            check_merge(&self.prediction, p, "prediction")?;
+        }
+        if !w.class_counts.is_empty()
+            && !self.class_counts.is_empty()
+            && self.class_counts.len() != w.class_counts.len()
+        {
+            return Err("class counts have another length than earlier windows".into());
+        }
+        merge_into(&mut self.latency_ms, &w.latency_ms);
+        if let Some(c) = &w.confidence {
+            merge_into(&mut self.confidence, c);
+        }
+        if let Some(p) = &w.prediction {
+            merge_into(&mut self.prediction, p);
         }
         if !w.class_counts.is_empty() {
-            if next.class_counts.is_empty() {
-                next.class_counts = vec![0; w.class_counts.len()];
+            if self.class_counts.is_empty() {
+                self.class_counts = vec![0; w.class_counts.len()];
             }
-            if next.class_counts.len() != w.class_counts.len() {
-                return Err("class counts have another length than earlier windows".into());
-            }
-            next.class_counts
+            self.class_counts
                 .iter_mut()
                 .zip(&w.class_counts)
                 .for_each(|(a, b)| *a = a.saturating_add(*b));
         }
-        next.requests = next.requests.saturating_add(w.requests);
-        next.errors = next.errors.saturating_add(w.errors);
-        next.devices.insert(device.to_string());
-        *self = next;
+        self.requests = self.requests.saturating_add(w.requests);
+        self.errors = self.errors.saturating_add(w.errors);
+        if !self.devices.contains(device) {
+            self.devices.insert(device.to_string());
+        }
         Ok(())
     }
 
@@ -96,7 +110,9 @@ impl PhaseAggregate {
             (&mut self.prediction, &other.prediction),
         ] {
             if let Some(h) = theirs {
-                let _ = merge_into(mine, h, "");
+                if check_merge(mine, h, "").is_ok() {
+                    merge_into(mine, h);
+                }
             }
         }
         if self.class_counts.is_empty() {

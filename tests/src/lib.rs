@@ -29,8 +29,17 @@ pub fn binary(name: &str) -> PathBuf {
         BUILD.call_once(|| {
             let release = dir.file_name().is_some_and(|n| n == "release");
             let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "ota-server", "-p", "device-agent"])
-                .current_dir(workspace());
+            cmd.args([
+                "build",
+                "-q",
+                "-p",
+                "ota-server",
+                "-p",
+                "device-agent",
+                "-p",
+                "edgectl",
+            ])
+            .current_dir(workspace());
             if release {
                 cmd.arg("--release");
             }
@@ -452,4 +461,22 @@ impl Drop for Traffic {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Runs `edgectl` against `server` with its admin token; (success, stdout + stderr).
+pub fn edgectl(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary("edgectl"))
+        .args(args)
+        .env("EDGECTL_SERVER", &server.url)
+        .env("EDGECTL_TOKEN", &server.admin)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use fleet_tests::{call, free_port, wait_for, Agent, Keys, Server, Traffic};
+use fleet_tests::{call, edgectl, free_port, wait_for, Agent, Keys, Server, Traffic};
 use ota_server::cohort::in_phase;
 use serde_json::{json, Value};
 
@@ -240,16 +240,61 @@ fn staged_rollout_gates_restart_and_automatic_rollback() {
         || format!("{}\n{}", server.api("GET", "/v1/devices", None), logs()),
     );
 
-    // 4. v3 fails the confidence gate in phase 0 → automatic rollback to v2
-    let v3 = upload(&server, keys.digits("3.0.0", |_| {}));
-    let r3 = rollout(
+    // 4. v3 fails the confidence gate in phase 0 → automatic rollback to v2 (driven by edgectl)
+    let v3_path = dir.path().join("digits-3.0.0.efb");
+    std::fs::write(&v3_path, keys.digits("3.0.0", |_| {})).unwrap();
+    let v3_file = v3_path.to_str().unwrap();
+    let (ok, out) = edgectl(&server, &["push", v3_file]);
+    assert!(ok && out.contains("pushed digits 3.0.0"), "{out}");
+    let (ok, out) = edgectl(
         &server,
-        json!({"bundle": v3, "selector": "hw=x86",
-               "phases": [{"percent": 34, "soak_seconds": 600}, {"percent": 100}],
-               "gates": {"min_mean_confidence": 0.9999, "min_reporting_devices": 1},
-               "on_gate_failure": "rollback"}),
+        &[
+            "rollout",
+            "create",
+            "--bundle",
+            v3_file,
+            "--selector",
+            "hw=x86",
+            "--phase",
+            "34:600",
+            "--phase",
+            "100",
+            "--gate",
+            "min_mean_confidence=0.9999",
+            "--gate",
+            "min_reporting_devices=1",
+            "--on-gate-failure",
+            "rollback",
+        ],
     );
-    assert_eq!(r3, "r-3");
+    assert!(ok && out.contains("created r-3"), "{out}");
+    let (ok, out) = edgectl(
+        &server,
+        &[
+            "rollout",
+            "create",
+            "--bundle",
+            v3_file,
+            "--phase",
+            "100",
+            "--selector",
+            "hw=x86",
+        ],
+    );
+    assert!(
+        !ok && out.contains("409") && out.contains("r-3"),
+        "overlapping rollout refused: {out}"
+    );
+    let (ok, out) = edgectl(&server, &["rollout", "watch", "r-3", "--interval", "1"]);
+    assert!(
+        ok && out.contains("rolled_back"),
+        "watch ends with the rollback: {out}"
+    );
+    let (ok, out) = edgectl(&server, &["devices", "list"]);
+    assert!(
+        ok && out.lines().count() == 3 && out.contains("online"),
+        "{out}"
+    );
     let rolled = wait_for(
         "r-3 to roll back on its gate",
         Duration::from_secs(90),

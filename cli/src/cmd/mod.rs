@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod eval;
+pub mod fleet;
 pub mod keys;
 pub mod pack;
 pub mod run;

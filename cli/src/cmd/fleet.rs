@@ -1,0 +1,494 @@
+//! The OTA server's admin API from the command line: `push`, `rollout …`, `devices …`. Every
+//! command takes `--server URL --token T` (or `EDGECTL_SERVER` / `EDGECTL_TOKEN`), prints a
+//! short table, or the server's JSON with `--json`. Errors carry the server's reason.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Map, Value};
+
+/// Where the server is and who is asking.
+#[derive(Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Server base URL.
+    #[arg(long, env = "EDGECTL_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API token (eft_…).
+    #[arg(long, env = "EDGECTL_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edgectl rollout …`.
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Create a rollout, from flags or a JSON spec file.
+    Create(CreateArgs),
+    /// List rollouts.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One rollout: phase, health, transitions.
+    Show {
+        /// Rollout id (r-N).
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Pause a running rollout.
+    Pause {
+        /// Rollout id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        /// Rollout id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Abort: devices keep what they have.
+    Abort {
+        /// Rollout id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Roll back: the rollout's devices get their previous version.
+    Rollback {
+        /// Rollout id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Draw a rollout's phase progress live until it finishes (or Ctrl-C).
+    Watch {
+        /// Rollout id.
+        id: String,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// `edgectl rollout create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// A JSON rollout spec (the `POST /v1/rollouts` body); the flags below are then ignored.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// The bundle: sha256:<hex>, or a .efb file (its digest is used; push it first).
+    #[arg(long, required_unless_present = "spec")]
+    pub bundle: Option<String>,
+    /// Device selector, e.g. "hw=jetson-orin,site in (berlin,paris)".
+    #[arg(long, default_value = "")]
+    pub selector: String,
+    /// A phase as PERCENT[:SOAK_SECONDS]; repeat in order, e.g. --phase 5:600 --phase 100.
+    #[arg(long = "phase", required_unless_present = "spec")]
+    pub phases: Vec<String>,
+    /// A gate as NAME=VALUE (max_install_failure_rate, max_error_rate, max_p99_latency_ms,
+    /// max_psi, min_mean_confidence, min_reporting_devices); repeat.
+    #[arg(long = "gate")]
+    pub gates: Vec<String>,
+    /// pause or rollback.
+    #[arg(long, default_value = "pause")]
+    pub on_gate_failure: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `edgectl devices …`.
+#[derive(Subcommand, Debug)]
+pub enum DevicesCommand {
+    /// List devices.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One device, with its recent events.
+    Show {
+        /// Device id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+/// One call; the JSON answer, or the server's reason as the error.
+fn call(s: &ServerArgs, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Value> {
+    let url = format!("{}{path}", s.server.trim_end_matches('/'));
+    let auth = format!("Bearer {}", s.token.trim());
+    let a = client();
+    let result = match method {
+        "GET" => a.get(&url).header("authorization", &auth).call(),
+        _ => {
+            let r = a.post(&url).header("authorization", &auth);
+            match body {
+                Some((ct, bytes)) => r.header("content-type", ct).send(&bytes[..]),
+                None => r.send_empty(),
+            }
+        }
+    };
+    let mut resp = result.with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if !(200..300).contains(&status) {
+        let reason = value["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        bail!("{method} {path}: {status}: {reason}");
+    }
+    Ok(value)
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// `edgectl push BUNDLE`.
+pub fn push(bundle: &PathBuf, s: &ServerArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+    let v = call(
+        s,
+        "POST",
+        "/v1/bundles",
+        Some(("application/octet-stream", bytes)),
+    )?;
+    if s.json {
+        print_json(&v);
+    } else {
+        println!(
+            "pushed {} {} as sha256:{}",
+            v["name"].as_str().unwrap_or("?"),
+            v["version"].as_str().unwrap_or("?"),
+            v["sha256"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn bundle_ref(arg: &str) -> Result<String> {
+    if let Some(hexdigest) = arg.strip_prefix("sha256:") {
+        return Ok(format!("sha256:{hexdigest}"));
+    }
+    let path = PathBuf::from(arg);
+    if path.exists() {
+        use sha2::Digest;
+        let bytes = std::fs::read(&path)?;
+        return Ok(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&bytes))
+        ));
+    }
+    bail!("--bundle '{arg}' is neither sha256:<hex> nor a file")
+}
+
+fn spec_from_flags(a: &CreateArgs) -> Result<Value> {
+    let bundle = bundle_ref(a.bundle.as_deref().unwrap_or_default())?;
+    let mut phases = Vec::new();
+    for p in &a.phases {
+        let (percent, soak) = p.split_once(':').unwrap_or((p, "0"));
+        let percent: f64 = percent
+            .parse()
+            .with_context(|| format!("--phase '{p}': percent is not a number"))?;
+        let soak: u64 = soak
+            .parse()
+            .with_context(|| format!("--phase '{p}': soak seconds is not a whole number"))?;
+        phases.push(json!({"percent": percent, "soak_seconds": soak}));
+    }
+    let mut gates = Map::new();
+    for g in &a.gates {
+        let (name, value) = g
+            .split_once('=')
+            .with_context(|| format!("--gate '{g}': use NAME=VALUE"))?;
+        let value: f64 = value
+            .parse()
+            .with_context(|| format!("--gate '{g}': value is not a number"))?;
+        let value = if name == "min_reporting_devices" {
+            json!(value as u64)
+        } else {
+            json!(value)
+        };
+        gates.insert(name.to_string(), value);
+    }
+    Ok(json!({
+        "bundle": bundle, "selector": a.selector, "phases": phases, "gates": gates,
+        "on_gate_failure": a.on_gate_failure,
+    }))
+}
+
+fn rollout_line(r: &Value) -> String {
+    let phases = r["spec"]["phases"].as_array().map_or(0, Vec::len);
+    format!(
+        "{:<6} {:<12} {:<10} {:<10} phase {}/{} ({}%)  {}",
+        r["id"].as_str().unwrap_or("?"),
+        r["model"].as_str().unwrap_or("?"),
+        r["version"].as_str().unwrap_or("?"),
+        r["status"].as_str().unwrap_or("?"),
+        r["phase"].as_u64().unwrap_or(0) + 1,
+        phases,
+        r["spec"]["phases"][r["phase"].as_u64().unwrap_or(0) as usize]["percent"],
+        r["spec"]["selector"].as_str().unwrap_or(""),
+    )
+}
+
+fn show_rollout(r: &Value) {
+    println!("{}", rollout_line(r));
+    let h = &r["health"];
+    println!(
+        "  devices: {} selected, {} in this phase, {} reporting; installs {} (failed {}); requests {} (errors {}); p99 {} ms; mean confidence {}",
+        r["selected_devices"], r["phase_devices"], h["reporting_devices"], h["installs"],
+        h["install_failures"], h["requests"], h["errors"], h["p99_ms"], h["mean_confidence"],
+    );
+    for t in r["transitions"].as_array().into_iter().flatten() {
+        println!(
+            "  at {}: {} phase {} -> {} phase {}: {}",
+            t["at"],
+            t["from_status"].as_str().unwrap_or("?"),
+            t["from_phase"],
+            t["to_status"].as_str().unwrap_or("?"),
+            t["to_phase"],
+            t["reason"].as_str().unwrap_or(""),
+        );
+    }
+}
+
+/// The phase bar of `watch`: one segment per phase, filled up to the current one.
+fn progress(r: &Value, now: u64) -> String {
+    let phases = r["spec"]["phases"].as_array().cloned().unwrap_or_default();
+    let current = r["phase"].as_u64().unwrap_or(0) as usize;
+    let done = r["status"] == "completed";
+    let mut bar = String::new();
+    for (i, p) in phases.iter().enumerate() {
+        let mark = if done || i < current {
+            "#"
+        } else if i == current {
+            ">"
+        } else {
+            "."
+        };
+        bar.push_str(&format!(
+            "[{}{:>3}%]",
+            mark.repeat(3),
+            p["percent"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    let soak = phases
+        .get(current)
+        .and_then(|p| p["soak_seconds"].as_u64())
+        .unwrap_or(0);
+    let elapsed = now.saturating_sub(r["phase_started"].as_u64().unwrap_or(now));
+    let h = &r["health"];
+    format!(
+        "{} {} {:<10} soak {}/{} s  reporting {}/{}  requests {} errors {}  p99 {} ms",
+        r["id"].as_str().unwrap_or("?"),
+        bar,
+        r["status"].as_str().unwrap_or("?"),
+        elapsed.min(soak),
+        soak,
+        h["reporting_devices"],
+        r["phase_devices"],
+        h["requests"],
+        h["errors"],
+        h["p99_ms"],
+    )
+}
+
+/// `edgectl rollout …`.
+pub fn rollout(c: RolloutCommand) -> Result<()> {
+    match c {
+        RolloutCommand::Create(a) => {
+            let spec = match &a.spec {
+                Some(path) => {
+                    let text = std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    serde_json::from_slice::<Value>(&text)
+                        .with_context(|| format!("{}: bad JSON", path.display()))?
+                }
+                None => spec_from_flags(&a)?,
+            };
+            let v = call(
+                &a.server,
+                "POST",
+                "/v1/rollouts",
+                Some(("application/json", spec.to_string().into_bytes())),
+            )?;
+            if a.server.json {
+                print_json(&v);
+            } else {
+                println!("created {}", rollout_line(&v));
+            }
+        }
+        RolloutCommand::List { server } => {
+            let v = call(&server, "GET", "/v1/rollouts", None)?;
+            if server.json {
+                print_json(&v);
+            } else {
+                for r in v["rollouts"].as_array().into_iter().flatten() {
+                    println!("{}", rollout_line(r));
+                }
+            }
+        }
+        RolloutCommand::Show { id, server } => {
+            let v = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+            if server.json {
+                print_json(&v);
+            } else {
+                show_rollout(&v);
+            }
+        }
+        RolloutCommand::Pause { id, server } => rollout_action("pause", &id, &server)?,
+        RolloutCommand::Resume { id, server } => rollout_action("resume", &id, &server)?,
+        RolloutCommand::Abort { id, server } => rollout_action("abort", &id, &server)?,
+        RolloutCommand::Rollback { id, server } => rollout_action("rollback", &id, &server)?,
+        RolloutCommand::Watch {
+            id,
+            interval,
+            server,
+        } => {
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            loop {
+                let v = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let line = progress(&v, now);
+                if tty {
+                    print!("\r\x1b[2K{line}");
+                } else {
+                    println!("{line}");
+                }
+                let _ = std::io::stdout().flush();
+                let status = v["status"].as_str().unwrap_or("");
+                if matches!(status, "completed" | "aborted" | "rolled_back") {
+                    if tty {
+                        println!();
+                    }
+                    if let Some(t) = v["transitions"].as_array().and_then(|t| t.last()) {
+                        println!("{status}: {}", t["reason"].as_str().unwrap_or(""));
+                    }
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_secs(interval.max(1)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `edgectl rollout pause|resume|abort|rollback ID`.
+pub fn rollout_action(action: &str, id: &str, s: &ServerArgs) -> Result<()> {
+    let v = call(s, "POST", &format!("/v1/rollouts/{id}/{action}"), None)?;
+    if s.json {
+        print_json(&v);
+    } else {
+        println!("{}", rollout_line(&v));
+    }
+    Ok(())
+}
+
+fn device_line(d: &Value) -> String {
+    let models: Vec<String> = d["reported"]["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            format!(
+                "{}={}",
+                m["name"].as_str().unwrap_or("?"),
+                m["active"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    let tags: Vec<String> = d["tags"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    format!(
+        "{:<24} {:<8} last seen {:<12} {:<30} {}",
+        d["id"].as_str().unwrap_or("?"),
+        if d["online"] == true {
+            "online"
+        } else {
+            "offline"
+        },
+        d["last_seen"],
+        models.join(" "),
+        tags.join(","),
+    )
+}
+
+/// `edgectl devices …`.
+pub fn devices(c: DevicesCommand) -> Result<()> {
+    match c {
+        DevicesCommand::List { server } => {
+            let v = call(&server, "GET", "/v1/devices", None)?;
+            if server.json {
+                print_json(&v);
+            } else {
+                for d in v["devices"].as_array().into_iter().flatten() {
+                    println!("{}", device_line(d));
+                }
+            }
+        }
+        DevicesCommand::Show { id, server } => {
+            let d = call(&server, "GET", &format!("/v1/devices/{id}"), None)?;
+            let e = call(&server, "GET", &format!("/v1/devices/{id}/events"), None)?;
+            if server.json {
+                print_json(&json!({"device": d, "events": e["events"]}));
+            } else {
+                println!("{}", device_line(&d));
+                let all: Vec<&Value> = e["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|m| m["events"].as_array().into_iter().flatten())
+                    .collect();
+                for ev in all.iter().rev().take(20).rev() {
+                    println!(
+                        "  at {}: {} {} gen {} {}{}",
+                        ev["at"],
+                        ev["model"].as_str().unwrap_or("?"),
+                        ev["version"].as_str().unwrap_or("?"),
+                        ev["generation"],
+                        ev["step"].as_str().unwrap_or("?"),
+                        ev["detail"]
+                            .as_str()
+                            .map(|d| format!(": {d}"))
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
