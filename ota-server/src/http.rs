@@ -3,8 +3,7 @@
 //! error (401 without or with an unknown credential, 403 with too small a role or the wrong kind
 //! of caller). This slice serves enrollment, devices, bundles, artifacts (Range, ETag), rollouts
 //! (create, list, show, pause / resume / abort / rollback; two rollouts of one model over
-//! overlapping cohorts are refused) and tokens. The engine that advances rollouts and publishes
-//! desired states comes next.
+//! overlapping cohorts are refused), tokens, `/metrics`, `/v1/openapi.json` and `/healthz`.
 
 use std::sync::Arc;
 

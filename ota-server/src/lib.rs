@@ -1,6 +1,6 @@
-//! # ota-server, in progress (issue 4)
+//! # ota-server (issue 4)
 //!
-//! The fleet side of edgefleet. What exists so far:
+//! The fleet side of edgefleet.
 //!
 //! | module | owns |
 //! |---|---|
@@ -10,14 +10,18 @@
 //! | [`health`] | a phase's merged telemetry as gate input |
 //! | [`desired`] | each device's desired models, computed from the rollouts |
 //! | [`engine`] | one engine step: tick rollouts, record baselines, new desired generations |
+//! | [`director`] | desired states signed with the director key |
+//! | [`ingest`] | device messages in: verified, de-duplicated, aggregated, one commit per batch |
+//! | [`series`] | telemetry time series, retention and downsampling |
+//! | [`fleet`] | the running loop: broker client, ingest worker, engine timer |
+//! | [`broker`] | the embedded rumqttd |
+//! | [`gate`] | the devices' MQTT front door: authentication, topic ACLs, rate limit |
 //! | [`store`] | the `Store` trait (tables of JSON records) and its redb backend |
 //! | [`bundles`] | the verified, content-addressed bundle registry |
-//! | [`http`] | the HTTP API so far: enrollment, devices, bundles, artifacts, tokens |
+//! | [`http`] | the HTTP API |
 //! | [`auth`] | hashed admin tokens with roles |
 //! | [`devices`] | enrollment (token or pre-authorized key, proof of possession), device tokens |
-//!
-//! The `ota-server` binary (`src/main.rs`) serves the HTTP API. The engine's timer and
-//! publishing, the embedded broker, telemetry ingest, TLS and `/metrics` come next.
+//! | [`metrics`], [`openapi`], [`ratelimit`] | `/metrics`, `/v1/openapi.json`, device HTTP limits |
 
 #![deny(missing_docs)]
 

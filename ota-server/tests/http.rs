@@ -468,3 +468,39 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
     let (code, _) = call("DELETE", &bundle_url, Some(&admin), None, &[]);
     assert_eq!(code, 404);
 }
+
+/// The OpenAPI document's route table matches the router: every documented route answers
+/// something other than "no such endpoint" / "method not allowed", and the document is served.
+#[test]
+fn openapi_lists_the_routes_the_router_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = edge_runtime::keys::generate().unwrap();
+    let signer = edge_runtime::keys::generate().unwrap();
+    let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
+    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+    let (server, _records) = serve(dir.path(), trust);
+    for route in ota_server::openapi::ROUTES {
+        let path = route
+            .path
+            .replace("{id}", "x")
+            .replace("{sha}", &"0".repeat(64));
+        let method = route.method.to_uppercase();
+        let (code, text) = call(&method, &format!("{}{path}", server.url), None, None, &[]);
+        assert!(code != 405, "{method} {path}: {code} {text}");
+        assert!(
+            code != 404 || !text.contains("no such endpoint"),
+            "{method} {path}: {code} {text}"
+        );
+    }
+    let (code, text) = call(
+        "GET",
+        &format!("{}/v1/openapi.json", server.url),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["openapi"], "3.1.0");
+    assert!(v["paths"]["/v1/rollouts/{id}/rollback"]["post"]["summary"].is_string());
+}
