@@ -42,7 +42,13 @@ fn reconciler(core: Arc<Core>, jobs: Receiver<Job>) {
                 .as_ref()
                 .expect("policy implies server")
                 .url,
-            http_agent(),
+            http_agent(
+                core.config
+                    .server
+                    .as_ref()
+                    .and_then(crate::tls::configured_ca)
+                    .as_deref(),
+            ),
             &core.config.state_dir.join("downloads"),
             policy,
         )
@@ -121,7 +127,7 @@ async fn serve(core: Arc<Core>) -> Result<()> {
                         &s2,
                         &c2.device_id,
                         &c2.key,
-                        &http_agent(),
+                        &http_agent(crate::tls::configured_ca(&s2).as_deref()),
                     )
                 })
                 .await;

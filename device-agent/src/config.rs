@@ -103,6 +103,13 @@ pub struct ServerConfig {
     /// desired state or restart).
     #[serde(default = "default_attempts")]
     pub download_attempts: u32,
+    /// The fleet CA (PEM) to pin for https:// and mqtts:// (`DATA/tls/ca.pem` of the server);
+    /// without it, the public web PKI roots are trusted.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Allow http:// and mqtt:// (device token in clear; closed networks and tests only).
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 /// `[sideload]`
@@ -274,12 +281,28 @@ impl Config {
             return Err("telemetry.outbox_max_bytes must be at least 65536".into());
         }
         if let Some(s) = &self.server {
-            parse_mqtt_url(&s.mqtt)?;
+            let (_, _, mqtt_tls) = parse_mqtt_url(&s.mqtt)?;
             if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
                 return Err(format!(
                     "server.url '{}' must start with http:// or https://",
                     s.url
                 ));
+            }
+            let http_tls = s.url.starts_with("https://");
+            if (!http_tls || !mqtt_tls) && !s.allow_plaintext {
+                return Err(format!(
+                    "server.url '{}' / server.mqtt '{}' are plaintext: use https:// and mqtts:// \
+                     (with server.ca), or set server.allow_plaintext = true on a closed network",
+                    s.url, s.mqtt
+                ));
+            }
+            if (http_tls || mqtt_tls) && !cfg!(feature = "tls") {
+                return Err(
+                    "https:// and mqtts:// need an edge-agent built with the 'tls' feature".into(),
+                );
+            }
+            if let Some(ca) = &s.ca {
+                crate::tls::read_ca(ca)?;
             }
         }
         if self.api.listen.is_empty() && self.api.socket.is_none() {
@@ -364,8 +387,8 @@ trust_root = "/etc/edgefleet/trust.cbor"
 [api]
 listen = "127.0.0.1:8470"
 [server]
-url = "http://127.0.0.1:8080"
-mqtt = "mqtt://127.0.0.1:1883"
+url = "https://fleet.example:8080"
+mqtt = "mqtts://fleet.example:8883"
 enrollment_token = "tok"
 tags = { site = "lab", hw = "x86" }
 [sideload]
@@ -408,6 +431,20 @@ dir = "/opt/edgefleet/bundles"
         )
         .unwrap_err();
         assert!(e.to_string().contains("mqtt://"), "{e}");
+        let e = Config::from_parts(
+            "[server]\nurl = \"http://a\"\nmqtt = \"mqtt://b\"",
+            "f.toml",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("allow_plaintext"), "{e}");
+        let e = Config::from_parts(
+            "[server]\nurl = \"https://a\"\nmqtt = \"mqtts://b\"\nca = \"/nonexistent/ca.pem\"",
+            "f.toml",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("server.ca"), "{e}");
         let e = Config::from_parts("", "f", env(&[("EDGE_AGENT_API__LISTEN", "")])).unwrap_err();
         assert!(e.to_string().contains("listen or socket"), "{e}");
     }

@@ -136,13 +136,16 @@ pub struct Downloader {
 }
 
 /// The HTTP client settings the agent uses everywhere.
-pub fn http_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+pub fn http_agent(ca_pem: Option<&[u8]>) -> ureq::Agent {
+    let builder = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+        .timeout_recv_response(Some(Duration::from_secs(30)));
+    #[cfg(feature = "tls")]
+    let builder = builder.tls_config(crate::tls::http(ca_pem));
+    #[cfg(not(feature = "tls"))]
+    let _ = ca_pem;
+    builder.build().into()
 }
 
 /// Pause before retry `attempt` (1-based): `base * 2^(attempt-1)`, capped, times a random

@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod reconcile;
 pub mod slots;
 pub mod state;
+pub mod tls;
 pub mod trial;
 pub mod uplink;
 pub mod watch;

@@ -72,7 +72,12 @@ pub async fn run(
     }
     if tls {
         #[cfg(feature = "tls")]
-        options.set_transport(rumqttc::Transport::tls_with_default_config());
+        match crate::tls::mqtt(crate::tls::configured_ca(&server).as_deref()) {
+            Ok(transport) => {
+                options.set_transport(transport);
+            }
+            Err(e) => tracing::error!(error = %e, "MQTT TLS settings"),
+        }
         #[cfg(not(feature = "tls"))]
         tracing::error!("mqtts:// needs an edge-agent built with the 'tls' feature");
     }

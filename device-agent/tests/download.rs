@@ -73,13 +73,13 @@ fn the_bandwidth_cap_paces_the_transfer() {
     let (b, sha) = body(256 * 1024);
     let (url, _rt) = serve(b.clone(), 0);
     let dir = tempfile::tempdir().unwrap();
-    let fast = Downloader::new(&url, http_agent(), dir.path(), policy(None));
+    let fast = Downloader::new(&url, http_agent(None), dir.path(), policy(None));
     let t = Instant::now();
     let p = fast.fetch(&sha, b.len() as u64, |_, _, _| {}).unwrap();
     let uncapped = t.elapsed();
     assert_eq!(std::fs::read(&p).unwrap(), b);
     std::fs::remove_file(p).unwrap();
-    let slow = Downloader::new(&url, http_agent(), dir.path(), policy(Some(128 * 1024)));
+    let slow = Downloader::new(&url, http_agent(None), dir.path(), policy(Some(128 * 1024)));
     let t = Instant::now();
     slow.fetch(&sha, b.len() as u64, |_, _, _| {}).unwrap();
     let capped = t.elapsed();
@@ -98,7 +98,7 @@ fn a_wrong_digest_deletes_the_file_and_is_reported() {
     let (b, _) = body(10_000);
     let (url, _rt) = serve(b.clone(), 0);
     let dir = tempfile::tempdir().unwrap();
-    let d = Downloader::new(&url, http_agent(), dir.path(), policy(None));
+    let d = Downloader::new(&url, http_agent(None), dir.path(), policy(None));
     let wrong = "00".repeat(32);
     let e = d.fetch(&wrong, b.len() as u64, |_, _, _| {}).unwrap_err();
     assert!(matches!(e, DownloadError::Digest { .. }), "{e}");
@@ -110,7 +110,7 @@ fn more_bytes_than_announced_are_refused() {
     let (b, sha) = body(10_000);
     let (url, _rt) = serve(b.clone(), 0);
     let dir = tempfile::tempdir().unwrap();
-    let d = Downloader::new(&url, http_agent(), dir.path(), policy(None));
+    let d = Downloader::new(&url, http_agent(None), dir.path(), policy(None));
     let e = d.fetch(&sha, 5_000, |_, _, _| {}).unwrap_err();
     assert!(matches!(e, DownloadError::TooLong(5_000)), "{e}");
 }
@@ -121,14 +121,14 @@ fn a_bundle_larger_than_the_free_disk_is_refused_before_writing() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = policy(None);
     p.max_size = u64::MAX;
-    let d = Downloader::new(&url, http_agent(), dir.path(), p);
+    let d = Downloader::new(&url, http_agent(None), dir.path(), p);
     let e = d
         .fetch(&"ab".repeat(32), 1 << 60, |_, _, _| {})
         .unwrap_err();
     assert!(matches!(e, DownloadError::DiskFull { .. }), "{e}");
     assert!(e.to_string().contains("not enough disk space"));
     // and a size over the agent's limit never gets that far
-    let d = Downloader::new(&url, http_agent(), dir.path(), policy(None));
+    let d = Downloader::new(&url, http_agent(None), dir.path(), policy(None));
     let e = d
         .fetch(&"ab".repeat(32), 2 << 30, |_, _, _| {})
         .unwrap_err();
@@ -140,7 +140,7 @@ fn server_errors_are_retried_with_backoff() {
     let (b, sha) = body(10_000);
     let (url, _rt) = serve(b.clone(), 2);
     let dir = tempfile::tempdir().unwrap();
-    let d = Downloader::new(&url, http_agent(), dir.path(), policy(None));
+    let d = Downloader::new(&url, http_agent(None), dir.path(), policy(None));
     let mut pauses = Vec::new();
     let p = d
         .fetch(&sha, b.len() as u64, |_, e, pause| {
@@ -155,7 +155,7 @@ fn server_errors_are_retried_with_backoff() {
         .all(|(_, p)| *p >= Duration::from_millis(25) && *p <= Duration::from_millis(200)));
     // out of attempts: the error comes back
     let (url, _rt2) = serve(b.clone(), 10);
-    let d = Downloader::new(&url, http_agent(), dir.path(), policy(None));
+    let d = Downloader::new(&url, http_agent(None), dir.path(), policy(None));
     std::fs::remove_dir_all(dir.path()).unwrap();
     let e = d.fetch(&sha, b.len() as u64, |_, _, _| {}).unwrap_err();
     assert!(

@@ -55,6 +55,9 @@ pub struct FleetConfig {
     pub retention: Retention,
     /// Most messages per ingest batch.
     pub max_batch: usize,
+    /// Set while the server's client is connected and subscribed (the device gate admits
+    /// devices only then: a hello sent before the server listens would be lost).
+    pub ready: Arc<AtomicBool>,
 }
 
 /// What the fleet loop shares with the rest of the server.
@@ -66,7 +69,7 @@ pub struct Fleet<S: Store + ?Sized> {
     now: Arc<dyn Fn() -> u64 + Send + Sync>,
     references: Mutex<HashMap<String, ReferenceStats>>,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
-    connected: AtomicBool,
+    connected: Arc<AtomicBool>,
 }
 
 /// A message for the broker: topic and payload (published QoS 1, retained).
@@ -91,7 +94,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             now,
             references: Mutex::new(HashMap::new()),
             publish,
-            connected: AtomicBool::new(false),
+            connected: config.ready.clone(),
         });
         let (uplink_tx, uplink_rx) = std::sync::mpsc::sync_channel::<Uplink>(8192);
         let f = fleet.clone();
@@ -284,6 +287,9 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         loop {
             {
                 match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        self.connected.store(connected, Ordering::Relaxed);
+                    }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         Metrics::add(&self.metrics.broker_connects, 1);
@@ -330,15 +336,15 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                             tracing::debug!(error = %e, %broker, "broker unreachable");
                         }
                         connected = false;
+                        self.connected.store(false, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }
-            self.connected.store(connected, Ordering::Relaxed);
         }
     }
 
-    /// Whether the server's client is connected to the broker now (for `/healthz`).
+    /// Whether the server's client is connected to the broker and subscribed now.
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }

@@ -2,6 +2,8 @@
 //! authenticates each device and holds it to its own topics (rumqttd has authentication hooks
 //! but no topic ACLs). Per connection it:
 //!
+//! - admits devices only while the server's own client is subscribed (else CONNACK "server
+//!   unavailable"): what a device says must not reach a broker nobody listens to;
 //! - reads the CONNECT: the client id must equal the username, the password must be that
 //!   device's token, a will (if any) must be on the device's own status topic; otherwise it
 //!   answers CONNACK "bad username or password" / "not authorized" and closes;
@@ -12,9 +14,10 @@
 //! - rate-limits the device's publishes (a token bucket; past the burst the gate stops reading,
 //!   so TCP backpressure slows the device down rather than the broker filling up).
 //!
-//! The gate runs over any byte stream, so TLS is a wrapper around the accepted socket.
+//! The gate runs over any byte stream: with TLS (the default) it wraps the accepted socket.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -284,6 +287,7 @@ pub async fn serve_connection<C>(
     upstream: SocketAddr,
     auth: DeviceAuth,
     limits: Limits,
+    ready: Arc<AtomicBool>,
 ) -> Result<(), Refused>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -297,6 +301,11 @@ where
     .ok_or_else(|| Refused::Protocol("closed before CONNECT".into()))?;
     if first.kind() != 1 {
         return Err(Refused::Protocol("first packet is not CONNECT".into()));
+    }
+    if !ready.load(Ordering::Relaxed) {
+        // the server is not listening yet: "server unavailable", the device retries
+        let _ = client.write_all(&connack(3)).await;
+        return Err(Refused::Protocol("server not ready yet".into()));
     }
     let connect = parse_connect(&first.body)?;
     if connect.level != 4 {
@@ -376,12 +385,14 @@ where
 }
 
 /// Accepts device connections on `listener` until the task is dropped, each served by
-/// [`serve_connection`].
+/// [`serve_connection`], over TLS when `tls` is given (handshake in the connection's task).
 pub async fn run(
     listener: tokio::net::TcpListener,
     upstream: SocketAddr,
     auth: DeviceAuth,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ready: Arc<AtomicBool>,
 ) {
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -393,9 +404,23 @@ pub async fn run(
             }
         };
         let _ = socket.set_nodelay(true);
-        let auth = auth.clone();
+        let (auth, tls, ready) = (auth.clone(), tls.clone(), ready.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(socket, upstream, auth, limits).await {
+            let result = match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.connect_timeout, acceptor.accept(socket))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, upstream, auth, limits, ready).await
+                        }
+                        Ok(Err(e)) => Err(Refused::Protocol(format!("TLS handshake: {e}"))),
+                        Err(_) => Err(Refused::Protocol("TLS handshake timed out".into())),
+                    }
+                }
+                None => serve_connection(socket, upstream, auth, limits, ready).await,
+            };
+            if let Err(e) = result {
                 tracing::warn!(%peer, reason = %e, "mqtt connection closed by the gate");
             }
         });

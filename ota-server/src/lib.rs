@@ -22,6 +22,7 @@
 //! | [`auth`] | hashed admin tokens with roles |
 //! | [`devices`] | enrollment (token or pre-authorized key, proof of possession), device tokens |
 //! | [`metrics`], [`openapi`], [`ratelimit`] | `/metrics`, `/v1/openapi.json`, device HTTP limits |
+//! | [`tls`] | fleet CA and server certificate, rustls listeners |
 
 #![deny(missing_docs)]
 
@@ -45,3 +46,4 @@ pub mod rollout;
 pub mod selector;
 pub mod series;
 pub mod store;
+pub mod tls;

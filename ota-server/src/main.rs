@@ -16,7 +16,7 @@ use ota_server::gate::{self, DeviceAuth};
 use ota_server::http::{router, AppState};
 use ota_server::ratelimit::RateLimiter;
 use ota_server::store::{Records, RedbStore};
-use ota_server::{broker, devices};
+use ota_server::{broker, devices, tls};
 
 #[derive(Parser)]
 #[command(name = "ota-server", version, about = "edgefleet OTA server")]
@@ -42,6 +42,16 @@ enum Command {
         /// The fleet root public key the trust document must be signed by (recommended).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// A name agents reach the server by (DNS name or IP address) for the server
+        /// certificate; repeat. Default: localhost and 127.0.0.1.
+        #[arg(long = "tls-name")]
+        tls_names: Vec<String>,
+        /// Use this certificate chain (PEM) instead of creating a fleet CA (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Serves the HTTP API, the embedded MQTT broker (or connects to an external one) and runs
     /// the rollout engine.
@@ -72,6 +82,9 @@ enum Command {
         /// Largest bundle upload, bytes.
         #[arg(long, default_value_t = 512 * 1024 * 1024)]
         max_bundle_bytes: usize,
+        /// Serve HTTP and MQTT without TLS (closed networks and tests only).
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Admin tokens.
     Token {
@@ -133,7 +146,24 @@ fn load_trust(data: &Path) -> Result<TrustRoot> {
     Ok(trust)
 }
 
-fn init(data: &Path, trust: &Path, director_key: &Path, root: Option<&Path>) -> Result<()> {
+/// What `init` is given.
+struct InitOptions {
+    data: PathBuf,
+    trust: PathBuf,
+    director_key: PathBuf,
+    root: Option<PathBuf>,
+    tls_names: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+fn init(o: InitOptions) -> Result<()> {
+    let (data, trust, director_key, root) = (
+        o.data.as_path(),
+        o.trust.as_path(),
+        o.director_key.as_path(),
+        o.root.as_deref(),
+    );
     if data.join("server.redb").exists() {
         bail!(
             "{} already holds a server; pick another directory",
@@ -163,11 +193,30 @@ fn init(data: &Path, trust: &Path, director_key: &Path, root: Option<&Path>) -> 
         &data.join("director.key"),
         edge_runtime::keys::secret_key_text(&director).as_bytes(),
     )?;
+    let tls_note = match (&o.tls_cert, &o.tls_key) {
+        (Some(cert), Some(key)) => {
+            tls::import(data, cert, key)?;
+            "TLS: your certificate; agents pin its issuing CA".to_string()
+        }
+        _ => {
+            let names = if o.tls_names.is_empty() {
+                vec!["localhost".to_string(), "127.0.0.1".to_string()]
+            } else {
+                o.tls_names.clone()
+            };
+            let files = tls::create_fleet_ca(data, &names)?;
+            format!(
+                "TLS: fleet CA {} (agents pin it: server.ca), server certificate for {}",
+                files.ca.display(),
+                names.join(", ")
+            )
+        }
+    };
     let records = Records::new(Arc::new(RedbStore::open(&data.join("server.redb"))?));
     let (token, _) = create_token(&records, "init", Role::Admin, now())?;
     write_private(&data.join("admin.token"), format!("{token}\n").as_bytes())?;
     println!(
-        "initialized {}; admin token in {}",
+        "initialized {}; admin token in {}\n{tls_note}",
         data.display(),
         data.join("admin.token").display()
     );
@@ -184,6 +233,7 @@ struct ServeOptions {
     device_rate: f64,
     device_publish_rate: f64,
     max_bundle_bytes: usize,
+    plaintext: bool,
 }
 
 fn parse_broker_url(url: &str) -> Result<(String, u16)> {
@@ -208,6 +258,15 @@ async fn serve(o: ServeOptions) -> Result<()> {
         &o.data.join("artifacts"),
         o.max_bundle_bytes as u64,
     )?;
+    let tls_config = if o.plaintext {
+        None
+    } else {
+        let files = tls::TlsFiles::in_data(&o.data);
+        Some(tls::server_config(&files).context(
+            "TLS: no usable certificate in DATA/tls (made by `ota-server init`); or pass --plaintext",
+        )?)
+    };
+    let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
     let clock: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(now);
     let mut state = AppState::new(records.clone(), bundles, trust, clock.clone());
     state.device_limiter = RateLimiter::new(o.device_rate, o.device_rate * 5.0);
@@ -218,6 +277,7 @@ async fn serve(o: ServeOptions) -> Result<()> {
             matches!(devices::authenticate_device(&r, id, token), Ok(Some(_)))
         })
     };
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let link = match &o.broker {
         Some(url) => {
             let (host, port) = parse_broker_url(url)?;
@@ -241,11 +301,14 @@ async fn serve(o: ServeOptions) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(&o.mqtt)
                 .await
                 .with_context(|| format!("cannot listen on {}", o.mqtt))?;
-            tracing::warn!(
-                "PLAINTEXT MQTT on {}: device tokens and messages cross the network unencrypted \
-                 (messages stay signed); terminate TLS in front until the built-in listener lands",
-                listener.local_addr()?
-            );
+            match &acceptor {
+                Some(_) => tracing::info!(addr = %listener.local_addr()?, "MQTT over TLS (mqtts://) listening"),
+                None => tracing::warn!(
+                    "PLAINTEXT MQTT on {} (--plaintext): device tokens cross the network unencrypted \
+                     (messages stay signed); use this only on a closed network",
+                    listener.local_addr()?
+                ),
+            }
             let limits = gate::Limits {
                 publish_per_s: o.device_publish_rate,
                 ..Default::default()
@@ -255,6 +318,8 @@ async fn serve(o: ServeOptions) -> Result<()> {
                 embedded.addr,
                 device_auth.clone(),
                 limits,
+                acceptor.clone(),
+                ready.clone(),
             ));
             BrokerLink {
                 host: embedded.addr.ip().to_string(),
@@ -275,6 +340,7 @@ async fn serve(o: ServeOptions) -> Result<()> {
             tick: std::time::Duration::from_secs(o.tick_seconds.max(1)),
             retention: Default::default(),
             max_batch: 512,
+            ready,
         },
     );
     let f = fleet.clone();
@@ -283,18 +349,29 @@ async fn serve(o: ServeOptions) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&o.http)
         .await
         .with_context(|| format!("cannot listen on {}", o.http))?;
-    tracing::warn!(
-        "PLAINTEXT HTTP on {}: tokens cross the network unencrypted; put TLS in front",
-        listener.local_addr()?
-    );
-    tracing::info!(addr = %listener.local_addr()?, "ota-server listening");
-    axum::serve(
-        listener,
-        router(app, o.max_bundle_bytes)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let service = router(app, o.max_bundle_bytes)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match acceptor {
+        Some(acceptor) => {
+            tracing::info!(addr = %listener.local_addr()?, "ota-server listening (https://)");
+            // tap_io: lets axum hand the peer address of a TLS connection to the rate limiter
+            use axum::serve::ListenerExt;
+            let tls_listener = tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
+            axum::serve(tls_listener, service)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+        None => {
+            tracing::warn!(
+                "PLAINTEXT HTTP on {} (--plaintext): tokens cross the network unencrypted; use this \
+                 only on a closed network or behind a TLS terminator",
+                listener.local_addr()?
+            );
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -329,7 +406,18 @@ fn main() {
             trust,
             director_key,
             root,
-        } => init(&data, &trust, &director_key, root.as_deref()),
+            tls_names,
+            tls_cert,
+            tls_key,
+        } => init(InitOptions {
+            data,
+            trust,
+            director_key,
+            root,
+            tls_names,
+            tls_cert,
+            tls_key,
+        }),
         Command::Serve {
             data,
             http,
@@ -339,6 +427,7 @@ fn main() {
             device_rate,
             device_publish_rate,
             max_bundle_bytes,
+            plaintext,
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -353,6 +442,7 @@ fn main() {
                     device_rate,
                     device_publish_rate,
                     max_bundle_bytes,
+                    plaintext,
                 }))
             }),
         Command::Token {

@@ -138,10 +138,30 @@ impl Keys {
     }
 }
 
+/// Fleet CAs of the servers started in this process (PEM), trusted by [`call`].
+static CAS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
 fn agent() -> ureq::Agent {
+    let certs: Vec<ureq::tls::Certificate<'static>> = CAS
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|pem| {
+            ureq::tls::parse_pem(pem)
+                .filter_map(|i| match i {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .build();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
+        .tls_config(tls)
         .build()
         .into()
 }
@@ -241,10 +261,24 @@ impl Server {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        CAS.lock()
+            .unwrap()
+            .push(std::fs::read(data.join("tls/ca.pem")).unwrap());
     }
 
-    /// Starts `serve` on the given ports and waits until it is connected to its broker.
+    /// The fleet CA agents pin.
+    pub fn ca(&self) -> PathBuf {
+        self.data.join("tls/ca.pem")
+    }
+
+    /// Starts `serve` (TLS on both listeners) on the given ports and waits until it is
+    /// connected to its broker.
     pub fn start(data: &Path, http_port: u16, mqtt_port: u16) -> Server {
+        Server::start_with(data, http_port, mqtt_port, &[])
+    }
+
+    /// [`Server::start`] with more `serve` arguments.
+    pub fn start_with(data: &Path, http_port: u16, mqtt_port: u16, extra: &[&str]) -> Server {
         let log = data.join(format!("server-{}.log", free_port()));
         let child = Command::new(binary("ota-server"))
             .arg("serve")
@@ -253,6 +287,7 @@ impl Server {
             .args(["--http", &format!("127.0.0.1:{http_port}")])
             .args(["--mqtt", &format!("127.0.0.1:{mqtt_port}")])
             .args(["--tick-seconds", "1"])
+            .args(extra)
             .env("OTA_SERVER_LOG", "info,rumqttd=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -265,7 +300,7 @@ impl Server {
         let mut s = Server {
             child,
             data: data.to_path_buf(),
-            url: format!("http://127.0.0.1:{http_port}"),
+            url: format!("https://127.0.0.1:{http_port}"),
             mqtt_port,
             admin,
             log,
@@ -355,7 +390,8 @@ root_key = "{root}"
 listen = "{api}"
 [server]
 url = "{url}"
-mqtt = "mqtt://127.0.0.1:{mqtt}"
+mqtt = "mqtts://127.0.0.1:{mqtt}"
+ca = "{ca}"
 enrollment_token = "{enrollment_token}"
 retry_max_seconds = 1
 [telemetry]
@@ -368,6 +404,7 @@ check_interval_ms = 100
             root = keys.root_pub.display(),
             url = server.url,
             mqtt = server.mqtt_port,
+            ca = server.ca().display(),
         );
         let path = dir.join("agent.toml");
         std::fs::write(&path, config).unwrap();
@@ -469,6 +506,7 @@ pub fn edgectl(server: &Server, args: &[&str]) -> (bool, String) {
         .args(args)
         .env("EDGECTL_SERVER", &server.url)
         .env("EDGECTL_TOKEN", &server.admin)
+        .env("EDGECTL_CA", server.ca())
         .output()
         .unwrap();
     (

@@ -130,6 +130,14 @@ fn staged_rollout_gates_restart_and_automatic_rollback() {
             logs,
         );
     }
+    // r-1 completes once its phase's telemetry passed the (default) gates; until then a second
+    // rollout of the model over the same devices would be refused
+    wait_for(
+        "r-1 to complete",
+        Duration::from_secs(60),
+        || (server.api("GET", "/v1/rollouts/r-1", None)["status"] == "completed").then_some(()),
+        logs,
+    );
     // a device may only fetch what it is told to run
     let v2_bytes = keys.digits("2.0.0", |_| {});
     let v2 = upload(&server, v2_bytes);

@@ -1,5 +1,6 @@
 //! The OTA server's admin API from the command line: `push`, `rollout …`, `devices …`. Every
-//! command takes `--server URL --token T` (or `EDGECTL_SERVER` / `EDGECTL_TOKEN`), prints a
+//! command takes `--server URL --token T [--ca CA.pem]` (or `EDGECTL_SERVER` / `EDGECTL_TOKEN` /
+//! `EDGECTL_CA`), prints a
 //! short table, or the server's JSON with `--json`. Errors carry the server's reason.
 
 use std::io::Write as _;
@@ -14,11 +15,14 @@ use serde_json::{json, Map, Value};
 #[derive(Args, Clone, Debug)]
 pub struct ServerArgs {
     /// Server base URL.
-    #[arg(long, env = "EDGECTL_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "EDGECTL_SERVER", default_value = "https://127.0.0.1:8080")]
     pub server: String,
     /// API token (eft_…).
     #[arg(long, env = "EDGECTL_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// The fleet CA (PEM, the server's DATA/tls/ca.pem) to pin for https://.
+    #[arg(long, env = "EDGECTL_CA")]
+    pub ca: Option<PathBuf>,
     /// Print the server's JSON.
     #[arg(long)]
     pub json: bool,
@@ -124,19 +128,34 @@ pub enum DevicesCommand {
     },
 }
 
-fn client() -> ureq::Agent {
-    ureq::Agent::config_builder()
+fn client(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(path) = ca {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            bail!("{}: no PEM certificate", path.display());
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    Ok(ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(300)))
+        .tls_config(tls.build())
         .build()
-        .into()
+        .into())
 }
 
 /// One call; the JSON answer, or the server's reason as the error.
 fn call(s: &ServerArgs, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Value> {
     let url = format!("{}{path}", s.server.trim_end_matches('/'));
     let auth = format!("Bearer {}", s.token.trim());
-    let a = client();
+    let a = client(s.ca.as_ref())?;
     let result = match method {
         "GET" => a.get(&url).header("authorization", &auth).call(),
         _ => {

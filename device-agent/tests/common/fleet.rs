@@ -575,6 +575,7 @@ mqtt = "mqtt://127.0.0.1:{mqtt}"
 enrollment_token = "test-token"
 tags = {{ site = "lab" }}
 retry_max_seconds = 1
+allow_plaintext = true
 [trial]
 check_interval_ms = 100
 {extra}
