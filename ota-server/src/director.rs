@@ -47,12 +47,78 @@ pub fn sign<S: Store + ?Sized>(
     record: &DesiredRecord,
     now: u64,
 ) -> Result<Vec<u8>, StoreError> {
-    let seq = records.store().increment("director-seq")?;
-    let header = Header {
-        sender: SENDER.to_string(),
-        seq,
-        sent_at: now,
-        kind: Kind::Desired,
-    };
-    Ok(seal(key, header, &desired_state(device, record)))
+    Ok(sign_all(records, key, &[(device.to_string(), record.clone())], now)?.remove(0))
+}
+
+/// Signs many desired states with consecutive sequence numbers reserved in one store commit
+/// (an engine step over a large fleet would otherwise commit once per device).
+pub fn sign_all<S: Store + ?Sized>(
+    records: &Records<S>,
+    key: &SigningKey,
+    desired: &[(String, DesiredRecord)],
+    now: u64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    if desired.is_empty() {
+        return Ok(Vec::new());
+    }
+    let last = records
+        .store()
+        .reserve("director-seq", desired.len() as u64)?;
+    let first = last + 1 - desired.len() as u64;
+    Ok(desired
+        .iter()
+        .zip(first..)
+        .map(|((device, record), seq)| {
+            let header = Header {
+                sender: SENDER.to_string(),
+                seq,
+                sent_at: now,
+                kind: Kind::Desired,
+            };
+            seal(key, header, &desired_state(device, record))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RedbStore;
+    use edge_protocol::envelope::open;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_block_of_signatures_takes_consecutive_sequence_numbers_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.redb");
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let record = DesiredRecord {
+            generation: 4,
+            models: vec![],
+        };
+        let batch: Vec<(String, DesiredRecord)> = (0..3)
+            .map(|i| (format!("dev-{i}"), record.clone()))
+            .collect();
+        let seqs = |records: &Records<RedbStore>, batch: &[(String, DesiredRecord)]| {
+            sign_all(records, &key, batch, 0)
+                .unwrap()
+                .iter()
+                .zip(batch)
+                .map(|(bytes, (device, _))| {
+                    let (h, doc): (_, DesiredState) = open(bytes, Kind::Desired, |s| {
+                        (s == SENDER).then_some(key.verifying_key())
+                    })
+                    .unwrap();
+                    assert_eq!((&doc.device_id, doc.generation), (device, 4));
+                    h.seq
+                })
+                .collect::<Vec<_>>()
+        };
+        let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+        assert_eq!(seqs(&records, &batch), vec![1, 2, 3]);
+        drop(records);
+        let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+        assert_eq!(seqs(&records, &batch[..1]), vec![4]);
+        assert!(sign_all(&records, &key, &[], 0).unwrap().is_empty());
+    }
 }

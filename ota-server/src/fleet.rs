@@ -145,13 +145,30 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         Ok(())
     }
 
-    /// Publishes every stored desired state (at each broker connect).
+    /// Publishes every stored desired state (at each broker connect), signed in blocks.
     fn republish_all(&self) -> Result<usize, StoreError> {
         let all = self.records.store().scan(Table::Desired, "", usize::MAX)?;
         let mut n = 0;
-        for (device, _) in all {
-            self.republish(&device)?;
-            n += 1;
+        for chunk in all.chunks(4096) {
+            let desired: Vec<(String, DesiredRecord)> = chunk
+                .iter()
+                .map(|(device, bytes)| {
+                    serde_json::from_slice(bytes)
+                        .map(|r| (device.clone(), r))
+                        .map_err(|e| StoreError::Corrupt {
+                            table: Table::Desired.name(),
+                            key: device.clone(),
+                            reason: e.to_string(),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let signed =
+                crate::director::sign_all(&self.records, &self.director, &desired, (self.now)())?;
+            Metrics::add(&self.metrics.desired_published, signed.len() as u64);
+            for ((device, _), bytes) in desired.iter().zip(signed) {
+                let _ = self.publish.send((topics::desired(device), bytes));
+            }
+            n += desired.len();
         }
         Ok(n)
     }
@@ -168,8 +185,11 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             &self.metrics.rollout_transitions,
             report.transitions.len() as u64,
         );
-        for (device, record) in &report.desired {
-            self.send_desired(device, record)?;
+        let signed =
+            crate::director::sign_all(&self.records, &self.director, &report.desired, now)?;
+        Metrics::add(&self.metrics.desired_published, signed.len() as u64);
+        for ((device, _), bytes) in report.desired.iter().zip(signed) {
+            let _ = self.publish.send((topics::desired(device), bytes));
         }
         Ok(report)
     }

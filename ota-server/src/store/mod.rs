@@ -107,7 +107,12 @@ pub trait Store: Send + Sync {
     /// Applies every write or none, durably.
     fn write(&self, writes: Vec<Write>) -> Result<(), StoreError>;
     /// Reads a counter, adds one and stores it, atomically; returns the new value.
-    fn increment(&self, name: &str) -> Result<u64, StoreError>;
+    fn increment(&self, name: &str) -> Result<u64, StoreError> {
+        self.reserve(name, 1)
+    }
+    /// Adds `n` (at least 1) to a counter atomically and returns the new value: the caller owns
+    /// the `n` values ending there (one commit for a block of sequence numbers).
+    fn reserve(&self, name: &str, n: u64) -> Result<u64, StoreError>;
 }
 
 /// Typed records over a [`Store`].

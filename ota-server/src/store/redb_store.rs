@@ -82,7 +82,7 @@ impl Store for RedbStore {
         tx.commit().map_err(backend)
     }
 
-    fn increment(&self, name: &str) -> Result<u64, StoreError> {
+    fn reserve(&self, name: &str, n: u64) -> Result<u64, StoreError> {
         let tx = self.db.begin_write().map_err(backend)?;
         let next = {
             let mut t = tx.open_table(def(Table::Counters)).map_err(backend)?;
@@ -92,7 +92,7 @@ impl Store for RedbStore {
                 .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
                 .map(u64::from_le_bytes)
                 .unwrap_or(0);
-            let next = current + 1;
+            let next = current + n.max(1);
             t.insert(name, next.to_le_bytes().as_slice())
                 .map_err(backend)?;
             next
