@@ -2,7 +2,7 @@
 //! private admin token; `serve` answers with it; `token create` adds tokens.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edge_runtime::trust::{self, TrustSpec};
@@ -95,26 +95,49 @@ fn init_serve_and_tokens() {
         .unwrap();
     assert!(!bad_role.status.success());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, mqtt) = (free(), free());
+    let log = data.join("serve.log");
     let mut server = bin()
         .args(["serve", "--data"])
         .arg(&data)
         .args(["--http", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::piped())
+        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // TLS by default, with the certificate `init` made for 127.0.0.1 under the fleet CA
+    let ca = std::fs::read(data.join("tls/ca.pem")).unwrap();
+    let roots: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&ca)
+        .filter_map(|i| match i {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .build(),
+        )
         .build()
         .into();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
     while agent.get(&format!("{url}/healthz")).call().is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
+        assert!(
+            Instant::now() < deadline,
+            "server did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let code = |token: &str| {
@@ -129,6 +152,21 @@ fn init_serve_and_tokens() {
     };
     assert_eq!(code(&admin), 201);
     assert_eq!(code(&viewer), 403);
-    let _ = server.kill();
-    let _ = server.wait();
+    // SIGTERM: a graceful stop, logged
+    sigterm(server.id());
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("listening (https://)"), "{text}");
+    assert!(text.contains("stopped"), "{text}");
+}
+
+/// Sends SIGTERM with the `kill` command (no libc in this crate's tests).
+fn sigterm(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
 }
