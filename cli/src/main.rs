@@ -75,6 +75,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Load time, first-inference time, latency percentiles, throughput and peak RSS.
     Bench(cmd::bench::BenchArgs),
+    /// The whole loop on this machine: server, agents, a staged rollout and a bad one rolled back.
+    Demo(cmd::demo::DemoArgs),
     /// Upload a bundle to the OTA server (verified there against the fleet trust root).
     Push {
         /// The bundle.
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Push { bundle, server } => cmd::fleet::push(&bundle, &server),
         Command::Rollout { command } => cmd::fleet::rollout(command),
         Command::Devices { command } => cmd::fleet::devices(command),

@@ -29,7 +29,7 @@
 pub mod auth;
 pub mod broker;
 pub mod bundles;
-pub mod cohort;
+pub use edge_protocol::cohort;
 pub mod desired;
 pub mod devices;
 pub mod director;

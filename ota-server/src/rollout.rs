@@ -42,6 +42,10 @@ pub struct Gates {
     /// size).
     #[serde(default = "one")]
     pub min_reporting_devices: u64,
+    /// Predictions the phase must have served before a verdict on the model signals (error
+    /// rate, latency, PSI, confidence are noise on a handful of requests). Default 0.
+    #[serde(default)]
+    pub min_requests: u64,
 }
 
 fn one() -> u64 {
@@ -208,6 +212,12 @@ pub fn evaluate(gates: &Gates, h: &PhaseHealth) -> GateVerdict {
         return GateVerdict::Wait(format!(
             "{} of {needed} devices reporting",
             h.reporting_devices
+        ));
+    }
+    if h.requests < gates.min_requests {
+        return GateVerdict::Wait(format!(
+            "{} of {} predictions served",
+            h.requests, gates.min_requests
         ));
     }
     if let Some(max) = gates.max_error_rate {
@@ -469,6 +479,7 @@ mod tests {
                 max_psi: Some(0.2),
                 min_mean_confidence: Some(0.6),
                 min_reporting_devices: 3,
+                min_requests: 0,
             },
             on_gate_failure: on_fail,
         }
@@ -589,6 +600,26 @@ mod tests {
         assert!(
             serde_json::from_str::<RolloutSpec>(r#"{"bundle":"x","phases":[],"typo":1}"#).is_err()
         );
+    }
+
+    #[test]
+    fn no_verdict_on_model_signals_before_enough_predictions() {
+        let gates = Gates {
+            max_psi: Some(0.2),
+            min_reporting_devices: 1,
+            min_requests: 100,
+            ..Default::default()
+        };
+        let mut h = PhaseHealth {
+            devices: 1,
+            reporting_devices: 1,
+            requests: 19,
+            psi: Some(1.3),
+            ..Default::default()
+        };
+        assert!(matches!(evaluate(&gates, &h), GateVerdict::Wait(m) if m.contains("19 of 100")));
+        h.requests = 100;
+        assert!(matches!(evaluate(&gates, &h), GateVerdict::Fail(m) if m.contains("PSI")));
     }
 
     proptest! {

@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cohort;
 pub mod enroll;
 pub mod envelope;
 pub mod histogram;

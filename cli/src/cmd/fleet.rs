@@ -152,7 +152,12 @@ fn client(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
 }
 
 /// One call; the JSON answer, or the server's reason as the error.
-fn call(s: &ServerArgs, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Value> {
+pub(crate) fn call(
+    s: &ServerArgs,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> Result<Value> {
     let url = format!("{}{path}", s.server.trim_end_matches('/'));
     let auth = format!("Bearer {}", s.token.trim());
     let a = client(s.ca.as_ref())?;
@@ -299,7 +304,7 @@ fn show_rollout(r: &Value) {
 }
 
 /// The phase bar of `watch`: one segment per phase, filled up to the current one.
-fn progress(r: &Value, now: u64) -> String {
+pub(crate) fn progress(r: &Value, now: u64) -> String {
     let phases = r["spec"]["phases"].as_array().cloned().unwrap_or_default();
     let current = r["phase"].as_u64().unwrap_or(0) as usize;
     let done = r["status"] == "completed";

@@ -1,6 +1,7 @@
 //! One module per `edgectl` subcommand.
 
 pub mod bench;
+pub mod demo;
 pub mod eval;
 pub mod fleet;
 pub mod keys;

@@ -2,6 +2,9 @@
 //! rollout id) into 0..10,000; phase *i* reaches the selected devices whose bucket is below
 //! `percent_i × 100`. Phases only grow, so a device stays in once it is in, and a different
 //! rollout reshuffles the buckets (the same devices are not always the canaries).
+//!
+//! In the protocol crate because it is part of what a rollout means: the server places devices
+//! with it, and tools (the demo, the simulator) can say which devices a phase will reach.
 
 use sha2::{Digest, Sha256};
 

@@ -1,0 +1,581 @@
+//! `edgectl demo`: the whole loop on one machine. Keys and a trust root in a temporary
+//! directory, `ota-server` (embedded broker, TLS), N `edge-agent` processes in three cohorts with
+//! prediction traffic, then three rollouts: v1 to everyone, v2 in phases 10 % → 50 % → 100 %
+//! gated on health, and a bad v3 (its reference statistics say it should predict mostly one
+//! class, so live predictions drift far from it: PSI) that must stop at its canary phase and roll
+//! back, with no other device touched. Live progress on the terminal; with `--non-interactive` a
+//! JSON summary at the end and exit 0 only if every expectation held.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use edge_protocol::cohort::in_phase;
+use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_runtime::trust::{self, TrustSpec};
+use edge_runtime::{SigningKey, Tensor};
+use serde_json::{json, Value};
+
+use super::fleet::{call, progress, ServerArgs};
+
+const MODEL_ONNX: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/digits/model.onnx"
+));
+const MODEL_SPEC: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/digits/spec.toml"
+));
+const CALIB_X: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/digits/calib_x.npy"
+));
+const TEST_X: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/digits/test_x.npy"
+));
+const TEST_Y: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/digits/test_y.npy"
+));
+
+/// `edgectl demo` flags.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Agents to start.
+    #[arg(long, default_value_t = 12)]
+    pub devices: usize,
+    /// Use an external broker (mqtt://host:port) instead of the embedded one.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Keep the server and agents running at the end (until Ctrl-C).
+    #[arg(long)]
+    pub keep: bool,
+    /// No live display; print a JSON summary and exit 0 only if the demo went as expected.
+    #[arg(long)]
+    pub non_interactive: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 170)]
+    pub timeout: u64,
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn binary(name: &str) -> Result<PathBuf> {
+    let here = std::env::current_exe()?;
+    let dir = here.parent().context("edgectl has no directory")?;
+    let path = dir.join(name);
+    if path.exists() {
+        return Ok(path);
+    }
+    // run through `cargo run`: build the other two binaries with the same profile
+    if let Ok(cargo) = std::env::var("CARGO") {
+        eprintln!("building ota-server and edge-agent next to edgectl ...");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "ota-server", "-p", "device-agent"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        if let Ok(manifest) = std::env::var("CARGO_MANIFEST_DIR") {
+            cmd.current_dir(Path::new(&manifest).join(".."));
+        }
+        if !cmd.status()?.success() {
+            bail!("building {name} failed");
+        }
+    }
+    if path.exists() {
+        Ok(path)
+    } else {
+        bail!(
+            "{} not found: build it (cargo build --release -p ota-server -p device-agent)",
+            path.display()
+        )
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn npy(bytes: &[u8]) -> Result<Tensor> {
+    Ok(edge_runtime::npy::read(bytes, 1 << 28)?)
+}
+
+/// The digits bundle at `version`, with `calibration` rows as its reference data.
+fn bundle(signer: &SigningKey, version: &str, calibration: Tensor) -> Result<Vec<u8>> {
+    let mut spec: PackSpec = toml::from_str(MODEL_SPEC)?;
+    spec.version = version.into();
+    spec.health = Some(edge_runtime::bundle::HealthSpec {
+        trial_seconds: 2,
+        min_requests: 5,
+        max_error_rate: 0.05,
+        max_p99_ms: None,
+        // drift is the server's call in this demo (its PSI gate over the phase's devices)
+        max_psi: 1e9,
+    });
+    let calibration = Calibration {
+        inputs: calibration,
+        targets: None,
+    };
+    Ok(pack(
+        MODEL_ONNX,
+        spec,
+        Some(&calibration),
+        std::slice::from_ref(signer),
+        0,
+    )?
+    .0)
+}
+
+/// Test rows whose label is `label`: a calibration set that makes a reference predicting one class.
+fn rows_of_class(x: &Tensor, y: &Tensor, label: i64) -> Tensor {
+    let xs = x.to_f64_vec();
+    let ys = y.to_f64_vec();
+    let per = 64;
+    let data: Vec<f32> = ys
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| **l as i64 == label)
+        .flat_map(|(i, _)| xs[i * per..(i + 1) * per].iter().map(|v| *v as f32))
+        .collect();
+    let n = data.len() / per;
+    Tensor::f32(vec![n, 1, 8, 8], data)
+}
+
+struct Agent {
+    id: String,
+    api: String,
+    _proc: Proc,
+}
+
+fn local(api: &str, path: &str) -> Option<Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut r = agent.get(&format!("http://{api}{path}")).call().ok()?;
+    serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
+}
+
+fn active_version(api: &str) -> Option<String> {
+    let s = local(api, "/v1/status")?;
+    let m = s["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == "digits")?
+        .clone();
+    m["slots"]["active"]["version"].as_str().map(str::to_string)
+}
+
+fn versions(agents: &[Agent]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in agents {
+        let v = active_version(&a.api).unwrap_or_else(|| "none".into());
+        out.entry(v).or_default().push(a.id.clone());
+    }
+    out
+}
+
+fn versions_line(v: &BTreeMap<String, Vec<String>>) -> String {
+    v.iter()
+        .map(|(k, ids)| format!("{k}: {}", ids.len()))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Runs the demo.
+pub fn run(a: DemoArgs) -> Result<()> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(a.timeout);
+    let dir = tempfile::Builder::new()
+        .prefix("edgefleet-demo-")
+        .tempdir()?;
+    let root = dir.path();
+    let say = |msg: &str| {
+        if a.non_interactive {
+            eprintln!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
+        } else {
+            println!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
+        }
+    };
+
+    // 1. keys, trust root
+    let (root_key, signer, director) = (
+        edge_runtime::keys::generate()?,
+        edge_runtime::keys::generate()?,
+        edge_runtime::keys::generate()?,
+    );
+    let mut spec = TrustSpec::ephemeral(&signer.verifying_key());
+    spec.director = Some(("director".into(), director.verifying_key()));
+    std::fs::write(
+        root.join("trust.cbor"),
+        trust::create(&spec, &root_key, None)?,
+    )?;
+    std::fs::write(
+        root.join("root.pub"),
+        edge_runtime::keys::public_key_text(&root_key.verifying_key()),
+    )?;
+    std::fs::write(
+        root.join("director.key"),
+        edge_runtime::keys::secret_key_text(&director),
+    )?;
+    say(&format!("keys and trust root in {}", root.display()));
+
+    // 2. the server
+    let server_bin = binary("ota-server")?;
+    let agent_bin = binary("edge-agent")?;
+    let data = root.join("server");
+    let out = Command::new(&server_bin)
+        .arg("init")
+        .arg("--data")
+        .arg(&data)
+        .arg("--trust")
+        .arg(root.join("trust.cbor"))
+        .arg("--director-key")
+        .arg(root.join("director.key"))
+        .arg("--root")
+        .arg(root.join("root.pub"))
+        .output()?;
+    if !out.status.success() {
+        bail!("ota-server init: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (http_port, mqtt_port) = (free_port()?, free_port()?);
+    let mut serve = Command::new(&server_bin);
+    serve
+        .arg("serve")
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--http",
+            &format!("127.0.0.1:{http_port}"),
+            "--tick-seconds",
+            "1",
+        ])
+        .env("OTA_SERVER_LOG", "info,rumqttd=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("server.log"))?);
+    match &a.broker {
+        Some(b) => serve.args(["--broker", b]),
+        None => serve.args(["--mqtt", &format!("127.0.0.1:{mqtt_port}")]),
+    };
+    let _server = Proc(serve.spawn()?);
+    let server = ServerArgs {
+        server: format!("https://127.0.0.1:{http_port}"),
+        token: std::fs::read_to_string(data.join("admin.token"))?
+            .trim()
+            .to_string(),
+        ca: Some(data.join("tls/ca.pem")),
+        json: false,
+    };
+    wait("the server", deadline, || {
+        call(&server, "GET", "/healthz", None)
+            .ok()
+            .filter(|v| v["broker_connected"] == true)
+    })?;
+    say(&format!(
+        "ota-server: API {} (CA {}), MQTT mqtts://127.0.0.1:{mqtt_port}, log {}",
+        server.server,
+        data.join("tls/ca.pem").display(),
+        root.join("server.log").display()
+    ));
+    say(&format!(
+        "the API as admin: EDGECTL_SERVER={} EDGECTL_TOKEN={} EDGECTL_CA={} edgectl rollout list",
+        server.server,
+        server.token,
+        data.join("tls/ca.pem").display()
+    ));
+
+    // 3. agents in three cohorts
+    let token = call(
+        &server,
+        "POST",
+        "/v1/enrollment-tokens",
+        Some((
+            "application/json",
+            json!({"name": "demo", "uses": a.devices, "tags": {"hw": "x86"}})
+                .to_string()
+                .into_bytes(),
+        )),
+    )?["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let sites = ["berlin", "paris", "lab"];
+    let ids = device_ids(a.devices);
+    let mut agents = Vec::new();
+    for (i, id) in ids.iter().cloned().enumerate() {
+        let state = root.join(&id);
+        std::fs::create_dir_all(&state)?;
+        let api = format!("127.0.0.1:{}", free_port()?);
+        let mqtt = match &a.broker {
+            Some(b) => b.clone(),
+            None => format!("mqtts://127.0.0.1:{mqtt_port}"),
+        };
+        let config = format!(
+            "device_id = \"{id}\"\nstate_dir = \"{}\"\ntrust_root = \"{}\"\nroot_key = \"{}\"\n[api]\nlisten = \"{api}\"\n\
+             [server]\nurl = \"{}\"\nmqtt = \"{mqtt}\"\nca = \"{}\"\nenrollment_token = \"{token}\"\nretry_max_seconds = 2\n{}\
+             tags = {{ site = \"{}\" }}\n[telemetry]\nwindow_seconds = 2\n[trial]\ncheck_interval_ms = 200\n",
+            state.join("state").display(), root.join("trust.cbor").display(), root.join("root.pub").display(),
+            server.server, data.join("tls/ca.pem").display(),
+            if a.broker.is_some() { "allow_plaintext = true\n" } else { "" },
+            sites[i % sites.len()],
+        );
+        std::fs::write(state.join("agent.toml"), config)?;
+        let child = Command::new(&agent_bin)
+            .args(["run", "--config"])
+            .arg(state.join("agent.toml"))
+            .env("EDGE_AGENT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(state.join("agent.log"))?)
+            .spawn()?;
+        agents.push(Agent {
+            id,
+            api,
+            _proc: Proc(child),
+        });
+    }
+    wait("every device to enroll", deadline, || {
+        let v = call(&server, "GET", "/v1/devices", None).ok()?;
+        (v["devices"].as_array()?.len() == a.devices).then_some(())
+    })?;
+    say(&format!(
+        "{} agents enrolled (sites berlin, paris, lab)",
+        a.devices
+    ));
+
+    // prediction traffic on every device, all along
+    let test_x = npy(TEST_X)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (stop, apis) = (
+            stop.clone(),
+            agents.iter().map(|a| a.api.clone()).collect::<Vec<_>>(),
+        );
+        let xs = test_x.to_f64_vec();
+        std::thread::spawn(move || {
+            let client: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .into();
+            let rows = xs.len() / 64;
+            let mut round = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // each device walks the test set in order from its own offset: every device
+                // sees every class (the set cycles through the digits)
+                for (k, api) in apis.iter().enumerate() {
+                    let r = (round + k * 7) % rows;
+                    let row = &xs[r * 64..(r + 1) * 64];
+                    let image: Vec<&[f64]> = row.chunks(8).collect();
+                    let body = json!({"input": [[image]]}).to_string();
+                    let _ = client
+                        .post(&format!("http://{api}/v1/models/digits/predict"))
+                        .header("content-type", "application/json")
+                        .send(body.as_bytes());
+                }
+                round += 1;
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+    }
+
+    // 4. bundles: v1, v2 (same model, honest reference), v3 (reference says "mostly 1s")
+    let calib = npy(CALIB_X)?;
+    let bad_reference = rows_of_class(&test_x, &npy(TEST_Y)?, 1);
+    let mut shas = BTreeMap::new();
+    for (version, calibration) in [
+        ("1.0.0", calib.clone()),
+        ("2.0.0", calib),
+        ("3.0.0", bad_reference),
+    ] {
+        let bytes = bundle(&signer, version, calibration)?;
+        let v = call(
+            &server,
+            "POST",
+            "/v1/bundles",
+            Some(("application/octet-stream", bytes)),
+        )?;
+        shas.insert(
+            version,
+            format!("sha256:{}", v["sha256"].as_str().unwrap_or_default()),
+        );
+    }
+    say("pushed digits 1.0.0, 2.0.0 and 3.0.0 (3.0.0 is bad: its predictions drift far from its reference)");
+
+    let gates = json!({"max_install_failure_rate": 0.0, "max_error_rate": 0.02, "max_p99_latency_ms": 200,
+                       "max_psi": 0.5, "min_mean_confidence": 0.5, "min_reporting_devices": 1,
+                       "min_requests": 200});
+    let mut summary = Vec::new();
+    let plan = [
+        (
+            "1.0.0",
+            json!([{"percent": 100, "soak_seconds": 0}]),
+            "completed",
+        ),
+        (
+            "2.0.0",
+            json!([{"percent": CANARY, "soak_seconds": 6}, {"percent": 50, "soak_seconds": 6}, {"percent": 100}]),
+            "completed",
+        ),
+        (
+            "3.0.0",
+            json!([{"percent": CANARY, "soak_seconds": 6}, {"percent": 50, "soak_seconds": 6}, {"percent": 100}]),
+            "rolled_back",
+        ),
+    ];
+    let mut ever_v3: BTreeMap<String, bool> = BTreeMap::new();
+    for (version, phases, expect) in plan {
+        let spec = json!({"bundle": shas[version], "selector": "hw=x86", "phases": phases, "gates": gates,
+                          "on_gate_failure": "rollback"});
+        let r = call(
+            &server,
+            "POST",
+            "/v1/rollouts",
+            Some(("application/json", spec.to_string().into_bytes())),
+        )?;
+        let id = r["id"].as_str().unwrap_or_default().to_string();
+        say(&format!(
+            "rollout {id}: digits {version} to hw=x86, phases {}",
+            phases.as_array().map_or(0, Vec::len)
+        ));
+        let end = loop {
+            if Instant::now() > deadline {
+                bail!("timed out during rollout {id}; logs in {}", root.display());
+            }
+            let r = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let v = versions(&agents);
+            if let Some(ids) = v.get("3.0.0") {
+                ids.iter().for_each(|d| {
+                    ever_v3.insert(d.clone(), true);
+                });
+            }
+            if !a.non_interactive {
+                println!("  {}   devices {}", progress(&r, now), versions_line(&v));
+            }
+            let status = r["status"].as_str().unwrap_or_default().to_string();
+            let settled = match status.as_str() {
+                "completed" => v.get(version).map_or(0, Vec::len) == a.devices,
+                "rolled_back" => !v.contains_key(version),
+                "paused" | "aborted" => true,
+                _ => false,
+            };
+            if settled {
+                break (r, v);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        };
+        let (r, v) = end;
+        let status = r["status"].as_str().unwrap_or_default();
+        say(&format!(
+            "rollout {id}: {status}; devices {}",
+            versions_line(&v)
+        ));
+        summary.push(json!({
+            "rollout": id, "version": version, "expected": expect, "status": status,
+            "phases_reached": r["phase"].as_u64().unwrap_or(0) + 1,
+            "devices_per_version": v.iter().map(|(k, ids)| (k.clone(), json!(ids.len()))).collect::<serde_json::Map<_, _>>(),
+            "decisions": r["transitions"],
+        }));
+        if status != expect {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    // 5. what must hold
+    let final_versions = versions(&agents);
+    let all_v2 = final_versions.get("2.0.0").map_or(0, Vec::len) == a.devices;
+    let v3 = summary.get(2).cloned().unwrap_or(Value::Null);
+    let halted_at_canary = v3["status"] == "rolled_back" && v3["phases_reached"] == 1;
+    let canary: Vec<String> = ever_v3.keys().cloned().collect();
+    let phase_one: Vec<&String> = ids.iter().filter(|d| in_phase(d, "r-3", CANARY)).collect();
+    let only_canary = !canary.is_empty() && canary.iter().all(|d| phase_one.contains(&d));
+    let ok = summary.iter().all(|s| s["status"] == s["expected"])
+        && all_v2
+        && halted_at_canary
+        && only_canary;
+    let report = json!({
+        "ok": ok,
+        "devices": a.devices,
+        "seconds": started.elapsed().as_secs_f64(),
+        "rollouts": summary,
+        "final_devices_per_version": final_versions,
+        "devices_that_ever_ran_3.0.0": canary,
+        "checks": {"v2_on_all_devices": all_v2, "v3_halted_at_first_phase": halted_at_canary,
+                   "v3_only_on_canary_devices": only_canary},
+        "work_dir": root.display().to_string(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if a.keep {
+        say("running until Ctrl-C (--keep)");
+        let dir = dir.keep();
+        say(&format!("files kept in {}", dir.display()));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    if !ok {
+        let kept = dir.keep();
+        bail!(
+            "the demo did not go as expected; logs kept in {}",
+            kept.display()
+        );
+    }
+    Ok(())
+}
+
+/// The canary phase's share.
+const CANARY: f64 = 10.0;
+
+/// `n` device ids, chosen so that the canary phase of the v2 and v3 rollouts (`r-2`, `r-3` on
+/// the fresh server) reaches at least one device and at most a quarter of them (cohorts are
+/// stable hashes: with a dozen devices, 10 % could otherwise be nobody).
+fn device_ids(n: usize) -> Vec<String> {
+    let canary = |id: &String| in_phase(id, "r-2", CANARY) && in_phase(id, "r-3", CANARY);
+    let outside = |id: &String| !in_phase(id, "r-2", CANARY) && !in_phase(id, "r-3", CANARY);
+    let want_canaries = (n / 10).clamp(1, n.max(1));
+    let mut ids: Vec<String> = (0..)
+        .map(|i| format!("demo-{i:03}"))
+        .filter(canary)
+        .take(want_canaries.min(n))
+        .collect();
+    ids.extend(
+        (0..)
+            .map(|i| format!("demo-{i:03}"))
+            .filter(outside)
+            .take(n - ids.len()),
+    );
+    ids.sort();
+    ids
+}
+
+fn wait<T>(what: &str, deadline: Instant, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
