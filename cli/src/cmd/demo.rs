@@ -201,6 +201,9 @@ fn versions_line(v: &BTreeMap<String, Vec<String>>) -> String {
 
 /// Runs the demo.
 pub fn run(a: DemoArgs) -> Result<()> {
+    // first the binaries (possibly a build): the demo's clock starts after
+    let server_bin = binary("ota-server")?;
+    let agent_bin = binary("edge-agent")?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(a.timeout);
     let dir = tempfile::Builder::new()
@@ -238,8 +241,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
     say(&format!("keys and trust root in {}", root.display()));
 
     // 2. the server
-    let server_bin = binary("ota-server")?;
-    let agent_bin = binary("edge-agent")?;
     let data = root.join("server");
     let out = Command::new(&server_bin)
         .arg("init")
