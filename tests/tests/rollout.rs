@@ -271,6 +271,8 @@ fn staged_rollout_gates_restart_and_automatic_rollback() {
             "min_mean_confidence=0.9999",
             "--gate",
             "min_reporting_devices=1",
+            "--gate",
+            "min_requests=10",
             "--on-gate-failure",
             "rollback",
         ],

@@ -101,7 +101,7 @@ pub struct CreateArgs {
     #[arg(long = "phase", required_unless_present = "spec")]
     pub phases: Vec<String>,
     /// A gate as NAME=VALUE (max_install_failure_rate, max_error_rate, max_p99_latency_ms,
-    /// max_psi, min_mean_confidence, min_reporting_devices); repeat.
+    /// max_psi, min_mean_confidence, min_reporting_devices, min_requests); repeat.
     #[arg(long = "gate")]
     pub gates: Vec<String>,
     /// pause or rollback.
@@ -254,7 +254,7 @@ fn spec_from_flags(a: &CreateArgs) -> Result<Value> {
         let value: f64 = value
             .parse()
             .with_context(|| format!("--gate '{g}': value is not a number"))?;
-        let value = if name == "min_reporting_devices" {
+        let value = if matches!(name, "min_reporting_devices" | "min_requests") {
             json!(value as u64)
         } else {
             json!(value)
