@@ -143,6 +143,23 @@ fn require<S: Store + ?Sized>(
     }
 }
 
+/// A caller allowed to read device `id`: a token that may read, or that device itself.
+fn require_reader_or_device<S: Store + ?Sized>(
+    app: &AppState<S>,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(), ApiError> {
+    match caller(app, headers)? {
+        Caller::Token(t) if t.role.allows(Action::Read) => Ok(()),
+        Caller::Device(d) if d.id == id => Ok(()),
+        Caller::Device(_) => Err(error(
+            StatusCode::FORBIDDEN,
+            "a device may read only itself",
+        )),
+        Caller::Token(_) => Err(error(StatusCode::FORBIDDEN, "role may not read")),
+    }
+}
+
 /// The router.
 ///
 /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the device routes
@@ -273,17 +290,7 @@ async fn show_device<S: Store + ?Sized + 'static>(
     Path(id): Path<String>,
 ) -> Response {
     blocking(move || {
-        match caller(&app, &headers)? {
-            Caller::Token(t) if t.role.allows(Action::Read) => {}
-            Caller::Device(d) if d.id == id => {}
-            Caller::Device(_) => {
-                return Err(error(
-                    StatusCode::FORBIDDEN,
-                    "a device may read only itself",
-                ))
-            }
-            Caller::Token(_) => return Err(error(StatusCode::FORBIDDEN, "role may not read")),
-        }
+        require_reader_or_device(&app, &headers, &id)?;
         let d: DeviceRecord = app
             .records
             .get(Table::Devices, &id)
@@ -798,17 +805,7 @@ async fn device_events<S: Store + ?Sized + 'static>(
     Path(id): Path<String>,
 ) -> Response {
     blocking(move || {
-        match caller(&app, &headers)? {
-            Caller::Token(t) if t.role.allows(Action::Read) => {}
-            Caller::Device(d) if d.id == id => {}
-            Caller::Device(_) => {
-                return Err(error(
-                    StatusCode::FORBIDDEN,
-                    "a device may read only itself",
-                ))
-            }
-            Caller::Token(_) => return Err(error(StatusCode::FORBIDDEN, "role may not read")),
-        }
+        require_reader_or_device(&app, &headers, &id)?;
         if app
             .records
             .get::<DeviceRecord>(Table::Devices, &id)

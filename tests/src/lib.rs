@@ -320,6 +320,15 @@ impl Server {
         s
     }
 
+    /// The HTTP port.
+    pub fn http_port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
     /// A URL on the server.
     pub fn u(&self, path: &str) -> String {
         format!("{}{path}", self.url)
@@ -517,4 +526,72 @@ pub fn edgectl(server: &Server, args: &[&str]) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+impl Server {
+    /// A fresh data directory under `dir` (keys made there), served on free ports.
+    pub fn fresh(dir: &Path) -> (Keys, Server) {
+        let keys = Keys::new(dir);
+        let data = dir.join("server");
+        Server::init(&data, &keys);
+        let server = Server::start(&data, free_port(), free_port());
+        (keys, server)
+    }
+
+    /// An enrollment token (unlimited uses) that gives its devices `tags`.
+    pub fn enrollment_token(&self, tags: Value) -> String {
+        self.api(
+            "POST",
+            "/v1/enrollment-tokens",
+            Some((
+                "application/json",
+                serde_json::json!({"name": "test", "tags": tags})
+                    .to_string()
+                    .into_bytes(),
+            )),
+        )["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
+    /// Uploads `bundle`; its sha256 hex.
+    pub fn push(&self, bundle: Vec<u8>) -> String {
+        let v = self.api(
+            "POST",
+            "/v1/bundles",
+            Some(("application/octet-stream", bundle)),
+        );
+        v["sha256"].as_str().expect("sha256").to_string()
+    }
+
+    /// Starts a rollout of bundle `sha` to `hw=x86`; its id.
+    pub fn roll(&self, sha: &str, phases: Value, gates: Value, on_gate_failure: &str) -> String {
+        let spec = serde_json::json!({"bundle": format!("sha256:{sha}"), "selector": "hw=x86",
+            "phases": phases, "gates": gates, "on_gate_failure": on_gate_failure});
+        self.api(
+            "POST",
+            "/v1/rollouts",
+            Some(("application/json", spec.to_string().into_bytes())),
+        )["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    /// A rollout's status.
+    pub fn rollout_status(&self, id: &str) -> Value {
+        self.api("GET", &format!("/v1/rollouts/{id}"), None)["status"].clone()
+    }
+}
+
+impl Agent {
+    /// The active version of the digits model, from the agent's status.
+    pub fn active_version(&self) -> Option<String> {
+        self.status().and_then(|s| {
+            s["models"][0]["slots"]["active"]["version"]
+                .as_str()
+                .map(str::to_string)
+        })
+    }
 }

@@ -4,29 +4,15 @@
 
 use std::time::Duration;
 
-use fleet_tests::{free_port, wait_for, Agent, Keys, Server, Traffic};
+use fleet_tests::{wait_for, Agent, Server, Traffic};
 use serde_json::json;
 
 #[test]
 fn a_corrupted_artifact_is_refused_and_trips_the_install_failure_gate() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new(dir.path());
-    let data = dir.path().join("server");
-    Server::init(&data, &keys);
-    let server = Server::start(&data, free_port(), free_port());
-    let token = server.api(
-        "POST",
-        "/v1/enrollment-tokens",
-        Some((
-            "application/json",
-            json!({"name": "t", "tags": {"hw": "x86"}})
-                .to_string()
-                .into_bytes(),
-        )),
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (keys, server) = Server::fresh(dir.path());
+    let data = server.data.clone();
+    let token = server.enrollment_token(json!({"hw": "x86"}));
     let agents: Vec<Agent> = (0..3)
         .map(|i| {
             let id = format!("dev-{i}");
@@ -40,41 +26,20 @@ fn a_corrupted_artifact_is_refused_and_trips_the_install_failure_gate() {
             .collect::<String>()
     };
     let _traffic = Traffic::start(agents.iter().map(|a| a.api.clone()).collect());
-    let push = |version: &str| {
-        let v = server.api(
-            "POST",
-            "/v1/bundles",
-            Some(("application/octet-stream", keys.digits(version, |_| {}))),
-        );
-        v["sha256"].as_str().unwrap().to_string()
-    };
-    let rollout = |sha: &str| {
-        let spec = json!({"bundle": format!("sha256:{sha}"), "selector": "hw=x86", "phases": [{"percent": 100}],
-                          "gates": {"max_install_failure_rate": 0.0, "min_reporting_devices": 1},
-                          "on_gate_failure": "rollback"});
-        server.api(
-            "POST",
-            "/v1/rollouts",
-            Some(("application/json", spec.to_string().into_bytes())),
-        )["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let v1 = push("1.0.0");
+    let gates = json!({"max_install_failure_rate": 0.0, "min_reporting_devices": 1});
+    let rollout =
+        |sha: &str| server.roll(sha, json!([{"percent": 100}]), gates.clone(), "rollback");
+    let v1 = server.push(keys.digits("1.0.0", |_| {}));
     let r1 = rollout(&v1);
     wait_for(
         "v1 everywhere",
         Duration::from_secs(90),
-        || {
-            (server.api("GET", &format!("/v1/rollouts/{r1}"), None)["status"] == "completed")
-                .then_some(())
-        },
+        || (server.rollout_status(&r1) == "completed").then_some(()),
         logs,
     );
 
     // v2 uploaded intact, then one byte flipped on the server's disk
-    let v2 = push("2.0.0");
+    let v2 = server.push(keys.digits("2.0.0", |_| {}));
     let path = data.join("artifacts").join(format!("{v2}.efb"));
     let mut bytes = std::fs::read(&path).unwrap();
     let n = bytes.len();
@@ -127,9 +92,7 @@ fn a_corrupted_artifact_is_refused_and_trips_the_install_failure_gate() {
                 .filter(|e| e["version"] == "2.0.0" && e["step"] == "failed")
                 .map(|e| e["detail"].as_str().unwrap_or_default().to_string()),
         );
-        let status = a.status().unwrap();
-        let active = status["models"][0]["slots"]["active"]["version"].clone();
-        assert_eq!(active, "1.0.0", "{}: {status}", a.id);
+        assert_eq!(a.active_version().as_deref(), Some("1.0.0"), "{}", a.id);
     }
     assert!(
         reasons

@@ -3,30 +3,14 @@
 
 use std::time::Duration;
 
-use fleet_tests::{free_port, wait_for, Agent, Keys, Server, Traffic};
+use fleet_tests::{wait_for, Agent, Server, Traffic};
 use serde_json::json;
 
 #[test]
 fn a_rollout_resumes_after_the_server_is_killed_mid_phase() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new(dir.path());
-    let data = dir.path().join("server");
-    Server::init(&data, &keys);
-    let (http, mqtt) = (free_port(), free_port());
-    let mut server = Server::start(&data, http, mqtt);
-    let token = server.api(
-        "POST",
-        "/v1/enrollment-tokens",
-        Some((
-            "application/json",
-            json!({"name": "t", "tags": {"hw": "x86"}})
-                .to_string()
-                .into_bytes(),
-        )),
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (keys, mut server) = Server::fresh(dir.path());
+    let token = server.enrollment_token(json!({"hw": "x86"}));
     let agents: Vec<Agent> = (0..4)
         .map(|i| {
             let id = format!("dev-{i}");
@@ -34,54 +18,33 @@ fn a_rollout_resumes_after_the_server_is_killed_mid_phase() {
         })
         .collect();
     let _traffic = Traffic::start(agents.iter().map(|a| a.api.clone()).collect());
-    let version_of = |a: &Agent| {
-        a.status().and_then(|s| {
-            s["models"][0]["slots"]["active"]["version"]
-                .as_str()
-                .map(str::to_string)
-        })
-    };
-    let roll = |server: &Server, version: &str, phases: serde_json::Value| {
-        let v = server.api(
-            "POST",
-            "/v1/bundles",
-            Some(("application/octet-stream", keys.digits(version, |_| {}))),
-        );
-        let spec = json!({"bundle": format!("sha256:{}", v["sha256"].as_str().unwrap()),
-                          "selector": "hw=x86", "phases": phases,
-                          "gates": {"min_reporting_devices": 1}, "on_gate_failure": "pause"});
-        server.api(
-            "POST",
-            "/v1/rollouts",
-            Some(("application/json", spec.to_string().into_bytes())),
-        )["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let r1 = roll(&server, "1.0.0", json!([{"percent": 100}]));
+    let gates = json!({"min_reporting_devices": 1});
+    let v1 = server.push(keys.digits("1.0.0", |_| {}));
+    let r1 = server.roll(&v1, json!([{"percent": 100}]), gates.clone(), "pause");
     wait_for(
         "v1 everywhere",
         Duration::from_secs(90),
         || {
-            let done =
-                server.api("GET", &format!("/v1/rollouts/{r1}"), None)["status"] == "completed";
+            let done = server.rollout_status(&r1) == "completed";
             (done
                 && agents
                     .iter()
-                    .all(|a| version_of(a).as_deref() == Some("1.0.0")))
+                    .all(|a| a.active_version().as_deref() == Some("1.0.0")))
             .then_some(())
         },
         String::new,
     );
-    let r2 = roll(
-        &server,
-        "2.0.0",
+    let v2 = server.push(keys.digits("2.0.0", |_| {}));
+    let r2 = server.roll(
+        &v2,
         json!([{"percent": 50, "soak_seconds": 4}, {"percent": 100}]),
+        gates,
+        "pause",
     );
     std::thread::sleep(Duration::from_secs(2));
     let before = server.api("GET", &format!("/v1/rollouts/{r2}"), None);
     assert_eq!(before["phase"], 0, "{before}");
+    let (data, http, mqtt) = (server.data.clone(), server.http_port(), server.mqtt_port);
     server.kill9();
     let server = Server::start(&data, http, mqtt);
     let after = server.api("GET", &format!("/v1/rollouts/{r2}"), None);
@@ -93,12 +56,11 @@ fn a_rollout_resumes_after_the_server_is_killed_mid_phase() {
         "r-2 to complete after the restart",
         Duration::from_secs(90),
         || {
-            let r = server.api("GET", &format!("/v1/rollouts/{r2}"), None);
-            let done = r["status"] == "completed";
+            let done = server.rollout_status(&r2) == "completed";
             (done
                 && agents
                     .iter()
-                    .all(|a| version_of(a).as_deref() == Some("2.0.0")))
+                    .all(|a| a.active_version().as_deref() == Some("2.0.0")))
             .then_some(())
         },
         || {
