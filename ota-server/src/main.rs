@@ -29,63 +29,10 @@ struct Cli {
 enum Command {
     /// Creates a data directory: trust root and director key copied in, the store, and an admin
     /// token in DIR/admin.token (0600).
-    Init {
-        /// Data directory (created).
-        #[arg(long)]
-        data: PathBuf,
-        /// Fleet trust document (`edgectl trust init`).
-        #[arg(long)]
-        trust: PathBuf,
-        /// The director's secret key (signs desired states).
-        #[arg(long)]
-        director_key: PathBuf,
-        /// The fleet root public key the trust document must be signed by (recommended).
-        #[arg(long)]
-        root: Option<PathBuf>,
-        /// A name agents reach the server by (DNS name or IP address) for the server
-        /// certificate; repeat. Default: localhost and 127.0.0.1.
-        #[arg(long = "tls-name")]
-        tls_names: Vec<String>,
-        /// Use this certificate chain (PEM) instead of creating a fleet CA (with --tls-key).
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The private key (PEM) of --tls-cert.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-    },
+    Init(InitOptions),
     /// Serves the HTTP API, the embedded MQTT broker (or connects to an external one) and runs
     /// the rollout engine.
-    Serve {
-        /// Data directory made by `init`.
-        #[arg(long)]
-        data: PathBuf,
-        /// HTTP listen address.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        http: String,
-        /// Where devices connect to the embedded broker (through the authenticating gate).
-        #[arg(long, default_value = "127.0.0.1:1883", conflicts_with = "broker")]
-        mqtt: String,
-        /// Use an external broker (Mosquitto, EMQX) instead: mqtt://host:port. Credentials from
-        /// OTA_SERVER_BROKER_USERNAME / OTA_SERVER_BROKER_PASSWORD. Device topic ACLs are then
-        /// the broker's job (see README).
-        #[arg(long)]
-        broker: Option<String>,
-        /// Seconds between rollout engine steps.
-        #[arg(long, default_value_t = 5)]
-        tick_seconds: u64,
-        /// Device HTTP requests (enroll, artifacts) per second per address; 0 disables.
-        #[arg(long, default_value_t = 20.0)]
-        device_rate: f64,
-        /// Device MQTT publishes per second per connection (embedded broker).
-        #[arg(long, default_value_t = 20.0)]
-        device_publish_rate: f64,
-        /// Largest bundle upload, bytes.
-        #[arg(long, default_value_t = 512 * 1024 * 1024)]
-        max_bundle_bytes: usize,
-        /// Serve HTTP and MQTT without TLS (closed networks and tests only).
-        #[arg(long)]
-        plaintext: bool,
-    },
+    Serve(ServeOptions),
     /// Admin tokens.
     Token {
         #[command(subcommand)]
@@ -147,13 +94,29 @@ fn load_trust(data: &Path) -> Result<TrustRoot> {
 }
 
 /// What `init` is given.
+#[derive(clap::Args)]
 struct InitOptions {
+    /// Data directory (created).
+    #[arg(long)]
     data: PathBuf,
+    /// Fleet trust document (`edgectl trust init`).
+    #[arg(long)]
     trust: PathBuf,
+    /// The director's secret key (signs desired states).
+    #[arg(long)]
     director_key: PathBuf,
+    /// The fleet root public key the trust document must be signed by (recommended).
+    #[arg(long)]
     root: Option<PathBuf>,
+    /// A name agents reach the server by (DNS name or IP address) for the server
+    /// certificate; repeat. Default: localhost and 127.0.0.1.
+    #[arg(long = "tls-name")]
     tls_names: Vec<String>,
+    /// Use this certificate chain (PEM) instead of creating a fleet CA (with --tls-key).
+    #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 }
 
@@ -224,15 +187,36 @@ fn init(o: InitOptions) -> Result<()> {
 }
 
 /// Options of `serve`.
+#[derive(clap::Args)]
 struct ServeOptions {
+    /// Data directory made by `init`.
+    #[arg(long)]
     data: PathBuf,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     http: String,
+    /// Where devices connect to the embedded broker (through the authenticating gate).
+    #[arg(long, default_value = "127.0.0.1:1883", conflicts_with = "broker")]
     mqtt: String,
+    /// Use an external broker (Mosquitto, EMQX) instead: mqtt://host:port. Credentials from
+    /// OTA_SERVER_BROKER_USERNAME / OTA_SERVER_BROKER_PASSWORD. Device topic ACLs are then
+    /// the broker's job (see README).
+    #[arg(long)]
     broker: Option<String>,
+    /// Seconds between rollout engine steps.
+    #[arg(long, default_value_t = 5)]
     tick_seconds: u64,
+    /// Device HTTP requests (enroll, artifacts) per second per address; 0 disables.
+    #[arg(long, default_value_t = 20.0)]
     device_rate: f64,
+    /// Device MQTT publishes per second per connection (embedded broker).
+    #[arg(long, default_value_t = 20.0)]
     device_publish_rate: f64,
+    /// Largest bundle upload, bytes.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
     max_bundle_bytes: usize,
+    /// Serve HTTP and MQTT without TLS (closed networks and tests only).
+    #[arg(long)]
     plaintext: bool,
 }
 
@@ -401,50 +385,12 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match Cli::parse().command {
-        Command::Init {
-            data,
-            trust,
-            director_key,
-            root,
-            tls_names,
-            tls_cert,
-            tls_key,
-        } => init(InitOptions {
-            data,
-            trust,
-            director_key,
-            root,
-            tls_names,
-            tls_cert,
-            tls_key,
-        }),
-        Command::Serve {
-            data,
-            http,
-            mqtt,
-            broker,
-            tick_seconds,
-            device_rate,
-            device_publish_rate,
-            max_bundle_bytes,
-            plaintext,
-        } => tokio::runtime::Builder::new_multi_thread()
+        Command::Init(o) => init(o),
+        Command::Serve(o) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(Into::into)
-            .and_then(|rt| {
-                rt.block_on(serve(ServeOptions {
-                    data,
-                    http,
-                    mqtt,
-                    broker,
-                    tick_seconds,
-                    device_rate,
-                    device_publish_rate,
-                    max_bundle_bytes,
-                    plaintext,
-                }))
-            }),
+            .and_then(|rt| rt.block_on(serve(o))),
         Command::Token {
             command: TokenCommand::Create { data, role, name },
         } => (|| {
