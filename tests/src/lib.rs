@@ -595,3 +595,31 @@ impl Agent {
         })
     }
 }
+
+/// Waits until rollout `id` has completed and every agent in `agents` runs `version`; panics
+/// after `timeout` with the rollout's state.
+pub fn wait_converged(
+    server: &Server,
+    id: &str,
+    agents: &[Agent],
+    version: &str,
+    timeout: Duration,
+) {
+    wait_for(
+        &format!("{id} to complete with every device on {version}"),
+        timeout,
+        || {
+            let done = server.rollout_status(id) == "completed";
+            (done
+                && agents
+                    .iter()
+                    .all(|a| a.active_version().as_deref() == Some(version)))
+            .then_some(())
+        },
+        || {
+            server
+                .api("GET", &format!("/v1/rollouts/{id}"), None)
+                .to_string()
+        },
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fleet_tests::{wait_for, Agent, Server, Traffic};
+use fleet_tests::{wait_converged, wait_for, Agent, Server, Traffic};
 use serde_json::json;
 
 #[test]
@@ -24,41 +24,13 @@ fn a_device_off_during_the_rollout_converges_when_it_returns() {
         )
     };
     let r1 = roll("1.0.0");
-    wait_for(
-        "v1 everywhere",
-        Duration::from_secs(90),
-        || {
-            let done = server.rollout_status(&r1) == "completed";
-            (done
-                && agents
-                    .iter()
-                    .all(|a| a.active_version().as_deref() == Some("1.0.0")))
-            .then_some(())
-        },
-        String::new,
-    );
+    wait_converged(&server, &r1, &agents, "1.0.0", Duration::from_secs(90));
 
     // dev-2 goes dark; v2 rolls out to the other two and completes
     let away = agents.pop().unwrap();
     drop(away);
     let r2 = roll("2.0.0");
-    wait_for(
-        "v2 on the devices that are on",
-        Duration::from_secs(90),
-        || {
-            let done = server.rollout_status(&r2) == "completed";
-            (done
-                && agents
-                    .iter()
-                    .all(|a| a.active_version().as_deref() == Some("2.0.0")))
-            .then_some(())
-        },
-        || {
-            server
-                .api("GET", &format!("/v1/rollouts/{r2}"), None)
-                .to_string()
-        },
-    );
+    wait_converged(&server, &r2, &agents, "2.0.0", Duration::from_secs(90));
 
     // it comes back (same state directory) and catches up
     drop(traffic);

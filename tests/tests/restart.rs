@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fleet_tests::{wait_for, Agent, Server, Traffic};
+use fleet_tests::{wait_converged, Agent, Server, Traffic};
 use serde_json::json;
 
 #[test]
@@ -21,19 +21,7 @@ fn a_rollout_resumes_after_the_server_is_killed_mid_phase() {
     let gates = json!({"min_reporting_devices": 1});
     let v1 = server.push(keys.digits("1.0.0", |_| {}));
     let r1 = server.roll(&v1, json!([{"percent": 100}]), gates.clone(), "pause");
-    wait_for(
-        "v1 everywhere",
-        Duration::from_secs(90),
-        || {
-            let done = server.rollout_status(&r1) == "completed";
-            (done
-                && agents
-                    .iter()
-                    .all(|a| a.active_version().as_deref() == Some("1.0.0")))
-            .then_some(())
-        },
-        String::new,
-    );
+    wait_converged(&server, &r1, &agents, "1.0.0", Duration::from_secs(90));
     let v2 = server.push(keys.digits("2.0.0", |_| {}));
     let r2 = server.roll(
         &v2,
@@ -52,21 +40,5 @@ fn a_rollout_resumes_after_the_server_is_killed_mid_phase() {
         after["phase_started"], before["phase_started"],
         "the phase clock survived"
     );
-    wait_for(
-        "r-2 to complete after the restart",
-        Duration::from_secs(90),
-        || {
-            let done = server.rollout_status(&r2) == "completed";
-            (done
-                && agents
-                    .iter()
-                    .all(|a| a.active_version().as_deref() == Some("2.0.0")))
-            .then_some(())
-        },
-        || {
-            server
-                .api("GET", &format!("/v1/rollouts/{r2}"), None)
-                .to_string()
-        },
-    );
+    wait_converged(&server, &r2, &agents, "2.0.0", Duration::from_secs(90));
 }
