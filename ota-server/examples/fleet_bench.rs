@@ -87,6 +87,9 @@ fn main() {
                     token_hash: "0".repeat(64),
                     last_seq: 0,
                     reported: None,
+                    messages: 0,
+                    duplicates: 0,
+                    requests: 0,
                 };
                 put(Table::Devices, &id, &d)
             })

@@ -38,6 +38,16 @@ pub struct DeviceRecord {
     /// What it last said it runs (from its hello).
     #[serde(default)]
     pub reported: Option<Reported>,
+    /// Signed messages accepted from it, ever. With nothing lost and nothing counted twice this
+    /// equals `last_seq` (the agent numbers its messages 1, 2, 3, ... without gaps).
+    #[serde(default)]
+    pub messages: u64,
+    /// Redeliveries refused by the replay guard (at-least-once duplicates), ever.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Predictions counted in the telemetry windows accepted from it, ever.
+    #[serde(default)]
+    pub requests: u64,
 }
 
 /// A device's reported state, from its last hello.
@@ -215,6 +225,9 @@ pub fn enroll<S: Store + ?Sized>(
         token_hash: hash(&device_token),
         last_seq: existing.as_ref().map_or(0, |d| d.last_seq),
         reported: existing.as_ref().and_then(|d| d.reported.clone()),
+        messages: existing.as_ref().map_or(0, |d| d.messages),
+        duplicates: existing.as_ref().map_or(0, |d| d.duplicates),
+        requests: existing.as_ref().map_or(0, |d| d.requests),
     };
     if let Some(d) = &existing {
         writes.push(crate::store::Write::Delete(

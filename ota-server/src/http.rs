@@ -264,6 +264,8 @@ fn device_json(d: &DeviceRecord) -> serde_json::Value {
         "id": d.id, "tags": d.tags, "public_key": d.public_key, "agent_version": d.agent_version,
         "enrolled_at": d.enrolled_at, "last_seen": d.last_seen, "online": d.online,
         "reported": d.reported,
+        "uplink": {"messages": d.messages, "last_seq": d.last_seq, "duplicates": d.duplicates,
+                   "requests": d.requests},
     })
 }
 

@@ -325,6 +325,7 @@ fn one<S: Store + ?Sized>(
         Err(e) => return Ok(Err(e.into())),
     };
     if header.seq <= device.last_seq {
+        device.duplicates += 1;
         return Ok(Err(EnvelopeError::Replay {
             sender: header.sender,
             seq: header.seq,
@@ -348,6 +349,7 @@ fn one<S: Store + ?Sized>(
         Err(e) => return Ok(Err(e.into())),
     };
     device.last_seq = header.seq;
+    device.messages += 1;
     device.last_seen = now;
     device.online = true;
     let device = device.clone();
@@ -426,6 +428,7 @@ fn one<S: Store + ?Sized>(
                 }
                 if merged {
                     out.windows += 1;
+                    batch.device(topic_device)?.expect("loaded above").requests += w.requests;
                 }
             }
         }

@@ -26,6 +26,9 @@ fn device(id: &str) -> DeviceRecord {
         token_hash: String::new(),
         last_seq: 0,
         reported: None,
+        messages: 0,
+        duplicates: 0,
+        requests: 0,
     }
 }
 

@@ -31,6 +31,9 @@ fn device(id: &str, key: &SigningKey) -> DeviceRecord {
         token_hash: String::new(),
         last_seq: 0,
         reported: None,
+        messages: 0,
+        duplicates: 0,
+        requests: 0,
     }
 }
 
@@ -188,6 +191,11 @@ fn signed_messages_in_replays_and_forgeries_out() {
     assert_eq!(history[0].events[0].step, "committed");
     let a: DeviceRecord = records.get(Table::Devices, "dev-a").unwrap().unwrap();
     assert_eq!((a.last_seq, a.last_seen, a.online), (3, 1_030, true));
+    assert_eq!(
+        (a.messages, a.duplicates, a.requests),
+        (3, 1, 150),
+        "per-device counters: each message once, the redelivery counted apart, every window's calls"
+    );
     let b: DeviceRecord = records.get(Table::Devices, "dev-b").unwrap().unwrap();
     assert_eq!(
         (b.last_seq, b.online),
@@ -219,6 +227,8 @@ fn signed_messages_in_replays_and_forgeries_out() {
         1,
         "nothing stored"
     );
+    let a: DeviceRecord = records.get(Table::Devices, "dev-a").unwrap().unwrap();
+    assert_eq!((a.messages, a.duplicates), (3, 2));
 
     // a day later the minute points fold into one hour point, totals kept
     let s = series::rollout_series("r-1", 0);

@@ -13,6 +13,10 @@ use edge_runtime::trust::{self, TrustSpec};
 use edge_runtime::SigningKey;
 use serde_json::Value;
 
+pub mod mosquitto;
+pub mod proxy;
+pub mod staged;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -277,7 +281,8 @@ impl Server {
         Server::start_with(data, http_port, mqtt_port, &[])
     }
 
-    /// [`Server::start`] with more `serve` arguments.
+    /// [`Server::start`] with more `serve` arguments. With `--broker URL` among them the server
+    /// uses that broker (as user [`mosquitto::SERVER_USER`]) and `mqtt_port` is the broker's.
     pub fn start_with(data: &Path, http_port: u16, mqtt_port: u16, extra: &[&str]) -> Server {
         let log = data.join(format!("server-{}.log", free_port()));
         let child = Command::new(binary("ota-server"))
@@ -285,10 +290,16 @@ impl Server {
             .arg("--data")
             .arg(data)
             .args(["--http", &format!("127.0.0.1:{http_port}")])
-            .args(["--mqtt", &format!("127.0.0.1:{mqtt_port}")])
+            .args(if extra.contains(&"--broker") {
+                vec![]
+            } else {
+                vec!["--mqtt".to_string(), format!("127.0.0.1:{mqtt_port}")]
+            })
             .args(["--tick-seconds", "1"])
             .args(extra)
             .env("OTA_SERVER_LOG", "info,rumqttd=warn")
+            .env("OTA_SERVER_BROKER_USERNAME", mosquitto::SERVER_USER)
+            .env("OTA_SERVER_BROKER_PASSWORD", "-")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -366,6 +377,17 @@ impl Drop for Server {
     }
 }
 
+/// Where an agent finds the server (when not the server's own listeners) and extra environment.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// Server HTTP base URL instead of the server's (e.g. through a proxy).
+    pub http: Option<String>,
+    /// MQTT URL instead of the server's gate; `mqtt://` turns `allow_plaintext` on.
+    pub mqtt: Option<String>,
+    /// More environment variables (e.g. `EDGE_AGENT_FAILPOINT`).
+    pub env: Vec<(String, String)>,
+}
+
 /// A running `edge-agent`.
 pub struct Agent {
     /// Device id.
@@ -387,8 +409,31 @@ impl Agent {
         server: &Server,
         enrollment_token: &str,
     ) -> Agent {
+        Agent::start_with(
+            id,
+            dir,
+            keys,
+            server,
+            enrollment_token,
+            &AgentOptions::default(),
+        )
+    }
+
+    /// [`Agent::start`] with other server addresses or more environment.
+    pub fn start_with(
+        id: &str,
+        dir: &Path,
+        keys: &Keys,
+        server: &Server,
+        enrollment_token: &str,
+        options: &AgentOptions,
+    ) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let api = format!("127.0.0.1:{}", free_port());
+        let mqtt = options
+            .mqtt
+            .clone()
+            .unwrap_or_else(|| format!("mqtts://127.0.0.1:{}", server.mqtt_port));
         let config = format!(
             r#"
 device_id = "{id}"
@@ -399,8 +444,9 @@ root_key = "{root}"
 listen = "{api}"
 [server]
 url = "{url}"
-mqtt = "mqtts://127.0.0.1:{mqtt}"
+mqtt = "{mqtt}"
 ca = "{ca}"
+allow_plaintext = {plaintext}
 enrollment_token = "{enrollment_token}"
 retry_max_seconds = 1
 [telemetry]
@@ -411,8 +457,8 @@ check_interval_ms = 100
             state = dir.join("state").display(),
             trust = keys.trust.display(),
             root = keys.root_pub.display(),
-            url = server.url,
-            mqtt = server.mqtt_port,
+            url = options.http.as_deref().unwrap_or(&server.url),
+            plaintext = mqtt.starts_with("mqtt://"),
             ca = server.ca().display(),
         );
         let path = dir.join("agent.toml");
@@ -422,8 +468,15 @@ check_interval_ms = 100
             .args(["run", "--config"])
             .arg(&path)
             .env("EDGE_AGENT_LOG", "info")
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         Agent {
@@ -432,6 +485,19 @@ check_interval_ms = 100
             api,
             log,
         }
+    }
+
+    /// Waits for the process to end by itself (a failpoint); its exit status, or a panic after
+    /// `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        let log = self.log.clone();
+        wait_for(
+            "the agent to exit",
+            timeout,
+            || child.try_wait().unwrap(),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        )
     }
 
     /// The agent's `/v1/status`.
@@ -471,10 +537,11 @@ pub fn predict(api: &str) -> u16 {
     .0
 }
 
-/// Predictions sent to some agents in the background until dropped.
+/// Predictions sent to some agents in the background until stopped or dropped.
 pub struct Traffic {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Traffic {
@@ -484,7 +551,7 @@ impl Traffic {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (s, n) = (stop.clone(), sent.clone());
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 for api in &apis {
                     if predict(api) == 200 {
@@ -494,12 +561,25 @@ impl Traffic {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        Traffic { stop, sent }
+        Traffic {
+            stop,
+            sent,
+            thread: Some(thread),
+        }
     }
 
     /// Successful predictions so far.
     pub fn sent(&self) -> u64 {
         self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops sending (waits for the request in flight); the successful predictions, all told.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.sent()
     }
 }
 
@@ -507,6 +587,45 @@ impl Drop for Traffic {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Waits until every agent's outbox is empty and the server has accepted exactly the messages
+/// the agent numbered (`messages == last_seq == next_seq - 1`: none lost, none counted twice);
+/// the predictions the server counted from these devices, all told. Call it with the traffic
+/// stopped: it first lets the agents' last telemetry window (1 s in these tests) close. Panics
+/// after `timeout`.
+pub fn wait_uplink_complete(server: &Server, agents: &[Agent], timeout: Duration) -> u64 {
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut total = 0;
+    for a in agents {
+        let requests = wait_for(
+            &format!("{}'s outbox to reach the server, every message once", a.id),
+            timeout,
+            || {
+                let s = a.status()?;
+                let outbox = &s["outbox"];
+                if outbox["queued"].as_u64()? != 0 {
+                    return None;
+                }
+                let numbered = outbox["next_seq"].as_u64()? - 1;
+                let up = server.device(&a.id)["uplink"].clone();
+                (up["messages"].as_u64()? == numbered && up["last_seq"].as_u64()? == numbered)
+                    .then(|| up["requests"].as_u64())
+                    .flatten()
+            },
+            || {
+                format!(
+                    "agent outbox {}\nserver uplink {}",
+                    a.status()
+                        .map(|s| s["outbox"].to_string())
+                        .unwrap_or_default(),
+                    server.device(&a.id)["uplink"]
+                )
+            },
+        );
+        total += requests;
+    }
+    total
 }
 
 /// Runs `edgectl` against `server` with its admin token; (success, stdout + stderr).
@@ -529,6 +648,11 @@ pub fn edgectl(server: &Server, args: &[&str]) -> (bool, String) {
 }
 
 impl Server {
+    /// A device's record (`GET /v1/devices/{id}`).
+    pub fn device(&self, id: &str) -> Value {
+        self.api("GET", &format!("/v1/devices/{id}"), None)
+    }
+
     /// A fresh data directory under `dir` (keys made there), served on free ports.
     pub fn fresh(dir: &Path) -> (Keys, Server) {
         let keys = Keys::new(dir);
