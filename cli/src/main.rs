@@ -77,6 +77,9 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// The whole loop on this machine: server, agents, a staged rollout and a bad one rolled back.
     Demo(cmd::demo::DemoArgs),
+    /// Load test: N light simulated devices (real keys, MQTT, downloads, telemetry; no model)
+    /// against a local server, through a one-phase and a three-phase rollout.
+    Simulate(cmd::simulate::SimulateArgs),
     /// Upload a bundle to the OTA server (verified there against the fleet trust root).
     Push {
         /// The bundle.
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Simulate(args) => cmd::simulate::run(args),
         Command::Push { bundle, server } => cmd::fleet::push(&bundle, &server),
         Command::Rollout { command } => cmd::fleet::rollout(command),
         Command::Devices { command } => cmd::fleet::devices(command),

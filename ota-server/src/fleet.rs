@@ -55,6 +55,11 @@ pub struct FleetConfig {
     pub retention: Retention,
     /// Most messages per ingest batch.
     pub max_batch: usize,
+    /// How long a batch waits for more messages after its first. Each batch rewrites the
+    /// aggregates it touches (whose size grows with the fleet), so at low message rates one
+    /// message per batch would spend a core on rewrites; gathering for a few tens of
+    /// milliseconds keeps the batch count, not the message count, bounded.
+    pub batch_wait: Duration,
     /// Set while the server's client is connected and subscribed (the device gate admits
     /// devices only then: a hello sent before the server listens would be lost).
     pub ready: Arc<AtomicBool>,
@@ -98,10 +103,10 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         });
         let (uplink_tx, uplink_rx) = std::sync::mpsc::sync_channel::<Uplink>(8192);
         let f = fleet.clone();
-        let max_batch = config.max_batch;
+        let (max_batch, batch_wait) = (config.max_batch, config.batch_wait);
         std::thread::Builder::new()
             .name("ingest".into())
-            .spawn(move || f.ingest_worker(uplink_rx, max_batch))
+            .spawn(move || f.ingest_worker(uplink_rx, max_batch, batch_wait))
             .expect("spawn ingest thread");
         tokio::spawn(
             fleet
@@ -194,11 +199,18 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         Ok(report)
     }
 
-    fn ingest_worker(&self, rx: std::sync::mpsc::Receiver<Uplink>, max_batch: usize) {
+    fn ingest_worker(
+        &self,
+        rx: std::sync::mpsc::Receiver<Uplink>,
+        max_batch: usize,
+        batch_wait: Duration,
+    ) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
+            let until = Instant::now() + batch_wait;
             while batch.len() < max_batch {
-                match rx.try_recv() {
+                let left = until.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
                     Ok(m) => batch.push(m),
                     Err(_) => break,
                 }

@@ -39,6 +39,7 @@ pub mod gate;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

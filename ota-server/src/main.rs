@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -281,6 +281,15 @@ async fn serve(o: ServeOptions) -> Result<()> {
             }
         }
         None => {
+            if let Some((soft, hard)) = ota_server::limits::raise_open_files() {
+                tracing::info!(
+                    open_files = soft,
+                    hard_limit = hard,
+                    devices = ota_server::limits::embedded_capacity(soft),
+                    "device capacity of the embedded broker (3 descriptors per device; raise \
+                     the hard `ulimit -n` or use --broker for more)"
+                );
+            }
             let embedded = broker::start(device_auth.clone(), 100_000)?;
             let listener = tokio::net::TcpListener::bind(&o.mqtt)
                 .await
@@ -324,6 +333,7 @@ async fn serve(o: ServeOptions) -> Result<()> {
             tick: std::time::Duration::from_secs(o.tick_seconds.max(1)),
             retention: Default::default(),
             max_batch: 512,
+            batch_wait: Duration::from_millis(50),
             ready,
         },
     );

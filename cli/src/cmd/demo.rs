@@ -7,42 +7,21 @@
 //! JSON summary at the end and exit 0 only if every expectation held.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use edge_protocol::cohort::in_phase;
-use edge_runtime::pack::{pack, Calibration, PackSpec};
-use edge_runtime::trust::{self, TrustSpec};
-use edge_runtime::{SigningKey, Tensor};
+use edge_runtime::Tensor;
 use serde_json::{json, Value};
 
-use super::fleet::{call, progress, ServerArgs};
-
-const MODEL_ONNX: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/model.onnx"
-));
-const MODEL_SPEC: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/spec.toml"
-));
-const CALIB_X: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/calib_x.npy"
-));
-const TEST_X: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/test_x.npy"
-));
-const TEST_Y: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/test_y.npy"
-));
+use super::fleet::{call, progress};
+use super::local_fleet::{
+    binary, bundle, free_port, npy, LocalServer, Proc, CALIB_X, TEST_X, TEST_Y,
+};
 
 /// `edgectl demo` flags.
 #[derive(Args, Debug)]
@@ -62,84 +41,6 @@ pub struct DemoArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 170)]
     pub timeout: u64,
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn binary(name: &str) -> Result<PathBuf> {
-    let here = std::env::current_exe()?;
-    let dir = here.parent().context("edgectl has no directory")?;
-    let path = dir.join(name);
-    if path.exists() {
-        return Ok(path);
-    }
-    // run through `cargo run`: build the other two binaries with the same profile
-    if let Ok(cargo) = std::env::var("CARGO") {
-        eprintln!("building ota-server and edge-agent next to edgectl ...");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "ota-server", "-p", "device-agent"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        if let Ok(manifest) = std::env::var("CARGO_MANIFEST_DIR") {
-            cmd.current_dir(Path::new(&manifest).join(".."));
-        }
-        if !cmd.status()?.success() {
-            bail!("building {name} failed");
-        }
-    }
-    if path.exists() {
-        Ok(path)
-    } else {
-        bail!(
-            "{} not found: build it (cargo build --release -p ota-server -p device-agent)",
-            path.display()
-        )
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn npy(bytes: &[u8]) -> Result<Tensor> {
-    Ok(edge_runtime::npy::read(bytes, 1 << 28)?)
-}
-
-/// The digits bundle at `version`, with `calibration` rows as its reference data.
-fn bundle(signer: &SigningKey, version: &str, calibration: Tensor) -> Result<Vec<u8>> {
-    let mut spec: PackSpec = toml::from_str(MODEL_SPEC)?;
-    spec.version = version.into();
-    spec.health = Some(edge_runtime::bundle::HealthSpec {
-        trial_seconds: 2,
-        min_requests: 5,
-        max_error_rate: 0.05,
-        max_p99_ms: None,
-        // drift is the server's call in this demo (its PSI gate over the phase's devices)
-        max_psi: 1e9,
-    });
-    let calibration = Calibration {
-        inputs: calibration,
-        targets: None,
-    };
-    Ok(pack(
-        MODEL_ONNX,
-        spec,
-        Some(&calibration),
-        std::slice::from_ref(signer),
-        0,
-    )?
-    .0)
 }
 
 /// Test rows whose label is `label`: a calibration set that makes a reference predicting one class.
@@ -218,81 +119,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
     };
 
-    // 1. keys, trust root
-    let (root_key, signer, director) = (
-        edge_runtime::keys::generate()?,
-        edge_runtime::keys::generate()?,
-        edge_runtime::keys::generate()?,
-    );
-    let mut spec = TrustSpec::ephemeral(&signer.verifying_key());
-    spec.director = Some(("director".into(), director.verifying_key()));
-    std::fs::write(
-        root.join("trust.cbor"),
-        trust::create(&spec, &root_key, None)?,
-    )?;
-    std::fs::write(
-        root.join("root.pub"),
-        edge_runtime::keys::public_key_text(&root_key.verifying_key()),
-    )?;
-    std::fs::write(
-        root.join("director.key"),
-        edge_runtime::keys::secret_key_text(&director),
-    )?;
+    // 1. keys, trust root, the server
+    let fleet = LocalServer::start(root, &server_bin, a.broker.as_deref(), &[], deadline)?;
+    let server = fleet.api.clone();
+    let (data, signer) = (fleet.data.clone(), fleet.signer.clone());
     say(&format!("keys and trust root in {}", root.display()));
-
-    // 2. the server
-    let data = root.join("server");
-    let out = Command::new(&server_bin)
-        .arg("init")
-        .arg("--data")
-        .arg(&data)
-        .arg("--trust")
-        .arg(root.join("trust.cbor"))
-        .arg("--director-key")
-        .arg(root.join("director.key"))
-        .arg("--root")
-        .arg(root.join("root.pub"))
-        .output()?;
-    if !out.status.success() {
-        bail!("ota-server init: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let (http_port, mqtt_port) = (free_port()?, free_port()?);
-    let mut serve = Command::new(&server_bin);
-    serve
-        .arg("serve")
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "--http",
-            &format!("127.0.0.1:{http_port}"),
-            "--tick-seconds",
-            "1",
-        ])
-        .env("OTA_SERVER_LOG", "info,rumqttd=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(root.join("server.log"))?);
-    match &a.broker {
-        Some(b) => serve.args(["--broker", b]),
-        None => serve.args(["--mqtt", &format!("127.0.0.1:{mqtt_port}")]),
-    };
-    let _server = Proc(serve.spawn()?);
-    let server = ServerArgs {
-        server: format!("https://127.0.0.1:{http_port}"),
-        token: std::fs::read_to_string(data.join("admin.token"))?
-            .trim()
-            .to_string(),
-        ca: Some(data.join("tls/ca.pem")),
-        json: false,
-    };
-    wait("the server", deadline, || {
-        call(&server, "GET", "/healthz", None)
-            .ok()
-            .filter(|v| v["broker_connected"] == true)
-    })?;
     say(&format!(
-        "ota-server: API {} (CA {}), MQTT mqtts://127.0.0.1:{mqtt_port}, log {}",
+        "ota-server: API {} (CA {}), MQTT {}, log {}",
         server.server,
         data.join("tls/ca.pem").display(),
+        fleet.mqtt_url,
         root.join("server.log").display()
     ));
     say(&format!(
@@ -324,15 +160,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let state = root.join(&id);
         std::fs::create_dir_all(&state)?;
         let api = format!("127.0.0.1:{}", free_port()?);
-        let mqtt = match &a.broker {
-            Some(b) => b.clone(),
-            None => format!("mqtts://127.0.0.1:{mqtt_port}"),
-        };
+        let mqtt = fleet.mqtt_url.clone();
         let config = format!(
             "device_id = \"{id}\"\nstate_dir = \"{}\"\ntrust_root = \"{}\"\nroot_key = \"{}\"\n[api]\nlisten = \"{api}\"\n\
              [server]\nurl = \"{}\"\nmqtt = \"{mqtt}\"\nca = \"{}\"\nenrollment_token = \"{token}\"\nretry_max_seconds = 2\n{}\
              tags = {{ site = \"{}\" }}\n[telemetry]\nwindow_seconds = 2\n[trial]\ncheck_interval_ms = 200\n",
-            state.join("state").display(), root.join("trust.cbor").display(), root.join("root.pub").display(),
+            state.join("state").display(), fleet.trust.display(), fleet.root_pub.display(),
             server.server, data.join("tls/ca.pem").display(),
             if a.broker.is_some() { "allow_plaintext = true\n" } else { "" },
             sites[i % sites.len()],

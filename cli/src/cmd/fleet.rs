@@ -128,7 +128,7 @@ pub enum DevicesCommand {
     },
 }
 
-fn client(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
+pub(crate) fn client(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(path) = ca {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -1,0 +1,809 @@
+//! `edgectl simulate --devices N`: load for the OTA server from light simulated devices that
+//! speak the real protocol without running a model. Each one has its own ed25519 key, enrolls
+//! over HTTPS with a proof of possession, connects over MQTT (TLS to the server's gate, or an
+//! external broker) with its device token, says hello, verifies every desired state's director
+//! signature and generation, downloads the bundles it names (device token, sha256 checked, the
+//! bundle verified against the trust root once per digest), reports the install steps as signed
+//! events and sends a signed telemetry window every `--window-seconds`.
+//!
+//! It starts its own `ota-server` (as `edgectl demo` does), rolls v1 out to everyone in one
+//! phase, measures steady telemetry, then rolls v2 out in three phases (10 % → 50 % → 100 %) and
+//! reports: devices connected, desired states delivered per second, telemetry messages ingested
+//! per second, the time each rollout took to converge, and the server's RSS and CPU.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use edge_protocol::enroll::{
+    proof_message, EnrollRequest, EnrollResponse, ARTIFACTS_PATH, ENROLL_PATH,
+};
+use edge_protocol::envelope::Kind;
+use edge_protocol::{
+    open, seal, topics, DesiredState, Event, Events, Header, Hello, Histogram, ReportedModel, Step,
+    Telemetry, TelemetryWindow,
+};
+use edge_runtime::bundle::VerifyPolicy;
+use edge_runtime::stats::LATENCY_BUCKETS_MS;
+use edge_runtime::trust::{RootAnchor, TrustRoot};
+use edge_runtime::{SigningKey, VerifyingKey};
+use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::fleet::{call, client, ServerArgs};
+use super::local_fleet::{binary, bundle, npy, LocalServer, CALIB_X};
+
+/// `edgectl simulate` flags.
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Use an external broker (plaintext mqtt://host:port) instead of the embedded one.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Seconds between a device's telemetry windows.
+    #[arg(long, default_value_t = 10)]
+    pub window_seconds: u64,
+    /// Soak time of the first two phases of the v2 rollout.
+    #[arg(long, default_value_t = 10)]
+    pub soak_seconds: u64,
+    /// New device connections per second while the fleet comes up.
+    #[arg(long, default_value_t = 250)]
+    pub connect_rate: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 1200)]
+    pub timeout: u64,
+    /// Print only the JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the simulated fleet has done, shared by every device task.
+struct Fleet {
+    server: ServerArgs,
+    http: ureq::Agent,
+    mqtt: (String, u16, bool),
+    ca: Vec<u8>,
+    director: VerifyingKey,
+    trust: TrustRoot,
+    token: String,
+    window: Duration,
+    /// Version index per device: 0 none, 1 = 1.0.0, 2 = 2.0.0 ...
+    versions: Vec<AtomicU8>,
+    enrolled: AtomicU64,
+    connected: AtomicU64,
+    connects: AtomicU64,
+    connect_errors: AtomicU64,
+    desired_received: AtomicU64,
+    desired_at: Mutex<Vec<Instant>>,
+    downloads: AtomicU64,
+    download_errors: AtomicU64,
+    telemetry_sent: AtomicU64,
+    verified: Mutex<HashMap<[u8; 32], bool>>,
+    downloads_at_once: Semaphore,
+    enrolls_at_once: Semaphore,
+    stop: AtomicBool,
+}
+
+fn version_index(v: &str) -> u8 {
+    v.split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One simulated device's own state.
+struct Device {
+    id: String,
+    index: usize,
+    key: SigningKey,
+    seq: AtomicU64,
+    applied: AtomicU64,
+    active: Mutex<Option<(String, [u8; 32])>>,
+}
+
+impl Device {
+    fn seal<T: minicbor::Encode<()>>(&self, kind: Kind, body: &T) -> Vec<u8> {
+        let header = Header {
+            sender: self.id.clone(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            sent_at: now_secs(),
+            kind,
+        };
+        seal(&self.key, header, body)
+    }
+
+    fn hello(&self) -> Vec<u8> {
+        let active = self.active.lock().unwrap().clone();
+        self.seal(
+            Kind::Hello,
+            &Hello {
+                agent_version: format!("simulated-{}", env!("CARGO_PKG_VERSION")),
+                applied_generation: self.applied.load(Ordering::Relaxed),
+                models: vec![ReportedModel {
+                    name: "digits".into(),
+                    active: active.map(|(v, d)| (v, d.into())),
+                    previous: None,
+                    trial: None,
+                    bad_versions: vec![],
+                }],
+                dropped_telemetry: 0,
+            },
+        )
+    }
+}
+
+/// Enrolls (retrying); the device token.
+fn enroll(fleet: &Fleet, device: &Device) -> Result<String> {
+    let public = device.key.verifying_key().to_bytes();
+    let proof = device
+        .key
+        .sign_message(&proof_message(&device.id, &public, &fleet.token));
+    let request = EnrollRequest {
+        device_id: device.id.clone(),
+        public_key: hex::encode(public),
+        token: fleet.token.clone(),
+        tags: [("site".to_string(), format!("site-{}", device.index % 20))].into(),
+        agent_version: "simulated".into(),
+        proof: hex::encode(proof),
+    };
+    let url = format!("{}{ENROLL_PATH}", fleet.server.server);
+    let body = serde_json::to_vec(&request)?;
+    for attempt in 0..20 {
+        match fleet
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(&body[..])
+        {
+            Ok(mut r) if r.status() == 200 => {
+                let answer: EnrollResponse = serde_json::from_slice(&r.body_mut().read_to_vec()?)?;
+                return answer.device_token.context("no device token");
+            }
+            _ => std::thread::sleep(Duration::from_millis(200 * (attempt + 1))),
+        }
+    }
+    bail!("{}: enrollment failed", device.id)
+}
+
+trait SignMessage {
+    fn sign_message(&self, m: &[u8]) -> [u8; 64];
+}
+
+impl SignMessage for SigningKey {
+    fn sign_message(&self, m: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.sign(m).to_bytes()
+    }
+}
+
+/// Downloads and checks one bundle: sha256 always, full verification once per digest.
+fn fetch(fleet: &Fleet, token: &str, sha: &[u8; 32]) -> Result<()> {
+    let url = format!(
+        "{}{ARTIFACTS_PATH}/{}",
+        fleet.server.server,
+        hex::encode(sha)
+    );
+    let mut r = fleet
+        .http
+        .get(&url)
+        .header("authorization", &format!("Bearer {token}"))
+        .call()?;
+    if r.status() != 200 {
+        bail!("artifact: HTTP {}", r.status());
+    }
+    let bytes = r.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+    if Sha256::digest(&bytes).as_slice() != sha {
+        bail!("artifact digest mismatch");
+    }
+    let mut verified = fleet.verified.lock().unwrap();
+    let ok = *verified.entry(*sha).or_insert_with(|| {
+        edge_runtime::bundle::verify_bytes(&bytes, &fleet.trust, &VerifyPolicy::default()).is_ok()
+    });
+    if !ok {
+        bail!("bundle refused by the trust root");
+    }
+    Ok(())
+}
+
+/// Applies a desired state: installs what it names (in a task of its own).
+fn on_desired(
+    fleet: &Arc<Fleet>,
+    device: &Arc<Device>,
+    client: &AsyncClient,
+    token: &str,
+    payload: &[u8],
+) {
+    let opened = open::<DesiredState>(payload, Kind::Desired, |sender| {
+        (sender == "director").then_some(fleet.director)
+    });
+    let Ok((_, desired)) = opened else {
+        return;
+    };
+    if desired.device_id != device.id
+        || desired.generation <= device.applied.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    fleet.desired_received.fetch_add(1, Ordering::Relaxed);
+    fleet.desired_at.lock().unwrap().push(Instant::now());
+    let Some(model) = desired.models.into_iter().find(|m| m.name == "digits") else {
+        return;
+    };
+    let (fleet, device, client, token) = (
+        fleet.clone(),
+        device.clone(),
+        client.clone(),
+        token.to_string(),
+    );
+    tokio::spawn(async move {
+        let sha: [u8; 32] = *model.bundle_sha256;
+        if device
+            .active
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(_, d)| *d == sha)
+        {
+            device.applied.store(desired.generation, Ordering::Relaxed);
+            return;
+        }
+        let event = |step: Step, detail: Option<String>| Event {
+            at: now_secs(),
+            generation: desired.generation,
+            model: model.name.clone(),
+            version: model.version.clone(),
+            step,
+            detail,
+        };
+        let mut events = vec![event(Step::Downloading, None)];
+        let result = {
+            let _permit = fleet.downloads_at_once.acquire().await;
+            let f = fleet.clone();
+            tokio::task::spawn_blocking(move || fetch(&f, &token, &sha))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))
+        };
+        match result {
+            Ok(()) => {
+                fleet.downloads.fetch_add(1, Ordering::Relaxed);
+                events.push(event(Step::Verified, None));
+                events.push(event(Step::Activated, None));
+                events.push(event(Step::Committed, None));
+                *device.active.lock().unwrap() = Some((model.version.clone(), sha));
+                fleet.versions[device.index]
+                    .store(version_index(&model.version), Ordering::Relaxed);
+                device.applied.store(desired.generation, Ordering::Relaxed);
+            }
+            Err(e) => {
+                fleet.download_errors.fetch_add(1, Ordering::Relaxed);
+                events.push(event(Step::Failed, Some(e.to_string())));
+            }
+        }
+        let message = device.seal(Kind::Events, &Events { events });
+        let _ = client
+            .publish(topics::up(&device.id), QoS::AtLeastOnce, false, message)
+            .await;
+    });
+}
+
+/// A telemetry window of plausible numbers for the active version.
+fn window(device: &Device, secs: u64) -> Option<Telemetry> {
+    let (version, _) = device.active.lock().unwrap().clone()?;
+    let mut latency = Histogram::with_edges(LATENCY_BUCKETS_MS.to_vec());
+    let requests = 20 + (device.seq.load(Ordering::Relaxed) % 20);
+    for k in 0..requests {
+        latency.observe(1.0 + (k % 7) as f64 * 0.5);
+    }
+    Some(Telemetry {
+        windows: vec![TelemetryWindow {
+            model: "digits".into(),
+            version,
+            window_start: now_secs().saturating_sub(secs),
+            window_secs: secs as u32,
+            requests,
+            errors: 0,
+            latency_ms: latency,
+            confidence: None,
+            class_counts: vec![],
+            prediction: None,
+            features: vec![],
+        }],
+    })
+}
+
+/// One device, from enrollment until the simulation stops.
+async fn run_device(fleet: Arc<Fleet>, index: usize) -> Result<()> {
+    let device = Arc::new(Device {
+        id: format!("sim-{index:05}"),
+        index,
+        key: edge_runtime::keys::generate()?,
+        seq: AtomicU64::new(1),
+        applied: AtomicU64::new(0),
+        active: Mutex::new(None),
+    });
+    let token = {
+        let _permit = fleet.enrolls_at_once.acquire().await;
+        let (f, d) = (fleet.clone(), device.clone());
+        tokio::task::spawn_blocking(move || enroll(&f, &d)).await??
+    };
+    fleet.enrolled.fetch_add(1, Ordering::Relaxed);
+
+    let (host, port, tls) = fleet.mqtt.clone();
+    let mut options = MqttOptions::new(device.id.clone(), host, port);
+    options
+        .set_keep_alive(Duration::from_secs(60))
+        .set_clean_session(true)
+        .set_credentials(device.id.clone(), token.clone())
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_last_will(LastWill::new(
+            topics::status(&device.id),
+            "offline",
+            QoS::AtLeastOnce,
+            false,
+        ));
+    if tls {
+        options.set_transport(transport(&fleet.ca)?);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+
+    // telemetry, from a random point of the first window on
+    {
+        let (fleet, device, client) = (fleet.clone(), device.clone(), client.clone());
+        tokio::spawn(async move {
+            let offset = Duration::from_millis(
+                (index as u64 * 7919) % (fleet.window.as_millis() as u64).max(1),
+            );
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(fleet.window);
+            loop {
+                tick.tick().await;
+                if fleet.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Some(t) = window(&device, fleet.window.as_secs()) {
+                    let m = device.seal(Kind::Telemetry, &t);
+                    if client
+                        .publish(topics::up(&device.id), QoS::AtLeastOnce, false, m)
+                        .await
+                        .is_ok()
+                    {
+                        fleet.telemetry_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+
+    let mut up = false;
+    let mut backoff = Duration::from_millis(500);
+    while !fleet.stop.load(Ordering::Relaxed) {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                up = true;
+                backoff = Duration::from_millis(500);
+                fleet.connected.fetch_add(1, Ordering::Relaxed);
+                fleet.connects.fetch_add(1, Ordering::Relaxed);
+                let _ = client.try_subscribe(topics::desired(&device.id), QoS::AtLeastOnce);
+                let _ = client.try_publish(
+                    topics::up(&device.id),
+                    QoS::AtLeastOnce,
+                    false,
+                    device.hello(),
+                );
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                on_desired(&fleet, &device, &client, &token, &p.payload);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                fleet.connect_errors.fetch_add(1, Ordering::Relaxed);
+                if up {
+                    up = false;
+                    fleet.connected.fetch_sub(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// rumqttc over TLS with the fleet CA pinned.
+pub(crate) fn transport(ca_pem: &[u8]) -> Result<rumqttc::Transport> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem).flatten() {
+        roots.add(cert)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+    ))
+}
+
+fn parse_mqtt(url: &str) -> Result<(String, u16, bool)> {
+    let (rest, tls) = match url.split_once("://") {
+        Some(("mqtts", r)) => (r, true),
+        Some(("mqtt", r)) => (r, false),
+        _ => bail!("broker '{url}': use mqtt://host:port or mqtts://host:port"),
+    };
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .context("broker: no port")?;
+    Ok((host.to_string(), port.parse()?, tls))
+}
+
+/// The server process's resident memory (kB) and CPU time (s), from /proc.
+fn proc_usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the command (which may hold spaces): state is field 3, utime 14, stime 15
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some((rss, ticks / 100.0))
+}
+
+/// A counter from the server's /metrics.
+fn metric(server: &ServerArgs, name: &str) -> Option<f64> {
+    let url = format!("{}/metrics", server.server);
+    let mut r = client(server.ca.as_ref())
+        .ok()?
+        .get(&url)
+        .header("authorization", &format!("Bearer {}", server.token))
+        .call()
+        .ok()?;
+    let text = r.body_mut().read_to_string().ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Server usage sampled every second: peak RSS, CPU seconds at each mark.
+struct Monitor {
+    pid: u32,
+    peak_rss_kb: Arc<AtomicU64>,
+}
+
+impl Monitor {
+    fn start(pid: u32, stop: Arc<AtomicBool>) -> Monitor {
+        let peak = Arc::new(AtomicU64::new(0));
+        let p = peak.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some((rss, _)) = proc_usage(pid) {
+                    p.fetch_max(rss, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        Monitor {
+            pid,
+            peak_rss_kb: peak,
+        }
+    }
+    fn cpu(&self) -> f64 {
+        proc_usage(self.pid).map_or(0.0, |(_, c)| c)
+    }
+    fn rss_mb(&self) -> f64 {
+        proc_usage(self.pid).map_or(0.0, |(r, _)| r as f64 / 1024.0)
+    }
+}
+
+/// Desired-state delivery after `since`: the receipts are grouped into bursts (one per phase
+/// the server opened; a gap over a second ends a burst) and the largest burst gives the rate,
+/// devices reached / seconds from its first to its last receipt. (count, largest burst, its
+/// seconds, its rate per second.)
+fn delivery(times: &[Instant], since: Instant) -> Value {
+    let mut t: Vec<Instant> = times.iter().copied().filter(|t| *t >= since).collect();
+    t.sort();
+    let mut best = (0usize, 0.0f64);
+    let mut start = 0;
+    for i in 0..t.len() {
+        let ends = i + 1 == t.len() || t[i + 1].duration_since(t[i]) > Duration::from_secs(1);
+        if ends {
+            let n = i + 1 - start;
+            if n > best.0 {
+                best = (n, t[i].duration_since(t[start]).as_secs_f64());
+            }
+            start = i + 1;
+        }
+    }
+    let rate = if best.0 > 1 {
+        best.0 as f64 / best.1.max(1e-3)
+    } else {
+        0.0
+    };
+    json!({"delivered": t.len(), "largest_burst": best.0, "burst_seconds": best.1,
+           "per_second": rate})
+}
+
+pub fn run(a: SimulateArgs) -> Result<()> {
+    let server_bin = binary("ota-server")?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(a.timeout);
+    let dir = tempfile::Builder::new()
+        .prefix("edgefleet-sim-")
+        .tempdir()?;
+    let say = |msg: &str| {
+        if !a.json {
+            println!("[{:>6.1}s] {msg}", started.elapsed().as_secs_f64());
+        }
+    };
+    // every simulated device comes from this one address: no per-address HTTP limit
+    let extra = ["--device-rate".to_string(), "0".to_string()];
+    let local = LocalServer::start(
+        dir.path(),
+        &server_bin,
+        a.broker.as_deref(),
+        &extra,
+        deadline,
+    )?;
+    let server = local.api.clone();
+    say(&format!(
+        "ota-server {} (pid {}), devices connect to {}",
+        server.server,
+        local.pid(),
+        local.mqtt_url
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor = Monitor::start(local.pid(), stop.clone());
+
+    let token = call(
+        &server,
+        "POST",
+        "/v1/enrollment-tokens",
+        Some((
+            "application/json",
+            json!({"name": "simulated", "tags": {"hw": "sim"}})
+                .to_string()
+                .into_bytes(),
+        )),
+    )?["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let calib = npy(CALIB_X)?;
+    let mut shas = Vec::new();
+    for version in ["1.0.0", "2.0.0"] {
+        let v = call(
+            &server,
+            "POST",
+            "/v1/bundles",
+            Some((
+                "application/octet-stream",
+                bundle(&local.signer, version, calib.clone())?,
+            )),
+        )?;
+        shas.push(format!(
+            "sha256:{}",
+            v["sha256"].as_str().unwrap_or_default()
+        ));
+    }
+    let trust_bytes = std::fs::read(&local.trust)?;
+    let fleet = Arc::new(Fleet {
+        server: server.clone(),
+        http: client(server.ca.as_ref())?,
+        mqtt: parse_mqtt(&local.mqtt_url)?,
+        ca: std::fs::read(local.data.join("tls/ca.pem"))?,
+        director: local.director,
+        trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(local.root))?,
+        token,
+        window: Duration::from_secs(a.window_seconds.max(1)),
+        versions: (0..a.devices).map(|_| AtomicU8::new(0)).collect(),
+        enrolled: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+        connects: AtomicU64::new(0),
+        connect_errors: AtomicU64::new(0),
+        desired_received: AtomicU64::new(0),
+        desired_at: Mutex::new(Vec::new()),
+        downloads: AtomicU64::new(0),
+        download_errors: AtomicU64::new(0),
+        telemetry_sent: AtomicU64::new(0),
+        verified: Mutex::new(HashMap::new()),
+        downloads_at_once: Semaphore::new(16),
+        enrolls_at_once: Semaphore::new(8),
+        stop: AtomicBool::new(false),
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()?;
+    // the fleet comes up at --connect-rate
+    {
+        let fleet = fleet.clone();
+        let (n, rate) = (a.devices, a.connect_rate.max(1));
+        runtime.spawn(async move {
+            for i in 0..n {
+                let f = fleet.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = run_device(f, i).await {
+                        eprintln!("sim-{i:05}: {e:#}");
+                    }
+                });
+                if (i as u64 + 1).is_multiple_of(rate) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+    }
+    let up_started = Instant::now();
+    let wait = |what: &str, f: &dyn Fn() -> bool| -> Result<()> {
+        let mut last_print = Instant::now();
+        while !f() {
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for {what}: {} enrolled, {} connected, server RSS {:.0} MB",
+                    fleet.enrolled.load(Ordering::Relaxed),
+                    fleet.connected.load(Ordering::Relaxed),
+                    monitor.rss_mb()
+                );
+            }
+            if last_print.elapsed() > Duration::from_secs(10) {
+                last_print = Instant::now();
+                say(&format!(
+                    "  ... {what}: {} enrolled, {} connected, {} on v1, {} on v2",
+                    fleet.enrolled.load(Ordering::Relaxed),
+                    fleet.connected.load(Ordering::Relaxed),
+                    count(&fleet, 1),
+                    count(&fleet, 2)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    };
+    let n = a.devices as u64;
+    wait("every device to connect", &|| {
+        fleet.connected.load(Ordering::Relaxed) >= n
+    })?;
+    let connect_time = up_started.elapsed();
+    say(&format!(
+        "{n} devices enrolled and connected in {:.1} s",
+        connect_time.as_secs_f64()
+    ));
+
+    let gates = json!({"min_reporting_devices": 1, "max_error_rate": 0.05,
+                       "max_p99_latency_ms": 100.0, "max_install_failure_rate": 0.05});
+    let roll = |sha: &str, phases: Value| -> Result<String> {
+        let v = call(
+            &server,
+            "POST",
+            "/v1/rollouts",
+            Some((
+                "application/json",
+                json!({"bundle": sha, "selector": "hw=sim", "phases": phases, "gates": gates,
+                       "on_gate_failure": "pause"})
+                .to_string()
+                .into_bytes(),
+            )),
+        )?;
+        Ok(v["id"].as_str().unwrap_or_default().to_string())
+    };
+    let rollout_state = |id: &str| {
+        call(&server, "GET", &format!("/v1/rollouts/{id}"), None)
+            .map(|v| v["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+
+    // v1 to everyone in one phase
+    let t1 = Instant::now();
+    let cpu1 = monitor.cpu();
+    let r1 = roll(&shas[0], json!([{"percent": 100}]))?;
+    wait("v1 on every device", &|| {
+        count(&fleet, 1) as u64 >= n && rollout_state(&r1) == "completed"
+    })?;
+    let v1_time = t1.elapsed();
+    let v1_cpu = (monitor.cpu() - cpu1) / v1_time.as_secs_f64();
+    let v1_delivery = delivery(&fleet.desired_at.lock().unwrap(), t1);
+    say(&format!(
+        "v1 on all {n} devices in {:.1} s",
+        v1_time.as_secs_f64()
+    ));
+
+    // steady telemetry
+    let steady_for = fleet.window * 3;
+    let (m0, c0, s0) = (
+        metric(&server, "edgefleet_messages_accepted_total").unwrap_or(0.0),
+        monitor.cpu(),
+        fleet.telemetry_sent.load(Ordering::Relaxed),
+    );
+    let ts = Instant::now();
+    std::thread::sleep(steady_for);
+    let secs = ts.elapsed().as_secs_f64();
+    let ingested =
+        (metric(&server, "edgefleet_messages_accepted_total").unwrap_or(0.0) - m0) / secs;
+    let sent = (fleet.telemetry_sent.load(Ordering::Relaxed) - s0) as f64 / secs;
+    let steady_cpu = (monitor.cpu() - c0) / secs;
+    let steady_rss = monitor.rss_mb();
+    say(&format!(
+        "steady: {sent:.0} telemetry msgs/s sent, {ingested:.0} msgs/s ingested, server CPU {:.0} %, RSS {steady_rss:.0} MB",
+        steady_cpu * 100.0
+    ));
+
+    // v2 in three phases
+    let t2 = Instant::now();
+    let cpu2 = monitor.cpu();
+    let soak = a.soak_seconds;
+    let r2 = roll(
+        &shas[1],
+        json!([{"percent": 10, "soak_seconds": soak}, {"percent": 50, "soak_seconds": soak},
+               {"percent": 100}]),
+    )?;
+    wait("v2 on every device", &|| {
+        count(&fleet, 2) as u64 >= n && rollout_state(&r2) == "completed"
+    })?;
+    let v2_time = t2.elapsed();
+    let v2_cpu = (monitor.cpu() - cpu2) / v2_time.as_secs_f64();
+    let v2_delivery = delivery(&fleet.desired_at.lock().unwrap(), t2);
+    say(&format!(
+        "v2 in three phases (10 % → 50 % → 100 %, soak {soak} s) on all {n} devices in {:.1} s",
+        v2_time.as_secs_f64()
+    ));
+    let published = metric(&server, "edgefleet_desired_published_total").unwrap_or(0.0);
+    let report = json!({
+        "devices": n,
+        "broker": a.broker.clone().unwrap_or_else(|| "embedded (TLS gate)".into()),
+        "connected": fleet.connected.load(Ordering::Relaxed),
+        "connect_seconds": connect_time.as_secs_f64(),
+        "reconnects": fleet.connects.load(Ordering::Relaxed).saturating_sub(n),
+        "connect_errors": fleet.connect_errors.load(Ordering::Relaxed),
+        "downloads": fleet.downloads.load(Ordering::Relaxed),
+        "download_errors": fleet.download_errors.load(Ordering::Relaxed),
+        "desired_published_total": published,
+        "desired_received_total": fleet.desired_received.load(Ordering::Relaxed),
+        "v1_one_phase": {"seconds": v1_time.as_secs_f64(), "desired": v1_delivery,
+                          "server_cpu": v1_cpu},
+        "v2_three_phases": {"seconds": v2_time.as_secs_f64(), "soak_seconds_total": 2 * soak,
+                             "desired": v2_delivery, "server_cpu": v2_cpu},
+        "steady": {"window_seconds": a.window_seconds, "telemetry_sent_per_s": sent,
+                   "messages_ingested_per_s": ingested, "server_cpu": steady_cpu,
+                   "server_rss_mb": steady_rss},
+        "server_peak_rss_mb": monitor.peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0,
+        "server_rss_per_device_kb": steady_rss * 1024.0 / n as f64,
+    });
+    fleet.stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+fn count(fleet: &Fleet, version: u8) -> usize {
+    fleet
+        .versions
+        .iter()
+        .filter(|v| v.load(Ordering::Relaxed) == version)
+        .count()
+}

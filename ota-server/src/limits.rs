@@ -1,0 +1,54 @@
+//! The process's open-file limit, which bounds how many devices one server holds: on the
+//! embedded broker each connected device costs three descriptors in this process (its TLS
+//! socket, the gate's loopback link to rumqttd and rumqttd's end of it). At start the soft limit
+//! is raised to the hard one and the resulting device capacity is logged; measured in
+//! docs/benchmarks.md (`edgectl simulate`).
+
+/// Descriptors per connected device on the embedded broker.
+pub const FDS_PER_DEVICE: u64 = 3;
+/// Descriptors kept for the store, HTTP clients and the rest.
+pub const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft open-file limit to the hard limit; (soft limit now, hard limit).
+pub fn raise_open_files() -> Option<(u64, u64)> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return None;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                l.rlim_cur = l.rlim_max;
+            }
+        }
+    }
+    // rlim_t is 32 bits on some targets
+    #[allow(clippy::unnecessary_cast)]
+    Some((l.rlim_cur as u64, l.rlim_max as u64))
+}
+
+/// Devices the embedded broker can hold under a soft limit of `soft` descriptors.
+pub fn embedded_capacity(soft: u64) -> u64 {
+    soft.saturating_sub(RESERVED_FDS) / FDS_PER_DEVICE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_is_three_descriptors_a_device() {
+        assert_eq!(embedded_capacity(20_000), 6_581);
+        assert_eq!(embedded_capacity(100), 0);
+        let (soft, hard) = raise_open_files().unwrap();
+        assert_eq!(soft, hard, "soft limit raised to the hard one");
+    }
+}
