@@ -160,6 +160,7 @@ impl Core {
             }
             _ => tracing::info!(model, version, generation, ?step, detail = ?detail, "reconcile"),
         }
+        let slots_changed = matches!(step, Step::Activated | Step::Committed | Step::RolledBack);
         let body = Events {
             events: vec![Event {
                 at: unix_now(),
@@ -177,6 +178,13 @@ impl Core {
             Ok(_) => self.outbox_signal.notify_one(),
             Err(e) => tracing::error!(error = %e, "cannot queue event"),
         }
+        // the slots changed: the server's view of this device (its reported state) follows
+        // now, not at the next reconnect
+        if slots_changed {
+            if let Err(e) = self.queue_hello() {
+                tracing::error!(error = %e, "cannot queue the reported state");
+            }
+        }
     }
 
     /// Queues telemetry windows as one message.
@@ -190,7 +198,8 @@ impl Core {
         Ok(())
     }
 
-    /// Queues a hello with the reported state (sent first thing after each connect).
+    /// Queues a hello with the reported state (sent first thing after each connect, and after
+    /// each activation, commit and rollback).
     pub fn queue_hello(&self) -> Result<()> {
         let hello = self.hello()?;
         self.outbox

@@ -197,6 +197,8 @@ pub fn router<S: Store + ?Sized + 'static>(app: App<S>, max_bundle_bytes: usize)
             post(create_rollout::<S>).get(list_rollouts::<S>),
         )
         .route("/v1/rollouts/{id}", get(show_rollout::<S>))
+        .route("/v1/rollouts/{id}/series", get(rollout_series::<S>))
+        .route("/v1/whoami", get(whoami::<S>))
         .route("/v1/rollouts/{id}/{action}", post(rollout_action::<S>))
         .route("/v1/tokens", post(create_token::<S>))
         .route("/v1/enrollment-tokens", post(create_enrollment_token::<S>))
@@ -207,6 +209,7 @@ pub fn router<S: Store + ?Sized + 'static>(app: App<S>, max_bundle_bytes: usize)
         })
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(app)
+        .merge(crate::dashboard::routes())
 }
 
 fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -359,11 +362,30 @@ async fn show_bundle<S: Store + ?Sized + 'static>(
     blocking(move || {
         require(&app, &headers, Action::Read)?;
         let sha = sha_param(&sha)?;
-        app.bundles
+        let record = app
+            .bundles
             .get(&sha)
             .map_err(internal)?
-            .map(Json)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no bundle sha256:{sha}")))
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no bundle sha256:{sha}")))?;
+        // the signed manifest (inputs, output, self-test, quantization, reference) and the
+        // rollouts that shipped it
+        let manifest = std::fs::read(app.bundles.path(&sha))
+            .ok()
+            .and_then(|b| edge_runtime::bundle::inspect(&b, &Default::default()).ok())
+            .map(|i| i.manifest);
+        let rollouts: Vec<Rollout> = app
+            .records
+            .list(Table::Rollouts, "", usize::MAX)
+            .map_err(internal)?;
+        let used_by: Vec<serde_json::Value> = rollouts
+            .iter()
+            .filter(|r| r.spec.bundle.trim_start_matches("sha256:") == sha)
+            .map(|r| json!({"id": r.id, "status": r.status, "selector": r.spec.selector}))
+            .collect();
+        let mut v = serde_json::to_value(&record).map_err(internal)?;
+        v["manifest"] = serde_json::to_value(&manifest).map_err(internal)?;
+        v["rollouts"] = json!(used_by);
+        Ok(Json(v))
     })
     .await
 }
@@ -564,6 +586,46 @@ async fn list_rollouts<S: Store + ?Sized + 'static>(
     .await
 }
 
+async fn whoami<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(move || {
+        let t = require(&app, &headers, Action::Read)?;
+        let may = |a: Action| t.role.allows(a);
+        Ok(Json(json!({
+            "name": t.name, "role": t.role,
+            "may": {"read": may(Action::Read), "operate": may(Action::Operate), "administer": may(Action::Administer)},
+        })))
+    })
+    .await
+}
+
+async fn rollout_series<S: Store + ?Sized + 'static>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    blocking(move || {
+        require(&app, &headers, Action::Read)?;
+        let r: Rollout = app
+            .records
+            .get(Table::Rollouts, &id)
+            .map_err(internal)?
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))?;
+        let sha = r.spec.bundle.trim_start_matches("sha256:");
+        let reference = std::fs::read(app.bundles.path(sha))
+            .ok()
+            .and_then(|b| edge_runtime::bundle::inspect(&b, &Default::default()).ok())
+            .map(|i| i.manifest.reference)
+            .unwrap_or_default();
+        crate::charts::rollout_charts(&app.records, &r, &reference)
+            .map(Json)
+            .map_err(internal)
+    })
+    .await
+}
+
 async fn show_rollout<S: Store + ?Sized + 'static>(
     State(app): State<App<S>>,
     headers: HeaderMap,
@@ -612,6 +674,40 @@ fn rollout_view<S: Store + ?Sized>(
     v["selected_devices"] = json!(selected);
     v["phase_devices"] = json!(in_phase);
     v["health"] = serde_json::to_value(&health).map_err(internal)?;
+    // per phase (cumulative, as phases are): devices targeted, updated to this version, rolled
+    // back from it, and healthy (updated and reporting telemetry in that phase)
+    let mut phases = Vec::new();
+    for (i, p) in r.spec.phases.iter().enumerate() {
+        let reporting: PhaseAggregate = if i <= r.phase {
+            app.records
+                .get(Table::Telemetry, &phase_key(&r.id, i))
+                .map_err(internal)?
+                .unwrap_or_default()
+        } else {
+            PhaseAggregate::default()
+        };
+        let (mut targeted, mut updated, mut rolled_back, mut healthy) = (0u64, 0u64, 0u64, 0u64);
+        for d in devices.iter().filter(|d| {
+            selector.matches(&d.tags) && crate::cohort::in_phase(&d.id, &r.id, p.percent)
+        }) {
+            targeted += 1;
+            let model = d
+                .reported
+                .as_ref()
+                .and_then(|rep| rep.models.iter().find(|m| m.name == r.model));
+            let on = model.is_some_and(|m| m.active.as_deref() == Some(r.version.as_str()));
+            let bad = model.is_some_and(|m| m.bad_versions.contains(&r.version));
+            updated += u64::from(on);
+            rolled_back += u64::from(bad);
+            healthy += u64::from(on && !bad && reporting.devices.contains(&d.id));
+        }
+        phases.push(
+            json!({"phase": i, "percent": p.percent, "soak_seconds": p.soak_seconds,
+            "targeted": targeted, "updated": updated, "rolled_back": rolled_back,
+            "healthy": healthy, "reached": i <= r.phase}),
+        );
+    }
+    v["phases_detail"] = json!(phases);
     Ok(v)
 }
 

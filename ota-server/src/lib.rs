@@ -29,6 +29,8 @@
 pub mod auth;
 pub mod broker;
 pub mod bundles;
+pub mod charts;
+pub mod dashboard;
 pub use edge_protocol::cohort;
 pub mod desired;
 pub mod devices;

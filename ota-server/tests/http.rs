@@ -504,3 +504,72 @@ fn openapi_lists_the_routes_the_router_serves() {
     assert_eq!(v["openapi"], "3.1.0");
     assert!(v["paths"]["/v1/rollouts/{id}/rollback"]["post"]["summary"].is_string());
 }
+
+#[test]
+fn the_dashboard_is_self_contained_and_its_api_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = edge_runtime::keys::generate().unwrap();
+    let signer = edge_runtime::keys::generate().unwrap();
+    let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
+    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+    let (server, records) = serve(dir.path(), trust);
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let mut r = agent()
+            .get(&format!("{}{path}", server.url))
+            .call()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        assert_eq!(
+            header("content-security-policy"),
+            ota_server::dashboard::CSP
+        );
+        let body = r.body_mut().read_to_string().unwrap();
+        // no absolute URL anywhere in the assets: nothing can be fetched from elsewhere
+        for scheme in ["http://", "https://", "//cdn", "@import"] {
+            assert!(!body.contains(scheme), "{path} mentions {scheme}");
+        }
+    }
+    // the page's API calls: refused without a token, answered with one
+    let (code, _) = call("GET", &format!("{}/v1/whoami", server.url), None, None, &[]);
+    assert_eq!(code, 401);
+    let (token, _) =
+        ota_server::auth::create_token(&records, "wall", ota_server::auth::Role::Viewer, 1)
+            .unwrap();
+    let (code, text) = call(
+        "GET",
+        &format!("{}/v1/whoami", server.url),
+        Some(&token),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200, "{text}");
+    let who: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&who["name"], &who["role"], &who["may"]["operate"]),
+        (
+            &serde_json::json!("wall"),
+            &serde_json::json!("viewer"),
+            &serde_json::json!(false)
+        )
+    );
+    let (code, _) = call(
+        "GET",
+        &format!("{}/v1/rollouts/r-9/series", server.url),
+        Some(&token),
+        None,
+        &[],
+    );
+    assert_eq!(code, 404);
+}

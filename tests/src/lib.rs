@@ -16,6 +16,7 @@ use serde_json::Value;
 pub mod mosquitto;
 pub mod proxy;
 pub mod staged;
+pub mod webdriver;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
