@@ -78,8 +78,16 @@ function chart(title, series, threshold, opts = {}) {
 function metricSeries(points, key) { return points.map((p) => ({ t: p.t, v: p[key] })); }
 
 // ---- pages ---------------------------------------------------------------------------------
+const DEVICE_ROWS = 200;
+// a large fleet: the devices that need a look first, and not all of them
+function shownDevices(devices) {
+  const trouble = (d) => (!d.online ? 2 : 0) + ((d.reported?.models || []).some((m) => (m.bad_versions || []).length) ? 1 : 0);
+  return devices.slice().sort((a, b) => trouble(b) - trouble(a) || a.id.localeCompare(b.id)).slice(0, DEVICE_ROWS);
+}
 async function overview() {
   const [{ devices }, { rollouts }] = await Promise.all([api("GET", "/v1/devices"), api("GET", "/v1/rollouts")]);
+  // the device list is the heavy call: poll it less often in a large fleet
+  state.pollMs = devices.length > 2000 ? 10000 : POLL_MS;
   const online = devices.filter((d) => d.online).length;
   const versions = {}, cohorts = {};
   for (const d of devices) {
@@ -117,7 +125,8 @@ async function overview() {
   <h2>All rollouts</h2>
   <div class="scroll"><table><tr><th>id</th><th>model</th><th>status</th><th>phases</th></tr>${rollouts.slice().reverse().map((r) => `<tr><td><a href="#/rollouts/${esc(r.id)}">${esc(r.id)}</a></td><td>${esc(r.model)} ${esc(r.version)}</td><td>${pill(r.status)}</td><td>${r.spec.phases.map((p) => p.percent + "%").join(" → ")}</td></tr>`).join("")}</table></div>
   <h2>Devices</h2>
-  <div class="scroll"><table><tr><th>device</th><th>state</th><th>versions</th><th class="hide-narrow">tags</th><th>last seen</th></tr>${devices.map((d) => `<tr><td><a href="#/devices/${esc(d.id)}">${esc(d.id)}</a></td><td>${pill(d.online ? "online" : "offline")}</td><td>${(d.reported?.models || []).map((m) => esc(m.name + " " + (m.active || "–"))).join(", ")}</td><td class="hide-narrow">${Object.entries(d.tags || {}).map(([k, v]) => esc(k + "=" + v)).join(" ")}</td><td>${ago(d.last_seen)}</td></tr>`).join("")}</table></div>`;
+  ${devices.length > DEVICE_ROWS ? `<p class="muted">${DEVICE_ROWS} of ${devices.length} shown: offline devices and devices with rollbacks first; open any device at <code>#/devices/ID</code></p>` : ""}
+  <div class="scroll"><table><tr><th>device</th><th>state</th><th>versions</th><th class="hide-narrow">tags</th><th>last seen</th></tr>${shownDevices(devices).map((d) => `<tr><td><a href="#/devices/${esc(d.id)}">${esc(d.id)}</a></td><td>${pill(d.online ? "online" : "offline")}</td><td>${(d.reported?.models || []).map((m) => esc(m.name + " " + (m.active || "–"))).join(", ")}</td><td class="hide-narrow">${Object.entries(d.tags || {}).map(([k, v]) => esc(k + "=" + v)).join(" ")}</td><td>${ago(d.last_seen)}</td></tr>`).join("")}</table></div>`;
 }
 
 // the gates a phase's health fails now (the engine decides at the end of the soak; this warns early)
@@ -265,12 +274,12 @@ async function route() {
   }
   $("who").textContent = `${state.who.name} (${state.who.role})`;
   $("logout").hidden = false;
-  if (state.route !== location.hash) { state.confirm = null; state.route = location.hash; }
+  if (state.route !== location.hash) { state.confirm = null; state.route = location.hash; state.pollMs = POLL_MS; }
   const gen = ++state.gen; // a newer route() ends this polling loop
   const tick = async () => {
     if (gen !== state.gen) return;
     await render();
-    if (gen === state.gen) state.timer = setTimeout(tick, POLL_MS);
+    if (gen === state.gen) state.timer = setTimeout(tick, state.pollMs || POLL_MS);
   };
   tick();
 }

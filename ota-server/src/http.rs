@@ -586,6 +586,14 @@ async fn list_rollouts<S: Store + ?Sized + 'static>(
     .await
 }
 
+/// The rollout `id`, or 404.
+fn load_rollout<S: Store + ?Sized>(app: &AppState<S>, id: &str) -> Result<Rollout, ApiError> {
+    app.records
+        .get(Table::Rollouts, id)
+        .map_err(internal)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))
+}
+
 async fn whoami<S: Store + ?Sized + 'static>(
     State(app): State<App<S>>,
     headers: HeaderMap,
@@ -608,11 +616,7 @@ async fn rollout_series<S: Store + ?Sized + 'static>(
 ) -> Response {
     blocking(move || {
         require(&app, &headers, Action::Read)?;
-        let r: Rollout = app
-            .records
-            .get(Table::Rollouts, &id)
-            .map_err(internal)?
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))?;
+        let r = load_rollout(&app, &id)?;
         let sha = r.spec.bundle.trim_start_matches("sha256:");
         let reference = std::fs::read(app.bundles.path(sha))
             .ok()
@@ -633,11 +637,7 @@ async fn show_rollout<S: Store + ?Sized + 'static>(
 ) -> Response {
     blocking(move || {
         require(&app, &headers, Action::Read)?;
-        let r: Rollout = app
-            .records
-            .get(Table::Rollouts, &id)
-            .map_err(internal)?
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))?;
+        let r = load_rollout(&app, &id)?;
         Ok(Json(rollout_view(&app, r)?))
     })
     .await
@@ -718,11 +718,7 @@ async fn rollout_action<S: Store + ?Sized + 'static>(
 ) -> Response {
     blocking(move || {
         let who = require(&app, &headers, Action::Operate)?;
-        let mut r: Rollout = app
-            .records
-            .get(Table::Rollouts, &id)
-            .map_err(internal)?
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))?;
+        let mut r = load_rollout(&app, &id)?;
         let now = (app.now)();
         let done = match action.as_str() {
             "pause" => r.pause(now, &who.name),

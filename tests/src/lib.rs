@@ -430,6 +430,25 @@ impl Agent {
         options: &AgentOptions,
     ) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
+        // a port from free_port() can be taken again before the agent binds it (by another
+        // test, or as the ephemeral port of some connection): then start again on another
+        for _ in 0..5 {
+            if let Some(agent) = Agent::try_start(id, dir, keys, server, enrollment_token, options)
+            {
+                return agent;
+            }
+        }
+        panic!("{id}: no free port for the local API after 5 tries");
+    }
+
+    fn try_start(
+        id: &str,
+        dir: &Path,
+        keys: &Keys,
+        server: &Server,
+        enrollment_token: &str,
+        options: &AgentOptions,
+    ) -> Option<Agent> {
         let api = format!("127.0.0.1:{}", free_port());
         let mqtt = options
             .mqtt
@@ -465,7 +484,8 @@ check_interval_ms = 100
         let path = dir.join("agent.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.join("agent.log");
-        let child = Command::new(binary("edge-agent"))
+        let before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+        let mut child = Command::new(binary("edge-agent"))
             .args(["run", "--config"])
             .arg(&path)
             .env("EDGE_AGENT_LOG", "info")
@@ -480,12 +500,28 @@ check_interval_ms = 100
             )
             .spawn()
             .unwrap();
-        Agent {
+        let listening = format!("local API listening addr={api}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let text = std::fs::read(&log).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(before..).unwrap_or_default());
+            if text.contains(&listening) {
+                break;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                if text.contains("Address already in use") {
+                    return None;
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(Agent {
             id: id.into(),
             child,
             api,
             log,
-        }
+        })
     }
 
     /// Waits for the process to end by itself (a failpoint); its exit status, or a panic after
@@ -661,6 +697,23 @@ impl Server {
         Server::init(&data, &keys);
         let server = Server::start(&data, free_port(), free_port());
         (keys, server)
+    }
+
+    /// A new API token with `role` (`viewer`, `operator`, `admin`).
+    pub fn api_token(&self, name: &str, role: &str) -> String {
+        self.api(
+            "POST",
+            "/v1/tokens",
+            Some((
+                "application/json",
+                serde_json::json!({"name": name, "role": role})
+                    .to_string()
+                    .into_bytes(),
+            )),
+        )["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
     }
 
     /// An enrollment token (unlimited uses) that gives its devices `tags`.

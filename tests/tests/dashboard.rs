@@ -44,19 +44,7 @@ fn operators_watch_and_steer_a_rollout_in_the_browser() {
         gates,
         "pause",
     );
-    let viewer = server.api(
-        "POST",
-        "/v1/tokens",
-        Some((
-            "application/json",
-            json!({"name": "wall-screen", "role": "viewer"})
-                .to_string()
-                .into_bytes(),
-        )),
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let viewer = server.api_token("wall-screen", "viewer");
 
     // the page is served with a same-origin-only policy
     let (code, html) = call("GET", &server.u("/"), None, None);

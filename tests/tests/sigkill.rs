@@ -43,9 +43,10 @@ fn agents_killed_during_download_activation_and_trial_converge_and_lose_no_telem
     let mut answered = traffic.stop();
 
     // each agent restarted armed to die at its step of the next install
+    drop(std::mem::take(&mut agents)); // killed (SIGKILL) as they drop: their state unlocks
     for (i, step) in STEPS.iter().enumerate() {
         let env = vec![("EDGE_AGENT_FAILPOINT".to_string(), step.to_string())];
-        agents[i] = start(i, env); // the old process is killed (SIGKILL) as it drops
+        agents.push(start(i, env));
     }
     let traffic = Traffic::start(apis(&agents));
     // a bundle large enough that half of it is a real partial download
@@ -73,8 +74,9 @@ fn agents_killed_during_download_activation_and_trial_converge_and_lose_no_telem
     answered += traffic.stop();
 
     // restarted plainly: every device finishes the install
-    for (i, agent) in agents.iter_mut().enumerate() {
-        *agent = start(i, vec![]);
+    drop(std::mem::take(&mut agents));
+    for i in 0..STEPS.len() {
+        agents.push(start(i, vec![]));
     }
     let traffic = Traffic::start(apis(&agents));
     wait_converged(&server, &r2, &agents, "2.0.0", Duration::from_secs(120));

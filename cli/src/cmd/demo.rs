@@ -132,6 +132,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         root.join("server.log").display()
     ));
     say(&format!(
+        "dashboard: {}/ (sign in with the admin token below; the fleet CA is {})",
+        server.server,
+        data.join("tls/ca.pem").display()
+    ));
+    say(&format!(
         "the API as admin: EDGECTL_SERVER={} EDGECTL_TOKEN={} EDGECTL_CA={} edgectl rollout list",
         server.server,
         server.token,
@@ -139,20 +144,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     ));
 
     // 3. agents in three cohorts
-    let token = call(
-        &server,
-        "POST",
-        "/v1/enrollment-tokens",
-        Some((
-            "application/json",
-            json!({"name": "demo", "uses": a.devices, "tags": {"hw": "x86"}})
-                .to_string()
-                .into_bytes(),
-        )),
-    )?["token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let token = fleet
+        .enrollment_token(json!({"name": "demo", "uses": a.devices, "tags": {"hw": "x86"}}))?;
     let sites = ["berlin", "paris", "lab"];
     let ids = device_ids(a.devices);
     let mut agents = Vec::new();
@@ -357,6 +350,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "checks": {"v2_on_all_devices": all_v2, "v3_halted_at_first_phase": halted_at_canary,
                    "v3_only_on_canary_devices": only_canary},
         "work_dir": root.display().to_string(),
+        "dashboard": format!("{}/", server.server),
+        "api": server.server,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     if a.keep {

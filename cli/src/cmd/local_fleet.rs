@@ -241,6 +241,20 @@ impl LocalServer {
         }
     }
 
+    /// A new enrollment token (`spec`: name, uses, tags).
+    pub fn enrollment_token(&self, spec: serde_json::Value) -> Result<String> {
+        let v = call(
+            &self.api,
+            "POST",
+            "/v1/enrollment-tokens",
+            Some(("application/json", spec.to_string().into_bytes())),
+        )?;
+        v["token"]
+            .as_str()
+            .map(str::to_string)
+            .context("the server returned no enrollment token")
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.proc.0.id()

@@ -579,20 +579,7 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let monitor = Monitor::start(local.pid(), stop.clone());
 
-    let token = call(
-        &server,
-        "POST",
-        "/v1/enrollment-tokens",
-        Some((
-            "application/json",
-            json!({"name": "simulated", "tags": {"hw": "sim"}})
-                .to_string()
-                .into_bytes(),
-        )),
-    )?["token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let token = local.enrollment_token(json!({"name": "simulated", "tags": {"hw": "sim"}}))?;
     let calib = npy(CALIB_X)?;
     let mut shas = Vec::new();
     for version in ["1.0.0", "2.0.0"] {
