@@ -57,6 +57,7 @@ function chart(title, series, threshold, opts = {}) {
   let lo = Math.min(0, ...vals), hi = Math.max(...vals);
   if (hi <= lo) hi = lo + 1;
   hi += (hi - lo) * 0.1;
+  if (opts.max !== undefined) hi = Math.min(hi, Math.max(opts.max, ...vals));
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R), y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
   const lines = series.map((s) => {
     const p = s.points.filter((q) => q.v !== null && q.v !== undefined);
@@ -142,7 +143,7 @@ function failingGates(h, g) {
 }
 
 const GATES = [
-  { key: "error_rate", title: "Error rate", gate: "max_error_rate", format: (v) => (100 * v).toFixed(1) + "%" },
+  { key: "error_rate", title: "Error rate", gate: "max_error_rate", max: 1, format: (v) => (100 * v).toFixed(1) + "%" },
   { key: "p99_ms", title: "p99 latency (ms)", gate: "max_p99_latency_ms" },
   { key: "psi", title: "Prediction drift (PSI)", gate: "max_psi" },
   { key: "mean_confidence", title: "Mean confidence", gate: "min_mean_confidence" },
@@ -166,7 +167,9 @@ async function rolloutPage(id) {
   const confirm = state.confirm && state.confirm.id === id ? `<div class="confirm" id="confirm">${esc(state.confirm.label)} rollout ${esc(id)}? <button class="danger" id="confirm-yes" data-action="${esc(state.confirm.action)}">Yes, ${esc(state.confirm.label.toLowerCase())}</button> <button id="confirm-no">Cancel</button></div>` : "";
   const gates = r.spec.gates || {};
   const newPts = s.new.points, oldPts = s.previous.points;
-  const charts = GATES.map((g) => chart(g.title, [{ cls: "new", points: metricSeries(newPts, g.key) }, { cls: "old", points: metricSeries(oldPts, g.key) }], gates[g.gate], g)).join("");
+  const charts = GATES.map((g) => chart(g.title, [{ cls: "new", points: metricSeries(newPts, g.key) }, { cls: "old", points: metricSeries(oldPts, g.key) }], gates[g.gate], g)).join("")
+    // installs happen only in the rollout's phases: one line over all of them
+    + chart("Install failure rate", [{ cls: "new", points: s.phases.flatMap((p) => metricSeries(p.points, "install_failure_rate")).sort((a, b) => a.t - b.t) }], gates.max_install_failure_rate, { max: 1, format: (v) => (100 * v).toFixed(0) + "%" });
   const installRate = h.installs ? h.install_failures / h.installs : null;
   return `<h1>Rollout ${esc(r.id)}: ${esc(r.model)} ${esc(r.version)} ${pill(r.status)}</h1>
   <p class="muted">selector <code>${esc(r.spec.selector)}</code> · ${r.selected_devices} devices selected · on gate failure: ${esc(r.spec.on_gate_failure)} · phase <span id="phase-number">${r.phase + 1}</span> of ${r.spec.phases.length}, started ${ago(r.phase_started)}</p>

@@ -2,7 +2,8 @@
 //! the rollout reached, its minute points (the telemetry of that phase's devices on the new
 //! version), and the whole-fleet points of the new version and of the version it replaces, each
 //! point reduced to the gate metrics (error rate, p99 latency, PSI against the bundle's
-//! reference, mean confidence, reporting devices), plus the gate thresholds and the decision log.
+//! reference, mean confidence, reporting devices; install failure rate in the phase points),
+//! plus the gate thresholds and the decision log.
 
 use edge_runtime::bundle::ReferenceStats;
 use serde_json::{json, Value};
@@ -30,6 +31,8 @@ pub fn point_json(
         "psi": h.psi,
         "mean_confidence": h.mean_confidence,
         "reporting_devices": h.reporting_devices,
+        "installs": a.installs,
+        "install_failure_rate": (a.installs > 0).then(|| a.install_failures as f64 / a.installs as f64),
     })
 }
 

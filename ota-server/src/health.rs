@@ -31,6 +31,14 @@ pub struct PhaseAggregate {
     pub class_counts: Vec<u64>,
     /// Regression predictions.
     pub prediction: Option<Histogram>,
+    /// Install outcomes (committed, failed or rolled back) reported in this span: kept in the
+    /// time-series points of a rollout phase for the dashboard's chart; the gate itself reads
+    /// the phase's install tally (last outcome per device).
+    #[serde(default)]
+    pub installs: u64,
+    /// Of those, failures and rollbacks.
+    #[serde(default)]
+    pub install_failures: u64,
 }
 
 /// Whether `h` can be merged into `slot` (the same bins, or nothing yet).
@@ -126,6 +134,8 @@ impl PhaseAggregate {
         }
         self.requests = self.requests.saturating_add(other.requests);
         self.errors = self.errors.saturating_add(other.errors);
+        self.installs = self.installs.saturating_add(other.installs);
+        self.install_failures = self.install_failures.saturating_add(other.install_failures);
         self.devices.extend(other.devices.iter().cloned());
     }
 

@@ -378,6 +378,12 @@ fn one<S: Store + ?Sized>(
                             .tally(installs_key(&rollout, phase))?
                             .outcomes
                             .insert(device.id.clone(), ok);
+                        let point = batch.aggregate(series::minute_key(
+                            &series::rollout_series(&rollout, phase),
+                            now,
+                        ))?;
+                        point.installs += 1;
+                        point.install_failures += u64::from(!ok);
                     }
                 }
             }

@@ -186,6 +186,15 @@ fn signed_messages_in_replays_and_forgeries_out() {
         .unwrap()
         .unwrap();
     assert_eq!(tally.counts(), (1, 0));
+    let phase_points = series::points(&records, &series::rollout_series("r-1", 0)).unwrap();
+    assert_eq!(
+        (
+            phase_points[0].aggregate.installs,
+            phase_points[0].aggregate.install_failures
+        ),
+        (1, 0),
+        "the commit lands in the phase's time series too (the dashboard's install chart)"
+    );
     let history: Vec<EventRecord> = records.list(Table::Events, "dev-a/", 100).unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].events[0].step, "committed");

@@ -94,6 +94,13 @@ fn operators_watch_and_steer_a_rollout_in_the_browser() {
             .is_some(),
         "a chart line"
     );
+    assert!(
+        browser
+            .find("[data-chart='Install failure rate'] svg")
+            .is_some(),
+        "installs charted: {}",
+        browser.text("main")
+    );
     browser.screenshot(&shots().join("rollout.png"));
 
     // pause from the page: the button asks first, then the API says paused
@@ -162,7 +169,17 @@ fn operators_watch_and_steer_a_rollout_in_the_browser() {
         "page wider than the phone: {overflow}"
     );
     browser.screenshot(&shots().join("overview-phone.png"));
+    browser.goto(&server.u(&format!("/#/rollouts/{r2}")));
+    browser.wait("#phases", Duration::from_secs(20));
+    let overflow = browser
+        .js("return document.documentElement.scrollWidth - document.documentElement.clientWidth");
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "rollout page wider than the phone: {overflow}"
+    );
+    browser.screenshot(&shots().join("rollout-phone.png"));
     browser.resize(1280, 800);
+    browser.goto(&server.u("/#/"));
 
     // a viewer sees the rollout but no buttons
     browser.click("#logout");
