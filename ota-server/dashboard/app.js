@@ -194,15 +194,16 @@ async function devicePage(id) {
   const models = d.reported?.models || [];
   const events = (ev.events || []).flatMap((m) => m.events.map((e) => ({ ...e, received_at: m.received_at }))).reverse();
   const history = events.filter((e) => e.step === "committed" || e.step === "rolled_back" || e.step === "failed");
-  let charts = "";
-  for (const m of models.filter((m) => m.active)) {
-    // the fleet series of the version this device runs (per-device series are not kept)
-    const rollouts = (await api("GET", "/v1/rollouts")).rollouts.filter((r) => r.model === m.name && r.version === m.active);
-    if (rollouts.length) {
-      const s = await api("GET", "/v1/rollouts/" + encodeURIComponent(rollouts[rollouts.length - 1].id) + "/series");
-      charts += `<h2>Telemetry of ${esc(m.name)} ${esc(m.active)} (every device running it)</h2><div class="charts">${GATES.map((g) => chart(g.title, [{ cls: "new", points: metricSeries(s.new.points, g.key) }], null, g)).join("")}</div>`;
-    }
-  }
+  // its own telemetry per minute (the last 30 minutes it reported), one line per version
+  const recent = d.recent || [];
+  const versions = [...new Set(recent.map((m) => m.model + " " + m.version))];
+  const perVersion = (key) => versions.map((v, i) => ({ cls: i === versions.length - 1 ? "new" : "old",
+    points: recent.filter((m) => m.model + " " + m.version === v).map((m) => ({ t: m.t, v: key(m) })) }));
+  const charts = recent.length ? `<h2>Its telemetry, per minute</h2><div class="legend">${versions.map((v, i) => `<span class="${i === versions.length - 1 ? "n" : "o"}">${i === versions.length - 1 ? "━" : "┅"} ${esc(v)}</span>`).join("")}</div><div class="charts" id="device-charts">
+    ${chart("Predictions", perVersion((m) => m.requests))}
+    ${chart("Error rate", perVersion((m) => (m.requests ? m.errors / m.requests : null)), null, { max: 1, format: (v) => (100 * v).toFixed(1) + "%" })}
+    ${chart("p99 latency (ms)", perVersion((m) => m.p99_ms))}
+    ${chart("Mean confidence", perVersion((m) => m.mean_confidence))}</div>` : `<h2>Its telemetry</h2><p class="muted">none reported in the last 30 minutes</p>`;
   return `<h1>Device ${esc(d.id)} ${pill(d.online ? "online" : "offline")}</h1>
   <div class="grid">
     <div class="card"><div class="muted">Tags</div>${Object.entries(d.tags || {}).map(([k, v]) => `<div><code>${esc(k)}=${esc(v)}</code></div>`).join("") || "none"}</div>

@@ -90,6 +90,7 @@ fn main() {
                     messages: 0,
                     duplicates: 0,
                     requests: 0,
+                    recent: vec![],
                 };
                 put(Table::Devices, &id, &d)
             })

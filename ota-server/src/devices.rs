@@ -48,6 +48,74 @@ pub struct DeviceRecord {
     /// Predictions counted in the telemetry windows accepted from it, ever.
     #[serde(default)]
     pub requests: u64,
+    /// Its own telemetry per minute, the last [`RECENT_MINUTES`] minutes it reported (the
+    /// dashboard's device charts; the fleet series are per version and rollout phase).
+    #[serde(default)]
+    pub recent: Vec<DeviceMinute>,
+}
+
+/// Minutes of per-device telemetry kept in its record.
+pub const RECENT_MINUTES: usize = 30;
+
+/// One minute of one device's telemetry for one model version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceMinute {
+    /// Minute start, unix seconds (server clock).
+    pub t: u64,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// Predict calls.
+    pub requests: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// The worst p99 latency of the windows in this minute, ms.
+    pub p99_ms: Option<f64>,
+    /// Mean top-1 confidence, weighted by requests.
+    pub mean_confidence: Option<f64>,
+}
+
+impl DeviceRecord {
+    /// Adds a telemetry window received at `now` to the device's recent minutes.
+    pub fn note_window(&mut self, now: u64, w: &edge_protocol::TelemetryWindow) {
+        let t = now - now % 60;
+        let p99 = w.latency_ms.quantile(0.99);
+        let confidence = w.confidence.as_ref().and_then(|h| h.mean_within(0.0, 1.0));
+        let i = match self
+            .recent
+            .iter()
+            .position(|m| m.t == t && m.model == w.model && m.version == w.version)
+        {
+            Some(i) => i,
+            None => {
+                self.recent.push(DeviceMinute {
+                    t,
+                    model: w.model.clone(),
+                    version: w.version.clone(),
+                    ..DeviceMinute::default()
+                });
+                self.recent.len() - 1
+            }
+        };
+        let m = &mut self.recent[i];
+        let before = m.requests;
+        m.requests = m.requests.saturating_add(w.requests);
+        m.errors = m.errors.saturating_add(w.errors);
+        m.p99_ms = match (m.p99_ms, p99) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        m.mean_confidence = match (m.mean_confidence, confidence) {
+            (Some(a), Some(b)) if m.requests > 0 => {
+                Some((a * before as f64 + b * w.requests as f64) / m.requests as f64)
+            }
+            (a, b) => a.or(b),
+        };
+        // keep the newest minutes only
+        let cutoff = t.saturating_sub(60 * (RECENT_MINUTES as u64 - 1));
+        self.recent.retain(|m| m.t >= cutoff);
+    }
 }
 
 /// A device's reported state, from its last hello.
@@ -228,6 +296,9 @@ pub fn enroll<S: Store + ?Sized>(
         messages: existing.as_ref().map_or(0, |d| d.messages),
         duplicates: existing.as_ref().map_or(0, |d| d.duplicates),
         requests: existing.as_ref().map_or(0, |d| d.requests),
+        recent: existing
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.recent.clone()),
     };
     if let Some(d) = &existing {
         writes.push(crate::store::Write::Delete(

@@ -81,7 +81,7 @@ pub enum Caller {
     /// An admin token.
     Token(TokenRecord),
     /// A device, by its device token.
-    Device(DeviceRecord),
+    Device(Box<DeviceRecord>),
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.
@@ -119,7 +119,7 @@ fn caller<S: Store + ?Sized>(app: &AppState<S>, headers: &HeaderMap) -> Result<C
         return Ok(Caller::Token(t));
     }
     if let Some(d) = devices::device_by_token(&app.records, token).map_err(internal)? {
-        return Ok(Caller::Device(d));
+        return Ok(Caller::Device(Box::new(d)));
     }
     Err(error(StatusCode::UNAUTHORIZED, "unknown token"))
 }
@@ -301,7 +301,10 @@ async fn show_device<S: Store + ?Sized + 'static>(
             .get(Table::Devices, &id)
             .map_err(internal)?
             .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device '{id}'")))?;
-        Ok(Json(device_json(&d)))
+        let mut v = device_json(&d);
+        // its own recent telemetry: on the device's page only, not in the (fleet-sized) list
+        v["recent"] = json!(d.recent);
+        Ok(Json(v))
     })
     .await
 }

@@ -434,7 +434,9 @@ fn one<S: Store + ?Sized>(
                 }
                 if merged {
                     out.windows += 1;
-                    batch.device(topic_device)?.expect("loaded above").requests += w.requests;
+                    let d = batch.device(topic_device)?.expect("loaded above");
+                    d.requests += w.requests;
+                    d.note_window(now, w);
                 }
             }
         }

@@ -39,7 +39,7 @@ const JSON: Option<&str> = Some("application/json");
 pub const ROUTES: &[Route] = &[
     r("post", "/v1/devices/enroll", "Enroll a device (enrollment token or pre-authorized key, with proof of key possession); returns its device token.", "public", JSON),
     r("get", "/v1/devices", "List devices: tags, online, last seen, reported state, uplink counters (messages, duplicates refused, predictions counted).", "viewer", None),
-    r("get", "/v1/devices/{id}", "One device (as in the list).", "viewer|device (itself)", None),
+    r("get", "/v1/devices/{id}", "One device (as in the list) and its own telemetry per minute, the last 30 minutes it reported.", "viewer|device (itself)", None),
     r("get", "/v1/devices/{id}/events", "A device's reconcile event history, oldest first.", "viewer|device (itself)", None),
     r("post", "/v1/bundles", "Upload a bundle (.efb bytes); verified against the trust root.", "operator", Some("application/octet-stream")),
     r("get", "/v1/bundles", "List bundles.", "viewer", None),

@@ -29,6 +29,7 @@ fn device(id: &str) -> DeviceRecord {
         messages: 0,
         duplicates: 0,
         requests: 0,
+        recent: vec![],
     }
 }
 

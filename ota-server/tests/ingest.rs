@@ -34,6 +34,7 @@ fn device(id: &str, key: &SigningKey) -> DeviceRecord {
         messages: 0,
         duplicates: 0,
         requests: 0,
+        recent: vec![],
     }
 }
 
@@ -200,6 +201,14 @@ fn signed_messages_in_replays_and_forgeries_out() {
     assert_eq!(history[0].events[0].step, "committed");
     let a: DeviceRecord = records.get(Table::Devices, "dev-a").unwrap().unwrap();
     assert_eq!((a.last_seq, a.last_seen, a.online), (3, 1_030, true));
+    assert_eq!(
+        a.recent
+            .iter()
+            .map(|m| (m.t, m.version.as_str(), m.requests))
+            .collect::<Vec<_>>(),
+        [(1_020, "2.0.0", 100), (1_020, "1.0.0", 50)],
+        "its own minute of telemetry, per version"
+    );
     assert_eq!(
         (a.messages, a.duplicates, a.requests),
         (3, 1, 150),

@@ -140,6 +140,10 @@ fn operators_watch_and_steer_a_rollout_in_the_browser() {
     browser.goto(&server.u("/#/devices/dev-0"));
     browser.wait("#slots", Duration::from_secs(20));
     assert!(browser.text("#slots").contains("digits"));
+    browser.wait(
+        "#device-charts [data-chart='Predictions'] svg path, #device-charts [data-chart='Predictions'] svg circle",
+        Duration::from_secs(20),
+    );
     browser.screenshot(&shots().join("device.png"));
     browser.goto(&server.u(&format!("/#/bundles/{v2}")));
     browser.wait("#bundle-detail", Duration::from_secs(20));
