@@ -164,24 +164,22 @@ fn operators_watch_and_steer_a_rollout_in_the_browser() {
 
     // a phone-width window: no sideways scrolling
     browser.resize(390, 844);
-    browser.goto(&server.u("/#/"));
-    browser.wait("#online", Duration::from_secs(20));
-    let overflow = browser
-        .js("return document.documentElement.scrollWidth - document.documentElement.clientWidth");
-    assert!(
-        overflow.as_i64().unwrap() <= 0,
-        "page wider than the phone: {overflow}"
-    );
-    browser.screenshot(&shots().join("overview-phone.png"));
-    browser.goto(&server.u(&format!("/#/rollouts/{r2}")));
-    browser.wait("#phases", Duration::from_secs(20));
-    let overflow = browser
-        .js("return document.documentElement.scrollWidth - document.documentElement.clientWidth");
-    assert!(
-        overflow.as_i64().unwrap() <= 0,
-        "rollout page wider than the phone: {overflow}"
-    );
-    browser.screenshot(&shots().join("rollout-phone.png"));
+    let rollout_page = format!("/#/rollouts/{r2}");
+    for (page, ready, shot) in [
+        ("/#/", "#online", "overview-phone.png"),
+        (rollout_page.as_str(), "#phases", "rollout-phone.png"),
+    ] {
+        browser.goto(&server.u(page));
+        browser.wait(ready, Duration::from_secs(20));
+        let overflow = browser.js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        );
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{page} wider than the phone: {overflow}"
+        );
+        browser.screenshot(&shots().join(shot));
+    }
     browser.resize(1280, 800);
     browser.goto(&server.u("/#/"));
 
