@@ -104,6 +104,15 @@ impl<S: Store + ?Sized> Bundles<S> {
         self.dir.join(format!("{sha256}.efb"))
     }
 
+    /// The signed manifest of a stored bundle (verified at upload; read back without the
+    /// signature check), or None if its file is missing or unreadable.
+    pub fn manifest(&self, sha256: &str) -> Option<edge_runtime::bundle::Manifest> {
+        let bytes = std::fs::read(self.path(sha256)).ok()?;
+        edge_runtime::bundle::inspect(&bytes, &Default::default())
+            .ok()
+            .map(|i| i.manifest)
+    }
+
     /// Verifies and stores an upload; idempotent for the same bytes.
     pub fn upload(
         &self,

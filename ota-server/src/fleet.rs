@@ -122,14 +122,11 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         if let Some(r) = cache.get(sha) {
             return r.clone();
         }
-        let read = std::fs::read(self.bundles.path(sha))
-            .ok()
-            .and_then(|bytes| {
-                edge_runtime::bundle::inspect(&bytes, &Default::default())
-                    .ok()
-                    .map(|i| i.manifest.reference)
-            });
-        let r = read.unwrap_or_default();
+        let r = self
+            .bundles
+            .manifest(sha)
+            .map(|m| m.reference)
+            .unwrap_or_default();
         cache.insert(sha.to_string(), r.clone());
         r
     }

@@ -372,10 +372,7 @@ async fn show_bundle<S: Store + ?Sized + 'static>(
             .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no bundle sha256:{sha}")))?;
         // the signed manifest (inputs, output, self-test, quantization, reference) and the
         // rollouts that shipped it
-        let manifest = std::fs::read(app.bundles.path(&sha))
-            .ok()
-            .and_then(|b| edge_runtime::bundle::inspect(&b, &Default::default()).ok())
-            .map(|i| i.manifest);
+        let manifest = app.bundles.manifest(&sha);
         let rollouts: Vec<Rollout> = app
             .records
             .list(Table::Rollouts, "", usize::MAX)
@@ -621,10 +618,10 @@ async fn rollout_series<S: Store + ?Sized + 'static>(
         require(&app, &headers, Action::Read)?;
         let r = load_rollout(&app, &id)?;
         let sha = r.spec.bundle.trim_start_matches("sha256:");
-        let reference = std::fs::read(app.bundles.path(sha))
-            .ok()
-            .and_then(|b| edge_runtime::bundle::inspect(&b, &Default::default()).ok())
-            .map(|i| i.manifest.reference)
+        let reference = app
+            .bundles
+            .manifest(sha)
+            .map(|m| m.reference)
             .unwrap_or_default();
         crate::charts::rollout_charts(&app.records, &r, &reference)
             .map(Json)

@@ -701,32 +701,25 @@ impl Server {
 
     /// A new API token with `role` (`viewer`, `operator`, `admin`).
     pub fn api_token(&self, name: &str, role: &str) -> String {
-        self.api(
-            "POST",
+        self.new_token(
             "/v1/tokens",
-            Some((
-                "application/json",
-                serde_json::json!({"name": name, "role": role})
-                    .to_string()
-                    .into_bytes(),
-            )),
-        )["token"]
-            .as_str()
-            .expect("token")
-            .to_string()
+            serde_json::json!({"name": name, "role": role}),
+        )
     }
 
     /// An enrollment token (unlimited uses) that gives its devices `tags`.
     pub fn enrollment_token(&self, tags: Value) -> String {
+        self.new_token(
+            "/v1/enrollment-tokens",
+            serde_json::json!({"name": "test", "tags": tags}),
+        )
+    }
+
+    fn new_token(&self, path: &str, spec: Value) -> String {
         self.api(
             "POST",
-            "/v1/enrollment-tokens",
-            Some((
-                "application/json",
-                serde_json::json!({"name": "test", "tags": tags})
-                    .to_string()
-                    .into_bytes(),
-            )),
+            path,
+            Some(("application/json", spec.to_string().into_bytes())),
         )["token"]
             .as_str()
             .expect("token")
