@@ -48,6 +48,14 @@ fn serve(dir: &Path, trust: TrustRoot) -> (Server, Records<RedbStore>) {
     (Server { url, _rt: rt }, records)
 }
 
+/// A trust root with fresh root and signing keys.
+fn ephemeral_trust() -> TrustRoot {
+    let root = edge_runtime::keys::generate().unwrap();
+    let signer = edge_runtime::keys::generate().unwrap();
+    let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
+    TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap()
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -474,10 +482,7 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
 #[test]
 fn openapi_lists_the_routes_the_router_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
-    let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
-    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+    let trust = ephemeral_trust();
     let (server, _records) = serve(dir.path(), trust);
     for route in ota_server::openapi::ROUTES {
         let path = route
@@ -508,10 +513,7 @@ fn openapi_lists_the_routes_the_router_serves() {
 #[test]
 fn the_dashboard_is_self_contained_and_its_api_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
-    let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
-    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+    let trust = ephemeral_trust();
     let (server, records) = serve(dir.path(), trust);
     for (path, kind) in [
         ("/", "text/html"),

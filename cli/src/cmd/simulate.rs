@@ -704,16 +704,21 @@ pub fn run(a: SimulateArgs) -> Result<()> {
             .unwrap_or_default()
     };
 
+    // one rollout, from creation until every device runs `version`: (time, server cores
+    // busy, desired-state delivery)
+    let measure = |sha: &str, version: u8, phases: Value| -> Result<(Duration, f64, Value)> {
+        let (t, cpu) = (Instant::now(), monitor.cpu());
+        let id = roll(sha, phases)?;
+        wait(&format!("v{version} on every device"), &|| {
+            count(&fleet, version) as u64 >= n && rollout_state(&id) == "completed"
+        })?;
+        let took = t.elapsed();
+        let cores = (monitor.cpu() - cpu) / took.as_secs_f64();
+        Ok((took, cores, delivery(&fleet.desired_at.lock().unwrap(), t)))
+    };
+
     // v1 to everyone in one phase
-    let t1 = Instant::now();
-    let cpu1 = monitor.cpu();
-    let r1 = roll(&shas[0], json!([{"percent": 100}]))?;
-    wait("v1 on every device", &|| {
-        count(&fleet, 1) as u64 >= n && rollout_state(&r1) == "completed"
-    })?;
-    let v1_time = t1.elapsed();
-    let v1_cpu = (monitor.cpu() - cpu1) / v1_time.as_secs_f64();
-    let v1_delivery = delivery(&fleet.desired_at.lock().unwrap(), t1);
+    let (v1_time, v1_cpu, v1_delivery) = measure(&shas[0], 1, json!([{"percent": 100}]))?;
     say(&format!(
         "v1 on all {n} devices in {:.1} s",
         v1_time.as_secs_f64()
@@ -740,20 +745,13 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     ));
 
     // v2 in three phases
-    let t2 = Instant::now();
-    let cpu2 = monitor.cpu();
     let soak = a.soak_seconds;
-    let r2 = roll(
+    let (v2_time, v2_cpu, v2_delivery) = measure(
         &shas[1],
+        2,
         json!([{"percent": 10, "soak_seconds": soak}, {"percent": 50, "soak_seconds": soak},
                {"percent": 100}]),
     )?;
-    wait("v2 on every device", &|| {
-        count(&fleet, 2) as u64 >= n && rollout_state(&r2) == "completed"
-    })?;
-    let v2_time = t2.elapsed();
-    let v2_cpu = (monitor.cpu() - cpu2) / v2_time.as_secs_f64();
-    let v2_delivery = delivery(&fleet.desired_at.lock().unwrap(), t2);
     say(&format!(
         "v2 in three phases (10 % → 50 % → 100 %, soak {soak} s) on all {n} devices in {:.1} s",
         v2_time.as_secs_f64()
