@@ -25,7 +25,13 @@ fn over_a_flaky_network_the_fleet_converges_and_telemetry_arrives_once() {
                 .unwrap()
                 .as_nanos() as u64
         });
-    let mqtt = FlakyProxy::start(server.mqtt_port, Flakiness::default(), seed);
+    // every MQTT connection is cut at some point of its life (at most 6 s): the run always
+    // sees cuts, whatever the seed; HTTP connections only sometimes
+    let every_cut = Flakiness {
+        cut_chance: 1.0,
+        ..Flakiness::default()
+    };
+    let mqtt = FlakyProxy::start(server.mqtt_port, every_cut, seed);
     let http = FlakyProxy::start(server.http_port(), Flakiness::default(), seed ^ 0x5eed);
     let options = AgentOptions {
         http: Some(format!("https://127.0.0.1:{}", http.port)),
