@@ -106,6 +106,7 @@ async fn serve(core: Arc<Core>) -> Result<()> {
             .name("watcher".into())
             .spawn(move || watch::run(c, s))?;
     }
+    crate::sensor::spawn_all(&core, &stop)?;
     if let Some(server) = core.config.server.clone() {
         let (c, l) = (core.clone(), link.clone());
         tokio::spawn(async move {

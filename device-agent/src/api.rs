@@ -70,6 +70,8 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/models/{name}/predict", post(predict))
         .route("/v1/models", get(models))
+        .route("/v1/sensors", get(sensors))
+        .route("/v1/sensors/{name}", get(sensor))
         .route("/v1/status", get(status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -325,6 +327,21 @@ async fn status(State(api): State<Arc<Api>>) -> Response {
     match tokio::task::spawn_blocking(move || status_json(&core, Some(connected))).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn sensors(State(api): State<Arc<Api>>) -> Response {
+    let list: Vec<Value> = api.core.sensors.iter().map(|s| s.to_json()).collect();
+    Json(json!({ "sensors": list })).into_response()
+}
+
+async fn sensor(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    match api.core.sensors.iter().find(|s| s.config.name == name) {
+        Some(s) => Json(s.to_json()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no sensor named '{name}'; see /v1/sensors"),
+        ),
     }
 }
 

@@ -52,6 +52,9 @@ pub struct Config {
     /// Threads for inference per model (default: the bundle's hint, else the engine's).
     #[serde(default)]
     pub inference_threads: Option<u32>,
+    /// `[[sensor]]` sources feeding models (streaming inference).
+    #[serde(default, rename = "sensor")]
+    pub sensors: Vec<crate::sensor::SensorConfig>,
 }
 
 /// `[api]`

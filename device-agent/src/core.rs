@@ -77,6 +77,8 @@ pub struct Core {
     pub outbox_signal: tokio::sync::Notify,
     /// Process start.
     pub started: Instant,
+    /// Sensor sources, in config order.
+    pub sensors: Vec<Arc<crate::sensor::SensorSource>>,
 }
 
 impl Core {
@@ -84,6 +86,18 @@ impl Core {
     /// trust root, opens the state database.
     pub fn open(config: Config) -> Result<Core> {
         let device_id = identity::device_id(&config)?;
+        let mut names = std::collections::BTreeSet::new();
+        for sensor in &config.sensors {
+            sensor.validate().map_err(anyhow::Error::msg)?;
+            if !names.insert(sensor.name.clone()) {
+                anyhow::bail!("two [[sensor]] sections are named '{}'", sensor.name);
+            }
+        }
+        let sensors = config
+            .sensors
+            .iter()
+            .map(|c| Arc::new(crate::sensor::SensorSource::new(c.clone())))
+            .collect();
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
         let key = identity::device_key(&config.state_dir)?;
@@ -116,6 +130,7 @@ impl Core {
             trials: Mutex::new(HashMap::new()),
             outbox_signal: tokio::sync::Notify::new(),
             started: Instant::now(),
+            sensors,
         })
     }
 

@@ -17,6 +17,7 @@
 //! | [`trial`] / [`watch`] | trial verdicts; commit/rollback; telemetry windows |
 //! | [`outbox`] / [`uplink`] | durable signed messages; MQTT |
 //! | [`host`] / [`api`] / [`metrics`] | served models; local HTTP API; Prometheus |
+//! | [`sensor`] | I²C sensor sources feeding windows to models (streaming inference) |
 //! | [`agent`] | wiring it all into the running daemon |
 
 #![deny(missing_docs)]
@@ -32,6 +33,7 @@ pub mod identity;
 pub mod metrics;
 pub mod outbox;
 pub mod reconcile;
+pub mod sensor;
 pub mod slots;
 pub mod state;
 pub mod tls;

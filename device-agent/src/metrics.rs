@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text format. Per served model and version: requests, errors, rows
 //! and the latency histogram (from the runtime's counters); per model: whether it is on trial;
 //! the outbox depth, bytes and drops; the MQTT link; requests the API refused before they
-//! reached a model.
+//! reached a model; per sensor source: samples, windows, predictions and errors.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -14,10 +14,62 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Per-sensor counters.
+fn render_sensors(api: &Api, o: &mut String) {
+    let sensors: Vec<_> = api
+        .core
+        .sensors
+        .iter()
+        .map(|s| (s.config.name.clone(), s.status()))
+        .collect();
+    if sensors.is_empty() {
+        return;
+    }
+    type Pick = fn(&crate::sensor::SensorStatus) -> u64;
+    let counters: [(&str, &str, Pick); 6] = [
+        ("edgefleet_sensor_samples_total", "Samples read.", |s| {
+            s.samples
+        }),
+        (
+            "edgefleet_sensor_windows_total",
+            "Windows completed.",
+            |s| s.windows,
+        ),
+        (
+            "edgefleet_sensor_predictions_total",
+            "Windows the model answered.",
+            |s| s.predictions,
+        ),
+        (
+            "edgefleet_sensor_prediction_errors_total",
+            "Windows the model could not take.",
+            |s| s.prediction_errors,
+        ),
+        (
+            "edgefleet_sensor_read_errors_total",
+            "Failed reads (NACK, bus error, garbage).",
+            |s| s.read_errors,
+        ),
+        (
+            "edgefleet_sensor_init_errors_total",
+            "Failed chip initializations.",
+            |s| s.init_errors,
+        ),
+    ];
+    for (name, help, pick) in counters {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} counter");
+        for (sensor, status) in &sensors {
+            let _ = writeln!(o, "{name}{{sensor=\"{}\"}} {}", esc(sensor), pick(status));
+        }
+    }
+}
+
 /// Renders all metrics.
 pub fn render(api: &Api) -> String {
     let core = &api.core;
     let mut o = String::new();
+    render_sensors(api, &mut o);
     let trials: Vec<String> = core
         .slots
         .models()

@@ -315,3 +315,45 @@ fn packing_without_calibration_records_synthetic_self_tests_and_no_reference() {
     .unwrap_err();
     assert!(err.to_string().contains("calibration targets"), "{err}");
 }
+
+#[test]
+fn vibration_bundle_separates_worn_machines_and_sees_them_as_drift() {
+    let signer = key();
+    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
+    let bytes = pack_model("vibration", std::slice::from_ref(&signer));
+    let x = read_npy("vibration/test_x.npy");
+    let y = read_npy("vibration/test_y.npy").to_f64_vec();
+    let model = load(&bytes, &trust);
+    let mut correct = 0;
+    for start in (0..y.len()).step_by(64) {
+        let end = (start + 64).min(y.len());
+        let r = model.predict(vec![x.rows(start, end)]).unwrap();
+        for (p, t) in r.results.iter().zip(&y[start..end]) {
+            if let Prediction::Classification { class_index, .. } = p {
+                correct += usize::from(*class_index == *t as usize);
+            }
+        }
+    }
+    let accuracy = correct as f64 / y.len() as f64;
+    assert!(accuracy >= 0.97, "accuracy {accuracy}");
+
+    // The reference statistics come from healthy windows only (one drift feature per axis): worn
+    // windows shift the distribution the agent reports as PSI, healthy ones do not.
+    let worst_psi = |label: f64| {
+        let m = load(&bytes, &trust);
+        let rows: Vec<usize> = (0..y.len()).filter(|&i| y[i] == label).take(64).collect();
+        for &i in &rows {
+            m.predict(vec![x.rows(i, i + 1)]).unwrap();
+        }
+        let reference = &m.manifest().reference.features;
+        assert_eq!(reference.len(), 3);
+        reference
+            .iter()
+            .zip(&m.stats().features)
+            .map(|(r, o)| psi(&r.histogram.counts, &o.counts).unwrap())
+            .fold(0.0f64, f64::max)
+    };
+    let (healthy, worn) = (worst_psi(0.0), worst_psi(1.0));
+    assert!(healthy < 0.1, "healthy PSI {healthy}");
+    assert!(worn > 0.25, "worn PSI {worn}");
+}

@@ -395,6 +395,27 @@ impl Fleet {
         })
     }
 
+    /// The vibration sample model (healthy calibration windows), signed by the fleet's key.
+    pub fn vibration(&self) -> Vec<u8> {
+        let dir = super::models().join("vibration");
+        let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
+        let spec: PackSpec =
+            toml::from_str(&std::fs::read_to_string(dir.join("spec.toml")).unwrap()).unwrap();
+        let calibration = edge_runtime::pack::Calibration {
+            inputs: read_npy("vibration/calib_x.npy"),
+            targets: None,
+        };
+        edge_runtime::pack::pack(
+            &onnx,
+            spec,
+            Some(&calibration),
+            std::slice::from_ref(&self.signer),
+            0,
+        )
+        .unwrap()
+        .0
+    }
+
     /// A validly signed bundle whose self-test expects other outputs than the model gives.
     pub fn digits_failing_self_test(&self, version: &str) -> Vec<u8> {
         let good = self.digits(version, |_| {});

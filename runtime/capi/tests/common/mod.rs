@@ -75,9 +75,15 @@ fn pack_digits(signer: &SigningKey) -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    pack(&onnx, spec, Some(&calibration), std::slice::from_ref(signer), now)
-        .unwrap()
-        .0
+    pack(
+        &onnx,
+        spec,
+        Some(&calibration),
+        std::slice::from_ref(signer),
+        now,
+    )
+    .unwrap()
+    .0
 }
 
 /// Row `i` of the digits test split as a 1x1x8x8 tensor.
