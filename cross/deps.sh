@@ -12,7 +12,8 @@ ZIGBUILD_VERSION=0.20.1
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
+rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null 2>&1 \
+  || rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf
 
 packages=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
           qemu-user file binutils dpkg-dev python3-pip)

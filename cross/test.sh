@@ -6,7 +6,8 @@
 #   EDGE_CROSS_FULL=1 cross/test.sh TARGET   # every test of edge-runtime, its C ABI, device-agent
 #
 # Quick subset: runtime unit tests, the golden test (the x86-64 digits bundle verifies, passes its
-# self-test and gives the same logits within 1e-5), the model tests, the C ABI tests, and the
+# self-test and gives the same logits within 1e-5), the model tests, the C ABI tests, the sensor
+# driver tests, and the
 # agent's unit tests plus its slot, swap, trial, download and crash tests. Left out of the quick
 # subset: the tamper property tests (thousands of signature checks, slow under emulation). Never
 # under qemu: agent tests that spawn the agent binary (agent.rs, outbox.rs), because a process
@@ -43,9 +44,13 @@ run_tests() {
 
 run_tests runtime -p edge-runtime "${runtime_tests[@]}"
 run_tests capi -p edge-runtime-capi --test c_abi
+run_tests sensors -p edge-sensors
 run_tests agent -p device-agent "${agent_tests[@]}"
 
 echo "== $TARGET: SDK + C example under $QEMU" >&2
 EDGE_CROSS_PROFILE=${EDGE_CROSS_PROFILE:-dev} EDGE_CROSS_SKIP_EDGECTL=${EDGE_CROSS_SKIP_EDGECTL:-1} \
   bash cross/build.sh "$TARGET"
 EDGE_CROSS_TARGET=$TARGET cargo test -q -p edge-runtime-capi --test cross_c_example -- --ignored
+
+echo "== $TARGET: Debian packages" >&2
+bash cross/deb.sh "$TARGET"
