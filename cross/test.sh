@@ -8,9 +8,9 @@
 # Quick subset: runtime unit tests, the golden test (the x86-64 digits bundle verifies, passes its
 # self-test and gives the same logits within 1e-5), the model tests, the C ABI tests, the sensor
 # driver tests, and the
-# agent's unit tests plus its slot, swap, trial, download and crash tests. Left out of the quick
+# agent's unit tests plus its slot, swap, trial and download tests. Left out of the quick
 # subset: the tamper property tests (thousands of signature checks, slow under emulation). Never
-# under qemu: agent tests that spawn the agent binary (agent.rs, outbox.rs), because a process
+# under qemu: agent tests that spawn the agent binary (agent.rs, crash.rs, outbox.rs, sensor.rs), because a process
 # emulated by qemu-user cannot exec another foreign binary without binfmt_misc; the host suite
 # covers them.
 set -euo pipefail
@@ -20,10 +20,10 @@ source cross/env.sh "${1:-}"
 
 if [ "${EDGE_CROSS_FULL:-0}" = 1 ]; then
   runtime_tests=(--lib --tests)
-  agent_tests=(--lib --test crash --test download --test load --test offline --test slots --test swap --test trial)
+  agent_tests=(--lib --test download --test load --test offline --test slots --test swap --test trial)
 else
   runtime_tests=(--lib --test golden --test model)
-  agent_tests=(--lib --test crash --test download --test slots --test swap --test trial)
+  agent_tests=(--lib --test download --test slots --test swap --test trial)
 fi
 
 logs=target/cross/logs; mkdir -p "$logs"

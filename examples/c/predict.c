@@ -1,11 +1,13 @@
 /* predict: load a signed edgefleet bundle through the C ABI and predict one .npy input.
  *
- *   predict BUNDLE.efb TRUST.cbor ROOT.pub INPUT.npy
+ *   predict BUNDLE.efb TRUST.cbor ROOT.pub INPUT.npy [REPEAT]
  *
  * INPUT.npy holds little-endian float32 ('<f4', C order), shaped like the model's input with the
  * batch first (e.g. 1x1x8x8 for the digits bundle). Prints the JSON answer on stdout, then one
  * line per raw output ("output NAME [d0,d1,...] v0 v1 ..."); on failure prints the library's
- * message on stderr and exits with the EdgeStatus code.
+ * message on stderr and exits with the EdgeStatus code. With REPEAT, it then predicts REPEAT more
+ * times and prints the median latency the library measured ("median_latency_ms X over N") on
+ * stderr: a quick speed check on a board.
  *
  * Build (host):     cc -O2 -I runtime/include examples/c/predict.c -L target/release -ledgefleet -o predict
  * Build (aarch64):  see cross/build.sh, which builds this example for the target too.
@@ -18,6 +20,11 @@
 #include "edge_runtime.h"
 
 /* Reads a version 1/2 .npy file of '<f4' in C order. Returns 0 on success. */
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static int read_npy_f32(const char *path, float **data, size_t *shape, size_t *rank) {
     FILE *f = fopen(path, "rb");
     if (!f) { perror(path); return -1; }
@@ -66,8 +73,13 @@ static int read_npy_f32(const char *path, float **data, size_t *shape, size_t *r
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s BUNDLE.efb TRUST.cbor ROOT.pub INPUT.npy\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s BUNDLE.efb TRUST.cbor ROOT.pub INPUT.npy [REPEAT]\n", argv[0]);
+        return 2;
+    }
+    long repeat = argc == 6 ? strtol(argv[5], NULL, 10) : 0;
+    if (repeat < 0 || repeat > 1000000) {
+        fprintf(stderr, "REPEAT must be 0..1000000\n");
         return 2;
     }
     float *pixels = NULL;
@@ -103,6 +115,22 @@ int main(int argc, char **argv) {
         printf("\n");
     }
     edge_answer_free(answer);
+
+    if (repeat > 0) {
+        double *latencies = malloc((size_t)repeat * sizeof(double));
+        if (!latencies) return 2;
+        for (long i = 0; i < repeat; i++) {
+            if (edge_predict(model, &input, 1, &answer) != EDGE_OK) {
+                fprintf(stderr, "predict failed: %s\n", edge_last_error());
+                return 1;
+            }
+            latencies[i] = edge_answer_latency_ms(answer);
+            edge_answer_free(answer);
+        }
+        qsort(latencies, (size_t)repeat, sizeof(double), compare_doubles);
+        fprintf(stderr, "median_latency_ms %.4f over %ld\n", latencies[repeat / 2], repeat);
+        free(latencies);
+    }
 
     char *stats = NULL;
     if (edge_model_stats_json(model, &stats) == EDGE_OK) {

@@ -216,6 +216,15 @@ unsafe fn c_bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]
     Ok(std::slice::from_raw_parts(ptr, len))
 }
 
+/// # Safety
+/// `model` is NULL or a live model.
+unsafe fn live_model<'a>(model: *const EdgeModel) -> Result<&'a Model, Failure> {
+    model
+        .as_ref()
+        .map(|m| &m.model)
+        .ok_or_else(|| Failure::argument("model is NULL"))
+}
+
 fn out_ptr<T>(out: *mut *mut T) -> Result<(), Failure> {
     if out.is_null() {
         return Err(Failure::argument("the output pointer is NULL"));
@@ -402,9 +411,7 @@ pub unsafe extern "C" fn edge_predict(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let model = model
-            .as_ref()
-            .ok_or_else(|| Failure::argument("model is NULL"))?;
+        let model = live_model(model)?;
         if n_inputs > 0 && inputs.is_null() {
             return Err(Failure::argument("inputs is NULL"));
         }
@@ -422,7 +429,7 @@ pub unsafe extern "C" fn edge_predict(
             top_k: None,
             raw: true,
         };
-        let mut response = model.model.predict_with(tensors, &options)?;
+        let mut response = model.predict_with(tensors, &options)?;
         let outputs = std::mem::take(&mut response.raw)
             .into_iter()
             .map(|o| OwnedOutput {
@@ -550,10 +557,7 @@ pub unsafe extern "C" fn edge_model_info_json(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let model = &model
-            .as_ref()
-            .ok_or_else(|| Failure::argument("model is NULL"))?
-            .model;
+        let model = live_model(model)?;
         let r = model.model_ref();
         let inputs: Vec<_> = model
             .manifest()
@@ -595,10 +599,7 @@ pub unsafe extern "C" fn edge_model_stats_json(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let model = model
-            .as_ref()
-            .ok_or_else(|| Failure::argument("model is NULL"))?;
-        let json = serde_json::to_string(&model.model.stats())
+        let json = serde_json::to_string(&live_model(model)?.stats())
             .map_err(|e| Failure(EdgeStatus::EdgeErrModel, e.to_string()))?;
         give_string(json, out)
     })

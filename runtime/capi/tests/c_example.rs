@@ -106,6 +106,33 @@ fn the_c_example_predicts_like_the_rust_api() {
     }
     assert!(correct >= 4, "{correct}/5 digits right");
 
+    // REPEAT: the latency check prints the median the library measured
+    let out = Command::new(&exe)
+        .arg(fleet.path("digits.efb"))
+        .arg(fleet.path("trust.cbor"))
+        .arg(fleet.path("root.pub"))
+        .arg(fleet.path("x.npy"))
+        .arg("25")
+        .env("LD_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let median: f64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("median_latency_ms "))
+        .and_then(|l| l.strip_suffix(" over 25"))
+        .expect("a median line")
+        .parse()
+        .unwrap();
+    assert!(median > 0.0 && median < 1000.0, "{median}");
+    let stats = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("stats: "))
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(stats).unwrap();
+    assert_eq!(stats["requests"], 26, "every call counted");
+
     // a trust root signed by another root: the C program reports the library's error and code
     common::write_npy(&fleet.path("x.npy"), &common::digit(0));
     let out = run("x.npy", "other-root.pub");
