@@ -74,7 +74,7 @@ if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 POSTRM
 chmod 0755 "$a/DEBIAN/postinst" "$a/DEBIAN/prerm" "$a/DEBIAN/postrm"
 agent_deb=target/cross/edge-agent_${version}_$DEB_ARCH.deb
-dpkg-deb --root-owner-group --build "$a" "$agent_deb" >/dev/null
+dpkg-deb --root-owner-group -Zgzip --build "$a" "$agent_deb" >/dev/null
 
 # --- libedgefleet-dev ---
 s=$work/sdk
@@ -98,7 +98,7 @@ Description: edgefleet runtime SDK for C: verify signed model bundles and run th
  trust root, predict from the caller's buffer, read the answer and the model's counters.
 CONTROL
 sdk_deb=target/cross/libedgefleet-dev_${version}_$DEB_ARCH.deb
-dpkg-deb --root-owner-group --build "$s" "$sdk_deb" >/dev/null
+dpkg-deb --root-owner-group -Zgzip --build "$s" "$sdk_deb" >/dev/null
 
 # The unit: systemd's own checks (syntax, keys, sections; ExecStart pointed at a host binary so the
 # check does not fail on the foreign one) and its exposure score.
@@ -121,7 +121,8 @@ for f in usr/bin/edge-agent lib/systemd/system/edge-agent.service etc/edgefleet/
 done
 file -b "$work/check/usr/bin/edge-agent" | grep -Eq 'ARM aarch64|ARM, EABI5' \
   || { echo "$agent_deb: edge-agent is not an ARM binary" >&2; exit 1; }
-dpkg-deb -c "$sdk_deb" | grep -q "usr/include/edge_runtime.h" || { echo "$sdk_deb lacks the header" >&2; exit 1; }
+dpkg-deb -c "$sdk_deb" > "$work/sdk-contents"
+grep -q "usr/include/edge_runtime.h" "$work/sdk-contents" || { echo "$sdk_deb lacks the header" >&2; exit 1; }
 
 for deb in "$agent_deb" "$sdk_deb"; do
   echo "$deb ($(stat -c %s "$deb") bytes)"
