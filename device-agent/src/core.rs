@@ -86,18 +86,7 @@ impl Core {
     /// trust root, opens the state database.
     pub fn open(config: Config) -> Result<Core> {
         let device_id = identity::device_id(&config)?;
-        let mut names = std::collections::BTreeSet::new();
-        for sensor in &config.sensors {
-            sensor.validate().map_err(anyhow::Error::msg)?;
-            if !names.insert(sensor.name.clone()) {
-                anyhow::bail!("two [[sensor]] sections are named '{}'", sensor.name);
-            }
-        }
-        let sensors = config
-            .sensors
-            .iter()
-            .map(|c| Arc::new(crate::sensor::SensorSource::new(c.clone())))
-            .collect();
+        let sensors = crate::sensor::sources(&config.sensors).map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
         let key = identity::device_key(&config.state_dir)?;

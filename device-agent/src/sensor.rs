@@ -200,6 +200,21 @@ impl SensorSource {
     }
 }
 
+/// The sources for the `[[sensor]]` sections, each validated, names unique.
+pub fn sources(configs: &[SensorConfig]) -> Result<Vec<Arc<SensorSource>>, String> {
+    let mut names = std::collections::BTreeSet::new();
+    for c in configs {
+        c.validate()?;
+        if !names.insert(c.name.as_str()) {
+            return Err(format!("two [[sensor]] sections are named '{}'", c.name));
+        }
+    }
+    Ok(configs
+        .iter()
+        .map(|c| Arc::new(SensorSource::new(c.clone())))
+        .collect())
+}
+
 /// Errors in a row after which the bus is reopened and the chip re-initialized.
 const REINIT_AFTER: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
