@@ -73,7 +73,8 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// Accuracy of a classification bundle on a labelled set (or error metrics for regression).
     Eval(cmd::eval::EvalArgs),
-    /// Load time, first-inference time, latency percentiles, throughput and peak RSS.
+    /// Load time, latency percentiles, throughput and peak RSS of a bundle or any .onnx file;
+    /// --compare-ort runs ONNX Runtime on the same inputs in the same run.
     Bench(cmd::bench::BenchArgs),
     /// The whole loop on this machine: server, agents, a staged rollout and a bad one rolled back.
     Demo(cmd::demo::DemoArgs),

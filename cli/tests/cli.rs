@@ -393,3 +393,44 @@ fn inspect_and_bench_report_what_users_need() {
     }
     assert!(v["p50_ms"].as_f64() <= v["p99_ms"].as_f64());
 }
+
+#[test]
+fn bench_compares_any_onnx_file_with_onnx_runtime() {
+    // a plain .onnx (QOperator ops included), packed on the fly; ONNX Runtime runs the same input
+    let qops = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../runtime/tests/data/qops/qops.onnx"
+    );
+    let out = ok(&[
+        "bench",
+        qops,
+        "--compare-ort",
+        "--iterations",
+        "5",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for k in [
+        "p50_ms",
+        "ort_p50_ms",
+        "ratio",
+        "load_ms",
+        "ort_load_ms",
+        "peak_rss_mib",
+        "ort_peak_rss_mib",
+        "ort_max_abs_output",
+    ] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k} in {v}");
+    }
+    // one output quantization step (0.03) at most
+    assert!(v["max_abs_diff"].as_f64().unwrap() <= 0.0301, "{v}");
+
+    let s = setup();
+    let msg = fails(&["bench", &s.p("digits.efb")]);
+    assert!(msg.contains("needs --trust"), "{msg}");
+    let t = trust_args(s);
+    let msg = fails(&["bench", &s.p("digits.efb"), &t[0], &t[1], "--shape", "x=1"]);
+    assert!(msg.contains("plain .onnx"), "{msg}");
+    let msg = fails(&["bench", qops, "--shape", "nope=1x2"]);
+    assert!(msg.contains("not a graph input"), "{msg}");
+}

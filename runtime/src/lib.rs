@@ -77,6 +77,7 @@ pub mod json_input;
 pub mod keys;
 mod model;
 pub mod npy;
+pub mod onnx_graph;
 pub mod pack;
 pub mod postprocess;
 pub mod preprocess;

@@ -164,6 +164,63 @@ fn ephemeral_trust() -> Result<(SigningKey, TrustRoot), PackError> {
     Ok((key, trust))
 }
 
+/// A bundle for a plain ONNX file, signed with a throwaway key, and the trust root that accepts
+/// it: raw outputs, no normalization, no self-test vectors, no reference statistics. This is how
+/// `edgectl bench` runs any `.onnx` a user has through the same load path as a real bundle.
+pub fn throwaway_bundle(
+    onnx: &[u8],
+    name: &str,
+    inputs: Vec<InputSpec>,
+    output: &str,
+    now: u64,
+) -> Result<(Vec<u8>, TrustRoot), PackError> {
+    if inputs.is_empty() {
+        return Err(PackError::Spec("the graph has no inputs".into()));
+    }
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let manifest = Manifest {
+        name: if name.is_empty() {
+            "model".into()
+        } else {
+            name
+        },
+        version: "0.0.0".into(),
+        description: "packed on the fly with a throwaway key".into(),
+        created: now,
+        expires: None,
+        min_version: None,
+        payload: PayloadInfo {
+            format: PayloadFormat::Onnx,
+            sha256: [0u8; 32].into(),
+            size: 0,
+        },
+        engine: EngineHints::default(),
+        inputs,
+        output: OutputSpec {
+            name: output.to_string(),
+            task: Task::Raw,
+        },
+        self_test: SelfTest {
+            tolerance: default_tolerance(),
+            vectors: Vec::new(),
+        },
+        reference: ReferenceStats::default(),
+        quantization: None,
+        health: None,
+    };
+    let (key, trust) = ephemeral_trust()?;
+    Ok((bundle::build(manifest, onnx, &[key]), trust))
+}
+
 /// Deterministic synthetic rows when no calibration data is given (self-test only).
 fn synthetic_rows(spec: &InputSpec, rows: usize) -> Tensor {
     let mut shape: Vec<usize> = spec

@@ -1,33 +1,54 @@
 //! `edgectl bench`: load time (verify + optimize + self-test), first inference, latency
 //! percentiles over many runs, throughput and peak RSS — the numbers users compare runtimes by.
+//! MODEL is a bundle or any plain `.onnx` file (packed on the fly with a throwaway key). With
+//! `--compare-ort` the same inputs also go through ONNX Runtime (`ort.rs`) in the same run, and
+//! the report adds its figures, the latency ratio and the largest output difference.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use edge_runtime::Tensor;
+use edge_runtime::bundle::{self, InputSpec, VerifyPolicy};
+use edge_runtime::engine::EngineOptions;
+use edge_runtime::trust::TrustRoot;
+use edge_runtime::{onnx_graph, pack, DType, LoadOptions, Model, Tensor, TensorData};
 
-use crate::trust_arg::load_model;
+use super::ort;
 use crate::TrustArgs;
 
 /// Arguments of `edgectl bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// The bundle.
-    bundle: PathBuf,
-    #[command(flatten)]
-    trust: TrustArgs,
+    /// A bundle (.efb), or a plain ONNX file (.onnx), packed on the fly with a throwaway key.
+    model: PathBuf,
+    /// The fleet trust root (bundles only).
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// Pin the root public key (bundles only).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// CAUTION: accept an expired bundle.
+    #[arg(long)]
+    ignore_expiry: bool,
     /// Intra-op threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Timed runs (after the first).
     #[arg(long, default_value_t = 100)]
     iterations: usize,
-    /// Input file (default: the bundle's first self-test input).
+    /// Input file for the first input (default: the bundle's first self-test vector, else
+    /// seeded random data shaped by the model).
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Print JSON.
+    /// Concrete shapes for inputs with symbolic dims: `NAME=1x3x224x224;NAME2=1x128`.
+    #[arg(long)]
+    shape: Option<String>,
+    /// Also run ONNX Runtime (CPU, same threads, same inputs) and report the ratio and the
+    /// largest output difference. Installs `onnxruntime` into a cache if Python lacks it.
+    #[arg(long)]
+    compare_ort: bool,
+    /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -49,45 +70,178 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// The bundle bytes and the trust root to verify them with.
+fn bundle_and_trust(args: &BenchArgs, bytes: Vec<u8>) -> Result<(Vec<u8>, TrustRoot)> {
+    if is_onnx(&args.model) {
+        let itf = onnx_graph::interface(&bytes).map_err(anyhow::Error::msg)?;
+        let shapes = match &args.shape {
+            Some(s) => onnx_graph::parse_shapes(s).map_err(anyhow::Error::msg)?,
+            None => Vec::new(),
+        };
+        let inputs = onnx_graph::concrete_inputs(&itf, &shapes).map_err(anyhow::Error::msg)?;
+        let output = itf
+            .outputs
+            .first()
+            .map(|o| o.name.clone())
+            .context("the graph has no outputs")?;
+        let name = args
+            .model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        return Ok(pack::throwaway_bundle(&bytes, name, inputs, &output, now)?);
+    }
+    if args.shape.is_some() {
+        bail!("--shape is for plain .onnx files; a bundle's manifest fixes its input shapes");
+    }
+    let Some(trust) = &args.trust else {
+        bail!("a bundle needs --trust TRUST.cbor (or pass a plain .onnx file)");
+    };
+    let trust_args = TrustArgs {
+        trust: trust.clone(),
+        root: args.root.clone(),
+        ignore_expiry: args.ignore_expiry,
+    };
+    Ok((bytes, crate::trust_arg::load_trust(&trust_args)?))
+}
+
+/// Deterministic inputs for `spec` (xorshift): floats in [0, 1), `*mask*` inputs all ones,
+/// `*type*` inputs zeros, other integers in [1, 100) (valid token ids for any vocabulary).
+pub fn synthetic_input(spec: &InputSpec, seed: u64) -> Tensor {
+    let shape: Vec<usize> = spec
+        .shape
+        .iter()
+        .map(|d| match d {
+            bundle::Dim::Fixed(n) => *n as usize,
+            bundle::Dim::Named(_) => 1,
+        })
+        .collect();
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let name = spec.name.to_ascii_lowercase();
+    let int = |next: &mut dyn FnMut() -> u64| -> i64 {
+        if name.contains("mask") {
+            1
+        } else if name.contains("type") {
+            0
+        } else {
+            1 + (next() % 99) as i64
+        }
+    };
+    let data = match spec.dtype {
+        DType::F32 => TensorData::F32(
+            (0..n)
+                .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32)
+                .collect(),
+        ),
+        DType::F64 => TensorData::F64(
+            (0..n)
+                .map(|_| (next() >> 11) as f64 / (1u64 << 53) as f64)
+                .collect(),
+        ),
+        DType::I64 => TensorData::I64((0..n).map(|_| int(&mut next)).collect()),
+        DType::I32 => TensorData::I32((0..n).map(|_| int(&mut next) as i32).collect()),
+        DType::U8 => TensorData::U8((0..n).map(|_| next() as u8).collect()),
+        DType::I8 => TensorData::I8((0..n).map(|_| next() as i8).collect()),
+    };
+    Tensor { shape, data }
+}
+
+fn bench_inputs(args: &BenchArgs, model: &Model) -> Result<Vec<Tensor>> {
+    let specs = &model.manifest().inputs;
+    let mut inputs: Vec<Tensor> = match model.manifest().self_test.vectors.first() {
+        Some(v) if v.inputs.len() == specs.len() => v
+            .inputs
+            .iter()
+            .map(|t| t.to_tensor().context("a self-test input does not decode"))
+            .collect::<Result<_>>()?,
+        _ => specs
+            .iter()
+            .enumerate()
+            .map(|(ix, s)| synthetic_input(s, ix as u64 + 1))
+            .collect(),
+    };
+    if let Some(p) = &args.input {
+        inputs[0] = crate::input::load(p, &specs[0])?;
+    }
+    Ok(inputs)
+}
+
 /// Runs `edgectl bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.iterations == 0 {
         bail!("--iterations must be at least 1");
     }
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let bytes = std::fs::read(&args.model)
+        .with_context(|| format!("cannot read {}", args.model.display()))?;
     let t0 = Instant::now();
-    let model = load_model(&args.bundle, &args.trust, Some(args.threads))?;
-    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let input: Tensor = match &args.input {
-        Some(p) => crate::input::load(p, &model.manifest().inputs[0])?,
-        None => match model
-            .manifest()
-            .self_test
-            .vectors
-            .first()
-            .and_then(|v| v.inputs.first())
-            .and_then(|t| t.to_tensor())
-        {
-            Some(t) => t,
-            None => bail!("the bundle has no self-test input to bench with; pass --input"),
+    let (bundle_bytes, trust) = bundle_and_trust(&args, bytes)?;
+    let policy = VerifyPolicy {
+        expiry: if args.ignore_expiry {
+            bundle::Expiry::Ignore
+        } else {
+            bundle::Expiry::Enforce
         },
+        ..Default::default()
     };
+    let options = LoadOptions {
+        verify: policy.clone(),
+        engine: EngineOptions {
+            threads: Some(args.threads),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let verified = bundle::verify_bytes(&bundle_bytes, &trust, &policy)
+        .with_context(|| format!("cannot verify {}", args.model.display()))?;
+    // ONNX Runtime gets the very payload the signature covers
+    let payload = args.compare_ort.then(|| verified.payload().to_vec());
+    let model = Model::from_verified(verified, &options)
+        .with_context(|| format!("cannot load {}", args.model.display()))?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    drop(bundle_bytes);
+
+    let inputs = bench_inputs(&args, &model)?;
     let t1 = Instant::now();
-    model.run(vec![input.clone()])?;
+    let outputs = model.run(inputs.clone())?;
     let first_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let bar = indicatif::ProgressBar::new(args.iterations as u64);
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(args.iterations as u64)
+    };
     let mut lat = Vec::with_capacity(args.iterations);
     let total = Instant::now();
     for _ in 0..args.iterations {
         let t = Instant::now();
-        model.predict(vec![input.clone()])?;
+        model.predict(inputs.clone())?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         bar.inc(1);
     }
     let total_s = total.elapsed().as_secs_f64();
     bar.finish_and_clear();
     lat.sort_by(f64::total_cmp);
-    let batch = input.shape.first().copied().unwrap_or(1);
-    let report = serde_json::json!({
+    let batch = inputs[0].shape.first().copied().unwrap_or(1);
+    let p50 = percentile(&lat, 0.5);
+    let mut report = serde_json::json!({
         "model": model.model_ref().model,
         "version": model.model_ref().version,
         "engine": model.engine_name(),
@@ -96,12 +250,47 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "iterations": args.iterations,
         "load_ms": load_ms,
         "first_inference_ms": first_ms,
-        "p50_ms": percentile(&lat, 0.5),
+        "p50_ms": p50,
         "p90_ms": percentile(&lat, 0.9),
         "p99_ms": percentile(&lat, 0.99),
         "throughput_per_s": (args.iterations * batch) as f64 / total_s,
         "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
     });
+    if let Some(payload) = payload {
+        let mut normalized = inputs.clone();
+        for (spec, t) in model.manifest().inputs.iter().zip(&mut normalized) {
+            edge_runtime::preprocess::normalize(spec, t);
+        }
+        let names: Vec<&str> = model
+            .manifest()
+            .inputs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        let ort = ort::run(&payload, &names, &normalized, args.threads, args.iterations)?;
+        let diff = ort::max_abs_diff(
+            model.output_names(),
+            &outputs,
+            &ort.output_names,
+            &ort.outputs,
+        )?;
+        let obj = report.as_object_mut().expect("an object");
+        obj.insert("ort_runtime".into(), ort.runtime.clone().into());
+        obj.insert("ort_p50_ms".into(), ort.p50_ms.into());
+        obj.insert("ort_p90_ms".into(), ort.p90_ms.into());
+        obj.insert("ort_load_ms".into(), ort.load_ms.into());
+        obj.insert("ort_peak_rss_mib".into(), ort.peak_rss_mib.into());
+        obj.insert("ratio".into(), (p50 / ort.p50_ms).into());
+        obj.insert("max_abs_diff".into(), diff.into());
+        // the scale the difference is read against
+        let magnitude = ort
+            .outputs
+            .iter()
+            .flat_map(|t| t.to_f64_vec())
+            .filter(|v| v.is_finite())
+            .fold(0f64, |m, v| m.max(v.abs()));
+        obj.insert("ort_max_abs_output".into(), magnitude.into());
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

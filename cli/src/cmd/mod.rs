@@ -6,6 +6,7 @@ pub mod eval;
 pub mod fleet;
 pub mod keys;
 pub mod local_fleet;
+pub mod ort;
 pub mod pack;
 pub mod run;
 pub mod simulate;

@@ -21,7 +21,7 @@ pub struct CpuEngine {
 fn load_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::EngineLoad {
         engine: "cpu",
-        reason: e.to_string(),
+        reason: format!("{e:#}"),
     }
 }
 
@@ -47,7 +47,9 @@ impl CpuEngine {
     /// Parses, types and optimizes the verified payload.
     pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
         let manifest = bundle.manifest();
-        let mut model = tract_onnx::onnx()
+        let mut onnx = tract_onnx::onnx();
+        super::qops::register(&mut onnx.op_register);
+        let mut model = onnx
             .with_ignore_output_shapes(true)
             .with_ignore_value_info(true)
             .model_for_read(&mut &bundle.payload()[..])

@@ -2,6 +2,7 @@
 //! knows which engine runs. Today: `cpu` (tract). `gpu` (wgpu) and `cuda` come with issue 9.
 
 mod cpu;
+mod qops;
 
 use crate::bundle::VerifiedBundle;
 use crate::error::ModelError;

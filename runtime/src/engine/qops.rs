@@ -1,0 +1,479 @@
+//! The quantized operators of ONNX Runtime's QOperator format that tract does not parse
+//! (`com.microsoft` QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm, QLinearConcat,
+//! QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool is not among them), registered into the
+//! ONNX parser as tract expansions: each input is dequantized (`DequantizeLinearF32`, or folded
+//! into a float constant when the tensor itself is constant), the float operator runs, and the
+//! result is quantized back (`QuantizeLinearU8/I8`). tract's own QLinearConv and QLinearMatMul
+//! keep their integer kernels; these ops sit between them. Scales and zero points must be
+//! constants, as every quantizer emits them.
+
+use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::tract_core::ops::array::TypedConcat;
+use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_hir::tract_core::ops::change_axes::wire_with_rank_broadcast;
+use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_hir::tract_core::ops::math;
+use tract_onnx::tract_hir::tract_core::ops::nn::{leaky_relu, sigmoid, Reduce, Reducer};
+use tract_onnx::tract_hir::tract_core::ops::quant::{
+    quantize_linear_i8, quantize_linear_u8, DequantizeLinearF32,
+};
+
+/// Adds the operators to an ONNX parser's registry.
+pub fn register(reg: &mut OnnxOpRegister) {
+    reg.insert("QLinearAdd", |_, n| binary(n, QKind::Add));
+    reg.insert("QLinearMul", |_, n| binary(n, QKind::Mul));
+    reg.insert("QLinearGlobalAveragePool", global_average_pool);
+    reg.insert("QLinearSigmoid", |_, n| unary(n, QKind::Sigmoid));
+    reg.insert("QLinearLeakyRelu", |_, n| {
+        let alpha = n.get_attr_opt::<f32>("alpha")?.unwrap_or(0.01);
+        unary(n, QKind::LeakyRelu(alpha.to_bits()))
+    });
+    reg.insert("QLinearConcat", concat);
+    reg.insert("QGemm", qgemm);
+}
+
+/// Which float operator sits between the dequantized inputs and the quantized output.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+enum QKind {
+    Add,
+    Mul,
+    /// `channels_last`
+    GlobalAveragePool(bool),
+    Sigmoid,
+    /// alpha, as bits
+    LeakyRelu(u32),
+    /// axis
+    Concat(i64),
+    /// alpha (bits), transA, transB
+    Gemm(u32, bool, bool),
+}
+
+/// One quantized tensor among the node's inputs: positions (after empty names are dropped) of
+/// the tensor, its scale and its zero point.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct QInput {
+    x: usize,
+    scale: usize,
+    zero_point: Option<usize>,
+}
+
+/// A QOperator node as an expansion.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct QLinear {
+    kind: QKind,
+    inputs: Vec<QInput>,
+    /// Gemm's bias (int32, scale = a_scale × b_scale, zero point 0).
+    bias: Option<usize>,
+    /// Output scale and zero point; `None` (QGemm only) = float output.
+    output: Option<(usize, Option<usize>)>,
+    arity: usize,
+}
+
+/// Positions of the node's non-empty inputs: `present[i]` is where ONNX input `i` lands.
+fn positions(node: &NodeProto) -> Vec<Option<usize>> {
+    let mut next = 0;
+    node.input
+        .iter()
+        .map(|s| {
+            (!s.is_empty()).then(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect()
+}
+
+fn need(pos: &[Option<usize>], i: usize, node: &NodeProto, what: &str) -> TractResult<usize> {
+    pos.get(i).copied().flatten().with_context(|| {
+        format!(
+            "{} {}: input {i} ({what}) is missing",
+            node.op_type, node.name
+        )
+    })
+}
+
+fn opt(pos: &[Option<usize>], i: usize) -> Option<usize> {
+    pos.get(i).copied().flatten()
+}
+
+fn arity(pos: &[Option<usize>]) -> usize {
+    pos.iter().flatten().count()
+}
+
+fn qin(pos: &[Option<usize>], first: usize, node: &NodeProto) -> TractResult<QInput> {
+    Ok(QInput {
+        x: need(pos, first, node, "tensor")?,
+        scale: need(pos, first + 1, node, "scale")?,
+        zero_point: opt(pos, first + 2),
+    })
+}
+
+type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+
+fn binary(node: &NodeProto, kind: QKind) -> Built {
+    let pos = positions(node);
+    let op = QLinear {
+        kind,
+        inputs: vec![qin(&pos, 0, node)?, qin(&pos, 3, node)?],
+        bias: None,
+        output: Some((need(&pos, 6, node, "C_scale")?, opt(&pos, 7))),
+        arity: arity(&pos),
+    };
+    Ok((expand(op), vec![]))
+}
+
+fn unary(node: &NodeProto, kind: QKind) -> Built {
+    let pos = positions(node);
+    let op = QLinear {
+        kind,
+        inputs: vec![qin(&pos, 0, node)?],
+        bias: None,
+        output: Some((need(&pos, 3, node, "Y_scale")?, opt(&pos, 4))),
+        arity: arity(&pos),
+    };
+    Ok((expand(op), vec![]))
+}
+
+fn global_average_pool(_: &ParsingContext, node: &NodeProto) -> Built {
+    let channels_last = node.get_attr_opt::<i64>("channels_last")?.unwrap_or(0) != 0;
+    unary(node, QKind::GlobalAveragePool(channels_last))
+}
+
+fn concat(_: &ParsingContext, node: &NodeProto) -> Built {
+    let pos = positions(node);
+    let axis = node.get_attr::<i64>("axis")?;
+    let output = Some((need(&pos, 0, node, "Y_scale")?, opt(&pos, 1)));
+    let mut inputs = Vec::new();
+    let mut i = 2;
+    while i < node.input.len() {
+        inputs.push(QInput {
+            x: need(&pos, i, node, "tensor")?,
+            scale: need(&pos, i + 1, node, "scale")?,
+            zero_point: Some(need(&pos, i + 2, node, "zero point")?),
+        });
+        i += 3;
+    }
+    ensure!(!inputs.is_empty(), "QLinearConcat {}: no inputs", node.name);
+    let op = QLinear {
+        kind: QKind::Concat(axis),
+        inputs,
+        bias: None,
+        output,
+        arity: arity(&pos),
+    };
+    Ok((expand(op), vec![]))
+}
+
+fn qgemm(_: &ParsingContext, node: &NodeProto) -> Built {
+    let pos = positions(node);
+    let alpha = node.get_attr_opt::<f32>("alpha")?.unwrap_or(1.0);
+    let trans_a = node.get_attr_opt::<i64>("transA")?.unwrap_or(0) != 0;
+    let trans_b = node.get_attr_opt::<i64>("transB")?.unwrap_or(0) != 0;
+    let output = opt(&pos, 7).map(|s| (s, opt(&pos, 8)));
+    let op = QLinear {
+        kind: QKind::Gemm(alpha.to_bits(), trans_a, trans_b),
+        inputs: vec![
+            QInput {
+                x: need(&pos, 0, node, "A")?,
+                scale: need(&pos, 1, node, "a_scale")?,
+                zero_point: Some(need(&pos, 2, node, "a_zero_point")?),
+            },
+            QInput {
+                x: need(&pos, 3, node, "B")?,
+                scale: need(&pos, 4, node, "b_scale")?,
+                zero_point: Some(need(&pos, 5, node, "b_zero_point")?),
+            },
+        ],
+        bias: opt(&pos, 6),
+        output,
+        arity: arity(&pos),
+    };
+    Ok((expand(op), vec![]))
+}
+
+fn f32_values(t: &Tensor) -> TractResult<Vec<f32>> {
+    Ok(t.cast_to::<f32>()?
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
+}
+
+fn konst(target: &TypedModel, o: OutletId, what: &str) -> TractResult<Arc<Tensor>> {
+    target
+        .outlet_fact(o)?
+        .konst
+        .clone()
+        .with_context(|| format!("{what} must be a constant"))
+}
+
+/// Scale and zero point as f32 vectors (one value, or one per channel).
+fn params(
+    target: &TypedModel,
+    inputs: &[OutletId],
+    q: &QInput,
+) -> TractResult<(Vec<f32>, Vec<f32>)> {
+    let scale = konst(target, inputs[q.scale], "a scale")?;
+    let scale: Vec<f32> = f32_values(&scale)?;
+    let zp: Vec<f32> = match q.zero_point {
+        Some(z) => {
+            let z = konst(target, inputs[z], "a zero point")?;
+            f32_values(&z)?
+        }
+        None => vec![0.0],
+    };
+    ensure!(
+        !scale.is_empty() && !zp.is_empty(),
+        "empty scale or zero point"
+    );
+    Ok((scale, zp))
+}
+
+/// The zero point's element type (u8 when absent, as ONNX says).
+fn zero_point_dt(
+    target: &TypedModel,
+    inputs: &[OutletId],
+    zp: Option<usize>,
+) -> TractResult<DatumType> {
+    Ok(match zp {
+        Some(z) => target.outlet_fact(inputs[z])?.datum_type.unquantized(),
+        None => u8::datum_type(),
+    })
+}
+
+/// A float view of a quantized input.
+fn dequantize(
+    prefix: &str,
+    target: &mut TypedModel,
+    inputs: &[OutletId],
+    q: &QInput,
+    axis: usize,
+) -> TractResult<OutletId> {
+    let (scale, zp) = params(target, inputs, q)?;
+    let x = inputs[q.x];
+    let fact = target.outlet_fact(x)?.clone();
+    if let Some(k) = &fact.konst {
+        // a constant (weights): dequantize it here, once
+        let shape = k.shape().to_vec();
+        let mut values = f32_values(k)?;
+        let per = if scale.len() > 1 || zp.len() > 1 {
+            ensure!(
+                axis < shape.len(),
+                "per-axis parameters on a rank {} tensor",
+                shape.len()
+            );
+            shape[axis]
+        } else {
+            1
+        };
+        let inner: usize = shape[axis.min(shape.len())..].iter().skip(1).product();
+        for (i, v) in values.iter_mut().enumerate() {
+            let c = if per > 1 { (i / inner.max(1)) % per } else { 0 };
+            let s = scale[c.min(scale.len() - 1)];
+            let z = zp[c.min(zp.len() - 1)];
+            *v = (*v - z) * s;
+        }
+        return target.add_const(
+            format!("{prefix}.dequantized"),
+            tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tensor(),
+        );
+    }
+    ensure!(
+        scale.len() == 1 && zp.len() == 1,
+        "per-channel quantization of a non-constant tensor is not supported"
+    );
+    let op = DequantizeLinearF32::new(scale[0], zp[0] as i32);
+    Ok(target.wire_node(format!("{prefix}.dequantize"), op, &[x])?[0])
+}
+
+fn quantize(
+    prefix: &str,
+    target: &mut TypedModel,
+    inputs: &[OutletId],
+    scale: usize,
+    zp: Option<usize>,
+    x: OutletId,
+) -> TractResult<TVec<OutletId>> {
+    let (s, z) = params(
+        target,
+        inputs,
+        &QInput {
+            x: 0,
+            scale,
+            zero_point: zp,
+        },
+    )?;
+    ensure!(
+        s.len() == 1 && z.len() == 1,
+        "the output must be quantized per tensor"
+    );
+    let op: Box<dyn TypedOp> = if zero_point_dt(target, inputs, zp)? == i8::datum_type() {
+        Box::new(quantize_linear_i8(s[0].recip(), z[0] as i8))
+    } else {
+        Box::new(quantize_linear_u8(s[0].recip(), z[0] as u8))
+    };
+    target.wire_node(prefix, op, &[x])
+}
+
+impl QLinear {
+    fn float_op(
+        &self,
+        prefix: &str,
+        target: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<OutletId> {
+        let deq = |target: &mut TypedModel, ix: usize, axis: usize| {
+            dequantize(
+                &format!("{prefix}.in{ix}"),
+                target,
+                inputs,
+                &self.inputs[ix],
+                axis,
+            )
+        };
+        Ok(match &self.kind {
+            QKind::Add | QKind::Mul => {
+                let a = deq(target, 0, 0)?;
+                let b = deq(target, 1, 0)?;
+                let op: TypedBinOp = if self.kind == QKind::Add {
+                    math::add()
+                } else {
+                    math::mul()
+                };
+                wire_with_rank_broadcast(format!("{prefix}.float"), target, op, &[a, b])?[0]
+            }
+            QKind::Sigmoid => {
+                let a = deq(target, 0, 0)?;
+                target.wire_node(format!("{prefix}.float"), sigmoid(), &[a])?[0]
+            }
+            QKind::LeakyRelu(alpha) => {
+                let a = deq(target, 0, 0)?;
+                let op = leaky_relu(f32::from_bits(*alpha));
+                target.wire_node(format!("{prefix}.float"), op, &[a])?[0]
+            }
+            QKind::GlobalAveragePool(channels_last) => {
+                let a = deq(target, 0, 0)?;
+                let shape = target.outlet_fact(a)?.shape.clone();
+                let rank = shape.rank();
+                ensure!(rank >= 3, "QLinearGlobalAveragePool needs rank 3 or more");
+                let axes: TVec<usize> = if *channels_last {
+                    (1..rank - 1).collect()
+                } else {
+                    (2..rank).collect()
+                };
+                let mut count = TDim::Val(1);
+                for &ax in &axes {
+                    count *= shape[ax].clone();
+                }
+                let count = count
+                    .to_i64()
+                    .context("QLinearGlobalAveragePool needs known spatial dims")?;
+                let sum = target.wire_node(
+                    format!("{prefix}.sum"),
+                    Reduce::new(axes, Reducer::Sum),
+                    &[a],
+                )?[0];
+                let recip = target.add_const(
+                    format!("{prefix}.recip"),
+                    tensor0(1.0f32 / count as f32).broadcast_into_rank(rank)?,
+                )?;
+                target.wire_node(format!("{prefix}.float"), math::mul(), &[sum, recip])?[0]
+            }
+            QKind::Concat(axis) => {
+                let parts = (0..self.inputs.len())
+                    .map(|ix| deq(target, ix, 0))
+                    .collect::<TractResult<TVec<_>>>()?;
+                let rank = target.outlet_fact(parts[0])?.rank() as i64;
+                let axis = if *axis < 0 { axis + rank } else { *axis } as usize;
+                target.wire_node(format!("{prefix}.float"), TypedConcat::new(axis), &parts)?[0]
+            }
+            QKind::Gemm(alpha, trans_a, trans_b) => {
+                let a = deq(target, 0, 0)?;
+                // per-channel weights: the scale runs along N, axis 0 of B when transposed
+                let b = deq(target, 1, if *trans_b { 0 } else { 1 })?;
+                let expr = match (trans_a, trans_b) {
+                    (false, false) => "mk,kn->mn",
+                    (true, false) => "km,kn->mn",
+                    (false, true) => "mk,nk->mn",
+                    (true, true) => "km,nk->mn",
+                };
+                let einsum = EinSum::new(expr.parse()?, f32::datum_type());
+                let mut y = target.wire_node(format!("{prefix}.matmul"), einsum, &[a, b])?[0];
+                let alpha = f32::from_bits(*alpha);
+                if alpha != 1.0 {
+                    let k = target.add_const(
+                        format!("{prefix}.alpha"),
+                        tensor0(alpha).broadcast_into_rank(2)?,
+                    )?;
+                    y = target.wire_node(format!("{prefix}.scaled"), math::mul(), &[y, k])?[0];
+                }
+                if let Some(c) = self.bias {
+                    // int32 bias in units of a_scale × b_scale[n]
+                    let (sa, _) = params(target, inputs, &self.inputs[0])?;
+                    let (sb, _) = params(target, inputs, &self.inputs[1])?;
+                    let raw = konst(target, inputs[c], "QGemm's bias")?;
+                    let raw = f32_values(&raw)?;
+                    let bias: Vec<f32> = raw
+                        .iter()
+                        .enumerate()
+                        .map(|(n, v)| v * sa[0] * sb[n.min(sb.len() - 1)])
+                        .collect();
+                    let n = bias.len();
+                    let bias = target.add_const(
+                        format!("{prefix}.bias"),
+                        tract_ndarray::ArrayD::from_shape_vec(vec![1, n], bias)?.into_tensor(),
+                    )?;
+                    y = target.wire_node(format!("{prefix}.biased"), math::add(), &[y, bias])?[0];
+                }
+                y
+            }
+        })
+    }
+}
+
+impl Expansion for QLinear {
+    fn name(&self) -> StaticName {
+        "QLinear".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> TractResult<()> {
+        check_input_arity(inputs, self.arity)?;
+        check_output_arity(outputs, 1)?;
+        match self.output {
+            Some((_, Some(zp))) => s.equals(&outputs[0].datum_type, &inputs[zp].datum_type)?,
+            Some((_, None)) => s.equals(&outputs[0].datum_type, u8::datum_type())?,
+            None => s.equals(&outputs[0].datum_type, f32::datum_type())?,
+        }
+        match self.kind {
+            QKind::Sigmoid | QKind::LeakyRelu(_) => {
+                s.equals(&inputs[self.inputs[0].x].shape, &outputs[0].shape)?
+            }
+            QKind::GlobalAveragePool(_) => {
+                s.equals(&inputs[self.inputs[0].x].rank, &outputs[0].rank)?
+            }
+            QKind::Gemm(..) => s.equals(&outputs[0].rank, 2)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        target: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let y = self.float_op(prefix, target, inputs)?;
+        match self.output {
+            Some((scale, zp)) => quantize(prefix, target, inputs, scale, zp, y),
+            None => Ok(tvec!(y)),
+        }
+    }
+}
