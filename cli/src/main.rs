@@ -54,6 +54,8 @@ enum Command {
     },
     /// Pack an ONNX model with its spec into a signed bundle (.efb).
     Pack(cmd::pack::PackArgs),
+    /// Post-training int8 quantization of an ONNX model (QDQ; per-channel weights).
+    Quantize(cmd::quantize::QuantizeArgs),
     /// Verify a bundle against a trust root: exit 0 only if valid, else a one-line reason.
     Verify {
         /// The bundle.
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
         Command::Keygen { out, name } => cmd::keys::keygen(&out, &name),
         Command::Trust { command } => cmd::trust::run(command),
         Command::Pack(args) => cmd::pack::run(args),
+        Command::Quantize(args) => cmd::quantize::run(args),
         Command::Verify { bundle, trust } => cmd::verify::verify(&bundle, &trust),
         Command::Inspect { bundle, json } => cmd::verify::inspect(&bundle, json),
         Command::Run(args) => cmd::run::run(args),

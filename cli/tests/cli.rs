@@ -434,3 +434,95 @@ fn bench_compares_any_onnx_file_with_onnx_runtime() {
     let msg = fails(&["bench", qops, "--shape", "nope=1x2"]);
     assert!(msg.contains("not a graph input"), "{msg}");
 }
+
+#[test]
+fn quantized_digits_keep_their_accuracy_within_one_point_and_pack_like_the_float_model() {
+    let s = setup();
+    let out_path = s.p("digits.int8.onnx");
+    let out = ok(&[
+        "quantize",
+        &m("digits/model.onnx"),
+        "--out",
+        &out_path,
+        "--calibration",
+        &m("digits/calib_x.npy"),
+        "--spec",
+        &m("digits/spec.toml"),
+        "--range",
+        "99.99",
+        "--eval",
+        &m("digits/test_x.npy"),
+        &m("digits/test_y.npy"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["weights_quantized"], 4, "{v}");
+    assert_eq!(v["activations_quantized"], 4, "{v}");
+    assert_eq!(v["per_channel"], true);
+    let (before, after) = (
+        v["bytes_before"].as_f64().unwrap(),
+        v["bytes_after"].as_f64().unwrap(),
+    );
+    assert!(after < before / 3.0, "{before} -> {after}");
+    let e = &v["eval"];
+    assert_eq!(e["rows"], 360);
+    let (fa, qa) = (
+        e["accuracy_float"].as_f64().unwrap(),
+        e["accuracy_int8"].as_f64().unwrap(),
+    );
+    assert!(fa >= 0.97 && qa >= fa - 0.01, "float {fa}, int8 {qa}");
+    // the quantized model is really different (int8 weights), and still packs, self-tests, serves
+    assert!(e["max_abs_diff"].as_f64().unwrap() > 0.0);
+    let bundle = s.p("digits.int8.efb");
+    ok(&[
+        "pack",
+        &out_path,
+        "--spec",
+        &m("digits/spec.toml"),
+        "--key",
+        &s.p("signer.key"),
+        "--calibration",
+        &m("digits/calib_x.npy"),
+        "--out",
+        &bundle,
+    ]);
+    let t = trust_args(s);
+    let out = ok(&[
+        "eval",
+        &bundle,
+        &t[0],
+        &t[1],
+        "--inputs",
+        &m("digits/test_x.npy"),
+        "--labels",
+        &m("digits/test_y.npy"),
+        "--json",
+    ]);
+    let acc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        (acc["accuracy"].as_f64().unwrap() - qa).abs() < 1e-9,
+        "{acc}"
+    );
+
+    // clear errors
+    let msg = fails(&["quantize", &m("digits/model.onnx"), "--out", &s.p("x.onnx")]);
+    assert!(msg.contains("--weights-only"), "{msg}");
+    let msg = fails(&[
+        "quantize",
+        &m("digits/model.onnx"),
+        "--out",
+        &s.p("x.onnx"),
+        "--weights-only",
+        "--range",
+        "7",
+    ]);
+    assert!(msg.contains("percentile"), "{msg}");
+    let msg = fails(&[
+        "quantize",
+        &m("digits/spec.toml"),
+        "--out",
+        &s.p("x.onnx"),
+        "--weights-only",
+    ]);
+    assert!(msg.contains("not an ONNX model"), "{msg}");
+}

@@ -81,6 +81,7 @@ pub mod onnx_graph;
 pub mod pack;
 pub mod postprocess;
 pub mod preprocess;
+pub mod quantize;
 pub mod stats;
 pub mod tensor;
 pub mod trust;

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod local_fleet;
 pub mod ort;
 pub mod pack;
+pub mod quantize;
 pub mod run;
 pub mod simulate;
 pub mod trust;

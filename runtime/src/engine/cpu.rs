@@ -48,7 +48,7 @@ impl CpuEngine {
     pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
         let manifest = bundle.manifest();
         let mut onnx = tract_onnx::onnx();
-        super::qops::register(&mut onnx.op_register);
+        super::register_extra_ops(&mut onnx);
         let mut model = onnx
             .with_ignore_output_shapes(true)
             .with_ignore_value_info(true)

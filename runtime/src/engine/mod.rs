@@ -10,6 +10,11 @@ use crate::tensor::Tensor;
 
 pub use cpu::CpuEngine;
 
+/// Adds the operators the runtime implements on top of tract's ONNX parser (QOperator ops).
+pub fn register_extra_ops(onnx: &mut tract_onnx::Onnx) {
+    qops::register(&mut onnx.op_register);
+}
+
 /// A prepared model graph, ready to run. Implementations are shared across threads.
 pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Engine name (`cpu`, ...).

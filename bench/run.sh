@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The issue-8 harness (bench/harness.py): edgectl bench --compare-ort over models/, int8 variants
+# and real models from PyPI wheels; rewrites the harness section of docs/benchmarks.md.
+#   bench/run.sh [--threads N] [--iterations K] [--no-docs]
+# When Python lacks onnxruntime, onnx or numpy, pip installs them into ~/.cache/edgefleet/bench/py
+# (no root, no system site); wheels and extracted models are cached in ~/.cache/edgefleet/bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! python3 -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
+  PY="$HOME/.cache/edgefleet/bench/py"
+  export PYTHONPATH="$PY${PYTHONPATH:+:$PYTHONPATH}"
+  python3 -c "import onnxruntime, onnx, numpy" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --target "$PY" onnxruntime==1.32.0 onnx numpy
+fi
+cargo build --release -q -p edgectl
+exec python3 bench/harness.py "$@"
