@@ -221,8 +221,12 @@ pub fn throwaway_bundle(
     Ok((bundle::build(manifest, onnx, &[key]), trust))
 }
 
-/// Deterministic synthetic rows when no calibration data is given (self-test only).
-fn synthetic_rows(spec: &InputSpec, rows: usize) -> Tensor {
+/// Deterministic synthetic inputs (xorshift from `seed`), shaped by `spec` with `rows` rows (a
+/// named dim counts 1): floats uniform over the spec's image range (default [0, 1)); integers
+/// all ones for `*mask*` inputs, zeros for `*type*` inputs, else in [1, 100) (valid token ids for
+/// any vocabulary). The packer's self-test rows without calibration data, and `edgectl bench`'s
+/// inputs for models that carry no self-test vector.
+pub fn synthetic_rows(spec: &InputSpec, rows: usize, seed: u64) -> Tensor {
     let mut shape: Vec<usize> = spec
         .shape
         .iter()
@@ -231,31 +235,44 @@ fn synthetic_rows(spec: &InputSpec, rows: usize) -> Tensor {
             bundle::Dim::Named(_) => 1,
         })
         .collect();
-    shape[0] = rows;
+    if let Some(first) = shape.first_mut() {
+        *first = rows;
+    }
     let count: usize = shape.iter().product();
     let (lo, hi) = spec
         .image
         .as_ref()
         .map(|i| (i.range[0], i.range[1]))
         .unwrap_or((0.0, 1.0));
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
+        state
+    };
+    let unit = |v: u64| (v >> 40) as f32 / (1u64 << 24) as f32;
+    let name = spec.name.to_ascii_lowercase();
+    let int = |v: u64| -> i64 {
+        if name.contains("mask") {
+            1
+        } else if name.contains("type") {
+            0
+        } else {
+            1 + (v % 99) as i64
+        }
     };
     let data = match spec.dtype {
-        DType::F32 => TensorData::F32((0..count).map(|_| lo + (hi - lo) * next()).collect()),
+        DType::F32 => TensorData::F32((0..count).map(|_| lo + (hi - lo) * unit(next())).collect()),
         DType::F64 => TensorData::F64(
             (0..count)
-                .map(|_| (lo + (hi - lo) * next()) as f64)
+                .map(|_| (lo + (hi - lo) * unit(next())) as f64)
                 .collect(),
         ),
-        DType::I64 => TensorData::I64(vec![0; count]),
-        DType::I32 => TensorData::I32(vec![0; count]),
-        DType::U8 => TensorData::U8(vec![0; count]),
-        DType::I8 => TensorData::I8(vec![0; count]),
+        DType::I64 => TensorData::I64((0..count).map(|_| int(next())).collect()),
+        DType::I32 => TensorData::I32((0..count).map(|_| int(next()) as i32).collect()),
+        DType::U8 => TensorData::U8((0..count).map(|_| next() as u8).collect()),
+        DType::I8 => TensorData::I8((0..count).map(|_| next() as i8).collect()),
     };
     Tensor { shape, data }
 }
@@ -392,7 +409,7 @@ pub fn pack(
             &c.inputs
         }
         None => {
-            owned = synthetic_rows(single, spec.self_test.count.max(1) * unit);
+            owned = synthetic_rows(single, spec.self_test.count.max(1) * unit, 1);
             &owned
         }
     };

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edge_runtime::bundle::{self, InputSpec, VerifyPolicy};
+use edge_runtime::bundle::{self, VerifyPolicy};
 use edge_runtime::engine::EngineOptions;
 use edge_runtime::trust::TrustRoot;
-use edge_runtime::{onnx_graph, pack, DType, LoadOptions, Model, Tensor, TensorData};
+use edge_runtime::{onnx_graph, pack, LoadOptions, Model, Tensor};
 
 use super::ort;
 use crate::TrustArgs;
@@ -114,54 +114,6 @@ fn bundle_and_trust(args: &BenchArgs, bytes: Vec<u8>) -> Result<(Vec<u8>, TrustR
     Ok((bytes, crate::trust_arg::load_trust(&trust_args)?))
 }
 
-/// Deterministic inputs for `spec` (xorshift): floats in [0, 1), `*mask*` inputs all ones,
-/// `*type*` inputs zeros, other integers in [1, 100) (valid token ids for any vocabulary).
-pub fn synthetic_input(spec: &InputSpec, seed: u64) -> Tensor {
-    let shape: Vec<usize> = spec
-        .shape
-        .iter()
-        .map(|d| match d {
-            bundle::Dim::Fixed(n) => *n as usize,
-            bundle::Dim::Named(_) => 1,
-        })
-        .collect();
-    let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let name = spec.name.to_ascii_lowercase();
-    let int = |next: &mut dyn FnMut() -> u64| -> i64 {
-        if name.contains("mask") {
-            1
-        } else if name.contains("type") {
-            0
-        } else {
-            1 + (next() % 99) as i64
-        }
-    };
-    let data = match spec.dtype {
-        DType::F32 => TensorData::F32(
-            (0..n)
-                .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32)
-                .collect(),
-        ),
-        DType::F64 => TensorData::F64(
-            (0..n)
-                .map(|_| (next() >> 11) as f64 / (1u64 << 53) as f64)
-                .collect(),
-        ),
-        DType::I64 => TensorData::I64((0..n).map(|_| int(&mut next)).collect()),
-        DType::I32 => TensorData::I32((0..n).map(|_| int(&mut next) as i32).collect()),
-        DType::U8 => TensorData::U8((0..n).map(|_| next() as u8).collect()),
-        DType::I8 => TensorData::I8((0..n).map(|_| next() as i8).collect()),
-    };
-    Tensor { shape, data }
-}
-
 fn bench_inputs(args: &BenchArgs, model: &Model) -> Result<Vec<Tensor>> {
     let specs = &model.manifest().inputs;
     let mut inputs: Vec<Tensor> = match model.manifest().self_test.vectors.first() {
@@ -173,7 +125,13 @@ fn bench_inputs(args: &BenchArgs, model: &Model) -> Result<Vec<Tensor>> {
         _ => specs
             .iter()
             .enumerate()
-            .map(|(ix, s)| synthetic_input(s, ix as u64 + 1))
+            .map(|(ix, s)| {
+                let rows = match s.shape.first() {
+                    Some(bundle::Dim::Fixed(n)) => *n as usize,
+                    _ => 1,
+                };
+                pack::synthetic_rows(s, rows, ix as u64 + 1)
+            })
             .collect(),
     };
     if let Some(p) = &args.input {
