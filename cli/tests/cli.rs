@@ -95,6 +95,30 @@ fn setup() -> &'static Setup {
     })
 }
 
+/// `edgectl eval BUNDLE` on the digits test split, as JSON.
+fn eval_digits_test_split(bundle: &str) -> serde_json::Value {
+    let t = trust_args(setup());
+    let out = ok(&[
+        "eval",
+        bundle,
+        &t[0],
+        &t[1],
+        "--inputs",
+        &m("digits/test_x.npy"),
+        "--labels",
+        &m("digits/test_y.npy"),
+        "--json",
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Every key of a bench report is a positive number.
+fn all_positive(v: &serde_json::Value, keys: &[&str]) {
+    for k in keys {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
+    }
+}
+
 fn trust_args(s: &Setup) -> Vec<String> {
     vec![
         "--trust".into(),
@@ -163,20 +187,7 @@ fn keys_are_private_and_verify_accepts_only_valid_bundles() {
 
 #[test]
 fn eval_digits_reaches_097() {
-    let s = setup();
-    let t = trust_args(s);
-    let out = ok(&[
-        "eval",
-        &s.p("digits.efb"),
-        &t[0],
-        &t[1],
-        "--inputs",
-        &m("digits/test_x.npy"),
-        "--labels",
-        &m("digits/test_y.npy"),
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = eval_digits_test_split(&setup().p("digits.efb"));
     let acc = v["accuracy"].as_f64().unwrap();
     assert!(acc >= 0.97, "accuracy {acc}");
     assert_eq!(v["per_class_accuracy"].as_object().unwrap().len(), 10);
@@ -380,17 +391,18 @@ fn inspect_and_bench_report_what_users_need() {
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for k in [
-        "load_ms",
-        "first_inference_ms",
-        "p50_ms",
-        "p90_ms",
-        "p99_ms",
-        "throughput_per_s",
-        "peak_rss_mib",
-    ] {
-        assert!(v[k].as_f64().unwrap() > 0.0, "{k} in {v}");
-    }
+    all_positive(
+        &v,
+        &[
+            "load_ms",
+            "first_inference_ms",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "throughput_per_s",
+            "peak_rss_mib",
+        ],
+    );
     assert!(v["p50_ms"].as_f64() <= v["p99_ms"].as_f64());
 }
 
@@ -410,18 +422,19 @@ fn bench_compares_any_onnx_file_with_onnx_runtime() {
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for k in [
-        "p50_ms",
-        "ort_p50_ms",
-        "ratio",
-        "load_ms",
-        "ort_load_ms",
-        "peak_rss_mib",
-        "ort_peak_rss_mib",
-        "ort_max_abs_output",
-    ] {
-        assert!(v[k].as_f64().unwrap() > 0.0, "{k} in {v}");
-    }
+    all_positive(
+        &v,
+        &[
+            "p50_ms",
+            "ort_p50_ms",
+            "ratio",
+            "load_ms",
+            "ort_load_ms",
+            "peak_rss_mib",
+            "ort_peak_rss_mib",
+            "ort_max_abs_output",
+        ],
+    );
     // one output quantization step (0.03) at most
     assert!(v["max_abs_diff"].as_f64().unwrap() <= 0.0301, "{v}");
 
@@ -486,19 +499,7 @@ fn quantized_digits_keep_their_accuracy_within_one_point_and_pack_like_the_float
         "--out",
         &bundle,
     ]);
-    let t = trust_args(s);
-    let out = ok(&[
-        "eval",
-        &bundle,
-        &t[0],
-        &t[1],
-        "--inputs",
-        &m("digits/test_x.npy"),
-        "--labels",
-        &m("digits/test_y.npy"),
-        "--json",
-    ]);
-    let acc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let acc = eval_digits_test_split(&bundle);
     assert!(
         (acc["accuracy"].as_f64().unwrap() - qa).abs() < 1e-9,
         "{acc}"
