@@ -246,9 +246,10 @@ fn calibrate(
             )
             .map_err(err)?;
     }
+    let shapes: Vec<&[usize]> = first.iter().map(|t| &t.shape[..]).collect();
     let plan = inference
         .into_optimized()
-        .map_err(err)?
+        .map_err(|e| format!("calibration rows shaped {shapes:?} do not fit the graph: {e:#}"))?
         .into_runnable()
         .map_err(err)?;
     let mut ranges: Vec<Range> = names.iter().map(|_| Range::default()).collect();
