@@ -1,6 +1,6 @@
 //! The quantized operators of ONNX Runtime's QOperator format that tract does not parse
 //! (`com.microsoft` QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm, QLinearConcat,
-//! QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool is not among them), registered into the
+//! QLinearSigmoid, QLinearLeakyRelu; not yet QLinearAveragePool), registered into the
 //! ONNX parser as tract expansions: each input is dequantized (`DequantizeLinearF32`, or folded
 //! into a float constant when the tensor itself is constant), the float operator runs, and the
 //! result is quantized back (`QuantizeLinearU8/I8`). tract's own QLinearConv and QLinearMatMul
