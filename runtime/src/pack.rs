@@ -17,6 +17,7 @@ use crate::bundle::{
 use crate::engine::EngineOptions;
 use crate::error::ModelError;
 use crate::model::{LoadOptions, Model};
+use crate::onnx_graph;
 use crate::stats::{quantile_histogram, FeatureMap, Histogram};
 use crate::tensor::{DType, Tensor, TensorData};
 use crate::trust::{self, RootAnchor, TrustRoot, TrustSpec};
@@ -219,6 +220,23 @@ pub fn throwaway_bundle(
     };
     let (key, trust) = ephemeral_trust()?;
     Ok((bundle::build(manifest, onnx, &[key]), trust))
+}
+
+/// [`throwaway_bundle`] for ONNX bytes as they are: the inputs the graph declares, made concrete
+/// with `shapes` ([`onnx_graph::concrete_inputs`]), and its first output.
+pub fn throwaway_bundle_for_onnx(
+    onnx: &[u8],
+    name: &str,
+    shapes: &[(String, Vec<u64>)],
+    now: u64,
+) -> Result<(Vec<u8>, TrustRoot), PackError> {
+    let itf = onnx_graph::interface(onnx).map_err(PackError::Spec)?;
+    let inputs = onnx_graph::concrete_inputs(&itf, shapes).map_err(PackError::Spec)?;
+    let output = itf
+        .outputs
+        .first()
+        .ok_or_else(|| PackError::Spec("the graph has no outputs".into()))?;
+    throwaway_bundle(onnx, name, inputs, &output.name, now)
 }
 
 /// Deterministic synthetic inputs (xorshift from `seed`), shaped by `spec` with `rows` rows (a

@@ -18,6 +18,7 @@ use prost::Message;
 use tract_onnx::pb::{self, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
+use crate::engine::f32_values;
 use crate::tensor::Tensor as EfTensor;
 
 /// How activation ranges are taken from the calibration rows.
@@ -214,16 +215,12 @@ fn to_tract(t: &EfTensor) -> Result<Tensor, String> {
 
 /// Runs the float graph on every calibration row and measures `names`.
 fn calibrate(
+    onnx: &tract_onnx::Onnx,
     model: &pb::ModelProto,
     names: &[String],
     rows: &[Vec<EfTensor>],
     method: RangeMethod,
 ) -> Result<HashMap<String, (f32, f32)>, String> {
-    let mut onnx = tract_onnx::onnx();
-    crate::engine::register_extra_ops(&mut onnx);
-    let onnx = onnx
-        .with_ignore_output_shapes(true)
-        .with_ignore_value_info(true);
     let parsed = onnx.parse(model, None).map_err(err)?;
     let mut inference = parsed.model;
     let outlets = names
@@ -259,9 +256,7 @@ fn calibrate(
             .run(inputs.into_iter().map(|t| t.into_tvalue()).collect())
             .map_err(|e| format!("calibration run failed: {e:#}"))?;
         for (range, out) in ranges.iter_mut().zip(outputs) {
-            let out = out.cast_to::<f32>().map_err(err)?;
-            let view = out.to_plain_array_view::<f32>().map_err(err)?;
-            range.observe(&view.iter().copied().collect::<Vec<_>>());
+            range.observe(&f32_values(&out).map_err(err)?);
         }
     }
     Ok(names
@@ -280,7 +275,7 @@ pub fn quantize(
 ) -> Result<(Vec<u8>, QuantizeReport), String> {
     let mut model = pb::ModelProto::decode(onnx).map_err(|e| format!("not an ONNX model: {e}"))?;
     let per_channel = opset(&model) >= 13;
-    let provider = tract_onnx::onnx().provider;
+    let onnx_parser = crate::engine::onnx_parser();
     let mut report = QuantizeReport {
         per_channel,
         bytes_before: onnx.len(),
@@ -354,7 +349,13 @@ pub fn quantize(
         if calibration.is_empty() {
             return Err("static quantization needs calibration rows (or use weights-only)".into());
         }
-        calibrate(&model, &activations, calibration, options.range)?
+        calibrate(
+            &onnx_parser,
+            &model,
+            &activations,
+            calibration,
+            options.range,
+        )?
     };
 
     // 3. rewrite the graph
@@ -367,14 +368,10 @@ pub fn quantize(
             .position(|t| &t.name == name)
             .expect("found above");
         let proto = graph.initializer.remove(ix);
-        let t = tract_onnx::tensor::load_tensor(&*provider, &proto, None).map_err(err)?;
+        let t =
+            tract_onnx::tensor::load_tensor(&*onnx_parser.provider, &proto, None).map_err(err)?;
         let shape = t.shape().to_vec();
-        let values: Vec<f32> = t
-            .to_plain_array_view::<f32>()
-            .map_err(err)?
-            .iter()
-            .copied()
-            .collect();
+        let values = f32_values(&t).map_err(err)?;
         let (q, scales) = quantize_weight(&values, &shape, *axis, per_channel);
         let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
         let n = scales.len() as i64;
@@ -415,7 +412,7 @@ pub fn quantize(
         report.weights_quantized += 1;
     }
     let old_nodes = std::mem::take(&mut graph.node);
-    let mut pending: HashMap<&str, ()> = activations.iter().map(|a| (a.as_str(), ())).collect();
+    let mut pending: HashSet<&str> = activations.iter().map(String::as_str).collect();
     let mut rewired: HashMap<String, String> = HashMap::new();
     for mut n in old_nodes {
         let quantized_op = matches!(n.op_type.as_str(), "Conv" | "Gemm" | "MatMul")
@@ -423,7 +420,7 @@ pub fn quantize(
             && seen.contains(&n.input[1]);
         if quantized_op {
             let x = n.input[0].clone();
-            if pending.remove(x.as_str()).is_some() {
+            if pending.remove(x.as_str()) {
                 let (lo, hi) = ranges[&x];
                 let (scale, zp) = activation_params(lo, hi);
                 graph.initializer.push(tensor_proto(

@@ -76,20 +76,16 @@ fn is_onnx(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
-/// The bundle bytes and the trust root to verify them with.
-fn bundle_and_trust(args: &BenchArgs, bytes: Vec<u8>) -> Result<(Vec<u8>, TrustRoot)> {
+/// The bundle bytes, the trust root and the policy to verify them with.
+fn bundle_and_trust(
+    args: &BenchArgs,
+    bytes: Vec<u8>,
+) -> Result<(Vec<u8>, TrustRoot, VerifyPolicy)> {
     if is_onnx(&args.model) {
-        let itf = onnx_graph::interface(&bytes).map_err(anyhow::Error::msg)?;
         let shapes = match &args.shape {
             Some(s) => onnx_graph::parse_shapes(s).map_err(anyhow::Error::msg)?,
             None => Vec::new(),
         };
-        let inputs = onnx_graph::concrete_inputs(&itf, &shapes).map_err(anyhow::Error::msg)?;
-        let output = itf
-            .outputs
-            .first()
-            .map(|o| o.name.clone())
-            .context("the graph has no outputs")?;
         let name = args
             .model
             .file_stem()
@@ -98,7 +94,8 @@ fn bundle_and_trust(args: &BenchArgs, bytes: Vec<u8>) -> Result<(Vec<u8>, TrustR
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs();
-        return Ok(pack::throwaway_bundle(&bytes, name, inputs, &output, now)?);
+        let (bundle, trust) = pack::throwaway_bundle_for_onnx(&bytes, name, &shapes, now)?;
+        return Ok((bundle, trust, VerifyPolicy::default()));
     }
     if args.shape.is_some() {
         bail!("--shape is for plain .onnx files; a bundle's manifest fixes its input shapes");
@@ -111,7 +108,8 @@ fn bundle_and_trust(args: &BenchArgs, bytes: Vec<u8>) -> Result<(Vec<u8>, TrustR
         root: args.root.clone(),
         ignore_expiry: args.ignore_expiry,
     };
-    Ok((bytes, crate::trust_arg::load_trust(&trust_args)?))
+    let trust = crate::trust_arg::load_trust(&trust_args)?;
+    Ok((bytes, trust, crate::trust_arg::policy(&trust_args)))
 }
 
 fn bench_inputs(args: &BenchArgs, model: &Model) -> Result<Vec<Tensor>> {
@@ -151,15 +149,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let bytes = std::fs::read(&args.model)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
     let t0 = Instant::now();
-    let (bundle_bytes, trust) = bundle_and_trust(&args, bytes)?;
-    let policy = VerifyPolicy {
-        expiry: if args.ignore_expiry {
-            bundle::Expiry::Ignore
-        } else {
-            bundle::Expiry::Enforce
-        },
-        ..Default::default()
-    };
+    let (bundle_bytes, trust, policy) = bundle_and_trust(&args, bytes)?;
     let options = LoadOptions {
         verify: policy.clone(),
         engine: EngineOptions {

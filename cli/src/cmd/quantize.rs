@@ -73,21 +73,13 @@ fn rows(path: &std::path::Path, limit: usize, spec: Option<&InputSpec>) -> Resul
     Ok(out)
 }
 
+/// A model (float or quantized) through the runtime, with its first input shaped like a row.
 fn load(onnx: &[u8], row_shape: &[usize]) -> Result<Model> {
     let itf = onnx_graph::interface(onnx).map_err(anyhow::Error::msg)?;
     let name = itf.inputs.first().context("no graph input")?.name.clone();
     let shape = vec![(name, row_shape.iter().map(|d| *d as u64).collect())];
-    let inputs = onnx_graph::concrete_inputs(&itf, &shape).map_err(anyhow::Error::msg)?;
-    let output = itf.outputs.first().context("no graph output")?.name.clone();
-    let (bundle, trust) = pack::throwaway_bundle(onnx, "eval", inputs, &output, 0)?;
-    let options = LoadOptions {
-        verify: edge_runtime::bundle::VerifyPolicy {
-            expiry: edge_runtime::bundle::Expiry::Ignore,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Ok(Model::load(&bundle, &trust, &options)?)
+    let (bundle, trust) = pack::throwaway_bundle_for_onnx(onnx, "eval", &shape, 0)?;
+    Ok(Model::load(&bundle, &trust, &LoadOptions::default())?)
 }
 
 fn argmax(t: &Tensor) -> usize {

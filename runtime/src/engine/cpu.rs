@@ -47,11 +47,7 @@ impl CpuEngine {
     /// Parses, types and optimizes the verified payload.
     pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
         let manifest = bundle.manifest();
-        let mut onnx = tract_onnx::onnx();
-        super::register_extra_ops(&mut onnx);
-        let mut model = onnx
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
+        let mut model = super::onnx_parser()
             .model_for_read(&mut &bundle.payload()[..])
             .map_err(load_err)?;
         let graph_inputs = model.input_outlets().map_err(load_err)?.len();

@@ -10,9 +10,25 @@ use crate::tensor::Tensor;
 
 pub use cpu::CpuEngine;
 
-/// Adds the operators the runtime implements on top of tract's ONNX parser (QOperator ops).
-pub fn register_extra_ops(onnx: &mut tract_onnx::Onnx) {
+/// tract's ONNX parser as the runtime uses it everywhere (engine, quantizer): with the operators
+/// the runtime adds (QOperator ops) and the shape hints in the file ignored (tract loads models
+/// with symbolic dims reliably only so; the runtime sets the input facts itself).
+pub fn onnx_parser() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
     qops::register(&mut onnx.op_register);
+    onnx.with_ignore_output_shapes(true)
+        .with_ignore_value_info(true)
+}
+
+/// A tensor's values as f32 (any numeric type, any layout).
+pub(crate) fn f32_values(
+    t: &tract_onnx::prelude::Tensor,
+) -> tract_onnx::prelude::TractResult<Vec<f32>> {
+    Ok(t.cast_to::<f32>()?
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
 }
 
 /// A prepared model graph, ready to run. Implementations are shared across threads.

@@ -10,6 +10,8 @@
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
+
+use super::f32_values;
 use tract_onnx::tract_hir::tract_core::ops::array::TypedConcat;
 use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_hir::tract_core::ops::change_axes::wire_with_rank_broadcast;
@@ -191,14 +193,6 @@ fn qgemm(_: &ParsingContext, node: &NodeProto) -> Built {
         arity: arity(&pos),
     };
     Ok((expand(op), vec![]))
-}
-
-fn f32_values(t: &Tensor) -> TractResult<Vec<f32>> {
-    Ok(t.cast_to::<f32>()?
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect())
 }
 
 fn konst(target: &TypedModel, o: OutletId, what: &str) -> TractResult<Arc<Tensor>> {
