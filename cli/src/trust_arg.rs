@@ -34,19 +34,32 @@ pub fn policy(args: &TrustArgs) -> VerifyPolicy {
     }
 }
 
-/// Verifies and loads a bundle.
-pub fn load_model(bundle: &Path, args: &TrustArgs, threads: Option<usize>) -> Result<Model> {
+/// Verifies and loads a bundle on the engine `engine` asks for (and says on stderr when the
+/// engine that runs it is not the CPU, or differs from the one asked for).
+pub fn load_model(bundle: &Path, args: &TrustArgs, engine: EngineOptions) -> Result<Model> {
     let trust = load_trust(args)?;
     let bytes = std::fs::read(bundle)
         .with_context(|| format!("cannot read bundle {}", bundle.display()))?;
     let options = LoadOptions {
         verify: policy(args),
-        engine: EngineOptions {
-            threads,
-            ..Default::default()
-        },
+        engine,
         ..Default::default()
     };
-    Model::load(&bytes, &trust, &options)
-        .with_context(|| format!("cannot load {}", bundle.display()))
+    let model = Model::load(&bytes, &trust, &options)
+        .with_context(|| format!("cannot load {}", bundle.display()))?;
+    let choice = model.engine_choice();
+    if choice.used != "cpu" || choice.reason.is_some() {
+        eprintln!(
+            "engine: {} on {} (asked: {}){}",
+            choice.used,
+            choice.device,
+            choice.requested,
+            choice
+                .reason
+                .as_deref()
+                .map(|r| format!("; {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(model)
 }

@@ -283,6 +283,7 @@ pub fn models_json(core: &Core) -> Value {
                 "version": m.model_ref().version,
                 "bundle": m.model_ref().bundle,
                 "engine": m.engine_name(),
+                "engine_choice": m.engine_choice(),
                 "task": serde_json::to_value(&m.manifest().output.task).ok().and_then(|v| v.get("task").cloned()),
                 "inputs": m.manifest().inputs.iter().map(|i| json!({"name": i.name, "dtype": i.dtype.to_string()})).collect::<Vec<_>>(),
             })),

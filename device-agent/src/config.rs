@@ -52,6 +52,11 @@ pub struct Config {
     /// Threads for inference per model (default: the bundle's hint, else the engine's).
     #[serde(default)]
     pub inference_threads: Option<u32>,
+    /// Engine for every model: "auto" (cuda, then gpu, then cpu), "cpu", "gpu" or "cuda"
+    /// (default: each bundle's hint, else cpu). A model the engine cannot run loads on the CPU;
+    /// the `verified` event and `GET /v1/models` say why.
+    #[serde(default)]
+    pub inference_engine: Option<edge_runtime::engine::EngineKind>,
     /// `[[sensor]]` sources feeding models (streaming inference).
     #[serde(default, rename = "sensor")]
     pub sensors: Vec<crate::sensor::SensorConfig>,

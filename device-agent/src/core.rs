@@ -106,6 +106,7 @@ impl Core {
         let state = AgentState::open(db)?;
         let mut load_options = LoadOptions::default();
         load_options.engine.threads = config.inference_threads.map(|t| t as usize);
+        load_options.engine.kind = config.inference_engine;
         Ok(Core {
             config,
             device_id,

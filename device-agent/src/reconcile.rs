@@ -265,7 +265,21 @@ fn install(
             model.manifest().version
         ));
     }
-    core.event(generation, name, version, Step::Verified, None);
+    let choice = model.engine_choice();
+    let engine_note = (choice.used != "cpu" || choice.reason.is_some()).then(|| {
+        format!(
+            "engine {} on {} (asked: {}){}",
+            choice.used,
+            choice.device,
+            choice.requested,
+            choice
+                .reason
+                .as_deref()
+                .map(|r| format!("; {r}"))
+                .unwrap_or_default()
+        )
+    });
+    core.event(generation, name, version, Step::Verified, engine_note);
     failpoint::hit("verify");
     // 4. activate: record the trial first (a crash after this boots into it and counts), then swap
     if trials.remove(name).is_some()

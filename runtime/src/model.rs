@@ -7,7 +7,7 @@ use std::time::Instant;
 use edge_protocol::{ModelRef, PredictResponse, RawOutput};
 
 use crate::bundle::{verify_bytes, Manifest, Task, VerifiedBundle, VerifyPolicy};
-use crate::engine::{self, Engine, EngineOptions};
+use crate::engine::{self, Engine, EngineChoice, EngineOptions};
 use crate::error::ModelError;
 use crate::postprocess::{answer, raw_output, Answers};
 use crate::preprocess::{check_normalization, normalize, validate, InputLimits};
@@ -44,6 +44,7 @@ pub struct Model {
     manifest: Manifest,
     model_ref: ModelRef,
     engine: Box<dyn Engine>,
+    engine_choice: EngineChoice,
     stats: ModelStats,
     input_limits: InputLimits,
 }
@@ -66,7 +67,7 @@ impl Model {
     ) -> Result<Model, ModelError> {
         let manifest = bundle.manifest().clone();
         check_spec(&manifest)?;
-        let engine = engine::prepare(&bundle, &options.engine)?;
+        let (engine, engine_choice) = engine::prepare(&bundle, &options.engine)?;
         let (classes, prediction_edges) = match &manifest.output.task {
             Task::Classification { labels, .. } => (labels.len(), None),
             Task::Regression { .. } => (
@@ -93,6 +94,7 @@ impl Model {
             },
             manifest,
             engine,
+            engine_choice,
             stats: ModelStats::new(classes, prediction_edges, feature_edges),
             input_limits: options.input_limits.clone(),
         };
@@ -290,6 +292,11 @@ impl Model {
     /// The engine serving this model.
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
+    }
+
+    /// The engine asked for, the one that runs, on which device, and why they differ.
+    pub fn engine_choice(&self) -> &EngineChoice {
+        &self.engine_choice
     }
 
     /// Output names in graph order.

@@ -208,6 +208,53 @@ pub fn parse_shapes(text: &str) -> Result<Vec<(String, Vec<u64>)>, String> {
         .collect()
 }
 
+/// A one-node ONNX graph (`y = Relu(x)`, x: f32 `[1, n]`): what `edgectl bench` runs to measure an
+/// engine's fixed cost per inference (dispatch, synchronization, copies) apart from the model.
+pub fn one_op_graph(n: usize) -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb;
+    let value = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: [1, n as i64]
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "one_op".into(),
+            node: vec![pb::NodeProto {
+                op_type: "Relu".into(),
+                input: vec!["x".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edge_runtime::bundle::{self, VerifyPolicy};
-use edge_runtime::engine::EngineOptions;
+use edge_runtime::engine::{EngineKind, EngineOptions};
 use edge_runtime::trust::TrustRoot;
 use edge_runtime::{onnx_graph, pack, LoadOptions, Model, Tensor};
 
@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Intra-op threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Engine: auto (cuda, then gpu, then cpu), cpu, gpu (wgpu: Vulkan/Metal) or cuda. Default:
+    /// the bundle's hint, else cpu. The report says which engine ran and why.
+    #[arg(long)]
+    engine: Option<EngineKind>,
     /// Timed runs (after the first).
     #[arg(long, default_value_t = 100)]
     iterations: usize,
@@ -48,9 +52,42 @@ pub struct BenchArgs {
     /// largest output difference. Installs `onnxruntime` into a cache if Python lacks it.
     #[arg(long)]
     compare_ort: bool,
+    /// Also run the CPU engine on the same inputs: its median latency and the largest output
+    /// difference from the engine under test (for `--engine gpu|cuda|auto`).
+    #[arg(long)]
+    compare_cpu: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Median latency of a one-op graph (`Relu` on 16 floats) on the engine `options` pick: the fixed
+/// cost per inference (dispatch, synchronization, copies), apart from the model's own work.
+fn overhead_p50_ms(options: &LoadOptions, iterations: usize) -> Result<f64> {
+    let onnx = onnx_graph::one_op_graph(16);
+    let (bytes, trust) = pack::throwaway_bundle_for_onnx(&onnx, "one_op", &[], unix_now())?;
+    let model = Model::load(&bytes, &trust, options).context("loading the one-op graph")?;
+    let x = Tensor {
+        shape: vec![1, 16],
+        data: edge_runtime::TensorData::F32(vec![0.5; 16]),
+    };
+    model.run(vec![x.clone()])?;
+    let mut lat: Vec<f64> = (0..iterations.max(20))
+        .map(|_| {
+            let t = Instant::now();
+            model
+                .run(vec![x.clone()])
+                .map(|_| t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_, _>>()?;
+    lat.sort_by(f64::total_cmp);
+    Ok(percentile(&lat, 0.5))
 }
 
 /// Peak resident set size of this process in KiB (Linux), if known.
@@ -91,10 +128,7 @@ fn bundle_and_trust(
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("model");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        let (bundle, trust) = pack::throwaway_bundle_for_onnx(&bytes, name, &shapes, now)?;
+        let (bundle, trust) = pack::throwaway_bundle_for_onnx(&bytes, name, &shapes, unix_now())?;
         return Ok((bundle, trust, VerifyPolicy::default()));
     }
     if args.shape.is_some() {
@@ -154,7 +188,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         verify: policy.clone(),
         engine: EngineOptions {
             threads: Some(args.threads),
-            ..Default::default()
+            kind: args.engine,
         },
         ..Default::default()
     };
@@ -193,6 +227,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "model": model.model_ref().model,
         "version": model.model_ref().version,
         "engine": model.engine_name(),
+        "engine_requested": model.engine_choice().requested,
+        "engine_device": model.engine_choice().device,
+        "engine_reason": model.engine_choice().reason,
+        "overhead_p50_ms": overhead_p50_ms(&options, args.iterations)?,
         "threads": args.threads,
         "batch": batch,
         "iterations": args.iterations,
@@ -204,6 +242,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "throughput_per_s": (args.iterations * batch) as f64 / total_s,
         "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
     });
+    if args.compare_cpu {
+        let cpu_options = LoadOptions {
+            engine: EngineOptions {
+                threads: Some(args.threads),
+                kind: Some(EngineKind::Cpu),
+            },
+            ..options.clone()
+        };
+        let (bundle_bytes, trust, policy) = bundle_and_trust(&args, std::fs::read(&args.model)?)?;
+        let verified = bundle::verify_bytes(&bundle_bytes, &trust, &policy)?;
+        let cpu = Model::from_verified(verified, &cpu_options).context("loading on the cpu")?;
+        let cpu_outputs = cpu.run(inputs.clone())?;
+        let diff = ort::max_abs_diff(
+            model.output_names(),
+            &outputs,
+            cpu.output_names(),
+            &cpu_outputs,
+        )?;
+        let mut cpu_lat: Vec<f64> = (0..args.iterations)
+            .map(|_| {
+                let t = Instant::now();
+                cpu.run(inputs.clone())
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        cpu_lat.sort_by(f64::total_cmp);
+        let obj = report.as_object_mut().expect("an object");
+        obj.insert("cpu_p50_ms".into(), percentile(&cpu_lat, 0.5).into());
+        obj.insert("cpu_max_abs_diff".into(), diff.into());
+    }
     if let Some(payload) = payload {
         let mut normalized = inputs.clone();
         for (spec, t) in model.manifest().inputs.iter().zip(&mut normalized) {

@@ -29,11 +29,21 @@ pub struct EvalArgs {
     /// Intra-op threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// Engine: auto, cpu, gpu or cuda (default: the bundle's hint, else cpu).
+    #[arg(long)]
+    engine: Option<edge_runtime::engine::EngineKind>,
 }
 
 /// Runs `edgectl eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let model = load_model(&args.bundle, &args.trust, args.threads)?;
+    let model = load_model(
+        &args.bundle,
+        &args.trust,
+        edge_runtime::engine::EngineOptions {
+            threads: args.threads,
+            kind: args.engine,
+        },
+    )?;
     let x = crate::input::load_npy(&args.inputs)?;
     let y = crate::input::load_npy(&args.labels)?.to_f64_vec();
     let rows = x.shape.first().copied().unwrap_or(0);

@@ -28,11 +28,21 @@ pub struct RunArgs {
     /// Intra-op threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// Engine: auto, cpu, gpu or cuda (default: the bundle's hint, else cpu).
+    #[arg(long)]
+    engine: Option<edge_runtime::engine::EngineKind>,
 }
 
 /// Runs `edgectl run`.
 pub fn run(args: RunArgs) -> Result<()> {
-    let model = load_model(&args.bundle, &args.trust, args.threads)?;
+    let model = load_model(
+        &args.bundle,
+        &args.trust,
+        edge_runtime::engine::EngineOptions {
+            threads: args.threads,
+            kind: args.engine,
+        },
+    )?;
     if model.manifest().inputs.len() != 1 {
         bail!(
             "`edgectl run` feeds one input file; this model has {} inputs",

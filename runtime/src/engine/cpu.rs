@@ -6,7 +6,7 @@ use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::*;
 
 use super::Engine;
-use crate::bundle::{Dim, VerifiedBundle};
+use crate::bundle::{Dim, InputSpec, VerifiedBundle};
 use crate::error::ModelError;
 use crate::tensor::{DType, Tensor as EfTensor, TensorData};
 
@@ -18,7 +18,7 @@ pub struct CpuEngine {
     threads: usize,
 }
 
-fn load_err(e: impl std::fmt::Display) -> ModelError {
+pub(crate) fn load_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::EngineLoad {
         engine: "cpu",
         reason: format!("{e:#}"),
@@ -43,41 +43,61 @@ fn datum(dt: DType) -> DatumType {
     }
 }
 
-impl CpuEngine {
-    /// Parses, types and optimizes the verified payload.
-    pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
-        let manifest = bundle.manifest();
-        let mut model = super::onnx_parser()
-            .model_for_read(&mut &bundle.payload()[..])
-            .map_err(load_err)?;
-        let graph_inputs = model.input_outlets().map_err(load_err)?.len();
-        if graph_inputs != manifest.inputs.len() {
+/// tract's parse of the verified payload, its inputs checked against the manifest (count, names).
+pub(crate) fn parse_checked(bundle: &VerifiedBundle) -> Result<InferenceModel, ModelError> {
+    let manifest = bundle.manifest();
+    let model = super::onnx_parser()
+        .model_for_read(&mut &bundle.payload()[..])
+        .map_err(load_err)?;
+    let graph_inputs = model.input_outlets().map_err(load_err)?.len();
+    if graph_inputs != manifest.inputs.len() {
+        return Err(ModelError::Spec(format!(
+            "the graph has {graph_inputs} input(s) but the manifest describes {}",
+            manifest.inputs.len()
+        )));
+    }
+    for (ix, spec) in manifest.inputs.iter().enumerate() {
+        let outlet = model.input_outlets().map_err(load_err)?[ix];
+        let graph_name = model.node(outlet.node).name.clone();
+        if graph_name != spec.name {
             return Err(ModelError::Spec(format!(
-                "the graph has {graph_inputs} input(s) but the manifest describes {}",
-                manifest.inputs.len()
+                "graph input {ix} is named '{graph_name}', the manifest says '{}'",
+                spec.name
             )));
         }
-        for (ix, spec) in manifest.inputs.iter().enumerate() {
-            let outlet = model.input_outlets().map_err(load_err)?[ix];
-            let graph_name = model.node(outlet.node).name.clone();
-            if graph_name != spec.name {
-                return Err(ModelError::Spec(format!(
-                    "graph input {ix} is named '{graph_name}', the manifest says '{}'",
-                    spec.name
-                )));
-            }
-            let dims: TVec<TDim> = spec
+    }
+    Ok(model)
+}
+
+/// Sets the input facts from the manifest: named dims become tract symbols, or, with `concrete`,
+/// the given shapes (one per input).
+pub(crate) fn set_input_facts(
+    model: &mut InferenceModel,
+    inputs: &[InputSpec],
+    concrete: Option<&[Vec<usize>]>,
+) -> TractResult<()> {
+    for (ix, spec) in inputs.iter().enumerate() {
+        let dims: TVec<TDim> = match concrete {
+            Some(shapes) => shapes[ix].iter().map(|&d| TDim::from(d as i64)).collect(),
+            None => spec
                 .shape
                 .iter()
                 .map(|d| match d {
                     Dim::Fixed(n) => TDim::from(*n as i64),
                     Dim::Named(s) => model.symbols.sym(s).into(),
                 })
-                .collect();
-            model
-                .set_input_fact(ix, InferenceFact::dt_shape(datum(spec.dtype), dims))
-                .map_err(load_err)?;
-        }
+                .collect(),
+        };
+        model.set_input_fact(ix, InferenceFact::dt_shape(datum(spec.dtype), dims))?;
+    }
+    Ok(())
+}
+
+impl CpuEngine {
+    /// Parses, types and optimizes the verified payload.
+    pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
+        let mut model = parse_checked(bundle)?;
+        set_input_facts(&mut model, &bundle.manifest().inputs, None).map_err(load_err)?;
         let typed = model.into_optimized().map_err(load_err)?;
         let outputs = typed
             .output_outlets()

@@ -1,7 +1,12 @@
 //! Engines run a verified model's graph. One trait, chosen by name; the rest of the system never
-//! knows which engine runs. Today: `cpu` (tract). `gpu` (wgpu) and `cuda` come with issue 9.
+//! knows which engine runs. `cpu` (tract) always; `gpu` (wgpu compute) with the `gpu` feature.
+//! The choice (`auto`, `cpu`, `gpu`, `cuda`) comes from the device's options, else the bundle's
+//! hint; a model the chosen engine cannot run loads on the CPU, and the reason travels with it
+//! ([`EngineChoice`]).
 
 mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 mod qops;
 
 use crate::bundle::VerifiedBundle;
@@ -42,23 +47,48 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 }
 
 /// Which engine to use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EngineKind {
+    /// CUDA, else the GPU through wgpu, else the CPU: the first that can run the model.
+    Auto,
     /// tract on the CPU.
     #[default]
     Cpu,
+    /// WGSL compute through wgpu (Vulkan, Metal).
+    Gpu,
+    /// CUDA (Jetson, NVIDIA GPUs).
+    Cuda,
+}
+
+impl EngineKind {
+    /// The name configs and hints use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Auto => "auto",
+            EngineKind::Cpu => "cpu",
+            EngineKind::Gpu => "gpu",
+            EngineKind::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for EngineKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "cpu" | "auto" => Ok(EngineKind::Cpu),
-            "gpu" | "cuda" => Err(format!(
-                "engine '{s}' is not built into this runtime yet; use 'cpu'"
-            )),
+            "auto" => Ok(EngineKind::Auto),
+            "cpu" => Ok(EngineKind::Cpu),
+            "gpu" => Ok(EngineKind::Gpu),
+            "cuda" => Ok(EngineKind::Cuda),
             other => Err(format!(
-                "unknown engine '{other}' (expected cpu, gpu, cuda or auto)"
+                "unknown engine '{other}' (expected auto, cpu, gpu or cuda)"
             )),
         }
     }
@@ -73,17 +103,33 @@ pub struct EngineOptions {
     pub threads: Option<usize>,
 }
 
+/// What was asked for, what runs, and why (reported by the agent and `edgectl`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EngineChoice {
+    /// The engine asked for (options, else the bundle's hint, else cpu).
+    pub requested: String,
+    /// The engine that runs the model.
+    pub used: &'static str,
+    /// The device it runs on (`cpu`, or the adapter).
+    pub device: String,
+    /// Why `used` differs from `requested`, or what `auto` found.
+    pub reason: Option<String>,
+}
+
 /// Prepares the engine for a verified bundle.
 pub fn prepare(
     bundle: &VerifiedBundle,
     options: &EngineOptions,
-) -> Result<Box<dyn Engine>, ModelError> {
+) -> Result<(Box<dyn Engine>, EngineChoice), ModelError> {
     let hints = &bundle.manifest().engine;
+    let mut notes: Vec<String> = Vec::new();
     let kind = match options.kind {
         Some(k) => k,
         None => match hints.engine.as_deref() {
-            // a hint for an engine this build lacks falls back to the CPU
-            Some(h) => h.parse().unwrap_or_default(),
+            Some(h) => h.parse().unwrap_or_else(|e: String| {
+                notes.push(format!("bundle hint: {e}"));
+                EngineKind::Cpu
+            }),
             None => EngineKind::Cpu,
         },
     };
@@ -92,7 +138,54 @@ pub fn prepare(
         .or(hints.threads.map(|t| t as usize))
         .unwrap_or(1)
         .max(1);
-    match kind {
-        EngineKind::Cpu => Ok(Box::new(CpuEngine::prepare(bundle, threads)?)),
+    if matches!(kind, EngineKind::Cuda | EngineKind::Auto) {
+        notes.push("cuda: not built into this runtime (feature `cuda`)".into());
     }
+    if matches!(kind, EngineKind::Gpu | EngineKind::Auto) {
+        match prepare_gpu(bundle)? {
+            Ok((engine, device)) => {
+                let reason = (kind == EngineKind::Auto).then(|| notes.join("; "));
+                let choice = EngineChoice {
+                    requested: kind.to_string(),
+                    used: "gpu",
+                    device,
+                    reason,
+                };
+                return Ok((engine, choice));
+            }
+            Err(why) => notes.push(format!("gpu: {why}")),
+        }
+    }
+    let engine = CpuEngine::prepare(bundle, threads)?;
+    let choice = EngineChoice {
+        requested: kind.to_string(),
+        used: "cpu",
+        device: format!(
+            "cpu ({threads} thread{})",
+            if threads == 1 { "" } else { "s" }
+        ),
+        reason: (!notes.is_empty()).then(|| notes.join("; ")),
+    };
+    Ok((Box::new(engine), choice))
+}
+
+/// A prepared engine and its device, or why the gpu engine cannot run the model.
+type GpuAttempt = Result<(Box<dyn Engine>, String), String>;
+
+/// The gpu engine for the bundle, or why it cannot run it (`Ok(Err(reason))`).
+#[cfg(feature = "gpu")]
+fn prepare_gpu(bundle: &VerifiedBundle) -> Result<GpuAttempt, ModelError> {
+    match gpu::GpuEngine::prepare(bundle) {
+        Ok(engine) => {
+            let device = engine.adapter();
+            Ok(Ok((Box::new(engine), device)))
+        }
+        Err(Ok(gpu::Unsupported(reason))) => Ok(Err(reason)),
+        Err(Err(e)) => Err(e),
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn prepare_gpu(_bundle: &VerifiedBundle) -> Result<GpuAttempt, ModelError> {
+    Ok(Err("not built into this runtime (feature `gpu`)".into()))
 }

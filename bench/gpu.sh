@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# GPU engines on a GPU machine: `edgectl bench --engine cpu|gpu|cuda` on MobileNetV2 (and the
+# per-inference overhead of a one-op graph), each non-CPU engine checked against the CPU engine's
+# outputs (`--compare-cpu`). Prints one JSON line per engine and a Markdown table for
+# docs/benchmarks.md, with the card's name. Needs nothing but the edgectl binary and a driver:
+#   - Vulkan for `gpu`: the loader (libvulkan.so.1) and an ICD. On NVIDIA machines without the
+#     Vulkan ICD file, one is written pointing at the driver's libGLX_nvidia.so.0. A loader can be
+#     passed in with EDGE_VULKAN_LIB=/path/to/libvulkan.so.1.
+#   - `cuda` is reported as not built until the cuda engine lands (the run says so).
+#
+#   bench/gpu.sh [EDGECTL] [ITERATIONS]      # default target/release/edgectl, 50
+set -uo pipefail
+cd "$(dirname "$0")/.."
+edgectl=${1:-target/release/edgectl}
+iterations=${2:-50}
+model=models/mobilenetv2/model.onnx
+out=${OUT:-target/gpu-bench}
+mkdir -p "$out"
+
+echo "== machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+ldd --version 2>/dev/null | head -1
+"$edgectl" --version || { echo "edgectl does not start here"; exit 1; }
+
+# Vulkan: loader and NVIDIA ICD, when the image lacks them
+if [ -n "${EDGE_VULKAN_LIB:-}" ]; then
+  mkdir -p "$out/vk"; cp "$EDGE_VULKAN_LIB" "$out/vk/libvulkan.so.1"
+  export LD_LIBRARY_PATH="$out/vk:${LD_LIBRARY_PATH:-}"
+fi
+if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1; then
+  glx=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia.so.0/ {print $NF; exit}')
+  if [ -n "$glx" ]; then
+    printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' "$glx" \
+      > "$out/nvidia_icd.json"
+    export VK_ICD_FILENAMES="$out/nvidia_icd.json"
+    echo "wrote a Vulkan ICD file for $glx"
+  else
+    echo "no NVIDIA Vulkan ICD found (libGLX_nvidia.so.0 missing): gpu will fall back or use another adapter"
+  fi
+fi
+
+for engine in cpu gpu cuda; do
+  echo "== --engine $engine"
+  "$edgectl" bench "$model" --engine "$engine" --threads "${EDGE_CPU_THREADS:-$(nproc)}" \
+    --iterations "$iterations" --compare-cpu --json 2>"$out/$engine.err" | tee "$out/$engine.json"
+  grep -v XDG_RUNTIME_DIR "$out/$engine.err" | tail -5
+done
+
+echo "== table"
+python3 - "$out" <<'PY' || true
+import json, sys, os
+out = sys.argv[1]
+print("| engine asked | ran on | device | MobileNetV2 p50 ms | one-op overhead ms | CPU p50 ms | max abs diff vs CPU |")
+print("|---|---|---|---|---|---|---|")
+for e in ["cpu", "gpu", "cuda"]:
+    p = os.path.join(out, e + ".json")
+    try:
+        r = json.load(open(p))
+    except Exception:
+        continue
+    print(f"| {e} | {r['engine']} | {r['engine_device']} | {r['p50_ms']:.2f} | {r['overhead_p50_ms']:.3f} | "
+          f"{r['cpu_p50_ms']:.2f} | {r['cpu_max_abs_diff']:.2e} |")
+    if r.get("engine_reason"):
+        print(f"|  | reason: {r['engine_reason']} | | | | | |")
+PY

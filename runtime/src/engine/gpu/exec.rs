@@ -1,0 +1,311 @@
+//! Turns a lowered `Program` into GPU resources once (buffers planned with reuse, constants and
+//! parameters uploaded, bind groups built) and runs it: input uploads, one compute pass with every
+//! dispatch, output copies, one submission, one wait.
+
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::device::Gpu;
+use super::kernels::WORKGROUP;
+use super::lower::{Origin, Program};
+
+/// An output: its shape and values.
+pub(crate) type ShapedValues = (Vec<usize>, Vec<f32>);
+
+struct Dispatch {
+    pipeline: Arc<super::device::Pipeline>,
+    bind_group: wgpu::BindGroup,
+    groups: (u32, u32),
+}
+
+struct Output {
+    buffer: usize,
+    shape: Vec<usize>,
+    bytes: u64,
+    staging: wgpu::Buffer,
+}
+
+/// A program ready to run on the device.
+pub(crate) struct Executable {
+    gpu: Arc<Gpu>,
+    buffers: Vec<wgpu::Buffer>,
+    inputs: Vec<(usize, Vec<usize>)>,
+    dispatches: Vec<Dispatch>,
+    outputs: Vec<Output>,
+    /// Bytes of device memory the plan holds (activations, inputs, constants, staging).
+    pub device_bytes: u64,
+    /// Serializes runs (the buffers are shared).
+    run_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Executable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Executable({} dispatches, {} buffers, {} bytes)",
+            self.dispatches.len(),
+            self.buffers.len(),
+            self.device_bytes
+        )
+    }
+}
+
+fn bytes_of(elements: usize) -> u64 {
+    // storage bindings want 4-byte multiples; keep every size a 16-byte multiple
+    ((elements.max(1) * 4) as u64).div_ceil(16) * 16
+}
+
+impl Executable {
+    /// Allocates and uploads everything `program` needs.
+    pub(crate) fn build(gpu: Arc<Gpu>, mut program: Program) -> Result<Executable, String> {
+        let device = &gpu.device;
+        let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
+        for v in &program.values {
+            if bytes_of(v.elements) > max_binding {
+                return Err(format!(
+                    "a tensor of {} MB is above this device's {} MB storage binding limit",
+                    bytes_of(v.elements) >> 20,
+                    max_binding >> 20
+                ));
+            }
+        }
+        device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        device.push_error_scope(wgpu::ErrorFilter::Validation);
+
+        // last step reading each value; graph outputs live to the end
+        let steps = program.steps.len();
+        let mut last_use = vec![0usize; program.values.len()];
+        for (s, step) in program.steps.iter().enumerate() {
+            for &i in &step.inputs {
+                last_use[i] = last_use[i].max(s);
+            }
+            last_use[step.output] = last_use[step.output].max(s);
+        }
+        for (v, _) in &program.outputs {
+            last_use[*v] = usize::MAX;
+        }
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let mut buffers: Vec<wgpu::Buffer> = Vec::new();
+        let mut sizes: Vec<u64> = Vec::new();
+        let mut value_buffer: Vec<Option<usize>> = vec![None; program.values.len()];
+        for (id, v) in program.values.iter().enumerate() {
+            match &v.origin {
+                Origin::Input(_) => {
+                    buffers.push(device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("input"),
+                        size: bytes_of(v.elements),
+                        usage,
+                        mapped_at_creation: false,
+                    }));
+                }
+                Origin::Const(data) => {
+                    let mut padded = data.as_ref().clone();
+                    padded.resize(bytes_of(v.elements) as usize / 4, 0.0);
+                    buffers.push(
+                        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some("const"),
+                            contents: bytemuck::cast_slice(&padded),
+                            usage,
+                        }),
+                    );
+                }
+                Origin::Computed => continue,
+            }
+            sizes.push(bytes_of(v.elements));
+            value_buffer[id] = Some(buffers.len() - 1);
+        }
+        // computed values: greedy reuse of buffers whose values are dead
+        let mut free: Vec<usize> = Vec::new();
+        let mut live: Vec<(usize, usize)> = Vec::new(); // (value, buffer)
+        for s in 0..steps {
+            let out = program.steps[s].output;
+            live.retain(|&(v, b)| {
+                if last_use[v] < s {
+                    free.push(b);
+                    false
+                } else {
+                    true
+                }
+            });
+            if value_buffer[out].is_some() {
+                continue; // concatenation pieces write one value
+            }
+            let need = bytes_of(program.values[out].elements);
+            let pick = free
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| sizes[b] >= need)
+                .min_by_key(|(_, &b)| sizes[b])
+                .map(|(i, _)| i);
+            let b = match pick {
+                Some(i) => free.swap_remove(i),
+                None => {
+                    buffers.push(device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("activation"),
+                        size: need,
+                        usage,
+                        mapped_at_creation: false,
+                    }));
+                    sizes.push(need);
+                    buffers.len() - 1
+                }
+            };
+            value_buffer[out] = Some(b);
+            live.push((out, b));
+        }
+        let buffer_of = |v: usize| value_buffer[v].ok_or("a value without a buffer".to_string());
+
+        let mut dispatches = Vec::new();
+        for step in &mut program.steps {
+            if step.threads == 0 {
+                continue;
+            }
+            let groups = step.threads.div_ceil(WORKGROUP);
+            let x = groups.min(gpu.limits.max_compute_workgroups_per_dimension.max(1));
+            let y = groups.div_ceil(x);
+            step.params[1] = x * WORKGROUP;
+            let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::cast_slice(&step.params),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            let pipeline = gpu.pipeline(step.kernel)?;
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: params.as_entire_binding(),
+            }];
+            for (i, &v) in step.inputs.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: buffers[buffer_of(v)?].as_entire_binding(),
+                });
+            }
+            entries.push(wgpu::BindGroupEntry {
+                binding: step.inputs.len() as u32 + 1,
+                resource: buffers[buffer_of(step.output)?].as_entire_binding(),
+            });
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&step.node),
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
+            dispatches.push(Dispatch {
+                pipeline,
+                bind_group,
+                groups: (x, y),
+            });
+        }
+        let mut outputs = Vec::new();
+        for (v, shape) in &program.outputs {
+            let bytes = bytes_of(program.values[*v].elements);
+            outputs.push(Output {
+                buffer: buffer_of(*v)?,
+                shape: shape.clone(),
+                bytes,
+                staging: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+            });
+        }
+        let inputs = program
+            .inputs
+            .iter()
+            .map(|(v, shape)| Ok((buffer_of(*v)?, shape.clone())))
+            .collect::<Result<Vec<_>, String>>()?;
+        if let Some(e) = pollster::block_on(device.pop_error_scope()) {
+            return Err(format!("preparing the gpu plan: {e}"));
+        }
+        if let Some(e) = pollster::block_on(device.pop_error_scope()) {
+            return Err(format!("out of device memory: {e}"));
+        }
+        let device_bytes = sizes.iter().sum::<u64>() + outputs.iter().map(|o| o.bytes).sum::<u64>();
+        Ok(Executable {
+            gpu,
+            buffers,
+            inputs,
+            dispatches,
+            outputs,
+            device_bytes,
+            run_lock: Mutex::new(()),
+        })
+    }
+
+    /// Shapes of the graph inputs this plan was made for.
+    pub(crate) fn input_shapes(&self) -> Vec<Vec<usize>> {
+        self.inputs.iter().map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Runs once: `inputs` in graph order (f32, the planned shapes); outputs with their shapes.
+    pub(crate) fn run(&self, inputs: &[&[f32]]) -> Result<Vec<ShapedValues>, String> {
+        let _guard = self.run_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let gpu = &self.gpu;
+        for ((buffer, shape), data) in self.inputs.iter().zip(inputs) {
+            if data.len() != shape.iter().product::<usize>() {
+                return Err("input size differs from the plan".into());
+            }
+            if !data.is_empty() {
+                gpu.queue
+                    .write_buffer(&self.buffers[*buffer], 0, bytemuck::cast_slice(data));
+            }
+        }
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            for d in &self.dispatches {
+                pass.set_pipeline(&d.pipeline.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+            }
+        }
+        for o in &self.outputs {
+            encoder.copy_buffer_to_buffer(&self.buffers[o.buffer], 0, &o.staging, 0, o.bytes);
+        }
+        gpu.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (ix, o) in self.outputs.iter().enumerate() {
+            let tx = tx.clone();
+            o.staging
+                .slice(..)
+                .map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx.send((ix, r));
+                });
+        }
+        drop(tx);
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| format!("waiting for the gpu: {e}"))?;
+        for (_, r) in rx.iter() {
+            r.map_err(|e| format!("reading the gpu's outputs: {e}"))?;
+        }
+        if let Some(e) = gpu
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            for o in &self.outputs {
+                o.staging.unmap();
+            }
+            return Err(format!("the gpu reported: {e}"));
+        }
+        let mut results = Vec::with_capacity(self.outputs.len());
+        for o in &self.outputs {
+            let n: usize = o.shape.iter().product();
+            let values = {
+                let view = o.staging.slice(..).get_mapped_range();
+                bytemuck::cast_slice::<u8, f32>(&view)[..n].to_vec()
+            };
+            o.staging.unmap();
+            results.push((o.shape.clone(), values));
+        }
+        Ok(results)
+    }
+}

@@ -1,0 +1,447 @@
+//! The `gpu` engine's WGSL compute kernels. Each kernel is generic over shapes: its sizes and
+//! strides come from a small per-dispatch parameter buffer (`p`, u32 words), so one pipeline per
+//! kernel kind serves every node of every model. One thread per output element.
+//!
+//! Parameter words shared by all kernels:
+//! `p[0]` output elements, `p[1]` threads per dispatch row, `p[2]` epilogue unary op,
+//! `p[3]`/`p[4]` epilogue clamp low/high (f32 bits), `p[5]` epilogue parameter (f32 bits);
+//! kernel-specific words start at [`KERNEL_PARAMS`].
+
+/// First kernel-specific parameter word.
+pub(crate) const KERNEL_PARAMS: usize = 8;
+/// Threads per workgroup.
+pub(crate) const WORKGROUP: u32 = 64;
+/// Highest tensor rank the generic kernels index.
+pub(crate) const MAX_RANK: usize = 6;
+
+/// The kernel kinds; each is one WGSL entry point with its own binding count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    /// `y = epilogue(x)`.
+    Unary,
+    /// `y = a op b` with broadcasting strides.
+    Binary,
+    /// NCHW convolution (1-D as H = 1), grouped, strided, dilated, padded, with bias.
+    Conv,
+    /// Two-operand einsum: sum over the axes the output lacks.
+    Einsum,
+    /// Max / sum / average pooling.
+    Pool,
+    /// Sum / max / min / product / mean of squares over axes.
+    Reduce,
+    /// Strided copy: transposes, slices, concatenation pieces.
+    Copy,
+    /// Softmax or log-softmax along one axis.
+    Softmax,
+}
+
+impl Kernel {
+    /// Input buffers the kernel reads (the output is the binding after them).
+    pub(crate) fn inputs(self) -> usize {
+        match self {
+            Kernel::Unary | Kernel::Pool | Kernel::Reduce | Kernel::Copy | Kernel::Softmax => 1,
+            Kernel::Binary | Kernel::Einsum => 2,
+            Kernel::Conv => 3,
+        }
+    }
+
+    /// The WGSL module for this kernel.
+    pub(crate) fn source(self) -> String {
+        let inputs = self.inputs();
+        let mut s = String::from(PRELUDE);
+        for i in 0..inputs {
+            s.push_str(&format!(
+                "@group(0) @binding({}) var<storage, read> in{i}: array<f32>;\n",
+                i + 1
+            ));
+        }
+        s.push_str(&format!(
+            "@group(0) @binding({}) var<storage, read_write> out: array<f32>;\n",
+            inputs + 1
+        ));
+        s.push_str(EPILOGUE);
+        s.push_str(match self {
+            Kernel::Unary => UNARY,
+            Kernel::Binary => BINARY,
+            Kernel::Conv => CONV,
+            Kernel::Einsum => EINSUM,
+            Kernel::Pool => POOL,
+            Kernel::Reduce => REDUCE,
+            Kernel::Copy => COPY,
+            Kernel::Softmax => SOFTMAX,
+        });
+        s
+    }
+}
+
+/// Unary operations an epilogue (or a standalone unary kernel) applies after the clamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum UnaryOp {
+    None = 0,
+    Sigmoid = 1,
+    Tanh = 2,
+    Exp = 3,
+    Abs = 4,
+    Neg = 5,
+    Sqrt = 6,
+    Recip = 7,
+    Rsqrt = 8,
+    HardSwish = 9,
+    Silu = 10,
+    LeakyRelu = 11,
+    Square = 12,
+    Ln = 13,
+    Floor = 14,
+    Ceil = 15,
+}
+
+impl UnaryOp {
+    /// The op for a tract element-wise mini-op name, if the kernels have it.
+    pub(crate) fn from_tract_name(name: &str) -> Option<UnaryOp> {
+        Some(match name {
+            "Sigmoid" => UnaryOp::Sigmoid,
+            "Tanh" => UnaryOp::Tanh,
+            "Exp" => UnaryOp::Exp,
+            "Abs" => UnaryOp::Abs,
+            "Neg" => UnaryOp::Neg,
+            "Sqrt" => UnaryOp::Sqrt,
+            "Recip" => UnaryOp::Recip,
+            "Rsqrt" => UnaryOp::Rsqrt,
+            "HardSwish" => UnaryOp::HardSwish,
+            "Silu" => UnaryOp::Silu,
+            "LeakyRelu" => UnaryOp::LeakyRelu,
+            "Square" => UnaryOp::Square,
+            "Ln" => UnaryOp::Ln,
+            "Floor" => UnaryOp::Floor,
+            "Ceil" => UnaryOp::Ceil,
+            _ => return None,
+        })
+    }
+}
+
+/// Binary operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum BinaryOp {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+    Div = 3,
+    Max = 4,
+    Min = 5,
+    Pow = 6,
+}
+
+impl BinaryOp {
+    /// The op for a tract binary mini-op name, if the kernels have it.
+    pub(crate) fn from_tract_name(name: &str) -> Option<BinaryOp> {
+        Some(match name {
+            "Add" => BinaryOp::Add,
+            "Sub" => BinaryOp::Sub,
+            "Mul" => BinaryOp::Mul,
+            "Div" => BinaryOp::Div,
+            "Max" => BinaryOp::Max,
+            "Min" => BinaryOp::Min,
+            "Pow" => BinaryOp::Pow,
+            _ => return None,
+        })
+    }
+}
+
+/// Reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum ReduceOp {
+    Sum = 0,
+    Max = 1,
+    Min = 2,
+    Prod = 3,
+    MeanOfSquares = 4,
+}
+
+/// Pooling kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum PoolOp {
+    Max = 0,
+    Sum = 1,
+    /// Average counting padding cells.
+    AvgWithPad = 2,
+    /// Average over the cells inside the input.
+    AvgNoPad = 3,
+}
+
+const PRELUDE: &str = r#"
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+fn pf(i: u32) -> f32 { return bitcast<f32>(p[i]); }
+fn thread_index(gid: vec3<u32>) -> u32 { return gid.x + gid.y * p[1u]; }
+"#;
+
+const EPILOGUE: &str = r#"
+fn unary(op: u32, x: f32, k: f32) -> f32 {
+  switch op {
+    case 1u: { return 1.0 / (1.0 + exp(-x)); }
+    case 2u: { return tanh(x); }
+    case 3u: { return exp(x); }
+    case 4u: { return abs(x); }
+    case 5u: { return -x; }
+    case 6u: { return sqrt(x); }
+    case 7u: { return 1.0 / x; }
+    case 8u: { return inverseSqrt(x); }
+    case 9u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
+    case 10u: { return x / (1.0 + exp(-x)); }
+    case 11u: { return select(k * x, x, x >= 0.0); }
+    case 12u: { return x * x; }
+    case 13u: { return log(x); }
+    case 14u: { return floor(x); }
+    case 15u: { return ceil(x); }
+    default: { return x; }
+  }
+}
+fn epilogue(x: f32) -> f32 {
+  return unary(p[2u], min(max(x, pf(3u)), pf(4u)), pf(5u));
+}
+"#;
+
+const UNARY: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  out[i] = epilogue(in0[i]);
+}
+"#;
+
+// p[8] rank (padded to 6), p[9] op, p[10..16] output dims, p[16..22] a strides, p[22..28] b strides
+const BINARY: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  var rem = i;
+  var ia = 0u;
+  var ib = 0u;
+  for (var k = 5i; k >= 0i; k = k - 1i) {
+    let d = p[10u + u32(k)];
+    let c = rem % d;
+    rem = rem / d;
+    ia = ia + c * p[16u + u32(k)];
+    ib = ib + c * p[22u + u32(k)];
+  }
+  let a = in0[ia];
+  let b = in1[ib];
+  var y = 0.0;
+  switch p[9u] {
+    case 0u: { y = a + b; }
+    case 1u: { y = a - b; }
+    case 2u: { y = a * b; }
+    case 3u: { y = a / b; }
+    case 4u: { y = max(a, b); }
+    case 5u: { y = min(a, b); }
+    default: { y = pow(a, b); }
+  }
+  out[i] = epilogue(y);
+}
+"#;
+
+// p[8..] N C H W  O OH OW  KH KW  SH SW  DH DW  PH PW  group has_bias
+const CONV: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let C = p[9u]; let H = p[10u]; let W = p[11u];
+  let O = p[12u]; let OH = p[13u]; let OW = p[14u];
+  let KH = p[15u]; let KW = p[16u];
+  let SH = p[17u]; let SW = p[18u]; let DH = p[19u]; let DW = p[20u];
+  let PH = p[21u]; let PW = p[22u]; let G = p[23u];
+  let ow = i % OW;
+  let oh = (i / OW) % OH;
+  let o = (i / (OW * OH)) % O;
+  let n = i / (OW * OH * O);
+  let cpg = C / G;
+  let g = o / (O / G);
+  var acc = 0.0;
+  if (p[24u] == 1u) { acc = in2[o]; } else if (p[24u] == 2u) { acc = in2[0u]; }
+  for (var ci = 0u; ci < cpg; ci = ci + 1u) {
+    let c = g * cpg + ci;
+    let xbase = (n * C + c) * H * W;
+    let wbase = (o * cpg + ci) * KH * KW;
+    for (var kh = 0u; kh < KH; kh = kh + 1u) {
+      let ih = i32(oh * SH + kh * DH) - i32(PH);
+      if (ih < 0i || ih >= i32(H)) { continue; }
+      for (var kw = 0u; kw < KW; kw = kw + 1u) {
+        let iw = i32(ow * SW + kw * DW) - i32(PW);
+        if (iw < 0i || iw >= i32(W)) { continue; }
+        acc = acc + in0[xbase + u32(ih) * W + u32(iw)] * in1[wbase + kh * KW + kw];
+      }
+    }
+  }
+  out[i] = epilogue(acc);
+}
+"#;
+
+// p[8] reduced axes (1..=4), p[10..16] output dims, p[16..22] a strides per output axis,
+// p[22..28] b strides per output axis, p[28..32] reduced dims, p[32..36] a strides, p[36..40] b
+// (all left-padded: a single reduced axis is in the last word of each group)
+const EINSUM: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  var rem = i;
+  var ia = 0u;
+  var ib = 0u;
+  for (var k = 5i; k >= 0i; k = k - 1i) {
+    let d = p[10u + u32(k)];
+    let c = rem % d;
+    rem = rem / d;
+    ia = ia + c * p[16u + u32(k)];
+    ib = ib + c * p[22u + u32(k)];
+  }
+  var acc = 0.0;
+  if (p[8u] == 1u) {
+    let K = p[31u]; let sa = p[35u]; let sb = p[39u];
+    for (var r = 0u; r < K; r = r + 1u) {
+      acc = acc + in0[ia + r * sa] * in1[ib + r * sb];
+    }
+  } else {
+    let total = p[28u] * p[29u] * p[30u] * p[31u];
+    for (var r = 0u; r < total; r = r + 1u) {
+      var rr = r;
+      var ja = ia;
+      var jb = ib;
+      for (var k = 3i; k >= 0i; k = k - 1i) {
+        let d = p[28u + u32(k)];
+        let c = rr % d;
+        rr = rr / d;
+        ja = ja + c * p[32u + u32(k)];
+        jb = jb + c * p[36u + u32(k)];
+      }
+      acc = acc + in0[ja] * in1[jb];
+    }
+  }
+  out[i] = epilogue(acc);
+}
+"#;
+
+// p[8..] N C H W  OH OW  KH KW  SH SW  DH DW  PH PW  op
+const POOL: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let C = p[9u]; let H = p[10u]; let W = p[11u];
+  let OH = p[12u]; let OW = p[13u]; let KH = p[14u]; let KW = p[15u];
+  let SH = p[16u]; let SW = p[17u]; let DH = p[18u]; let DW = p[19u];
+  let PH = p[20u]; let PW = p[21u]; let op = p[22u];
+  let ow = i % OW;
+  let oh = (i / OW) % OH;
+  let nc = i / (OW * OH);
+  let xbase = nc * H * W;
+  var acc = 0.0;
+  if (op == 0u) { acc = -3.4028235e38; }
+  var count = 0u;
+  for (var kh = 0u; kh < KH; kh = kh + 1u) {
+    let ih = i32(oh * SH + kh * DH) - i32(PH);
+    if (ih < 0i || ih >= i32(H)) { continue; }
+    for (var kw = 0u; kw < KW; kw = kw + 1u) {
+      let iw = i32(ow * SW + kw * DW) - i32(PW);
+      if (iw < 0i || iw >= i32(W)) { continue; }
+      let x = in0[xbase + u32(ih) * W + u32(iw)];
+      if (op == 0u) { acc = max(acc, x); } else { acc = acc + x; }
+      count = count + 1u;
+    }
+  }
+  if (op == 2u) { acc = acc / f32(KH * KW); }
+  if (op == 3u) { acc = acc / f32(max(count, 1u)); }
+  out[i] = epilogue(acc);
+}
+"#;
+
+// p[8] op, p[10..16] output dims, p[16..22] input strides per output axis,
+// p[22..28] reduced dims, p[28..34] reduced strides
+const REDUCE: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  var rem = i;
+  var base = 0u;
+  for (var k = 5i; k >= 0i; k = k - 1i) {
+    let d = p[10u + u32(k)];
+    let c = rem % d;
+    rem = rem / d;
+    base = base + c * p[16u + u32(k)];
+  }
+  let op = p[8u];
+  var acc = 0.0;
+  if (op == 1u) { acc = -3.4028235e38; }
+  if (op == 2u) { acc = 3.4028235e38; }
+  if (op == 3u) { acc = 1.0; }
+  let total = p[22u] * p[23u] * p[24u] * p[25u] * p[26u] * p[27u];
+  for (var r = 0u; r < total; r = r + 1u) {
+    var rr = r;
+    var j = base;
+    for (var k = 5i; k >= 0i; k = k - 1i) {
+      let d = p[22u + u32(k)];
+      let c = rr % d;
+      rr = rr / d;
+      j = j + c * p[28u + u32(k)];
+    }
+    let x = in0[j];
+    switch op {
+      case 0u: { acc = acc + x; }
+      case 1u: { acc = max(acc, x); }
+      case 2u: { acc = min(acc, x); }
+      case 3u: { acc = acc * x; }
+      default: { acc = acc + x * x; }
+    }
+  }
+  if (op == 4u) { acc = acc / f32(total); }
+  out[i] = epilogue(acc);
+}
+"#;
+
+// p[8] source offset, p[9] destination offset, p[10..16] dims, p[16..22] source strides,
+// p[22..28] destination strides; p[0] counts the copied elements
+const COPY: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  var rem = i;
+  var s = p[8u];
+  var d = p[9u];
+  for (var k = 5i; k >= 0i; k = k - 1i) {
+    let n = p[10u + u32(k)];
+    let c = rem % n;
+    rem = rem / n;
+    s = s + c * p[16u + u32(k)];
+    d = d + c * p[22u + u32(k)];
+  }
+  out[d] = epilogue(in0[s]);
+}
+"#;
+
+// one thread per softmax row: p[0] rows, p[8] axis length, p[9] inner size (axis stride),
+// p[10] 1 for log-softmax
+const SOFTMAX: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let L = p[8u]; let inner = p[9u];
+  let base = (i / inner) * L * inner + i % inner;
+  var m = -3.4028235e38;
+  for (var k = 0u; k < L; k = k + 1u) { m = max(m, in0[base + k * inner]); }
+  var s = 0.0;
+  for (var k = 0u; k < L; k = k + 1u) { s = s + exp(in0[base + k * inner] - m); }
+  for (var k = 0u; k < L; k = k + 1u) {
+    let x = in0[base + k * inner] - m;
+    if (p[10u] == 1u) { out[base + k * inner] = x - log(s); }
+    else { out[base + k * inner] = exp(x) / s; }
+  }
+}
+"#;

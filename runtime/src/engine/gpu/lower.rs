@@ -1,0 +1,846 @@
+//! Lowers tract's decluttered, shape-concrete graph to a `Program` for the `gpu` engine: values
+//! (graph inputs, constants, intermediates) and one kernel dispatch per node, with clamps and
+//! simple unary ops that follow a node folded into its epilogue, and reshapes made free (the
+//! value keeps its buffer). Needs no GPU: what cannot be lowered is reported as a reason, and the
+//! model then runs on the CPU engine.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::tract_core::ops::array::{Slice, TypedConcat};
+use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_hir::tract_core::ops::change_axes::AxisOp;
+use tract_onnx::tract_hir::tract_core::ops::cnn::{
+    Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool,
+};
+use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_hir::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_hir::tract_core::ops::nn::{
+    DataFormat, LeakyRelu, Reduce, Reducer, Softmax, SoftmaxKind,
+};
+use tract_onnx::tract_hir::tract_core::ops::source::TypedSource;
+
+use super::kernels::{BinaryOp, Kernel, PoolOp, ReduceOp, UnaryOp, KERNEL_PARAMS, MAX_RANK};
+
+/// Index of a value in `Program::values`.
+pub(crate) type ValueId = usize;
+
+/// Where a value's data comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum Origin {
+    /// Graph input N, uploaded at each run.
+    Input(usize),
+    /// Constant data, uploaded once.
+    Const(Arc<Vec<f32>>),
+    /// Written by a step.
+    Computed,
+}
+
+/// One buffer-sized value.
+#[derive(Clone, Debug)]
+pub(crate) struct Value {
+    pub elements: usize,
+    pub origin: Origin,
+}
+
+/// One dispatch.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    pub kernel: Kernel,
+    /// Parameter words (see `kernels`); `p[1]` is filled in by the executor.
+    pub params: Vec<u32>,
+    pub inputs: Vec<ValueId>,
+    pub output: ValueId,
+    /// Threads to launch (`p[0]`).
+    pub threads: u32,
+    /// Node name, for errors and profiles.
+    pub node: String,
+}
+
+/// A lowered graph.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Program {
+    pub values: Vec<Value>,
+    pub steps: Vec<Step>,
+    /// Graph outputs: value and shape.
+    pub outputs: Vec<(ValueId, Vec<usize>)>,
+    /// Graph inputs: value and shape.
+    pub inputs: Vec<(ValueId, Vec<usize>)>,
+}
+
+/// Epilogue: clamp then one unary op.
+#[derive(Clone, Copy, Debug)]
+struct Epilogue {
+    low: f32,
+    high: f32,
+    op: UnaryOp,
+    param: f32,
+}
+
+impl Default for Epilogue {
+    fn default() -> Self {
+        Epilogue {
+            low: f32::NEG_INFINITY,
+            high: f32::INFINITY,
+            op: UnaryOp::None,
+            param: 0.0,
+        }
+    }
+}
+
+fn header(threads: usize, epi: Epilogue) -> Vec<u32> {
+    let mut p = vec![0u32; KERNEL_PARAMS];
+    p[0] = threads as u32;
+    p[2] = epi.op as u32;
+    p[3] = epi.low.to_bits();
+    p[4] = epi.high.to_bits();
+    p[5] = epi.param.to_bits();
+    p
+}
+
+/// Row-major strides.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Pads `v` on the left to MAX_RANK with `fill`.
+fn pad_left(v: &[usize], fill: usize) -> Result<Vec<u32>, String> {
+    if v.len() > MAX_RANK {
+        return Err(format!(
+            "rank {} is above the gpu kernels' {MAX_RANK}",
+            v.len()
+        ));
+    }
+    let mut out = vec![fill as u32; MAX_RANK - v.len()];
+    out.extend(v.iter().map(|&x| x as u32));
+    Ok(out)
+}
+
+/// Merges adjacent axes that are contiguous in every stride list (keeps index math short).
+fn merge_axes(dims: &[usize], stride_sets: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut d: Vec<usize> = Vec::new();
+    let mut s: Vec<Vec<usize>> = vec![Vec::new(); stride_sets.len()];
+    for (ax, &dim) in dims.iter().enumerate() {
+        if dim == 1 {
+            continue;
+        }
+        let mergeable = !d.is_empty()
+            && stride_sets
+                .iter()
+                .zip(&s)
+                .all(|(set, merged)| merged[merged.len() - 1] == set[ax] * dim);
+        if mergeable {
+            let last = d.len() - 1;
+            d[last] *= dim;
+            for (set, merged) in stride_sets.iter().zip(s.iter_mut()) {
+                let l = merged.len() - 1;
+                merged[l] = set[ax];
+            }
+        } else {
+            d.push(dim);
+            for (set, merged) in stride_sets.iter().zip(s.iter_mut()) {
+                merged.push(set[ax]);
+            }
+        }
+    }
+    if d.is_empty() {
+        d.push(1);
+        for merged in s.iter_mut() {
+            merged.push(0);
+        }
+    }
+    (d, s)
+}
+
+struct Lowering<'a> {
+    model: &'a TypedModel,
+    program: Program,
+    /// Value of each outlet already lowered.
+    outlet_values: HashMap<OutletId, ValueId>,
+    /// Nodes folded into their producer's epilogue: their outlet maps to the producer's value.
+    folded: HashSet<usize>,
+}
+
+fn shape_of(model: &TypedModel, outlet: OutletId) -> Result<Vec<usize>, String> {
+    let fact = model.outlet_fact(outlet).map_err(|e| e.to_string())?;
+    if fact.datum_type != f32::datum_type() {
+        return Err(format!(
+            "'{}' carries {:?} tensors (the gpu kernels compute in f32)",
+            model.node(outlet.node).name,
+            fact.datum_type
+        ));
+    }
+    fact.shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+        .ok_or_else(|| format!("'{}' has a symbolic shape", model.node(outlet.node).name))
+}
+
+/// A scalar constant (any rank, one element) feeding `outlet`, if it is one.
+fn scalar_const(model: &TypedModel, outlet: OutletId) -> Option<f32> {
+    let fact = model.outlet_fact(outlet).ok()?;
+    let k = fact.konst.as_ref()?;
+    if k.len() != 1 {
+        return None;
+    }
+    k.cast_to_scalar::<f32>().ok()
+}
+
+impl<'a> Lowering<'a> {
+    fn new_value(&mut self, elements: usize, origin: Origin) -> ValueId {
+        self.program.values.push(Value { elements, origin });
+        self.program.values.len() - 1
+    }
+
+    /// The value of an input outlet, uploading it if it is a constant.
+    fn value_of(&mut self, outlet: OutletId) -> Result<ValueId, String> {
+        if let Some(&v) = self.outlet_values.get(&outlet) {
+            return Ok(v);
+        }
+        let fact = self.model.outlet_fact(outlet).map_err(|e| e.to_string())?;
+        if let Some(k) = &fact.konst {
+            let data = super::super::f32_values(k).map_err(|e| e.to_string())?;
+            let v = self.new_value(data.len().max(1), Origin::Const(Arc::new(data)));
+            self.outlet_values.insert(outlet, v);
+            return Ok(v);
+        }
+        Err(format!(
+            "'{}' is used before it is computed",
+            self.model.node(outlet.node).name
+        ))
+    }
+
+    /// Folds the chain of clamps (Max/Min with a scalar) and at most one unary op that follows
+    /// `node`'s output, when each is its producer's only consumer. Returns the epilogue and the
+    /// last node of the chain (whose outlet the step's output stands for).
+    fn fold_epilogue(&mut self, node: usize) -> (Epilogue, usize) {
+        let mut epi = Epilogue::default();
+        let mut last = node;
+        loop {
+            let outlet = OutletId::new(last, 0);
+            if self
+                .model
+                .output_outlets()
+                .is_ok_and(|o| o.contains(&outlet))
+            {
+                break;
+            }
+            let succ = self.model.outlet_successors(outlet);
+            if succ.len() != 1 || self.model.node(last).outputs.len() != 1 {
+                break;
+            }
+            let next = self.model.node(succ[0].node);
+            if let Some(bin) = next.op_as::<TypedBinOp>() {
+                if bin.1.is_some() || epi.op != UnaryOp::None {
+                    break;
+                }
+                let other = next.inputs[1 - succ[0].slot];
+                let Some(c) = scalar_const(self.model, other) else {
+                    break;
+                };
+                match bin.0.name() {
+                    "Max" => epi.low = epi.low.max(c),
+                    "Min" => epi.high = epi.high.min(c),
+                    _ => break,
+                }
+            } else if let Some(ew) = next.op_as::<ElementWiseOp>() {
+                if ew.1.is_some() || epi.op != UnaryOp::None {
+                    break;
+                }
+                let Some(op) = UnaryOp::from_tract_name(&ew.0.name()) else {
+                    break;
+                };
+                epi.op = op;
+                if let Some(l) = ew.0.downcast_ref::<LeakyRelu>() {
+                    epi.param = l.alpha;
+                }
+            } else {
+                break;
+            }
+            if shape_of(self.model, OutletId::new(next.id, 0)).ok()
+                != shape_of(self.model, outlet).ok()
+            {
+                break;
+            }
+            self.folded.insert(next.id);
+            last = next.id;
+        }
+        (epi, last)
+    }
+
+    fn push_step(
+        &mut self,
+        node: usize,
+        kernel: Kernel,
+        params: Vec<u32>,
+        inputs: Vec<ValueId>,
+        out_elements: usize,
+        last: usize,
+    ) {
+        let output = self.new_value(out_elements, Origin::Computed);
+        let threads = params[0];
+        self.program.steps.push(Step {
+            kernel,
+            params,
+            inputs,
+            output,
+            threads,
+            node: self.model.node(node).name.clone(),
+        });
+        self.outlet_values.insert(OutletId::new(last, 0), output);
+        if last != node {
+            self.outlet_values.insert(OutletId::new(node, 0), output);
+        }
+    }
+
+    fn lower_node(&mut self, id: usize) -> Result<(), String> {
+        let model = self.model;
+        let node = model.node(id);
+        let out_outlet = OutletId::new(id, 0);
+        let op = &node.op;
+        if op.downcast_ref::<TypedSource>().is_some() {
+            let ix = model
+                .input_outlets()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .position(|o| o.node == id)
+                .ok_or("a source that is not a graph input")?;
+            let shape = shape_of(model, out_outlet)?;
+            let v = self.new_value(shape.iter().product::<usize>().max(1), Origin::Input(ix));
+            self.outlet_values.insert(out_outlet, v);
+            self.program.inputs.push((v, shape));
+            return Ok(());
+        }
+        if model
+            .outlet_fact(out_outlet)
+            .map_err(|e| e.to_string())?
+            .konst
+            .is_some()
+            && node.outputs.len() == 1
+        {
+            // constants (and anything tract folded to one) are uploaded when first used
+            return Ok(());
+        }
+        if node.outputs.len() != 1 {
+            return Err(format!(
+                "'{}' ({}) has several outputs",
+                node.name,
+                op.name()
+            ));
+        }
+        let out_shape = shape_of(model, out_outlet)?;
+        let out_elements: usize = out_shape.iter().product::<usize>().max(1);
+        let in_shape = |slot: usize| shape_of(model, node.inputs[slot]);
+
+        if let Some(axis_op) = op.downcast_ref::<AxisOp>() {
+            let input = self.value_of(node.inputs[0])?;
+            match axis_op {
+                AxisOp::Move(from, to) => {
+                    let ishape = in_shape(0)?;
+                    let istrides = strides(&ishape);
+                    let mut perm: Vec<usize> = (0..ishape.len()).collect();
+                    let ax = perm.remove(*from);
+                    perm.insert(*to, ax);
+                    let dims: Vec<usize> = perm.iter().map(|&a| ishape[a]).collect();
+                    let src: Vec<usize> = perm.iter().map(|&a| istrides[a]).collect();
+                    let dst = strides(&dims);
+                    let (epi, last) = self.fold_epilogue(id);
+                    let params = copy_params(out_elements, epi, 0, 0, &dims, &src, &dst)?;
+                    self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
+                }
+                _ => {
+                    // Add / Rm / Reshape: same bytes, new shape
+                    self.outlet_values.insert(out_outlet, input);
+                }
+            }
+            return Ok(());
+        }
+        if let Some(bin) = op.downcast_ref::<TypedBinOp>() {
+            let name = bin.0.name();
+            let bop = BinaryOp::from_tract_name(name)
+                .filter(|_| bin.1.is_none())
+                .ok_or_else(|| format!("binary op {name}"))?;
+            // a clamp by a scalar of an already computed value: a unary step
+            for (slot, other) in [(0usize, 1usize), (1, 0)] {
+                if let (Some(c), BinaryOp::Max | BinaryOp::Min) =
+                    (scalar_const(model, node.inputs[other]), bop)
+                {
+                    if scalar_const(model, node.inputs[slot]).is_some()
+                        || in_shape(slot)?.iter().product::<usize>().max(1) != out_elements
+                    {
+                        break;
+                    }
+                    let input = self.value_of(node.inputs[slot])?;
+                    let (mut epi, last) = self.fold_epilogue(id);
+                    if bop == BinaryOp::Max {
+                        epi.low = epi.low.max(c);
+                    } else {
+                        epi.high = epi.high.min(c);
+                    }
+                    let params = header(out_elements, epi);
+                    self.push_step(id, Kernel::Unary, params, vec![input], out_elements, last);
+                    return Ok(());
+                }
+            }
+            let a = self.value_of(node.inputs[0])?;
+            let b = self.value_of(node.inputs[1])?;
+            let sa = broadcast_strides(&in_shape(0)?, &out_shape)?;
+            let sb = broadcast_strides(&in_shape(1)?, &out_shape)?;
+            let (dims, s) = merge_axes(&out_shape, &[sa, sb]);
+            let (epi, last) = self.fold_epilogue(id);
+            let mut p = header(out_elements, epi);
+            p.push(dims.len() as u32);
+            p.push(bop as u32);
+            p.extend(pad_left(&dims, 1)?);
+            p.extend(pad_left(&s[0], 0)?);
+            p.extend(pad_left(&s[1], 0)?);
+            self.push_step(id, Kernel::Binary, p, vec![a, b], out_elements, last);
+            return Ok(());
+        }
+        if let Some(ew) = op.downcast_ref::<ElementWiseOp>() {
+            let name = ew.0.name();
+            let uop = UnaryOp::from_tract_name(&name)
+                .filter(|_| ew.1.is_none())
+                .ok_or_else(|| format!("element-wise op {name}"))?;
+            let input = self.value_of(node.inputs[0])?;
+            let mut epi = Epilogue {
+                op: uop,
+                ..Default::default()
+            };
+            if let Some(l) = ew.0.downcast_ref::<LeakyRelu>() {
+                epi.param = l.alpha;
+            }
+            let params = header(out_elements, epi);
+            self.push_step(id, Kernel::Unary, params, vec![input], out_elements, id);
+            return Ok(());
+        }
+        if let Some(conv) = op.downcast_ref::<Conv>() {
+            return self.lower_conv(id, conv, &out_shape);
+        }
+        if let Some(es) = op.downcast_ref::<EinSum>() {
+            return self.lower_einsum(id, es, &out_shape);
+        }
+        if let Some(mp) = op.downcast_ref::<MaxPool>() {
+            if mp.with_index_outputs.is_some() {
+                return Err("MaxPool with index outputs".into());
+            }
+            return self.lower_pool(id, &mp.pool_spec, PoolOp::Max, &out_shape);
+        }
+        if let Some(sp) = op.downcast_ref::<SumPool>() {
+            let kind = match (sp.normalize, sp.count_include_pad) {
+                (false, _) => PoolOp::Sum,
+                (true, true) => PoolOp::AvgWithPad,
+                (true, false) => PoolOp::AvgNoPad,
+            };
+            return self.lower_pool(id, &sp.pool_spec, kind, &out_shape);
+        }
+        if let Some(r) = op.downcast_ref::<Reduce>() {
+            let rop = match r.reducer {
+                Reducer::Sum => ReduceOp::Sum,
+                Reducer::Max => ReduceOp::Max,
+                Reducer::Min => ReduceOp::Min,
+                Reducer::Prod => ReduceOp::Prod,
+                Reducer::MeanOfSquares => ReduceOp::MeanOfSquares,
+                ref other => return Err(format!("reduction {other:?}")),
+            };
+            let ishape = in_shape(0)?;
+            let istrides = strides(&ishape);
+            let keep: Vec<usize> = ishape
+                .iter()
+                .enumerate()
+                .map(|(ax, &d)| if r.axes.contains(&ax) { 1 } else { d })
+                .collect();
+            let red: Vec<usize> = ishape
+                .iter()
+                .enumerate()
+                .map(|(ax, &d)| if r.axes.contains(&ax) { d } else { 1 })
+                .collect();
+            let (kd, ks) = merge_axes(&keep, std::slice::from_ref(&istrides));
+            let (rd, rs) = merge_axes(&red, std::slice::from_ref(&istrides));
+            let input = self.value_of(node.inputs[0])?;
+            let (epi, last) = self.fold_epilogue(id);
+            let mut p = header(out_elements, epi);
+            p.push(rop as u32);
+            p.push(0);
+            p.extend(pad_left(&kd, 1)?);
+            p.extend(pad_left(&ks[0], 0)?);
+            p.extend(pad_left(&rd, 1)?);
+            p.extend(pad_left(&rs[0], 0)?);
+            self.push_step(id, Kernel::Reduce, p, vec![input], out_elements, last);
+            return Ok(());
+        }
+        if let Some(cat) = op.downcast_ref::<TypedConcat>() {
+            let output = self.new_value(out_elements, Origin::Computed);
+            let ostrides = strides(&out_shape);
+            let mut offset = 0usize;
+            for slot in 0..node.inputs.len() {
+                let ishape = in_shape(slot)?;
+                let input = self.value_of(node.inputs[slot])?;
+                let n: usize = ishape.iter().product();
+                if n > 0 {
+                    let (dims, s) = merge_axes(&ishape, &[strides(&ishape), ostrides.clone()]);
+                    let params = copy_params(
+                        n,
+                        Epilogue::default(),
+                        0,
+                        offset * ostrides[cat.axis],
+                        &dims,
+                        &s[0],
+                        &s[1],
+                    )?;
+                    self.program.steps.push(Step {
+                        kernel: Kernel::Copy,
+                        threads: params[0],
+                        params,
+                        inputs: vec![input],
+                        output,
+                        node: node.name.clone(),
+                    });
+                }
+                offset += ishape[cat.axis];
+            }
+            self.outlet_values.insert(out_outlet, output);
+            return Ok(());
+        }
+        if let Some(sl) = op.downcast_ref::<Slice>() {
+            let ishape = in_shape(0)?;
+            let start = sl.start.to_i64().map_err(|e| e.to_string())? as usize;
+            let istrides = strides(&ishape);
+            let (dims, s) = merge_axes(&out_shape, &[istrides.clone(), strides(&out_shape)]);
+            let input = self.value_of(node.inputs[0])?;
+            let (epi, last) = self.fold_epilogue(id);
+            let params = copy_params(
+                out_elements,
+                epi,
+                start * istrides[sl.axis],
+                0,
+                &dims,
+                &s[0],
+                &s[1],
+            )?;
+            self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
+            return Ok(());
+        }
+        if let Some(sm) = op.downcast_ref::<Softmax>() {
+            if sm.axes.len() != 1 || sm.quant_output_dt.is_some() {
+                return Err("softmax over several axes or quantized".into());
+            }
+            let axis = sm.axes[0];
+            let len = out_shape[axis];
+            let inner: usize = out_shape[axis + 1..].iter().product();
+            let rows = out_elements / len.max(1);
+            let input = self.value_of(node.inputs[0])?;
+            let mut p = header(rows, Epilogue::default());
+            p.push(len as u32);
+            p.push(inner.max(1) as u32);
+            p.push(u32::from(sm.kind == SoftmaxKind::LogSoftmax));
+            self.push_step(id, Kernel::Softmax, p, vec![input], out_elements, id);
+            return Ok(());
+        }
+        Err(format!("op {} ('{}')", op.name(), node.name))
+    }
+
+    fn lower_conv(&mut self, id: usize, conv: &Conv, out_shape: &[usize]) -> Result<(), String> {
+        let node = self.model.node(id);
+        if conv.q_params.is_some() || node.inputs.len() != 3 {
+            return Err(format!("quantized convolution '{}'", node.name));
+        }
+        let ishape = shape_of(self.model, node.inputs[0])?;
+        let (n, c, hw) = nchw(&conv.pool_spec, &ishape)?;
+        let (oh, ow) = match out_shape.len() - ishape.len() + hw.len() {
+            1 => (1, out_shape[out_shape.len() - 1]),
+            _ => (
+                out_shape[out_shape.len() - 2],
+                out_shape[out_shape.len() - 1],
+            ),
+        };
+        let o = conv.pool_spec.output_channels;
+        let kfact = self
+            .model
+            .outlet_fact(node.inputs[1])
+            .map_err(|e| e.to_string())?;
+        let kernel = kfact
+            .konst
+            .clone()
+            .ok_or_else(|| format!("convolution '{}' with a computed kernel", node.name))?;
+        let kernel = oihw(&kernel, conv.kernel_fmt, conv.group).map_err(|e| e.to_string())?;
+        let kv = self.new_value(kernel.len(), Origin::Const(Arc::new(kernel)));
+        let bias_len = self
+            .model
+            .outlet_fact(node.inputs[2])
+            .map_err(|e| e.to_string())?
+            .shape
+            .as_concrete()
+            .map(|s| s.iter().product::<usize>())
+            .unwrap_or(0);
+        let has_bias = match bias_len {
+            1 => 2u32,
+            l if l == o => 1,
+            _ => return Err(format!("convolution '{}' bias of {bias_len}", node.name)),
+        };
+        let x = self.value_of(node.inputs[0])?;
+        let b = self.value_of(node.inputs[2])?;
+        let (kh, kw) = spatial_pair(&conv.pool_spec.kernel_shape);
+        let (sh, sw) = spatial_pair(&conv.pool_spec.strides());
+        let (dh, dw) = spatial_pair(&conv.pool_spec.dilations());
+        let (ph, pw) = padding(&conv.pool_spec, &hw)?;
+        let (h, w) = spatial_pair(&hw);
+        let out_elements: usize = out_shape.iter().product();
+        let (epi, last) = self.fold_epilogue(id);
+        let mut p = header(out_elements, epi);
+        p.extend(
+            [
+                n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, conv.group,
+            ]
+            .iter()
+            .map(|&v| v as u32),
+        );
+        p.push(has_bias);
+        self.push_step(id, Kernel::Conv, p, vec![x, kv, b], out_elements, last);
+        Ok(())
+    }
+
+    fn lower_einsum(&mut self, id: usize, es: &EinSum, out_shape: &[usize]) -> Result<(), String> {
+        let node = self.model.node(id);
+        if es.q_params.is_some() || node.inputs.len() != 2 || es.operating_dt != f32::datum_type() {
+            return Err(format!("einsum '{}' ({})", node.name, es.axes));
+        }
+        let sa_shape = shape_of(self.model, node.inputs[0])?;
+        let sb_shape = shape_of(self.model, node.inputs[1])?;
+        let (sa, sb) = (strides(&sa_shape), strides(&sb_shape));
+        let mut out_dims = vec![1usize; out_shape.len()];
+        let mut a_out = vec![0usize; out_shape.len()];
+        let mut b_out = vec![0usize; out_shape.len()];
+        let (mut red_dims, mut a_red, mut b_red) = (Vec::new(), Vec::new(), Vec::new());
+        for axis in es.axes.iter_all_axes() {
+            if axis.inputs[0].len() > 1 || axis.inputs[1].len() > 1 || axis.outputs[0].len() > 1 {
+                return Err(format!(
+                    "einsum '{}' with a repeated axis ({})",
+                    node.name, es.axes
+                ));
+            }
+            let ia = axis.inputs[0].first().copied();
+            let ib = axis.inputs[1].first().copied();
+            let dim = ia
+                .map(|p| sa_shape[p])
+                .or(ib.map(|p| sb_shape[p]))
+                .unwrap_or(1);
+            let stride_a = ia
+                .map(|p| if sa_shape[p] == 1 { 0 } else { sa[p] })
+                .unwrap_or(0);
+            let stride_b = ib
+                .map(|p| if sb_shape[p] == 1 { 0 } else { sb[p] })
+                .unwrap_or(0);
+            match axis.outputs[0].first() {
+                Some(&o) => {
+                    out_dims[o] = out_shape[o];
+                    a_out[o] = stride_a;
+                    b_out[o] = stride_b;
+                }
+                None => {
+                    red_dims.push(dim);
+                    a_red.push(stride_a);
+                    b_red.push(stride_b);
+                }
+            }
+        }
+        let (od, os) = merge_axes(&out_dims, &[a_out, b_out]);
+        let (rd, rs) = merge_axes(&red_dims, &[a_red, b_red]);
+        if rd.len() > 4 {
+            return Err(format!(
+                "einsum '{}' reduces over more than 4 axes",
+                node.name
+            ));
+        }
+        let a = self.value_of(node.inputs[0])?;
+        let b = self.value_of(node.inputs[1])?;
+        let out_elements: usize = out_shape.iter().product::<usize>().max(1);
+        let (epi, last) = self.fold_epilogue(id);
+        let mut p = header(out_elements, epi);
+        p.push(rd.len() as u32);
+        p.push(0);
+        p.extend(pad_left(&od, 1)?);
+        p.extend(pad_left(&os[0], 0)?);
+        p.extend(pad_left(&os[1], 0)?);
+        let pad4 = |v: &[usize], fill: usize| {
+            let mut out = vec![fill as u32; 4 - v.len()];
+            out.extend(v.iter().map(|&x| x as u32));
+            out
+        };
+        p.extend(pad4(&rd, 1));
+        p.extend(pad4(&rs[0], 0));
+        p.extend(pad4(&rs[1], 0));
+        self.push_step(id, Kernel::Einsum, p, vec![a, b], out_elements, last);
+        Ok(())
+    }
+
+    fn lower_pool(
+        &mut self,
+        id: usize,
+        spec: &PoolSpec,
+        kind: PoolOp,
+        out_shape: &[usize],
+    ) -> Result<(), String> {
+        let node = self.model.node(id);
+        let ishape = shape_of(self.model, node.inputs[0])?;
+        let (n, c, hw) = nchw(spec, &ishape)?;
+        let (h, w) = spatial_pair(&hw);
+        let (oh, ow) = if hw.len() == 1 {
+            (1, out_shape[out_shape.len() - 1])
+        } else {
+            (
+                out_shape[out_shape.len() - 2],
+                out_shape[out_shape.len() - 1],
+            )
+        };
+        let (kh, kw) = spatial_pair(&spec.kernel_shape);
+        let (sh, sw) = spatial_pair(&spec.strides());
+        let (dh, dw) = spatial_pair(&spec.dilations());
+        let (ph, pw) = padding(spec, &hw)?;
+        let x = self.value_of(node.inputs[0])?;
+        let out_elements: usize = out_shape.iter().product();
+        let (epi, last) = self.fold_epilogue(id);
+        let mut p = header(out_elements, epi);
+        p.extend(
+            [n, c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw]
+                .iter()
+                .map(|&v| v as u32),
+        );
+        p.push(kind as u32);
+        self.push_step(id, Kernel::Pool, p, vec![x], out_elements, last);
+        Ok(())
+    }
+}
+
+fn copy_params(
+    n: usize,
+    epi: Epilogue,
+    src_offset: usize,
+    dst_offset: usize,
+    dims: &[usize],
+    src: &[usize],
+    dst: &[usize],
+) -> Result<Vec<u32>, String> {
+    let mut p = header(n, epi);
+    p.push(src_offset as u32);
+    p.push(dst_offset as u32);
+    p.extend(pad_left(dims, 1)?);
+    p.extend(pad_left(src, 0)?);
+    p.extend(pad_left(dst, 0)?);
+    Ok(p)
+}
+
+/// Strides of `input` read at output coordinates (0 on broadcast axes).
+fn broadcast_strides(input: &[usize], output: &[usize]) -> Result<Vec<usize>, String> {
+    if input.len() > output.len() {
+        return Err("broadcast to a lower rank".into());
+    }
+    let padded: Vec<usize> = std::iter::repeat_n(1, output.len() - input.len())
+        .chain(input.iter().copied())
+        .collect();
+    let s = strides(&padded);
+    Ok(padded
+        .iter()
+        .zip(s)
+        .map(|(&d, s)| if d == 1 { 0 } else { s })
+        .collect())
+}
+
+/// N, C and the spatial dims of an NCHW / CHW input (1 or 2 spatial axes).
+fn nchw(spec: &PoolSpec, shape: &[usize]) -> Result<(usize, usize, Vec<usize>), String> {
+    let (n, rest) = match spec.data_format {
+        DataFormat::NCHW => (shape[0], &shape[1..]),
+        DataFormat::CHW => (1, shape),
+        other => return Err(format!("{other:?} data layout")),
+    };
+    let hw = rest[1..].to_vec();
+    if hw.is_empty() || hw.len() > 2 {
+        return Err(format!("{}-d convolution or pooling", hw.len()));
+    }
+    Ok((n, rest[0], hw))
+}
+
+/// (H, W) of 1 or 2 spatial values (1-D as H = 1).
+fn spatial_pair(v: &[usize]) -> (usize, usize) {
+    match v {
+        [w] => (1, *w),
+        [h, w, ..] => (*h, *w),
+        [] => (1, 1),
+    }
+}
+
+fn padding(spec: &PoolSpec, hw: &[usize]) -> Result<(usize, usize), String> {
+    if matches!(spec.padding, PaddingSpec::ExplicitOnnxPool(_, _, true)) {
+        return Err("ceil-mode pooling".into());
+    }
+    let computed = spec.computed_padding(hw);
+    Ok(match computed.as_slice() {
+        [w] => (0, w.pad_before),
+        [h, w] => (h.pad_before, w.pad_before),
+        _ => return Err(format!("{}-d padding", computed.len())),
+    })
+}
+
+/// The kernel as O, I/group, H, W f32 values.
+fn oihw(kernel: &Tensor, fmt: KernelFormat, group: usize) -> TractResult<Vec<f32>> {
+    let k = kernel.cast_to::<f32>()?.into_owned();
+    let view = k.to_plain_array_view::<f32>()?;
+    let rank = view.ndim();
+    let perm: Vec<usize> = match fmt {
+        KernelFormat::OIHW => (0..rank).collect(),
+        // HWIO: spatial.., I, O  → O, I, spatial..
+        KernelFormat::HWIO => {
+            let mut p = vec![rank - 1, rank - 2];
+            p.extend(0..rank - 2);
+            p
+        }
+        // OHWI: O, spatial.., I → O, I, spatial..
+        KernelFormat::OHWI => {
+            let mut p = vec![0, rank - 1];
+            p.extend(1..rank - 1);
+            p
+        }
+    };
+    let _ = group;
+    Ok(view
+        .permuted_axes(perm)
+        .as_standard_layout()
+        .iter()
+        .copied()
+        .collect())
+}
+
+/// Lowers `model` (decluttered, every shape concrete).
+pub(crate) fn lower(model: &TypedModel) -> Result<Program, String> {
+    let mut l = Lowering {
+        model,
+        program: Program::default(),
+        outlet_values: HashMap::new(),
+        folded: HashSet::new(),
+    };
+    for id in model.eval_order().map_err(|e| e.to_string())? {
+        if l.folded.contains(&id) {
+            continue;
+        }
+        l.lower_node(id)?;
+    }
+    // graph input order (sources were met in evaluation order)
+    let values = &l.program.values;
+    l.program
+        .inputs
+        .sort_by_key(|(v, _)| match values[*v].origin {
+            Origin::Input(ix) => ix,
+            _ => usize::MAX,
+        });
+    let outputs = model.output_outlets().map_err(|e| e.to_string())?.to_vec();
+    for o in outputs {
+        let shape = shape_of(model, o)?;
+        let v = l.value_of(o)?;
+        l.program.outputs.push((v, shape));
+    }
+    Ok(l.program)
+}

@@ -1,0 +1,166 @@
+//! The `gpu` engine against the CPU engine on every sample model (and MobileNetV2): same outputs
+//! within 1e-3, same digits classes, unsupported graphs loading on the CPU with a reason. Needs a
+//! Vulkan adapter: CI installs Mesa's lavapipe (`.ci/deps`), so this runs without a GPU.
+#![cfg(feature = "gpu")]
+
+mod common;
+
+use common::*;
+use edge_runtime::engine::{EngineKind, EngineOptions};
+use edge_runtime::{LoadOptions, Model, Tensor, TensorData};
+
+fn load(bytes: &[u8], trust: &edge_runtime::trust::TrustRoot, kind: EngineKind) -> Model {
+    let options = LoadOptions {
+        engine: EngineOptions {
+            kind: Some(kind),
+            threads: None,
+        },
+        ..Default::default()
+    };
+    Model::load(bytes, trust, &options).unwrap()
+}
+
+fn pair(model: &str) -> (Model, Model) {
+    let signer = key();
+    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
+    let bytes = pack_model(model, std::slice::from_ref(&signer));
+    let cpu = load(&bytes, &trust, EngineKind::Cpu);
+    let gpu = load(&bytes, &trust, EngineKind::Gpu);
+    assert_eq!(cpu.engine_choice().used, "cpu");
+    assert_eq!(
+        gpu.engine_choice().used,
+        "gpu",
+        "{model} did not load on the gpu engine: {:?} (a Vulkan driver is needed; CI installs \
+         lavapipe through .ci/deps)",
+        gpu.engine_choice().reason
+    );
+    (cpu, gpu)
+}
+
+fn values(t: &Tensor) -> &[f32] {
+    match &t.data {
+        TensorData::F32(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Largest |gpu - cpu| / max(1, |cpu|) over every output.
+fn max_diff(cpu: &Model, gpu: &Model, x: &Tensor) -> f32 {
+    let a = cpu.run(vec![x.clone()]).unwrap();
+    let b = gpu.run(vec![x.clone()]).unwrap();
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f32;
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.shape, b.shape);
+        for (x, y) in values(a).iter().zip(values(b)) {
+            assert!(y.is_finite(), "gpu output {y}");
+            worst = worst.max((x - y).abs() / x.abs().max(1.0));
+        }
+    }
+    worst
+}
+
+/// The first `n` rows of `x` (the sample models cap their batch).
+fn first_rows(x: &Tensor, n: usize) -> Tensor {
+    let rows = x.shape[0].min(n);
+    let row: usize = x.shape[1..].iter().product();
+    Tensor {
+        shape: [rows]
+            .into_iter()
+            .chain(x.shape[1..].iter().copied())
+            .collect(),
+        data: TensorData::F32(values(x)[..rows * row].to_vec()),
+    }
+}
+
+#[test]
+fn every_sample_model_matches_the_cpu_engine_on_the_gpu_engine() {
+    for (model, input) in [
+        ("diabetes", "diabetes/test_x.npy"),
+        ("vibration", "vibration/test_x.npy"),
+        ("digits", "digits/test_x.npy"),
+        ("mobilenetv2", "mobilenetv2/ref_input.npy"),
+    ] {
+        let (cpu, gpu) = pair(model);
+        let x = first_rows(&read_npy(input), 64);
+        let diff = max_diff(&cpu, &gpu, &x);
+        eprintln!(
+            "{model}: max relative difference {diff:e} on {} ({})",
+            gpu.engine_choice().device,
+            x.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
+        );
+        assert!(diff <= 1e-3, "{model}: {diff}");
+        // a second shape (one row) gets its own plan and the same answers
+        if x.shape[0] > 1 {
+            assert!(
+                max_diff(&cpu, &gpu, &first_rows(&x, 1)) <= 1e-3,
+                "{model}: one row"
+            );
+        }
+    }
+}
+
+#[test]
+fn digits_classes_and_accuracy_are_unchanged_on_the_gpu_engine() {
+    let (cpu, gpu) = pair("digits");
+    let x = read_npy("digits/test_x.npy");
+    let y = read_npy("digits/test_y.npy").to_f64_vec();
+    let classes = |m: &Model| -> Vec<usize> {
+        let out = m.run(vec![x.clone()]).unwrap();
+        values(&out[0])
+            .chunks(10)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .unwrap()
+                    .0
+            })
+            .collect()
+    };
+    let (c, g) = (classes(&cpu), classes(&gpu));
+    assert_eq!(c, g);
+    let accuracy = g
+        .iter()
+        .zip(&y)
+        .filter(|(p, t)| **p == **t as usize)
+        .count() as f64
+        / y.len() as f64;
+    assert!(accuracy > 0.95, "{accuracy}");
+}
+
+#[test]
+fn a_graph_the_kernels_lack_loads_on_the_cpu_and_says_why() {
+    // integer (QOperator) tensors: the gpu kernels compute in f32 only
+    let onnx = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qops/qops.onnx"),
+    )
+    .unwrap();
+    let (bytes, trust) =
+        edge_runtime::pack::throwaway_bundle_for_onnx(&onnx, "qops", &[], now()).unwrap();
+    let model = load(&bytes, &trust, EngineKind::Gpu);
+    let choice = model.engine_choice();
+    assert_eq!(choice.requested, "gpu");
+    assert_eq!(choice.used, "cpu");
+    let reason = choice.reason.as_deref().unwrap();
+    assert!(reason.starts_with("gpu: "), "{reason}");
+    assert!(
+        reason.contains("tensors") || reason.contains("op "),
+        "{reason}"
+    );
+}
+
+#[test]
+fn auto_picks_the_gpu_and_says_cuda_is_not_built() {
+    let signer = key();
+    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
+    let bytes = pack_model("vibration", std::slice::from_ref(&signer));
+    let model = load(&bytes, &trust, EngineKind::Auto);
+    let choice = model.engine_choice();
+    assert_eq!((choice.requested.as_str(), choice.used), ("auto", "gpu"));
+    assert!(choice.reason.as_deref().unwrap().contains("cuda"));
+}
