@@ -4,8 +4,8 @@
 # outputs (`--compare-cpu`). Prints one JSON line per engine and a Markdown table for
 # docs/benchmarks.md, with the card's name. Needs nothing but the edgectl binary and a driver:
 #   - Vulkan for `gpu`: the loader (libvulkan.so.1) and an ICD. On NVIDIA machines without the
-#     Vulkan ICD file, one is written pointing at the driver's libGLX_nvidia.so.0. A loader can be
-#     passed in with EDGE_VULKAN_LIB=/path/to/libvulkan.so.1.
+#     Vulkan ICD file, one is written pointing at the driver's libGLX_nvidia.so.0. Where the system
+#     has no loader, EDGE_VULKAN_LIB=/path/to/libvulkan.so.1 supplies one.
 #   - `cuda` is reported as not built until the cuda engine lands (the run says so).
 #
 #   bench/gpu.sh [EDGECTL] [ITERATIONS]      # default target/release/edgectl, 50
@@ -23,11 +23,16 @@ ldd --version 2>/dev/null | head -1
 "$edgectl" --version || { echo "edgectl does not start here"; exit 1; }
 
 # Vulkan: loader and NVIDIA ICD, when the image lacks them
-if [ -n "${EDGE_VULKAN_LIB:-}" ]; then
+if [ -n "${EDGE_VULKAN_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q "libvulkan.so.1 "; then
+  echo "no system Vulkan loader: using $EDGE_VULKAN_LIB"
   mkdir -p "$out/vk"; cp "$EDGE_VULKAN_LIB" "$out/vk/libvulkan.so.1"
   export LD_LIBRARY_PATH="$out/vk:${LD_LIBRARY_PATH:-}"
 fi
-if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1; then
+have_icd=0
+for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json; do
+  [ -e "$f" ] && have_icd=1 && echo "Vulkan ICD: $f ($(tr -d '\n ' < "$f" | head -c 200))"
+done
+if [ "$have_icd" = 0 ]; then
   glx=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia.so.0/ {print $NF; exit}')
   if [ -n "$glx" ]; then
     printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' "$glx" \
@@ -39,11 +44,13 @@ if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.j
   fi
 fi
 
+# say why the loader finds no device, if it does not
+export VK_LOADER_DEBUG=${VK_LOADER_DEBUG:-error}
 for engine in cpu gpu cuda; do
   echo "== --engine $engine"
   "$edgectl" bench "$model" --engine "$engine" --threads "${EDGE_CPU_THREADS:-$(nproc)}" \
     --iterations "$iterations" --compare-cpu --json 2>"$out/$engine.err" | tee "$out/$engine.json"
-  grep -v XDG_RUNTIME_DIR "$out/$engine.err" | tail -5
+  grep -v XDG_RUNTIME_DIR "$out/$engine.err" | tail -15
 done
 
 echo "== table"
