@@ -48,18 +48,8 @@ pub fn load_model(bundle: &Path, args: &TrustArgs, engine: EngineOptions) -> Res
     let model = Model::load(&bytes, &trust, &options)
         .with_context(|| format!("cannot load {}", bundle.display()))?;
     let choice = model.engine_choice();
-    if choice.used != "cpu" || choice.reason.is_some() {
-        eprintln!(
-            "engine: {} on {} (asked: {}){}",
-            choice.used,
-            choice.device,
-            choice.requested,
-            choice
-                .reason
-                .as_deref()
-                .map(|r| format!("; {r}"))
-                .unwrap_or_default()
-        );
+    if choice.is_notable() {
+        eprintln!("engine: {}", choice.summary());
     }
     Ok(model)
 }

@@ -266,19 +266,9 @@ fn install(
         ));
     }
     let choice = model.engine_choice();
-    let engine_note = (choice.used != "cpu" || choice.reason.is_some()).then(|| {
-        format!(
-            "engine {} on {} (asked: {}){}",
-            choice.used,
-            choice.device,
-            choice.requested,
-            choice
-                .reason
-                .as_deref()
-                .map(|r| format!("; {r}"))
-                .unwrap_or_default()
-        )
-    });
+    let engine_note = choice
+        .is_notable()
+        .then(|| format!("engine {}", choice.summary()));
     core.event(generation, name, version, Step::Verified, engine_note);
     failpoint::hit("verify");
     // 4. activate: record the trial first (a crash after this boots into it and counts), then swap

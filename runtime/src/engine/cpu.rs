@@ -93,23 +93,27 @@ pub(crate) fn set_input_facts(
     Ok(())
 }
 
+/// The graph's output names (labels, else node names), in output order.
+pub(crate) fn output_labels(typed: &TypedModel) -> TractResult<Vec<String>> {
+    Ok(typed
+        .output_outlets()?
+        .iter()
+        .map(|&o| {
+            typed
+                .outlet_label(o)
+                .unwrap_or(&typed.node(o.node).name)
+                .to_string()
+        })
+        .collect())
+}
+
 impl CpuEngine {
     /// Parses, types and optimizes the verified payload.
     pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
         let mut model = parse_checked(bundle)?;
         set_input_facts(&mut model, &bundle.manifest().inputs, None).map_err(load_err)?;
         let typed = model.into_optimized().map_err(load_err)?;
-        let outputs = typed
-            .output_outlets()
-            .map_err(load_err)?
-            .iter()
-            .map(|&o| {
-                typed
-                    .outlet_label(o)
-                    .unwrap_or(&typed.node(o.node).name)
-                    .to_string()
-            })
-            .collect();
+        let outputs = output_labels(&typed).map_err(load_err)?;
         let executor = if threads > 1 {
             Executor::multithread(threads)
         } else {

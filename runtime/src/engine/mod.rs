@@ -116,6 +116,27 @@ pub struct EngineChoice {
     pub reason: Option<String>,
 }
 
+impl EngineChoice {
+    /// One line for people: `gpu on ADAPTER (asked: auto); cuda: not built …`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} on {} (asked: {}){}",
+            self.used,
+            self.device,
+            self.requested,
+            self.reason
+                .as_deref()
+                .map(|r| format!("; {r}"))
+                .unwrap_or_default()
+        )
+    }
+
+    /// Whether there is something to tell (not the CPU, or not what was asked).
+    pub fn is_notable(&self) -> bool {
+        self.used != "cpu" || self.reason.is_some()
+    }
+}
+
 /// Prepares the engine for a verified bundle.
 pub fn prepare(
     bundle: &VerifiedBundle,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
-use super::cpu::{load_err, parse_checked, set_input_facts};
+use super::cpu::{load_err, output_labels, parse_checked, set_input_facts};
 use super::Engine;
 use crate::bundle::{Dim, InputSpec, VerifiedBundle};
 use crate::error::ModelError;
@@ -81,17 +81,7 @@ impl GpuEngine {
             plans: Mutex::new(Vec::new()),
         };
         let (typed, plan) = engine.plan(&shapes)?;
-        engine.outputs = typed
-            .output_outlets()
-            .map_err(|e| Err(load_err(e)))?
-            .iter()
-            .map(|&o| {
-                typed
-                    .outlet_label(o)
-                    .unwrap_or(&typed.node(o.node).name)
-                    .to_string()
-            })
-            .collect();
+        engine.outputs = output_labels(&typed).map_err(|e| Err(load_err(e)))?;
         engine.plans.lock().unwrap().push(Arc::new(plan));
         Ok(engine)
     }
