@@ -6,7 +6,13 @@
 #   - Vulkan for `gpu`: the loader (libvulkan.so.1) and an ICD. On NVIDIA machines without the
 #     Vulkan ICD file, one is written pointing at the driver's libGLX_nvidia.so.0. Where the system
 #     has no loader, EDGE_VULKAN_LIB=/path/to/libvulkan.so.1 supplies one.
-#   - `cuda` is reported as not built until the cuda engine lands (the run says so).
+#   - CUDA for `cuda`: libcuda (the driver), libcudart, libnvrtc, libcublas and libcudnn, found by
+#     the dynamic loader (JetPack has them all; on x86 the CUDA and cuDNN runtime packages).
+#     edgectl has the `cuda` feature by default (nothing of CUDA is needed to build it).
+#     tract-cuda compiles its kernels with NVRTC on first use and caches them under
+#     $XDG_CACHE_HOME/tract (the first cuda run pays that once; the bench's warm-up absorbs it).
+#   - Then the runtime's own CUDA test (`runtime/tests/cuda.rs`: outputs vs CPU within 1e-3 from
+#     pinned input buffers) when EDGE_CUDA_TEST=1 and cargo is there.
 #
 #   bench/gpu.sh [EDGECTL] [ITERATIONS]      # default target/release/edgectl, 50
 set -uo pipefail
@@ -52,6 +58,11 @@ for engine in cpu gpu cuda; do
     --iterations "$iterations" --compare-cpu --json 2>"$out/$engine.err" | tee "$out/$engine.json"
   grep -v XDG_RUNTIME_DIR "$out/$engine.err" | tail -15
 done
+
+if [ "${EDGE_CUDA_TEST:-0}" = 1 ] && command -v cargo >/dev/null; then
+  echo "== cargo test -p edge-runtime --features cuda --test cuda"
+  cargo test -p edge-runtime --features cuda --test cuda -- --nocapture 2>&1 | tail -15
+fi
 
 echo "== table"
 python3 - "$out" <<'PY' || true

@@ -62,6 +62,10 @@ enum Command {
         bundle: PathBuf,
         #[command(flatten)]
         trust: TrustArgs,
+        /// Also load it on this engine (auto, cpu, gpu, cuda), run its self-test, and say which
+        /// engine runs it here and why (e.g. the reason a GPU engine fell back to the CPU).
+        #[arg(long)]
+        engine: Option<edge_runtime::engine::EngineKind>,
     },
     /// Show a bundle's manifest (without verifying it).
     Inspect {
@@ -109,7 +113,11 @@ fn main() -> ExitCode {
         Command::Trust { command } => cmd::trust::run(command),
         Command::Pack(args) => cmd::pack::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
-        Command::Verify { bundle, trust } => cmd::verify::verify(&bundle, &trust),
+        Command::Verify {
+            bundle,
+            trust,
+            engine,
+        } => cmd::verify::verify(&bundle, &trust, engine),
         Command::Inspect { bundle, json } => cmd::verify::inspect(&bundle, json),
         Command::Run(args) => cmd::run::run(args),
         Command::Eval(args) => cmd::eval::run(args),

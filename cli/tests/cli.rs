@@ -153,6 +153,25 @@ fn keys_are_private_and_verify_accepts_only_valid_bundles() {
     let t = trust_args(s);
     let out = ok(&["verify", &s.p("digits.efb"), &t[0], &t[1], &t[2], &t[3]]);
     assert!(out.starts_with("valid: digits 1.0.0 sha256:"), "{out}");
+    // --engine: which engine runs it here, and why (no CUDA in CI: the driver's reason)
+    let out = ok(&[
+        "verify",
+        &s.p("digits.efb"),
+        &t[0],
+        &t[1],
+        &t[2],
+        &t[3],
+        "--engine",
+        "cuda",
+    ]);
+    let engine = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        engine.starts_with("engine: ") && engine.contains("(asked: cuda)"),
+        "{out}"
+    );
+    if !engine.starts_with("engine: cuda on ") {
+        assert!(engine.contains("; cuda: "), "{engine}");
+    }
 
     // a flipped payload byte → exit 1 and one line naming the problem
     let mut bytes = std::fs::read(s.p("digits.efb")).unwrap();

@@ -55,6 +55,10 @@ typedef enum EdgeStatus {
 // The answer to one [`edge_predict`] call (opaque).
 typedef struct EdgeAnswer EdgeAnswer;
 
+// An input buffer owned by the library, filled in place by the caller (opaque): see
+// [`edge_input_buffer_new`].
+typedef struct EdgeInputBuffer EdgeInputBuffer;
+
 // A verified, self-tested model (opaque).
 typedef struct EdgeModel EdgeModel;
 
@@ -141,6 +145,58 @@ enum EdgeStatus edge_predict(const struct EdgeModel *model,
                              const struct EdgeTensorView *inputs,
                              size_t n_inputs,
                              struct EdgeAnswer **out);
+
+// Borrows an input buffer for input `index` of `model` with `rank` dimensions at `shape` (the
+// input's shape, its dynamic batch dimension given): the caller writes the input straight into
+// [`edge_input_buffer_data`] and passes the buffer to [`edge_predict_buffers`], so the input is
+// never copied on its way to the engine. On the `cuda` engine the buffer is page-locked host
+// memory mapped into the device ([`edge_input_buffer_pinned`]), so its upload is one DMA with no
+// staging copy. Allocate once and reuse it for every call; free it with
+// [`edge_input_buffer_free`] before its model.
+//
+// # Safety
+// `model` is a live model, `shape` points to `rank` sizes, `out` to writable storage for a
+// pointer.
+enum EdgeStatus edge_input_buffer_new(const struct EdgeModel *model,
+                                      size_t index,
+                                      const size_t *shape,
+                                      size_t rank,
+                                      struct EdgeInputBuffer **out);
+
+// The buffer's elements, row-major, of the input's element type (`EDGE_DTYPE_*`, aligned for
+// it), to write into; `*len_bytes` receives its size in bytes when not NULL. The pointer stays
+// valid until the buffer is freed. Each [`edge_predict_buffers`] normalizes the values in place
+// (the bundle's preprocessing): write the next input in full before the next call. NULL when
+// `buffer` is NULL.
+//
+// # Safety
+// `buffer` is NULL or a live buffer not in use by a running [`edge_predict_buffers`];
+// `len_bytes` is NULL or writable.
+void *edge_input_buffer_data(struct EdgeInputBuffer *buffer, size_t *len_bytes);
+
+// 1 when the engine page-locked the buffer for its device (the `cuda` engine), else 0.
+//
+// # Safety
+// `buffer` is NULL or a live buffer.
+int32_t edge_input_buffer_pinned(const struct EdgeInputBuffer *buffer);
+
+// [`edge_predict`] on input buffers the caller filled in place: `buffers` holds `n_buffers`
+// buffers from [`edge_input_buffer_new`], one per model input, in input order. A buffer may be
+// used by one call at a time.
+//
+// # Safety
+// `model` is a live model, `buffers` points to `n_buffers` live, distinct buffers, `out` to
+// writable storage for a pointer.
+enum EdgeStatus edge_predict_buffers(const struct EdgeModel *model,
+                                     struct EdgeInputBuffer *const *buffers,
+                                     size_t n_buffers,
+                                     struct EdgeAnswer **out);
+
+// Frees an input buffer (NULL is ignored). No call may be using it.
+//
+// # Safety
+// `buffer` is NULL or was returned by [`edge_input_buffer_new`] and not freed yet.
+void edge_input_buffer_free(struct EdgeInputBuffer *buffer);
 
 // The answer as JSON, the same document the agent's `POST /v1/predict` returns:
 // `{"model", "version", "bundle", "results": [...], "latency_ms"}`. Owned by the answer.

@@ -313,6 +313,12 @@ pub enum InputError {
         /// The value as text.
         value: String,
     },
+    /// An input buffer used the wrong way (element type, length, another buffer's model).
+    #[error("input buffer: {reason}")]
+    Buffer {
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 /// Loading or running a model.

@@ -73,6 +73,7 @@
 pub mod bundle;
 pub mod engine;
 pub mod error;
+pub mod input_buffer;
 pub mod json_input;
 pub mod keys;
 mod model;
@@ -88,6 +89,7 @@ pub mod trust;
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{BundleError, InputError, ModelError, TrustError};
+pub use input_buffer::InputBuffer;
 pub use model::{LoadOptions, Model, PredictOptions, MAX_FEATURE_SAMPLES};
 pub use preprocess::InputLimits;
 pub use tensor::{DType, Tensor, TensorData};

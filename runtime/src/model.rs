@@ -2,6 +2,7 @@
 //! a [`Model`] is from a [`VerifiedBundle`], and it is returned only once every self-test vector
 //! reproduced its expected outputs on this device.
 
+use std::borrow::BorrowMut;
 use std::time::Instant;
 
 use edge_protocol::{ModelRef, PredictResponse, RawOutput};
@@ -9,8 +10,11 @@ use edge_protocol::{ModelRef, PredictResponse, RawOutput};
 use crate::bundle::{verify_bytes, Manifest, Task, VerifiedBundle, VerifyPolicy};
 use crate::engine::{self, Engine, EngineChoice, EngineOptions};
 use crate::error::ModelError;
+use crate::input_buffer::InputBuffer;
 use crate::postprocess::{answer, raw_output, Answers};
-use crate::preprocess::{check_normalization, normalize, validate, InputLimits};
+use crate::preprocess::{
+    check_input, check_normalization, normalize, normalize_f32, validate, InputLimits,
+};
 use crate::stats::{FeatureMap, Histogram, ModelStats, StatsSnapshot};
 use crate::tensor::Tensor;
 use crate::trust::TrustRoot;
@@ -194,8 +198,138 @@ impl Model {
         options: &PredictOptions,
     ) -> Result<PredictResponse, ModelError> {
         let start = Instant::now();
-        let features = self.observe_features(&inputs);
-        let result = self.predict_inner(inputs, options);
+        let features = match inputs.first() {
+            Some(t) => self.observe_features(&t.shape, t.len(), |i| t.value_f64(i)),
+            None => Vec::new(),
+        };
+        let batch = inputs
+            .first()
+            .and_then(|t| t.shape.first().copied())
+            .unwrap_or(0);
+        let result = self
+            .run(inputs)
+            .and_then(|outputs| self.answer_outputs(outputs, batch, options));
+        self.finish(start, features, result)
+    }
+
+    /// A buffer for input `index` at `shape` (the manifest's shape with its named batch dim
+    /// given), owned by the runtime, for the app to fill in place and pass to
+    /// [`Model::predict_buffers`]: the input is never copied on the way to the engine, and on the
+    /// `cuda` engine the buffer is page-locked and mapped into the device
+    /// ([`InputBuffer::is_pinned`]). Allocate once, reuse for every call.
+    pub fn input_buffer(&self, index: usize, shape: &[usize]) -> Result<InputBuffer, ModelError> {
+        let specs = &self.manifest.inputs;
+        let spec = specs
+            .get(index)
+            .ok_or_else(|| crate::error::InputError::Buffer {
+                reason: format!(
+                    "input index {index}: the model has {} input(s)",
+                    specs.len()
+                ),
+            })?;
+        let mut buffer = InputBuffer::new(index, spec, shape, &self.input_limits)?;
+        buffer.pin_for(&*self.engine);
+        Ok(buffer)
+    }
+
+    /// One buffer per input at the manifest's shapes (a named batch dim at 1).
+    pub fn input_buffers(&self) -> Result<Vec<InputBuffer>, ModelError> {
+        self.manifest
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(ix, spec)| {
+                let shape: Vec<usize> = spec
+                    .shape
+                    .iter()
+                    .map(|d| match d {
+                        crate::bundle::Dim::Fixed(n) => *n as usize,
+                        crate::bundle::Dim::Named(_) => 1,
+                    })
+                    .collect();
+                self.input_buffer(ix, &shape)
+            })
+            .collect()
+    }
+
+    /// [`Model::predict_with`] on buffers the app filled in place (one per input, in input
+    /// order). Validation and normalization run on the buffers themselves: after the call they
+    /// hold the normalized values, so fill them again before the next call.
+    /// Takes `&mut [InputBuffer]` or `&mut [&mut InputBuffer]`.
+    pub fn predict_buffers<B: BorrowMut<InputBuffer>>(
+        &self,
+        buffers: &mut [B],
+        options: &PredictOptions,
+    ) -> Result<PredictResponse, ModelError> {
+        let start = Instant::now();
+        let features = match buffers.first() {
+            Some(b) => {
+                let b = b.borrow();
+                self.observe_features(b.shape(), b.len(), |i| b.value_f64(i))
+            }
+            None => Vec::new(),
+        };
+        let batch = buffers
+            .first()
+            .and_then(|b| b.borrow().shape().first().copied())
+            .unwrap_or(0);
+        let result = self
+            .run_buffers(buffers)
+            .and_then(|outputs| self.answer_outputs(outputs, batch, options));
+        self.finish(start, features, result)
+    }
+
+    /// [`Model::run`] on buffers the app filled in place: the model's raw outputs.
+    pub fn run_buffers<B: BorrowMut<InputBuffer>>(
+        &self,
+        buffers: &mut [B],
+    ) -> Result<Vec<Tensor>, ModelError> {
+        let specs = &self.manifest.inputs;
+        if buffers.len() != specs.len() {
+            return Err(crate::error::InputError::WrongInputCount {
+                expected: specs.len(),
+                got: buffers.len(),
+            }
+            .into());
+        }
+        let mut inputs = tract_onnx::prelude::TVec::new();
+        for (ix, (spec, buffer)) in specs.iter().zip(buffers.iter_mut()).enumerate() {
+            let buffer: &mut InputBuffer = buffer.borrow_mut();
+            if buffer.index() != ix {
+                return Err(crate::error::InputError::Buffer {
+                    reason: format!(
+                        "buffer {ix} was made for input {}; pass one buffer per input, in order",
+                        buffer.index()
+                    ),
+                }
+                .into());
+            }
+            check_input(
+                spec,
+                buffer.dtype(),
+                buffer.shape(),
+                buffer.len(),
+                buffer.floats(),
+                &self.input_limits,
+            )?;
+            if spec.normalize.is_some() && buffer.dtype() == crate::tensor::DType::F32 {
+                let shape = buffer.shape().to_vec();
+                normalize_f32(spec, &shape, buffer.as_mut_slice::<f32>()?);
+            }
+            inputs.push(tract_onnx::prelude::TValue::from_const(
+                buffer.tensor.clone(),
+            ));
+        }
+        self.engine.run_in_place(inputs)
+    }
+
+    /// Counts a finished prediction in the stats and shapes the response.
+    fn finish(
+        &self,
+        start: Instant,
+        features: Vec<Histogram>,
+        result: Result<(Answers, Vec<RawOutput>), ModelError>,
+    ) -> Result<PredictResponse, ModelError> {
         let latency = start.elapsed();
         match result {
             Ok((answers, raw)) => {
@@ -220,18 +354,22 @@ impl Model {
     /// [`MAX_FEATURE_SAMPLES`] elements are sampled per request, so the cost is bounded for large
     /// images; the offset inside each stride moves from sample to sample so the sample cannot lock
     /// onto one channel of a channels-last image.
-    fn observe_features(&self, inputs: &[Tensor]) -> Vec<Histogram> {
+    fn observe_features(
+        &self,
+        shape: &[usize],
+        n: usize,
+        value_f64: impl Fn(usize) -> Option<f64>,
+    ) -> Vec<Histogram> {
         let mut hists = self.stats.feature_scratch();
-        let (Some(spec), Some(t)) = (self.manifest.inputs.first(), inputs.first()) else {
+        let Some(spec) = self.manifest.inputs.first() else {
             return Vec::new();
         };
-        match FeatureMap::new(spec.layout, &t.shape) {
+        match FeatureMap::new(spec.layout, shape) {
             Some(map) if !hists.is_empty() && map.count() == hists.len() => {
-                let n = t.len();
                 let step = n.div_ceil(MAX_FEATURE_SAMPLES).max(1);
                 for k in 0..n.div_ceil(step) {
                     let i = k * step + (k * 7919) % step;
-                    if let Some(v) = t.value_f64(i) {
+                    if let Some(v) = value_f64(i) {
                         hists[map.feature_of(i)].observe(v);
                     }
                 }
@@ -241,16 +379,13 @@ impl Model {
         }
     }
 
-    fn predict_inner(
+    /// Post-processes the engine's outputs into answers (and the raw outputs when asked).
+    fn answer_outputs(
         &self,
-        inputs: Vec<Tensor>,
+        outputs: Vec<Tensor>,
+        batch: usize,
         options: &PredictOptions,
     ) -> Result<(Answers, Vec<RawOutput>), ModelError> {
-        let batch = inputs
-            .first()
-            .and_then(|t| t.shape.first().copied())
-            .unwrap_or(0);
-        let outputs = self.run(inputs)?;
         let names = self.engine.output_names();
         let task_ix = names
             .iter()

@@ -3,7 +3,7 @@
 
 use crate::bundle::{Dim, InputSpec, NanPolicy};
 use crate::error::InputError;
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{DType, Tensor, TensorData};
 
 /// Limits on what a caller may send, on top of the spec's shape.
 #[derive(Clone, Debug)]
@@ -20,21 +20,46 @@ impl Default for InputLimits {
     }
 }
 
+/// The float elements of an input, for the NaN policy (integer inputs have none to check).
+pub(crate) enum Floats<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    None,
+}
+
 /// Checks `t` against `spec`: dtype, rank and fixed dims, element count, batch, size, NaN policy.
 pub fn validate(spec: &InputSpec, t: &Tensor, limits: &InputLimits) -> Result<(), InputError> {
+    let floats = match &t.data {
+        TensorData::F32(v) => Floats::F32(v),
+        TensorData::F64(v) => Floats::F64(v),
+        _ => Floats::None,
+    };
+    check_input(spec, t.dtype(), &t.shape, t.len(), floats, limits)
+}
+
+/// [`validate`] on the parts of an input, wherever its elements live (a [`Tensor`] or an
+/// [`crate::InputBuffer`]).
+pub(crate) fn check_input(
+    spec: &InputSpec,
+    dtype: DType,
+    shape: &[usize],
+    len: usize,
+    floats: Floats<'_>,
+    limits: &InputLimits,
+) -> Result<(), InputError> {
     let name = || spec.name.clone();
-    if t.dtype() != spec.dtype {
+    if dtype != spec.dtype {
         return Err(InputError::WrongDtype {
             name: name(),
             expected: spec.dtype.to_string(),
-            got: t.dtype().to_string(),
+            got: dtype.to_string(),
         });
     }
-    if t.is_empty() || t.shape.contains(&0) {
+    if len == 0 || shape.contains(&0) {
         return Err(InputError::Empty { name: name() });
     }
-    let shape_ok = t.shape.len() == spec.shape.len()
-        && t.shape
+    let shape_ok = shape.len() == spec.shape.len()
+        && shape
             .iter()
             .zip(&spec.shape)
             .all(|(&got, want)| match want {
@@ -45,23 +70,22 @@ pub fn validate(spec: &InputSpec, t: &Tensor, limits: &InputLimits) -> Result<()
         return Err(InputError::WrongShape {
             name: name(),
             expected: spec.shape_text(),
-            got: t.shape.clone(),
+            got: shape.to_vec(),
         });
     }
-    let expected = t
-        .shape
+    let expected = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .unwrap_or(usize::MAX);
-    if expected != t.len() {
+    if expected != len {
         return Err(InputError::ElementCount {
             name: name(),
-            shape: t.shape.clone(),
+            shape: shape.to_vec(),
             expected,
-            got: t.len(),
+            got: len,
         });
     }
-    let batch = t.shape[0];
+    let batch = shape[0];
     if spec.dynamic_batch() && batch > spec.max_batch() {
         return Err(InputError::BatchTooLarge {
             name: name(),
@@ -69,24 +93,25 @@ pub fn validate(spec: &InputSpec, t: &Tensor, limits: &InputLimits) -> Result<()
             max: spec.max_batch(),
         });
     }
-    if t.byte_len() > limits.max_bytes {
+    let bytes = len.saturating_mul(dtype.size());
+    if bytes > limits.max_bytes {
         return Err(InputError::TooLarge {
             name: name(),
-            bytes: t.byte_len(),
+            bytes,
             limit: limits.max_bytes,
         });
     }
     if spec.nan_policy == NanPolicy::Reject {
-        let bad = match &t.data {
-            TensorData::F32(v) => v
+        let bad = match floats {
+            Floats::F32(v) => v
                 .iter()
                 .position(|x| !x.is_finite())
                 .map(|i| (i, v[i].to_string())),
-            TensorData::F64(v) => v
+            Floats::F64(v) => v
                 .iter()
                 .position(|x| !x.is_finite())
                 .map(|i| (i, v[i].to_string())),
-            _ => None,
+            Floats::None => None,
         };
         if let Some((index, value)) = bad {
             return Err(InputError::NonFinite {
@@ -132,13 +157,20 @@ pub fn check_normalization(spec: &InputSpec) -> Result<(), String> {
 
 /// Applies the spec's normalization to a validated f32 tensor, in place.
 pub fn normalize(spec: &InputSpec, t: &mut Tensor) {
-    let (Some(n), TensorData::F32(data)) = (&spec.normalize, &mut t.data) else {
+    if let TensorData::F32(data) = &mut t.data {
+        normalize_f32(spec, &t.shape, data);
+    }
+}
+
+/// [`normalize`] on the elements of a validated f32 input of `shape`, wherever they live.
+pub(crate) fn normalize_f32(spec: &InputSpec, shape: &[usize], data: &mut [f32]) {
+    let Some(n) = &spec.normalize else {
         return;
     };
     let scale = n.scale.unwrap_or(1.0);
-    let axis = spec.layout.channel_axis(t.shape.len());
+    let axis = spec.layout.channel_axis(shape.len());
     let (channels, inner) = match axis {
-        Some(a) => (t.shape[a], t.shape[a + 1..].iter().product::<usize>()),
+        Some(a) => (shape[a], shape[a + 1..].iter().product::<usize>()),
         None => (1, 1),
     };
     let pick = |v: &[f32], c: usize, default: f32| match v.len() {

@@ -155,12 +155,19 @@ fn a_graph_the_kernels_lack_loads_on_the_cpu_and_says_why() {
 }
 
 #[test]
-fn auto_picks_the_gpu_and_says_cuda_is_not_built() {
+fn auto_picks_the_gpu_when_cuda_cannot_and_says_why() {
     let signer = key();
     let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
     let bytes = pack_model("vibration", std::slice::from_ref(&signer));
     let model = load(&bytes, &trust, EngineKind::Auto);
     let choice = model.engine_choice();
+    if choice.used == "cuda" {
+        return; // a CUDA machine: auto rightly stops at cuda
+    }
     assert_eq!((choice.requested.as_str(), choice.used), ("auto", "gpu"));
-    assert!(choice.reason.as_deref().unwrap().contains("cuda"));
+    // cuda is tried first: not built into this runtime, or no driver here
+    assert!(
+        choice.reason.as_deref().unwrap().starts_with("cuda: "),
+        "{choice:?}"
+    );
 }

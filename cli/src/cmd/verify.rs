@@ -5,13 +5,16 @@ use std::process;
 
 use anyhow::{Context, Result};
 use edge_runtime::bundle::{self, inspect as inspect_bundle, Limits, Task};
+use edge_runtime::engine::{EngineKind, EngineOptions};
 use edge_runtime::keys::KeyId;
+use edge_runtime::{LoadOptions, Model};
 
 use crate::trust_arg::{load_trust, policy};
 use crate::TrustArgs;
 
-/// Verifies; prints `valid: …` and returns, or prints `invalid: <reason>` and exits 1.
-pub fn verify(path: &Path, args: &TrustArgs) -> Result<()> {
+/// Verifies; prints `valid: …` and returns, or prints `invalid: <reason>` and exits 1. With an
+/// engine, then loads the model on it (self-test included) and prints `engine: <choice>`.
+pub fn verify(path: &Path, args: &TrustArgs, engine: Option<EngineKind>) -> Result<()> {
     let trust = load_trust(args)?;
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -26,6 +29,19 @@ pub fn verify(path: &Path, args: &TrustArgs) -> Result<()> {
                 b.digest_text(),
                 signers.join(", ")
             );
+            if let Some(kind) = engine {
+                let options = LoadOptions {
+                    verify: policy(args),
+                    engine: EngineOptions {
+                        kind: Some(kind),
+                        threads: None,
+                    },
+                    ..Default::default()
+                };
+                let model = Model::from_verified(b, &options)
+                    .with_context(|| format!("loading on engine {kind}"))?;
+                println!("engine: {}", model.engine_choice().summary());
+            }
             Ok(())
         }
         Err(e) => {

@@ -39,9 +39,10 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use edge_protocol::PredictResponse;
 use edge_runtime::error::{BundleError, KeyError, ModelError};
 use edge_runtime::trust::{RootAnchor, TrustRoot};
-use edge_runtime::{DType, LoadOptions, Model, PredictOptions, Tensor, TensorData};
+use edge_runtime::{DType, InputBuffer, LoadOptions, Model, PredictOptions, Tensor, TensorData};
 
 /// Outcome of a call. On anything but `EDGE_OK`, [`edge_last_error`] says what went wrong.
 #[repr(C)]
@@ -425,30 +426,174 @@ pub unsafe extern "C" fn edge_predict(
             .enumerate()
             .map(|(i, v)| tensor_from_view(v, i))
             .collect::<Result<Vec<_>, _>>()?;
-        let options = PredictOptions {
-            top_k: None,
-            raw: true,
-        };
-        let mut response = model.predict_with(tensors, &options)?;
-        let outputs = std::mem::take(&mut response.raw)
-            .into_iter()
-            .map(|o| OwnedOutput {
-                name: CString::new(o.name.replace('\0', " ")).unwrap_or_default(),
-                shape: o.shape,
-                data: o.data.into_iter().map(|v| v as f32).collect(),
-            })
-            .collect();
-        let json = serde_json::to_string(&response)
-            .map_err(|e| Failure(EdgeStatus::EdgeErrModel, e.to_string()))?;
-        let answer = EdgeAnswer {
-            json: CString::new(json).unwrap_or_default(),
-            rows: response.results.len(),
-            latency_ms: response.latency_ms,
-            outputs,
-        };
-        *out = Box::into_raw(Box::new(answer));
+        let response = model.predict_with(tensors, &RAW_OUTPUTS)?;
+        *out = Box::into_raw(Box::new(answer_of(response)?));
         Ok(())
     })
+}
+
+/// Answers carry the raw outputs (for [`edge_answer_output`]).
+const RAW_OUTPUTS: PredictOptions = PredictOptions {
+    top_k: None,
+    raw: true,
+};
+
+fn answer_of(mut response: PredictResponse) -> Result<EdgeAnswer, Failure> {
+    let outputs = std::mem::take(&mut response.raw)
+        .into_iter()
+        .map(|o| OwnedOutput {
+            name: CString::new(o.name.replace('\0', " ")).unwrap_or_default(),
+            shape: o.shape,
+            data: o.data.into_iter().map(|v| v as f32).collect(),
+        })
+        .collect();
+    let json = serde_json::to_string(&response)
+        .map_err(|e| Failure(EdgeStatus::EdgeErrModel, e.to_string()))?;
+    Ok(EdgeAnswer {
+        json: CString::new(json).unwrap_or_default(),
+        rows: response.results.len(),
+        latency_ms: response.latency_ms,
+        outputs,
+    })
+}
+
+/// An input buffer owned by the library, filled in place by the caller (opaque): see
+/// [`edge_input_buffer_new`].
+pub struct EdgeInputBuffer {
+    buffer: InputBuffer,
+}
+
+/// Borrows an input buffer for input `index` of `model` with `rank` dimensions at `shape` (the
+/// input's shape, its dynamic batch dimension given): the caller writes the input straight into
+/// [`edge_input_buffer_data`] and passes the buffer to [`edge_predict_buffers`], so the input is
+/// never copied on its way to the engine. On the `cuda` engine the buffer is page-locked host
+/// memory mapped into the device ([`edge_input_buffer_pinned`]), so its upload is one DMA with no
+/// staging copy. Allocate once and reuse it for every call; free it with
+/// [`edge_input_buffer_free`] before its model.
+///
+/// # Safety
+/// `model` is a live model, `shape` points to `rank` sizes, `out` to writable storage for a
+/// pointer.
+#[no_mangle]
+pub unsafe extern "C" fn edge_input_buffer_new(
+    model: *const EdgeModel,
+    index: usize,
+    shape: *const usize,
+    rank: usize,
+    out: *mut *mut EdgeInputBuffer,
+) -> EdgeStatus {
+    boundary(|| {
+        out_ptr(out)?;
+        let model = live_model(model)?;
+        if rank > 16 || (rank > 0 && shape.is_null()) {
+            return Err(Failure::argument("shape is NULL or its rank is over 16"));
+        }
+        let shape = if rank == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(shape, rank)
+        };
+        let buffer = model.input_buffer(index, shape)?;
+        *out = Box::into_raw(Box::new(EdgeInputBuffer { buffer }));
+        Ok(())
+    })
+}
+
+/// The buffer's elements, row-major, of the input's element type (`EDGE_DTYPE_*`, aligned for
+/// it), to write into; `*len_bytes` receives its size in bytes when not NULL. The pointer stays
+/// valid until the buffer is freed. Each [`edge_predict_buffers`] normalizes the values in place
+/// (the bundle's preprocessing): write the next input in full before the next call. NULL when
+/// `buffer` is NULL.
+///
+/// # Safety
+/// `buffer` is NULL or a live buffer not in use by a running [`edge_predict_buffers`];
+/// `len_bytes` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn edge_input_buffer_data(
+    buffer: *mut EdgeInputBuffer,
+    len_bytes: *mut usize,
+) -> *mut c_void {
+    let Some(b) = buffer.as_mut() else {
+        return std::ptr::null_mut();
+    };
+    match catch_unwind(AssertUnwindSafe(|| {
+        b.buffer
+            .as_mut_bytes()
+            .map(|bytes| (bytes.as_mut_ptr(), bytes.len()))
+    })) {
+        Ok(Ok((ptr, len))) => {
+            if !len_bytes.is_null() {
+                *len_bytes = len;
+            }
+            ptr.cast()
+        }
+        Ok(Err(e)) => {
+            set_last_error(&e.to_string());
+            std::ptr::null_mut()
+        }
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+/// 1 when the engine page-locked the buffer for its device (the `cuda` engine), else 0.
+///
+/// # Safety
+/// `buffer` is NULL or a live buffer.
+#[no_mangle]
+pub unsafe extern "C" fn edge_input_buffer_pinned(buffer: *const EdgeInputBuffer) -> i32 {
+    buffer.as_ref().is_some_and(|b| b.buffer.is_pinned()) as i32
+}
+
+/// [`edge_predict`] on input buffers the caller filled in place: `buffers` holds `n_buffers`
+/// buffers from [`edge_input_buffer_new`], one per model input, in input order. A buffer may be
+/// used by one call at a time.
+///
+/// # Safety
+/// `model` is a live model, `buffers` points to `n_buffers` live, distinct buffers, `out` to
+/// writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn edge_predict_buffers(
+    model: *const EdgeModel,
+    buffers: *const *mut EdgeInputBuffer,
+    n_buffers: usize,
+    out: *mut *mut EdgeAnswer,
+) -> EdgeStatus {
+    boundary(|| {
+        out_ptr(out)?;
+        let model = live_model(model)?;
+        if n_buffers > 0 && buffers.is_null() {
+            return Err(Failure::argument("buffers is NULL"));
+        }
+        let pointers = if n_buffers == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(buffers, n_buffers)
+        };
+        for (i, p) in pointers.iter().enumerate() {
+            if p.is_null() {
+                return Err(Failure::argument(format!("buffer {i} is NULL")));
+            }
+            if pointers[..i].contains(p) {
+                return Err(Failure::argument(format!("buffer {i} is passed twice")));
+            }
+        }
+        let mut borrowed: Vec<&mut InputBuffer> =
+            pointers.iter().map(|&p| &mut (*p).buffer).collect();
+        let response = model.predict_buffers(&mut borrowed, &RAW_OUTPUTS)?;
+        *out = Box::into_raw(Box::new(answer_of(response)?));
+        Ok(())
+    })
+}
+
+/// Frees an input buffer (NULL is ignored). No call may be using it.
+///
+/// # Safety
+/// `buffer` is NULL or was returned by [`edge_input_buffer_new`] and not freed yet.
+#[no_mangle]
+pub unsafe extern "C" fn edge_input_buffer_free(buffer: *mut EdgeInputBuffer) {
+    if !buffer.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(buffer))));
+    }
 }
 
 /// The answer as JSON, the same document the agent's `POST /v1/predict` returns:
@@ -579,6 +724,7 @@ pub unsafe extern "C" fn edge_model_info_json(
             "version": r.version,
             "bundle": r.bundle,
             "engine": model.engine_name(),
+            "engine_choice": model.engine_choice(),
             "inputs": inputs,
             "outputs": model.output_names(),
         });

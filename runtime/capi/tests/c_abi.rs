@@ -154,6 +154,80 @@ fn c_callers_get_the_same_answers_as_rust_callers() {
 }
 
 #[test]
+fn input_buffers_filled_in_place_give_the_same_answers() {
+    let fleet = common::digits_fleet();
+    let (status, model) = load(&fleet, &fleet.root_pub, &fleet.bundle);
+    assert_eq!(status, EdgeStatus::EdgeOk, "{}", last_error());
+    let shape = [1usize, 1, 8, 8];
+    let mut buffer = null_mut();
+    assert_eq!(
+        unsafe { edge_input_buffer_new(model, 0, shape.as_ptr(), 4, &mut buffer) },
+        EdgeStatus::EdgeOk,
+        "{}",
+        last_error()
+    );
+    assert_eq!(unsafe { edge_input_buffer_pinned(buffer) }, 0, "cpu engine");
+    let mut len = 0usize;
+    let data = unsafe { edge_input_buffer_data(buffer, &mut len) };
+    assert!(!data.is_null());
+    assert_eq!(len, 64 * 4);
+    for i in 0..10 {
+        let digit = common::digit(i);
+        let TensorData::F32(pixels) = &digit.data else {
+            panic!("f32 digits")
+        };
+        // the app writes the input where the runtime will read it
+        unsafe { std::ptr::copy_nonoverlapping(pixels.as_ptr(), data.cast::<f32>(), 64) };
+        let mut answer = null_mut();
+        let buffers = [buffer];
+        assert_eq!(
+            unsafe { edge_predict_buffers(model, buffers.as_ptr(), 1, &mut answer) },
+            EdgeStatus::EdgeOk,
+            "{}",
+            last_error()
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            unsafe { CStr::from_ptr(edge_answer_json(answer)) }
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        unsafe { edge_answer_free(answer) };
+        let want = predict(model, view(pixels, &digit.shape)).unwrap();
+        assert_eq!(json["results"], want["results"], "row {i}");
+    }
+    // misuse: wrong shape, NULL buffers, a buffer twice, the wrong count
+    let mut other = null_mut();
+    let bad = [1usize, 1, 8, 9];
+    assert_eq!(
+        unsafe { edge_input_buffer_new(model, 0, bad.as_ptr(), 4, &mut other) },
+        EdgeStatus::EdgeErrInput
+    );
+    assert!(last_error().contains("shape"), "{}", last_error());
+    assert!(other.is_null());
+    let mut answer = null_mut();
+    assert_eq!(
+        unsafe { edge_predict_buffers(model, null(), 1, &mut answer) },
+        EdgeStatus::EdgeErrArgument
+    );
+    let twice = [buffer, buffer];
+    assert_eq!(
+        unsafe { edge_predict_buffers(model, twice.as_ptr(), 2, &mut answer) },
+        EdgeStatus::EdgeErrArgument
+    );
+    assert!(last_error().contains("twice"), "{}", last_error());
+    assert_eq!(
+        unsafe { edge_predict_buffers(model, twice.as_ptr(), 0, &mut answer) },
+        EdgeStatus::EdgeErrInput
+    );
+    assert!(answer.is_null());
+    assert!(unsafe { edge_input_buffer_data(null_mut(), null_mut()) }.is_null());
+    unsafe { edge_input_buffer_free(buffer) };
+    unsafe { edge_input_buffer_free(null_mut()) };
+    unsafe { edge_model_free(model) };
+}
+
+#[test]
 fn load_failures_are_codes_with_messages() {
     let fleet = common::digits_fleet();
     let (status, model) = load(&fleet, &fleet.other_root_pub, &fleet.bundle);

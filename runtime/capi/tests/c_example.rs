@@ -121,7 +121,7 @@ fn the_c_example_predicts_like_the_rust_api() {
     let median: f64 = stderr
         .lines()
         .find_map(|l| l.strip_prefix("median_latency_ms "))
-        .and_then(|l| l.strip_suffix(" over 25"))
+        .and_then(|l| l.strip_suffix(" over 25 (input buffer, pinned: 0)"))
         .expect("a median line")
         .parse()
         .unwrap();

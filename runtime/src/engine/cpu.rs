@@ -139,7 +139,7 @@ impl CpuEngine {
     }
 }
 
-fn to_tract(t: EfTensor) -> TractResult<Tensor> {
+pub(crate) fn to_tract(t: EfTensor) -> TractResult<Tensor> {
     let shape = t.shape;
     Ok(match t.data {
         TensorData::F32(v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor(),
@@ -167,6 +167,52 @@ fn from_tract(t: &Tensor) -> TractResult<EfTensor> {
     Ok(EfTensor { shape, data })
 }
 
+/// A tract tensor as the runtime's tensor of the same element type (inputs the caller wrote in
+/// place, for engines that do not run tract plans).
+pub(crate) fn runtime_tensor(t: &Tensor) -> Result<EfTensor, ModelError> {
+    fn values<T: Datum + Copy>(t: &Tensor) -> TractResult<Vec<T>> {
+        Ok(t.try_as_plain_ram()?.as_slice::<T>()?.to_vec())
+    }
+    let dt = t.datum_type();
+    let data = if dt == f32::datum_type() {
+        values::<f32>(t).map(TensorData::F32)
+    } else if dt == f64::datum_type() {
+        values::<f64>(t).map(TensorData::F64)
+    } else if dt == i64::datum_type() {
+        values::<i64>(t).map(TensorData::I64)
+    } else if dt == i32::datum_type() {
+        values::<i32>(t).map(TensorData::I32)
+    } else if dt == u8::datum_type() {
+        values::<u8>(t).map(TensorData::U8)
+    } else if dt == i8::datum_type() {
+        values::<i8>(t).map(TensorData::I8)
+    } else {
+        return Err(run_err(format!("input of type {dt:?}")));
+    };
+    Ok(EfTensor {
+        shape: t.shape().to_vec(),
+        data: data.map_err(run_err)?,
+    })
+}
+
+/// Runs a tract plan and converts its outputs.
+pub(crate) fn run_plan(
+    plan: &dyn Runnable,
+    inputs: TVec<TValue>,
+    engine: &'static str,
+) -> Result<Vec<EfTensor>, ModelError> {
+    let err = |e: TractError| ModelError::EngineRun {
+        engine,
+        reason: format!("{e:#}"),
+    };
+    let outputs = plan.run(inputs).map_err(err)?;
+    outputs
+        .iter()
+        .map(|t| from_tract(t))
+        .collect::<TractResult<Vec<_>>>()
+        .map_err(err)
+}
+
 impl Engine for CpuEngine {
     fn name(&self) -> &'static str {
         "cpu"
@@ -182,11 +228,10 @@ impl Engine for CpuEngine {
             .map(|t| to_tract(t).map(|t| t.into_tvalue()))
             .collect::<TractResult<_>>()
             .map_err(run_err)?;
-        let outputs = self.plan.run(inputs).map_err(run_err)?;
-        outputs
-            .iter()
-            .map(|t| from_tract(t))
-            .collect::<TractResult<Vec<_>>>()
-            .map_err(run_err)
+        run_plan(&self.plan, inputs, "cpu")
+    }
+
+    fn run_in_place(&self, inputs: TVec<TValue>) -> Result<Vec<EfTensor>, ModelError> {
+        run_plan(&self.plan, inputs, "cpu")
     }
 }

@@ -1,16 +1,22 @@
 //! Engines run a verified model's graph. One trait, chosen by name; the rest of the system never
-//! knows which engine runs. `cpu` (tract) always; `gpu` (wgpu compute) with the `gpu` feature.
+//! knows which engine runs. `cpu` (tract) always; `gpu` (wgpu compute) with the `gpu` feature;
+//! `cuda` (tract's CUDA backend) with the `cuda` feature.
 //! The choice (`auto`, `cpu`, `gpu`, `cuda`) comes from the device's options, else the bundle's
 //! hint; a model the chosen engine cannot run loads on the CPU, and the reason travels with it
 //! ([`EngineChoice`]).
 
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 mod qops;
 
+use tract_onnx::prelude::{TValue, TVec};
+
 use crate::bundle::VerifiedBundle;
 use crate::error::ModelError;
+use crate::input_buffer::PinnedMemory;
 use crate::tensor::Tensor;
 
 pub use cpu::CpuEngine;
@@ -44,6 +50,27 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn output_names(&self) -> &[String];
     /// Runs the graph on already validated and normalized inputs (graph input order).
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError>;
+
+    /// Runs the graph on tract tensors the caller filled in place ([`crate::InputBuffer`]s,
+    /// validated and normalized). Engines that run tract plans take them as they are; the
+    /// default copies them into the runtime's tensors for [`Engine::run`].
+    fn run_in_place(&self, inputs: TVec<TValue>) -> Result<Vec<Tensor>, ModelError> {
+        let tensors = inputs
+            .iter()
+            .map(|t| cpu::runtime_tensor(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.run(tensors)
+    }
+
+    /// Page-locks `len` bytes at `ptr` for this engine's device, so inputs written there reach
+    /// it without a staging copy; `Err(why)` when the engine reads ordinary memory or the device
+    /// refuses.
+    ///
+    /// # Safety
+    /// The region stays valid, and is not moved or freed, until the returned guard is dropped.
+    unsafe fn pin(&self, _ptr: *mut u8, _len: usize) -> Result<Box<dyn PinnedMemory>, String> {
+        Err(format!("the {} engine reads ordinary memory", self.name()))
+    }
 }
 
 /// Which engine to use.
@@ -159,22 +186,27 @@ pub fn prepare(
         .or(hints.threads.map(|t| t as usize))
         .unwrap_or(1)
         .max(1);
-    if matches!(kind, EngineKind::Cuda | EngineKind::Auto) {
-        notes.push("cuda: not built into this runtime (feature `cuda`)".into());
-    }
-    if matches!(kind, EngineKind::Gpu | EngineKind::Auto) {
-        match prepare_gpu(bundle)? {
+    // auto: CUDA, then wgpu, then the CPU; each refusal is noted
+    let accelerators: [(EngineKind, &'static str, Preparer); 2] = [
+        (EngineKind::Cuda, "cuda", prepare_cuda),
+        (EngineKind::Gpu, "gpu", prepare_gpu),
+    ];
+    for (accelerator, name, prepare) in accelerators {
+        if kind != accelerator && kind != EngineKind::Auto {
+            continue;
+        }
+        match prepare(bundle)? {
             Ok((engine, device)) => {
-                let reason = (kind == EngineKind::Auto).then(|| notes.join("; "));
+                let reason = (!notes.is_empty()).then(|| notes.join("; "));
                 let choice = EngineChoice {
                     requested: kind.to_string(),
-                    used: "gpu",
+                    used: name,
                     device,
                     reason,
                 };
                 return Ok((engine, choice));
             }
-            Err(why) => notes.push(format!("gpu: {why}")),
+            Err(why) => notes.push(format!("{name}: {why}")),
         }
     }
     let engine = CpuEngine::prepare(bundle, threads)?;
@@ -190,12 +222,33 @@ pub fn prepare(
     Ok((Box::new(engine), choice))
 }
 
-/// A prepared engine and its device, or why the gpu engine cannot run the model.
-type GpuAttempt = Result<(Box<dyn Engine>, String), String>;
+/// A prepared engine and its device, or why that engine cannot run the model.
+type Attempt = Result<(Box<dyn Engine>, String), String>;
+
+/// Prepares one accelerator engine: `Ok(Err(reason))` = use another engine.
+type Preparer = fn(&VerifiedBundle) -> Result<Attempt, ModelError>;
+
+/// The cuda engine for the bundle, or why it cannot run it (`Ok(Err(reason))`).
+#[cfg(feature = "cuda")]
+fn prepare_cuda(bundle: &VerifiedBundle) -> Result<Attempt, ModelError> {
+    match cuda::CudaEngine::prepare(bundle) {
+        Ok(engine) => {
+            let device = engine.device();
+            Ok(Ok((Box::new(engine), device)))
+        }
+        Err(Ok(cuda::Unsupported(reason))) => Ok(Err(reason)),
+        Err(Err(e)) => Err(e),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn prepare_cuda(_bundle: &VerifiedBundle) -> Result<Attempt, ModelError> {
+    Ok(Err("not built into this runtime (feature `cuda`)".into()))
+}
 
 /// The gpu engine for the bundle, or why it cannot run it (`Ok(Err(reason))`).
 #[cfg(feature = "gpu")]
-fn prepare_gpu(bundle: &VerifiedBundle) -> Result<GpuAttempt, ModelError> {
+fn prepare_gpu(bundle: &VerifiedBundle) -> Result<Attempt, ModelError> {
     match gpu::GpuEngine::prepare(bundle) {
         Ok(engine) => {
             let device = engine.adapter();
@@ -207,6 +260,6 @@ fn prepare_gpu(bundle: &VerifiedBundle) -> Result<GpuAttempt, ModelError> {
 }
 
 #[cfg(not(feature = "gpu"))]
-fn prepare_gpu(_bundle: &VerifiedBundle) -> Result<GpuAttempt, ModelError> {
+fn prepare_gpu(_bundle: &VerifiedBundle) -> Result<Attempt, ModelError> {
     Ok(Err("not built into this runtime (feature `gpu`)".into()))
 }
