@@ -66,17 +66,6 @@ impl std::fmt::Debug for InputBuffer {
     }
 }
 
-fn datum(dtype: DType) -> tract_onnx::prelude::DatumType {
-    match dtype {
-        DType::F32 => f32::datum_type(),
-        DType::F64 => f64::datum_type(),
-        DType::I64 => i64::datum_type(),
-        DType::I32 => i32::datum_type(),
-        DType::U8 => u8::datum_type(),
-        DType::I8 => i8::datum_type(),
-    }
-}
-
 impl InputBuffer {
     /// A zeroed buffer for input `index` of `spec`, checked against the spec and the size limit.
     pub(crate) fn new(
@@ -94,9 +83,10 @@ impl InputBuffer {
                 limit: limits.max_bytes,
             })?;
         crate::preprocess::check_input(spec, spec.dtype, shape, len, Floats::None, limits)?;
-        let tensor = TractTensor::zero_dt(datum(spec.dtype), shape).map_err(|e| {
-            ModelError::Output(format!("cannot allocate input '{}': {e}", spec.name))
-        })?;
+        let tensor =
+            TractTensor::zero_dt(crate::engine::datum(spec.dtype), shape).map_err(|e| {
+                ModelError::Output(format!("cannot allocate input '{}': {e}", spec.name))
+            })?;
         Ok(InputBuffer {
             index,
             dtype: spec.dtype,

@@ -7,22 +7,8 @@
 mod common;
 
 use common::*;
-use edge_runtime::engine::{EngineKind, EngineOptions};
-use edge_runtime::{LoadOptions, Model, Tensor, TensorData};
-
-fn load(model: &str, kind: EngineKind) -> Model {
-    let signer = key();
-    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
-    let bytes = pack_model(model, std::slice::from_ref(&signer));
-    let options = LoadOptions {
-        engine: EngineOptions {
-            kind: Some(kind),
-            threads: None,
-        },
-        ..Default::default()
-    };
-    Model::load(&bytes, &trust, &options).unwrap()
-}
+use edge_runtime::engine::EngineKind;
+use edge_runtime::{Tensor, TensorData};
 
 fn floats(t: &Tensor) -> &[f32] {
     match &t.data {
@@ -37,8 +23,8 @@ fn cuda_runs_the_model_or_says_why_not() {
         ("digits", "digits/test_x.npy"),
         ("mobilenetv2", "mobilenetv2/ref_input.npy"),
     ] {
-        let cpu = load(model, EngineKind::Cpu);
-        let cuda = load(model, EngineKind::Cuda);
+        let cpu = load_on(model, EngineKind::Cpu);
+        let cuda = load_on(model, EngineKind::Cuda);
         let choice = cuda.engine_choice().clone();
         eprintln!("{model}: {}", choice.summary());
         let x = read_npy(input);
@@ -79,7 +65,7 @@ fn cuda_runs_the_model_or_says_why_not() {
 
 #[test]
 fn auto_tries_cuda_first_and_reports_it() {
-    let m = load("digits", EngineKind::Auto);
+    let m = load_on("digits", EngineKind::Auto);
     let choice = m.engine_choice();
     if choice.used != "cuda" {
         let reason = choice.reason.as_deref().unwrap_or_default();

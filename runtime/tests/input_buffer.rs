@@ -5,24 +5,8 @@
 mod common;
 
 use common::*;
-use edge_runtime::engine::{EngineKind, EngineOptions};
-use edge_runtime::{
-    InputError, LoadOptions, Model, ModelError, PredictOptions, Tensor, TensorData,
-};
-
-fn load(model: &str, kind: EngineKind) -> Model {
-    let signer = key();
-    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
-    let bytes = pack_model(model, std::slice::from_ref(&signer));
-    let options = LoadOptions {
-        engine: EngineOptions {
-            kind: Some(kind),
-            threads: None,
-        },
-        ..Default::default()
-    };
-    Model::load(&bytes, &trust, &options).unwrap()
-}
+use edge_runtime::engine::EngineKind;
+use edge_runtime::{InputError, Model, ModelError, PredictOptions, Tensor, TensorData};
 
 fn rows(x: &Tensor, n: usize) -> Tensor {
     let row: usize = x.shape[1..].iter().product();
@@ -80,7 +64,7 @@ fn buffers_give_the_same_answers_as_tensors_on_every_sample_model() {
         ("vibration", "vibration/test_x.npy"),
         ("digits", "digits/test_x.npy"),
     ] {
-        let m = load(model, EngineKind::Cpu);
+        let m = load_on(model, EngineKind::Cpu);
         let x = read_npy(input);
         check_same_answers(&m, &rows(&x, 1));
         check_same_answers(&m, &rows(&x, 4.min(x.shape[0])));
@@ -89,7 +73,7 @@ fn buffers_give_the_same_answers_as_tensors_on_every_sample_model() {
 
 #[test]
 fn predictions_from_buffers_are_counted() {
-    let m = load("digits", EngineKind::Cpu);
+    let m = load_on("digits", EngineKind::Cpu);
     let x = rows(&read_npy("digits/test_x.npy"), 1);
     let before = m.stats().requests;
     let mut buffers = m.input_buffers().unwrap();
@@ -106,7 +90,7 @@ fn predictions_from_buffers_are_counted() {
 
 #[test]
 fn the_cpu_engine_does_not_pin_and_says_so() {
-    let m = load("digits", EngineKind::Cpu);
+    let m = load_on("digits", EngineKind::Cpu);
     let b = m.input_buffer(0, &[2, 1, 8, 8]).unwrap();
     assert!(!b.is_pinned());
     assert!(b.pin_note().unwrap().contains("ordinary memory"), "{b:?}");
@@ -121,7 +105,7 @@ fn input_error(e: ModelError) -> InputError {
 
 #[test]
 fn misuse_is_refused_with_an_error() {
-    let m = load("digits", EngineKind::Cpu);
+    let m = load_on("digits", EngineKind::Cpu);
     // shape that does not fit the spec, at allocation
     let e = input_error(m.input_buffer(0, &[1, 1, 8, 9]).unwrap_err());
     assert!(matches!(e, InputError::WrongShape { .. }), "{e}");
@@ -156,8 +140,8 @@ fn misuse_is_refused_with_an_error() {
 #[cfg(feature = "gpu")]
 #[test]
 fn buffers_run_on_the_gpu_engine_too() {
-    let cpu = load("digits", EngineKind::Cpu);
-    let gpu = load("digits", EngineKind::Gpu);
+    let cpu = load_on("digits", EngineKind::Cpu);
+    let gpu = load_on("digits", EngineKind::Gpu);
     assert_eq!(gpu.engine_choice().used, "gpu", "{:?}", gpu.engine_choice());
     let x = rows(&read_npy("digits/test_x.npy"), 8);
     let TensorData::F32(v) = &x.data else {

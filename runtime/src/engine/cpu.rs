@@ -32,7 +32,7 @@ fn run_err(e: impl std::fmt::Display) -> ModelError {
     }
 }
 
-fn datum(dt: DType) -> DatumType {
+pub(crate) fn datum(dt: DType) -> DatumType {
     match dt {
         DType::F32 => f32::datum_type(),
         DType::F64 => f64::datum_type(),

@@ -19,6 +19,7 @@ use crate::error::ModelError;
 use crate::input_buffer::PinnedMemory;
 use crate::tensor::Tensor;
 
+pub(crate) use cpu::datum;
 pub use cpu::CpuEngine;
 
 /// tract's ONNX parser as the runtime uses it everywhere (engine, quantizer): with the operators

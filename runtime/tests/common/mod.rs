@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use edge_runtime::bundle::{self, Limits, Manifest};
+use edge_runtime::engine::{EngineKind, EngineOptions};
 use edge_runtime::pack::{pack, Calibration, PackSpec};
 use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
-use edge_runtime::{npy, SigningKey, Tensor};
+use edge_runtime::{npy, LoadOptions, Model, SigningKey, Tensor};
 
 pub fn models() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
@@ -70,6 +71,21 @@ pub fn pack_model(model: &str, keys: &[SigningKey]) -> Vec<u8> {
     pack(&onnx, spec(model), Some(&calibration), keys, now())
         .unwrap()
         .0
+}
+
+/// A sample model packed, signed by a fresh key and loaded on `kind`.
+pub fn load_on(model: &str, kind: EngineKind) -> Model {
+    let signer = key();
+    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
+    let bytes = pack_model(model, std::slice::from_ref(&signer));
+    let options = LoadOptions {
+        engine: EngineOptions {
+            kind: Some(kind),
+            threads: None,
+        },
+        ..Default::default()
+    };
+    Model::load(&bytes, &trust, &options).unwrap()
 }
 
 /// The manifest and payload of a bundle (for re-signing altered copies).
