@@ -167,6 +167,19 @@ impl InputBuffer {
             })
     }
 
+    /// Applies the spec's normalization in place (f32 inputs with a `normalize` table).
+    pub(crate) fn normalize(&mut self, spec: &InputSpec) -> Result<(), InputError> {
+        if spec.normalize.is_none() || self.dtype != DType::F32 {
+            return Ok(());
+        }
+        let shape = std::mem::take(&mut self.shape);
+        let result = self
+            .as_mut_slice::<f32>()
+            .map(|data| crate::preprocess::normalize_f32(spec, &shape, data));
+        self.shape = shape;
+        result
+    }
+
     /// The elements, to read.
     pub fn as_slice<T: Element>(&self) -> Result<&[T], InputError> {
         self.expect_dtype(T::DTYPE)?;

@@ -12,9 +12,7 @@ use crate::engine::{self, Engine, EngineChoice, EngineOptions};
 use crate::error::ModelError;
 use crate::input_buffer::InputBuffer;
 use crate::postprocess::{answer, raw_output, Answers};
-use crate::preprocess::{
-    check_input, check_normalization, normalize, normalize_f32, validate, InputLimits,
-};
+use crate::preprocess::{check_input, check_normalization, normalize, validate, InputLimits};
 use crate::stats::{FeatureMap, Histogram, ModelStats, StatsSnapshot};
 use crate::tensor::Tensor;
 use crate::trust::TrustRoot;
@@ -312,10 +310,7 @@ impl Model {
                 buffer.floats(),
                 &self.input_limits,
             )?;
-            if spec.normalize.is_some() && buffer.dtype() == crate::tensor::DType::F32 {
-                let shape = buffer.shape().to_vec();
-                normalize_f32(spec, &shape, buffer.as_mut_slice::<f32>()?);
-            }
+            buffer.normalize(spec)?;
             inputs.push(tract_onnx::prelude::TValue::from_const(
                 buffer.tensor.clone(),
             ));

@@ -139,7 +139,7 @@ impl CpuEngine {
     }
 }
 
-pub(crate) fn to_tract(t: EfTensor) -> TractResult<Tensor> {
+fn to_tract(t: EfTensor) -> TractResult<Tensor> {
     let shape = t.shape;
     Ok(match t.data {
         TensorData::F32(v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor(),
@@ -195,6 +195,21 @@ pub(crate) fn runtime_tensor(t: &Tensor) -> Result<EfTensor, ModelError> {
     })
 }
 
+/// The runtime's tensors as a tract plan's inputs (moved, not copied, where tract allows).
+pub(crate) fn tract_inputs(
+    inputs: Vec<EfTensor>,
+    engine: &'static str,
+) -> Result<TVec<TValue>, ModelError> {
+    inputs
+        .into_iter()
+        .map(|t| to_tract(t).map(|t| t.into_tvalue()))
+        .collect::<TractResult<_>>()
+        .map_err(|e| ModelError::EngineRun {
+            engine,
+            reason: format!("{e:#}"),
+        })
+}
+
 /// Runs a tract plan and converts its outputs.
 pub(crate) fn run_plan(
     plan: &dyn Runnable,
@@ -223,12 +238,7 @@ impl Engine for CpuEngine {
     }
 
     fn run(&self, inputs: Vec<EfTensor>) -> Result<Vec<EfTensor>, ModelError> {
-        let inputs: TVec<TValue> = inputs
-            .into_iter()
-            .map(|t| to_tract(t).map(|t| t.into_tvalue()))
-            .collect::<TractResult<_>>()
-            .map_err(run_err)?;
-        run_plan(&self.plan, inputs, "cpu")
+        run_plan(&self.plan, tract_inputs(inputs, "cpu")?, "cpu")
     }
 
     fn run_in_place(&self, inputs: TVec<TValue>) -> Result<Vec<EfTensor>, ModelError> {

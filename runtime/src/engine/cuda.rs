@@ -10,8 +10,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::runtime_for_name;
 
-use super::cpu::{load_err, output_labels, parse_checked, run_plan, set_input_facts};
-use super::Engine;
+use super::cpu::{load_err, output_labels, parse_checked, run_plan, set_input_facts, tract_inputs};
+use super::{Engine, Unsupported};
 use crate::bundle::VerifiedBundle;
 use crate::error::ModelError;
 use crate::input_buffer::PinnedMemory;
@@ -33,11 +33,6 @@ impl std::fmt::Debug for CudaEngine {
     }
 }
 
-/// Why the model cannot run on CUDA here (no driver, no library, or tract-cuda refused the
-/// graph): it should load on the next engine.
-#[derive(Debug)]
-pub struct Unsupported(pub String);
-
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -45,7 +40,7 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "a panic in the CUDA backend".into())
 }
 
-/// The name of device 0 and its compute capability.
+/// The name of device 0 and its memory.
 fn device_name() -> String {
     tract_cuda::with_cuda_stream(|stream| {
         let ctx = stream.context();
@@ -57,8 +52,9 @@ fn device_name() -> String {
 }
 
 impl CudaEngine {
-    /// Plans the bundle's graph on CUDA. `Err(Ok(reason))`: run it elsewhere; `Err(Err(e))`: the
-    /// model itself is bad (its graph does not parse or does not fit its manifest).
+    /// Plans the bundle's graph on CUDA. `Err(Ok(reason))`: run it elsewhere (no driver, no
+    /// library, or tract-cuda refused the graph); `Err(Err(e))`: the model itself is bad (its
+    /// graph does not parse or does not fit its manifest).
     pub fn prepare(bundle: &VerifiedBundle) -> Result<CudaEngine, Result<Unsupported, ModelError>> {
         let unsupported = |why: String| Err(Ok(Unsupported(why)));
         let runtime = match catch_unwind(|| runtime_for_name("cuda")) {
@@ -133,15 +129,7 @@ impl Engine for CudaEngine {
     }
 
     fn run(&self, inputs: Vec<EfTensor>) -> Result<Vec<EfTensor>, ModelError> {
-        let inputs: TVec<TValue> = inputs
-            .into_iter()
-            .map(|t| super::cpu::to_tract(t).map(|t| t.into_tvalue()))
-            .collect::<TractResult<_>>()
-            .map_err(|e| ModelError::EngineRun {
-                engine: "cuda",
-                reason: format!("{e:#}"),
-            })?;
-        run_guarded(&*self.plan, inputs)
+        run_guarded(&*self.plan, tract_inputs(inputs, "cuda")?)
     }
 
     fn run_in_place(&self, inputs: TVec<TValue>) -> Result<Vec<EfTensor>, ModelError> {

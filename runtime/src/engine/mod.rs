@@ -229,17 +229,32 @@ type Attempt = Result<(Box<dyn Engine>, String), String>;
 /// Prepares one accelerator engine: `Ok(Err(reason))` = use another engine.
 type Preparer = fn(&VerifiedBundle) -> Result<Attempt, ModelError>;
 
+/// Why a model cannot run on an accelerator engine here (no device or driver, or a graph it does
+/// not cover): it loads on the next engine, with this reason.
+#[derive(Debug)]
+pub struct Unsupported(pub String);
+
+/// An accelerator engine's preparation as an [`Attempt`]: the engine and its device, or the
+/// reason to move on, or the model's own error.
+#[cfg(any(feature = "gpu", feature = "cuda"))]
+fn attempt<E: Engine + 'static>(
+    prepared: Result<E, Result<Unsupported, ModelError>>,
+    device: impl FnOnce(&E) -> String,
+) -> Result<Attempt, ModelError> {
+    match prepared {
+        Ok(engine) => {
+            let device = device(&engine);
+            Ok(Ok((Box::new(engine), device)))
+        }
+        Err(Ok(Unsupported(reason))) => Ok(Err(reason)),
+        Err(Err(e)) => Err(e),
+    }
+}
+
 /// The cuda engine for the bundle, or why it cannot run it (`Ok(Err(reason))`).
 #[cfg(feature = "cuda")]
 fn prepare_cuda(bundle: &VerifiedBundle) -> Result<Attempt, ModelError> {
-    match cuda::CudaEngine::prepare(bundle) {
-        Ok(engine) => {
-            let device = engine.device();
-            Ok(Ok((Box::new(engine), device)))
-        }
-        Err(Ok(cuda::Unsupported(reason))) => Ok(Err(reason)),
-        Err(Err(e)) => Err(e),
-    }
+    attempt(cuda::CudaEngine::prepare(bundle), cuda::CudaEngine::device)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -250,14 +265,7 @@ fn prepare_cuda(_bundle: &VerifiedBundle) -> Result<Attempt, ModelError> {
 /// The gpu engine for the bundle, or why it cannot run it (`Ok(Err(reason))`).
 #[cfg(feature = "gpu")]
 fn prepare_gpu(bundle: &VerifiedBundle) -> Result<Attempt, ModelError> {
-    match gpu::GpuEngine::prepare(bundle) {
-        Ok(engine) => {
-            let device = engine.adapter();
-            Ok(Ok((Box::new(engine), device)))
-        }
-        Err(Ok(gpu::Unsupported(reason))) => Ok(Err(reason)),
-        Err(Err(e)) => Err(e),
-    }
+    attempt(gpu::GpuEngine::prepare(bundle), gpu::GpuEngine::adapter)
 }
 
 #[cfg(not(feature = "gpu"))]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 
 use super::cpu::{load_err, output_labels, parse_checked, set_input_facts};
-use super::Engine;
+use super::{Engine, Unsupported};
 use crate::bundle::{Dim, InputSpec, VerifiedBundle};
 use crate::error::ModelError;
 use crate::tensor::{Tensor as EfTensor, TensorData};
@@ -37,10 +37,6 @@ impl std::fmt::Debug for GpuEngine {
         write!(f, "GpuEngine({:?})", self.gpu)
     }
 }
-
-/// Why a model cannot run on the gpu engine: no device, or a graph the kernels do not cover.
-#[derive(Debug)]
-pub struct Unsupported(pub String);
 
 fn run_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::EngineRun {
