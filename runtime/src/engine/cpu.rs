@@ -107,12 +107,20 @@ pub(crate) fn output_labels(typed: &TypedModel) -> TractResult<Vec<String>> {
         .collect())
 }
 
+/// Types and declutters the model, swaps in our own kernels where tract's are slow
+/// ([`super::depthwise`]), then lets tract optimize the rest.
+pub(crate) fn optimize(model: InferenceModel) -> TractResult<TypedModel> {
+    let mut typed = model.into_typed()?.into_decluttered()?;
+    super::depthwise::substitute(&mut typed)?;
+    typed.into_optimized()
+}
+
 impl CpuEngine {
     /// Parses, types and optimizes the verified payload.
     pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
         let mut model = parse_checked(bundle)?;
         set_input_facts(&mut model, &bundle.manifest().inputs, None).map_err(load_err)?;
-        let typed = model.into_optimized().map_err(load_err)?;
+        let typed = optimize(model).map_err(load_err)?;
         let outputs = output_labels(&typed).map_err(load_err)?;
         let executor = if threads > 1 {
             Executor::multithread(threads)

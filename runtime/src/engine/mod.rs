@@ -8,6 +8,7 @@
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod depthwise;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 mod qops;
