@@ -362,9 +362,25 @@ impl DepthwiseConv {
 /// positions are written; padding positions keep the zeros the scratch was created with.
 fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
     let (hq, wq) = g.phase();
-    for (iy, row) in input.chunks_exact(g.w).enumerate() {
-        let r = iy + g.pad_top;
-        let (py, i) = (r % g.sy, r / g.sy);
+    if g.sy == 1 && g.sx == 1 {
+        let mut at = g.pad_top * wq + g.pad_left;
+        for row in input.chunks_exact(g.w) {
+            scratch[at..at + g.w].copy_from_slice(row);
+            at += wq;
+        }
+        return;
+    }
+    // padded row r = iy + pad_top is row i = r / sy of phase py = r % sy (kept incrementally:
+    // no division per row)
+    let (mut py, mut i) = (g.pad_top % g.sy, g.pad_top / g.sy);
+    for row in input.chunks_exact(g.w) {
+        let (this_py, this_i) = (py, i);
+        py += 1;
+        if py == g.sy {
+            py = 0;
+            i += 1;
+        }
+        let (py, i) = (this_py, this_i);
         if g.sx == 1 {
             let start = py * hq * wq + i * wq + g.pad_left;
             scratch[start..start + g.w].copy_from_slice(row);

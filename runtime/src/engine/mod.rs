@@ -11,6 +11,7 @@ pub mod cuda;
 pub mod depthwise;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod lrn;
 mod qops;
 
 use tract_onnx::prelude::{TValue, TVec};
@@ -24,13 +25,24 @@ pub(crate) use cpu::datum;
 pub use cpu::CpuEngine;
 
 /// tract's ONNX parser as the runtime uses it everywhere (engine, quantizer): with the operators
-/// the runtime adds (QOperator ops) and the shape hints in the file ignored (tract loads models
-/// with symbolic dims reliably only so; the runtime sets the input facts itself).
+/// the runtime adds (QOperator ops, a vectorizable LRN) and the shape hints in the file ignored
+/// (tract loads models with symbolic dims reliably only so; the runtime sets the input facts
+/// itself).
 pub fn onnx_parser() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     qops::register(&mut onnx.op_register);
+    if own_kernels() {
+        lrn::register(&mut onnx.op_register);
+    }
     onnx.with_ignore_output_shapes(true)
         .with_ignore_value_info(true)
+}
+
+/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise convolution,
+/// LRN): yes unless `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B
+/// benchmarks, or ruling our kernels out when chasing a wrong output).
+pub fn own_kernels() -> bool {
+    std::env::var("EDGE_CPU_OWN_KERNELS").map_or(true, |v| v.trim() != "0")
 }
 
 /// A tensor's values as f32 (any numeric type, any layout).
