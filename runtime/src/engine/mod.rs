@@ -5,6 +5,7 @@
 //! hint; a model the chosen engine cannot run loads on the CPU, and the reason travels with it
 //! ([`EngineChoice`]).
 
+pub mod channel_affine;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -39,7 +40,7 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
 }
 
 /// Whether the CPU engine uses our own kernels where tract's are slow (depthwise convolution,
-/// LRN): yes unless `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B
+/// per-channel affine chains, LRN): yes unless `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B
 /// benchmarks, or ruling our kernels out when chasing a wrong output).
 pub fn own_kernels() -> bool {
     std::env::var("EDGE_CPU_OWN_KERNELS").map_or(true, |v| v.trim() != "0")
