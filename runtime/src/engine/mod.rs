@@ -10,6 +10,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod depthwise;
+pub mod fake_quant;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod lrn;
@@ -40,7 +41,7 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
 }
 
 /// Whether the CPU engine uses our own kernels where tract's are slow (depthwise convolution,
-/// per-channel affine chains, LRN): yes unless `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B
+/// per-channel affine chains, quantize→dequantize pairs, LRN): yes unless `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B
 /// benchmarks, or ruling our kernels out when chasing a wrong output).
 pub fn own_kernels() -> bool {
     std::env::var("EDGE_CPU_OWN_KERNELS").map_or(true, |v| v.trim() != "0")
