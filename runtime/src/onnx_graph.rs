@@ -211,6 +211,15 @@ pub fn parse_shapes(text: &str) -> Result<Vec<(String, Vec<u64>)>, String> {
 /// A one-node ONNX graph (`y = Relu(x)`, x: f32 `[1, n]`): what `edgectl bench` runs to measure an
 /// engine's fixed cost per inference (dispatch, synchronization, copies) apart from the model.
 pub fn one_op_graph(n: usize) -> Vec<u8> {
+    single_node_graph("Relu", &[1, n as i64], vec![])
+}
+
+/// A one-node ONNX graph, opset 13: `y = OP(x)` with these attributes, x and y f32 of `dims`.
+pub(crate) fn single_node_graph(
+    op: &str,
+    dims: &[i64],
+    attribute: Vec<tract_onnx::pb::AttributeProto>,
+) -> Vec<u8> {
     use prost::Message;
     use tract_onnx::pb;
     let value = |name: &str| pb::ValueInfoProto {
@@ -219,7 +228,7 @@ pub fn one_op_graph(n: usize) -> Vec<u8> {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
                 elem_type: pb::tensor_proto::DataType::Float as i32,
                 shape: Some(pb::TensorShapeProto {
-                    dim: [1, n as i64]
+                    dim: dims
                         .iter()
                         .map(|&d| pb::tensor_shape_proto::Dimension {
                             value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
@@ -239,11 +248,12 @@ pub fn one_op_graph(n: usize) -> Vec<u8> {
             version: 13,
         }],
         graph: Some(pb::GraphProto {
-            name: "one_op".into(),
+            name: op.to_lowercase(),
             node: vec![pb::NodeProto {
-                op_type: "Relu".into(),
+                op_type: op.into(),
                 input: vec!["x".into()],
                 output: vec!["y".into()],
+                attribute,
                 ..Default::default()
             }],
             input: vec![value("x")],

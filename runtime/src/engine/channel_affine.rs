@@ -9,9 +9,9 @@
 //! channel run once, in place when tract hands over the only reference to the input, with
 //! the loop compiled for AVX2+FMA or AVX-512 when the CPU has them.
 
-use std::hash::{Hash, Hasher};
-
 use tract_onnx::tract_hir::internal::*;
+
+use super::Floats;
 use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_hir::tract_core::ops::math::{Add, Max, Min, Mul, Sub};
 
@@ -217,31 +217,6 @@ fn chain_from(
     )))
 }
 
-/// f32 values compared and hashed by their bits (ops must be `Eq + Hash`).
-#[derive(Debug, Clone)]
-struct Floats(Vec<f32>);
-
-impl PartialEq for Floats {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.len() == other.0.len()
-            && self
-                .0
-                .iter()
-                .zip(&other.0)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-    }
-}
-
-impl Eq for Floats {}
-
-impl Hash for Floats {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        for v in &self.0 {
-            v.to_bits().hash(state);
-        }
-    }
-}
-
 /// `y = clamp(x · scale[c] + shift[c])` over a concrete-shaped f32 tensor whose axis of
 /// `channels` is followed by `inner` contiguous elements.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -341,13 +316,9 @@ impl EvalOp for ChannelAffine {
             input.datum_type(),
             input.shape()
         );
-        // in place when the plan hands over the only reference
-        let mut data = input.into_tensor();
-        {
-            let mut plain = data.try_as_plain_ram_mut()?;
-            self.apply(plain.as_slice_mut::<f32>()?);
-        }
-        Ok(tvec!(data.into_tvalue()))
+        Ok(tvec!(
+            super::map_f32_in_place(input, |data| self.apply(data))?
+        ))
     }
 }
 
@@ -418,16 +389,7 @@ mod tests {
         )
         .unwrap()
         .into_tensor();
-        let run = |model: TypedModel| {
-            let out = model
-                .into_optimized()
-                .unwrap()
-                .into_runnable()
-                .unwrap()
-                .run(tvec![input.clone().into_tvalue()])
-                .unwrap();
-            super::super::f32_values(&out[0]).unwrap()
-        };
+        let run = |model: TypedModel| super::super::run_f32(model, &input, true);
         let want = run(model.clone());
         let mut ours = model.into_decluttered().unwrap();
         let replaced = substitute(&mut ours).unwrap();

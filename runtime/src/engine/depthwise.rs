@@ -14,10 +14,10 @@
 //! Channel-last graphs are left to tract: on aarch64 tract declutters MobileNet-style models to
 //! HWC and runs its own NEON channel-last depthwise kernel, which this op does not replace.
 
-use std::hash::{Hash, Hasher};
-
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
+
+use super::Floats;
 use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_hir::tract_core::ops::math::{Max, Min};
@@ -88,31 +88,6 @@ fn following_clamp(model: &TypedModel, id: usize) -> TractResult<(usize, Option<
         last = next.id;
     }
     Ok((last, clamp))
-}
-
-/// f32 values compared and hashed by their bits (ops must be `Eq + Hash`).
-#[derive(Debug, Clone)]
-struct Floats(Vec<f32>);
-
-impl PartialEq for Floats {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.len() == other.0.len()
-            && self
-                .0
-                .iter()
-                .zip(&other.0)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-    }
-}
-
-impl Eq for Floats {}
-
-impl Hash for Floats {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        for v in &self.0 {
-            v.to_bits().hash(state);
-        }
-    }
 }
 
 /// Where the convolution reads: kernel size, strides, dilations and explicit padding, for one
@@ -1084,16 +1059,7 @@ mod model_tests {
             let input = tract_ndarray::ArrayD::from_shape_vec(&shape[..], input)
                 .unwrap()
                 .into_tensor();
-            let run = |model: TypedModel| {
-                let out = model
-                    .into_optimized()
-                    .unwrap()
-                    .into_runnable()
-                    .unwrap()
-                    .run(tvec![input.clone().into_tvalue()])
-                    .unwrap();
-                super::super::f32_values(&out[0]).unwrap()
-            };
+            let run = |model: TypedModel| super::super::run_f32(model, &input, true);
             let want = run(model.clone());
             let mut ours = model.into_decluttered().unwrap();
             assert_eq!(substitute(&mut ours).unwrap(), 1, "{padding:?}");

@@ -135,13 +135,9 @@ impl EvalOp for FakeQuant {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         ensure!(input.datum_type() == f32::datum_type(), "expects f32");
-        // in place when the plan hands over the only reference
-        let mut data = input.into_tensor();
-        {
-            let mut plain = data.try_as_plain_ram_mut()?;
-            self.apply(plain.as_slice_mut::<f32>()?);
-        }
-        Ok(tvec!(data.into_tvalue()))
+        Ok(tvec!(
+            super::map_f32_in_place(input, |data| self.apply(data))?
+        ))
     }
 }
 
@@ -180,14 +176,7 @@ mod tests {
             let y = model.wire_node("dq", dq, &y).unwrap();
             model.select_output_outlets(&y).unwrap();
             let input = tensor1(&xs);
-            let run = |model: TypedModel| {
-                let out = model
-                    .into_runnable()
-                    .unwrap()
-                    .run(tvec![input.clone().into_tvalue()])
-                    .unwrap();
-                super::super::f32_values(&out[0]).unwrap()
-            };
+            let run = |model: TypedModel| super::super::run_f32(model, &input, false);
             let want = run(model.clone());
             let mut ours = model;
             assert_eq!(substitute(&mut ours).unwrap(), 1);

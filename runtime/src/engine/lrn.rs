@@ -162,30 +162,10 @@ impl TypedOp for Lrn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
     use tract_onnx::pb;
 
     /// A one-node ONNX graph: `y = LRN(x)`, x f32 of `shape`.
     fn lrn_graph(shape: &[i64], size: i64, alpha: f32, beta: f32, bias: f32) -> Vec<u8> {
-        let value = |name: &str| pb::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: Some(pb::TensorShapeProto {
-                        dim: shape
-                            .iter()
-                            .map(|&d| pb::tensor_shape_proto::Dimension {
-                                value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let float = |name: &str, f: f32| pb::AttributeProto {
             name: name.into(),
             r#type: pb::attribute_proto::AttributeType::Float as i32,
@@ -198,33 +178,13 @@ mod tests {
             i: size,
             ..Default::default()
         };
-        pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 13,
-            }],
-            graph: Some(pb::GraphProto {
-                name: "lrn".into(),
-                node: vec![pb::NodeProto {
-                    op_type: "LRN".into(),
-                    input: vec!["x".into()],
-                    output: vec!["y".into()],
-                    attribute: vec![
-                        float("alpha", alpha),
-                        float("beta", beta),
-                        float("bias", bias),
-                        size,
-                    ],
-                    ..Default::default()
-                }],
-                input: vec![value("x")],
-                output: vec![value("y")],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec()
+        let attributes = vec![
+            float("alpha", alpha),
+            float("beta", beta),
+            float("bias", bias),
+            size,
+        ];
+        crate::onnx_graph::single_node_graph("LRN", shape, attributes)
     }
 
     /// Same outputs as tract's own LRN (the ONNX definition, element by element) for window

@@ -47,6 +47,68 @@ pub fn own_kernels() -> bool {
     std::env::var("EDGE_CPU_OWN_KERNELS").map_or(true, |v| v.trim() != "0")
 }
 
+/// f32 values compared and hashed by their bits (our ops hold weights and must be `Eq + Hash`).
+#[derive(Debug, Clone)]
+pub(crate) struct Floats(pub(crate) Vec<f32>);
+
+impl PartialEq for Floats {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+impl Eq for Floats {}
+
+impl std::hash::Hash for Floats {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for v in &self.0 {
+            v.to_bits().hash(state);
+        }
+    }
+}
+
+/// `f` applied to an f32 value's elements, in place when the plan hands over the only
+/// reference (else on a copy): the eval of our element-wise ops.
+pub(crate) fn map_f32_in_place(
+    value: TValue,
+    f: impl FnOnce(&mut [f32]),
+) -> tract_onnx::prelude::TractResult<TValue> {
+    use tract_onnx::prelude::*;
+    let mut data = value.into_tensor();
+    {
+        let mut plain = data.try_as_plain_ram_mut()?;
+        f(plain.as_slice_mut::<f32>()?);
+    }
+    Ok(data.into_tvalue())
+}
+
+/// Test helper for our ops: runs `model` (optimized by tract first when `optimize`) on one
+/// input and returns its first output as f32 values.
+#[cfg(test)]
+pub(crate) fn run_f32(
+    model: tract_onnx::prelude::TypedModel,
+    input: &tract_onnx::prelude::Tensor,
+    optimize: bool,
+) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let model = if optimize {
+        model.into_optimized().unwrap()
+    } else {
+        model
+    };
+    let out = model
+        .into_runnable()
+        .unwrap()
+        .run(tvec![input.clone().into_tvalue()])
+        .unwrap();
+    f32_values(&out[0]).unwrap()
+}
+
 /// A tensor's values as f32 (any numeric type, any layout).
 pub(crate) fn f32_values(
     t: &tract_onnx::prelude::Tensor,
