@@ -13,7 +13,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::Floats;
 use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_hir::tract_core::ops::math::{Add, Max, Min, Mul, Sub};
+use tract_onnx::tract_hir::tract_core::ops::math::{Add, Mul, Sub};
 
 /// Replaces every chain this op handles; returns how many it replaced.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
@@ -33,17 +33,13 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
             node = model.node(node).outputs[0].successors[0].node;
         }
         absorbed.insert(last);
-        let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, input)?;
-        let wire = patch.wire_node(&model.node(id).name, op, &[tap])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
-        patch.apply(model)?;
+        super::replace_run(model, input, id, last, op)?;
         replaced += 1;
     }
     Ok(replaced)
 }
 
-/// One step of a chain: node `id` combines the chain's value with a constant.
+/// One affine step of a chain: node `id` combines the chain's value with a constant.
 enum Step {
     /// `x · k`
     Mul(Vec<f32>),
@@ -51,10 +47,6 @@ enum Step {
     Add(Vec<f32>),
     /// `x − k` (the chain's value first)
     Sub(Vec<f32>),
-    /// `max(x, v)`
-    Max(f32),
-    /// `min(x, v)`
-    Min(f32),
 }
 
 /// What node `id` does to its non-constant input `from`, if it is a step a chain can take: the
@@ -105,10 +97,6 @@ fn step(model: &TypedModel, id: usize, from: OutletId) -> TractResult<Option<(St
         Step::Add(values)
     } else if bin.0.is::<Sub>() && slot == 0 {
         Step::Sub(values)
-    } else if bin.0.is::<Max>() && values.len() == 1 {
-        Step::Max(values[0])
-    } else if bin.0.is::<Min>() && values.len() == 1 {
-        Step::Min(values[0])
     } else {
         return Ok(None);
     };
@@ -116,7 +104,7 @@ fn step(model: &TypedModel, id: usize, from: OutletId) -> TractResult<Option<(St
 }
 
 /// The longest chain starting at node `id`: its input, its last node and the op computing it.
-/// A chain is at least one affine step; clamps end it.
+/// A chain is affine steps, then the clamp that may follow them (`super::following_clamp`).
 fn chain_from(
     model: &TypedModel,
     id: usize,
@@ -138,13 +126,9 @@ fn chain_from(
     let (mut axis, mut channels) = (usize::MAX, 1);
     let mut scale: Vec<f32> = vec![1.0];
     let mut shift: Vec<f32> = vec![0.0];
-    let mut clamp: Option<(f32, f32)> = None;
     let (mut at, mut last, mut steps) = (input, id, 0);
     let mut current = id;
-    loop {
-        let Some((step, step_axis)) = step(model, current, at)? else {
-            break;
-        };
+    while let Some((step, step_axis)) = step(model, current, at)? {
         if step_axis != usize::MAX {
             if axis != usize::MAX && axis != step_axis {
                 break;
@@ -158,31 +142,20 @@ fn chain_from(
         }
         let per = |v: &[f32], c: usize| if v.len() == 1 { v[0] } else { v[c] };
         match step {
-            Step::Mul(k) if clamp.is_none() => {
+            Step::Mul(k) => {
                 for c in 0..scale.len() {
                     scale[c] *= per(&k, c);
                     shift[c] *= per(&k, c);
                 }
             }
-            Step::Add(k) if clamp.is_none() => {
-                for (c, b) in shift.iter_mut().enumerate() {
-                    *b += per(&k, c);
-                }
-            }
-            Step::Sub(k) if clamp.is_none() => {
-                for (c, b) in shift.iter_mut().enumerate() {
-                    *b -= per(&k, c);
-                }
-            }
-            Step::Max(v) if steps > 0 => {
-                let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-                clamp = Some((lo.max(v), hi.max(v)));
-            }
-            Step::Min(v) if steps > 0 => {
-                let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-                clamp = Some((lo.min(v), hi.min(v)));
-            }
-            _ => break,
+            Step::Add(k) => shift
+                .iter_mut()
+                .enumerate()
+                .for_each(|(c, b)| *b += per(&k, c)),
+            Step::Sub(k) => shift
+                .iter_mut()
+                .enumerate()
+                .for_each(|(c, b)| *b -= per(&k, c)),
         }
         steps += 1;
         last = current;
@@ -193,10 +166,14 @@ fn chain_from(
         }
         current = node.outputs[0].successors[0].node;
     }
+    if steps == 0 {
+        return Ok(None);
+    }
+    let (last, clamp) = super::following_clamp(model, last)?;
     // a lone Mul or Add, a broadcast over the last axes (a LayerNorm's gamma) and a value of
     // one element are as fast in tract (by-scalar and unicast kernels); chains of per-channel
     // broadcasts over planes are what this op is for
-    if steps < 2 || axis == usize::MAX {
+    if steps + usize::from(clamp.is_some()) < 2 || axis == usize::MAX {
         return Ok(None);
     }
     let inner: usize = shape[axis + 1..].iter().product();
@@ -207,7 +184,7 @@ fn chain_from(
         input,
         last,
         ChannelAffine {
-            shape: shape.clone(),
+            shape,
             channels,
             inner,
             scale: Floats(scale),

@@ -108,7 +108,8 @@ pub(crate) fn output_labels(typed: &TypedModel) -> TractResult<Vec<String>> {
 }
 
 /// Types and declutters the model, swaps in our own kernels where tract's are slow
-/// ([`super::fake_quant`], [`super::depthwise`], [`super::channel_affine`]; not with `EDGE_CPU_OWN_KERNELS=0`), then lets tract optimize the rest.
+/// ([`super::fake_quant`], [`super::depthwise`], [`super::channel_affine`]; not with
+/// `EDGE_CPU_OWN_KERNELS=0`), then lets tract optimize the rest.
 pub(crate) fn optimize(model: InferenceModel) -> TractResult<TypedModel> {
     let mut typed = model.into_typed()?.into_decluttered()?;
     if super::own_kernels() {

@@ -18,9 +18,7 @@ use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 
 use super::Floats;
-use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_hir::tract_core::ops::math::{Max, Min};
 use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
 
 /// Replaces every depthwise `Conv` this op handles, with the clamps that follow it (ReLU,
@@ -34,60 +32,12 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         let Some(mut op) = DepthwiseConv::from_conv(model, model.node(id), conv)? else {
             continue;
         };
-        let (last, clamp) = following_clamp(model, id)?;
+        let (last, clamp) = super::following_clamp(model, id)?;
         op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
-        let node = model.node(id);
-        let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(&node.name, op, &[tap])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
-        patch.apply(model)?;
+        super::replace_run(model, model.node(id).inputs[0], id, last, op)?;
         replaced += 1;
     }
     Ok(replaced)
-}
-
-/// The chain of `Max`/`Min` against a one-element f32 constant that alone consumes node `id`'s
-/// output: the last node of the chain and the clamp it amounts to (`None`: no such chain).
-fn following_clamp(model: &TypedModel, id: usize) -> TractResult<(usize, Option<(f32, f32)>)> {
-    let shape = model.outlet_fact(OutletId::new(id, 0))?.shape.clone();
-    let outputs = model.output_outlets()?;
-    let (mut last, mut clamp) = (id, None);
-    loop {
-        let node = model.node(last);
-        if outputs.contains(&OutletId::new(last, 0)) || node.outputs[0].successors.len() != 1 {
-            break;
-        }
-        let succ = node.outputs[0].successors[0];
-        let next = model.node(succ.node);
-        let Some(bin) = next.op_as::<TypedBinOp>() else {
-            break;
-        };
-        let other = next.inputs[1 - succ.slot];
-        let Some(value) = model.outlet_fact(other)?.konst.clone() else {
-            break;
-        };
-        if bin.1.is_some()
-            || next.inputs.len() != 2
-            || value.datum_type() != f32::datum_type()
-            || value.len() != 1
-            || model.outlet_fact(OutletId::new(next.id, 0))?.shape != shape
-        {
-            break;
-        }
-        let v = super::f32_values(&value)?[0];
-        let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-        // max(clamp(x, lo, hi), v) = clamp(x, max(lo, v), max(hi, v)); min likewise
-        clamp = if bin.0.is::<Max>() {
-            Some((lo.max(v), hi.max(v)))
-        } else if bin.0.is::<Min>() {
-            Some((lo.min(v), hi.min(v)))
-        } else {
-            break;
-        };
-        last = next.id;
-    }
-    Ok((last, clamp))
 }
 
 /// Where the convolution reads: kernel size, strides, dilations and explicit padding, for one
@@ -194,6 +144,8 @@ pub struct DepthwiseConv {
     kernel: Floats,
     /// `[C]`
     bias: Floats,
+    /// The row kernel, picked for this CPU when the op is built (not per call).
+    kind: Kernel,
 }
 
 impl DepthwiseConv {
@@ -286,6 +238,7 @@ impl DepthwiseConv {
             channels,
             kernel: Floats(kernel),
             bias: Floats(bias),
+            kind: Kernel::best(),
         })
     }
 
@@ -406,7 +359,7 @@ fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
 }
 
 /// The row kernel: `out[x] = bias + Σ_t weights[t] · taps[t][x]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// Plain Rust, any target.
     Scalar,
@@ -424,27 +377,10 @@ pub enum Kernel {
 impl Kernel {
     /// The fastest kernel this CPU runs.
     pub fn best() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Kernel::Avx2Fma;
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            if std::arch::is_aarch64_feature_detected!("neon") {
-                return Kernel::Neon;
-            }
-        }
-        Kernel::Scalar
+        *Kernel::available().last().unwrap_or(&Kernel::Scalar)
     }
 
-    /// Every kernel this CPU runs (for tests and benchmarks).
+    /// Every kernel this CPU runs, slowest first (for tests and benchmarks).
     #[allow(unused_mut)] // only Scalar on some targets
     pub fn available() -> Vec<Kernel> {
         let mut all = vec![Kernel::Scalar];
@@ -527,6 +463,29 @@ unsafe fn row_scalar(
     }
 }
 
+/// A per-channel loop over output rows around a row kernel, compiled with its features so
+/// the row kernel inlines.
+#[allow(unused_macros)] // no SIMD kernel on some targets (armv7)
+macro_rules! plane_fn {
+    ($name:ident, $row:ident, $features:literal) => {
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe fn $name(
+            out: &mut [f32],
+            wo: usize,
+            in_row: usize,
+            taps: &[*const f32],
+            weights: &[f32],
+            bias: f32,
+            clamp: Option<(f32, f32)>,
+        ) {
+            for (y, row) in out.chunks_exact_mut(wo).enumerate() {
+                unsafe { $row(row, taps, y * in_row, weights, bias, clamp) }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -538,28 +497,6 @@ mod x86 {
                 $min($max($a, $lo), $hi)
             } else {
                 $a
-            }
-        };
-    }
-
-    /// A per-channel loop over output rows around a row kernel, compiled with its features so
-    /// the row kernel inlines.
-    macro_rules! plane_fn {
-        ($name:ident, $row:ident, $features:literal) => {
-            #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            pub unsafe fn $name(
-                out: &mut [f32],
-                wo: usize,
-                in_row: usize,
-                taps: &[*const f32],
-                weights: &[f32],
-                bias: f32,
-                clamp: Option<(f32, f32)>,
-            ) {
-                for (y, row) in out.chunks_exact_mut(wo).enumerate() {
-                    unsafe { $row(row, taps, y * in_row, weights, bias, clamp) }
-                }
             }
         };
     }
@@ -691,21 +628,7 @@ mod x86 {
 mod arm {
     use std::arch::aarch64::*;
 
-    #[target_feature(enable = "neon")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn plane_neon(
-        out: &mut [f32],
-        wo: usize,
-        in_row: usize,
-        taps: &[*const f32],
-        weights: &[f32],
-        bias: f32,
-        clamp: Option<(f32, f32)>,
-    ) {
-        for (y, row) in out.chunks_exact_mut(wo).enumerate() {
-            unsafe { row_neon(row, taps, y * in_row, weights, bias, clamp) }
-        }
-    }
+    plane_fn!(plane_neon, row_neon, "neon");
 
     #[target_feature(enable = "neon")]
     #[inline]
@@ -812,7 +735,7 @@ impl EvalOp for DepthwiseConv {
             let input = input.try_as_plain_ram()?;
             let mut out = output.try_as_plain_ram_mut()?;
             self.run(
-                Kernel::best(),
+                self.kind,
                 input.as_slice::<f32>()?,
                 n,
                 out.as_slice_mut::<f32>()?,

@@ -29,9 +29,9 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         };
         let (inv_scale, zero_point, lo, hi) =
             if let Some(q) = q.0.downcast_ref::<QuantizeLinearU8>() {
-                (q.scale, q.zero_point as f32, 0.0, 255.0)
+                (q.scale, q.zero_point as f32, 0f32, 255f32)
             } else if let Some(q) = q.0.downcast_ref::<QuantizeLinearI8>() {
-                (q.scale, q.zero_point as f32, -128.0, 127.0)
+                (q.scale, q.zero_point as f32, -128f32, 127f32)
             } else {
                 continue;
             };
@@ -42,16 +42,12 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         let op = FakeQuant {
             inv_scale: inv_scale.to_bits(),
             zero_point: zero_point.to_bits(),
-            lo: (lo as f32).to_bits(),
-            hi: (hi as f32).to_bits(),
+            lo: lo.to_bits(),
+            hi: hi.to_bits(),
             dq_scale: dq.scale.to_bits(),
             dq_zero_point: dq.zero_point,
         };
-        let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, x)?;
-        let wire = patch.wire_node(&node.name, op, &[tap])?[0];
-        patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
-        patch.apply(model)?;
+        super::replace_run(model, x, id, id, op)?;
         replaced += 1;
     }
     Ok(replaced)

@@ -20,15 +20,12 @@ fn parse(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let op = Lrn {
-        alpha: node
-            .get_attr_opt::<f32>("alpha")?
-            .unwrap_or(0.0001)
-            .to_bits(),
-        beta: node.get_attr_opt::<f32>("beta")?.unwrap_or(0.75).to_bits(),
-        bias: node.get_attr_opt::<f32>("bias")?.unwrap_or(1.0).to_bits(),
-        size: node.get_attr::<usize>("size")?,
-    };
+    let op = Lrn::new(
+        node.get_attr_opt("alpha")?.unwrap_or(0.0001),
+        node.get_attr_opt("beta")?.unwrap_or(0.75),
+        node.get_attr_opt("bias")?.unwrap_or(1.0),
+        node.get_attr("size")?,
+    );
     ensure!(op.size > 0, "LRN size must be positive");
     Ok((inference_wrap(op, 1, rules), vec![]))
 }
@@ -135,7 +132,8 @@ impl EvalOp for Lrn {
         ensure!(shape.len() >= 2, "LRN needs [N, C, ...], got {shape:?}");
         let dt = input.datum_type();
         let input = input.cast_to::<f32>()?;
-        let mut output = Tensor::zero::<f32>(&shape)?;
+        // SAFETY: `run` writes every element.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         {
             let input = input.try_as_plain_ram()?;
             let mut out = output.try_as_plain_ram_mut()?;
@@ -146,7 +144,10 @@ impl EvalOp for Lrn {
                 out.as_slice_mut::<f32>()?,
             );
         }
-        Ok(tvec!(output.cast_to_dt(dt)?.into_owned().into_tvalue()))
+        if dt != f32::datum_type() {
+            output = output.cast_to_dt(dt)?.into_owned();
+        }
+        Ok(tvec!(output.into_tvalue()))
     }
 }
 

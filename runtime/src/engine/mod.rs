@@ -17,6 +17,11 @@ pub mod lrn;
 mod qops;
 
 use tract_onnx::prelude::{TValue, TVec};
+use tract_onnx::tract_hir::internal::{
+    Datum, OutletId, TractResult, TypedModel, TypedModelPatch, TypedOp,
+};
+use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_hir::tract_core::ops::math::{Max, Min};
 
 use crate::bundle::VerifiedBundle;
 use crate::error::ModelError;
@@ -41,8 +46,9 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
 }
 
 /// Whether the CPU engine uses our own kernels where tract's are slow (depthwise convolution,
-/// per-channel affine chains, quantize→dequantize pairs, LRN): yes unless `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B
-/// benchmarks, or ruling our kernels out when chasing a wrong output).
+/// per-channel affine chains, quantize→dequantize pairs, LRN): yes unless
+/// `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B benchmarks, or
+/// ruling our kernels out when chasing a wrong output).
 pub fn own_kernels() -> bool {
     std::env::var("EDGE_CPU_OWN_KERNELS").map_or(true, |v| v.trim() != "0")
 }
@@ -70,6 +76,70 @@ impl std::hash::Hash for Floats {
             v.to_bits().hash(state);
         }
     }
+}
+
+/// Replaces the run of nodes from `first` to `last` (each the only reader of the one before)
+/// by `op` reading `input`: the one patch every substitution of ours applies.
+pub(crate) fn replace_run(
+    model: &mut TypedModel,
+    input: OutletId,
+    first: usize,
+    last: usize,
+    op: impl Into<Box<dyn TypedOp>>,
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let tap = patch.tap_model(model, input)?;
+    let wire = patch.wire_node(&model.node(first).name, op, &[tap])?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
+    patch.apply(model)
+}
+
+/// The chain of `Max`/`Min` against a one-element f32 constant that alone reads node `id`'s
+/// output, keeping its shape: the chain's last node (`id` when there is none) and the clamp it
+/// amounts to (a ReLU, a ReLU6), to fuse into the op that replaces `id`.
+pub(crate) fn following_clamp(
+    model: &TypedModel,
+    id: usize,
+) -> TractResult<(usize, Option<(f32, f32)>)> {
+    let shape = model.outlet_fact(OutletId::new(id, 0))?.shape.clone();
+    let outputs = model.output_outlets()?;
+    let (mut last, mut clamp) = (id, None);
+    loop {
+        let node = model.node(last);
+        if outputs.contains(&OutletId::new(last, 0)) || node.outputs[0].successors.len() != 1 {
+            break;
+        }
+        let succ = node.outputs[0].successors[0];
+        let next = model.node(succ.node);
+        let Some(bin) = next.op_as::<TypedBinOp>() else {
+            break;
+        };
+        if bin.1.is_some() || next.inputs.len() != 2 {
+            break;
+        }
+        let other = next.inputs[1 - succ.slot];
+        let Some(value) = model.outlet_fact(other)?.konst.clone() else {
+            break;
+        };
+        if value.datum_type() != f32::datum_type()
+            || value.len() != 1
+            || model.outlet_fact(OutletId::new(next.id, 0))?.shape != shape
+        {
+            break;
+        }
+        let v = f32_values(&value)?[0];
+        let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        // max(clamp(x, lo, hi), v) = clamp(x, max(lo, v), max(hi, v)); min likewise
+        clamp = if bin.0.is::<Max>() {
+            Some((lo.max(v), hi.max(v)))
+        } else if bin.0.is::<Min>() {
+            Some((lo.min(v), hi.min(v)))
+        } else {
+            break;
+        };
+        last = next.id;
+    }
+    Ok((last, clamp))
 }
 
 /// `f` applied to an f32 value's elements, in place when the plan hands over the only
