@@ -14,6 +14,7 @@ pub mod fake_quant;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod lrn;
+pub mod pointwise;
 mod qops;
 
 use tract_onnx::prelude::{TValue, TVec};
@@ -45,7 +46,7 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
         .with_ignore_value_info(true)
 }
 
-/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise convolution,
+/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise and 1×1 convolution,
 /// per-channel affine chains, quantize→dequantize pairs, LRN): yes unless
 /// `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B benchmarks, or
 /// ruling our kernels out when chasing a wrong output).

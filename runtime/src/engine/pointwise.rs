@@ -1,0 +1,659 @@
+//! Fast 1×1 convolution for the `cpu` engine on AVX-512: a tract op that replaces the f32
+//! `EinSum` tract declutters a channel-first 1×1 `Conv` into (`IHW,OI->OHW`: output channel
+//! `o` is `Σ_i W[o, i] · X[i, ·]`), with the per-channel bias `Add` and the ReLU/ReLU6 clamp
+//! that follow it fused in.
+//!
+//! tract 0.23.9 runs this einsum as a matrix product whose every call first packs the
+//! activations into panels (6–7% of MobileNetV2's time) and then applies the bias and the
+//! clamp as separate passes. Channel-first activations need no packing: each input channel is
+//! one contiguous row, so this op's micro-kernel reads 48 output points of a row straight from
+//! the input (three 16-lane vectors, masked at the tail), broadcasts the weights of 8 output
+//! channels from a copy packed at load (`[tile][i][8]`), and keeps the 8×48 block of sums in
+//! 24 registers for the whole reduction; the bias starts the sums and the clamp is applied
+//! before the one store. Columns are blocked so that a block of the input stays in L2 while
+//! every tile of weights passes over it. Tiles are split over the plan's thread pool.
+//!
+//! Substituted only where AVX-512F is present (elsewhere tract's packed kernels are the faster
+//! choice); a scalar version of the same loop is the reference the tests hold it to.
+
+use tract_linalg::multithread::par_chunks_mut;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_hir::tract_core::ops::math::Add;
+
+use super::Floats;
+
+/// Output channels per micro-kernel tile.
+const ROWS: usize = 8;
+/// Output points per micro-kernel call (three 16-lane vectors).
+const COLS: usize = 48;
+/// Bytes of input a column block may span (kept in L2 across all weight tiles).
+const BLOCK_BYTES: usize = 256 * 1024;
+
+/// Replaces every 1×1 channel-first convolution einsum this op handles (with a per-channel
+/// bias `Add` and a clamp that follow it fused in); returns how many it replaced. Does nothing
+/// on CPUs without AVX-512F.
+pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+    if !Kernel::best().is_vector() {
+        return Ok(0);
+    }
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let Some(einsum) = model.node(id).op_as::<EinSum>() else {
+            continue;
+        };
+        let Some(mut op) = Pointwise::from_einsum(model, model.node(id), einsum)? else {
+            continue;
+        };
+        let mut last = id;
+        if let Some((add, bias)) = following_bias(model, id, op.cout)? {
+            for (b, extra) in op.bias.0.iter_mut().zip(bias) {
+                *b += extra;
+            }
+            last = add;
+        }
+        let (last, clamp) = super::following_clamp(model, last)?;
+        op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
+        super::replace_run(model, model.node(id).inputs[0], id, last, op)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// The `Add` of a per-channel (or single) f32 constant that alone reads node `id`'s output
+/// (`[O, 1, …]`-shaped against the `[O, …]` output), keeping its shape: the node and the
+/// `cout` values it adds.
+fn following_bias(
+    model: &TypedModel,
+    id: usize,
+    cout: usize,
+) -> TractResult<Option<(usize, Vec<f32>)>> {
+    let node = model.node(id);
+    let shape = model.outlet_fact(OutletId::new(id, 0))?.shape.clone();
+    if model.output_outlets()?.contains(&OutletId::new(id, 0))
+        || node.outputs[0].successors.len() != 1
+    {
+        return Ok(None);
+    }
+    let succ = node.outputs[0].successors[0];
+    let next = model.node(succ.node);
+    let Some(bin) = next.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    if !bin.0.is::<Add>()
+        || bin.1.is_some()
+        || next.inputs.len() != 2
+        || model.outlet_fact(OutletId::new(next.id, 0))?.shape != shape
+    {
+        return Ok(None);
+    }
+    let other = model.outlet_fact(next.inputs[1 - succ.slot])?;
+    let Some(value) = other.konst.clone() else {
+        return Ok(None);
+    };
+    if value.datum_type() != f32::datum_type() || value.rank() > shape.len() {
+        return Ok(None);
+    }
+    // right-aligned against the output: only the channel axis (first of the output) may
+    // differ from 1
+    let dims = value.shape();
+    let lead = shape.len() - dims.len();
+    let per_channel = dims
+        .iter()
+        .enumerate()
+        .all(|(k, &d)| d == 1 || (k + lead == 0 && d == cout));
+    if !per_channel {
+        return Ok(None);
+    }
+    let values = super::f32_values(&value)?;
+    let bias = if values.len() == 1 {
+        vec![values[0]; cout]
+    } else {
+        values
+    };
+    Ok(Some((next.id, bias)))
+}
+
+/// The 1×1 convolution op: input `[I, S…]` or `[1, I, S…]` f32, output `[O, S…]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pointwise {
+    cin: usize,
+    cout: usize,
+    /// The input has a leading axis of size 1 (`NIHW`).
+    batched: bool,
+    /// `[ceil(O/8)][I][8]`, zero rows past `O`.
+    packed: Floats,
+    /// `[ceil(O/8)·8]`, zeros past `O`.
+    bias: Floats,
+    /// Outputs clamped to `[lo, hi]` (f32 bits): a fused ReLU or ReLU6.
+    clamp: Option<(u32, u32)>,
+    /// The micro-kernel, picked for this CPU when the op is built.
+    kind: Kernel,
+}
+
+impl Pointwise {
+    /// The op for `einsum` at `node`, or `None` when it is not a case this op handles.
+    fn from_einsum(
+        model: &TypedModel,
+        node: &TypedNode,
+        einsum: &EinSum,
+    ) -> TractResult<Option<Self>> {
+        if einsum.q_params.is_some()
+            || einsum.operating_dt != f32::datum_type()
+            || node.inputs.len() != 2
+        {
+            return Ok(None);
+        }
+        let (inputs, outputs) = einsum.axes.to_strs();
+        let (Some(weights), [input, _], [output]) = (
+            model.outlet_fact(node.inputs[1])?.konst.clone(),
+            &inputs[..],
+            &outputs[..],
+        ) else {
+            return Ok(None);
+        };
+        let Some(batched) = channel_first_1x1(&inputs[0], &inputs[1], output) else {
+            return Ok(None);
+        };
+        let fact = model.outlet_fact(node.inputs[0])?;
+        if fact.datum_type != f32::datum_type()
+            || weights.datum_type() != f32::datum_type()
+            || weights.rank() != 2
+            || fact.rank() != input.len()
+            || (batched && fact.shape[0] != 1.into())
+        {
+            return Ok(None);
+        }
+        let (cout, cin) = (weights.shape()[0], weights.shape()[1]);
+        if fact.shape[batched as usize] != cin.into() {
+            return Ok(None);
+        }
+        let weights = super::f32_values(&weights)?;
+        let mut op = Pointwise::new(cin, cout, &weights, &vec![0.0; cout])?;
+        op.batched = batched;
+        Ok(Some(op))
+    }
+
+    /// The op for explicit weights: `weights` is `[O, I]` row-major, `bias` is `[O]`.
+    pub fn new(cin: usize, cout: usize, weights: &[f32], bias: &[f32]) -> TractResult<Self> {
+        ensure!(cin > 0 && cout > 0);
+        ensure!(weights.len() == cout * cin && bias.len() == cout);
+        let tiles = cout.div_ceil(ROWS);
+        let mut packed = vec![0f32; tiles * cin * ROWS];
+        for o in 0..cout {
+            let (t, r) = (o / ROWS, o % ROWS);
+            for i in 0..cin {
+                packed[(t * cin + i) * ROWS + r] = weights[o * cin + i];
+            }
+        }
+        let mut padded_bias = bias.to_vec();
+        padded_bias.resize(tiles * ROWS, 0.0);
+        Ok(Pointwise {
+            cin,
+            cout,
+            batched: false,
+            packed: Floats(packed),
+            bias: Floats(padded_bias),
+            clamp: None,
+            kind: Kernel::best(),
+        })
+    }
+
+    /// `output[o][p] = clamp(bias[o] + Σ_i W[o][i] · input[i][p])` for `points` points per
+    /// channel, with `kind`'s micro-kernel.
+    pub fn run(
+        &self,
+        kind: Kernel,
+        input: &[f32],
+        points: usize,
+        output: &mut [f32],
+    ) -> TractResult<()> {
+        ensure!(input.len() == self.cin * points && output.len() == self.cout * points);
+        if points == 0 {
+            return Ok(());
+        }
+        let clamp = self
+            .clamp
+            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
+        // columns per block: whole micro-kernel widths whose input fits in BLOCK_BYTES
+        let block = (BLOCK_BYTES / (4 * self.cin) / COLS).max(1) * COLS;
+        let mut tiles: Vec<usize> = (0..self.cout.div_ceil(ROWS)).collect();
+        let out = SharedOut(output.as_mut_ptr());
+        par_chunks_mut(&mut tiles, 1, self.cout * self.cin * points, |_, chunk| {
+            let out = &out;
+            for p0 in (0..points).step_by(block) {
+                let width = block.min(points - p0);
+                for &t in chunk.iter() {
+                    let rows = ROWS.min(self.cout - t * ROWS);
+                    let weights = &self.packed.0[t * self.cin * ROWS..][..self.cin * ROWS];
+                    let bias = &self.bias.0[t * ROWS..][..ROWS];
+                    for c0 in (p0..p0 + width).step_by(COLS) {
+                        let cols = COLS.min(p0 + width - c0);
+                        // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile
+                        // alone (tiles are split between threads, never shared); the reads
+                        // stay inside `input` (`cols` points from `c0` in each of `cin`
+                        // rows); the CPU has `kind`'s features (checked when it was chosen).
+                        unsafe {
+                            kind.tile(
+                                self.cin,
+                                input.as_ptr().add(c0),
+                                points,
+                                weights,
+                                bias,
+                                out.0.add(t * ROWS * points + c0),
+                                rows,
+                                cols,
+                                clamp,
+                            )
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Whether `input,weights->output` is a channel-first 1×1 convolution: weights `OI`, input
+/// `[N]IS…`, output `OS…` (same spatial letters, in order). `Some(batched)` when it is.
+fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<bool> {
+    let w: Vec<char> = weights.chars().collect();
+    let (o, i) = match w[..] {
+        [o, i] if o != i => (o, i),
+        _ => return None,
+    };
+    let x: Vec<char> = input.chars().collect();
+    let y: Vec<char> = output.chars().collect();
+    let batched = x.first() != Some(&i);
+    let rest = &x[batched as usize..];
+    if rest.first() != Some(&i) || y.first() != Some(&o) || rest[1..] != y[1..] || y.len() < 2 {
+        return None;
+    }
+    if batched && (y.contains(&x[0]) || x[0] == o) {
+        return None;
+    }
+    let mut all = x.clone();
+    all.push(o);
+    all.sort_unstable();
+    all.dedup();
+    (all.len() == x.len() + 1).then_some(batched)
+}
+
+/// The output pointer, shared by the threads that each write their own tiles' rows.
+struct SharedOut(*mut f32);
+// SAFETY: every thread writes a disjoint set of rows through it (see `Pointwise::run`).
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+/// The micro-kernel: up to 8 output channels × up to 48 points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Plain Rust, any target (the reference).
+    Scalar,
+    /// 16 lanes with FMA and masked tails (x86-64 with AVX-512F).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Kernel::Avx512;
+        }
+        Kernel::Scalar
+    }
+
+    fn is_vector(self) -> bool {
+        self != Kernel::Scalar
+    }
+
+    /// `out[r·stride + c] = clamp(bias[r] + Σ_i weights[i·8 + r] · x[i·stride + c])` for
+    /// `r < rows`, `c < cols`.
+    ///
+    /// # Safety
+    /// `x` must be readable at `i·stride + c` and `out` writable at `r·stride + c` for those
+    /// indices; `rows ≤ 8`, `cols ≤ 48`; the CPU must have this kernel's features.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        self,
+        cin: usize,
+        x: *const f32,
+        stride: usize,
+        weights: &[f32],
+        bias: &[f32],
+        out: *mut f32,
+        rows: usize,
+        cols: usize,
+        clamp: Option<(f32, f32)>,
+    ) {
+        debug_assert!(weights.len() == cin * ROWS && bias.len() == ROWS);
+        debug_assert!(rows <= ROWS && cols <= COLS);
+        unsafe {
+            match self {
+                Kernel::Scalar => {
+                    tile_scalar(cin, x, stride, weights, bias, out, rows, cols, clamp)
+                }
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512 => match cols.div_ceil(16) {
+                    3 => x86::tile::<3>(cin, x, stride, weights, bias, out, rows, cols, clamp),
+                    2 => x86::tile::<2>(cin, x, stride, weights, bias, out, rows, cols, clamp),
+                    _ => x86::tile::<1>(cin, x, stride, weights, bias, out, rows, cols, clamp),
+                },
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_scalar(
+    cin: usize,
+    x: *const f32,
+    stride: usize,
+    weights: &[f32],
+    bias: &[f32],
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+    clamp: Option<(f32, f32)>,
+) {
+    for r in 0..rows {
+        for c in 0..cols {
+            let mut acc = bias[r];
+            for i in 0..cin {
+                // SAFETY: the caller guarantees the reads.
+                acc += weights[i * ROWS + r] * unsafe { *x.add(i * stride + c) };
+            }
+            if let Some((lo, hi)) = clamp {
+                acc = acc.max(lo).min(hi);
+            }
+            // SAFETY: the caller guarantees the writes.
+            unsafe { *out.add(r * stride + c) = acc };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::ROWS;
+    use std::arch::x86_64::*;
+
+    /// [`super::Kernel::tile`] with `V` vectors of 16 points, the last one masked to `cols`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile<const V: usize>(
+        cin: usize,
+        x: *const f32,
+        stride: usize,
+        weights: &[f32],
+        bias: &[f32],
+        out: *mut f32,
+        rows: usize,
+        cols: usize,
+        clamp: Option<(f32, f32)>,
+    ) {
+        let tail = cols - 16 * (V - 1);
+        let last: __mmask16 = if tail >= 16 {
+            0xffff
+        } else {
+            (1u16 << tail) - 1
+        };
+        let w = weights.as_ptr();
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = [_mm512_set1_ps(bias[r]); V];
+            }
+            for i in 0..cin {
+                let xi = x.add(i * stride);
+                let mut xv = [_mm512_setzero_ps(); V];
+                for (v, lane) in xv.iter_mut().enumerate() {
+                    *lane = if v + 1 == V {
+                        _mm512_maskz_loadu_ps(last, xi.add(16 * v))
+                    } else {
+                        _mm512_loadu_ps(xi.add(16 * v))
+                    };
+                }
+                let wi = w.add(i * ROWS);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let k = _mm512_set1_ps(*wi.add(r));
+                    for (a, &xv) in row.iter_mut().zip(&xv) {
+                        *a = _mm512_fmadd_ps(k, xv, *a);
+                    }
+                }
+            }
+            let (on, lo, hi) = match clamp {
+                Some((lo, hi)) => (true, _mm512_set1_ps(lo), _mm512_set1_ps(hi)),
+                None => (false, _mm512_setzero_ps(), _mm512_setzero_ps()),
+            };
+            for (r, row) in acc.iter().enumerate().take(rows) {
+                let o = out.add(r * stride);
+                for (v, &a) in row.iter().enumerate() {
+                    let a = if on {
+                        _mm512_min_ps(_mm512_max_ps(a, lo), hi)
+                    } else {
+                        a
+                    };
+                    if v + 1 == V {
+                        _mm512_mask_storeu_ps(o.add(16 * v), last, a);
+                    } else {
+                        _mm512_storeu_ps(o.add(16 * v), a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Op for Pointwise {
+    fn name(&self) -> StaticName {
+        "EdgePointwiseConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, {:?}, clamp {:?}",
+            self.cin, self.cout, self.kind, self.clamp
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Pointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        let lead = self.batched as usize;
+        ensure!(
+            shape.len() >= 2 + lead && shape[lead] == self.cin && (!self.batched || shape[0] == 1),
+            "1×1 convolution expects [{}{}, …], got {shape:?}",
+            if self.batched { "1, " } else { "" },
+            self.cin
+        );
+        let spatial = &shape[lead + 1..];
+        let points: usize = spatial.iter().product();
+        let mut out_shape: TVec<usize> = tvec![self.cout];
+        out_shape.extend(spatial.iter().copied());
+        // SAFETY: `run` writes every element.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let input = input.try_as_plain_ram()?;
+            let mut out = output.try_as_plain_ram_mut()?;
+            self.run(
+                self.kind,
+                input.as_slice::<f32>()?,
+                points,
+                out.as_slice_mut::<f32>()?,
+            )?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Pointwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let lead = self.batched as usize;
+        ensure!(inputs[0].rank() >= 2 + lead);
+        let mut shape: TVec<TDim> = tvec![self.cout.into()];
+        shape.extend(inputs[0].shape.iter().skip(lead + 1).cloned());
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let lead = self.batched as usize;
+        let points: TDim = inputs[0].shape.iter().skip(lead + 1).product();
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            points * (self.cin * self.cout)
+        )))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(
+        cin: usize,
+        cout: usize,
+        w: &[f32],
+        b: &[f32],
+        x: &[f32],
+        points: usize,
+        clamp: Option<(f32, f32)>,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; cout * points];
+        for o in 0..cout {
+            for p in 0..points {
+                let mut acc = b[o] as f64;
+                for i in 0..cin {
+                    acc += w[o * cin + i] as f64 * x[i * points + p] as f64;
+                }
+                let mut v = acc as f32;
+                if let Some((lo, hi)) = clamp {
+                    v = v.max(lo).min(hi);
+                }
+                out[o * points + p] = v;
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|k| {
+                let h = (k as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_matches_the_textbook_sum_on_every_tail() {
+        let kernels = [Kernel::Scalar, Kernel::best()];
+        for &(cin, cout, points) in &[
+            (3, 1, 1),
+            (16, 96, 49),
+            (24, 13, 48),
+            (32, 16, 97),
+            (7, 8, 16),
+            (960, 20, 17),
+            (5, 9, 250),
+        ] {
+            let w = values(cin * cout, 1);
+            let b = values(cout, 2);
+            let x = values(cin * points, 3);
+            for clamp in [None, Some((0.0, 6.0))] {
+                let mut op = Pointwise::new(cin, cout, &w, &b).unwrap();
+                op.clamp = clamp.map(|(lo, hi): (f32, f32)| (lo.to_bits(), hi.to_bits()));
+                let want = reference(cin, cout, &w, &b, &x, points, clamp);
+                for kind in kernels {
+                    let mut got = vec![f32::NAN; cout * points];
+                    op.run(kind, &x, points, &mut got).unwrap();
+                    let worst = want
+                        .iter()
+                        .zip(&got)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        worst < 1e-3,
+                        "{kind:?} {cin}->{cout} over {points}: off by {worst}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_einsum_pattern_is_recognized_only_when_it_is_a_1x1_convolution() {
+        assert_eq!(channel_first_1x1("IHW", "OI", "OHW"), Some(false));
+        assert_eq!(channel_first_1x1("NIHW", "OI", "OHW"), Some(true));
+        assert_eq!(channel_first_1x1("IP", "OI", "OP"), Some(false));
+        assert_eq!(channel_first_1x1("HIW", "OI", "OHW"), None);
+        assert_eq!(channel_first_1x1("IHW", "IO", "OHW"), None);
+        assert_eq!(channel_first_1x1("IHW", "OI", "OWH"), None);
+        assert_eq!(channel_first_1x1("NIHW", "OI", "NOHW"), None);
+        assert_eq!(channel_first_1x1("mk", "nk", "mn"), None);
+        assert_eq!(channel_first_1x1("I", "OI", "O"), None);
+    }
+
+    /// MobileNetV2 on AVX-512: all 34 1×1 convolutions run on this op, biases folded, ReLU6
+    /// fused into the 17 that have one, and the model's output unchanged (to rounding).
+    #[test]
+    fn mobilenetv2_runs_its_1x1_layers_here_with_bias_and_relu6_fused() {
+        if !Kernel::best().is_vector() {
+            return;
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/mobilenetv2/model.onnx"
+        );
+        let model = crate::engine::onnx_parser()
+            .model_for_path(path)
+            .unwrap()
+            .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())
+            .unwrap();
+        let plain = model.into_typed().unwrap().into_decluttered().unwrap();
+        let mut ours = plain.clone();
+        assert_eq!(substitute(&mut ours).unwrap(), 34);
+        let ops: Vec<&Pointwise> = ours
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<Pointwise>())
+            .collect();
+        assert_eq!(ops.len(), 34);
+        assert!(ops.iter().all(|op| op.bias.0.iter().any(|&b| b != 0.0)));
+        let relu6 = Some((0f32.to_bits(), 6f32.to_bits()));
+        assert_eq!(ops.iter().filter(|op| op.clamp == relu6).count(), 17);
+        let input = Tensor::from_shape(
+            &[1, 3, 224, 224],
+            &values(3 * 224 * 224, 7)
+                .iter()
+                .map(|v| v * 2.0)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let want = crate::engine::run_f32(plain, &input, true);
+        let got = crate::engine::run_f32(ours, &input, true);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = want
+            .iter()
+            .zip(&got)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-4 * scale.max(1.0),
+            "off by {worst} (scale {scale})"
+        );
+    }
+}
