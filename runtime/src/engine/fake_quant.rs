@@ -66,6 +66,31 @@ pub struct FakeQuant {
 }
 
 impl FakeQuant {
+    /// The quantize step in unsigned terms, `q = clamp(round_even(x · inv_scale) + zero_point,
+    /// 0, 255)` (an i8 pair shifted by 128), when the dequantize step undoes it (same zero
+    /// point, scale = 1 / inv_scale): then the pair's output is exactly `(q − zero_point) ·
+    /// scale` and an integer kernel may take `q` in its place. `(inv_scale, zero_point, scale)`.
+    pub(crate) fn as_u8(&self) -> Option<(f32, f32, f32)> {
+        let f = f32::from_bits;
+        let (inv, zp, lo, hi, scale) = (
+            f(self.inv_scale),
+            f(self.zero_point),
+            f(self.lo),
+            f(self.hi),
+            f(self.dq_scale),
+        );
+        let shift = match (lo, hi) {
+            (0.0, 255.0) => 0.0,
+            (-128.0, 127.0) => 128.0,
+            _ => return None,
+        };
+        let consistent = zp == self.dq_zero_point as f32
+            && scale > 0.0
+            && scale.is_finite()
+            && ((inv * scale) - 1.0).abs() <= 1e-6;
+        consistent.then_some((inv, zp + shift, scale))
+    }
+
     /// Applies the pair to `data` in place.
     pub fn apply(&self, data: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]

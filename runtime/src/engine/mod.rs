@@ -6,6 +6,7 @@
 //! ([`EngineChoice`]).
 
 pub mod channel_affine;
+pub mod const_weights;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -16,6 +17,7 @@ pub mod gpu;
 pub mod lrn;
 pub mod pointwise;
 mod qops;
+pub mod qpointwise;
 
 use tract_onnx::prelude::{TValue, TVec};
 use tract_onnx::tract_hir::internal::{
@@ -46,7 +48,7 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
         .with_ignore_value_info(true)
 }
 
-/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise and 1×1 convolution,
+/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise and 1×1 convolution, integer 1×1 convolution in QDQ graphs, constant weight dequantization,
 /// per-channel affine chains, quantize→dequantize pairs, LRN): yes unless
 /// `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B benchmarks, or
 /// ruling our kernels out when chasing a wrong output).

@@ -25,14 +25,16 @@ use tract_onnx::tract_hir::tract_core::ops::math::Add;
 use super::Floats;
 
 /// Output channels per micro-kernel tile.
-const ROWS: usize = 8;
+pub(crate) const ROWS: usize = 8;
 /// Output points per micro-kernel call (three 16-lane vectors).
-const COLS: usize = 48;
+pub(crate) const COLS: usize = 48;
 /// Bytes of input a column block may span (kept in L2 across all weight tiles).
-const BLOCK_BYTES: usize = 256 * 1024;
+pub(crate) const BLOCK_BYTES: usize = 256 * 1024;
 
 /// Replaces every 1×1 channel-first convolution einsum this op handles (with a per-channel
-/// bias `Add` and a clamp that follow it fused in); returns how many it replaced. Does nothing
+/// bias `Add` and a clamp that follow it fused in) by this op, or by the integer one
+/// ([`super::qpointwise`]) where its input is quantized, its weights are int8 values times a
+/// per-channel scale and the CPU has AVX-512 VNNI; returns how many it replaced. Does nothing
 /// on CPUs without AVX-512F.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     if !Kernel::best().is_vector() {
@@ -40,25 +42,94 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     }
     let mut replaced = 0;
     for id in model.eval_order()? {
-        let Some(einsum) = model.node(id).op_as::<EinSum>() else {
+        let Some(conv) = Conv1x1::at(model, id)? else {
             continue;
         };
-        let Some(mut op) = Pointwise::from_einsum(model, model.node(id), einsum)? else {
-            continue;
-        };
-        let mut last = id;
-        if let Some((add, bias)) = following_bias(model, id, op.cout)? {
-            for (b, extra) in op.bias.0.iter_mut().zip(bias) {
-                *b += extra;
-            }
-            last = add;
+        let input = model.node(id).inputs[0];
+        if let Some((input, op)) = super::qpointwise::integer_variant(model, input, &conv)? {
+            super::replace_run(model, input, id, conv.last, op)?;
+        } else {
+            let last = conv.last;
+            let op = Pointwise::from_conv(conv)?;
+            super::replace_run(model, input, id, last, op)?;
         }
-        let (last, clamp) = super::following_clamp(model, last)?;
-        op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
-        super::replace_run(model, model.node(id).inputs[0], id, last, op)?;
         replaced += 1;
     }
     Ok(replaced)
+}
+
+/// A 1×1 convolution found in the graph: the einsum with its weights, and the bias and clamp
+/// that follow it.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv1x1 {
+    /// The input has a leading axis of size 1 (`NIHW`).
+    pub batched: bool,
+    pub cin: usize,
+    pub cout: usize,
+    /// `[O, I]`, row-major.
+    pub weights: Vec<f32>,
+    /// `[O]`: the bias `Add` after the einsum, zeros when there is none.
+    pub bias: Vec<f32>,
+    /// The ReLU/ReLU6 after the bias.
+    pub clamp: Option<(f32, f32)>,
+    /// The last node the op replaces (the einsum, its bias `Add` or the clamp).
+    pub last: usize,
+}
+
+impl Conv1x1 {
+    /// The convolution whose einsum is node `id`, or `None` when it is not one this op handles.
+    fn at(model: &TypedModel, id: usize) -> TractResult<Option<Conv1x1>> {
+        let node = model.node(id);
+        let Some(einsum) = node.op_as::<EinSum>() else {
+            return Ok(None);
+        };
+        if einsum.q_params.is_some()
+            || einsum.operating_dt != f32::datum_type()
+            || node.inputs.len() != 2
+        {
+            return Ok(None);
+        }
+        let (inputs, outputs) = einsum.axes.to_strs();
+        let (Some(weights), [input, _], [output]) = (
+            model.outlet_fact(node.inputs[1])?.konst.clone(),
+            &inputs[..],
+            &outputs[..],
+        ) else {
+            return Ok(None);
+        };
+        let Some(batched) = channel_first_1x1(&inputs[0], &inputs[1], output) else {
+            return Ok(None);
+        };
+        let fact = model.outlet_fact(node.inputs[0])?;
+        if fact.datum_type != f32::datum_type()
+            || weights.datum_type() != f32::datum_type()
+            || weights.rank() != 2
+            || fact.rank() != input.len()
+            || (batched && fact.shape[0] != 1.into())
+        {
+            return Ok(None);
+        }
+        let (cout, cin) = (weights.shape()[0], weights.shape()[1]);
+        if fact.shape[batched as usize] != cin.into() {
+            return Ok(None);
+        }
+        let weights = super::f32_values(&weights)?;
+        let (mut last, mut bias) = (id, vec![0f32; cout]);
+        if let Some((add, extra)) = following_bias(model, id, cout)? {
+            bias = extra;
+            last = add;
+        }
+        let (last, clamp) = super::following_clamp(model, last)?;
+        Ok(Some(Conv1x1 {
+            batched,
+            cin,
+            cout,
+            weights,
+            bias,
+            clamp,
+            last,
+        }))
+    }
 }
 
 /// The `Add` of a per-channel (or single) f32 constant that alone reads node `id`'s output
@@ -133,46 +204,12 @@ pub struct Pointwise {
 }
 
 impl Pointwise {
-    /// The op for `einsum` at `node`, or `None` when it is not a case this op handles.
-    fn from_einsum(
-        model: &TypedModel,
-        node: &TypedNode,
-        einsum: &EinSum,
-    ) -> TractResult<Option<Self>> {
-        if einsum.q_params.is_some()
-            || einsum.operating_dt != f32::datum_type()
-            || node.inputs.len() != 2
-        {
-            return Ok(None);
-        }
-        let (inputs, outputs) = einsum.axes.to_strs();
-        let (Some(weights), [input, _], [output]) = (
-            model.outlet_fact(node.inputs[1])?.konst.clone(),
-            &inputs[..],
-            &outputs[..],
-        ) else {
-            return Ok(None);
-        };
-        let Some(batched) = channel_first_1x1(&inputs[0], &inputs[1], output) else {
-            return Ok(None);
-        };
-        let fact = model.outlet_fact(node.inputs[0])?;
-        if fact.datum_type != f32::datum_type()
-            || weights.datum_type() != f32::datum_type()
-            || weights.rank() != 2
-            || fact.rank() != input.len()
-            || (batched && fact.shape[0] != 1.into())
-        {
-            return Ok(None);
-        }
-        let (cout, cin) = (weights.shape()[0], weights.shape()[1]);
-        if fact.shape[batched as usize] != cin.into() {
-            return Ok(None);
-        }
-        let weights = super::f32_values(&weights)?;
-        let mut op = Pointwise::new(cin, cout, &weights, &vec![0.0; cout])?;
-        op.batched = batched;
-        Ok(Some(op))
+    /// The op for a convolution found in the graph.
+    fn from_conv(conv: Conv1x1) -> TractResult<Self> {
+        let mut op = Pointwise::new(conv.cin, conv.cout, &conv.weights, &conv.bias)?;
+        op.batched = conv.batched;
+        op.clamp = conv.clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
+        Ok(op)
     }
 
     /// The op for explicit weights: `weights` is `[O, I]` row-major, `bias` is `[O]`.
@@ -281,7 +318,7 @@ fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<bool> {
 }
 
 /// The output pointer, shared by the threads that each write their own tiles' rows.
-struct SharedOut(*mut f32);
+pub(crate) struct SharedOut(pub(crate) *mut f32);
 // SAFETY: every thread writes a disjoint set of rows through it (see `Pointwise::run`).
 unsafe impl Sync for SharedOut {}
 unsafe impl Send for SharedOut {}

@@ -1,0 +1,747 @@
+//! Integer 1×1 convolution for QDQ models on AVX-512 VNNI: where a channel-first 1×1
+//! convolution reads a quantize→dequantize pair ([`super::fake_quant`]) and its weights are
+//! int8 values times a per-channel scale (what `DequantizeLinear` of int8 weights leaves after
+//! tract folds it), the products are computed on the 8-bit values instead of their float
+//! images, four multiply-adds per lane per instruction (`vpdpbusd`: u8 × i8 summed into i32).
+//!
+//! Exact rewrite, not an approximation: with `x̂ = s_x (q_x − z_x)` and `W = s_w[o] q_w`,
+//! `bias + Σ_i W x̂ = bias − s_x s_w[o] z_x Σ_i q_w + s_x s_w[o] Σ_i q_w q_x`; the integer sum
+//! is exact, so outputs differ from the float path only by float rounding. The weights' integer
+//! values are recovered from the folded float constant at load (each row is checked to be an
+//! exact multiple of one scale, with |q| ≤ 127; a row that is not keeps the whole layer on the
+//! float op).
+//!
+//! Per call the input is quantized (the pair's rounding: ties to even, saturation, NaN → zero
+//! point) straight into VNNI order, `[⌈I/4⌉][points]` words of four input channels, in a scratch
+//! kept per thread; when the pair has no other reader it is dropped from the graph, so that
+//! pass replaces it. The micro-kernel is the float one's shape: 8 output channels × 48 points
+//! of i32 sums in 24 registers, weights broadcast four bytes at a time from a copy packed at
+//! load, then `sum · s_x s_w[o] + offset[o]`, the clamp and one store per vector.
+
+use std::cell::RefCell;
+
+use tract_linalg::multithread::par_chunks_mut;
+use tract_onnx::tract_hir::internal::*;
+
+use super::fake_quant::FakeQuant;
+use super::pointwise::{Conv1x1, SharedOut, BLOCK_BYTES, COLS, ROWS};
+use super::Floats;
+
+/// The integer op for `conv` reading `input`, with the outlet it should read (the pair's input
+/// when the pair has no other reader), or `None` when the input is not quantized, the weights
+/// are not int8 multiples or the CPU lacks AVX-512 VNNI.
+pub(crate) fn integer_variant(
+    model: &TypedModel,
+    input: OutletId,
+    conv: &Conv1x1,
+) -> TractResult<Option<(OutletId, QPointwise)>> {
+    if !Kernel::best().is_vector() {
+        return Ok(None);
+    }
+    let pair = model.node(input.node);
+    let Some(fq) = pair.op_as::<FakeQuant>() else {
+        return Ok(None);
+    };
+    let Some((inv_scale, zero_point, scale)) = fq.as_u8() else {
+        return Ok(None);
+    };
+    let Some((qw, sw)) = integer_rows(&conv.weights, conv.cout, conv.cin) else {
+        return Ok(None);
+    };
+    let outputs = model.output_outlets()?;
+    let read_from = if pair.outputs[0].successors.len() == 1 && !outputs.contains(&input) {
+        pair.inputs[0]
+    } else {
+        input
+    };
+    let op = QPointwise::new(
+        conv,
+        &qw,
+        &sw,
+        Quantizer {
+            inv_scale,
+            zero_point,
+            scale,
+        },
+    )?;
+    Ok(Some((read_from, op)))
+}
+
+/// The weights `[O, I]` as int8 values times one scale per row, when every row is exactly
+/// that (to float rounding): `(q [O, I], scale [O])`.
+pub fn integer_rows(weights: &[f32], cout: usize, cin: usize) -> Option<(Vec<i8>, Vec<f32>)> {
+    let mut q = vec![0i8; cout * cin];
+    let mut scales = vec![1f32; cout];
+    for o in 0..cout {
+        let row = &weights[o * cin..][..cin];
+        let top = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if !top.is_finite() {
+            return None;
+        }
+        if top == 0.0 {
+            continue;
+        }
+        // the row's largest |q| is unknown (127 for a symmetric quantizer's largest weight,
+        // less when the scale came from elsewhere): the first that makes every value whole
+        let found = (1..=127u8).rev().find_map(|m| {
+            let s = top / m as f32;
+            let ints: Option<Vec<i8>> = row
+                .iter()
+                .map(|&v| {
+                    let r = v / s;
+                    let n = r.round();
+                    ((r - n).abs() <= 1e-4 * n.abs().max(1.0)).then_some(n as i8)
+                })
+                .collect();
+            ints.map(|ints| (ints, s))
+        });
+        let (ints, s) = found?;
+        q[o * cin..][..cin].copy_from_slice(&ints);
+        scales[o] = s;
+    }
+    Some((q, scales))
+}
+
+/// The quantize step of the pair in front of the op, in unsigned terms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quantizer {
+    inv_scale: f32,
+    /// In 0..=255 (an i8 pair's zero point plus 128).
+    zero_point: f32,
+    scale: f32,
+}
+
+/// The integer 1×1 convolution op: input `[I, S…]` or `[1, I, S…]` f32 (quantized inside),
+/// output `[O, S…]` f32.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QPointwise {
+    cin: usize,
+    cout: usize,
+    batched: bool,
+    /// `[⌈O/8⌉][⌈I/4⌉][8]` words of four int8 weights (input channels `4k..4k+4`), zeros past
+    /// `O` and `I`.
+    packed: Vec<i32>,
+    /// `[⌈O/8⌉·8]`: `s_x · s_w[o]`.
+    scale: Floats,
+    /// `[⌈O/8⌉·8]`: `bias[o] − s_x s_w[o] z_x Σ_i q_w[o, i]`.
+    offset: Floats,
+    /// The input quantizer: `1/s_x`, `z_x` (f32 bits).
+    inv_scale: u32,
+    zero_point: u32,
+    /// Outputs clamped to `[lo, hi]` (f32 bits): a fused ReLU or ReLU6.
+    clamp: Option<(u32, u32)>,
+    kind: Kernel,
+}
+
+impl QPointwise {
+    /// The op for `conv` with its weights as `qw · sw` and its input quantized by `quant`.
+    pub(crate) fn new(
+        conv: &Conv1x1,
+        qw: &[i8],
+        sw: &[f32],
+        quant: Quantizer,
+    ) -> TractResult<Self> {
+        let (cin, cout) = (conv.cin, conv.cout);
+        ensure!(cin > 0 && cout > 0 && qw.len() == cin * cout && sw.len() == cout);
+        let (tiles, k4) = (cout.div_ceil(ROWS), cin.div_ceil(4));
+        let mut bytes = vec![0i8; tiles * k4 * ROWS * 4];
+        for o in 0..cout {
+            let (t, r) = (o / ROWS, o % ROWS);
+            for i in 0..cin {
+                bytes[((t * k4 + i / 4) * ROWS + r) * 4 + i % 4] = qw[o * cin + i];
+            }
+        }
+        let packed = bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]))
+            .collect();
+        let mut scale = vec![0f32; tiles * ROWS];
+        let mut offset = vec![0f32; tiles * ROWS];
+        for o in 0..cout {
+            let sum: i32 = qw[o * cin..][..cin].iter().map(|&v| v as i32).sum();
+            scale[o] = quant.scale * sw[o];
+            offset[o] = conv.bias[o] - scale[o] * quant.zero_point * sum as f32;
+        }
+        Ok(QPointwise {
+            cin,
+            cout,
+            batched: conv.batched,
+            packed,
+            scale: Floats(scale),
+            offset: Floats(offset),
+            inv_scale: quant.inv_scale.to_bits(),
+            zero_point: quant.zero_point.to_bits(),
+            clamp: conv.clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits())),
+            kind: Kernel::best(),
+        })
+    }
+
+    /// The convolution over `points` points per channel with `kind`'s kernels.
+    pub fn run(
+        &self,
+        kind: Kernel,
+        input: &[f32],
+        points: usize,
+        output: &mut [f32],
+    ) -> TractResult<()> {
+        ensure!(input.len() == self.cin * points && output.len() == self.cout * points);
+        if points == 0 {
+            return Ok(());
+        }
+        let k4 = self.cin.div_ceil(4);
+        thread_local! {
+            /// The quantized input in VNNI order, kept between calls (sized by the largest).
+            static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+        }
+        PACKED.with(|cell| {
+            let mut packed = cell.borrow_mut();
+            packed.resize(k4 * points, 0);
+            let (inv, zp) = (
+                f32::from_bits(self.inv_scale),
+                f32::from_bits(self.zero_point),
+            );
+            // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes
+            // are the ones `pack` expects.
+            unsafe { kind.pack(input, self.cin, points, inv, zp, &mut packed) };
+            self.multiply(kind, &packed, points, output)
+        })
+    }
+
+    fn multiply(
+        &self,
+        kind: Kernel,
+        packed: &[u32],
+        points: usize,
+        output: &mut [f32],
+    ) -> TractResult<()> {
+        let k4 = self.cin.div_ceil(4);
+        let clamp = self
+            .clamp
+            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
+        let block = (BLOCK_BYTES / (4 * k4) / COLS).max(1) * COLS;
+        let mut tiles: Vec<usize> = (0..self.cout.div_ceil(ROWS)).collect();
+        let out = SharedOut(output.as_mut_ptr());
+        par_chunks_mut(&mut tiles, 1, self.cout * self.cin * points, |_, chunk| {
+            let out = &out;
+            for p0 in (0..points).step_by(block) {
+                let width = block.min(points - p0);
+                for &t in chunk.iter() {
+                    let rows = ROWS.min(self.cout - t * ROWS);
+                    let weights = &self.packed[t * k4 * ROWS..][..k4 * ROWS];
+                    let scale = &self.scale.0[t * ROWS..][..ROWS];
+                    let offset = &self.offset.0[t * ROWS..][..ROWS];
+                    for c0 in (p0..p0 + width).step_by(COLS) {
+                        let cols = COLS.min(p0 + width - c0);
+                        // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile
+                        // alone; the reads stay inside `packed` (`cols` words from `c0` in each
+                        // of `k4` rows); the CPU has `kind`'s features.
+                        unsafe {
+                            kind.tile(
+                                k4,
+                                packed.as_ptr().add(c0),
+                                points,
+                                weights,
+                                (scale, offset),
+                                out.0.add(t * ROWS * points + c0),
+                                rows,
+                                cols,
+                                clamp,
+                            )
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The quantize-and-pack pass and the micro-kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Plain Rust, any target (the reference).
+    Scalar,
+    /// AVX-512F with VNNI (`vpdpbusd`).
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return Kernel::Vnni;
+        }
+        Kernel::Scalar
+    }
+
+    fn is_vector(self) -> bool {
+        self != Kernel::Scalar
+    }
+
+    /// `packed[g·points + p]` = the four quantized values of input channels `4g..4g+4` at
+    /// point `p`, one byte each, low byte first (zero past `cin`).
+    ///
+    /// # Safety
+    /// `input.len() == cin·points`, `packed.len() == ⌈cin/4⌉·points`; the CPU must have this
+    /// kernel's features.
+    unsafe fn pack(
+        self,
+        input: &[f32],
+        cin: usize,
+        points: usize,
+        inv: f32,
+        zp: f32,
+        packed: &mut [u32],
+    ) {
+        debug_assert!(input.len() == cin * points && packed.len() == cin.div_ceil(4) * points);
+        match self {
+            Kernel::Scalar => pack_scalar(input, cin, points, inv, zp, packed),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => unsafe { x86::pack(input, cin, points, inv, zp, packed) },
+        }
+    }
+
+    /// `out[r·stride + c] = clamp(Σ_g dot4(x[g·stride + c], w[g·8 + r]) · scale[r] +
+    /// offset[r])` for `r < rows`, `c < cols`.
+    ///
+    /// # Safety
+    /// `x` readable at `g·stride + c`, `out` writable at `r·stride + c` for those indices;
+    /// `rows ≤ 8`, `cols ≤ 48`; the CPU must have this kernel's features.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        self,
+        k4: usize,
+        x: *const u32,
+        stride: usize,
+        weights: &[i32],
+        (scale, offset): (&[f32], &[f32]),
+        out: *mut f32,
+        rows: usize,
+        cols: usize,
+        clamp: Option<(f32, f32)>,
+    ) {
+        debug_assert!(weights.len() == k4 * ROWS && rows <= ROWS && cols <= COLS);
+        unsafe {
+            match self {
+                Kernel::Scalar => {
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            let mut acc = 0i32;
+                            for g in 0..k4 {
+                                let xs = (*x.add(g * stride + c)).to_le_bytes();
+                                let ws = weights[g * ROWS + r].to_le_bytes();
+                                for (a, b) in xs.iter().zip(ws) {
+                                    acc += *a as i32 * b as i8 as i32;
+                                }
+                            }
+                            let mut v = acc as f32 * scale[r] + offset[r];
+                            if let Some((lo, hi)) = clamp {
+                                v = v.max(lo).min(hi);
+                            }
+                            *out.add(r * stride + c) = v;
+                        }
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Vnni => {
+                    let args = (
+                        k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
+                    );
+                    match cols.div_ceil(16) {
+                        3 => x86::tile::<3>(args),
+                        2 => x86::tile::<2>(args),
+                        _ => x86::tile::<1>(args),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The pair's quantize step for one value, in unsigned terms (ties to even, NaN → zero point).
+fn quantize(v: f32, inv: f32, zp: f32) -> u32 {
+    let r = (v * inv).round_ties_even();
+    let r = if r.is_nan() { 0.0 } else { r };
+    (r + zp).clamp(0.0, 255.0) as u32
+}
+
+fn pack_scalar(input: &[f32], cin: usize, points: usize, inv: f32, zp: f32, packed: &mut [u32]) {
+    for (g, row) in packed.chunks_exact_mut(points).enumerate() {
+        for (p, word) in row.iter_mut().enumerate() {
+            *word = (0..4)
+                .filter(|j| 4 * g + j < cin)
+                .map(|j| quantize(input[(4 * g + j) * points + p], inv, zp) << (8 * j))
+                .fold(0, |a, b| a | b);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::ROWS;
+    use std::arch::x86_64::*;
+
+    fn mask(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// [`super::Kernel::pack`]: 16 points of four channels per step.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack(
+        input: &[f32],
+        cin: usize,
+        points: usize,
+        inv: f32,
+        zp: f32,
+        packed: &mut [u32],
+    ) {
+        unsafe {
+            let (inv, zp) = (_mm512_set1_ps(inv), _mm512_set1_ps(zp));
+            let (zero, top) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+            let x = input.as_ptr();
+            for g in 0..cin.div_ceil(4) {
+                let channels = (cin - 4 * g).min(4);
+                let dst = packed.as_mut_ptr().add(g * points);
+                let mut p = 0;
+                while p < points {
+                    let m = mask(points - p);
+                    let mut word = _mm512_setzero_si512();
+                    for j in 0..channels {
+                        let v = _mm512_maskz_loadu_ps(m, x.add((4 * g + j) * points + p));
+                        // NaN → 0 before rounding (so → zero point), as the pair does
+                        let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
+                        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT }>(
+                            _mm512_mul_ps(v, inv),
+                        );
+                        let q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), zero), top);
+                        let q = _mm512_cvtps_epi32(q);
+                        word = _mm512_or_si512(
+                            word,
+                            _mm512_sllv_epi32(q, _mm512_set1_epi32(8 * j as i32)),
+                        );
+                    }
+                    _mm512_mask_storeu_epi32(dst.add(p) as *mut i32, m, word);
+                    p += 16;
+                }
+            }
+        }
+    }
+
+    type TileArgs<'a> = (
+        usize,
+        *const u32,
+        usize,
+        &'a [i32],
+        &'a [f32],
+        &'a [f32],
+        *mut f32,
+        usize,
+        usize,
+        Option<(f32, f32)>,
+    );
+
+    /// [`super::Kernel::tile`] with `V` vectors of 16 points, the last one masked to `cols`.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn tile<const V: usize>(
+        (k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs,
+    ) {
+        let last = mask(cols - 16 * (V - 1));
+        let w = weights.as_ptr();
+        unsafe {
+            let mut acc = [[_mm512_setzero_si512(); V]; ROWS];
+            for g in 0..k4 {
+                let xg = x.add(g * stride) as *const i32;
+                let mut xv = [_mm512_setzero_si512(); V];
+                for (v, lane) in xv.iter_mut().enumerate() {
+                    *lane = if v + 1 == V {
+                        _mm512_maskz_loadu_epi32(last, xg.add(16 * v))
+                    } else {
+                        _mm512_loadu_si512(xg.add(16 * v) as *const _)
+                    };
+                }
+                let wg = w.add(g * ROWS);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let k = _mm512_set1_epi32(*wg.add(r));
+                    for (a, &xv) in row.iter_mut().zip(&xv) {
+                        *a = _mm512_dpbusd_epi32(*a, xv, k);
+                    }
+                }
+            }
+            let (on, lo, hi) = match clamp {
+                Some((lo, hi)) => (true, _mm512_set1_ps(lo), _mm512_set1_ps(hi)),
+                None => (false, _mm512_setzero_ps(), _mm512_setzero_ps()),
+            };
+            for (r, row) in acc.iter().enumerate().take(rows) {
+                let o = out.add(r * stride);
+                let (s, b) = (_mm512_set1_ps(scale[r]), _mm512_set1_ps(offset[r]));
+                for (v, &a) in row.iter().enumerate() {
+                    let a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s, b);
+                    let a = if on {
+                        _mm512_min_ps(_mm512_max_ps(a, lo), hi)
+                    } else {
+                        a
+                    };
+                    if v + 1 == V {
+                        _mm512_mask_storeu_ps(o.add(16 * v), last, a);
+                    } else {
+                        _mm512_storeu_ps(o.add(16 * v), a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Op for QPointwise {
+    fn name(&self) -> StaticName {
+        "EdgeQuantizedPointwiseConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, int8 {:?}, clamp {:?}",
+            self.cin, self.cout, self.kind, self.clamp
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QPointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        let lead = self.batched as usize;
+        ensure!(
+            shape.len() >= 2 + lead && shape[lead] == self.cin && (!self.batched || shape[0] == 1),
+            "1×1 convolution expects [{}{}, …], got {shape:?}",
+            if self.batched { "1, " } else { "" },
+            self.cin
+        );
+        let spatial = &shape[lead + 1..];
+        let points: usize = spatial.iter().product();
+        let mut out_shape: TVec<usize> = tvec![self.cout];
+        out_shape.extend(spatial.iter().copied());
+        // SAFETY: `run` writes every element.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let input = input.try_as_plain_ram()?;
+            let mut out = output.try_as_plain_ram_mut()?;
+            self.run(
+                self.kind,
+                input.as_slice::<f32>()?,
+                points,
+                out.as_slice_mut::<f32>()?,
+            )?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for QPointwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let lead = self.batched as usize;
+        ensure!(inputs[0].rank() >= 2 + lead);
+        let mut shape: TVec<TDim> = tvec![self.cout.into()];
+        shape.extend(inputs[0].shape.iter().skip(lead + 1).cloned());
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let lead = self.batched as usize;
+        let points: TDim = inputs[0].shape.iter().skip(lead + 1).product();
+        Ok(tvec!((
+            Cost::FMA(i32::datum_type()),
+            points * (self.cin * self.cout)
+        )))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|k| {
+                let h = (k as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Per-channel int8 weights as a quantizer writes them, and their float image.
+    fn int8_weights(cout: usize, cin: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
+        let raw = values(cout * cin, 5);
+        let q: Vec<i8> = raw.iter().map(|v| (v * 127.0).round() as i8).collect();
+        let s: Vec<f32> = (0..cout).map(|o| 0.01 + o as f32 * 0.003).collect();
+        let w = q
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| v as f32 * s[k / cin])
+            .collect();
+        (q, s, w)
+    }
+
+    /// The float path the op replaces: the pair, then the float convolution.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(conv: &Conv1x1, quant: Quantizer, x: &[f32], points: usize) -> Vec<f32> {
+        let mut out = vec![0f32; conv.cout * points];
+        for o in 0..conv.cout {
+            for p in 0..points {
+                let mut acc = conv.bias[o] as f64;
+                for i in 0..conv.cin {
+                    let q = quantize(x[i * points + p], quant.inv_scale, quant.zero_point);
+                    let xh = (q as f32 - quant.zero_point) * quant.scale;
+                    acc += conv.weights[o * conv.cin + i] as f64 * xh as f64;
+                }
+                let mut v = acc as f32;
+                if let Some((lo, hi)) = conv.clamp {
+                    v = v.max(lo).min(hi);
+                }
+                out[o * points + p] = v;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn integer_weights_are_recovered_exactly_or_not_at_all() {
+        let (q, s, w) = int8_weights(6, 10);
+        let (q2, s2) = integer_rows(&w, 6, 10).unwrap();
+        for o in 0..6 {
+            for i in 0..10 {
+                let (a, b) = (q2[o * 10 + i] as f32 * s2[o], q[o * 10 + i] as f32 * s[o]);
+                assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
+            }
+        }
+        // a row whose largest |q| is under 127 (a per-tensor scale), and an all-zero row
+        let w = [0.0, 0.5, -1.5, 2.0, 0.0, 0.0, 0.0, 0.0];
+        let (q, s) = integer_rows(&w, 2, 4).unwrap();
+        assert_eq!(&q[..4], &[0, 31, -93, 124]);
+        assert!((s[0] - 2.0 / 124.0).abs() < 1e-7 && q[4..] == [0; 4]);
+        // float weights are left alone
+        assert!(integer_rows(&values(64, 9), 4, 16).is_none());
+        assert!(integer_rows(&[f32::NAN, 1.0], 1, 2).is_none());
+    }
+
+    #[test]
+    fn every_kernel_matches_the_float_path_on_every_tail() {
+        let kernels = [Kernel::Scalar, Kernel::best()];
+        for &(cin, cout, points) in &[
+            (3, 1, 1),
+            (16, 96, 49),
+            (24, 13, 48),
+            (32, 16, 97),
+            (7, 8, 16),
+            (960, 20, 17),
+            (5, 9, 250),
+        ] {
+            let (qw, sw, weights) = int8_weights(cout, cin);
+            let mut x = values(cin * points, 3);
+            x[0] = f32::NAN;
+            if x.len() > 2 {
+                x[1] = 1e9;
+                x[2] = -f32::INFINITY;
+            }
+            for (clamp, zero_point) in [(None, 128.0), (Some((0.0, 6.0)), 0.0), (None, 3.0)] {
+                let conv = Conv1x1 {
+                    batched: false,
+                    cin,
+                    cout,
+                    weights: weights.clone(),
+                    bias: values(cout, 2),
+                    clamp,
+                    last: 0,
+                };
+                let quant = Quantizer {
+                    inv_scale: 1.0 / 0.02,
+                    zero_point,
+                    scale: 0.02,
+                };
+                let op = QPointwise::new(&conv, &qw, &sw, quant).unwrap();
+                let want = reference(&conv, quant, &x, points);
+                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                for kind in kernels {
+                    let mut got = vec![f32::NAN; cout * points];
+                    op.run(kind, &x, points, &mut got).unwrap();
+                    let worst = want
+                        .iter()
+                        .zip(&got)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        worst <= 1e-5 * scale,
+                        "{kind:?} {cin}->{cout} over {points}, zp {zero_point}: off by {worst}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// MobileNetV2 through our quantizer: its 1×1 layers run here in integers, and the output
+    /// stays the float path's (the pairs' rounding of values that differ in the last float bit
+    /// may land one step apart; that is the whole difference).
+    #[test]
+    fn a_quantized_mobilenetv2_runs_its_1x1_layers_in_integers() {
+        if !Kernel::best().is_vector() {
+            return;
+        }
+        use crate::quantize::{quantize, QuantizeOptions, RangeMethod};
+        use crate::tensor::Tensor as EfTensor;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/mobilenetv2/model.onnx"
+        );
+        let image = |seed| EfTensor::f32(vec![1, 3, 224, 224], values(3 * 224 * 224, seed));
+        let options = QuantizeOptions {
+            weights_only: false,
+            range: RangeMethod::MinMax,
+        };
+        let onnx = std::fs::read(path).unwrap();
+        let (bytes, _) = quantize(&onnx, &[vec![image(11)], vec![image(12)]], &options).unwrap();
+        let model = crate::engine::onnx_parser()
+            .model_for_read(&mut &bytes[..])
+            .unwrap()
+            .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())
+            .unwrap();
+        let mut plain = model.into_typed().unwrap().into_decluttered().unwrap();
+        super::super::const_weights::substitute(&mut plain).unwrap();
+        super::super::fake_quant::substitute(&mut plain).unwrap();
+        let mut ours = plain.clone();
+        assert_eq!(super::super::pointwise::substitute(&mut ours).unwrap(), 34);
+        let integer = ours
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<QPointwise>())
+            .count();
+        assert_eq!(integer, 34);
+        let input = Tensor::from_shape(&[1, 3, 224, 224], &values(3 * 224 * 224, 13)).unwrap();
+        let want = crate::engine::run_f32(plain, &input, true);
+        let got = crate::engine::run_f32(ours, &input, true);
+        let top = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = want
+            .iter()
+            .zip(&got)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 0.01 * top, "off by {worst} (max |out| {top})");
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        assert_eq!(argmax(&want), argmax(&got));
+    }
+}
