@@ -182,6 +182,17 @@ pub(crate) fn run_f32(
     f32_values(&out[0]).unwrap()
 }
 
+/// Test helper: `n` values in [-1, 1], scattered by a hash of the index and `seed`.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|k| {
+            let h = (k as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
+            (h % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
 /// A tensor's values as f32 (any numeric type, any layout).
 pub(crate) fn f32_values(
     t: &tract_onnx::prelude::Tensor,

@@ -189,10 +189,7 @@ fn following_bias(
 /// The 1×1 convolution op: input `[I, S…]` or `[1, I, S…]` f32, output `[O, S…]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pointwise {
-    cin: usize,
-    cout: usize,
-    /// The input has a leading axis of size 1 (`NIHW`).
-    batched: bool,
+    shape: Channels,
     /// `[ceil(O/8)][I][8]`, zero rows past `O`.
     packed: Floats,
     /// `[ceil(O/8)·8]`, zeros past `O`.
@@ -207,7 +204,7 @@ impl Pointwise {
     /// The op for a convolution found in the graph.
     fn from_conv(conv: Conv1x1) -> TractResult<Self> {
         let mut op = Pointwise::new(conv.cin, conv.cout, &conv.weights, &conv.bias)?;
-        op.batched = conv.batched;
+        op.shape.batched = conv.batched;
         op.clamp = conv.clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
         Ok(op)
     }
@@ -227,9 +224,11 @@ impl Pointwise {
         let mut padded_bias = bias.to_vec();
         padded_bias.resize(tiles * ROWS, 0.0);
         Ok(Pointwise {
-            cin,
-            cout,
-            batched: false,
+            shape: Channels {
+                cin,
+                cout,
+                batched: false,
+            },
             packed: Floats(packed),
             bias: Floats(padded_bias),
             clamp: None,
@@ -246,44 +245,114 @@ impl Pointwise {
         points: usize,
         output: &mut [f32],
     ) -> TractResult<()> {
-        ensure!(input.len() == self.cin * points && output.len() == self.cout * points);
-        if points == 0 {
-            return Ok(());
-        }
+        let Channels { cin, cout, .. } = self.shape;
+        ensure!(input.len() == cin * points && output.len() == cout * points);
         let clamp = self
             .clamp
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
-        // columns per block: whole micro-kernel widths whose input fits in BLOCK_BYTES
-        let block = (BLOCK_BYTES / (4 * self.cin) / COLS).max(1) * COLS;
-        let mut tiles: Vec<usize> = (0..self.cout.div_ceil(ROWS)).collect();
         let out = SharedOut(output.as_mut_ptr());
+        self.shape.for_each_tile(points, 4 * cin, |t, c0, cols| {
+            let rows = ROWS.min(cout - t * ROWS);
+            let weights = &self.packed.0[t * cin * ROWS..][..cin * ROWS];
+            let bias = &self.bias.0[t * ROWS..][..ROWS];
+            // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile alone (tiles are
+            // split between threads, never shared); the reads stay inside `input` (`cols` points
+            // from `c0` in each of `cin` rows); the CPU has `kind`'s features (checked when it
+            // was chosen).
+            unsafe {
+                kind.tile(
+                    cin,
+                    input.as_ptr().add(c0),
+                    points,
+                    weights,
+                    bias,
+                    out.at(t * ROWS * points + c0),
+                    rows,
+                    cols,
+                    clamp,
+                )
+            }
+        })
+    }
+}
+
+/// The shapes of a 1×1 convolution op (input `[I, S…]` or `[1, I, S…]` f32, output `[O, S…]`
+/// f32) and what both of ours do with them: check and allocate in `eval`, facts, cost, and the
+/// blocked walk over output tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Channels {
+    pub cin: usize,
+    pub cout: usize,
+    /// The input has a leading axis of size 1 (`NIHW`).
+    pub batched: bool,
+}
+
+impl Channels {
+    /// Checks `input`'s shape, allocates the output and calls `run(input, points, output)`
+    /// (points per channel), which must write every output element.
+    pub(crate) fn eval(
+        &self,
+        input: TValue,
+        run: impl FnOnce(&[f32], usize, &mut [f32]) -> TractResult<()>,
+    ) -> TractResult<TVec<TValue>> {
+        let shape = input.shape();
+        let lead = self.batched as usize;
+        ensure!(
+            shape.len() >= 2 + lead && shape[lead] == self.cin && (!self.batched || shape[0] == 1),
+            "1×1 convolution expects [{}{}, …], got {shape:?}",
+            if self.batched { "1, " } else { "" },
+            self.cin
+        );
+        let spatial = &shape[lead + 1..];
+        let points: usize = spatial.iter().product();
+        let mut out_shape: TVec<usize> = tvec![self.cout];
+        out_shape.extend(spatial.iter().copied());
+        // SAFETY: `run` writes every element.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let input = input.try_as_plain_ram()?;
+            let mut out = output.try_as_plain_ram_mut()?;
+            run(input.as_slice::<f32>()?, points, out.as_slice_mut::<f32>()?)?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    pub(crate) fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let lead = self.batched as usize;
+        ensure!(inputs[0].rank() >= 2 + lead);
+        let mut shape: TVec<TDim> = tvec![self.cout.into()];
+        shape.extend(inputs[0].shape.iter().skip(lead + 1).cloned());
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    /// Multiply-adds of `dt`.
+    pub(crate) fn cost(
+        &self,
+        inputs: &[&TypedFact],
+        dt: DatumType,
+    ) -> TractResult<TVec<(Cost, TDim)>> {
+        let lead = self.batched as usize;
+        let points: TDim = inputs[0].shape.iter().skip(lead + 1).product();
+        Ok(tvec!((Cost::FMA(dt), points * (self.cin * self.cout))))
+    }
+
+    /// Calls `tile(t, c0, cols)` for every tile `t` of 8 output channels and every run of up to
+    /// 48 points from `c0`, in column blocks whose input (`point_bytes` per point) fits in L2,
+    /// with the tiles split over the plan's thread pool (each tile on one thread).
+    pub(crate) fn for_each_tile(
+        &self,
+        points: usize,
+        point_bytes: usize,
+        tile: impl Fn(usize, usize, usize) + Sync + Send,
+    ) -> TractResult<()> {
+        let block = (BLOCK_BYTES / point_bytes.max(1) / COLS).max(1) * COLS;
+        let mut tiles: Vec<usize> = (0..self.cout.div_ceil(ROWS)).collect();
         par_chunks_mut(&mut tiles, 1, self.cout * self.cin * points, |_, chunk| {
-            let out = &out;
             for p0 in (0..points).step_by(block) {
                 let width = block.min(points - p0);
                 for &t in chunk.iter() {
-                    let rows = ROWS.min(self.cout - t * ROWS);
-                    let weights = &self.packed.0[t * self.cin * ROWS..][..self.cin * ROWS];
-                    let bias = &self.bias.0[t * ROWS..][..ROWS];
                     for c0 in (p0..p0 + width).step_by(COLS) {
-                        let cols = COLS.min(p0 + width - c0);
-                        // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile
-                        // alone (tiles are split between threads, never shared); the reads
-                        // stay inside `input` (`cols` points from `c0` in each of `cin`
-                        // rows); the CPU has `kind`'s features (checked when it was chosen).
-                        unsafe {
-                            kind.tile(
-                                self.cin,
-                                input.as_ptr().add(c0),
-                                points,
-                                weights,
-                                bias,
-                                out.0.add(t * ROWS * points + c0),
-                                rows,
-                                cols,
-                                clamp,
-                            )
-                        }
+                        tile(t, c0, COLS.min(p0 + width - c0));
                     }
                 }
             }
@@ -319,6 +388,13 @@ fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<bool> {
 
 /// The output pointer, shared by the threads that each write their own tiles' rows.
 pub(crate) struct SharedOut(pub(crate) *mut f32);
+
+impl SharedOut {
+    /// The pointer `n` floats in (a method, so closures capture the whole `Sync` wrapper).
+    pub(crate) fn at(&self, n: usize) -> *mut f32 {
+        self.0.wrapping_add(n)
+    }
+}
 // SAFETY: every thread writes a disjoint set of rows through it (see `Pointwise::run`).
 unsafe impl Sync for SharedOut {}
 unsafe impl Send for SharedOut {}
@@ -492,7 +568,7 @@ impl Op for Pointwise {
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
             "{} -> {} channels, {:?}, clamp {:?}",
-            self.cin, self.cout, self.kind, self.clamp
+            self.shape.cin, self.shape.cout, self.kind, self.clamp
         )])
     }
 
@@ -508,50 +584,18 @@ impl EvalOp for Pointwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let shape = input.shape();
-        let lead = self.batched as usize;
-        ensure!(
-            shape.len() >= 2 + lead && shape[lead] == self.cin && (!self.batched || shape[0] == 1),
-            "1×1 convolution expects [{}{}, …], got {shape:?}",
-            if self.batched { "1, " } else { "" },
-            self.cin
-        );
-        let spatial = &shape[lead + 1..];
-        let points: usize = spatial.iter().product();
-        let mut out_shape: TVec<usize> = tvec![self.cout];
-        out_shape.extend(spatial.iter().copied());
-        // SAFETY: `run` writes every element.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let input = input.try_as_plain_ram()?;
-            let mut out = output.try_as_plain_ram_mut()?;
-            self.run(
-                self.kind,
-                input.as_slice::<f32>()?,
-                points,
-                out.as_slice_mut::<f32>()?,
-            )?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        self.shape
+            .eval(input, |x, points, out| self.run(self.kind, x, points, out))
     }
 }
 
 impl TypedOp for Pointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let lead = self.batched as usize;
-        ensure!(inputs[0].rank() >= 2 + lead);
-        let mut shape: TVec<TDim> = tvec![self.cout.into()];
-        shape.extend(inputs[0].shape.iter().skip(lead + 1).cloned());
-        Ok(tvec!(f32::fact(shape)))
+        self.shape.output_facts(inputs)
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let lead = self.batched as usize;
-        let points: TDim = inputs[0].shape.iter().skip(lead + 1).product();
-        Ok(tvec!((
-            Cost::FMA(f32::datum_type()),
-            points * (self.cin * self.cout)
-        )))
+        self.shape.cost(inputs, f32::datum_type())
     }
 
     as_op!();
@@ -560,6 +604,7 @@ impl TypedOp for Pointwise {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_values as values;
 
     fn reference(
         cin: usize,
@@ -585,15 +630,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|k| {
-                let h = (k as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]

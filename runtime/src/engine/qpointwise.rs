@@ -20,11 +20,10 @@
 
 use std::cell::RefCell;
 
-use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 
 use super::fake_quant::FakeQuant;
-use super::pointwise::{Conv1x1, SharedOut, BLOCK_BYTES, COLS, ROWS};
+use super::pointwise::{Channels, Conv1x1, SharedOut, COLS, ROWS};
 use super::Floats;
 
 /// The integer op for `conv` reading `input`, with the outlet it should read (the pair's input
@@ -115,9 +114,7 @@ pub(crate) struct Quantizer {
 /// output `[O, S…]` f32.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QPointwise {
-    cin: usize,
-    cout: usize,
-    batched: bool,
+    shape: Channels,
     /// `[⌈O/8⌉][⌈I/4⌉][8]` words of four int8 weights (input channels `4k..4k+4`), zeros past
     /// `O` and `I`.
     packed: Vec<i32>,
@@ -163,9 +160,11 @@ impl QPointwise {
             offset[o] = conv.bias[o] - scale[o] * quant.zero_point * sum as f32;
         }
         Ok(QPointwise {
-            cin,
-            cout,
-            batched: conv.batched,
+            shape: Channels {
+                cin,
+                cout,
+                batched: conv.batched,
+            },
             packed,
             scale: Floats(scale),
             offset: Floats(offset),
@@ -184,11 +183,9 @@ impl QPointwise {
         points: usize,
         output: &mut [f32],
     ) -> TractResult<()> {
-        ensure!(input.len() == self.cin * points && output.len() == self.cout * points);
-        if points == 0 {
-            return Ok(());
-        }
-        let k4 = self.cin.div_ceil(4);
+        let Channels { cin, cout, .. } = self.shape;
+        ensure!(input.len() == cin * points && output.len() == cout * points);
+        let k4 = cin.div_ceil(4);
         thread_local! {
             /// The quantized input in VNNI order, kept between calls (sized by the largest).
             static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
@@ -202,7 +199,7 @@ impl QPointwise {
             );
             // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes
             // are the ones `pack` expects.
-            unsafe { kind.pack(input, self.cin, points, inv, zp, &mut packed) };
+            unsafe { kind.pack(input, cin, points, inv, zp, &mut packed) };
             self.multiply(kind, &packed, points, output)
         })
     }
@@ -214,44 +211,32 @@ impl QPointwise {
         points: usize,
         output: &mut [f32],
     ) -> TractResult<()> {
-        let k4 = self.cin.div_ceil(4);
+        let (cout, k4) = (self.shape.cout, self.shape.cin.div_ceil(4));
         let clamp = self
             .clamp
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
-        let block = (BLOCK_BYTES / (4 * k4) / COLS).max(1) * COLS;
-        let mut tiles: Vec<usize> = (0..self.cout.div_ceil(ROWS)).collect();
         let out = SharedOut(output.as_mut_ptr());
-        par_chunks_mut(&mut tiles, 1, self.cout * self.cin * points, |_, chunk| {
-            let out = &out;
-            for p0 in (0..points).step_by(block) {
-                let width = block.min(points - p0);
-                for &t in chunk.iter() {
-                    let rows = ROWS.min(self.cout - t * ROWS);
-                    let weights = &self.packed[t * k4 * ROWS..][..k4 * ROWS];
-                    let scale = &self.scale.0[t * ROWS..][..ROWS];
-                    let offset = &self.offset.0[t * ROWS..][..ROWS];
-                    for c0 in (p0..p0 + width).step_by(COLS) {
-                        let cols = COLS.min(p0 + width - c0);
-                        // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile
-                        // alone; the reads stay inside `packed` (`cols` words from `c0` in each
-                        // of `k4` rows); the CPU has `kind`'s features.
-                        unsafe {
-                            kind.tile(
-                                k4,
-                                packed.as_ptr().add(c0),
-                                points,
-                                weights,
-                                (scale, offset),
-                                out.0.add(t * ROWS * points + c0),
-                                rows,
-                                cols,
-                                clamp,
-                            )
-                        }
-                    }
-                }
+        self.shape.for_each_tile(points, 4 * k4, |t, c0, cols| {
+            let rows = ROWS.min(cout - t * ROWS);
+            let weights = &self.packed[t * k4 * ROWS..][..k4 * ROWS];
+            let scale = &self.scale.0[t * ROWS..][..ROWS];
+            let offset = &self.offset.0[t * ROWS..][..ROWS];
+            // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile alone; the reads
+            // stay inside `packed` (`cols` words from `c0` in each of `k4` rows); the CPU has
+            // `kind`'s features.
+            unsafe {
+                kind.tile(
+                    k4,
+                    packed.as_ptr().add(c0),
+                    points,
+                    weights,
+                    (scale, offset),
+                    out.at(t * ROWS * points + c0),
+                    rows,
+                    cols,
+                    clamp,
+                )
             }
-            Ok(())
         })
     }
 }
@@ -508,7 +493,7 @@ impl Op for QPointwise {
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
             "{} -> {} channels, int8 {:?}, clamp {:?}",
-            self.cin, self.cout, self.kind, self.clamp
+            self.shape.cin, self.shape.cout, self.kind, self.clamp
         )])
     }
 
@@ -524,50 +509,18 @@ impl EvalOp for QPointwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let shape = input.shape();
-        let lead = self.batched as usize;
-        ensure!(
-            shape.len() >= 2 + lead && shape[lead] == self.cin && (!self.batched || shape[0] == 1),
-            "1×1 convolution expects [{}{}, …], got {shape:?}",
-            if self.batched { "1, " } else { "" },
-            self.cin
-        );
-        let spatial = &shape[lead + 1..];
-        let points: usize = spatial.iter().product();
-        let mut out_shape: TVec<usize> = tvec![self.cout];
-        out_shape.extend(spatial.iter().copied());
-        // SAFETY: `run` writes every element.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let input = input.try_as_plain_ram()?;
-            let mut out = output.try_as_plain_ram_mut()?;
-            self.run(
-                self.kind,
-                input.as_slice::<f32>()?,
-                points,
-                out.as_slice_mut::<f32>()?,
-            )?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        self.shape
+            .eval(input, |x, points, out| self.run(self.kind, x, points, out))
     }
 }
 
 impl TypedOp for QPointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let lead = self.batched as usize;
-        ensure!(inputs[0].rank() >= 2 + lead);
-        let mut shape: TVec<TDim> = tvec![self.cout.into()];
-        shape.extend(inputs[0].shape.iter().skip(lead + 1).cloned());
-        Ok(tvec!(f32::fact(shape)))
+        self.shape.output_facts(inputs)
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let lead = self.batched as usize;
-        let points: TDim = inputs[0].shape.iter().skip(lead + 1).product();
-        Ok(tvec!((
-            Cost::FMA(i32::datum_type()),
-            points * (self.cin * self.cout)
-        )))
+        self.shape.cost(inputs, i32::datum_type())
     }
 
     as_op!();
@@ -576,15 +529,7 @@ impl TypedOp for QPointwise {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|k| {
-                let h = (k as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::engine::test_values as values;
 
     /// Per-channel int8 weights as a quantizer writes them, and their float image.
     fn int8_weights(cout: usize, cin: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
