@@ -489,7 +489,7 @@ unsafe fn tile_scalar(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use super::ROWS;
     use std::arch::x86_64::*;
 
@@ -507,12 +507,7 @@ mod x86 {
         cols: usize,
         clamp: Option<(f32, f32)>,
     ) {
-        let tail = cols - 16 * (V - 1);
-        let last: __mmask16 = if tail >= 16 {
-            0xffff
-        } else {
-            (1u16 << tail) - 1
-        };
+        let last = mask(cols - 16 * (V - 1));
         let w = weights.as_ptr();
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
@@ -537,23 +532,42 @@ mod x86 {
                     }
                 }
             }
-            let (on, lo, hi) = match clamp {
-                Some((lo, hi)) => (true, _mm512_set1_ps(lo), _mm512_set1_ps(hi)),
-                None => (false, _mm512_setzero_ps(), _mm512_setzero_ps()),
-            };
             for (r, row) in acc.iter().enumerate().take(rows) {
-                let o = out.add(r * stride);
-                for (v, &a) in row.iter().enumerate() {
-                    let a = if on {
-                        _mm512_min_ps(_mm512_max_ps(a, lo), hi)
-                    } else {
-                        a
-                    };
-                    if v + 1 == V {
-                        _mm512_mask_storeu_ps(o.add(16 * v), last, a);
-                    } else {
-                        _mm512_storeu_ps(o.add(16 * v), a);
+                store_row(out.add(r * stride), row, last, clamp);
+            }
+        }
+    }
+
+    /// The first `n` (at most 16) lanes.
+    pub(crate) fn mask(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// Stores `V` vectors of 16 outputs at `o`, the last one masked by `last`, clamped.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn store_row<const V: usize>(
+        o: *mut f32,
+        row: &[__m512; V],
+        last: __mmask16,
+        clamp: Option<(f32, f32)>,
+    ) {
+        unsafe {
+            for (v, &a) in row.iter().enumerate() {
+                let a = match clamp {
+                    Some((lo, hi)) => {
+                        _mm512_min_ps(_mm512_max_ps(a, _mm512_set1_ps(lo)), _mm512_set1_ps(hi))
                     }
+                    None => a,
+                };
+                if v + 1 == V {
+                    _mm512_mask_storeu_ps(o.add(16 * v), last, a);
+                } else {
+                    _mm512_storeu_ps(o.add(16 * v), a);
                 }
             }
         }

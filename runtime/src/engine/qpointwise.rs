@@ -367,16 +367,9 @@ fn pack_scalar(input: &[f32], cin: usize, points: usize, inv: f32, zp: f32, pack
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::pointwise::x86::{mask, store_row};
     use super::ROWS;
     use std::arch::x86_64::*;
-
-    fn mask(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xffff
-        } else {
-            (1u16 << n) - 1
-        }
-    }
 
     /// [`super::Kernel::pack`]: 16 points of four channels per step.
     #[target_feature(enable = "avx512f")]
@@ -460,26 +453,13 @@ mod x86 {
                     }
                 }
             }
-            let (on, lo, hi) = match clamp {
-                Some((lo, hi)) => (true, _mm512_set1_ps(lo), _mm512_set1_ps(hi)),
-                None => (false, _mm512_setzero_ps(), _mm512_setzero_ps()),
-            };
             for (r, row) in acc.iter().enumerate().take(rows) {
-                let o = out.add(r * stride);
                 let (s, b) = (_mm512_set1_ps(scale[r]), _mm512_set1_ps(offset[r]));
-                for (v, &a) in row.iter().enumerate() {
-                    let a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s, b);
-                    let a = if on {
-                        _mm512_min_ps(_mm512_max_ps(a, lo), hi)
-                    } else {
-                        a
-                    };
-                    if v + 1 == V {
-                        _mm512_mask_storeu_ps(o.add(16 * v), last, a);
-                    } else {
-                        _mm512_storeu_ps(o.add(16 * v), a);
-                    }
+                let mut floats = [_mm512_setzero_ps(); V];
+                for (f, &a) in floats.iter_mut().zip(row) {
+                    *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s, b);
                 }
+                store_row(out.add(r * stride), &floats, last, clamp);
             }
         }
     }
