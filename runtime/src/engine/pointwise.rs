@@ -13,8 +13,9 @@
 //! before the one store. Columns are blocked so that a block of the input stays in L2 while
 //! every tile of weights passes over it. Tiles are split over the plan's thread pool.
 //!
-//! Substituted only where AVX-512F is present (elsewhere tract's packed kernels are the faster
-//! choice); a scalar version of the same loop is the reference the tests hold it to.
+//! Substituted only where AVX-512F is present (the tile needs its 32 registers and masked tails;
+//! elsewhere tract's packed kernels run these, an AVX2/NEON tile is not written yet); a scalar
+//! version of the same loop is the reference the tests hold it to.
 
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
