@@ -40,7 +40,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// One affine step of a chain: node `id` combines the chain's value with a constant.
-enum Step {
+pub(crate) enum Step {
     /// `x · k`
     Mul(Vec<f32>),
     /// `x + k`
@@ -52,7 +52,11 @@ enum Step {
 /// What node `id` does to its non-constant input `from`, if it is a step a chain can take: the
 /// step, broadcast over channel axis `axis` of a `rank`-D value (one value per channel, or one
 /// value for all). `None` for anything else.
-fn step(model: &TypedModel, id: usize, from: OutletId) -> TractResult<Option<(Step, usize)>> {
+pub(crate) fn step(
+    model: &TypedModel,
+    id: usize,
+    from: OutletId,
+) -> TractResult<Option<(Step, usize)>> {
     let node = model.node(id);
     let Some(bin) = node.op_as::<TypedBinOp>() else {
         return Ok(None);

@@ -115,12 +115,18 @@ fn apply_generic(op: &FakeQuant, data: &mut [f32]) {
     let (inv, zp, lo, hi) = (f(op.inv_scale), f(op.zero_point), f(op.lo), f(op.hi));
     let (scale, dzp) = (f(op.dq_scale), op.dq_zero_point as f32);
     for v in data.iter_mut() {
-        let r = (*v * inv).round_ties_even();
-        // tract casts NaN to 0 before adding the zero point
-        let r = if r.is_nan() { 0.0 } else { r };
-        let q = (r + zp).max(lo).min(hi);
-        *v = (q - dzp) * scale;
+        *v = (quantize(*v, inv, zp, lo, hi) - dzp) * scale;
     }
+}
+
+/// The quantize step for one value, as a float: `clamp(round_even(v · inv) + zp, lo, hi)`, NaN
+/// going to the zero point (tract casts NaN to 0 before adding it). Shared with the integer
+/// 1×1 convolution, which must round exactly as the pair does.
+#[inline(always)]
+pub(crate) fn quantize(v: f32, inv: f32, zp: f32, lo: f32, hi: f32) -> f32 {
+    let r = (v * inv).round_ties_even();
+    let r = if r.is_nan() { 0.0 } else { r };
+    (r + zp).max(lo).min(hi)
 }
 
 #[cfg(target_arch = "x86_64")]

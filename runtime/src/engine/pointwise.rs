@@ -19,10 +19,9 @@
 
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_hir::tract_core::ops::math::Add;
 
+use super::channel_affine::Step;
 use super::Floats;
 
 /// Output channels per micro-kernel tile.
@@ -63,10 +62,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
 /// that follow it.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv1x1 {
-    /// The input has a leading axis of size 1 (`NIHW`).
-    pub batched: bool,
-    pub cin: usize,
-    pub cout: usize,
+    pub shape: Channels,
     /// `[O, I]`, row-major.
     pub weights: Vec<f32>,
     /// `[O]`: the bias `Add` after the einsum, zeros when there is none.
@@ -122,9 +118,7 @@ impl Conv1x1 {
         }
         let (last, clamp) = super::following_clamp(model, last)?;
         Ok(Some(Conv1x1 {
-            batched,
-            cin,
-            cout,
+            shape: Channels { cin, cout, batched },
             weights,
             bias,
             clamp,
@@ -133,58 +127,24 @@ impl Conv1x1 {
     }
 }
 
-/// The `Add` of a per-channel (or single) f32 constant that alone reads node `id`'s output
-/// (`[O, 1, …]`-shaped against the `[O, …]` output), keeping its shape: the node and the
-/// `cout` values it adds.
+/// The `Add` of a per-channel (or single) f32 constant that alone reads node `id`'s `[O, …]`
+/// output (a step [`super::channel_affine`] recognizes): the node and the `cout` values it adds.
 fn following_bias(
     model: &TypedModel,
     id: usize,
     cout: usize,
 ) -> TractResult<Option<(usize, Vec<f32>)>> {
+    let from = OutletId::new(id, 0);
     let node = model.node(id);
-    let shape = model.outlet_fact(OutletId::new(id, 0))?.shape.clone();
-    if model.output_outlets()?.contains(&OutletId::new(id, 0))
-        || node.outputs[0].successors.len() != 1
-    {
+    if model.output_outlets()?.contains(&from) || node.outputs[0].successors.len() != 1 {
         return Ok(None);
     }
-    let succ = node.outputs[0].successors[0];
-    let next = model.node(succ.node);
-    let Some(bin) = next.op_as::<TypedBinOp>() else {
-        return Ok(None);
-    };
-    if !bin.0.is::<Add>()
-        || bin.1.is_some()
-        || next.inputs.len() != 2
-        || model.outlet_fact(OutletId::new(next.id, 0))?.shape != shape
-    {
-        return Ok(None);
-    }
-    let other = model.outlet_fact(next.inputs[1 - succ.slot])?;
-    let Some(value) = other.konst.clone() else {
-        return Ok(None);
-    };
-    if value.datum_type() != f32::datum_type() || value.rank() > shape.len() {
-        return Ok(None);
-    }
-    // right-aligned against the output: only the channel axis (first of the output) may
-    // differ from 1
-    let dims = value.shape();
-    let lead = shape.len() - dims.len();
-    let per_channel = dims
-        .iter()
-        .enumerate()
-        .all(|(k, &d)| d == 1 || (k + lead == 0 && d == cout));
-    if !per_channel {
-        return Ok(None);
-    }
-    let values = super::f32_values(&value)?;
-    let bias = if values.len() == 1 {
-        vec![values[0]; cout]
-    } else {
-        values
-    };
-    Ok(Some((next.id, bias)))
+    let next = node.outputs[0].successors[0].node;
+    Ok(match super::channel_affine::step(model, next, from)? {
+        Some((Step::Add(values), 0)) => Some((next, values)),
+        Some((Step::Add(values), usize::MAX)) => Some((next, vec![values[0]; cout])),
+        _ => None,
+    })
 }
 
 /// The 1×1 convolution op: input `[I, S…]` or `[1, I, S…]` f32, output `[O, S…]`.
@@ -204,8 +164,8 @@ pub struct Pointwise {
 impl Pointwise {
     /// The op for a convolution found in the graph.
     fn from_conv(conv: Conv1x1) -> TractResult<Self> {
-        let mut op = Pointwise::new(conv.cin, conv.cout, &conv.weights, &conv.bias)?;
-        op.shape.batched = conv.batched;
+        let mut op = Pointwise::new(conv.shape.cin, conv.shape.cout, &conv.weights, &conv.bias)?;
+        op.shape = conv.shape;
         op.clamp = conv.clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
         Ok(op)
     }

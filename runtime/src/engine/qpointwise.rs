@@ -44,7 +44,7 @@ pub(crate) fn integer_variant(
     let Some((inv_scale, zero_point, scale)) = fq.as_u8() else {
         return Ok(None);
     };
-    let Some((qw, sw)) = integer_rows(&conv.weights, conv.cout, conv.cin) else {
+    let Some((qw, sw)) = integer_rows(&conv.weights, conv.shape.cout, conv.shape.cin) else {
         return Ok(None);
     };
     let outputs = model.output_outlets()?;
@@ -82,20 +82,17 @@ pub fn integer_rows(weights: &[f32], cout: usize, cin: usize) -> Option<(Vec<i8>
         }
         // the row's largest |q| is unknown (127 for a symmetric quantizer's largest weight,
         // less when the scale came from elsewhere): the first that makes every value whole
-        let found = (1..=127u8).rev().find_map(|m| {
-            let s = top / m as f32;
-            let ints: Option<Vec<i8>> = row
-                .iter()
-                .map(|&v| {
-                    let r = v / s;
-                    let n = r.round();
-                    ((r - n).abs() <= 1e-4 * n.abs().max(1.0)).then_some(n as i8)
-                })
-                .collect();
-            ints.map(|ints| (ints, s))
-        });
-        let (ints, s) = found?;
-        q[o * cin..][..cin].copy_from_slice(&ints);
+        let whole = |v: f32, s: f32| {
+            let r = v / s;
+            (r - r.round()).abs() <= 1e-4 * r.round().abs().max(1.0)
+        };
+        let s = (1..=127u8)
+            .rev()
+            .map(|m| top / m as f32)
+            .find(|&s| row.iter().all(|&v| whole(v, s)))?;
+        for (q, &v) in q[o * cin..][..cin].iter_mut().zip(row) {
+            *q = (v / s).round() as i8;
+        }
         scales[o] = s;
     }
     Some((q, scales))
@@ -138,7 +135,7 @@ impl QPointwise {
         sw: &[f32],
         quant: Quantizer,
     ) -> TractResult<Self> {
-        let (cin, cout) = (conv.cin, conv.cout);
+        let Channels { cin, cout, .. } = conv.shape;
         ensure!(cin > 0 && cout > 0 && qw.len() == cin * cout && sw.len() == cout);
         let (tiles, k4) = (cout.div_ceil(ROWS), cin.div_ceil(4));
         let mut bytes = vec![0i8; tiles * k4 * ROWS * 4];
@@ -160,11 +157,7 @@ impl QPointwise {
             offset[o] = conv.bias[o] - scale[o] * quant.zero_point * sum as f32;
         }
         Ok(QPointwise {
-            shape: Channels {
-                cin,
-                cout,
-                batched: conv.batched,
-            },
+            shape: conv.shape,
             packed,
             scale: Floats(scale),
             offset: Floats(offset),
@@ -349,9 +342,7 @@ impl Kernel {
 
 /// The pair's quantize step for one value, in unsigned terms (ties to even, NaN → zero point).
 fn quantize(v: f32, inv: f32, zp: f32) -> u32 {
-    let r = (v * inv).round_ties_even();
-    let r = if r.is_nan() { 0.0 } else { r };
-    (r + zp).clamp(0.0, 255.0) as u32
+    super::fake_quant::quantize(v, inv, zp, 0.0, 255.0) as u32
 }
 
 fn pack_scalar(input: &[f32], cin: usize, points: usize, inv: f32, zp: f32, packed: &mut [u32]) {
@@ -527,14 +518,15 @@ mod tests {
     /// The float path the op replaces: the pair, then the float convolution.
     #[allow(clippy::too_many_arguments)]
     fn reference(conv: &Conv1x1, quant: Quantizer, x: &[f32], points: usize) -> Vec<f32> {
-        let mut out = vec![0f32; conv.cout * points];
-        for o in 0..conv.cout {
+        let Channels { cin, cout, .. } = conv.shape;
+        let mut out = vec![0f32; cout * points];
+        for o in 0..cout {
             for p in 0..points {
                 let mut acc = conv.bias[o] as f64;
-                for i in 0..conv.cin {
+                for i in 0..cin {
                     let q = quantize(x[i * points + p], quant.inv_scale, quant.zero_point);
                     let xh = (q as f32 - quant.zero_point) * quant.scale;
-                    acc += conv.weights[o * conv.cin + i] as f64 * xh as f64;
+                    acc += conv.weights[o * cin + i] as f64 * xh as f64;
                 }
                 let mut v = acc as f32;
                 if let Some((lo, hi)) = conv.clamp {
@@ -587,9 +579,11 @@ mod tests {
             }
             for (clamp, zero_point) in [(None, 128.0), (Some((0.0, 6.0)), 0.0), (None, 3.0)] {
                 let conv = Conv1x1 {
-                    batched: false,
-                    cin,
-                    cout,
+                    shape: Channels {
+                        cin,
+                        cout,
+                        batched: false,
+                    },
                     weights: weights.clone(),
                     bias: values(cout, 2),
                     clamp,
