@@ -71,6 +71,55 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The geometry of a float, channel-first, two-dimensional `conv` at `node` whose input
+    /// plane size is known, with whether its input has a batch axis (`NCHW` rather than
+    /// `CHW`); `None` for any other convolution.
+    pub(crate) fn of_conv(
+        model: &TypedModel,
+        node: &TypedNode,
+        conv: &Conv,
+    ) -> TractResult<Option<(Geometry, bool)>> {
+        let spec = &conv.pool_spec;
+        if conv.q_params.is_some()
+            || node.inputs.len() != 3
+            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || spec.kernel_shape.len() != 2
+        {
+            return Ok(None);
+        }
+        let batched = spec.data_format == DataFormat::NCHW;
+        let input = model.outlet_fact(node.inputs[0])?;
+        let rank = if batched { 4 } else { 3 };
+        if input.datum_type != f32::datum_type() || input.rank() != rank {
+            return Ok(None);
+        }
+        let (Ok(h), Ok(w)) = (
+            input.shape[rank - 2].to_usize(),
+            input.shape[rank - 1].to_usize(),
+        ) else {
+            return Ok(None);
+        };
+        let padding = spec.computed_padding(&[h, w]);
+        let geometry = Geometry {
+            h,
+            w,
+            kh: spec.kernel_shape[0],
+            kw: spec.kernel_shape[1],
+            sy: spec.stride(0),
+            sx: spec.stride(1),
+            dy: spec.dilation(0),
+            dx: spec.dilation(1),
+            pad_top: padding[0].pad_before,
+            pad_left: padding[1].pad_before,
+            pad_bottom: padding[0].pad_after,
+            pad_right: padding[1].pad_after,
+        };
+        let fits =
+            geometry.valid() && geometry.output() == (padding[0].convoluted, padding[1].convoluted);
+        Ok(fits.then_some((geometry, batched)))
+    }
+
     fn padded(&self) -> (usize, usize) {
         (
             self.pad_top + self.h + self.pad_bottom,
@@ -90,7 +139,7 @@ impl Geometry {
     }
 
     /// Rows and columns of one stride phase of the padded plane.
-    fn phase(&self) -> (usize, usize) {
+    pub(crate) fn phase(&self) -> (usize, usize) {
         let (hp, wp) = self.padded();
         (hp.div_ceil(self.sy), wp.div_ceil(self.sx))
     }
@@ -98,13 +147,13 @@ impl Geometry {
     /// Floats of scratch: every phase, plus slack so that a tap's run over all output rows
     /// (which ends up to one phase row past its phase) and full-vector reads past the run's
     /// end stay inside the buffer.
-    fn scratch_len(&self) -> usize {
+    pub(crate) fn scratch_len(&self) -> usize {
         let (hq, wq) = self.phase();
         self.sy * self.sx * hq * wq + wq + 64
     }
 
     /// Each tap's start in the scratch for output row 0 (tap order: row-major over the kernel).
-    fn tap_offsets(&self) -> Vec<usize> {
+    pub(crate) fn tap_offsets(&self) -> Vec<usize> {
         let (hq, wq) = self.phase();
         let mut offsets = Vec::with_capacity(self.kh * self.kw);
         for ky in 0..self.kh {
@@ -117,7 +166,7 @@ impl Geometry {
         offsets
     }
 
-    fn valid(&self) -> bool {
+    pub(crate) fn valid(&self) -> bool {
         let (hp, wp) = self.padded();
         self.kh > 0
             && self.kw > 0
@@ -152,27 +201,11 @@ impl DepthwiseConv {
     /// The op for `conv` at `node`, or `None` when it is not a case this op handles.
     fn from_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
         let spec = &conv.pool_spec;
-        if conv.q_params.is_some()
-            || node.inputs.len() != 3
-            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            || conv.kernel_fmt != KernelFormat::OIHW
-            || spec.kernel_shape.len() != 2
-            || conv.group < 2
-            || conv.group != spec.input_channels
-            || conv.group != spec.output_channels
+        if conv.group < 2 || conv.group != spec.input_channels || conv.group != spec.output_channels
         {
             return Ok(None);
         }
-        let batched = spec.data_format == DataFormat::NCHW;
-        let input = model.outlet_fact(node.inputs[0])?;
-        let rank = if batched { 4 } else { 3 };
-        if input.datum_type != f32::datum_type() || input.rank() != rank {
-            return Ok(None);
-        }
-        let (Ok(h), Ok(w)) = (
-            input.shape[rank - 2].to_usize(),
-            input.shape[rank - 1].to_usize(),
-        ) else {
+        let Some((geometry, batched)) = Geometry::of_conv(model, node, conv)? else {
             return Ok(None);
         };
         let channels = conv.group;
@@ -187,25 +220,6 @@ impl DepthwiseConv {
             || kernel.len() != channels * taps
             || bias.datum_type() != f32::datum_type()
             || (bias.len() != channels && bias.len() != 1)
-        {
-            return Ok(None);
-        }
-        let padding = spec.computed_padding(&[h, w]);
-        let geometry = Geometry {
-            h,
-            w,
-            kh: spec.kernel_shape[0],
-            kw: spec.kernel_shape[1],
-            sy: spec.stride(0),
-            sx: spec.stride(1),
-            dy: spec.dilation(0),
-            dx: spec.dilation(1),
-            pad_top: padding[0].pad_before,
-            pad_left: padding[1].pad_before,
-            pad_bottom: padding[0].pad_after,
-            pad_right: padding[1].pad_after,
-        };
-        if !geometry.valid() || geometry.output() != (padding[0].convoluted, padding[1].convoluted)
         {
             return Ok(None);
         }
@@ -288,7 +302,7 @@ impl DepthwiseConv {
 
 /// Copies one input plane into the zero-padded stride phases of `scratch`. Only interior
 /// positions are written; padding positions keep the zeros the scratch was created with.
-fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
+pub(crate) fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
     let (hq, wq) = g.phase();
     if g.sy == 1 && g.sx == 1 {
         let mut at = g.pad_top * wq + g.pad_left;

@@ -10,6 +10,7 @@ pub mod const_weights;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod dense_conv;
 pub mod depthwise;
 pub mod fake_quant;
 #[cfg(feature = "gpu")]

@@ -164,9 +164,9 @@ pub struct Pointwise {
 impl Pointwise {
     /// The op for a convolution found in the graph.
     fn from_conv(conv: Conv1x1) -> TractResult<Self> {
-        let mut op = Pointwise::new(conv.shape.cin, conv.shape.cout, &conv.weights, &conv.bias)?;
+        let mut op = Pointwise::new(conv.shape.cin, conv.shape.cout, &conv.weights, &conv.bias)?
+            .with_clamp(conv.clamp);
         op.shape = conv.shape;
-        op.clamp = conv.clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
         Ok(op)
     }
 
@@ -206,8 +206,24 @@ impl Pointwise {
         points: usize,
         output: &mut [f32],
     ) -> TractResult<()> {
+        self.run_strided(kind, (input, points), points, (output, points))
+    }
+
+    /// [`Pointwise::run`] over the first `points` points of rows laid out `stride` apart:
+    /// input channel `i` at `input.0[i·input.1..]`, output channel `o` at
+    /// `output.0[o·output.1..]`.
+    pub(crate) fn run_strided(
+        &self,
+        kind: Kernel,
+        input: (&[f32], usize),
+        points: usize,
+        output: (&mut [f32], usize),
+    ) -> TractResult<()> {
         let Channels { cin, cout, .. } = self.shape;
-        ensure!(input.len() == cin * points && output.len() == cout * points);
+        let ((input, x_stride), (output, out_stride)) = (input, output);
+        ensure!(points <= x_stride && points <= out_stride);
+        ensure!(input.len() >= (cin - 1) * x_stride + points);
+        ensure!(output.len() >= (cout - 1) * out_stride + points);
         let clamp = self
             .clamp
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
@@ -218,22 +234,33 @@ impl Pointwise {
             let bias = &self.bias.0[t * ROWS..][..ROWS];
             // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile alone (tiles are
             // split between threads, never shared); the reads stay inside `input` (`cols` points
-            // from `c0` in each of `cin` rows); the CPU has `kind`'s features (checked when it
-            // was chosen).
+            // from `c0` in each of `cin` rows, checked above); the CPU has `kind`'s features
+            // (checked when it was chosen).
             unsafe {
                 kind.tile(
                     cin,
                     input.as_ptr().add(c0),
-                    points,
+                    (x_stride, out_stride),
                     weights,
                     bias,
-                    out.at(t * ROWS * points + c0),
+                    out.at(t * ROWS * out_stride + c0),
                     rows,
                     cols,
                     clamp,
                 )
             }
         })
+    }
+
+    /// Sets the fused clamp (a ReLU or ReLU6 after the convolution).
+    pub(crate) fn with_clamp(mut self, clamp: Option<(f32, f32)>) -> Self {
+        self.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
+        self
+    }
+
+    /// The micro-kernel picked for this CPU when the op was built.
+    pub(crate) fn kernel(&self) -> Kernel {
+        self.kind
     }
 }
 
@@ -380,22 +407,22 @@ impl Kernel {
         Kernel::Scalar
     }
 
-    fn is_vector(self) -> bool {
+    pub(crate) fn is_vector(self) -> bool {
         self != Kernel::Scalar
     }
 
-    /// `out[r·stride + c] = clamp(bias[r] + Σ_i weights[i·8 + r] · x[i·stride + c])` for
-    /// `r < rows`, `c < cols`.
+    /// `out[r·out_stride + c] = clamp(bias[r] + Σ_i weights[i·8 + r] · x[i·x_stride + c])`
+    /// for `r < rows`, `c < cols`, with `strides = (x_stride, out_stride)`.
     ///
     /// # Safety
-    /// `x` must be readable at `i·stride + c` and `out` writable at `r·stride + c` for those
+    /// `x` must be readable at `i·x_stride + c` and `out` writable at `r·out_stride + c` for those
     /// indices; `rows ≤ 8`, `cols ≤ 48`; the CPU must have this kernel's features.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         self,
         cin: usize,
         x: *const f32,
-        stride: usize,
+        strides: (usize, usize),
         weights: &[f32],
         bias: &[f32],
         out: *mut f32,
@@ -408,13 +435,13 @@ impl Kernel {
         unsafe {
             match self {
                 Kernel::Scalar => {
-                    tile_scalar(cin, x, stride, weights, bias, out, rows, cols, clamp)
+                    tile_scalar(cin, x, strides, weights, bias, out, rows, cols, clamp)
                 }
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Avx512 => match cols.div_ceil(16) {
-                    3 => x86::tile::<3>(cin, x, stride, weights, bias, out, rows, cols, clamp),
-                    2 => x86::tile::<2>(cin, x, stride, weights, bias, out, rows, cols, clamp),
-                    _ => x86::tile::<1>(cin, x, stride, weights, bias, out, rows, cols, clamp),
+                    3 => x86::tile::<3>(cin, x, strides, weights, bias, out, rows, cols, clamp),
+                    2 => x86::tile::<2>(cin, x, strides, weights, bias, out, rows, cols, clamp),
+                    _ => x86::tile::<1>(cin, x, strides, weights, bias, out, rows, cols, clamp),
                 },
             }
         }
@@ -425,7 +452,7 @@ impl Kernel {
 unsafe fn tile_scalar(
     cin: usize,
     x: *const f32,
-    stride: usize,
+    strides: (usize, usize),
     weights: &[f32],
     bias: &[f32],
     out: *mut f32,
@@ -438,13 +465,13 @@ unsafe fn tile_scalar(
             let mut acc = bias[r];
             for i in 0..cin {
                 // SAFETY: the caller guarantees the reads.
-                acc += weights[i * ROWS + r] * unsafe { *x.add(i * stride + c) };
+                acc += weights[i * ROWS + r] * unsafe { *x.add(i * strides.0 + c) };
             }
             if let Some((lo, hi)) = clamp {
                 acc = acc.max(lo).min(hi);
             }
             // SAFETY: the caller guarantees the writes.
-            unsafe { *out.add(r * stride + c) = acc };
+            unsafe { *out.add(r * strides.1 + c) = acc };
         }
     }
 }
@@ -460,7 +487,7 @@ pub(crate) mod x86 {
     pub unsafe fn tile<const V: usize>(
         cin: usize,
         x: *const f32,
-        stride: usize,
+        strides: (usize, usize),
         weights: &[f32],
         bias: &[f32],
         out: *mut f32,
@@ -476,7 +503,7 @@ pub(crate) mod x86 {
                 *row = [_mm512_set1_ps(bias[r]); V];
             }
             for i in 0..cin {
-                let xi = x.add(i * stride);
+                let xi = x.add(i * strides.0);
                 let mut xv = [_mm512_setzero_ps(); V];
                 for (v, lane) in xv.iter_mut().enumerate() {
                     *lane = if v + 1 == V {
@@ -494,7 +521,7 @@ pub(crate) mod x86 {
                 }
             }
             for (r, row) in acc.iter().enumerate().take(rows) {
-                store_row(out.add(r * stride), row, last, clamp);
+                store_row(out.add(r * strides.1), row, last, clamp);
             }
         }
     }

@@ -1,0 +1,477 @@
+//! Ordinary (one group) two-dimensional f32 convolutions for the `cpu` engine on AVX-512: a
+//! tract op that replaces a channel-first `Conv` with constant weights (MobileNetV2's first
+//! 3×3 stride-2 layer, ResNet's 3×3 and 7×7 ones, strided 1×1 shortcuts), with the ReLU/ReLU6
+//! clamp that follows it fused in.
+//!
+//! tract 0.23.9 runs these as a lazy im2col, a packed matrix product and then the clamp as its
+//! own pass; MobileNetV2's first layer (3 → 32 channels, 112×112 outputs, 27 products per
+//! point) took 1.2 ms of a 6.9 ms int8 run, a third of it in the clamp. Here the input planes
+//! are copied once into zero-padded stride phases (the layout [`super::depthwise`] uses, so
+//! every tap of an output row is one contiguous run), the runs are gathered into an im2col
+//! band of output rows (`[C·kh·kw][rows·wo]`, at most [`BAND_FLOATS`]), and the band goes
+//! through [`super::pointwise`]'s 8×48 micro-kernel with the bias and the clamp applied before
+//! its one store, writing the output rows in place.
+//!
+//! Substituted only where that micro-kernel is vectorized (AVX-512F); elsewhere tract runs
+//! these.
+
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
+
+use super::depthwise::{fill_phases, Geometry};
+use super::pointwise::{Kernel, Pointwise};
+
+/// Floats one im2col band may hold (4 MiB): bands are whole output rows, at least one.
+pub const BAND_FLOATS: usize = 1 << 20;
+
+/// Replaces every one-group convolution this op handles, with the clamp that follows it (ReLU,
+/// ReLU6) fused in; returns how many it replaced. Does nothing on CPUs without AVX-512F.
+pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+    if !Kernel::best().is_vector() {
+        return Ok(0);
+    }
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let Some(conv) = model.node(id).op_as::<Conv>() else {
+            continue;
+        };
+        let Some(op) = DenseConv::from_conv(model, model.node(id), conv)? else {
+            continue;
+        };
+        let (last, clamp) = super::following_clamp(model, id)?;
+        let op = DenseConv {
+            product: op.product.with_clamp(clamp),
+            ..op
+        };
+        super::replace_run(model, model.node(id).inputs[0], id, last, op)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// The convolution op: input `[N, C, H, W]` (or `[C, H, W]`) f32, output `[N, O, ho, wo]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DenseConv {
+    geometry: Geometry,
+    /// `[N, C, H, W]` rather than `[C, H, W]`
+    batched: bool,
+    /// Input channels.
+    channels: usize,
+    /// The product of the weights `[O, C·kh·kw]` and an im2col band, with bias and clamp.
+    product: Pointwise,
+    outputs: usize,
+    /// Floats one im2col band may hold ([`BAND_FLOATS`]; smaller in tests).
+    band_floats: usize,
+}
+
+impl DenseConv {
+    /// The op for `conv` at `node`, or `None` when it is not a case this op handles.
+    fn from_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
+        let spec = &conv.pool_spec;
+        if conv.group != 1 {
+            return Ok(None);
+        }
+        let Some((geometry, batched)) = Geometry::of_conv(model, node, conv)? else {
+            return Ok(None);
+        };
+        let (Some(kernel), Some(bias)) = (
+            model.outlet_fact(node.inputs[1])?.konst.clone(),
+            model.outlet_fact(node.inputs[2])?.konst.clone(),
+        ) else {
+            return Ok(None);
+        };
+        let (channels, outputs) = (spec.input_channels, spec.output_channels);
+        let depth = channels * geometry.kh * geometry.kw;
+        if kernel.datum_type() != f32::datum_type()
+            || kernel.len() != outputs * depth
+            || bias.datum_type() != f32::datum_type()
+            || (bias.len() != outputs && bias.len() != 1)
+        {
+            return Ok(None);
+        }
+        let bias = super::f32_values(&bias)?;
+        let bias = if bias.len() == 1 {
+            vec![bias[0]; outputs]
+        } else {
+            bias
+        };
+        let mut op = DenseConv::new(geometry, channels, &super::f32_values(&kernel)?, &bias)?;
+        op.batched = batched;
+        Ok(Some(op))
+    }
+
+    /// The op for explicit weights: `kernel` is `[O, C, kh, kw]` row-major, `bias` is `[O]`.
+    pub fn new(
+        geometry: Geometry,
+        channels: usize,
+        kernel: &[f32],
+        bias: &[f32],
+    ) -> TractResult<Self> {
+        ensure!(
+            geometry.valid(),
+            "invalid convolution geometry {geometry:?}"
+        );
+        let depth = channels * geometry.kh * geometry.kw;
+        ensure!(channels > 0 && !bias.is_empty() && kernel.len() == bias.len() * depth);
+        Ok(DenseConv {
+            geometry,
+            batched: true,
+            channels,
+            product: Pointwise::new(depth, bias.len(), kernel, bias)?,
+            outputs: bias.len(),
+            band_floats: BAND_FLOATS,
+        })
+    }
+
+    /// Output rows per im2col band.
+    fn band_rows(&self) -> usize {
+        let (ho, wo) = self.geometry.output();
+        let depth = self.channels * self.geometry.kh * self.geometry.kw;
+        (self.band_floats / (depth * wo).max(1)).clamp(1, ho.max(1))
+    }
+
+    /// Runs the convolution over `input` (`[n, C, H, W]`, row-major) into `output`
+    /// (`[n, O, ho, wo]`) with `kind`'s micro-kernel.
+    pub fn run(
+        &self,
+        kind: Kernel,
+        input: &[f32],
+        n: usize,
+        output: &mut [f32],
+    ) -> TractResult<()> {
+        let g = self.geometry;
+        let (ho, wo) = g.output();
+        let (plane_in, plane_out) = (g.h * g.w, ho * wo);
+        ensure!(input.len() == n * self.channels * plane_in);
+        ensure!(output.len() == n * self.outputs * plane_out);
+        if plane_out == 0 {
+            return Ok(());
+        }
+        let (_, wq) = g.phase();
+        let offsets = g.tap_offsets();
+        let phases_len = g.scratch_len();
+        let mut phases = vec![0f32; self.channels * phases_len];
+        let band_rows = self.band_rows();
+        let mut band = vec![0f32; self.channels * offsets.len() * band_rows * wo];
+        for (image, out) in input
+            .chunks_exact(self.channels * plane_in)
+            .zip(output.chunks_exact_mut(self.outputs * plane_out))
+        {
+            // padding positions are never written: they keep their zeros from image to image
+            for (plane, scratch) in image
+                .chunks_exact(plane_in)
+                .zip(phases.chunks_exact_mut(phases_len))
+            {
+                fill_phases(&g, plane, scratch);
+            }
+            for y0 in (0..ho).step_by(band_rows) {
+                let rows = band_rows.min(ho - y0);
+                let points = rows * wo;
+                let stride = band_rows * wo;
+                // row (c, tap) of the band: the tap's run for each output row, one after another
+                let mut row = 0;
+                for scratch in phases.chunks_exact(phases_len) {
+                    for &offset in &offsets {
+                        let dst = &mut band[row * stride..][..points];
+                        for (y, dst) in dst.chunks_exact_mut(wo).enumerate() {
+                            let from = offset + (y0 + y) * wq;
+                            dst.copy_from_slice(&scratch[from..from + wo]);
+                        }
+                        row += 1;
+                    }
+                }
+                self.product.run_strided(
+                    kind,
+                    (&band, stride),
+                    points,
+                    (&mut out[y0 * wo..], plane_out),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Op for DenseConv {
+    fn name(&self) -> StaticName {
+        "EdgeConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, {:?}",
+            self.channels, self.outputs, self.geometry
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DenseConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        let g = self.geometry;
+        let chw = &shape[shape.len().saturating_sub(3)..];
+        ensure!(
+            shape.len() == 3 + self.batched as usize && chw == [self.channels, g.h, g.w],
+            "convolution expects [{}{}, {}, {}], got {shape:?}",
+            if self.batched { "N, " } else { "" },
+            self.channels,
+            g.h,
+            g.w
+        );
+        let n = if self.batched { shape[0] } else { 1 };
+        let (ho, wo) = g.output();
+        let mut out_shape: TVec<usize> = tvec![self.outputs, ho, wo];
+        if self.batched {
+            out_shape.insert(0, n);
+        }
+        // SAFETY: `run` writes every element (every band covers all output channels).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let input = input.try_as_plain_ram()?;
+            let mut out = output.try_as_plain_ram_mut()?;
+            let kind = self.product.kernel();
+            self.run(
+                kind,
+                input.as_slice::<f32>()?,
+                n,
+                out.as_slice_mut::<f32>()?,
+            )?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for DenseConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].rank() == 3 + self.batched as usize);
+        let (ho, wo) = self.geometry.output();
+        let mut shape: TVec<TDim> = tvec![self.outputs.into(), ho.into(), wo.into()];
+        if self.batched {
+            shape.insert(0, inputs[0].shape[0].clone());
+        }
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let g = self.geometry;
+        let (ho, wo) = g.output();
+        let per_image = self.outputs * self.channels * g.kh * g.kw * ho * wo;
+        let images = if self.batched {
+            inputs[0].shape[0].clone()
+        } else {
+            1.into()
+        };
+        Ok(tvec!((Cost::FMA(f32::datum_type()), images * per_image)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::test_values as values;
+    use tract_onnx::tract_hir::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_hir::tract_core::ops::math;
+    use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
+
+    /// The textbook loop over the padded input, in f64.
+    fn reference(
+        op: &DenseConv,
+        kernel: &[f32],
+        bias: &[f32],
+        input: &[f32],
+        n: usize,
+    ) -> Vec<f32> {
+        let g = op.geometry;
+        let (ho, wo) = g.output();
+        let (c_in, c_out) = (op.channels, op.outputs);
+        let mut out = vec![0f32; n * c_out * ho * wo];
+        for b in 0..n {
+            for o in 0..c_out {
+                for y in 0..ho {
+                    for x in 0..wo {
+                        let mut acc = bias[o] as f64;
+                        for c in 0..c_in {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
+                                    let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let v = input
+                                        [((b * c_in + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    let w = kernel[((o * c_in + c) * g.kh + ky) * g.kw + kx];
+                                    acc += v as f64 * w as f64;
+                                }
+                            }
+                        }
+                        out[((b * c_out + o) * ho + y) * wo + x] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_kernel_matches_the_textbook_loop_across_bands() {
+        // (channels, outputs, h, w, kh, kw, stride, dilation, pads (top, left, bottom, right))
+        let cases = [
+            (3, 32, 17, 19, 3, 3, 2, 1, (1, 1, 1, 1)),
+            (5, 9, 12, 10, 3, 3, 1, 1, (1, 1, 1, 1)),
+            (4, 17, 15, 15, 7, 7, 2, 1, (3, 3, 3, 3)),
+            (8, 8, 9, 11, 1, 1, 2, 1, (0, 0, 0, 0)),
+            (2, 3, 13, 13, 3, 3, 1, 2, (2, 2, 2, 2)),
+            (3, 5, 10, 9, 3, 2, 2, 1, (0, 1, 1, 0)),
+        ];
+        for (ix, &(c, o, h, w, kh, kw, s, d, (pt, pl, pb, pr))) in cases.iter().enumerate() {
+            let g = Geometry {
+                h,
+                w,
+                kh,
+                kw,
+                sy: s,
+                sx: s,
+                dy: d,
+                dx: d,
+                pad_top: pt,
+                pad_left: pl,
+                pad_bottom: pb,
+                pad_right: pr,
+            };
+            let kernel = values(o * c * kh * kw, ix as u32);
+            let bias = values(o, 100 + ix as u32);
+            let n = 2;
+            let input = values(n * c * h * w, 200 + ix as u32);
+            let mut op = DenseConv::new(g, c, &kernel, &bias).unwrap();
+            let want = reference(&op, &kernel, &bias, &input, n);
+            let (ho, wo) = g.output();
+            // one band for the whole plane, then bands of 2 and of 1 output rows
+            let depth = c * kh * kw;
+            for band_floats in [BAND_FLOATS, 2 * depth * wo + 1, 1] {
+                op.band_floats = band_floats;
+                for kind in [Kernel::Scalar, Kernel::best()] {
+                    let mut got = vec![f32::NAN; want.len()];
+                    op.run(kind, &input, n, &mut got).unwrap();
+                    assert_eq!(got.len(), n * o * ho * wo);
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "case {ix} {kind:?} band {band_floats}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A model of one Conv (then `Max 0`, `Min 6` when `relu6`), input `[1, C, H, W]`.
+    fn conv_model(
+        shape: [usize; 4],
+        outputs: usize,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        padding: PaddingSpec,
+        relu6: bool,
+    ) -> TypedModel {
+        let [_, c, _, _] = shape;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(shape)).unwrap();
+        let k = values(outputs * c * kernel[0] * kernel[1], 7);
+        let k =
+            tract_ndarray::Array4::from_shape_vec((outputs, c, kernel[0], kernel[1]), k).unwrap();
+        let k = model.add_const("k", k.into_tensor()).unwrap();
+        let b = model.add_const("b", tensor1(&values(outputs, 8))).unwrap();
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: kernel[..].into(),
+                padding,
+                dilations: None,
+                strides: Some(strides[..].into()),
+                input_channels: c,
+                output_channels: outputs,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let mut y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
+        if relu6 {
+            let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+            let six = model.add_const("six", tensor4(&[[[[0.5f32]]]])).unwrap();
+            y = model.wire_node("max", math::max(), &[y[0], zero]).unwrap();
+            y = model.wire_node("min", math::min(), &[y[0], six]).unwrap();
+        }
+        model.select_output_outlets(&y).unwrap();
+        model
+    }
+
+    #[test]
+    fn matches_tracts_own_convolution_with_the_clamp_fused() {
+        if !Kernel::best().is_vector() {
+            return;
+        }
+        let cases = [
+            (
+                [1, 3, 32, 32],
+                32,
+                [3, 3],
+                [2, 2],
+                PaddingSpec::SameUpper,
+                true,
+            ),
+            (
+                [1, 16, 14, 14],
+                24,
+                [3, 3],
+                [1, 1],
+                PaddingSpec::SameUpper,
+                false,
+            ),
+            (
+                [1, 3, 21, 21],
+                8,
+                [7, 7],
+                [2, 2],
+                PaddingSpec::Explicit(tvec![3, 3], tvec![3, 3]),
+                true,
+            ),
+        ];
+        for (shape, outputs, kernel, strides, padding, relu6) in cases {
+            let model = conv_model(shape, outputs, kernel, strides, padding.clone(), relu6);
+            let input = tract_ndarray::ArrayD::from_shape_vec(
+                &shape[..],
+                values(shape.iter().product(), 9),
+            )
+            .unwrap()
+            .into_tensor();
+            let run = |model: TypedModel| super::super::run_f32(model, &input, true);
+            let want = run(model.clone());
+            let mut ours = model.into_decluttered().unwrap();
+            assert_eq!(substitute(&mut ours).unwrap(), 1, "{shape:?} {padding:?}");
+            // the source and our op: the clamp is fused
+            assert_eq!(ours.eval_order().unwrap().len(), 2, "{shape:?}");
+            let got = run(ours);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{shape:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
