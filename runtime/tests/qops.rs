@@ -13,9 +13,13 @@ fn data(name: &str) -> Vec<u8> {
 }
 
 fn load(onnx: &[u8]) -> Model {
+    load_shaped(onnx, [1, 4, 5, 5])
+}
+
+fn load_shaped(onnx: &[u8], shape: [u64; 4]) -> Model {
     let itf = onnx_graph::interface(onnx).unwrap();
     let inputs = onnx_graph::concrete_inputs(&itf, &[]).unwrap();
-    assert_eq!(inputs[0].shape, [1, 4, 5, 5].map(Dim::Fixed).to_vec());
+    assert_eq!(inputs[0].shape, shape.map(Dim::Fixed).to_vec());
     let (bundle, trust) = pack::throwaway_bundle(onnx, "qops", inputs, "y", 1_800_000_000).unwrap();
     Model::load(&bundle, &trust, &LoadOptions::default()).unwrap()
 }
@@ -36,6 +40,37 @@ fn qoperator_ops_match_onnx_runtime_within_one_quantization_step() {
     }
     assert!(
         expected.iter().any(|v| v.abs() > 0.1),
+        "a degenerate reference"
+    );
+}
+
+#[test]
+fn qlinear_convolutions_match_onnx_runtime() {
+    // strided 3×3 with per-channel int8 weights and a bias, 1×1 per tensor, depthwise with u8
+    // weights and SAME_UPPER padding (tests/data/qops/make_conv.py)
+    let model = load_shaped(&data("qconv.onnx"), [1, 4, 9, 9]);
+    let x: Tensor = npy::read(&data("xc.npy")[..], 1 << 20).unwrap();
+    let expected = npy::read(&data("yc.npy")[..], 1 << 20)
+        .unwrap()
+        .to_f64_vec();
+    let got = model.run(vec![x]).unwrap()[0].to_f64_vec();
+    assert_eq!(got.len(), 8 * 5 * 5);
+    let step = 0.03;
+    let off: Vec<f64> = got
+        .iter()
+        .zip(&expected)
+        .map(|(g, e)| ((g - e) / step).abs())
+        .collect();
+    let exact = off.iter().filter(|d| **d < 0.01).count();
+    let worst = off.iter().cloned().fold(0.0, f64::max);
+    // float sums of the same integer products: a rounding may differ by one level, rarely
+    assert!(
+        worst <= 1.01 && exact * 20 >= off.len() * 19,
+        "{exact} of {} outputs exact, worst {worst:.2} steps: got {got:?}, ONNX Runtime {expected:?}",
+        off.len()
+    );
+    assert!(
+        expected.iter().filter(|v| v.abs() > 0.5).count() > 20,
         "a degenerate reference"
     );
 }
