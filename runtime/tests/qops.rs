@@ -76,6 +76,30 @@ fn qlinear_convolutions_match_onnx_runtime() {
 }
 
 #[test]
+fn conv_integer_matches_onnx_runtime() {
+    // DynamicQuantizeLinear (zero point computed at run time) → ConvInteger (weight zero
+    // point 2) → Cast → scale (tests/data/qops/make_conv.py)
+    let model = load_shaped(&data("qconvint.onnx"), [1, 4, 9, 9]);
+    let x: Tensor = npy::read(&data("xc.npy")[..], 1 << 20).unwrap();
+    let expected = npy::read(&data("yi.npy")[..], 1 << 20)
+        .unwrap()
+        .to_f64_vec();
+    let got = model.run(vec![x]).unwrap()[0].to_f64_vec();
+    assert_eq!(got.len(), 6 * 5 * 5);
+    // integer sums far under 2^24: the same integers, scaled by the same float
+    for (g, e) in got.iter().zip(&expected) {
+        assert!(
+            (g - e).abs() <= 1e-5 * e.abs().max(1.0),
+            "got {got:?}, ONNX Runtime {expected:?}"
+        );
+    }
+    assert!(
+        expected.iter().filter(|v| v.abs() > 1.0).count() > 50,
+        "a degenerate reference"
+    );
+}
+
+#[test]
 fn a_non_constant_scale_is_a_clear_load_error() {
     // make the QLinearAdd output scale a graph input: the model must be refused, not mis-run
     let onnx = data("qops.onnx");

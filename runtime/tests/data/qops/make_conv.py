@@ -57,3 +57,33 @@ y = ort.InferenceSession("qconv.onnx", providers=["CPUExecutionProvider"]).run(N
 np.save("xc.npy", x)
 np.save("yc.npy", y)
 print("y range", y.min(), y.max(), "distinct levels", len(np.unique(y)))
+
+# ConvInteger, as ONNX Runtime's dynamic quantization emits it: x f32 [1, 4, 9, 9] →
+# DynamicQuantizeLinear → ConvInteger 3×3 stride 2 pads 1 (int8 weights, weight zero point 2:
+# ONNX Runtime has no per-channel one) → Cast → × (x_scale · w_scale) → yi [1, 6, 5, 5].
+# Writes qconvint.onnx and yi.npy (same input, xc.npy).
+inits = [
+    c("wi", rng.integers(-127, 127, (6, 4, 3, 3)).astype(np.int8)),
+    c("wiz", np.int8(2)),
+    c("wis", np.float32(0.01)),
+]
+nodes = [
+    helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xqs", "xqz"]),
+    helper.make_node("ConvInteger", ["xq", "wi", "xqz", "wiz"], ["acc"],
+                     kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+    helper.make_node("Mul", ["xqs", "wis"], ["sc"]),
+    helper.make_node("Mul", ["accf", "sc"], ["yi"]),
+]
+graph = helper.make_graph(
+    nodes, "qconvint",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
+    [helper.make_tensor_value_info("yi", TensorProto.FLOAT, [1, 6, 5, 5])],
+    inits)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, "qconvint.onnx")
+yi = ort.InferenceSession("qconvint.onnx", providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+np.save("yi.npy", yi)
+print("yi range", yi.min(), yi.max())
