@@ -108,13 +108,14 @@ pub(crate) fn output_labels(typed: &TypedModel) -> TractResult<Vec<String>> {
 }
 
 /// Types and declutters the model, swaps in our own kernels where tract's are slow
-/// ([`super::const_weights`], [`super::fake_quant`], [`super::depthwise`], [`super::dense_conv`],
+/// ([`super::const_weights`], [`super::dynamic_quant`], [`super::fake_quant`], [`super::depthwise`], [`super::dense_conv`],
 /// [`super::pointwise`], [`super::channel_affine`]; not with
 /// `EDGE_CPU_OWN_KERNELS=0`), then lets tract optimize the rest.
 pub(crate) fn optimize(model: InferenceModel) -> TractResult<TypedModel> {
     let mut typed = model.into_typed()?.into_decluttered()?;
     if super::own_kernels() {
         super::const_weights::substitute(&mut typed)?;
+        super::dynamic_quant::substitute(&mut typed)?;
         super::fake_quant::substitute(&mut typed)?;
         super::depthwise::substitute(&mut typed)?;
         super::dense_conv::substitute(&mut typed)?;

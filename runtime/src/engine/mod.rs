@@ -12,6 +12,7 @@ mod cpu;
 pub mod cuda;
 pub mod dense_conv;
 pub mod depthwise;
+pub mod dynamic_quant;
 pub mod fake_quant;
 #[cfg(feature = "gpu")]
 pub mod gpu;
@@ -49,7 +50,7 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
         .with_ignore_value_info(true)
 }
 
-/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise and 1×1 convolution, integer 1×1 convolution in QDQ graphs, constant weight dequantization,
+/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise, 1×1 and other convolutions, integer 1×1 convolution in QDQ graphs, constant weight dequantization, dynamic quantization,
 /// per-channel affine chains, quantize→dequantize pairs, LRN): yes unless
 /// `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B benchmarks, or
 /// ruling our kernels out when chasing a wrong output).

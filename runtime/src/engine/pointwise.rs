@@ -94,7 +94,7 @@ impl Conv1x1 {
         ) else {
             return Ok(None);
         };
-        let Some(batched) = channel_first_1x1(&inputs[0], &inputs[1], output) else {
+        let Some((batched, batched_out)) = channel_first_1x1(&inputs[0], &inputs[1], output) else {
             return Ok(None);
         };
         let fact = model.outlet_fact(node.inputs[0])?;
@@ -118,7 +118,12 @@ impl Conv1x1 {
         }
         let (last, clamp) = super::following_clamp(model, last)?;
         Ok(Some(Conv1x1 {
-            shape: Channels { cin, cout, batched },
+            shape: Channels {
+                cin,
+                cout,
+                batched,
+                batched_out,
+            },
             weights,
             bias,
             clamp,
@@ -189,6 +194,7 @@ impl Pointwise {
                 cin,
                 cout,
                 batched: false,
+                batched_out: false,
             },
             packed: Floats(packed),
             bias: Floats(padded_bias),
@@ -273,6 +279,8 @@ pub(crate) struct Channels {
     pub cout: usize,
     /// The input has a leading axis of size 1 (`NIHW`).
     pub batched: bool,
+    /// The output keeps it (`NOHW` rather than `OHW`).
+    pub batched_out: bool,
 }
 
 impl Channels {
@@ -295,6 +303,9 @@ impl Channels {
         let points: usize = spatial.iter().product();
         let mut out_shape: TVec<usize> = tvec![self.cout];
         out_shape.extend(spatial.iter().copied());
+        if self.batched_out {
+            out_shape.insert(0, 1);
+        }
         // SAFETY: `run` writes every element.
         let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         {
@@ -310,6 +321,9 @@ impl Channels {
         ensure!(inputs[0].rank() >= 2 + lead);
         let mut shape: TVec<TDim> = tvec![self.cout.into()];
         shape.extend(inputs[0].shape.iter().skip(lead + 1).cloned());
+        if self.batched_out {
+            shape.insert(0, 1.into());
+        }
         Ok(tvec!(f32::fact(shape)))
     }
 
@@ -350,8 +364,9 @@ impl Channels {
 }
 
 /// Whether `input,weights->output` is a channel-first 1×1 convolution: weights `OI`, input
-/// `[N]IS…`, output `OS…` (same spatial letters, in order). `Some(batched)` when it is.
-fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<bool> {
+/// `[N]IS…`, output `[N]OS…` (same spatial letters, in order; `N` kept only if the input has
+/// it). `Some((batched input, batched output))` when it is.
+fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<(bool, bool)> {
     let w: Vec<char> = weights.chars().collect();
     let (o, i) = match w[..] {
         [o, i] if o != i => (o, i),
@@ -360,7 +375,9 @@ fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<bool> {
     let x: Vec<char> = input.chars().collect();
     let y: Vec<char> = output.chars().collect();
     let batched = x.first() != Some(&i);
+    let batched_out = batched && y.first() == Some(&x[0]);
     let rest = &x[batched as usize..];
+    let y = &y[batched_out as usize..];
     if rest.first() != Some(&i) || y.first() != Some(&o) || rest[1..] != y[1..] || y.len() < 2 {
         return None;
     }
@@ -371,7 +388,7 @@ fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<bool> {
     all.push(o);
     all.sort_unstable();
     all.dedup();
-    (all.len() == x.len() + 1).then_some(batched)
+    (all.len() == x.len() + 1).then_some((batched, batched_out))
 }
 
 /// The output pointer, shared by the threads that each write their own tiles' rows.
@@ -672,13 +689,15 @@ mod tests {
 
     #[test]
     fn the_einsum_pattern_is_recognized_only_when_it_is_a_1x1_convolution() {
-        assert_eq!(channel_first_1x1("IHW", "OI", "OHW"), Some(false));
-        assert_eq!(channel_first_1x1("NIHW", "OI", "OHW"), Some(true));
-        assert_eq!(channel_first_1x1("IP", "OI", "OP"), Some(false));
+        assert_eq!(channel_first_1x1("IHW", "OI", "OHW"), Some((false, false)));
+        assert_eq!(channel_first_1x1("NIHW", "OI", "OHW"), Some((true, false)));
+        assert_eq!(channel_first_1x1("NIHW", "OI", "NOHW"), Some((true, true)));
+        assert_eq!(channel_first_1x1("IP", "OI", "OP"), Some((false, false)));
         assert_eq!(channel_first_1x1("HIW", "OI", "OHW"), None);
         assert_eq!(channel_first_1x1("IHW", "IO", "OHW"), None);
         assert_eq!(channel_first_1x1("IHW", "OI", "OWH"), None);
-        assert_eq!(channel_first_1x1("NIHW", "OI", "NOHW"), None);
+        assert_eq!(channel_first_1x1("NIHW", "OI", "ONHW"), None);
+        assert_eq!(channel_first_1x1("NIHW", "OI", "NHWO"), None);
         assert_eq!(channel_first_1x1("mk", "nk", "mn"), None);
         assert_eq!(channel_first_1x1("I", "OI", "O"), None);
     }

@@ -13,6 +13,7 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
+use super::dynamic_quant::IntegralToI32;
 use super::f32_values;
 use tract_onnx::tract_hir::ops::cnn::Conv as HirConv;
 use tract_onnx::tract_hir::tract_core::ops::array::TypedConcat;
@@ -329,7 +330,8 @@ impl Expansion for ConvInteger {
         let y = self
             .conv
             .wire(&format!("{prefix}.conv"), target, &[x, w, bias])?[0];
-        target.wire_node(format!("{prefix}.int"), cast(i32::datum_type()), &[y])
+        // integers by construction: a cast back to f32 right after is dropped at load
+        target.wire_node(format!("{prefix}.int"), IntegralToI32, &[y])
     }
 }
 

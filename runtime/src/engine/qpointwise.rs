@@ -583,6 +583,7 @@ mod tests {
                         cin,
                         cout,
                         batched: false,
+                        batched_out: false,
                     },
                     weights: weights.clone(),
                     bias: values(cout, 2),

@@ -1,0 +1,377 @@
+//! Dynamic quantization graphs (ONNX Runtime's `quantize_dynamic`: `DynamicQuantizeLinear →
+//! ConvInteger → Cast → Mul`) on the `cpu` engine: our own `DynamicQuantizeLinear`, and the
+//! int32 round trip of [`super::qops`]'s ConvInteger expansion folded away.
+//!
+//! tract 0.23.9 runs `DynamicQuantizeLinear` as an ndarray fold for the range and a scalar
+//! division and rounding per element (compiled for baseline x86-64, the rounding is a libm
+//! call): 26 of 59 ms of ONNX Runtime's dynamic MobileNetV2 here. This op computes the same
+//! range, scale and zero point, and the same `clamp(round_even(x / scale) + zp)` per element
+//! (a division, as ONNX and tract do, not a multiplication by the reciprocal), in loops
+//! compiled for AVX-512 or AVX2 when the CPU has them.
+//!
+//! The ConvInteger expansion ends in an [`IntegralToI32`] cast (its float sums are integers);
+//! when the graph casts that int32 straight back to f32, as every dynamic quantizer's graph
+//! does, both casts are dropped.
+
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::tract_core::ops::cast::Cast;
+
+/// Replaces tract's `DynamicQuantizeLinearU8` by [`DynamicQuantize`] and drops every
+/// [`IntegralToI32`] → `Cast(f32)` round trip; returns how many nodes it replaced or dropped.
+pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+    let mut changed = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if node.op.name() == "DynamicQuantizeLinearU8" && node.outputs.len() == 3 {
+            let mut patch = TypedModelPatch::default();
+            let tap = patch.tap_model(model, node.inputs[0])?;
+            let wires = patch.wire_node(&node.name, DynamicQuantize, &[tap])?;
+            for (slot, wire) in wires.iter().enumerate() {
+                patch.shunt_outside(model, OutletId::new(id, slot), *wire)?;
+            }
+            patch.apply(model)?;
+            changed += 1;
+        } else if node.op_is::<IntegralToI32>() {
+            let from = OutletId::new(id, 0);
+            let outputs = model.output_outlets()?;
+            let succ = &node.outputs[0].successors;
+            let back = succ.len() == 1
+                && !outputs.contains(&from)
+                && model
+                    .node(succ[0].node)
+                    .op_as::<Cast>()
+                    .is_some_and(|c| c.to == f32::datum_type());
+            if back {
+                let cast = succ[0].node;
+                let mut patch = TypedModelPatch::default();
+                let tap = patch.tap_model(model, node.inputs[0])?;
+                patch.shunt_outside(model, OutletId::new(cast, 0), tap)?;
+                patch.apply(model)?;
+                changed += 1;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// ONNX `DynamicQuantizeLinear`: f32 → (u8 tensor, f32 scale, u8 zero point), values equal to
+/// tract's `DynamicQuantizeLinearU8`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DynamicQuantize;
+
+/// `(scale, zero point)` of `x`'s range extended to hold 0, as ONNX defines them (NaNs ignored).
+pub fn scale_and_zero_point(x: &[f32]) -> (f32, u8) {
+    let (min, max) = range(x);
+    let scale = (max - min) / 255.0;
+    let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0);
+    (scale, zero_point as u8)
+}
+
+/// `clamp(round_even(x / scale) + zero_point, 0, 255)` per element (NaN → the zero point).
+pub fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    assert_eq!(x.len(), out.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F
+            return unsafe { x86::quantize_avx512(x, scale, zero_point, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2
+            return unsafe { x86::quantize_avx2(x, scale, zero_point, out) };
+        }
+    }
+    quantize_generic(x, scale, zero_point, out)
+}
+
+fn range(x: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F
+            return unsafe { x86::range_avx512(x) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2
+            return unsafe { x86::range_avx2(x) };
+        }
+    }
+    range_generic(x)
+}
+
+/// Min and max with 0 included, NaNs skipped; 16 running lanes so the loop vectorizes.
+#[inline(always)]
+fn range_generic(x: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for i in 0..16 {
+            // `if` rather than `min`: a NaN compares false and is skipped, as in tract's fold
+            lo[i] = if chunk[i] < lo[i] { chunk[i] } else { lo[i] };
+            hi[i] = if chunk[i] > hi[i] { chunk[i] } else { hi[i] };
+        }
+    }
+    for (i, &v) in tail.iter().enumerate() {
+        lo[i] = if v < lo[i] { v } else { lo[i] };
+        hi[i] = if v > hi[i] { v } else { hi[i] };
+    }
+    let lo = lo.iter().fold(0f32, |a, &b| if b < a { b } else { a });
+    let hi = hi.iter().fold(0f32, |a, &b| if b > a { b } else { a });
+    (lo, hi)
+}
+
+#[inline(always)]
+fn quantize_generic(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    let zp = zero_point as i32;
+    for (y, &v) in out.iter_mut().zip(x) {
+        *y = (((v / scale).round_ties_even() as i32) + zp).clamp(0, 255) as u8;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// The first `n` (at most 16) lanes.
+    fn mask(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// `min(v, lo)` keeps `lo` when `v` is NaN (x86's rule: the second operand), as the scalar
+    /// fold skips NaN; masked-off tail lanes load as 0, which the range holds anyway.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn range_avx512(x: &[f32]) -> (f32, f32) {
+        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for chunk in x.chunks(16) {
+            // SAFETY: the masked lanes stay inside `chunk`
+            let v = unsafe { _mm512_maskz_loadu_ps(mask(chunk.len()), chunk.as_ptr()) };
+            lo = _mm512_min_ps(v, lo);
+            hi = _mm512_max_ps(v, hi);
+        }
+        (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi))
+    }
+
+    /// The scalar formula with the integer steps done in float: `|x / scale| ≤ 255` for every
+    /// value in the range the scale was made for, so `as i32`, the add and the clamp give the
+    /// same integers; NaN lanes (`0 / 0` when the input is all zeros) take the zero point, as
+    /// `NaN as i32 = 0` does.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn quantize_avx512(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+        let s = _mm512_set1_ps(scale);
+        let zp = _mm512_set1_ps(zero_point as f32);
+        let (lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+        for (chunk, dst) in x.chunks(16).zip(out.chunks_mut(16)) {
+            let m = mask(chunk.len());
+            // SAFETY: the masked lanes stay inside `chunk` and `dst` (same length)
+            unsafe {
+                let t = _mm512_div_ps(_mm512_maskz_loadu_ps(m, chunk.as_ptr()), s);
+                let numbers = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(t, t);
+                let r = _mm512_maskz_roundscale_ps::<0x08>(numbers, t);
+                let q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), lo), hi);
+                _mm512_mask_cvtepi32_storeu_epi8(
+                    dst.as_mut_ptr() as *mut i8,
+                    m,
+                    _mm512_cvtps_epi32(q),
+                );
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn range_avx2(x: &[f32]) -> (f32, f32) {
+        super::range_generic(x)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize_avx2(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+        super::quantize_generic(x, scale, zero_point, out)
+    }
+}
+
+impl Op for DynamicQuantize {
+    fn name(&self) -> StaticName {
+        "EdgeDynamicQuantizeLinear".into()
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Accurate
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DynamicQuantize {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        ensure!(input.datum_type() == f32::datum_type(), "expects f32");
+        let plain = input.try_as_plain_ram()?;
+        let x = plain.as_slice::<f32>()?;
+        let (scale, zero_point) = scale_and_zero_point(x);
+        // SAFETY: `quantize` writes every element
+        let mut y = unsafe { Tensor::uninitialized::<u8>(input.shape())? };
+        quantize(
+            x,
+            scale,
+            zero_point,
+            y.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
+        );
+        Ok(tvec!(
+            y.into_tvalue(),
+            tensor0(scale).into_tvalue(),
+            tensor0(zero_point).into_tvalue()
+        ))
+    }
+}
+
+impl TypedOp for DynamicQuantize {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(
+            u8::fact(inputs[0].shape.clone()),
+            f32::fact([0usize; 0]),
+            u8::fact([0usize; 0])
+        ))
+    }
+
+    as_op!();
+}
+
+/// f32 → i32 for values known to be integers (the float sums of integer products), so that a
+/// cast back to f32 right after is the identity and both can go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IntegralToI32;
+
+impl Op for IntegralToI32 {
+    fn name(&self) -> StaticName {
+        "EdgeIntegralToI32".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for IntegralToI32 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let int = input.cast_to_dt(i32::datum_type())?.into_owned();
+        Ok(tvec!(int.into_tvalue()))
+    }
+}
+
+impl TypedOp for IntegralToI32 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(i32::fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tract's own `DynamicQuantizeLinearU8` (its type is private: parsed from a one-node
+    /// ONNX graph) on an f32 input of `len` values.
+    fn tracts_op(len: usize) -> TypedModel {
+        use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
+        use tract_onnx::pb::{type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+        use tract_onnx::pb::{TensorShapeProto, TypeProto, ValueInfoProto};
+        use tract_onnx::prelude::Framework;
+        let info = |name: &str| ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        let input = ValueInfoProto {
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: 1, // FLOAT
+                    shape: Some(TensorShapeProto {
+                        dim: vec![Dimension {
+                            value: Some(dimension::Value::DimValue(len as i64)),
+                            ..Default::default()
+                        }],
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..info("x")
+        };
+        let proto = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                name: "dql".into(),
+                node: vec![NodeProto {
+                    op_type: "DynamicQuantizeLinear".into(),
+                    input: vec!["x".into()],
+                    output: vec!["y".into(), "s".into(), "z".into()],
+                    ..Default::default()
+                }],
+                input: vec![input],
+                output: vec![info("y"), info("s"), info("z")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let model = crate::engine::onnx_parser()
+            .model_for_proto_model(&proto)
+            .unwrap()
+            .with_input_fact(0, f32::fact([len]).into())
+            .unwrap();
+        let typed = model.into_typed().unwrap().into_decluttered().unwrap();
+        assert!(typed
+            .nodes()
+            .iter()
+            .any(|n| n.op.name() == "DynamicQuantizeLinearU8"));
+        typed
+    }
+
+    /// tract's own op and ours: same scale, zero point and values, on ranges that are all
+    /// positive, all negative, mixed, with NaN and ±∞ among the values, every tail length.
+    #[test]
+    fn matches_tracts_dynamic_quantize_linear() {
+        let mut cases: Vec<Vec<f32>> = vec![
+            vec![0., 2., -3., -2.5, 1.34, 0.5],
+            vec![-1., -2.1, -1.3, -2.5, -3.34, -4.],
+            vec![1., 2.1, 1.3, 2.5, 3.34, 4., 1.5, 2.6, 3.9, 4., 3., 2.345],
+        ];
+        let long: Vec<f32> = (0..77)
+            .map(|i| (i as f32 * 0.37).sin() * 5.0 - 1.0)
+            .collect();
+        for len in [1, 15, 16, 17, 33, 77] {
+            cases.push(long[..len].to_vec());
+        }
+        let mut with_nan = long.clone();
+        with_nan[20] = f32::NAN;
+        cases.push(with_nan);
+        cases.push(vec![0.0; 5]);
+        for x in cases {
+            let model = tracts_op(x.len());
+            let run = |model: &TypedModel| {
+                let plan = model.clone().into_runnable().unwrap();
+                plan.run(tvec!(tensor1(&x).into_tvalue())).unwrap()
+            };
+            let want = run(&model);
+            let mut ours = model.clone();
+            assert_eq!(substitute(&mut ours).unwrap(), 1);
+            let got = run(&ours);
+            for (slot, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.clone().into_tensor(),
+                    w.clone().into_tensor(),
+                    "output {slot} of {x:?}"
+                );
+            }
+        }
+    }
+}
