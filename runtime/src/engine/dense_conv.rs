@@ -18,7 +18,7 @@
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 
-use super::depthwise::{fill_phases, Geometry};
+use super::depthwise::{fill_phases, Geometry, Planes};
 use super::pointwise::{Kernel, Pointwise};
 
 /// Floats one im2col band may hold (4 MiB): bands are whole output rows, at least one.
@@ -123,6 +123,15 @@ impl DenseConv {
         })
     }
 
+    fn planes(&self) -> Planes {
+        Planes {
+            geometry: self.geometry,
+            batched: self.batched,
+            inputs: self.channels,
+            outputs: self.outputs,
+        }
+    }
+
     /// Output rows per im2col band.
     fn band_rows(&self) -> usize {
         let (ho, wo) = self.geometry.output();
@@ -215,62 +224,21 @@ impl EvalOp for DenseConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape = input.shape();
-        let g = self.geometry;
-        let chw = &shape[shape.len().saturating_sub(3)..];
-        ensure!(
-            shape.len() == 3 + self.batched as usize && chw == [self.channels, g.h, g.w],
-            "convolution expects [{}{}, {}, {}], got {shape:?}",
-            if self.batched { "N, " } else { "" },
-            self.channels,
-            g.h,
-            g.w
-        );
-        let n = if self.batched { shape[0] } else { 1 };
-        let (ho, wo) = g.output();
-        let mut out_shape: TVec<usize> = tvec![self.outputs, ho, wo];
-        if self.batched {
-            out_shape.insert(0, n);
-        }
-        // SAFETY: `run` writes every element (every band covers all output channels).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let input = input.try_as_plain_ram()?;
-            let mut out = output.try_as_plain_ram_mut()?;
-            let kind = self.product.kernel();
-            self.run(
-                kind,
-                input.as_slice::<f32>()?,
-                n,
-                out.as_slice_mut::<f32>()?,
-            )?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        // every band covers all output channels: `run` writes every element
+        let kind = self.product.kernel();
+        self.planes()
+            .eval(args_1!(inputs), |x, n, out| self.run(kind, x, n, out))
     }
 }
 
 impl TypedOp for DenseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].rank() == 3 + self.batched as usize);
-        let (ho, wo) = self.geometry.output();
-        let mut shape: TVec<TDim> = tvec![self.outputs.into(), ho.into(), wo.into()];
-        if self.batched {
-            shape.insert(0, inputs[0].shape[0].clone());
-        }
-        Ok(tvec!(f32::fact(shape)))
+        self.planes().output_facts(inputs)
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let g = self.geometry;
-        let (ho, wo) = g.output();
-        let per_image = self.outputs * self.channels * g.kh * g.kw * ho * wo;
-        let images = if self.batched {
-            inputs[0].shape[0].clone()
-        } else {
-            1.into()
-        };
-        Ok(tvec!((Cost::FMA(f32::datum_type()), images * per_image)))
+        self.planes().cost(inputs, self.channels * g.kh * g.kw)
     }
 
     as_op!();

@@ -179,6 +179,79 @@ impl Geometry {
     }
 }
 
+/// The shapes of a channel-first 2-D convolution op (input `[N, C, H, W]` or `[C, H, W]` f32,
+/// output `[N, O, ho, wo]` or `[O, ho, wo]`) and what ours (this one, [`super::dense_conv`]) do
+/// with them: check the input and allocate the output in `eval`, facts, cost.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Planes {
+    pub geometry: Geometry,
+    pub batched: bool,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl Planes {
+    /// Checks `input`'s shape, allocates the output and calls `run(input, images, output)`,
+    /// which must write every output element.
+    pub(crate) fn eval(
+        &self,
+        input: TValue,
+        run: impl FnOnce(&[f32], usize, &mut [f32]) -> TractResult<()>,
+    ) -> TractResult<TVec<TValue>> {
+        let shape = input.shape();
+        let g = self.geometry;
+        let chw = &shape[shape.len().saturating_sub(3)..];
+        ensure!(
+            shape.len() == 3 + self.batched as usize && chw == [self.inputs, g.h, g.w],
+            "convolution expects [{}{}, {}, {}], got {shape:?}",
+            if self.batched { "N, " } else { "" },
+            self.inputs,
+            g.h,
+            g.w
+        );
+        let n = if self.batched { shape[0] } else { 1 };
+        let (ho, wo) = g.output();
+        let mut out_shape: TVec<usize> = tvec![self.outputs, ho, wo];
+        if self.batched {
+            out_shape.insert(0, n);
+        }
+        // SAFETY: `run` writes every element.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let input = input.try_as_plain_ram()?;
+            let mut out = output.try_as_plain_ram_mut()?;
+            run(input.as_slice::<f32>()?, n, out.as_slice_mut::<f32>()?)?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    pub(crate) fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].rank() == 3 + self.batched as usize);
+        let (ho, wo) = self.geometry.output();
+        let mut shape: TVec<TDim> = tvec![self.outputs.into(), ho.into(), wo.into()];
+        if self.batched {
+            shape.insert(0, inputs[0].shape[0].clone());
+        }
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    /// Multiply-adds: `per_output` for each output element.
+    pub(crate) fn cost(
+        &self,
+        inputs: &[&TypedFact],
+        per_output: usize,
+    ) -> TractResult<TVec<(Cost, TDim)>> {
+        let (ho, wo) = self.geometry.output();
+        let images = if self.batched {
+            inputs[0].shape[0].clone()
+        } else {
+            1.into()
+        };
+        let per_image = self.outputs * ho * wo * per_output;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), images * per_image)))
+    }
+}
+
 /// The depthwise convolution op: input `[N, C, H, W]` (or `[C, H, W]`) f32, constant kernel
 /// `[C, 1, kh, kw]` and bias.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -233,6 +306,15 @@ impl DepthwiseConv {
         let mut op = DepthwiseConv::new(geometry, channels, kernel, bias)?;
         op.batched = batched;
         Ok(Some(op))
+    }
+
+    fn planes(&self) -> Planes {
+        Planes {
+            geometry: self.geometry,
+            batched: self.batched,
+            inputs: self.channels,
+            outputs: self.channels,
+        }
     }
 
     /// The op for explicit weights: `kernel` is `[C, kh·kw]`, `bias` is `[C]`.
@@ -724,61 +806,19 @@ impl EvalOp for DepthwiseConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape = input.shape();
-        let chw = &shape[shape.len().saturating_sub(3)..];
-        ensure!(
-            shape.len() == 3 + self.batched as usize
-                && chw == [self.channels, self.geometry.h, self.geometry.w],
-            "depthwise conv expects [{}{}, {}, {}], got {shape:?}",
-            if self.batched { "N, " } else { "" },
-            self.channels,
-            self.geometry.h,
-            self.geometry.w
-        );
-        let n = if self.batched { shape[0] } else { 1 };
-        let (ho, wo) = self.geometry.output();
-        let out_shape: TVec<usize> = if self.batched {
-            tvec![n, self.channels, ho, wo]
-        } else {
-            tvec![self.channels, ho, wo]
-        };
-        // SAFETY: `run` writes every element.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let input = input.try_as_plain_ram()?;
-            let mut out = output.try_as_plain_ram_mut()?;
-            self.run(
-                self.kind,
-                input.as_slice::<f32>()?,
-                n,
-                out.as_slice_mut::<f32>()?,
-            )?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        self.planes()
+            .eval(args_1!(inputs), |x, n, out| self.run(self.kind, x, n, out))
     }
 }
 
 impl TypedOp for DepthwiseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].rank() == 3 + self.batched as usize);
-        let (ho, wo) = self.geometry.output();
-        let mut shape: TVec<TDim> = tvec![self.channels.into(), ho.into(), wo.into()];
-        if self.batched {
-            shape.insert(0, inputs[0].shape[0].clone());
-        }
-        Ok(tvec!(f32::fact(shape)))
+        self.planes().output_facts(inputs)
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let (ho, wo) = self.geometry.output();
-        let per_image = self.channels * ho * wo * self.geometry.kh * self.geometry.kw;
-        let images = if self.batched {
-            inputs[0].shape[0].clone()
-        } else {
-            1.into()
-        };
-        Ok(tvec!((Cost::FMA(f32::datum_type()), images * per_image)))
+        let g = self.geometry;
+        self.planes().cost(inputs, g.kh * g.kw)
     }
 
     as_op!();

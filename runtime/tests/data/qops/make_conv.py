@@ -43,17 +43,26 @@ nodes = [
                      group=8, auto_pad="SAME_UPPER"),
     helper.make_node("DequantizeLinear", ["c3", "y3s", "y3z"], ["y"]),
 ]
-graph = helper.make_graph(
-    nodes, "qconv",
-    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
-    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 5, 5])],
-    inits)
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-model.ir_version = 8
-onnx.checker.check_model(model)
-onnx.save(model, "qconv.onnx")
+
+
+def save_and_run(name, nodes, inits, output, shape, x):
+    """Saves the graph (input x [1, 4, 9, 9] f32, one f32 output) as NAME.onnx and returns ONNX
+    Runtime's output for x."""
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, shape)],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, f"{name}.onnx")
+    session = ort.InferenceSession(f"{name}.onnx", providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
 x = rng.normal(0, 1, (1, 4, 9, 9)).astype(np.float32)
-y = ort.InferenceSession("qconv.onnx", providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+y = save_and_run("qconv", nodes, inits, "y", [1, 8, 5, 5], x)
 np.save("xc.npy", x)
 np.save("yc.npy", y)
 print("y range", y.min(), y.max(), "distinct levels", len(np.unique(y)))
@@ -75,15 +84,6 @@ nodes = [
     helper.make_node("Mul", ["xqs", "wis"], ["sc"]),
     helper.make_node("Mul", ["accf", "sc"], ["yi"]),
 ]
-graph = helper.make_graph(
-    nodes, "qconvint",
-    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
-    [helper.make_tensor_value_info("yi", TensorProto.FLOAT, [1, 6, 5, 5])],
-    inits)
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-model.ir_version = 8
-onnx.checker.check_model(model)
-onnx.save(model, "qconvint.onnx")
-yi = ort.InferenceSession("qconvint.onnx", providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+yi = save_and_run("qconvint", nodes, inits, "yi", [1, 6, 5, 5], x)
 np.save("yi.npy", yi)
 print("yi range", yi.min(), yi.max())
