@@ -248,9 +248,7 @@ impl TypedOp for DenseConv {
 mod tests {
     use super::*;
     use crate::engine::test_values as values;
-    use tract_onnx::tract_hir::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
-    use tract_onnx::tract_hir::tract_core::ops::math;
-    use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
+    use tract_onnx::tract_hir::tract_core::ops::cnn::PaddingSpec;
 
     /// The textbook loop over the padded input, in f64.
     fn reference(
@@ -345,48 +343,6 @@ mod tests {
         }
     }
 
-    /// A model of one Conv (then `Max 0`, `Min 6` when `relu6`), input `[1, C, H, W]`.
-    fn conv_model(
-        shape: [usize; 4],
-        outputs: usize,
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        padding: PaddingSpec,
-        relu6: bool,
-    ) -> TypedModel {
-        let [_, c, _, _] = shape;
-        let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact(shape)).unwrap();
-        let k = values(outputs * c * kernel[0] * kernel[1], 7);
-        let k =
-            tract_ndarray::Array4::from_shape_vec((outputs, c, kernel[0], kernel[1]), k).unwrap();
-        let k = model.add_const("k", k.into_tensor()).unwrap();
-        let b = model.add_const("b", tensor1(&values(outputs, 8))).unwrap();
-        let conv = Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: kernel[..].into(),
-                padding,
-                dilations: None,
-                strides: Some(strides[..].into()),
-                input_channels: c,
-                output_channels: outputs,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        };
-        let mut y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
-        if relu6 {
-            let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
-            let six = model.add_const("six", tensor4(&[[[[0.5f32]]]])).unwrap();
-            y = model.wire_node("max", math::max(), &[y[0], zero]).unwrap();
-            y = model.wire_node("min", math::min(), &[y[0], six]).unwrap();
-        }
-        model.select_output_outlets(&y).unwrap();
-        model
-    }
-
     #[test]
     fn matches_tracts_own_convolution_with_the_clamp_fused() {
         if !Kernel::best().is_vector() {
@@ -419,7 +375,17 @@ mod tests {
             ),
         ];
         for (shape, outputs, kernel, strides, padding, relu6) in cases {
-            let model = conv_model(shape, outputs, kernel, strides, padding.clone(), relu6);
+            let model = crate::engine::TestConv {
+                shape,
+                outputs,
+                group: 1,
+                kernel,
+                strides,
+                dilations: [1, 1],
+                padding: padding.clone(),
+                clamp: relu6.then_some(0.5),
+            }
+            .model();
             let input = tract_ndarray::ArrayD::from_shape_vec(
                 &shape[..],
                 values(shape.iter().product(), 9),

@@ -215,14 +215,7 @@ impl Planes {
         if self.batched {
             out_shape.insert(0, n);
         }
-        // SAFETY: `run` writes every element.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let input = input.try_as_plain_ram()?;
-            let mut out = output.try_as_plain_ram_mut()?;
-            run(input.as_slice::<f32>()?, n, out.as_slice_mut::<f32>()?)?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        super::f32_into(&input, &out_shape, |x, out| run(x, n, out))
     }
 
     pub(crate) fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
@@ -928,52 +921,7 @@ mod tests {
 #[cfg(test)]
 mod model_tests {
     use super::*;
-    use tract_onnx::tract_hir::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
-    use tract_onnx::tract_hir::tract_core::ops::math;
-
-    /// A model of one depthwise Conv (then `Max 0`, `Min 6` when `relu6`), input `[N, C, H, W]`.
-    fn conv_model(
-        shape: [usize; 4],
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        dilations: [usize; 2],
-        padding: PaddingSpec,
-        relu6: bool,
-    ) -> TypedModel {
-        let [_, c, _, _] = shape;
-        let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact(shape)).unwrap();
-        let k: Vec<f32> = (0..c * kernel[0] * kernel[1])
-            .map(|i| (i as f32 * 0.37).cos())
-            .collect();
-        let k = tract_ndarray::Array4::from_shape_vec((c, 1, kernel[0], kernel[1]), k).unwrap();
-        let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.1 - 0.2).collect();
-        let k = model.add_const("k", k.into_tensor()).unwrap();
-        let b = model.add_const("b", tensor1(&b)).unwrap();
-        let conv = Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: kernel[..].into(),
-                padding,
-                dilations: Some(dilations[..].into()),
-                strides: Some(strides[..].into()),
-                input_channels: c,
-                output_channels: c,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: c,
-            q_params: None,
-        };
-        let mut y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
-        if relu6 {
-            let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
-            let six = model.add_const("six", tensor4(&[[[[6f32]]]])).unwrap();
-            y = model.wire_node("max", math::max(), &[y[0], zero]).unwrap();
-            y = model.wire_node("min", math::min(), &[y[0], six]).unwrap();
-        }
-        model.select_output_outlets(&y).unwrap();
-        model
-    }
+    use tract_onnx::tract_hir::tract_core::ops::cnn::PaddingSpec;
 
     /// Same outputs as tract's own depthwise convolution, for paddings tract computes itself.
     #[test]
@@ -1029,7 +977,17 @@ mod model_tests {
             ),
         ];
         for (shape, kernel, strides, dilations, padding, relu6) in cases {
-            let model = conv_model(shape, kernel, strides, dilations, padding.clone(), relu6);
+            let model = crate::engine::TestConv {
+                shape,
+                outputs: shape[1],
+                group: shape[1],
+                kernel,
+                strides,
+                dilations,
+                padding: padding.clone(),
+                clamp: relu6.then_some(6.0),
+            }
+            .model();
             let input: Vec<f32> = (0..shape.iter().product::<usize>())
                 .map(|i| (i as f32 * 0.11).sin() * 8.0)
                 .collect();

@@ -99,6 +99,24 @@ pub(crate) fn replace_run(
     patch.apply(model)
 }
 
+/// Allocates an f32 output of `shape` and calls `run(input, output)` on `input`'s f32 values;
+/// `run` must write every output element.
+pub(crate) fn f32_into(
+    input: &TValue,
+    shape: &[usize],
+    run: impl FnOnce(&[f32], &mut [f32]) -> TractResult<()>,
+) -> TractResult<TVec<TValue>> {
+    // SAFETY: `run` writes every element.
+    let mut output = unsafe { tract_onnx::prelude::Tensor::uninitialized::<f32>(shape)? };
+    {
+        let input = input.try_as_plain_ram()?;
+        let mut out = output.try_as_plain_ram_mut()?;
+        run(input.as_slice::<f32>()?, out.as_slice_mut::<f32>()?)?;
+    }
+    use tract_onnx::tract_hir::internal::{tvec, IntoTValue};
+    Ok(tvec!(output.into_tvalue()))
+}
+
 /// The chain of `Max`/`Min` against a one-element f32 constant that alone reads node `id`'s
 /// output, keeping its shape: the chain's last node (`id` when there is none) and the clamp it
 /// amounts to (a ReLU, a ReLU6), to fuse into the op that replaces `id`.
@@ -182,6 +200,65 @@ pub(crate) fn run_f32(
         .run(tvec![input.clone().into_tvalue()])
         .unwrap();
     f32_values(&out[0]).unwrap()
+}
+
+/// Test helper: one channel-first `Conv` (constant kernel and bias from [`test_values`]), then
+/// `Max 0` and `Min hi` when `clamp` is `Some(hi)`, input `shape` (`[N, C, H, W]`).
+#[cfg(test)]
+pub(crate) struct TestConv {
+    pub shape: [usize; 4],
+    pub outputs: usize,
+    pub group: usize,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub padding: tract_onnx::tract_hir::tract_core::ops::cnn::PaddingSpec,
+    pub clamp: Option<f32>,
+}
+
+#[cfg(test)]
+impl TestConv {
+    pub(crate) fn model(&self) -> tract_onnx::prelude::TypedModel {
+        use tract_onnx::prelude::*;
+        use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec};
+        use tract_onnx::tract_hir::tract_core::ops::math;
+        use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
+        let [_, c, _, _] = self.shape;
+        let [kh, kw] = self.kernel;
+        let per_group = c / self.group;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(self.shape)).unwrap();
+        let k = test_values(self.outputs * per_group * kh * kw, 7);
+        let k =
+            tract_ndarray::Array4::from_shape_vec((self.outputs, per_group, kh, kw), k).unwrap();
+        let k = model.add_const("k", k.into_tensor()).unwrap();
+        let b = model
+            .add_const("b", tensor1(&test_values(self.outputs, 8)))
+            .unwrap();
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: self.kernel[..].into(),
+                padding: self.padding.clone(),
+                dilations: Some(self.dilations[..].into()),
+                strides: Some(self.strides[..].into()),
+                input_channels: c,
+                output_channels: self.outputs,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: self.group,
+            q_params: None,
+        };
+        let mut y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
+        if let Some(hi) = self.clamp {
+            let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+            let hi = model.add_const("hi", tensor4(&[[[[hi]]]])).unwrap();
+            y = model.wire_node("max", math::max(), &[y[0], zero]).unwrap();
+            y = model.wire_node("min", math::min(), &[y[0], hi]).unwrap();
+        }
+        model.select_output_outlets(&y).unwrap();
+        model
+    }
 }
 
 /// Test helper: `n` values in [-1, 1], scattered by a hash of the index and `seed`.

@@ -306,14 +306,7 @@ impl Channels {
         if self.batched_out {
             out_shape.insert(0, 1);
         }
-        // SAFETY: `run` writes every element.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let input = input.try_as_plain_ram()?;
-            let mut out = output.try_as_plain_ram_mut()?;
-            run(input.as_slice::<f32>()?, points, out.as_slice_mut::<f32>()?)?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        super::f32_into(&input, &out_shape, |x, out| run(x, points, out))
     }
 
     pub(crate) fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
