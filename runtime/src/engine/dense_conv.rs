@@ -15,10 +15,12 @@
 //! Substituted only where that micro-kernel is vectorized (AVX-512F); elsewhere tract runs
 //! these.
 
+use std::cell::RefCell;
+
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 
-use super::depthwise::{fill_phases, Geometry, Planes};
+use super::depthwise::{constant_kernel_and_bias, fill_phases, Geometry, Planes};
 use super::pointwise::{Kernel, Pointwise};
 
 /// Floats one im2col band may hold (4 MiB): bands are whole output rows, at least one.
@@ -74,28 +76,12 @@ impl DenseConv {
         let Some((geometry, batched)) = Geometry::of_conv(model, node, conv)? else {
             return Ok(None);
         };
-        let (Some(kernel), Some(bias)) = (
-            model.outlet_fact(node.inputs[1])?.konst.clone(),
-            model.outlet_fact(node.inputs[2])?.konst.clone(),
-        ) else {
-            return Ok(None);
-        };
         let (channels, outputs) = (spec.input_channels, spec.output_channels);
         let depth = channels * geometry.kh * geometry.kw;
-        if kernel.datum_type() != f32::datum_type()
-            || kernel.len() != outputs * depth
-            || bias.datum_type() != f32::datum_type()
-            || (bias.len() != outputs && bias.len() != 1)
-        {
+        let Some((kernel, bias)) = constant_kernel_and_bias(model, node, outputs, depth)? else {
             return Ok(None);
-        }
-        let bias = super::f32_values(&bias)?;
-        let bias = if bias.len() == 1 {
-            vec![bias[0]; outputs]
-        } else {
-            bias
         };
-        let mut op = DenseConv::new(geometry, channels, &super::f32_values(&kernel)?, &bias)?;
+        let mut op = DenseConv::new(geometry, channels, &kernel, &bias)?;
         op.batched = batched;
         Ok(Some(op))
     }
@@ -156,12 +142,37 @@ impl DenseConv {
         if plane_out == 0 {
             return Ok(());
         }
-        let (_, wq) = g.phase();
         let offsets = g.tap_offsets();
-        let phases_len = g.scratch_len();
-        let mut phases = vec![0f32; self.channels * phases_len];
+        let mut phases = vec![0f32; self.channels * g.scratch_len()];
         let band_rows = self.band_rows();
-        let mut band = vec![0f32; self.channels * offsets.len() * band_rows * wo];
+        thread_local! {
+            /// The im2col band, kept between calls (sized by the largest): every row of it is
+            /// written before it is read, so it is neither zeroed nor reallocated per call.
+            static BAND: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        }
+        BAND.with(|cell| {
+            let mut band = cell.borrow_mut();
+            band.resize(self.channels * offsets.len() * band_rows * wo, 0.0);
+            self.run_bands(kind, input, output, &offsets, &mut phases, &mut band)
+        })
+    }
+
+    /// [`DenseConv::run`] once the buffers are there: `phases` zeroed, `band` any content.
+    fn run_bands(
+        &self,
+        kind: Kernel,
+        input: &[f32],
+        output: &mut [f32],
+        offsets: &[usize],
+        phases: &mut [f32],
+        band: &mut [f32],
+    ) -> TractResult<()> {
+        let g = self.geometry;
+        let (ho, wo) = g.output();
+        let (plane_in, plane_out) = (g.h * g.w, ho * wo);
+        let (_, wq) = g.phase();
+        let phases_len = g.scratch_len();
+        let band_rows = self.band_rows();
         for (image, out) in input
             .chunks_exact(self.channels * plane_in)
             .zip(output.chunks_exact_mut(self.outputs * plane_out))
@@ -180,7 +191,7 @@ impl DenseConv {
                 // row (c, tap) of the band: the tap's run for each output row, one after another
                 let mut row = 0;
                 for scratch in phases.chunks_exact(phases_len) {
-                    for &offset in &offsets {
+                    for &offset in offsets {
                         let dst = &mut band[row * stride..][..points];
                         for (y, dst) in dst.chunks_exact_mut(wo).enumerate() {
                             let from = offset + (y0 + y) * wq;
@@ -191,7 +202,7 @@ impl DenseConv {
                 }
                 self.product.run_strided(
                     kind,
-                    (&band, stride),
+                    (band, stride),
                     points,
                     (&mut out[y0 * wo..], plane_out),
                 )?;

@@ -179,6 +179,36 @@ impl Geometry {
     }
 }
 
+/// A convolution node's constant f32 kernel (`outputs · per_output` values) and bias (one per
+/// output, a single value repeated), or `None` when either is not such a constant.
+pub(crate) fn constant_kernel_and_bias(
+    model: &TypedModel,
+    node: &TypedNode,
+    outputs: usize,
+    per_output: usize,
+) -> TractResult<Option<(Vec<f32>, Vec<f32>)>> {
+    let (Some(kernel), Some(bias)) = (
+        model.outlet_fact(node.inputs[1])?.konst.clone(),
+        model.outlet_fact(node.inputs[2])?.konst.clone(),
+    ) else {
+        return Ok(None);
+    };
+    if kernel.datum_type() != f32::datum_type()
+        || kernel.len() != outputs * per_output
+        || bias.datum_type() != f32::datum_type()
+        || (bias.len() != outputs && bias.len() != 1)
+    {
+        return Ok(None);
+    }
+    let bias = super::f32_values(&bias)?;
+    let bias = if bias.len() == 1 {
+        vec![bias[0]; outputs]
+    } else {
+        bias
+    };
+    Ok(Some((super::f32_values(&kernel)?, bias)))
+}
+
 /// The shapes of a channel-first 2-D convolution op (input `[N, C, H, W]` or `[C, H, W]` f32,
 /// output `[N, O, ho, wo]` or `[O, ho, wo]`) and what ours (this one, [`super::dense_conv`]) do
 /// with them: check the input and allocate the output in `eval`, facts, cost.
@@ -275,26 +305,9 @@ impl DepthwiseConv {
             return Ok(None);
         };
         let channels = conv.group;
-        let (Some(kernel), Some(bias)) = (
-            model.outlet_fact(node.inputs[1])?.konst.clone(),
-            model.outlet_fact(node.inputs[2])?.konst.clone(),
-        ) else {
+        let taps = geometry.kh * geometry.kw;
+        let Some((kernel, bias)) = constant_kernel_and_bias(model, node, channels, taps)? else {
             return Ok(None);
-        };
-        let taps = spec.kernel_shape[0] * spec.kernel_shape[1];
-        if kernel.datum_type() != f32::datum_type()
-            || kernel.len() != channels * taps
-            || bias.datum_type() != f32::datum_type()
-            || (bias.len() != channels && bias.len() != 1)
-        {
-            return Ok(None);
-        }
-        let kernel = super::f32_values(&kernel)?;
-        let bias = super::f32_values(&bias)?;
-        let bias = if bias.len() == 1 {
-            vec![bias[0]; channels]
-        } else {
-            bias
         };
         let mut op = DepthwiseConv::new(geometry, channels, kernel, bias)?;
         op.batched = batched;

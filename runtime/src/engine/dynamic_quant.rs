@@ -22,6 +22,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     let mut changed = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
+        // matched by name: tract-onnx keeps the op's type private
         if node.op.name() == "DynamicQuantizeLinearU8" && node.outputs.len() == 3 {
             let mut patch = TypedModelPatch::default();
             let tap = patch.tap_model(model, node.inputs[0])?;
@@ -131,16 +132,8 @@ fn quantize_generic(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::pointwise::x86::mask;
     use std::arch::x86_64::*;
-
-    /// The first `n` (at most 16) lanes.
-    fn mask(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xffff
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
 
     /// `min(v, lo)` keeps `lo` when `v` is NaN (x86's rule: the second operand), as the scalar
     /// fold skips NaN; masked-off tail lanes load as 0, which the range holds anyway.

@@ -171,7 +171,7 @@ mod x86 {
         }
         let tail = chunks.into_remainder();
         if !tail.is_empty() {
-            let mask = ((1u32 << tail.len()) - 1) as __mmask16;
+            let mask = super::super::pointwise::x86::mask(tail.len());
             // SAFETY: masked lanes stay inside `tail`
             unsafe {
                 let p = tail.as_mut_ptr();

@@ -310,22 +310,16 @@ impl Expansion for ConvInteger {
             x = wire_with_rank_broadcast(centered, target, math::sub(), &[x, zp])?[0];
         }
         let w = konst(target, inputs[self.w], "ConvInteger's weights")?;
-        let shape = w.shape().to_vec();
-        let mut values = f32_values(&w)?;
-        if let Some(z) = self.w_zero_point {
-            let zp = konst(target, inputs[z], "ConvInteger's weight zero point")?;
-            let zp = f32_values(&zp)?;
-            ensure!(!zp.is_empty(), "ConvInteger: empty weight zero point");
-            // one value, or one per output channel (axis 0 of OIHW)
-            let per_channel = (values.len() / shape.first().copied().unwrap_or(1).max(1)).max(1);
-            for (i, v) in values.iter_mut().enumerate() {
-                *v -= zp[(i / per_channel).min(zp.len() - 1)];
+        let zp = match self.w_zero_point {
+            Some(z) => {
+                let zp = konst(target, inputs[z], "ConvInteger's weight zero point")?;
+                f32_values(&zp)?
             }
-        }
-        let w = target.add_const(
-            format!("{prefix}.w"),
-            tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tensor(),
-        )?;
+            None => vec![0.0],
+        };
+        // the zero point: one value, or one per output channel (axis 0 of OIHW)
+        let w = dequantized_constant(&w, &[1.0], &zp, 0)?;
+        let w = target.add_const(format!("{prefix}.w"), w)?;
         let bias = target.add_const(format!("{prefix}.bias"), tensor1(&[0f32]))?;
         let y = self
             .conv
@@ -414,29 +408,8 @@ fn dequantize(
     let fact = target.outlet_fact(x)?.clone();
     if let Some(k) = &fact.konst {
         // a constant (weights): dequantize it here, once
-        let shape = k.shape().to_vec();
-        let mut values = f32_values(k)?;
-        let per = if scale.len() > 1 || zp.len() > 1 {
-            ensure!(
-                axis < shape.len(),
-                "per-axis parameters on a rank {} tensor",
-                shape.len()
-            );
-            shape[axis]
-        } else {
-            1
-        };
-        let inner: usize = shape[axis.min(shape.len())..].iter().skip(1).product();
-        for (i, v) in values.iter_mut().enumerate() {
-            let c = if per > 1 { (i / inner.max(1)) % per } else { 0 };
-            let s = scale[c.min(scale.len() - 1)];
-            let z = zp[c.min(zp.len() - 1)];
-            *v = (*v - z) * s;
-        }
-        return target.add_const(
-            format!("{prefix}.dequantized"),
-            tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tensor(),
-        );
+        let k = dequantized_constant(k, &scale, &zp, axis)?;
+        return target.add_const(format!("{prefix}.dequantized"), k);
     }
     ensure!(
         scale.len() == 1 && zp.len() == 1,
@@ -444,6 +417,34 @@ fn dequantize(
     );
     let op = DequantizeLinearF32::new(scale[0], zp[0] as i32);
     Ok(target.wire_node(format!("{prefix}.dequantize"), op, &[x])?[0])
+}
+
+/// `(k − zp) · scale` for a constant, the parameters one value or one per index of `axis`.
+fn dequantized_constant(k: &Tensor, scale: &[f32], zp: &[f32], axis: usize) -> TractResult<Tensor> {
+    ensure!(
+        !scale.is_empty() && !zp.is_empty(),
+        "empty scale or zero point"
+    );
+    let shape = k.shape().to_vec();
+    let mut values = f32_values(k)?;
+    let per = if scale.len() > 1 || zp.len() > 1 {
+        ensure!(
+            axis < shape.len(),
+            "per-axis parameters on a rank {} tensor",
+            shape.len()
+        );
+        shape[axis]
+    } else {
+        1
+    };
+    let inner: usize = shape[axis.min(shape.len())..].iter().skip(1).product();
+    for (i, v) in values.iter_mut().enumerate() {
+        let c = if per > 1 { (i / inner.max(1)) % per } else { 0 };
+        let s = scale[c.min(scale.len() - 1)];
+        let z = zp[c.min(zp.len() - 1)];
+        *v = (*v - z) * s;
+    }
+    Ok(tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tensor())
 }
 
 fn quantize(
@@ -589,9 +590,7 @@ impl QLinear {
             }
         })
     }
-}
 
-impl QLinear {
     /// The int32 bias (in units of `scale_0 × scale_1[n]`, zero point 0) as floats.
     fn float_bias(
         &self,
