@@ -121,6 +121,7 @@ pub(crate) fn optimize(model: InferenceModel) -> TractResult<TypedModel> {
         super::dense_conv::substitute(&mut typed)?;
         super::pointwise::substitute(&mut typed)?;
         super::channel_affine::substitute(&mut typed)?;
+        super::u8_activations::substitute(&mut typed)?;
     }
     typed.into_optimized()
 }

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 
-use super::depthwise::{constant_kernel_and_bias, fill_phases, Geometry, Planes};
+use super::depthwise::{constant_kernel_and_bias, fill_phases, Geometry, Plain, Planes};
 use super::pointwise::{Kernel, Pointwise};
 
 /// Floats one im2col band may hold (4 MiB): bands are whole output rows, at least one.
@@ -182,7 +182,7 @@ impl DenseConv {
                 .chunks_exact(plane_in)
                 .zip(phases.chunks_exact_mut(phases_len))
             {
-                fill_phases(&g, plane, scratch);
+                fill_phases(&g, plane, scratch, &Plain);
             }
             for y0 in (0..ho).step_by(band_rows) {
                 let rows = band_rows.min(ho - y0);
@@ -244,7 +244,7 @@ impl EvalOp for DenseConv {
 
 impl TypedOp for DenseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        self.planes().output_facts(inputs)
+        self.planes().output_facts(inputs, f32::datum_type())
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

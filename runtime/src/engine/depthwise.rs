@@ -17,6 +17,7 @@
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 
+use super::u8_activations::{Dst, Src, U8Form};
 use super::Floats;
 use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
@@ -221,12 +222,25 @@ pub(crate) struct Planes {
 }
 
 impl Planes {
-    /// Checks `input`'s shape, allocates the output and calls `run(input, images, output)`,
-    /// which must write every output element.
+    /// Checks `input`'s shape, allocates the f32 output and calls `run(input, images,
+    /// output)`, which must write every output element.
     pub(crate) fn eval(
         &self,
         input: TValue,
         run: impl FnOnce(&[f32], usize, &mut [f32]) -> TractResult<()>,
+    ) -> TractResult<TVec<TValue>> {
+        self.eval_any(input, false, |x, n, out| match (x, out) {
+            (Src::F32(x), Dst::F32(out)) => run(x, n, out),
+            _ => bail!("convolution expects an f32 input"),
+        })
+    }
+
+    /// [`Planes::eval`] for an f32 or 8-bit input and output (8-bit when `u8_out`).
+    pub(crate) fn eval_any(
+        &self,
+        input: TValue,
+        u8_out: bool,
+        run: impl FnOnce(Src, usize, Dst) -> TractResult<()>,
     ) -> TractResult<TVec<TValue>> {
         let shape = input.shape();
         let g = self.geometry;
@@ -245,17 +259,22 @@ impl Planes {
         if self.batched {
             out_shape.insert(0, n);
         }
-        super::f32_into(&input, &out_shape, |x, out| run(x, n, out))
+        super::u8_activations::eval_into(&input, u8_out, &out_shape, |x, out| run(x, n, out))
     }
 
-    pub(crate) fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    /// The output fact, of `dt`.
+    pub(crate) fn output_facts(
+        &self,
+        inputs: &[&TypedFact],
+        dt: DatumType,
+    ) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].rank() == 3 + self.batched as usize);
         let (ho, wo) = self.geometry.output();
         let mut shape: TVec<TDim> = tvec![self.outputs.into(), ho.into(), wo.into()];
         if self.batched {
             shape.insert(0, inputs[0].shape[0].clone());
         }
-        Ok(tvec!(f32::fact(shape)))
+        Ok(tvec!(dt.fact(shape)))
     }
 
     /// Multiply-adds: `per_output` for each output element.
@@ -275,8 +294,9 @@ impl Planes {
     }
 }
 
-/// The depthwise convolution op: input `[N, C, H, W]` (or `[C, H, W]`) f32, constant kernel
-/// `[C, 1, kh, kw]` and bias.
+/// The depthwise convolution op: input `[N, C, H, W]` (or `[C, H, W]`), constant kernel
+/// `[C, 1, kh, kw]` and bias; input and output f32, or 8-bit values of a quantize→dequantize
+/// pair's form ([`super::u8_activations`] links it to its neighbours).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseConv {
     geometry: Geometry,
@@ -291,6 +311,10 @@ pub struct DepthwiseConv {
     bias: Floats,
     /// The row kernel, picked for this CPU when the op is built (not per call).
     kind: Kernel,
+    /// The input arrives as this form's 8-bit values rather than f32.
+    input: Option<U8Form>,
+    /// The outputs are written as this form's 8-bit values rather than f32.
+    output: Option<U8Form>,
 }
 
 impl DepthwiseConv {
@@ -341,23 +365,51 @@ impl DepthwiseConv {
             kernel: Floats(kernel),
             bias: Floats(bias),
             kind: Kernel::best(),
+            input: None,
+            output: None,
         })
     }
 
-    /// Runs the convolution over `input` (`[N, C, H, W]`, row-major) with `kernel`.
-    pub fn run(
-        &self,
-        kind: Kernel,
-        input: &[f32],
-        n: usize,
-        output: &mut [f32],
-    ) -> TractResult<()> {
+    /// The form of its 8-bit input, `None` when it reads f32.
+    pub(crate) fn input_form(&self) -> Option<U8Form> {
+        self.input
+    }
+
+    /// The op reading `form`'s 8-bit values instead of f32 (their dequantized values).
+    pub(crate) fn with_input(&self, form: U8Form) -> DepthwiseConv {
+        DepthwiseConv {
+            input: Some(form),
+            ..self.clone()
+        }
+    }
+
+    /// The form of its 8-bit output, `None` when it writes f32.
+    pub(crate) fn output_form(&self) -> Option<U8Form> {
+        self.output
+    }
+
+    /// The op writing `form`'s 8-bit values of its outputs instead of f32.
+    pub(crate) fn with_output(&self, form: U8Form) -> DepthwiseConv {
+        DepthwiseConv {
+            output: Some(form),
+            ..self.clone()
+        }
+    }
+
+    /// Runs the convolution over `input` (`[N, C, H, W]`, row-major) with `kind`'s kernels;
+    /// input and output as the op's forms say.
+    pub(crate) fn run(&self, kind: Kernel, input: Src, n: usize, output: Dst) -> TractResult<()> {
         let g = self.geometry;
         let (ho, wo) = g.output();
         let plane_in = g.h * g.w;
         let plane_out = ho * wo;
         ensure!(input.len() == n * self.channels * plane_in);
         ensure!(output.len() == n * self.channels * plane_out);
+        let fill = match (input, self.input) {
+            (Src::F32(x), None) => Fill::F32(x),
+            (Src::U8(x), Some(form)) => Fill::U8(x, form),
+            _ => bail!("input type is not the op's"),
+        };
         if plane_out == 0 {
             return Ok(());
         }
@@ -367,35 +419,139 @@ impl DepthwiseConv {
         let clamp = self
             .clamp
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
-        par_chunks_mut(output, plane_out, input.len() * taps, |first, chunk| {
-            let mut scratch = vec![0f32; g.scratch_len()];
-            let mut tap_ptrs = vec![std::ptr::null::<f32>(); taps];
-            for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
-                let plane = first + ix;
-                let c = plane % self.channels;
-                fill_phases(&g, &input[plane * plane_in..][..plane_in], &mut scratch);
-                for (p, &o) in tap_ptrs.iter_mut().zip(&offsets) {
-                    *p = scratch[o..].as_ptr();
-                }
-                let weights = &self.kernel.0[c * taps..][..taps];
-                // SAFETY: each tap's run for the last output row ends inside its phase, before
-                // the scratch's slack (see `scratch_len`); `scratch` is not written until the
-                // next channel; the kernel's CPU features were checked when `kind` was chosen.
-                unsafe { kind.plane(out, wo, wq, &tap_ptrs, weights, self.bias.0[c], clamp) };
+        // one channel plane of `plane`'s output into `out`, through `scratch`
+        let prepare = |plane: usize, scratch: &mut [f32], tap_ptrs: &mut [*const f32]| {
+            let c = plane % self.channels;
+            let at = plane * plane_in;
+            match fill {
+                Fill::F32(x) => fill_phases(&g, &x[at..][..plane_in], scratch, &Plain),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has the kernel's features
+                Fill::U8(x, form) if kind == Kernel::Avx512 => unsafe {
+                    x86::fill_phases_u8(&g, &x[at..][..plane_in], scratch, form)
+                },
+                Fill::U8(x, form) => fill_phases(&g, &x[at..][..plane_in], scratch, &form),
             }
-            Ok(())
-        })
+            for (p, &o) in tap_ptrs.iter_mut().zip(&offsets) {
+                *p = scratch[o..].as_ptr();
+            }
+            (&self.kernel.0[c * taps..][..taps], self.bias.0[c])
+        };
+        // SAFETY (every `plane` call below): each tap's run for the last output row ends
+        // inside its phase, before the scratch's slack (see `scratch_len`); `scratch` is not
+        // written until the next channel; the kernel's CPU features were checked when `kind`
+        // was chosen.
+        let work = n * self.channels * plane_in * taps;
+        match (output, self.output) {
+            (Dst::F32(output), None) => par_chunks_mut(output, plane_out, work, |first, chunk| {
+                let mut scratch = vec![0f32; g.scratch_len()];
+                let mut tap_ptrs = vec![std::ptr::null::<f32>(); taps];
+                for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                    let (weights, bias) = prepare(first + ix, &mut scratch, &mut tap_ptrs);
+                    unsafe { kind.plane(out, wo, wq, &tap_ptrs, weights, bias, clamp) };
+                }
+                Ok(())
+            }),
+            (Dst::U8(output), Some(form)) => {
+                par_chunks_mut(output, plane_out, work, |first, chunk| {
+                    let mut scratch = vec![0f32; g.scratch_len()];
+                    let mut tap_ptrs = vec![std::ptr::null::<f32>(); taps];
+                    let mut floats = vec![0f32; plane_out];
+                    let q = form.requantizer(clamp);
+                    for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                        let (weights, bias) = prepare(first + ix, &mut scratch, &mut tap_ptrs);
+                        #[cfg(target_arch = "x86_64")]
+                        if kind == Kernel::Avx512 {
+                            unsafe {
+                                x86::plane_avx512_u8(out, wo, wq, &tap_ptrs, weights, bias, q)
+                            };
+                            continue;
+                        }
+                        unsafe { kind.plane(&mut floats, wo, wq, &tap_ptrs, weights, bias, None) };
+                        for (o, &v) in out.iter_mut().zip(&floats) {
+                            *o = q.apply(v);
+                        }
+                    }
+                    Ok(())
+                })
+            }
+            _ => bail!("output type is not the op's"),
+        }
     }
 }
 
-/// Copies one input plane into the zero-padded stride phases of `scratch`. Only interior
-/// positions are written; padding positions keep the zeros the scratch was created with.
-pub(crate) fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
+/// Where a plane's values come from: f32, or 8-bit values widened as they are copied.
+#[derive(Clone, Copy)]
+enum Fill<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8], U8Form),
+}
+
+/// How [`fill_phases`] turns input values into the scratch's floats.
+pub(crate) trait PhaseValues<T: Copy> {
+    /// `dst[i] = value(src[i])`.
+    fn copy_row(&self, src: &[T], dst: &mut [f32]);
+    /// `even[k] = value(src[2k])`, `odd[k] = value(src[2k + 1])` for every whole pair.
+    fn copy_pairs(&self, src: &[T], even: &mut [f32], odd: &mut [f32]);
+    fn value(&self, v: T) -> f32;
+}
+
+/// f32 input, copied as is.
+pub(crate) struct Plain;
+
+impl PhaseValues<f32> for Plain {
+    #[inline(always)]
+    fn copy_row(&self, src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src)
+    }
+
+    #[inline(always)]
+    fn copy_pairs(&self, src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        // (vectorized shuffles)
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+    }
+
+    #[inline(always)]
+    fn value(&self, v: f32) -> f32 {
+        v
+    }
+}
+
+/// 8-bit input, dequantized (the values the pair it replaces would have written).
+impl PhaseValues<u8> for U8Form {
+    #[inline(always)]
+    fn copy_row(&self, src: &[u8], dst: &mut [f32]) {
+        self.dequantize_row(src, dst)
+    }
+
+    #[inline(always)]
+    fn copy_pairs(&self, src: &[u8], even: &mut [f32], odd: &mut [f32]) {
+        self.dequantize_pairs(&src[..src.len() / 2 * 2], even, odd)
+    }
+
+    #[inline(always)]
+    fn value(&self, v: u8) -> f32 {
+        self.dequantize(v)
+    }
+}
+
+/// Copies one input plane into the zero-padded stride phases of `scratch` (through `values`).
+/// Only interior positions are written; padding positions keep the zeros the scratch was
+/// created with.
+pub(crate) fn fill_phases<T: Copy>(
+    g: &Geometry,
+    input: &[T],
+    scratch: &mut [f32],
+    values: &impl PhaseValues<T>,
+) {
     let (hq, wq) = g.phase();
     if g.sy == 1 && g.sx == 1 {
         let mut at = g.pad_top * wq + g.pad_left;
         for row in input.chunks_exact(g.w) {
-            scratch[at..at + g.w].copy_from_slice(row);
+            values.copy_row(row, &mut scratch[at..at + g.w]);
             at += wq;
         }
         return;
@@ -413,12 +569,12 @@ pub(crate) fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
         let (py, i) = (this_py, this_i);
         if g.sx == 1 {
             let start = py * hq * wq + i * wq + g.pad_left;
-            scratch[start..start + g.w].copy_from_slice(row);
+            values.copy_row(row, &mut scratch[start..start + g.w]);
             continue;
         }
         if g.sx == 2 {
             // input column 2k lands in phase pl % 2 at k + pl / 2, column 2k + 1 in phase
-            // (pl + 1) % 2 at k + (pl + 1) / 2; one pass over pairs (vectorized shuffles)
+            // (pl + 1) % 2 at k + (pl + 1) / 2; one pass over pairs
             let pl = g.pad_left;
             let phase_base = |px: usize| (py * 2 + px) * hq * wq + i * wq;
             let (even_at, odd_at) = (
@@ -432,14 +588,11 @@ pub(crate) fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
                 let (lo, hi) = scratch.split_at_mut(even_at);
                 (hi, &mut lo[odd_at..])
             };
-            let pairs = row.chunks_exact(2);
-            if let [last] = pairs.remainder() {
-                even[g.w / 2] = *last;
+            if g.w % 2 == 1 {
+                even[g.w / 2] = values.value(row[g.w - 1]);
             }
-            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                *e = pair[0];
-                *o = pair[1];
-            }
+            let n = g.w / 2;
+            values.copy_pairs(&row[..2 * n], &mut even[..n], &mut odd[..n]);
             continue;
         }
         for px in 0..g.sx {
@@ -454,7 +607,7 @@ pub(crate) fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
                 .iter_mut()
                 .zip(row[first_ix..].iter().step_by(g.sx))
             {
-                *dst = *src;
+                *dst = values.value(*src);
             }
         }
     }
@@ -493,7 +646,7 @@ impl Kernel {
             {
                 all.push(Kernel::Avx2Fma);
             }
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if super::u8_activations::x86::available() {
                 all.push(Kernel::Avx512);
             }
         }
@@ -603,26 +756,151 @@ mod x86 {
         };
     }
 
-    plane_fn!(plane_avx512, row_avx512, "avx512f");
     plane_fn!(plane_avx2, row_avx2, "avx2,fma");
 
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn row_avx512(
+    /// Where [`row_avx512`] puts 16 finished sums: f32 values (clamped when `on`), or bytes.
+    pub(super) trait Sink: Copy {
+        type Out;
+        /// Stores the lanes of `mask` at `o`.
+        unsafe fn store(self, o: *mut Self::Out, mask: __mmask16, v: __m512);
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Floats {
+        on: bool,
+        lo: __m512,
+        hi: __m512,
+    }
+
+    impl Sink for Floats {
+        type Out = f32;
+        #[inline(always)]
+        unsafe fn store(self, o: *mut f32, mask: __mmask16, v: __m512) {
+            unsafe {
+                let v = clamp!(self.on, v, self.lo, self.hi, _mm512_max_ps, _mm512_min_ps);
+                if mask == 0xffff {
+                    _mm512_storeu_ps(o, v)
+                } else {
+                    _mm512_mask_storeu_ps(o, mask, v)
+                }
+            }
+        }
+    }
+
+    /// Clamped and quantized by a requantizer (the op's clamp folded in).
+    #[derive(Clone, Copy)]
+    pub(super) struct Bytes {
+        inv: __m512,
+        lo: __m512,
+        hi: __m512,
+        zp: __m512i,
+    }
+
+    impl Sink for Bytes {
+        type Out = u8;
+        #[inline(always)]
+        unsafe fn store(self, o: *mut u8, mask: __mmask16, v: __m512) {
+            use super::super::u8_activations::x86::{requantize, store_bytes};
+            unsafe { store_bytes(o, mask, requantize(v, self.inv, self.lo, self.hi, self.zp)) }
+        }
+    }
+
+    /// [`super::fill_phases`] from bytes, compiled for AVX-512 (the row conversions inline).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn fill_phases_u8(
+        g: &super::Geometry,
+        input: &[u8],
+        scratch: &mut [f32],
+        form: super::U8Form,
+    ) {
+        super::fill_phases(g, input, scratch, &Avx512Bytes(form))
+    }
+
+    /// [`super::PhaseValues`] for bytes with the AVX-512 conversions, for `fill_phases_u8`.
+    struct Avx512Bytes(super::U8Form);
+
+    impl super::PhaseValues<u8> for Avx512Bytes {
+        #[inline(always)]
+        fn copy_row(&self, src: &[u8], dst: &mut [f32]) {
+            use super::super::u8_activations::x86::dequantize_row;
+            // SAFETY: only built inside `fill_phases_u8`, whose caller checked the features;
+            // `fill_phases` passes equal lengths.
+            unsafe { dequantize_row(&self.0, src, dst) }
+        }
+
+        #[inline(always)]
+        fn copy_pairs(&self, src: &[u8], even: &mut [f32], odd: &mut [f32]) {
+            use super::super::u8_activations::x86::dequantize_pairs;
+            // SAFETY: as above; `fill_phases` passes `2·n` bytes and `n` floats each.
+            unsafe { dequantize_pairs(&self.0, src, even, odd) }
+        }
+
+        #[inline(always)]
+        fn value(&self, v: u8) -> f32 {
+            self.0.dequantize(v)
+        }
+    }
+
+    /// [`super::Kernel::plane`] on AVX-512 into f32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn plane_avx512(
         out: &mut [f32],
+        wo: usize,
+        in_row: usize,
         taps: &[*const f32],
-        in_off: usize,
         weights: &[f32],
         bias: f32,
         clamp: Option<(f32, f32)>,
     ) {
-        let len = out.len();
-        let o = out.as_mut_ptr();
+        let (lo, hi) = clamp.unwrap_or((0.0, 0.0));
+        let sink = Floats {
+            on: clamp.is_some(),
+            lo: _mm512_set1_ps(lo),
+            hi: _mm512_set1_ps(hi),
+        };
+        for (y, row) in out.chunks_exact_mut(wo).enumerate() {
+            unsafe { row_avx512(row.as_mut_ptr(), wo, taps, y * in_row, weights, bias, sink) }
+        }
+    }
+
+    /// [`super::Kernel::plane`] on AVX-512 into bytes: the sums requantized in registers.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn plane_avx512_u8(
+        out: &mut [u8],
+        wo: usize,
+        in_row: usize,
+        taps: &[*const f32],
+        weights: &[f32],
+        bias: f32,
+        q: super::super::u8_activations::Requantizer,
+    ) {
+        let sink = Bytes {
+            inv: _mm512_set1_ps(q.inv_scale),
+            lo: _mm512_set1_ps(q.lo),
+            hi: _mm512_set1_ps(q.hi),
+            zp: _mm512_set1_epi32(q.zero_point),
+        };
+        for (y, row) in out.chunks_exact_mut(wo).enumerate() {
+            unsafe { row_avx512(row.as_mut_ptr(), wo, taps, y * in_row, weights, bias, sink) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn row_avx512<S: Sink>(
+        o: *mut S::Out,
+        len: usize,
+        taps: &[*const f32],
+        in_off: usize,
+        weights: &[f32],
+        bias: f32,
+        sink: S,
+    ) {
         unsafe {
-            let on = clamp.is_some();
-            let (lo, hi) = clamp.unwrap_or((0.0, 0.0));
-            let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-            let c = |a| clamp!(on, a, lo, hi, _mm512_max_ps, _mm512_min_ps);
             let b = _mm512_set1_ps(bias);
             let mut i = 0;
             while i + 64 <= len {
@@ -635,10 +913,10 @@ mod x86 {
                     a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(32)), k, a2);
                     a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(48)), k, a3);
                 }
-                _mm512_storeu_ps(o.add(i), c(a0));
-                _mm512_storeu_ps(o.add(i + 16), c(a1));
-                _mm512_storeu_ps(o.add(i + 32), c(a2));
-                _mm512_storeu_ps(o.add(i + 48), c(a3));
+                sink.store(o.add(i), 0xffff, a0);
+                sink.store(o.add(i + 16), 0xffff, a1);
+                sink.store(o.add(i + 32), 0xffff, a2);
+                sink.store(o.add(i + 48), 0xffff, a3);
                 i += 64;
             }
             while i + 32 <= len {
@@ -649,8 +927,8 @@ mod x86 {
                     a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p), k, a0);
                     a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16)), k, a1);
                 }
-                _mm512_storeu_ps(o.add(i), c(a0));
-                _mm512_storeu_ps(o.add(i + 16), c(a1));
+                sink.store(o.add(i), 0xffff, a0);
+                sink.store(o.add(i + 16), 0xffff, a1);
                 i += 32;
             }
             while i < len {
@@ -665,7 +943,7 @@ mod x86 {
                     let x = _mm512_maskz_loadu_ps(mask, p.add(in_off + i));
                     a = _mm512_fmadd_ps(x, _mm512_set1_ps(w), a);
                 }
-                _mm512_mask_storeu_ps(o.add(i), mask, c(a));
+                sink.store(o.add(i), mask, a);
                 i += rest;
             }
         }
@@ -813,13 +1091,16 @@ impl EvalOp for DepthwiseConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         self.planes()
-            .eval(args_1!(inputs), |x, n, out| self.run(self.kind, x, n, out))
+            .eval_any(args_1!(inputs), self.output.is_some(), |x, n, out| {
+                self.run(self.kind, x, n, out)
+            })
     }
 }
 
 impl TypedOp for DepthwiseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        self.planes().output_facts(inputs)
+        self.planes()
+            .output_facts(inputs, super::u8_activations::datum(self.output))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -913,7 +1194,8 @@ mod tests {
                             }
                             for kind in Kernel::available() {
                                 let mut got = vec![f32::NAN; want.len()];
-                                op.run(kind, &input, n, &mut got).unwrap();
+                                op.run(kind, Src::F32(&input), n, Dst::F32(&mut got))
+                                    .unwrap();
                                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                                     assert!(
                                         (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
@@ -928,6 +1210,65 @@ mod tests {
             }
         }
         assert!(cases > 300, "only {cases} geometries checked");
+    }
+
+    /// With 8-bit input and output, every kernel gives the bytes of its own f32 path run on
+    /// the dequantized input, clamped and quantized.
+    #[test]
+    fn eight_bit_input_and_output_are_the_float_paths_values() {
+        let (form_in, form_out) = (
+            U8Form::new(1.0 / 0.04, 121.0, 0.04),
+            U8Form::new(1.0 / 0.03, 7.0, 0.03),
+        );
+        for (h, w, s, pad) in [
+            (14, 14, 1, 1),
+            (17, 70, 2, 1),
+            (7, 9, 2, 0),
+            (112, 112, 2, 1),
+        ] {
+            let g = Geometry {
+                h,
+                w,
+                kh: 3,
+                kw: 3,
+                sy: s,
+                sx: s,
+                dy: 1,
+                dx: 1,
+                pad_top: pad,
+                pad_left: pad,
+                pad_bottom: pad,
+                pad_right: pad,
+            };
+            let (channels, n) = (5, 1);
+            let mut op =
+                DepthwiseConv::new(g, channels, values(channels * 9, 4), values(channels, 5))
+                    .unwrap();
+            op.clamp = Some((0f32.to_bits(), 1.5f32.to_bits()));
+            let bytes: Vec<u8> = (0..channels * h * w)
+                .map(|i| (i * 53 % 256) as u8)
+                .collect();
+            let floats: Vec<f32> = bytes.iter().map(|&q| form_in.dequantize(q)).collect();
+            let linked = op.with_input(form_in).with_output(form_out);
+            let (ho, wo) = g.output();
+            for kind in Kernel::available() {
+                let mut want = vec![0f32; channels * ho * wo];
+                op.run(kind, Src::F32(&floats), n, Dst::F32(&mut want))
+                    .unwrap();
+                let mut got = vec![0u8; want.len()];
+                linked
+                    .run(kind, Src::U8(&bytes), n, Dst::U8(&mut got))
+                    .unwrap();
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(*a, form_out.quantize(*b), "{kind:?} {g:?} at {i}");
+                }
+                // a mismatched input type is an error, not a misread
+                let mut out = vec![0u8; want.len()];
+                assert!(linked
+                    .run(kind, Src::F32(&floats), n, Dst::U8(&mut out))
+                    .is_err());
+            }
+        }
     }
 }
 

@@ -11,6 +11,8 @@
 //! compiled for AVX2 or any target elsewhere.
 
 use tract_onnx::tract_hir::internal::*;
+
+use super::u8_activations::U8Form;
 use tract_onnx::tract_hir::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_hir::tract_core::ops::quant::{
     DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8,
@@ -71,8 +73,8 @@ impl FakeQuant {
     /// The quantize step in unsigned terms, `q = clamp(round_even(x · inv_scale) + zero_point,
     /// 0, 255)` (an i8 pair shifted by 128), when the dequantize step undoes it (same zero
     /// point, scale = 1 / inv_scale): then the pair's output is exactly `(q − zero_point) ·
-    /// scale` and an integer kernel may take `q` in its place. `(inv_scale, zero_point, scale)`.
-    pub(crate) fn as_u8(&self) -> Option<(f32, f32, f32)> {
+    /// scale` and an integer kernel may take `q` in its place.
+    pub(crate) fn as_u8(&self) -> Option<U8Form> {
         let f = f32::from_bits;
         let (inv, zp, lo, hi, scale) = (
             f(self.inv_scale),
@@ -90,7 +92,7 @@ impl FakeQuant {
             && scale > 0.0
             && scale.is_finite()
             && ((inv * scale) - 1.0).abs() <= 1e-6;
-        consistent.then_some((inv, zp + shift, scale))
+        consistent.then(|| U8Form::new(inv, zp + shift, scale))
     }
 
     /// Applies the pair to `data` in place.

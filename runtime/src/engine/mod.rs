@@ -20,6 +20,7 @@ pub mod lrn;
 pub mod pointwise;
 mod qops;
 pub mod qpointwise;
+pub mod u8_activations;
 
 use tract_onnx::prelude::{TValue, TVec};
 use tract_onnx::tract_hir::internal::{
@@ -50,10 +51,12 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
         .with_ignore_value_info(true)
 }
 
-/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise, 1×1 and other convolutions, integer 1×1 convolution in QDQ graphs, constant weight dequantization, dynamic quantization,
-/// per-channel affine chains, quantize→dequantize pairs, LRN): yes unless
-/// `EDGE_CPU_OWN_KERNELS=0`, which leaves every node to tract (same-run A/B benchmarks, or
-/// ruling our kernels out when chasing a wrong output).
+/// Whether the CPU engine uses our own kernels where tract's are slow (depthwise, 1×1 and
+/// other convolutions, integer 1×1 convolution in QDQ graphs with 8-bit tensors between our
+/// ops, constant weight dequantization, dynamic quantization, per-channel affine chains,
+/// quantize→dequantize pairs, LRN): yes unless `EDGE_CPU_OWN_KERNELS=0`, which leaves every
+/// node to tract (same-run A/B benchmarks, or ruling our kernels out when chasing a wrong
+/// output).
 pub fn own_kernels() -> bool {
     std::env::var("EDGE_CPU_OWN_KERNELS").map_or(true, |v| v.trim() != "0")
 }
@@ -97,24 +100,6 @@ pub(crate) fn replace_run(
     let wire = patch.wire_node(&model.node(first).name, op, &[tap])?[0];
     patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
     patch.apply(model)
-}
-
-/// Allocates an f32 output of `shape` and calls `run(input, output)` on `input`'s f32 values;
-/// `run` must write every output element.
-pub(crate) fn f32_into(
-    input: &TValue,
-    shape: &[usize],
-    run: impl FnOnce(&[f32], &mut [f32]) -> TractResult<()>,
-) -> TractResult<TVec<TValue>> {
-    // SAFETY: `run` writes every element.
-    let mut output = unsafe { tract_onnx::prelude::Tensor::uninitialized::<f32>(shape)? };
-    {
-        let input = input.try_as_plain_ram()?;
-        let mut out = output.try_as_plain_ram_mut()?;
-        run(input.as_slice::<f32>()?, out.as_slice_mut::<f32>()?)?;
-    }
-    use tract_onnx::tract_hir::internal::{tvec, IntoTValue};
-    Ok(tvec!(output.into_tvalue()))
 }
 
 /// The chain of `Max`/`Min` against a one-element f32 constant that alone reads node `id`'s

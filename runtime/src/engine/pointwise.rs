@@ -22,6 +22,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
 
 use super::channel_affine::Step;
+use super::u8_activations::{Dst, Src};
 use super::Floats;
 
 /// Output channels per micro-kernel tile.
@@ -284,12 +285,25 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
-    /// Checks `input`'s shape, allocates the output and calls `run(input, points, output)`
-    /// (points per channel), which must write every output element.
+    /// Checks `input`'s shape, allocates the f32 output and calls `run(input, points,
+    /// output)` (points per channel), which must write every output element.
     pub(crate) fn eval(
         &self,
         input: TValue,
         run: impl FnOnce(&[f32], usize, &mut [f32]) -> TractResult<()>,
+    ) -> TractResult<TVec<TValue>> {
+        self.eval_any(input, false, |x, points, out| match (x, out) {
+            (Src::F32(x), Dst::F32(out)) => run(x, points, out),
+            _ => bail!("1×1 convolution expects an f32 input"),
+        })
+    }
+
+    /// [`Channels::eval`] for an f32 or 8-bit input and output (8-bit when `u8_out`).
+    pub(crate) fn eval_any(
+        &self,
+        input: TValue,
+        u8_out: bool,
+        run: impl FnOnce(Src, usize, Dst) -> TractResult<()>,
     ) -> TractResult<TVec<TValue>> {
         let shape = input.shape();
         let lead = self.batched as usize;
@@ -306,10 +320,15 @@ impl Channels {
         if self.batched_out {
             out_shape.insert(0, 1);
         }
-        super::f32_into(&input, &out_shape, |x, out| run(x, points, out))
+        super::u8_activations::eval_into(&input, u8_out, &out_shape, |x, out| run(x, points, out))
     }
 
-    pub(crate) fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    /// The output fact, of `dt`.
+    pub(crate) fn output_facts(
+        &self,
+        inputs: &[&TypedFact],
+        dt: DatumType,
+    ) -> TractResult<TVec<TypedFact>> {
         let lead = self.batched as usize;
         ensure!(inputs[0].rank() >= 2 + lead);
         let mut shape: TVec<TDim> = tvec![self.cout.into()];
@@ -317,7 +336,7 @@ impl Channels {
         if self.batched_out {
             shape.insert(0, 1.into());
         }
-        Ok(tvec!(f32::fact(shape)))
+        Ok(tvec!(dt.fact(shape)))
     }
 
     /// Multiply-adds of `dt`.
@@ -385,17 +404,17 @@ fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<(bool, 
 }
 
 /// The output pointer, shared by the threads that each write their own tiles' rows.
-pub(crate) struct SharedOut(pub(crate) *mut f32);
+pub(crate) struct SharedOut<T>(pub(crate) *mut T);
 
-impl SharedOut {
-    /// The pointer `n` floats in (a method, so closures capture the whole `Sync` wrapper).
-    pub(crate) fn at(&self, n: usize) -> *mut f32 {
+impl<T> SharedOut<T> {
+    /// The pointer `n` values in (a method, so closures capture the whole `Sync` wrapper).
+    pub(crate) fn at(&self, n: usize) -> *mut T {
         self.0.wrapping_add(n)
     }
 }
 // SAFETY: every thread writes a disjoint set of rows through it (see `Pointwise::run`).
-unsafe impl Sync for SharedOut {}
-unsafe impl Send for SharedOut {}
+unsafe impl<T> Sync for SharedOut<T> {}
+unsafe impl<T> Send for SharedOut<T> {}
 
 /// The micro-kernel: up to 8 output channels × up to 48 points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -603,7 +622,7 @@ impl EvalOp for Pointwise {
 
 impl TypedOp for Pointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        self.shape.output_facts(inputs)
+        self.shape.output_facts(inputs, f32::datum_type())
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

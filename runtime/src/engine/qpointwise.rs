@@ -24,7 +24,31 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::fake_quant::FakeQuant;
 use super::pointwise::{Channels, Conv1x1, SharedOut, COLS, ROWS};
+use super::u8_activations::{Dst, Requantizer, Src, U8Form};
 use super::Floats;
+
+/// The whole output: f32, or the 8-bit values of a form.
+enum Out {
+    F32(SharedOut<f32>),
+    U8(SharedOut<u8>, Requantizer),
+}
+
+impl Out {
+    fn at(&self, n: usize) -> TileOut {
+        match self {
+            Out::F32(o) => TileOut::F32(o.at(n)),
+            Out::U8(o, r) => TileOut::U8(o.at(n), *r),
+        }
+    }
+}
+
+/// Where one tile's outputs go (row `r`, column `c` at `r·stride + c`): f32 values (then
+/// clamped), or bytes (clamped and quantized by the requantizer).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TileOut {
+    F32(*mut f32),
+    U8(*mut u8, Requantizer),
+}
 
 /// The integer op for `conv` reading `input`, with the outlet it should read (the pair's input
 /// when the pair has no other reader), or `None` when the input is not quantized, the weights
@@ -41,7 +65,7 @@ pub(crate) fn integer_variant(
     let Some(fq) = pair.op_as::<FakeQuant>() else {
         return Ok(None);
     };
-    let Some((inv_scale, zero_point, scale)) = fq.as_u8() else {
+    let Some(form) = fq.as_u8() else {
         return Ok(None);
     };
     let Some((qw, sw)) = integer_rows(&conv.weights, conv.shape.cout, conv.shape.cin) else {
@@ -53,16 +77,7 @@ pub(crate) fn integer_variant(
     } else {
         input
     };
-    let op = QPointwise::new(
-        conv,
-        &qw,
-        &sw,
-        Quantizer {
-            inv_scale,
-            zero_point,
-            scale,
-        },
-    )?;
+    let op = QPointwise::new(conv, &qw, &sw, form)?;
     Ok(Some((read_from, op)))
 }
 
@@ -98,17 +113,9 @@ pub fn integer_rows(weights: &[f32], cout: usize, cin: usize) -> Option<(Vec<i8>
     Some((q, scales))
 }
 
-/// The quantize step of the pair in front of the op, in unsigned terms.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Quantizer {
-    inv_scale: f32,
-    /// In 0..=255 (an i8 pair's zero point plus 128).
-    zero_point: f32,
-    scale: f32,
-}
-
-/// The integer 1×1 convolution op: input `[I, S…]` or `[1, I, S…]` f32 (quantized inside),
-/// output `[O, S…]` f32.
+/// The integer 1×1 convolution op: input `[I, S…]` or `[1, I, S…]`, f32 (quantized inside) or
+/// already the 8-bit values of its quantizer; output `[O, S…]`, f32 or 8-bit
+/// ([`super::u8_activations`] links it to its neighbours).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QPointwise {
     shape: Channels,
@@ -119,9 +126,12 @@ pub struct QPointwise {
     scale: Floats,
     /// `[⌈O/8⌉·8]`: `bias[o] − s_x s_w[o] z_x Σ_i q_w[o, i]`.
     offset: Floats,
-    /// The input quantizer: `1/s_x`, `z_x` (f32 bits).
-    inv_scale: u32,
-    zero_point: u32,
+    /// The input quantizer (the pair in front of the op).
+    input: U8Form,
+    /// The input arrives as its 8-bit values rather than f32.
+    input_u8: bool,
+    /// The outputs are written as this form's 8-bit values rather than f32.
+    output: Option<U8Form>,
     /// Outputs clamped to `[lo, hi]` (f32 bits): a fused ReLU or ReLU6.
     clamp: Option<(u32, u32)>,
     kind: Kernel,
@@ -129,12 +139,7 @@ pub struct QPointwise {
 
 impl QPointwise {
     /// The op for `conv` with its weights as `qw · sw` and its input quantized by `quant`.
-    pub(crate) fn new(
-        conv: &Conv1x1,
-        qw: &[i8],
-        sw: &[f32],
-        quant: Quantizer,
-    ) -> TractResult<Self> {
+    pub(crate) fn new(conv: &Conv1x1, qw: &[i8], sw: &[f32], quant: U8Form) -> TractResult<Self> {
         let Channels { cin, cout, .. } = conv.shape;
         ensure!(cin > 0 && cout > 0 && qw.len() == cin * cout && sw.len() == cout);
         let (tiles, k4) = (cout.div_ceil(ROWS), cin.div_ceil(4));
@@ -153,31 +158,67 @@ impl QPointwise {
         let mut offset = vec![0f32; tiles * ROWS];
         for o in 0..cout {
             let sum: i32 = qw[o * cin..][..cin].iter().map(|&v| v as i32).sum();
-            scale[o] = quant.scale * sw[o];
-            offset[o] = conv.bias[o] - scale[o] * quant.zero_point * sum as f32;
+            scale[o] = quant.scale() * sw[o];
+            offset[o] = conv.bias[o] - scale[o] * quant.zero_point() * sum as f32;
         }
         Ok(QPointwise {
             shape: conv.shape,
             packed,
             scale: Floats(scale),
             offset: Floats(offset),
-            inv_scale: quant.inv_scale.to_bits(),
-            zero_point: quant.zero_point.to_bits(),
+            input: quant,
+            input_u8: false,
+            output: None,
             clamp: conv.clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits())),
             kind: Kernel::best(),
         })
     }
 
-    /// The convolution over `points` points per channel with `kind`'s kernels.
-    pub fn run(
+    /// The quantizer this op applies to an f32 input (`None` once it reads 8-bit values).
+    pub(crate) fn quantizes_f32_input(&self) -> Option<U8Form> {
+        (!self.input_u8).then_some(self.input)
+    }
+
+    /// The op reading its quantizer's 8-bit values instead of f32.
+    pub(crate) fn with_u8_input(&self) -> QPointwise {
+        QPointwise {
+            input_u8: true,
+            ..self.clone()
+        }
+    }
+
+    /// The form of its 8-bit output, `None` when it writes f32.
+    pub(crate) fn output_form(&self) -> Option<U8Form> {
+        self.output
+    }
+
+    /// The op writing `form`'s 8-bit values of its outputs instead of f32.
+    pub(crate) fn with_output(&self, form: U8Form) -> QPointwise {
+        QPointwise {
+            output: Some(form),
+            ..self.clone()
+        }
+    }
+
+    /// The convolution over `points` points per channel with `kind`'s kernels. An 8-bit
+    /// input must be the quantizer's values; an 8-bit output is the op's output form's.
+    pub(crate) fn run(
         &self,
         kind: Kernel,
-        input: &[f32],
+        input: Src,
         points: usize,
-        output: &mut [f32],
+        output: Dst,
     ) -> TractResult<()> {
         let Channels { cin, cout, .. } = self.shape;
         ensure!(input.len() == cin * points && output.len() == cout * points);
+        ensure!(
+            matches!(input, Src::U8(_)) == self.input_u8,
+            "input type is not the op's"
+        );
+        ensure!(
+            matches!(output, Dst::U8(_)) == self.output.is_some(),
+            "output type is not the op's"
+        );
         let k4 = cin.div_ceil(4);
         thread_local! {
             /// The quantized input in VNNI order, kept between calls (sized by the largest).
@@ -186,13 +227,13 @@ impl QPointwise {
         PACKED.with(|cell| {
             let mut packed = cell.borrow_mut();
             packed.resize(k4 * points, 0);
-            let (inv, zp) = (
-                f32::from_bits(self.inv_scale),
-                f32::from_bits(self.zero_point),
-            );
+            let (inv, zp) = (self.input.inv_scale(), self.input.zero_point());
             // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes
             // are the ones `pack` expects.
-            unsafe { kind.pack(input, cin, points, inv, zp, &mut packed) };
+            match input {
+                Src::F32(x) => unsafe { kind.pack(x, cin, points, inv, zp, &mut packed) },
+                Src::U8(x) => unsafe { kind.pack_bytes(x, cin, points, &mut packed) },
+            }
             self.multiply(kind, &packed, points, output)
         })
     }
@@ -202,13 +243,17 @@ impl QPointwise {
         kind: Kernel,
         packed: &[u32],
         points: usize,
-        output: &mut [f32],
+        output: Dst,
     ) -> TractResult<()> {
         let (cout, k4) = (self.shape.cout, self.shape.cin.div_ceil(4));
         let clamp = self
             .clamp
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
-        let out = SharedOut(output.as_mut_ptr());
+        let out = match (output, self.output) {
+            (Dst::F32(o), _) => Out::F32(SharedOut(o.as_mut_ptr())),
+            (Dst::U8(o), Some(form)) => Out::U8(SharedOut(o.as_mut_ptr()), form.requantizer(clamp)),
+            (Dst::U8(_), None) => bail!("8-bit output without a form"),
+        };
         self.shape.for_each_tile(points, 4 * k4, |t, c0, cols| {
             let rows = ROWS.min(cout - t * ROWS);
             let weights = &self.packed[t * k4 * ROWS..][..k4 * ROWS];
@@ -249,6 +294,8 @@ impl Kernel {
     pub fn best() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512vnni")
         {
             return Kernel::Vnni;
@@ -283,8 +330,30 @@ impl Kernel {
         }
     }
 
+    /// [`Kernel::pack`] for values already quantized: `input` holds the 8-bit values.
+    ///
+    /// # Safety
+    /// As [`Kernel::pack`].
+    unsafe fn pack_bytes(self, input: &[u8], cin: usize, points: usize, packed: &mut [u32]) {
+        debug_assert!(input.len() == cin * points && packed.len() == cin.div_ceil(4) * points);
+        match self {
+            Kernel::Scalar => {
+                for (g, row) in packed.chunks_exact_mut(points).enumerate() {
+                    for (p, word) in row.iter_mut().enumerate() {
+                        *word = (0..4)
+                            .filter(|j| 4 * g + j < cin)
+                            .map(|j| (input[(4 * g + j) * points + p] as u32) << (8 * j))
+                            .fold(0, |a, b| a | b);
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => unsafe { x86::pack_bytes(input, cin, points, packed) },
+        }
+    }
+
     /// `out[r·stride + c] = clamp(Σ_g dot4(x[g·stride + c], w[g·8 + r]) · scale[r] +
-    /// offset[r])` for `r < rows`, `c < cols`.
+    /// offset[r])` for `r < rows`, `c < cols` (as f32 or in the output's 8-bit form).
     ///
     /// # Safety
     /// `x` readable at `g·stride + c`, `out` writable at `r·stride + c` for those indices;
@@ -297,7 +366,7 @@ impl Kernel {
         stride: usize,
         weights: &[i32],
         (scale, offset): (&[f32], &[f32]),
-        out: *mut f32,
+        out: TileOut,
         rows: usize,
         cols: usize,
         clamp: Option<(f32, f32)>,
@@ -320,7 +389,10 @@ impl Kernel {
                             if let Some((lo, hi)) = clamp {
                                 v = v.max(lo).min(hi);
                             }
-                            *out.add(r * stride + c) = v;
+                            match out {
+                                TileOut::F32(o) => *o.add(r * stride + c) = v,
+                                TileOut::U8(o, q) => *o.add(r * stride + c) = q.apply(v),
+                            }
                         }
                     }
                 }
@@ -359,8 +431,62 @@ fn pack_scalar(input: &[f32], cin: usize, points: usize, inv: f32, zp: f32, pack
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::pointwise::x86::{mask, store_row};
-    use super::ROWS;
+    use super::super::u8_activations::x86::{requantize, store_bytes};
+    use super::{TileOut, ROWS};
     use std::arch::x86_64::*;
+
+    /// [`super::Kernel::pack_bytes`]: 16 points of four channels per step.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn pack_bytes(input: &[u8], cin: usize, points: usize, packed: &mut [u32]) {
+        unsafe {
+            let x = input.as_ptr();
+            for g in 0..cin.div_ceil(4) {
+                let channels = (cin - 4 * g).min(4);
+                let dst = packed.as_mut_ptr().add(g * points);
+                let mut p = 0;
+                while p < points {
+                    let m = mask(points - p);
+                    let mut word = _mm512_setzero_si512();
+                    for j in 0..channels {
+                        let b =
+                            _mm_maskz_loadu_epi8(m, x.add((4 * g + j) * points + p) as *const i8);
+                        word = _mm512_or_si512(
+                            word,
+                            _mm512_sllv_epi32(
+                                _mm512_cvtepu8_epi32(b),
+                                _mm512_set1_epi32(8 * j as i32),
+                            ),
+                        );
+                    }
+                    _mm512_mask_storeu_epi32(dst.add(p) as *mut i32, m, word);
+                    p += 16;
+                }
+            }
+        }
+    }
+
+    /// Stores `V` vectors of 16 outputs at `o` as bytes (clamped and quantized by `q`), the
+    /// last one masked by `last`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn store_row_u8<const V: usize>(
+        o: *mut u8,
+        row: &[__m512; V],
+        last: __mmask16,
+        q: super::Requantizer,
+    ) {
+        let (inv, lo, hi) = (
+            _mm512_set1_ps(q.inv_scale),
+            _mm512_set1_ps(q.lo),
+            _mm512_set1_ps(q.hi),
+        );
+        let zp = _mm512_set1_epi32(q.zero_point);
+        for (v, &a) in row.iter().enumerate() {
+            let m = if v + 1 == V { last } else { 0xffff };
+            // SAFETY: the caller's bounds.
+            unsafe { store_bytes(o.add(16 * v), m, requantize(a, inv, lo, hi, zp)) };
+        }
+    }
 
     /// [`super::Kernel::pack`]: 16 points of four channels per step.
     #[target_feature(enable = "avx512f")]
@@ -411,14 +537,14 @@ mod x86 {
         &'a [i32],
         &'a [f32],
         &'a [f32],
-        *mut f32,
+        TileOut,
         usize,
         usize,
         Option<(f32, f32)>,
     );
 
     /// [`super::Kernel::tile`] with `V` vectors of 16 points, the last one masked to `cols`.
-    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn tile<const V: usize>(
         (k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs,
     ) {
@@ -444,14 +570,33 @@ mod x86 {
                     }
                 }
             }
-            for (r, row) in acc.iter().enumerate().take(rows) {
-                let (s, b) = (_mm512_set1_ps(scale[r]), _mm512_set1_ps(offset[r]));
-                let mut floats = [_mm512_setzero_ps(); V];
-                for (f, &a) in floats.iter_mut().zip(row) {
-                    *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s, b);
-                }
-                store_row(out.add(r * stride), &floats, last, clamp);
+            // written out for each of the 8 rows so that every index into `acc` is a
+            // constant: as a loop to `rows`, LLVM kept the accumulators on the stack and stored
+            // all 24 on every step above (half the speed)
+            macro_rules! row {
+                ($r:literal) => {
+                    if $r < rows {
+                        let (s, b) = (_mm512_set1_ps(scale[$r]), _mm512_set1_ps(offset[$r]));
+                        let mut floats = [_mm512_setzero_ps(); V];
+                        for (f, &a) in floats.iter_mut().zip(&acc[$r]) {
+                            *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s, b);
+                        }
+                        match out {
+                            TileOut::F32(o) => store_row(o.add($r * stride), &floats, last, clamp),
+                            TileOut::U8(o, q) => store_row_u8(o.add($r * stride), &floats, last, q),
+                        }
+                    }
+                };
             }
+            const _: () = assert!(ROWS == 8);
+            row!(0);
+            row!(1);
+            row!(2);
+            row!(3);
+            row!(4);
+            row!(5);
+            row!(6);
+            row!(7);
         }
     }
 }
@@ -481,13 +626,16 @@ impl EvalOp for QPointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         self.shape
-            .eval(input, |x, points, out| self.run(self.kind, x, points, out))
+            .eval_any(input, self.output.is_some(), |x, points, out| {
+                self.run(self.kind, x, points, out)
+            })
     }
 }
 
 impl TypedOp for QPointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        self.shape.output_facts(inputs)
+        self.shape
+            .output_facts(inputs, super::u8_activations::datum(self.output))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -517,15 +665,14 @@ mod tests {
 
     /// The float path the op replaces: the pair, then the float convolution.
     #[allow(clippy::too_many_arguments)]
-    fn reference(conv: &Conv1x1, quant: Quantizer, x: &[f32], points: usize) -> Vec<f32> {
+    fn reference(conv: &Conv1x1, quant: U8Form, x: &[f32], points: usize) -> Vec<f32> {
         let Channels { cin, cout, .. } = conv.shape;
         let mut out = vec![0f32; cout * points];
         for o in 0..cout {
             for p in 0..points {
                 let mut acc = conv.bias[o] as f64;
                 for i in 0..cin {
-                    let q = quantize(x[i * points + p], quant.inv_scale, quant.zero_point);
-                    let xh = (q as f32 - quant.zero_point) * quant.scale;
+                    let xh = quant.dequantize(quant.quantize(x[i * points + p]));
                     acc += conv.weights[o * cin + i] as f64 * xh as f64;
                 }
                 let mut v = acc as f32;
@@ -590,17 +737,14 @@ mod tests {
                     clamp,
                     last: 0,
                 };
-                let quant = Quantizer {
-                    inv_scale: 1.0 / 0.02,
-                    zero_point,
-                    scale: 0.02,
-                };
+                let quant = U8Form::new(1.0 / 0.02, zero_point, 0.02);
                 let op = QPointwise::new(&conv, &qw, &sw, quant).unwrap();
                 let want = reference(&conv, quant, &x, points);
                 let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
                 for kind in kernels {
                     let mut got = vec![f32::NAN; cout * points];
-                    op.run(kind, &x, points, &mut got).unwrap();
+                    op.run(kind, Src::F32(&x), points, Dst::F32(&mut got))
+                        .unwrap();
                     let worst = want
                         .iter()
                         .zip(&got)
@@ -610,6 +754,18 @@ mod tests {
                         worst <= 1e-5 * scale,
                         "{kind:?} {cin}->{cout} over {points}, zp {zero_point}: off by {worst}"
                     );
+                    // 8-bit input (the quantizer's bytes) and output (another form's bytes):
+                    // the same sums, so exactly the f32 path's values, quantized
+                    let bytes: Vec<u8> = x.iter().map(|&v| quant.quantize(v)).collect();
+                    let form = U8Form::new(1.0 / 0.07, 90.0, 0.07);
+                    let linked = op.with_u8_input().with_output(form);
+                    let mut out = vec![0u8; cout * points];
+                    linked
+                        .run(kind, Src::U8(&bytes), points, Dst::U8(&mut out))
+                        .unwrap();
+                    for (i, (a, b)) in out.iter().zip(&got).enumerate() {
+                        assert_eq!(*a, form.quantize(*b), "{kind:?} {cin}->{cout} at {i}");
+                    }
                 }
             }
         }
@@ -653,6 +809,24 @@ mod tests {
             .count();
         assert_eq!(integer, 34);
         let input = Tensor::from_shape(&[1, 3, 224, 224], &values(3 * 224 * 224, 13)).unwrap();
+        // with the depthwise layers ours too, then linked through 8-bit tensors: every link
+        // computes what the pair it replaces did, so the output keeps every bit
+        let mut unlinked = ours.clone();
+        super::super::depthwise::substitute(&mut unlinked).unwrap();
+        let mut linked = unlinked.clone();
+        let links = super::super::u8_activations::substitute(&mut linked).unwrap();
+        // at least: each of the 16 expand convolutions into its depthwise convolution, each of
+        // the 17 depthwise convolutions into its project convolution
+        assert!(links >= 33, "only {links} 8-bit links");
+        let eight_bit = linked
+            .nodes()
+            .iter()
+            .filter(|n| n.outputs[0].fact.datum_type == u8::datum_type())
+            .count();
+        assert_eq!(eight_bit, links);
+        let a = crate::engine::run_f32(unlinked, &input, true);
+        let b = crate::engine::run_f32(linked, &input, true);
+        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
         let want = crate::engine::run_f32(plain, &input, true);
         let got = crate::engine::run_f32(ours, &input, true);
         let top = want.iter().fold(0f32, |m, v| m.max(v.abs()));
