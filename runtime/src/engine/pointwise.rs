@@ -292,10 +292,7 @@ impl Channels {
         input: TValue,
         run: impl FnOnce(&[f32], usize, &mut [f32]) -> TractResult<()>,
     ) -> TractResult<TVec<TValue>> {
-        self.eval_any(input, false, |x, points, out| match (x, out) {
-            (Src::F32(x), Dst::F32(out)) => run(x, points, out),
-            _ => bail!("1×1 convolution expects an f32 input"),
-        })
+        self.eval_any(input, false, super::u8_activations::f32_only(run))
     }
 
     /// [`Channels::eval`] for an f32 or 8-bit input and output (8-bit when `u8_out`).

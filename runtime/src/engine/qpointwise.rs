@@ -431,15 +431,21 @@ fn pack_scalar(input: &[f32], cin: usize, points: usize, inv: f32, zp: f32, pack
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::pointwise::x86::{mask, store_row};
-    use super::super::u8_activations::x86::{requantize, store_bytes};
+    use super::super::u8_activations::x86::{quantize, requantize, store_bytes};
     use super::{TileOut, ROWS};
     use std::arch::x86_64::*;
 
-    /// [`super::Kernel::pack_bytes`]: 16 points of four channels per step.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub unsafe fn pack_bytes(input: &[u8], cin: usize, points: usize, packed: &mut [u32]) {
+    /// `packed[g·points + p]` = the bytes `lane(i, mask)` gives for input channels `4g..4g+4`
+    /// at point `p` (`i` the value's index in `[cin][points]`, the lanes of `mask` in use), 16
+    /// points per step: the loop both packs share.
+    #[inline(always)]
+    unsafe fn interleave(
+        cin: usize,
+        points: usize,
+        packed: &mut [u32],
+        lane: impl Fn(usize, __mmask16) -> __m512i,
+    ) {
         unsafe {
-            let x = input.as_ptr();
             for g in 0..cin.div_ceil(4) {
                 let channels = (cin - 4 * g).min(4);
                 let dst = packed.as_mut_ptr().add(g * points);
@@ -448,20 +454,28 @@ mod x86 {
                     let m = mask(points - p);
                     let mut word = _mm512_setzero_si512();
                     for j in 0..channels {
-                        let b =
-                            _mm_maskz_loadu_epi8(m, x.add((4 * g + j) * points + p) as *const i8);
+                        let q = lane((4 * g + j) * points + p, m);
                         word = _mm512_or_si512(
                             word,
-                            _mm512_sllv_epi32(
-                                _mm512_cvtepu8_epi32(b),
-                                _mm512_set1_epi32(8 * j as i32),
-                            ),
+                            _mm512_sllv_epi32(q, _mm512_set1_epi32(8 * j as i32)),
                         );
                     }
                     _mm512_mask_storeu_epi32(dst.add(p) as *mut i32, m, word);
                     p += 16;
                 }
             }
+        }
+    }
+
+    /// [`super::Kernel::pack_bytes`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn pack_bytes(input: &[u8], cin: usize, points: usize, packed: &mut [u32]) {
+        let x = input.as_ptr();
+        // SAFETY: `interleave` passes indices of `input` with the lanes past its end masked.
+        unsafe {
+            interleave(cin, points, packed, |i, m| {
+                _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, x.add(i) as *const i8))
+            })
         }
     }
 
@@ -488,7 +502,8 @@ mod x86 {
         }
     }
 
-    /// [`super::Kernel::pack`]: 16 points of four channels per step.
+    /// [`super::Kernel::pack`]: the pair's rounding (NaN → zero point, ties to even,
+    /// saturation) on the way.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn pack(
         input: &[f32],
@@ -498,35 +513,13 @@ mod x86 {
         zp: f32,
         packed: &mut [u32],
     ) {
+        let (inv, zp) = (_mm512_set1_ps(inv), _mm512_set1_ps(zp));
+        let x = input.as_ptr();
+        // SAFETY: `interleave` passes indices of `input` with the lanes past its end masked.
         unsafe {
-            let (inv, zp) = (_mm512_set1_ps(inv), _mm512_set1_ps(zp));
-            let (zero, top) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
-            let x = input.as_ptr();
-            for g in 0..cin.div_ceil(4) {
-                let channels = (cin - 4 * g).min(4);
-                let dst = packed.as_mut_ptr().add(g * points);
-                let mut p = 0;
-                while p < points {
-                    let m = mask(points - p);
-                    let mut word = _mm512_setzero_si512();
-                    for j in 0..channels {
-                        let v = _mm512_maskz_loadu_ps(m, x.add((4 * g + j) * points + p));
-                        // NaN → 0 before rounding (so → zero point), as the pair does
-                        let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
-                        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT }>(
-                            _mm512_mul_ps(v, inv),
-                        );
-                        let q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), zero), top);
-                        let q = _mm512_cvtps_epi32(q);
-                        word = _mm512_or_si512(
-                            word,
-                            _mm512_sllv_epi32(q, _mm512_set1_epi32(8 * j as i32)),
-                        );
-                    }
-                    _mm512_mask_storeu_epi32(dst.add(p) as *mut i32, m, word);
-                    p += 16;
-                }
-            }
+            interleave(cin, points, packed, |i, m| {
+                quantize(_mm512_maskz_loadu_ps(m, x.add(i)), inv, zp)
+            })
         }
     }
 

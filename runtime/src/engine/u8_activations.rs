@@ -179,6 +179,16 @@ impl Dst<'_> {
     }
 }
 
+/// `run` for an op that takes and gives f32 only: an error on 8-bit values.
+pub(crate) fn f32_only(
+    run: impl FnOnce(&[f32], usize, &mut [f32]) -> TractResult<()>,
+) -> impl FnOnce(Src, usize, Dst) -> TractResult<()> {
+    move |x, n, out| match (x, out) {
+        (Src::F32(x), Dst::F32(out)) => run(x, n, out),
+        _ => bail!("this op takes and gives f32 values only"),
+    }
+}
+
 /// The datum type of an activation in `form` (`None`: f32).
 pub(crate) fn datum(form: Option<U8Form>) -> DatumType {
     if form.is_some() {
