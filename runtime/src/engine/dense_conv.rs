@@ -22,6 +22,7 @@ use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 
 use super::depthwise::{constant_kernel_and_bias, fill_phases, Geometry, Plain, Planes};
 use super::pointwise::{Kernel, Pointwise};
+use super::u8_activations::f32_only;
 
 /// Floats one im2col band may hold (4 MiB): bands are whole output rows, at least one.
 pub const BAND_FLOATS: usize = 1 << 20;
@@ -237,8 +238,11 @@ impl EvalOp for DenseConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         // every band covers all output channels: `run` writes every element
         let kind = self.product.kernel();
-        self.planes()
-            .eval(args_1!(inputs), |x, n, out| self.run(kind, x, n, out))
+        self.planes().eval(
+            args_1!(inputs),
+            false,
+            f32_only(|x, n, out| self.run(kind, x, n, out)),
+        )
     }
 }
 

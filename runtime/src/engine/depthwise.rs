@@ -222,18 +222,11 @@ pub(crate) struct Planes {
 }
 
 impl Planes {
-    /// Checks `input`'s shape, allocates the f32 output and calls `run(input, images,
-    /// output)`, which must write every output element.
+    /// Checks `input`'s shape (f32 or 8-bit values), allocates the output (8-bit when
+    /// `u8_out`, else f32) and calls `run(input, images, output)`, which must write every
+    /// output element. Ops that take f32 only pass their run through
+    /// [`super::u8_activations::f32_only`].
     pub(crate) fn eval(
-        &self,
-        input: TValue,
-        run: impl FnOnce(&[f32], usize, &mut [f32]) -> TractResult<()>,
-    ) -> TractResult<TVec<TValue>> {
-        self.eval_any(input, false, super::u8_activations::f32_only(run))
-    }
-
-    /// [`Planes::eval`] for an f32 or 8-bit input and output (8-bit when `u8_out`).
-    pub(crate) fn eval_any(
         &self,
         input: TValue,
         u8_out: bool,
@@ -450,11 +443,12 @@ impl DepthwiseConv {
                 Ok(())
             }),
             (Dst::U8(output), Some(form)) => {
+                let q = form.requantizer(clamp);
                 par_chunks_mut(output, plane_out, work, |first, chunk| {
                     let mut scratch = vec![0f32; g.scratch_len()];
                     let mut tap_ptrs = vec![std::ptr::null::<f32>(); taps];
-                    let mut floats = vec![0f32; plane_out];
-                    let q = form.requantizer(clamp);
+                    // the f32 row for kernels without a byte store (not AVX-512)
+                    let mut floats = Vec::new();
                     for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
                         let (weights, bias) = prepare(first + ix, &mut scratch, &mut tap_ptrs);
                         #[cfg(target_arch = "x86_64")]
@@ -464,6 +458,7 @@ impl DepthwiseConv {
                             };
                             continue;
                         }
+                        floats.resize(plane_out, 0f32);
                         unsafe { kind.plane(&mut floats, wo, wq, &tap_ptrs, weights, bias, None) };
                         for (o, &v) in out.iter_mut().zip(&floats) {
                             *o = q.apply(v);
@@ -1088,7 +1083,7 @@ impl EvalOp for DepthwiseConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         self.planes()
-            .eval_any(args_1!(inputs), self.output.is_some(), |x, n, out| {
+            .eval(args_1!(inputs), self.output.is_some(), |x, n, out| {
                 self.run(self.kind, x, n, out)
             })
     }

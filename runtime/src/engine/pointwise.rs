@@ -22,7 +22,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
 
 use super::channel_affine::Step;
-use super::u8_activations::{Dst, Src};
+use super::u8_activations::{f32_only, Dst, Src};
 use super::Floats;
 
 /// Output channels per micro-kernel tile.
@@ -285,18 +285,11 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
-    /// Checks `input`'s shape, allocates the f32 output and calls `run(input, points,
-    /// output)` (points per channel), which must write every output element.
+    /// Checks `input`'s shape (f32 or 8-bit values), allocates the output (8-bit when
+    /// `u8_out`, else f32) and calls `run(input, points, output)` (points per channel), which
+    /// must write every output element. Ops that take f32 only pass their run through
+    /// [`super::u8_activations::f32_only`].
     pub(crate) fn eval(
-        &self,
-        input: TValue,
-        run: impl FnOnce(&[f32], usize, &mut [f32]) -> TractResult<()>,
-    ) -> TractResult<TVec<TValue>> {
-        self.eval_any(input, false, super::u8_activations::f32_only(run))
-    }
-
-    /// [`Channels::eval`] for an f32 or 8-bit input and output (8-bit when `u8_out`).
-    pub(crate) fn eval_any(
         &self,
         input: TValue,
         u8_out: bool,
@@ -612,8 +605,11 @@ impl EvalOp for Pointwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        self.shape
-            .eval(input, |x, points, out| self.run(self.kind, x, points, out))
+        self.shape.eval(
+            input,
+            false,
+            f32_only(|x, points, out| self.run(self.kind, x, points, out)),
+        )
     }
 }
 

@@ -619,7 +619,7 @@ impl EvalOp for QPointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         self.shape
-            .eval_any(input, self.output.is_some(), |x, points, out| {
+            .eval(input, self.output.is_some(), |x, points, out| {
                 self.run(self.kind, x, points, out)
             })
     }

@@ -81,19 +81,6 @@ impl U8Form {
         }
     }
 
-    /// `dst[i] = quantize(src[i])`.
-    pub fn quantize_row(&self, src: &[f32], dst: &mut [u8]) {
-        assert_eq!(src.len(), dst.len());
-        #[cfg(target_arch = "x86_64")]
-        if x86::available() {
-            // SAFETY: the CPU has AVX-512F, BW and VL; the lengths match.
-            return unsafe { x86::quantize_row(self, src, dst) };
-        }
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = self.quantize(s);
-        }
-    }
-
     /// `dst[i] = dequantize(src[i])`.
     pub fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
         assert_eq!(src.len(), dst.len());
@@ -480,33 +467,36 @@ pub(crate) mod x86 {
             }
         }
     }
-
-    /// [`U8Form::quantize_row`].
-    ///
-    /// # Safety
-    /// `src.len() == dst.len()`; the CPU has AVX-512F, BW and VL.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub unsafe fn quantize_row(form: &U8Form, src: &[f32], dst: &mut [u8]) {
-        let inv = _mm512_set1_ps(form.inv_scale());
-        let zp = _mm512_set1_ps(form.zero_point());
-        let mut i = 0;
-        while i < src.len() {
-            let m = mask(src.len() - i);
-            // SAFETY: the masked lanes stay inside both slices.
-            unsafe {
-                let v = _mm512_maskz_loadu_ps(m, src.as_ptr().add(i));
-                store_bytes(dst.as_mut_ptr().add(i), m, quantize(v, inv, zp));
-            }
-            i += 16;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The row kernel gives the scalar rule's bytes on every tail length, for ties, −0, ±∞,
+    /// `xs` through the vector quantize step and byte store (the integer 1×1 convolution's
+    /// pack), 16 lanes at a time with a masked tail; the scalar rule where the CPU lacks them.
+    fn quantize_lanes(form: &U8Form, xs: &[f32], out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if x86::available() {
+            use std::arch::x86_64::*;
+            // SAFETY: the CPU has the features; the masked lanes stay inside both slices.
+            unsafe {
+                let inv = _mm512_set1_ps(form.inv_scale());
+                let zp = _mm512_set1_ps(form.zero_point());
+                for i in (0..xs.len()).step_by(16) {
+                    let m = crate::engine::pointwise::x86::mask(xs.len() - i);
+                    let v = _mm512_maskz_loadu_ps(m, xs.as_ptr().add(i));
+                    x86::store_bytes(out.as_mut_ptr().add(i), m, x86::quantize(v, inv, zp));
+                }
+            }
+            return;
+        }
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = form.quantize(x);
+        }
+    }
+
+    /// The vector kernel gives the scalar rule's bytes on every tail length, for ties, −0, ±∞,
     /// NaN and values far past the range.
     #[test]
     fn quantize_row_matches_the_scalar_rule() {
@@ -519,7 +509,7 @@ mod tests {
         ] {
             for len in 0..xs.len() {
                 let mut got = vec![7u8; len];
-                form.quantize_row(&xs[..len], &mut got);
+                quantize_lanes(&form, &xs[..len], &mut got);
                 for (x, g) in xs.iter().zip(&got) {
                     assert_eq!(*g, form.quantize(*x), "{form:?} x = {x}");
                 }
