@@ -6,9 +6,11 @@
 //! at stride 2; they were 31–39% of MobileNetV2's time. Here each channel plane is copied once
 //! into a zero-padded scratch split into stride phases (`plane[py][px][i][j] = padded[i·sy+py]
 //! [j·sx+px]`), so every tap of every output row is one contiguous run of the scratch: an
-//! output row is `bias + Σ w_t · run_t`, computed 64 points at a time with FMA on AVX-512
-//! (masked tails), AVX2+FMA or NEON, chosen at run time, with a scalar fallback for every other
-//! target (armv7 included). A ReLU/ReLU6 that follows (`Max`/`Min` against a constant) is
+//! output row is `bias + Σ w_t · run_t`, computed with FMA on AVX2+FMA or NEON, chosen at run
+//! time, with a scalar fallback for every other target (armv7 included). AVX-512 goes further
+//! and runs the whole plane as one run (output rows laid flat at the phase row stride, 64
+//! points per block, the columns past the output width dropped by a compress before the
+//! store): small planes (7×7, 14×14) no longer pay a latency-bound masked tail per row. A ReLU/ReLU6 that follows (`Max`/`Min` against a constant) is
 //! fused into the store. Channels are split over the plan's thread pool.
 //!
 //! Channel-last graphs are left to tract: on aarch64 tract declutters MobileNet-style models to
@@ -165,6 +167,27 @@ impl Geometry {
             }
         }
         offsets
+    }
+
+    /// Which lanes of each 16-float vector over the output rows laid flat at the phase row
+    /// stride are outputs: vector `v`, lane `l` is flat position `16v + l`, row `(16v + l) /
+    /// wq`, column `(16v + l) % wq`, an output when the column is below the output width.
+    /// One mask per vector, padded with empty masks to a multiple of four vectors (the flat
+    /// kernel's block). Outputs of consecutive set lanes are consecutive in the output plane.
+    pub(crate) fn flat_masks(&self) -> Vec<u16> {
+        let ((ho, wo), (_, wq)) = (self.output(), self.phase());
+        let len = (ho.max(1) - 1) * wq + wo;
+        let mut masks = vec![0u16; len.div_ceil(64) * 4];
+        for y in 0..ho {
+            let (mut f, end) = (y * wq, y * wq + wo);
+            while f < end {
+                let (word, lo) = (f / 16, f % 16);
+                let hi = (end - word * 16).min(16);
+                masks[word] |= ((1u32 << hi) - (1u32 << lo)) as u16;
+                f = word * 16 + hi;
+            }
+        }
+        masks
     }
 
     pub(crate) fn valid(&self) -> bool {
@@ -406,6 +429,7 @@ impl DepthwiseConv {
         let taps = g.kh * g.kw;
         let offsets = g.tap_offsets();
         let (_, wq) = g.phase();
+        let masks = g.flat_masks();
         let clamp = self
             .clamp
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
@@ -438,7 +462,7 @@ impl DepthwiseConv {
                 let mut tap_ptrs = vec![std::ptr::null::<f32>(); taps];
                 for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
                     let (weights, bias) = prepare(first + ix, &mut scratch, &mut tap_ptrs);
-                    unsafe { kind.plane(out, wo, wq, &tap_ptrs, weights, bias, clamp) };
+                    unsafe { kind.plane(out, wo, wq, &masks, &tap_ptrs, weights, bias, clamp) };
                 }
                 Ok(())
             }),
@@ -454,12 +478,14 @@ impl DepthwiseConv {
                         #[cfg(target_arch = "x86_64")]
                         if kind == Kernel::Avx512 {
                             unsafe {
-                                x86::plane_avx512_u8(out, wo, wq, &tap_ptrs, weights, bias, q)
+                                x86::plane_avx512_u8(out, &masks, &tap_ptrs, weights, bias, q)
                             };
                             continue;
                         }
                         floats.resize(plane_out, 0f32);
-                        unsafe { kind.plane(&mut floats, wo, wq, &tap_ptrs, weights, bias, None) };
+                        unsafe {
+                            kind.plane(&mut floats, wo, wq, &masks, &tap_ptrs, weights, bias, None)
+                        };
                         for (o, &v) in out.iter_mut().zip(&floats) {
                             *o = q.apply(v);
                         }
@@ -652,7 +678,8 @@ impl Kernel {
     }
 
     /// One channel: output row `y` (`out[y·wo..][..wo]`) is `bias + Σ_t weights[t] ·
-    /// taps[t][y·in_row..][..wo]`, clamped.
+    /// taps[t][y·in_row..][..wo]`, clamped. AVX-512 runs the rows laid flat, with `flat` the
+    /// geometry's [`Geometry::flat_masks`]; the row kernels ignore it.
     ///
     /// # Safety
     /// Each `taps[t]` must be readable for `(rows − 1)·in_row + wo` floats plus 64 (the widest
@@ -664,6 +691,7 @@ impl Kernel {
         out: &mut [f32],
         wo: usize,
         in_row: usize,
+        flat: &[u16],
         taps: &[*const f32],
         weights: &[f32],
         bias: f32,
@@ -679,7 +707,7 @@ impl Kernel {
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Avx2Fma => x86::plane_avx2(out, wo, in_row, taps, weights, bias, clamp),
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => x86::plane_avx512(out, wo, in_row, taps, weights, bias, clamp),
+                Kernel::Avx512 => x86::plane_avx512(out, flat, taps, weights, bias, clamp),
                 #[cfg(target_arch = "aarch64")]
                 Kernel::Neon => arm::plane_neon(out, wo, in_row, taps, weights, bias, clamp),
             }
@@ -750,11 +778,17 @@ mod x86 {
 
     plane_fn!(plane_avx2, row_avx2, "avx2,fma");
 
-    /// Where [`row_avx512`] puts 16 finished sums: f32 values (clamped when `on`), or bytes.
+    /// Where [`plane_flat`] puts 16 finished sums: f32 values (clamped when `on`), or bytes.
     pub(super) trait Sink: Copy {
         type Out;
-        /// Stores the lanes of `mask` at `o`.
+        /// Stores the lanes of `mask`, packed together in lane order, at `o`.
         unsafe fn store(self, o: *mut Self::Out, mask: __mmask16, v: __m512);
+    }
+
+    /// The first `n` lanes (`n ≤ 16`).
+    #[inline(always)]
+    fn first(n: u32) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
     }
 
     #[derive(Clone, Copy)]
@@ -773,7 +807,8 @@ mod x86 {
                 if mask == 0xffff {
                     _mm512_storeu_ps(o, v)
                 } else {
-                    _mm512_mask_storeu_ps(o, mask, v)
+                    let packed = _mm512_maskz_compress_ps(mask, v);
+                    _mm512_mask_storeu_ps(o, first(mask.count_ones()), packed)
                 }
             }
         }
@@ -793,7 +828,15 @@ mod x86 {
         #[inline(always)]
         unsafe fn store(self, o: *mut u8, mask: __mmask16, v: __m512) {
             use super::super::u8_activations::x86::{requantize, store_bytes};
-            unsafe { store_bytes(o, mask, requantize(v, self.inv, self.lo, self.hi, self.zp)) }
+            unsafe {
+                let q = requantize(v, self.inv, self.lo, self.hi, self.zp);
+                if mask == 0xffff {
+                    store_bytes(o, mask, q)
+                } else {
+                    let packed = _mm512_maskz_compress_epi32(mask, q);
+                    store_bytes(o, first(mask.count_ones()), packed)
+                }
+            }
         }
     }
 
@@ -836,13 +879,15 @@ mod x86 {
         }
     }
 
-    /// [`super::Kernel::plane`] on AVX-512 into f32.
+    /// One channel plane on AVX-512 into f32, over the output rows laid flat (see
+    /// [`super::Geometry::flat_masks`]).
+    ///
+    /// # Safety
+    /// As [`plane_flat`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    #[allow(clippy::too_many_arguments)]
     pub unsafe fn plane_avx512(
         out: &mut [f32],
-        wo: usize,
-        in_row: usize,
+        masks: &[u16],
         taps: &[*const f32],
         weights: &[f32],
         bias: f32,
@@ -854,17 +899,17 @@ mod x86 {
             lo: _mm512_set1_ps(lo),
             hi: _mm512_set1_ps(hi),
         };
-        for (y, row) in out.chunks_exact_mut(wo).enumerate() {
-            unsafe { row_avx512(row.as_mut_ptr(), wo, taps, y * in_row, weights, bias, sink) }
-        }
+        unsafe { plane_flat(out, masks, taps, weights, bias, sink) }
     }
 
-    /// [`super::Kernel::plane`] on AVX-512 into bytes: the sums requantized in registers.
+    /// One channel plane on AVX-512 into bytes: the sums requantized in registers.
+    ///
+    /// # Safety
+    /// As [`plane_flat`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn plane_avx512_u8(
         out: &mut [u8],
-        wo: usize,
-        in_row: usize,
+        masks: &[u16],
         taps: &[*const f32],
         weights: &[f32],
         bias: f32,
@@ -876,67 +921,47 @@ mod x86 {
             hi: _mm512_set1_ps(q.hi),
             zp: _mm512_set1_epi32(q.zero_point),
         };
-        for (y, row) in out.chunks_exact_mut(wo).enumerate() {
-            unsafe { row_avx512(row.as_mut_ptr(), wo, taps, y * in_row, weights, bias, sink) }
-        }
+        unsafe { plane_flat(out, masks, taps, weights, bias, sink) }
     }
 
+    /// The plane as one run: flat position `f` (output row `f / wq`, column `f % wq`) is
+    /// `bias + Σ_t weights[t] · taps[t][f]`, 64 positions per block in four independent
+    /// accumulators; each vector's output lanes (`masks`) are packed and stored in order, the
+    /// columns past the output width dropped. No per-row tail: a 7-wide row costs no more
+    /// than its share of a vector.
+    ///
+    /// # Safety
+    /// `masks` is the geometry's [`super::Geometry::flat_masks`] and `out` holds every output
+    /// of the plane; each `taps[t]` is readable for `16 · masks.len()` floats (the scratch's
+    /// slack covers the block past the last row); the CPU has AVX-512F, BW and VL.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     #[inline]
-    unsafe fn row_avx512<S: Sink>(
-        o: *mut S::Out,
-        len: usize,
+    unsafe fn plane_flat<S: Sink>(
+        out: &mut [S::Out],
+        masks: &[u16],
         taps: &[*const f32],
-        in_off: usize,
         weights: &[f32],
         bias: f32,
         sink: S,
     ) {
+        let mut o = out.as_mut_ptr();
         unsafe {
             let b = _mm512_set1_ps(bias);
-            let mut i = 0;
-            while i + 64 <= len {
+            for (block, m) in masks.chunks_exact(4).enumerate() {
+                let at = block * 64;
                 let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
                 for (&p, &w) in taps.iter().zip(weights) {
                     let k = _mm512_set1_ps(w);
-                    let p = p.add(in_off + i);
+                    let p = p.add(at);
                     a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p), k, a0);
                     a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16)), k, a1);
                     a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(32)), k, a2);
                     a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(48)), k, a3);
                 }
-                sink.store(o.add(i), 0xffff, a0);
-                sink.store(o.add(i + 16), 0xffff, a1);
-                sink.store(o.add(i + 32), 0xffff, a2);
-                sink.store(o.add(i + 48), 0xffff, a3);
-                i += 64;
-            }
-            while i + 32 <= len {
-                let (mut a0, mut a1) = (b, b);
-                for (&p, &w) in taps.iter().zip(weights) {
-                    let k = _mm512_set1_ps(w);
-                    let p = p.add(in_off + i);
-                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p), k, a0);
-                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16)), k, a1);
+                for (a, &m) in [a0, a1, a2, a3].into_iter().zip(m) {
+                    sink.store(o, m, a);
+                    o = o.add(m.count_ones() as usize);
                 }
-                sink.store(o.add(i), 0xffff, a0);
-                sink.store(o.add(i + 16), 0xffff, a1);
-                i += 32;
-            }
-            while i < len {
-                let rest = (len - i).min(16);
-                let mask: __mmask16 = if rest == 16 {
-                    0xffff
-                } else {
-                    (1u16 << rest) - 1
-                };
-                let mut a = b;
-                for (&p, &w) in taps.iter().zip(weights) {
-                    let x = _mm512_maskz_loadu_ps(mask, p.add(in_off + i));
-                    a = _mm512_fmadd_ps(x, _mm512_set1_ps(w), a);
-                }
-                sink.store(o.add(i), mask, a);
-                i += rest;
             }
         }
     }
