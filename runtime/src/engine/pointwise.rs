@@ -43,6 +43,14 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     }
     let mut replaced = 0;
     for id in model.eval_order()? {
+        if let Some((conv, shapes)) = Conv1x1::matrix_vector_at(model, id)? {
+            let input = model.node(id).inputs[0];
+            if let Some((input, op)) = super::qpointwise::integer_variant(model, input, &conv)? {
+                replace_matrix_vector(model, input, id, op, shapes)?;
+                replaced += 1;
+            }
+            continue;
+        }
         let Some(conv) = Conv1x1::at(model, id)? else {
             continue;
         };
@@ -131,6 +139,105 @@ impl Conv1x1 {
             last,
         }))
     }
+}
+
+impl Conv1x1 {
+    /// The matrix–vector product at node `id` as a 1×1 convolution over one point: an einsum
+    /// of a vector (`K` values, any other axes of size 1) and constant `[N, K]` weights whose
+    /// output is `N` values (other axes of size 1): a `Gemm` or `MatMul` on one row, such as a
+    /// classifier. With the input's and output's shapes, for the reshapes around the op. Only
+    /// worth running as the integer op (the f32 tile is shaped for many points).
+    fn matrix_vector_at(
+        model: &TypedModel,
+        id: usize,
+    ) -> TractResult<Option<(Conv1x1, (TVec<TDim>, TVec<TDim>))>> {
+        let node = model.node(id);
+        let Some(einsum) = node.op_as::<EinSum>() else {
+            return Ok(None);
+        };
+        if einsum.q_params.is_some()
+            || einsum.operating_dt != f32::datum_type()
+            || node.inputs.len() != 2
+        {
+            return Ok(None);
+        }
+        let (inputs, outputs) = einsum.axes.to_strs();
+        let (Some(weights), [x_axes, w_axes], [y_axes]) = (
+            model.outlet_fact(node.inputs[1])?.konst.clone(),
+            &inputs[..],
+            &outputs[..],
+        ) else {
+            return Ok(None);
+        };
+        let w: Vec<char> = w_axes.chars().collect();
+        let (o, i) = match w[..] {
+            [o, i] if o != i => (o, i),
+            _ => return Ok(None),
+        };
+        let (x_fact, y_fact) = (
+            model.outlet_fact(node.inputs[0])?,
+            model.outlet_fact(OutletId::new(id, 0))?,
+        );
+        if x_fact.datum_type != f32::datum_type()
+            || weights.datum_type() != f32::datum_type()
+            || weights.rank() != 2
+            || x_fact.rank() != x_axes.len()
+            || y_fact.rank() != y_axes.len()
+        {
+            return Ok(None);
+        }
+        let (cout, cin) = (weights.shape()[0], weights.shape()[1]);
+        // every axis but the named one has size 1 (and is not the weights' other axis)
+        let only = |axes: &str, fact: &TypedFact, named: char, size: usize, other: char| {
+            axes.chars().filter(|&c| c == named).count() == 1
+                && !axes.contains(other)
+                && axes
+                    .chars()
+                    .zip(fact.shape.iter())
+                    .all(|(c, d)| d.to_usize().ok() == Some(if c == named { size } else { 1 }))
+        };
+        if !only(x_axes, x_fact, i, cin, o) || !only(y_axes, y_fact, o, cout, i) {
+            return Ok(None);
+        }
+        let conv = Conv1x1 {
+            shape: Channels {
+                cin,
+                cout,
+                batched: false,
+                batched_out: false,
+            },
+            weights: super::f32_values(&weights)?,
+            bias: vec![0f32; cout],
+            clamp: None,
+            last: id,
+        };
+        Ok(Some((
+            conv,
+            (x_fact.shape.to_tvec(), y_fact.shape.to_tvec()),
+        )))
+    }
+}
+
+/// Replaces the matrix–vector einsum `id` by `op` over one point, reading `input`: the
+/// vector reshaped to `[K, 1]`, the op's `[N, 1]` reshaped to the einsum's output shape.
+fn replace_matrix_vector(
+    model: &mut TypedModel,
+    input: OutletId,
+    id: usize,
+    op: super::qpointwise::QPointwise,
+    (from, to): (TVec<TDim>, TVec<TDim>),
+) -> TractResult<()> {
+    let name = model.node(id).name.clone();
+    let (k, n) = (op.channels().cin, op.channels().cout);
+    let mut patch = TypedModelPatch::default();
+    let tap = patch.tap_model(model, input)?;
+    let column = AxisOp::Reshape(0, from, tvec![k.into(), 1.into()]);
+    let x = patch.wire_node(format!("{name}.column"), column, &[tap])?;
+    let y = patch.wire_node(&name, op, &x)?;
+    let back = AxisOp::Reshape(0, tvec![n.into(), 1.into()], to);
+    let y = patch.wire_node(format!("{name}.reshape"), back, &y)?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+    patch.apply(model)
 }
 
 /// The `Add` of a per-channel (or single) f32 constant that alone reads node `id`'s `[O, …]`
