@@ -150,7 +150,7 @@ impl Conv1x1 {
     fn matrix_vector_at(
         model: &TypedModel,
         id: usize,
-    ) -> TractResult<Option<(Conv1x1, (TVec<TDim>, TVec<TDim>))>> {
+    ) -> TractResult<Option<(Conv1x1, InOutShapes)>> {
         let node = model.node(id);
         let Some(einsum) = node.op_as::<EinSum>() else {
             return Ok(None);
@@ -218,6 +218,9 @@ impl Conv1x1 {
     }
 }
 
+/// A node's input and output shapes.
+type InOutShapes = (TVec<TDim>, TVec<TDim>);
+
 /// Replaces the matrix–vector einsum `id` by `op` over one point, reading `input`: the
 /// vector reshaped to `[K, 1]`, the op's `[N, 1]` reshaped to the einsum's output shape.
 fn replace_matrix_vector(
@@ -225,7 +228,7 @@ fn replace_matrix_vector(
     input: OutletId,
     id: usize,
     op: super::qpointwise::QPointwise,
-    (from, to): (TVec<TDim>, TVec<TDim>),
+    (from, to): InOutShapes,
 ) -> TractResult<()> {
     let name = model.node(id).name.clone();
     let (k, n) = (op.channels().cin, op.channels().cout);
