@@ -103,14 +103,8 @@ pub(crate) fn check_input(
     }
     if spec.nan_policy == NanPolicy::Reject {
         let bad = match floats {
-            Floats::F32(v) => v
-                .iter()
-                .position(|x| !x.is_finite())
-                .map(|i| (i, v[i].to_string())),
-            Floats::F64(v) => v
-                .iter()
-                .position(|x| !x.is_finite())
-                .map(|i| (i, v[i].to_string())),
+            Floats::F32(v) => first_non_finite(v, |x| x.is_finite()).map(|i| (i, v[i].to_string())),
+            Floats::F64(v) => first_non_finite(v, |x| x.is_finite()).map(|i| (i, v[i].to_string())),
             Floats::None => None,
         };
         if let Some((index, value)) = bad {
@@ -122,6 +116,20 @@ pub(crate) fn check_input(
         }
     }
     Ok(())
+}
+
+/// The index of the first value that is not finite. Each block of values is checked without
+/// an early exit (so the check vectorizes: an image's 150 000 floats in a few microseconds
+/// rather than one compare-and-branch each), then the bad block, if any, is searched.
+fn first_non_finite<T: Copy>(values: &[T], finite: impl Fn(T) -> bool) -> Option<usize> {
+    const BLOCK: usize = 1024;
+    values.chunks(BLOCK).enumerate().find_map(|(b, block)| {
+        let all_finite = block.iter().fold(true, |ok, &x| ok & finite(x));
+        (!all_finite)
+            .then(|| block.iter().position(|&x| !finite(x)))
+            .flatten()
+            .map(|i| b * BLOCK + i)
+    })
 }
 
 /// Checks that a spec's normalization fits its shape (done once at load).
@@ -185,5 +193,32 @@ pub(crate) fn normalize_f32(spec: &InputSpec, shape: &[usize], data: &mut [f32])
             0
         };
         *x = (*x * scale - pick(&n.mean, c, 0.0)) / pick(&n.std, c, 1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_non_finite;
+
+    #[test]
+    fn the_first_non_finite_value_is_found_in_any_block() {
+        let mut v = vec![0.5f32; 5000];
+        assert_eq!(first_non_finite(&v, f32::is_finite), None);
+        for (at, bad) in [
+            (0, f32::NAN),
+            (1023, f32::INFINITY),
+            (1024, f32::NAN),
+            (4999, -f32::INFINITY),
+        ] {
+            v[at] = bad;
+            v[4999.min(at + 7)] = f32::NAN;
+            assert_eq!(first_non_finite(&v, f32::is_finite), Some(at));
+            v.fill(0.5);
+        }
+        assert_eq!(
+            first_non_finite(&[1.0f64, f64::NAN], f64::is_finite),
+            Some(1)
+        );
+        assert_eq!(first_non_finite::<f32>(&[], f32::is_finite), None);
     }
 }
