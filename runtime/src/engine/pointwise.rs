@@ -86,24 +86,11 @@ impl Conv1x1 {
     /// The convolution whose einsum is node `id`, or `None` when it is not one this op handles.
     fn at(model: &TypedModel, id: usize) -> TractResult<Option<Conv1x1>> {
         let node = model.node(id);
-        let Some(einsum) = node.op_as::<EinSum>() else {
+        let Some((weights, [input, weight_axes], output)) = f32_einsum_with_constant(model, id)?
+        else {
             return Ok(None);
         };
-        if einsum.q_params.is_some()
-            || einsum.operating_dt != f32::datum_type()
-            || node.inputs.len() != 2
-        {
-            return Ok(None);
-        }
-        let (inputs, outputs) = einsum.axes.to_strs();
-        let (Some(weights), [input, _], [output]) = (
-            model.outlet_fact(node.inputs[1])?.konst.clone(),
-            &inputs[..],
-            &outputs[..],
-        ) else {
-            return Ok(None);
-        };
-        let Some((batched, batched_out)) = channel_first_1x1(&inputs[0], &inputs[1], output) else {
+        let Some((batched, batched_out)) = channel_first_1x1(&input, &weight_axes, &output) else {
             return Ok(None);
         };
         let fact = model.outlet_fact(node.inputs[0])?;
@@ -152,23 +139,10 @@ impl Conv1x1 {
         id: usize,
     ) -> TractResult<Option<(Conv1x1, InOutShapes)>> {
         let node = model.node(id);
-        let Some(einsum) = node.op_as::<EinSum>() else {
+        let Some((weights, [x_axes, w_axes], y_axes)) = f32_einsum_with_constant(model, id)? else {
             return Ok(None);
         };
-        if einsum.q_params.is_some()
-            || einsum.operating_dt != f32::datum_type()
-            || node.inputs.len() != 2
-        {
-            return Ok(None);
-        }
-        let (inputs, outputs) = einsum.axes.to_strs();
-        let (Some(weights), [x_axes, w_axes], [y_axes]) = (
-            model.outlet_fact(node.inputs[1])?.konst.clone(),
-            &inputs[..],
-            &outputs[..],
-        ) else {
-            return Ok(None);
-        };
+        let (x_axes, y_axes) = (x_axes.as_str(), y_axes.as_str());
         let w: Vec<char> = w_axes.chars().collect();
         let (o, i) = match w[..] {
             [o, i] if o != i => (o, i),
@@ -216,6 +190,35 @@ impl Conv1x1 {
             (x_fact.shape.to_tvec(), y_fact.shape.to_tvec()),
         )))
     }
+}
+
+/// An einsum's constant input, its inputs' axis letters (`[input, constant]`) and its output's.
+type EinsumWithConstant = (Arc<Tensor>, [String; 2], String);
+
+/// Node `id` when it is an f32 einsum (no quantization parameters) of an input and a constant:
+/// the constant, the inputs' axis letters (`[input, constant]`) and the output's.
+fn f32_einsum_with_constant(
+    model: &TypedModel,
+    id: usize,
+) -> TractResult<Option<EinsumWithConstant>> {
+    let node = model.node(id);
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    if einsum.q_params.is_some()
+        || einsum.operating_dt != f32::datum_type()
+        || node.inputs.len() != 2
+    {
+        return Ok(None);
+    }
+    let Some(weights) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
+        return Ok(None);
+    };
+    let (inputs, outputs) = einsum.axes.to_strs();
+    Ok(match (&inputs[..], &outputs[..]) {
+        ([x, w], [y]) => Some((weights, [x.to_string(), w.to_string()], y.to_string())),
+        _ => None,
+    })
 }
 
 /// A node's input and output shapes.
