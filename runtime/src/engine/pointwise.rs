@@ -43,15 +43,16 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     }
     let mut replaced = 0;
     for id in model.eval_order()? {
-        if let Some((conv, shapes)) = Conv1x1::matrix_vector_at(model, id)? {
-            let input = model.node(id).inputs[0];
-            if let Some((input, op)) = super::qpointwise::integer_variant(model, input, &conv)? {
-                replace_matrix_vector(model, input, id, op, shapes)?;
-                replaced += 1;
-            }
-            continue;
-        }
         let Some(conv) = Conv1x1::at(model, id)? else {
+            // not a 1×1 convolution: perhaps a matrix–vector product, taken only in integers
+            if let Some((conv, shapes)) = Conv1x1::matrix_vector_at(model, id)? {
+                let input = model.node(id).inputs[0];
+                if let Some((input, op)) = super::qpointwise::integer_variant(model, input, &conv)?
+                {
+                    replace_matrix_vector(model, input, id, op, shapes)?;
+                    replaced += 1;
+                }
+            }
             continue;
         };
         let input = model.node(id).inputs[0];
@@ -126,9 +127,7 @@ impl Conv1x1 {
             last,
         }))
     }
-}
 
-impl Conv1x1 {
     /// The matrix–vector product at node `id` as a 1×1 convolution over one point: an einsum
     /// of a vector (`K` values, any other axes of size 1) and constant `[N, K]` weights whose
     /// output is `N` values (other axes of size 1): a `Gemm` or `MatMul` on one row, such as a
@@ -174,12 +173,7 @@ impl Conv1x1 {
             return Ok(None);
         }
         let conv = Conv1x1 {
-            shape: Channels {
-                cin,
-                cout,
-                batched: false,
-                batched_out: false,
-            },
+            shape: Channels::unbatched(cin, cout),
             weights: super::f32_values(&weights)?,
             bias: vec![0f32; cout],
             clamp: None,
@@ -304,12 +298,7 @@ impl Pointwise {
         let mut padded_bias = bias.to_vec();
         padded_bias.resize(tiles * ROWS, 0.0);
         Ok(Pointwise {
-            shape: Channels {
-                cin,
-                cout,
-                batched: false,
-                batched_out: false,
-            },
+            shape: Channels::unbatched(cin, cout),
             packed: Floats(packed),
             bias: Floats(padded_bias),
             clamp: None,
@@ -398,6 +387,16 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
+    /// Input `[I, S…]`, output `[O, S…]`: no batch axis.
+    pub(crate) fn unbatched(cin: usize, cout: usize) -> Channels {
+        Channels {
+            cin,
+            cout,
+            batched: false,
+            batched_out: false,
+        }
+    }
+
     /// Checks `input`'s shape (f32 or 8-bit values), allocates the output (8-bit when
     /// `u8_out`, else f32) and calls `run(input, points, output)` (points per channel), which
     /// must write every output element. Ops that take f32 only pass their run through

@@ -814,12 +814,7 @@ mod tests {
             }
             for (clamp, zero_point) in [(None, 128.0), (Some((0.0, 6.0)), 0.0), (None, 3.0)] {
                 let conv = Conv1x1 {
-                    shape: Channels {
-                        cin,
-                        cout,
-                        batched: false,
-                        batched_out: false,
-                    },
+                    shape: Channels::unbatched(cin, cout),
                     weights: weights.clone(),
                     bias: values(cout, 2),
                     clamp,
