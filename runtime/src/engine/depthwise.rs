@@ -19,6 +19,9 @@
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::qdepthwise;
+use super::qdepthwise::IntegerPlan;
 use super::u8_activations::{Dst, Src, U8Form};
 use super::Floats;
 use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat};
@@ -37,7 +40,19 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         };
         let (last, clamp) = super::following_clamp(model, id)?;
         op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
-        super::replace_run(model, model.node(id).inputs[0], id, last, op)?;
+        let mut input = model.node(id).inputs[0];
+        // reading a pair: quantize in the fill and run in integers, where that is possible
+        if let Some((read_from, form)) = super::fake_quant::quantizing_read(model, input)? {
+            let integer = op.with_input(form);
+            if integer.is_integer() {
+                op = DepthwiseConv {
+                    quantizes: true,
+                    ..integer
+                };
+                input = read_from;
+            }
+        }
+        super::replace_run(model, input, id, last, op)?;
         replaced += 1;
     }
     Ok(replaced)
@@ -328,6 +343,11 @@ pub struct DepthwiseConv {
     input: Option<U8Form>,
     /// The outputs are written as this form's 8-bit values rather than f32.
     output: Option<U8Form>,
+    /// The integer kernel's plan, when the input is 8-bit, the weights int8 multiples and
+    /// the CPU runs it ([`super::qdepthwise`]).
+    integer: Option<Box<IntegerPlan>>,
+    /// The input is f32, quantized to the `input` form as it is copied (the pair it replaced).
+    quantizes: bool,
 }
 
 impl DepthwiseConv {
@@ -380,6 +400,8 @@ impl DepthwiseConv {
             kind: Kernel::best(),
             input: None,
             output: None,
+            integer: None,
+            quantizes: false,
         })
     }
 
@@ -390,10 +412,45 @@ impl DepthwiseConv {
 
     /// The op reading `form`'s 8-bit values instead of f32 (their dequantized values).
     pub(crate) fn with_input(&self, form: U8Form) -> DepthwiseConv {
+        let integer = self
+            .kind
+            .has_integer_variant()
+            .then(|| {
+                IntegerPlan::new(
+                    self.geometry,
+                    &self.kernel.0,
+                    &self.bias.0,
+                    form.zero_point() as u8,
+                    form.scale(),
+                )
+            })
+            .flatten()
+            .map(Box::new);
         DepthwiseConv {
             input: Some(form),
+            integer,
+            quantizes: false,
             ..self.clone()
         }
+    }
+
+    /// The quantizer this op applies to an f32 input (`None` when it reads f32 as is or
+    /// 8-bit values).
+    pub(crate) fn quantizes_f32_input(&self) -> Option<U8Form> {
+        self.input.filter(|_| self.quantizes)
+    }
+
+    /// The op reading its quantizer's 8-bit values instead of f32.
+    pub(crate) fn with_u8_input(&self) -> DepthwiseConv {
+        DepthwiseConv {
+            quantizes: false,
+            ..self.clone()
+        }
+    }
+
+    /// Whether it runs on the integer kernel.
+    pub(crate) fn is_integer(&self) -> bool {
+        self.integer.is_some()
     }
 
     /// The form of its 8-bit output, `None` when it writes f32.
@@ -420,11 +477,16 @@ impl DepthwiseConv {
         ensure!(output.len() == n * self.channels * plane_out);
         let fill = match (input, self.input) {
             (Src::F32(x), None) => Fill::F32(x),
-            (Src::U8(x), Some(form)) => Fill::U8(x, form),
+            (Src::F32(x), Some(form)) if self.quantizes => Fill::Quantize(x, form),
+            (Src::U8(x), Some(form)) if !self.quantizes => Fill::U8(x, form),
             _ => bail!("input type is not the op's"),
         };
         if plane_out == 0 {
             return Ok(());
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(plan), Kernel::Avx512) = (&self.integer, kind) {
+            return self.run_integer(plan, fill, n, output);
         }
         let taps = g.kh * g.kw;
         let offsets = g.tap_offsets();
@@ -445,6 +507,9 @@ impl DepthwiseConv {
                     x86::fill_phases_u8(&g, &x[at..][..plane_in], scratch, form)
                 },
                 Fill::U8(x, form) => fill_phases(&g, &x[at..][..plane_in], scratch, &form),
+                Fill::Quantize(x, form) => {
+                    fill_phases(&g, &x[at..][..plane_in], scratch, &Rounded(form))
+                }
             }
             for (p, &o) in tap_ptrs.iter_mut().zip(&offsets) {
                 *p = scratch[o..].as_ptr();
@@ -498,11 +563,98 @@ impl DepthwiseConv {
     }
 }
 
-/// Where a plane's values come from: f32, or 8-bit values widened as they are copied.
+impl DepthwiseConv {
+    /// [`DepthwiseConv::run`] on the integer kernel.
+    #[cfg(target_arch = "x86_64")]
+    fn run_integer(
+        &self,
+        plan: &IntegerPlan,
+        fill: Fill,
+        n: usize,
+        output: Dst,
+    ) -> TractResult<()> {
+        use qdepthwise::x86::{Finish, ToBytes, ToFloats};
+        let g = self.geometry;
+        let (ho, wo) = g.output();
+        let clamp = self
+            .clamp
+            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
+        let work = n * self.channels * ho * wo * g.kh * g.kw;
+        #[allow(clippy::too_many_arguments)]
+        fn planes<F: Finish>(
+            op: &DepthwiseConv,
+            plan: &IntegerPlan,
+            fill: Fill,
+            out: &mut [F::Out],
+            work: usize,
+            finish: F,
+        ) -> TractResult<()> {
+            let g = op.geometry;
+            let plane_in = g.h * g.w;
+            let (ho, wo) = g.output();
+            let masks = g.flat_masks();
+            // SAFETY (here and below): the plan exists only where the CPU has the kernel's
+            // features; the scratch is the plan's, filled before each plane.
+            let groups = unsafe { qdepthwise::x86::permutes(plan) };
+            let per_channel = groups.len();
+            par_chunks_mut(out, ho * wo, work, |first, chunk| {
+                let mut scratch = plan.scratch();
+                for (ix, out) in chunk.chunks_exact_mut(ho * wo).enumerate() {
+                    let plane = first + ix;
+                    let c = plane % op.channels;
+                    let at = plane * plane_in;
+                    unsafe {
+                        match fill {
+                            Fill::U8(x, _) => qdepthwise::x86::fill_bytes(
+                                plan,
+                                &x[at..][..plane_in],
+                                &mut scratch,
+                            ),
+                            Fill::Quantize(x, form) => qdepthwise::x86::fill_quantized(
+                                plan,
+                                &x[at..][..plane_in],
+                                &mut scratch,
+                                form,
+                            ),
+                            Fill::F32(_) => bail!("the integer kernel reads 8-bit values"),
+                        }
+                        qdepthwise::x86::plane(
+                            out,
+                            &scratch,
+                            g.sx,
+                            &masks,
+                            &groups,
+                            &plan.words[c * per_channel..][..per_channel],
+                            plan.scale.0[c],
+                            plan.offset.0[c],
+                            finish,
+                        )
+                    }
+                }
+                Ok(())
+            })
+        }
+        // SAFETY (the finishing stores): the CPU has AVX-512F.
+        match (output, self.output) {
+            (Dst::F32(out), None) => {
+                planes(self, plan, fill, out, work, unsafe { ToFloats::new(clamp) })
+            }
+            (Dst::U8(out), Some(form)) => {
+                let finish = unsafe { ToBytes::new(form.requantizer(clamp)) };
+                planes(self, plan, fill, out, work, finish)
+            }
+            _ => bail!("output type is not the op's"),
+        }
+    }
+}
+
+/// Where a plane's values come from: f32, 8-bit values widened as they are copied, or f32
+/// rounded to a form's values as they are copied.
 #[derive(Clone, Copy)]
 enum Fill<'a> {
     F32(&'a [f32]),
     U8(&'a [u8], U8Form),
+    Quantize(&'a [f32], U8Form),
 }
 
 /// How [`fill_phases`] turns input values into the scratch's floats.
@@ -535,6 +687,29 @@ impl PhaseValues<f32> for Plain {
     #[inline(always)]
     fn value(&self, v: f32) -> f32 {
         v
+    }
+}
+
+/// f32 input through a quantize→dequantize pair's rounding (the kernels without an integer
+/// variant).
+struct Rounded(U8Form);
+
+impl PhaseValues<f32> for Rounded {
+    fn copy_row(&self, src: &[f32], dst: &mut [f32]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = self.value(v);
+        }
+    }
+
+    fn copy_pairs(&self, src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+            *e = self.value(pair[0]);
+            *o = self.value(pair[1]);
+        }
+    }
+
+    fn value(&self, v: f32) -> f32 {
+        self.0.dequantize(self.0.quantize(v))
     }
 }
 
@@ -677,6 +852,16 @@ impl Kernel {
         all
     }
 
+    /// Whether [`super::qdepthwise`]'s integer kernel stands in for this one on 8-bit input
+    /// (AVX-512 with VNNI and VBMI).
+    fn has_integer_variant(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512 {
+            return qdepthwise::available();
+        }
+        false
+    }
+
     /// One channel: output row `y` (`out[y·wo..][..wo]`) is `bias + Σ_t weights[t] ·
     /// taps[t][y·in_row..][..wo]`, clamped. AVX-512 runs the rows laid flat, with `flat` the
     /// geometry's [`Geometry::flat_masks`]; the row kernels ignore it.
@@ -686,6 +871,7 @@ impl Kernel {
     /// kernel's full-vector reads), `out.len()` must be `rows · wo`, and the CPU must have this
     /// kernel's features.
     #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     unsafe fn plane(
         self,
         out: &mut [f32],
@@ -798,6 +984,19 @@ mod x86 {
         hi: __m512,
     }
 
+    impl Floats {
+        /// Clamped to `clamp` when there is one.
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn new(clamp: Option<(f32, f32)>) -> Floats {
+            let (lo, hi) = clamp.unwrap_or((0.0, 0.0));
+            Floats {
+                on: clamp.is_some(),
+                lo: _mm512_set1_ps(lo),
+                hi: _mm512_set1_ps(hi),
+            }
+        }
+    }
+
     impl Sink for Floats {
         type Out = f32;
         #[inline(always)]
@@ -821,6 +1020,19 @@ mod x86 {
         lo: __m512,
         hi: __m512,
         zp: __m512i,
+    }
+
+    impl Bytes {
+        /// Requantized by `q`.
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn new(q: super::super::u8_activations::Requantizer) -> Bytes {
+            Bytes {
+                inv: _mm512_set1_ps(q.inv_scale),
+                lo: _mm512_set1_ps(q.lo),
+                hi: _mm512_set1_ps(q.hi),
+                zp: _mm512_set1_epi32(q.zero_point),
+            }
+        }
     }
 
     impl Sink for Bytes {
@@ -893,13 +1105,7 @@ mod x86 {
         bias: f32,
         clamp: Option<(f32, f32)>,
     ) {
-        let (lo, hi) = clamp.unwrap_or((0.0, 0.0));
-        let sink = Floats {
-            on: clamp.is_some(),
-            lo: _mm512_set1_ps(lo),
-            hi: _mm512_set1_ps(hi),
-        };
-        unsafe { plane_flat(out, masks, taps, weights, bias, sink) }
+        unsafe { plane_flat(out, masks, taps, weights, bias, Floats::new(clamp)) }
     }
 
     /// One channel plane on AVX-512 into bytes: the sums requantized in registers.
@@ -915,13 +1121,7 @@ mod x86 {
         bias: f32,
         q: super::super::u8_activations::Requantizer,
     ) {
-        let sink = Bytes {
-            inv: _mm512_set1_ps(q.inv_scale),
-            lo: _mm512_set1_ps(q.lo),
-            hi: _mm512_set1_ps(q.hi),
-            zp: _mm512_set1_epi32(q.zero_point),
-        };
-        unsafe { plane_flat(out, masks, taps, weights, bias, sink) }
+        unsafe { plane_flat(out, masks, taps, weights, bias, Bytes::new(q)) }
     }
 
     /// The plane as one run: flat position `f` (output row `f / wq`, column `f % wq`) is
@@ -1285,6 +1485,130 @@ mod tests {
                     .run(kind, Src::F32(&floats), n, Dst::U8(&mut out))
                     .is_err());
             }
+        }
+    }
+
+    /// Int8 weights on 8-bit input run on the integer kernel (where the CPU has it) and give
+    /// the textbook loop's values on the dequantized input: f32 outputs to float rounding,
+    /// 8-bit ones within one step (a value at a rounding tie may land either side).
+    #[test]
+    fn the_integer_kernel_matches_the_textbook_loop() {
+        let (form_in, form_out) = (
+            U8Form::new(1.0 / 0.04, 121.0, 0.04),
+            U8Form::new(1.0 / 0.03, 87.0, 0.03),
+        );
+        let (mut cases, mut integer) = (0, 0);
+        for (h, w) in [(1, 1), (5, 7), (7, 7), (14, 14), (17, 70), (56, 56)] {
+            for (kh, kw) in [(1, 1), (3, 3), (5, 5), (3, 1), (1, 7)] {
+                for (sy, sx) in [(1, 1), (2, 2), (1, 2), (3, 3)] {
+                    for (dy, dx) in [(1, 1), (2, 2)] {
+                        for pads in [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0)] {
+                            let g = Geometry {
+                                h,
+                                w,
+                                kh,
+                                kw,
+                                sy,
+                                sx,
+                                dy,
+                                dx,
+                                pad_top: pads.0,
+                                pad_left: pads.1,
+                                pad_bottom: pads.2,
+                                pad_right: pads.3,
+                            };
+                            if !g.valid() {
+                                continue;
+                            }
+                            let (channels, n) = (3, 2);
+                            let taps = kh * kw;
+                            // int8 multiples of a per-channel scale, one channel all zero
+                            let kernel: Vec<f32> = (0..channels * taps)
+                                .map(|i| {
+                                    let c = i / taps;
+                                    let q = ((i * 37 + cases) % 255) as f32 - 127.0;
+                                    if c == 1 {
+                                        0.0
+                                    } else {
+                                        q * 0.01 * (c + 1) as f32
+                                    }
+                                })
+                                .collect();
+                            let mut op =
+                                DepthwiseConv::new(g, channels, kernel, values(channels, 2))
+                                    .unwrap();
+                            let clamp = [None, Some((0.0f32, 6.0f32))][cases % 2];
+                            op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
+                            let bytes: Vec<u8> = (0..n * channels * h * w)
+                                .map(|i| ((i * 53 + cases) % 256) as u8)
+                                .collect();
+                            let floats: Vec<f32> =
+                                bytes.iter().map(|&q| form_in.dequantize(q)).collect();
+                            let mut want = reference(&op, &floats, n);
+                            if let Some((lo, hi)) = clamp {
+                                want.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+                            }
+                            let linked = op.with_input(form_in);
+                            integer += linked.is_integer() as usize;
+                            let mut got = vec![f32::NAN; want.len()];
+                            linked
+                                .run(Kernel::best(), Src::U8(&bytes), n, Dst::F32(&mut got))
+                                .unwrap();
+                            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                                assert!(
+                                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                    "{g:?} at {i}: {a} vs {b}"
+                                );
+                            }
+                            let linked = linked.with_output(form_out);
+                            let mut got = vec![0u8; want.len()];
+                            linked
+                                .run(Kernel::best(), Src::U8(&bytes), n, Dst::U8(&mut got))
+                                .unwrap();
+                            for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                                let b = form_out.quantize(b);
+                                assert!(a.abs_diff(b) <= 1, "{g:?} at {i}: {a} vs {b}");
+                            }
+                            // f32 input (some of it out of the form's range) quantized as it
+                            // is copied: the same values as the bytes it rounds to, on every
+                            // kernel
+                            let raw: Vec<f32> = floats.iter().map(|v| v * 1.5).collect();
+                            let rounded: Vec<u8> =
+                                raw.iter().map(|&v| form_in.quantize(v)).collect();
+                            let mut want = vec![0f32; want.len()];
+                            op.with_input(form_in)
+                                .run(Kernel::best(), Src::U8(&rounded), n, Dst::F32(&mut want))
+                                .unwrap();
+                            let quantizing = DepthwiseConv {
+                                quantizes: true,
+                                ..op.with_input(form_in)
+                            };
+                            assert_eq!(quantizing.quantizes_f32_input(), Some(form_in));
+                            for kind in Kernel::available() {
+                                let mut got = vec![f32::NAN; want.len()];
+                                quantizing
+                                    .run(kind, Src::F32(&raw), n, Dst::F32(&mut got))
+                                    .unwrap();
+                                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                                    assert!(
+                                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                        "{kind:?} {g:?} at {i}: {a} vs {b}"
+                                    );
+                                }
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 300, "only {cases} geometries checked");
+        if crate::engine::qdepthwise::available() {
+            // all but the windows too wide for one load (stride 3 with a dilated row)
+            assert!(
+                integer > cases * 9 / 10,
+                "{integer} of {cases} on the integer kernel"
+            );
         }
     }
 }

@@ -57,6 +57,27 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     Ok(replaced)
 }
 
+/// For an op at `input` that can quantize an f32 input itself: when `input` is a pair's output
+/// with an 8-bit form, that form and the outlet the op should read instead, the pair's input
+/// when the op is its only reader (the pair then drops out of the graph), else the pair's
+/// output (whose values quantize back to the same bytes).
+pub(crate) fn quantizing_read(
+    model: &TypedModel,
+    input: OutletId,
+) -> TractResult<Option<(OutletId, U8Form)>> {
+    let pair = model.node(input.node);
+    let Some(form) = pair.op_as::<FakeQuant>().and_then(FakeQuant::as_u8) else {
+        return Ok(None);
+    };
+    let outputs = model.output_outlets()?;
+    let read_from = if pair.outputs[0].successors.len() == 1 && !outputs.contains(&input) {
+        pair.inputs[0]
+    } else {
+        input
+    };
+    Ok(Some((read_from, form)))
+}
+
 /// Quantize then dequantize, f32 → f32; parameters as f32 bits (ops are `Eq + Hash`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FakeQuant {

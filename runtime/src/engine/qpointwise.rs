@@ -22,7 +22,6 @@ use std::cell::RefCell;
 
 use tract_onnx::tract_hir::internal::*;
 
-use super::fake_quant::FakeQuant;
 use super::pointwise::{Channels, Conv1x1, SharedOut, COLS, ROWS};
 use super::u8_activations::{Dst, Requantizer, Src, U8Form};
 use super::Floats;
@@ -61,21 +60,11 @@ pub(crate) fn integer_variant(
     if !Kernel::best().is_vector() {
         return Ok(None);
     }
-    let pair = model.node(input.node);
-    let Some(fq) = pair.op_as::<FakeQuant>() else {
-        return Ok(None);
-    };
-    let Some(form) = fq.as_u8() else {
+    let Some((read_from, form)) = super::fake_quant::quantizing_read(model, input)? else {
         return Ok(None);
     };
     let Some((qw, sw)) = integer_rows(&conv.weights, conv.shape.cout, conv.shape.cin) else {
         return Ok(None);
-    };
-    let outputs = model.output_outlets()?;
-    let read_from = if pair.outputs[0].successors.len() == 1 && !outputs.contains(&input) {
-        pair.inputs[0]
-    } else {
-        input
     };
     let op = QPointwise::new(conv, &qw, &sw, form)?;
     Ok(Some((read_from, op)))

@@ -1,6 +1,6 @@
 //! 8-bit activations between our ops in QDQ graphs: where one of our convolutions feeds a
 //! quantize→dequantize pair ([`super::fake_quant`]) whose readers are our depthwise or integer
-//! 1×1 convolutions (or feeds an integer 1×1 convolution that quantizes its input itself),
+//! 1×1 convolutions (or feeds one of our convolutions that quantizes its input itself),
 //! the producer writes the pair's 8-bit values `q` (a `u8` tensor) and the readers take
 //! `(q − z) · s` from them: the same values the pair computes, at a quarter of the bytes.
 //!
@@ -8,8 +8,9 @@
 //! went through memory four times as f32: the 1×1 convolution's store, the pair's read and
 //! write, and the depthwise convolution's read; the depthwise output was read back by the next
 //! 1×1 convolution's quantizing pack. Now the expand convolution rounds into bytes in its
-//! store, the depthwise convolution widens them into its padded scratch and rounds its own
-//! output, and the project convolution's pack only interleaves bytes.
+//! store, the depthwise convolution copies them into its padded scratch (widening them to
+//! floats only where it has no integer kernel) and rounds its own output, and the project
+//! convolution's pack only interleaves bytes.
 //!
 //! This module owns the 8-bit form ([`U8Form`]: the pair's rounding and its inverse, with
 //! AVX-512 row kernels), the input/output views our ops evaluate on ([`Src`], [`Dst`],
@@ -238,8 +239,8 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     Ok(links)
 }
 
-/// One producer whose f32 output is only read, through a pair or by an integer 1×1
-/// convolution's own quantizer, as the 8-bit values of `form`.
+/// One producer whose f32 output is only read, through a pair or by a convolution's own
+/// quantizer, as the 8-bit values of `form`.
 struct Link {
     producer: usize,
     form: U8Form,
@@ -261,10 +262,7 @@ impl Link {
         }
         let next = node.outputs[0].successors[0];
         let reader = model.node(next.node);
-        if let Some(form) = reader
-            .op_as::<QPointwise>()
-            .and_then(QPointwise::quantizes_f32_input)
-        {
+        if let Some(form) = quantizes_f32_input(reader.op.as_ref()) {
             return Ok(Some(Link {
                 producer: id,
                 form,
@@ -327,12 +325,24 @@ fn produces_f32(op: &dyn TypedOp) -> Option<Rebuild> {
     None
 }
 
-/// For our ops that read the pair's f32 output and can read its 8-bit values instead: the op
-/// so changed.
+/// For our ops that quantize their f32 input themselves: the form they quantize to.
+fn quantizes_f32_input(op: &dyn TypedOp) -> Option<U8Form> {
+    if let Some(qp) = op.downcast_ref::<QPointwise>() {
+        return qp.quantizes_f32_input();
+    }
+    op.downcast_ref::<DepthwiseConv>()
+        .and_then(DepthwiseConv::quantizes_f32_input)
+}
+
+/// For our ops that read the pair's f32 output, or quantize their f32 input to its form, and
+/// can read its 8-bit values instead: the op so changed.
 fn reads_as(op: &dyn TypedOp, form: U8Form) -> Option<Box<dyn TypedOp>> {
     if let Some(dw) = op.downcast_ref::<DepthwiseConv>() {
         if dw.input_form().is_none() {
             return Some(Box::new(dw.with_input(form)));
+        }
+        if dw.quantizes_f32_input() == Some(form) {
+            return Some(Box::new(dw.with_u8_input()));
         }
     }
     if let Some(qp) = op.downcast_ref::<QPointwise>() {

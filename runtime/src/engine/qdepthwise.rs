@@ -1,0 +1,409 @@
+//! Integer depthwise convolution for QDQ models on AVX-512 VNNI + VBMI: where a depthwise
+//! convolution ([`super::depthwise`]) reads the 8-bit values of a quantize→dequantize pair
+//! ([`super::u8_activations`]) and its weights are int8 values times a per-channel scale, the
+//! products are computed on the bytes, four taps per lane per instruction (`vpdpbusd`: u8 × i8
+//! summed into i32), instead of widening every input byte to a float first.
+//!
+//! Exact rewrite, as in [`super::qpointwise`]: with `x̂ = s_x (q_x − z_x)` and `W = s_w[c]
+//! q_w`, `bias + Σ_t W x̂ = bias − s_x s_w[c] z_x Σ_t q_w + s_x s_w[c] Σ_t q_w q_x`, and the
+//! padding holds `z_x` (the byte of 0.0), so the integer sum is exact and outputs differ from
+//! the float path only by float rounding.
+//!
+//! Each channel plane is copied as bytes into a scratch padded with `z_x`, its rows split
+//! into the vertical stride's phases (padded row `r` is row `r / sy` of phase `r % sy`) and
+//! each row `Ws` bytes, a multiple of the horizontal stride. Output `(y, x)` laid flat at
+//! `f = y · Ws/sx + x` then reads, for kernel row `ky`, the bytes `base(ky) + sx · f + kx · dx`:
+//! for 16 outputs one 64-byte load per kernel row, one byte permute (`vpermb`) that gathers
+//! each output's (up to) four taps of that row into its 32-bit lane, and one `vpdpbusd` with
+//! the row's four weights. The flat layout and its lane masks are the float kernel's
+//! ([`super::depthwise::Geometry::flat_masks`]), so the store (requantize or clamp, pack the
+//! output lanes, store) is shared too. A 3×3 layer costs three permutes and three
+//! multiply-adds per 16 outputs where the float kernel did nine FMAs, and its input is read
+//! as bytes where the float kernel widened it into a float scratch.
+
+// only x86-64 has the kernel: elsewhere no plan is ever made
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+use super::depthwise::Geometry;
+use super::Floats;
+
+/// Bytes one vector load covers: a group's taps for 16 outputs must lie within it.
+const WINDOW: usize = 64;
+
+/// Whether the CPU runs the integer kernel: AVX-512F, BW, VL, VNNI and VBMI.
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::u8_activations::x86::available()
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Up to four taps of one kernel row, read by one load and one permute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Group {
+    /// Where its load starts in the scratch, for flat output 0.
+    pub base: usize,
+    /// Output lane `l`'s byte `j` is the load's byte `index[4l + j]` (`sx · l + j · dx`);
+    /// bytes past the group's taps read byte 0, against a zero weight.
+    pub index: Vec<u8>,
+}
+
+/// The byte scratch one plane is copied into, and where each kernel row reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Layout {
+    /// Bytes per padded row (a multiple of `sx`).
+    pub row: usize,
+    /// Rows per vertical phase.
+    pub phase_rows: usize,
+    /// Bytes of scratch: every phase plus the reads past it of the last block's lanes.
+    pub len: usize,
+}
+
+/// An integer depthwise layer: the weights as words of four int8 taps, the per-channel
+/// scale and offset that turn integer sums into the float path's values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct IntegerPlan {
+    pub geometry: Geometry,
+    pub layout: Layout,
+    pub groups: Vec<Group>,
+    /// `[C][groups]`: each group's four int8 weights (little-endian bytes, zero past its taps).
+    pub words: Vec<i32>,
+    /// `[C]`: `s_x · s_w[c]`.
+    pub scale: Floats,
+    /// `[C]`: `bias[c] − s_x s_w[c] z_x Σ_t q_w[c, t]`.
+    pub offset: Floats,
+    /// The input's zero point: the padding byte.
+    pub zero: u8,
+}
+
+impl IntegerPlan {
+    /// The plan for a depthwise layer with `kernel` `[C, kh·kw]` and `bias` `[C]` reading bytes
+    /// of zero point `zero` and scale `scale`, or `None` when the weights are not int8
+    /// multiples of a per-channel scale or a kernel row's taps for 16 outputs do not fit one
+    /// load.
+    pub fn new(
+        geometry: Geometry,
+        kernel: &[f32],
+        bias: &[f32],
+        zero: u8,
+        scale: f32,
+    ) -> Option<IntegerPlan> {
+        let g = geometry;
+        let (channels, taps) = (bias.len(), g.kh * g.kw);
+        if g.sx * 15 + 3.min(g.kw - 1) * g.dx >= WINDOW {
+            return None;
+        }
+        let (q, sw) = super::qpointwise::integer_rows(kernel, channels, taps)?;
+        let (hp, wp) = (
+            g.pad_top + g.h + g.pad_bottom,
+            g.pad_left + g.w + g.pad_right,
+        );
+        let row = wp.next_multiple_of(g.sx);
+        let phase_rows = hp.div_ceil(g.sy);
+        let mut groups = Vec::new();
+        let mut members = Vec::new();
+        for ky in 0..g.kh {
+            let ry = ky * g.dy;
+            let row_base = (ry % g.sy) * phase_rows * row + (ry / g.sy) * row;
+            for kx0 in (0..g.kw).step_by(4) {
+                let n = (g.kw - kx0).min(4);
+                let mut index = vec![0u8; WINDOW];
+                for l in 0..16 {
+                    for j in 0..n {
+                        index[4 * l + j] = (g.sx * l + j * g.dx) as u8;
+                    }
+                }
+                groups.push(Group {
+                    base: row_base + kx0 * g.dx,
+                    index,
+                });
+                members.push((ky * g.kw + kx0, n));
+            }
+        }
+        let vectors = g.flat_masks().len();
+        let reads = groups.iter().map(|gr| gr.base).max().unwrap_or(0)
+            + g.sx * 16 * vectors.saturating_sub(1)
+            + WINDOW;
+        let layout = Layout {
+            row,
+            phase_rows,
+            len: reads.max(g.sy * phase_rows * row),
+        };
+        let mut words = Vec::with_capacity(channels * groups.len());
+        let (mut scales, mut offsets) = (Vec::new(), Vec::new());
+        for c in 0..channels {
+            let qc = &q[c * taps..][..taps];
+            for &(first, n) in &members {
+                let word = (0..n).fold(0u32, |w, j| w | ((qc[first + j] as u8 as u32) << (8 * j)));
+                words.push(word as i32);
+            }
+            let s = scale * sw[c];
+            let sum: i32 = qc.iter().map(|&v| v as i32).sum();
+            scales.push(s);
+            offsets.push(bias[c] - s * zero as f32 * sum as f32);
+        }
+        Some(IntegerPlan {
+            geometry,
+            layout,
+            groups,
+            words,
+            scale: Floats(scales),
+            offset: Floats(offsets),
+            zero,
+        })
+    }
+
+    /// A scratch for [`IntegerPlan::fill`]: every byte the padding's.
+    pub fn scratch(&self) -> Vec<u8> {
+        vec![self.zero; self.layout.len]
+    }
+
+    /// Where input row `iy` starts in the scratch.
+    fn row_start(&self, iy: usize) -> usize {
+        let (g, l) = (&self.geometry, &self.layout);
+        let r = iy + g.pad_top;
+        (r % g.sy) * l.phase_rows * l.row + (r / g.sy) * l.row + g.pad_left
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use super::super::u8_activations::x86::{quantize, requantize, store_bytes};
+    use super::super::u8_activations::{Requantizer, U8Form};
+    use super::IntegerPlan;
+    use std::arch::x86_64::*;
+
+    /// The first `n` lanes (`n ≤ 16`).
+    #[inline(always)]
+    fn first(n: u32) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// Copies one input plane (`h·w` bytes) into the interior of `scratch` (the padding keeps
+    /// the zero point it was created with), 64 bytes per masked move.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn fill_bytes(plan: &IntegerPlan, plane: &[u8], scratch: &mut [u8]) {
+        let w = plan.geometry.w;
+        for (iy, src) in plane.chunks_exact(w).enumerate() {
+            let dst = &mut scratch[plan.row_start(iy)..][..w];
+            let mut i = 0;
+            while i < w {
+                let m = if w - i >= 64 {
+                    !0
+                } else {
+                    (1u64 << (w - i)) - 1
+                };
+                // SAFETY: the masked lanes stay inside both rows.
+                unsafe {
+                    let v = _mm512_maskz_loadu_epi8(m, src.as_ptr().add(i) as *const i8);
+                    _mm512_mask_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, m, v);
+                }
+                i += 64;
+            }
+        }
+    }
+
+    /// [`fill_bytes`] from f32 values, rounded to `form`'s bytes as they are copied (the
+    /// pair's quantize step).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn fill_quantized(
+        plan: &IntegerPlan,
+        plane: &[f32],
+        scratch: &mut [u8],
+        form: U8Form,
+    ) {
+        let w = plan.geometry.w;
+        let (inv, zp) = (
+            _mm512_set1_ps(form.inv_scale()),
+            _mm512_set1_ps(form.zero_point()),
+        );
+        for (iy, src) in plane.chunks_exact(w).enumerate() {
+            let dst = &mut scratch[plan.row_start(iy)..][..w];
+            let mut i = 0;
+            while i < w {
+                let m = first((w - i).min(16) as u32);
+                // SAFETY: the masked lanes stay inside both rows.
+                unsafe {
+                    let v = _mm512_maskz_loadu_ps(m, src.as_ptr().add(i));
+                    store_bytes(dst.as_mut_ptr().add(i), m, quantize(v, inv, zp));
+                }
+                i += 16;
+            }
+        }
+    }
+
+    /// How a plane's integer sums become outputs: `sum · scale + offset`, then stored.
+    pub(crate) trait Finish: Copy + Send + Sync {
+        type Out: Send;
+        /// Finishes 16 sums and stores the lanes of `mask`, packed together in lane order, at
+        /// `o`.
+        unsafe fn store(
+            self,
+            o: *mut Self::Out,
+            mask: __mmask16,
+            sums: __m512i,
+            s: __m512,
+            b: __m512,
+        );
+    }
+
+    /// f32 outputs, clamped when there is a clamp.
+    #[derive(Clone, Copy)]
+    pub(crate) struct ToFloats {
+        on: bool,
+        lo: __m512,
+        hi: __m512,
+    }
+
+    impl ToFloats {
+        #[target_feature(enable = "avx512f")]
+        pub(crate) fn new(clamp: Option<(f32, f32)>) -> ToFloats {
+            let (lo, hi) = clamp.unwrap_or((0.0, 0.0));
+            ToFloats {
+                on: clamp.is_some(),
+                lo: _mm512_set1_ps(lo),
+                hi: _mm512_set1_ps(hi),
+            }
+        }
+    }
+
+    impl Finish for ToFloats {
+        type Out = f32;
+
+        #[inline(always)]
+        unsafe fn store(self, o: *mut f32, mask: __mmask16, sums: __m512i, s: __m512, b: __m512) {
+            unsafe {
+                let mut v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), s, b);
+                if self.on {
+                    v = _mm512_min_ps(_mm512_max_ps(v, self.lo), self.hi);
+                }
+                if mask == 0xffff {
+                    _mm512_storeu_ps(o, v)
+                } else {
+                    let packed = _mm512_maskz_compress_ps(mask, v);
+                    _mm512_mask_storeu_ps(o, first(mask.count_ones()), packed)
+                }
+            }
+        }
+    }
+
+    /// Bytes of a requantizer (the op's clamp folded in): the same bytes as the f32 outputs
+    /// quantized by the pair they replace.
+    #[derive(Clone, Copy)]
+    pub(crate) struct ToBytes {
+        inv: __m512,
+        lo: __m512,
+        hi: __m512,
+        zp: __m512i,
+    }
+
+    impl ToBytes {
+        #[target_feature(enable = "avx512f")]
+        pub(crate) fn new(q: Requantizer) -> ToBytes {
+            ToBytes {
+                inv: _mm512_set1_ps(q.inv_scale),
+                lo: _mm512_set1_ps(q.lo),
+                hi: _mm512_set1_ps(q.hi),
+                zp: _mm512_set1_epi32(q.zero_point),
+            }
+        }
+    }
+
+    impl Finish for ToBytes {
+        type Out = u8;
+
+        #[inline(always)]
+        unsafe fn store(self, o: *mut u8, mask: __mmask16, sums: __m512i, s: __m512, b: __m512) {
+            unsafe {
+                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), s, b);
+                let q = requantize(v, self.inv, self.lo, self.hi, self.zp);
+                if mask == 0xffff {
+                    store_bytes(o, mask, q)
+                } else {
+                    let packed = _mm512_maskz_compress_epi32(mask, q);
+                    store_bytes(o, first(mask.count_ones()), packed)
+                }
+            }
+        }
+    }
+
+    /// The plan's groups as (load start, permute) pairs in registers, for [`plane`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn permutes(plan: &IntegerPlan) -> Vec<(usize, __m512i)> {
+        plan.groups
+            .iter()
+            // SAFETY: every index is 64 bytes
+            .map(|g| {
+                (g.base, unsafe {
+                    _mm512_loadu_si512(g.index.as_ptr() as *const _)
+                })
+            })
+            .collect()
+    }
+
+    /// One channel plane from the filled `scratch` into `out`: for each block of 64 flat
+    /// outputs, four independent i32 accumulators, one permute and `vpdpbusd` per group and
+    /// vector, then `finish` with the channel's scale and offset.
+    ///
+    /// # Safety
+    /// `scratch` is the plan's layout, `groups` its [`permutes`] and `words` the channel's
+    /// words; `masks` the geometry's flat masks and `out` holds the plane's outputs; the CPU
+    /// has AVX-512F, BW, VL, VNNI and VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn plane<F: Finish>(
+        out: &mut [F::Out],
+        scratch: &[u8],
+        sx: usize,
+        masks: &[u16],
+        groups: &[(usize, __m512i)],
+        words: &[i32],
+        scale: f32,
+        offset: f32,
+        finish: F,
+    ) {
+        let mut o = out.as_mut_ptr();
+        let step = 16 * sx;
+        unsafe {
+            let (s, b) = (_mm512_set1_ps(scale), _mm512_set1_ps(offset));
+            for (block, m) in masks.chunks_exact(4).enumerate() {
+                let at = block * 4 * step;
+                let zero = _mm512_setzero_si512();
+                let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+                for (&(base, index), &w) in groups.iter().zip(words) {
+                    let w = _mm512_set1_epi32(w);
+                    let p = scratch.as_ptr().add(base + at);
+                    macro_rules! taps {
+                        ($k:expr) => {
+                            _mm512_permutexvar_epi8(
+                                index,
+                                _mm512_loadu_si512(p.add($k * step) as *const _),
+                            )
+                        };
+                    }
+                    a0 = _mm512_dpbusd_epi32(a0, taps!(0), w);
+                    a1 = _mm512_dpbusd_epi32(a1, taps!(1), w);
+                    a2 = _mm512_dpbusd_epi32(a2, taps!(2), w);
+                    a3 = _mm512_dpbusd_epi32(a3, taps!(3), w);
+                }
+                for (a, &m) in [a0, a1, a2, a3].into_iter().zip(m) {
+                    finish.store(o, m, a, s, b);
+                    o = o.add(m.count_ones() as usize);
+                }
+            }
+        }
+    }
+}
