@@ -42,6 +42,14 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         };
         let (last, clamp) = super::following_clamp(model, id)?;
+        // reading a pair: in integers, where that is possible
+        if let Some((input, op)) =
+            super::qdense_conv::integer_variant(model, model.node(id), conv, clamp)?
+        {
+            super::replace_run(model, input, id, last, op)?;
+            replaced += 1;
+            continue;
+        }
         let op = DenseConv {
             product: op.product.with_clamp(clamp),
             ..op

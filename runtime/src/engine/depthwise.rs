@@ -595,10 +595,10 @@ impl DepthwiseConv {
             let masks = g.flat_masks();
             // SAFETY (here and below): the plan exists only where the CPU has the kernel's
             // features; the scratch is the plan's, filled before each plane.
-            let groups = unsafe { qdepthwise::x86::permutes(plan) };
+            let groups = unsafe { qdepthwise::x86::permutes(&plan.plane) };
             let per_channel = groups.len();
             par_chunks_mut(out, ho * wo, work, |first, chunk| {
-                let mut scratch = plan.scratch();
+                let mut scratch = plan.plane.scratch();
                 for (ix, out) in chunk.chunks_exact_mut(ho * wo).enumerate() {
                     let plane = first + ix;
                     let c = plane % op.channels;
@@ -606,12 +606,12 @@ impl DepthwiseConv {
                     unsafe {
                         match fill {
                             Fill::U8(x, _) => qdepthwise::x86::fill_bytes(
-                                plan,
+                                &plan.plane,
                                 &x[at..][..plane_in],
                                 &mut scratch,
                             ),
                             Fill::Quantize(x, form) => qdepthwise::x86::fill_quantized(
-                                plan,
+                                &plan.plane,
                                 &x[at..][..plane_in],
                                 &mut scratch,
                                 form,

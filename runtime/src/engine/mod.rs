@@ -18,6 +18,7 @@ pub mod fake_quant;
 pub mod gpu;
 pub mod lrn;
 pub mod pointwise;
+pub mod qdense_conv;
 pub mod qdepthwise;
 mod qops;
 pub mod qpointwise;

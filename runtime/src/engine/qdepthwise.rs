@@ -45,59 +45,41 @@ pub(crate) fn available() -> bool {
 /// Up to four taps of one kernel row, read by one load and one permute.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Group {
-    /// Where its load starts in the scratch, for flat output 0.
+    /// Where its load starts in the scratch, for output 0 (flat or row-wise).
     pub base: usize,
     /// Output lane `l`'s byte `j` is the load's byte `index[4l + j]` (`sx · l + j · dx`);
     /// bytes past the group's taps read byte 0, against a zero weight.
     pub index: Vec<u8>,
+    /// Its taps: the first (row-major over the kernel) and how many (1 to 4).
+    pub taps: (usize, usize),
 }
 
-/// The byte scratch one plane is copied into, and where each kernel row reads.
+/// The byte scratch one input plane is copied into (padded with the input's zero point, rows
+/// split by vertical stride phase) and the groups that read it: shared by the depthwise
+/// kernel (outputs laid flat) and [`super::qdense_conv`] (output rows one by one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Layout {
+pub(crate) struct BytePlane {
+    pub geometry: Geometry,
     /// Bytes per padded row (a multiple of `sx`).
     pub row: usize,
     /// Rows per vertical phase.
     pub phase_rows: usize,
-    /// Bytes of scratch: every phase plus the reads past it of the last block's lanes.
+    /// Bytes of scratch: every phase plus the reads past it of the last outputs' lanes.
     pub len: usize,
-}
-
-/// An integer depthwise layer: the weights as words of four int8 taps, the per-channel
-/// scale and offset that turn integer sums into the float path's values.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct IntegerPlan {
-    pub geometry: Geometry,
-    pub layout: Layout,
+    /// Each kernel row's taps in groups of up to four, row-major.
     pub groups: Vec<Group>,
-    /// `[C][groups]`: each group's four int8 weights (little-endian bytes, zero past its taps).
-    pub words: Vec<i32>,
-    /// `[C]`: `s_x · s_w[c]`.
-    pub scale: Floats,
-    /// `[C]`: `bias[c] − s_x s_w[c] z_x Σ_t q_w[c, t]`.
-    pub offset: Floats,
-    /// The input's zero point: the padding byte.
+    /// The padding byte: the input's zero point.
     pub zero: u8,
 }
 
-impl IntegerPlan {
-    /// The plan for a depthwise layer with `kernel` `[C, kh·kw]` and `bias` `[C]` reading bytes
-    /// of zero point `zero` and scale `scale`, or `None` when the weights are not int8
-    /// multiples of a per-channel scale or a kernel row's taps for 16 outputs do not fit one
-    /// load.
-    pub fn new(
-        geometry: Geometry,
-        kernel: &[f32],
-        bias: &[f32],
-        zero: u8,
-        scale: f32,
-    ) -> Option<IntegerPlan> {
+impl BytePlane {
+    /// The layout for `geometry` with padding byte `zero`, or `None` when a kernel row's taps
+    /// for 16 outputs do not fit one load.
+    pub fn new(geometry: Geometry, zero: u8) -> Option<BytePlane> {
         let g = geometry;
-        let (channels, taps) = (bias.len(), g.kh * g.kw);
         if g.sx * 15 + 3.min(g.kw - 1) * g.dx >= WINDOW {
             return None;
         }
-        let (q, sw) = super::qpointwise::integer_rows(kernel, channels, taps)?;
         let (hp, wp) = (
             g.pad_top + g.h + g.pad_bottom,
             g.pad_left + g.w + g.pad_right,
@@ -105,7 +87,6 @@ impl IntegerPlan {
         let row = wp.next_multiple_of(g.sx);
         let phase_rows = hp.div_ceil(g.sy);
         let mut groups = Vec::new();
-        let mut members = Vec::new();
         for ky in 0..g.kh {
             let ry = ky * g.dy;
             let row_base = (ry % g.sy) * phase_rows * row + (ry / g.sy) * row;
@@ -120,53 +101,93 @@ impl IntegerPlan {
                 groups.push(Group {
                     base: row_base + kx0 * g.dx,
                     index,
+                    taps: (ky * g.kw + kx0, n),
                 });
-                members.push((ky * g.kw + kx0, n));
             }
         }
-        let vectors = g.flat_masks().len();
-        let reads = groups.iter().map(|gr| gr.base).max().unwrap_or(0)
-            + g.sx * 16 * vectors.saturating_sub(1)
-            + WINDOW;
-        let layout = Layout {
+        let (ho, wo) = g.output();
+        let last_base = groups.iter().map(|gr| gr.base).max().unwrap_or(0);
+        let flat_reads = g.sx * 16 * g.flat_masks().len().saturating_sub(1);
+        let row_reads = ho.saturating_sub(1) * row + g.sx * 16 * wo.div_ceil(16).saturating_sub(1);
+        let len = (last_base + flat_reads.max(row_reads) + WINDOW).max(g.sy * phase_rows * row);
+        Some(BytePlane {
+            geometry,
             row,
             phase_rows,
-            len: reads.max(g.sy * phase_rows * row),
-        };
-        let mut words = Vec::with_capacity(channels * groups.len());
-        let (mut scales, mut offsets) = (Vec::new(), Vec::new());
-        for c in 0..channels {
-            let qc = &q[c * taps..][..taps];
-            for &(first, n) in &members {
-                let word = (0..n).fold(0u32, |w, j| w | ((qc[first + j] as u8 as u32) << (8 * j)));
-                words.push(word as i32);
-            }
-            let s = scale * sw[c];
-            let sum: i32 = qc.iter().map(|&v| v as i32).sum();
-            scales.push(s);
-            offsets.push(bias[c] - s * zero as f32 * sum as f32);
-        }
-        Some(IntegerPlan {
-            geometry,
-            layout,
+            len,
             groups,
-            words,
-            scale: Floats(scales),
-            offset: Floats(offsets),
             zero,
         })
     }
 
-    /// A scratch for [`IntegerPlan::fill`]: every byte the padding's.
+    /// A scratch for the fills: every byte the padding's.
     pub fn scratch(&self) -> Vec<u8> {
-        vec![self.zero; self.layout.len]
+        vec![self.zero; self.len]
     }
 
     /// Where input row `iy` starts in the scratch.
     fn row_start(&self, iy: usize) -> usize {
-        let (g, l) = (&self.geometry, &self.layout);
+        let g = &self.geometry;
         let r = iy + g.pad_top;
-        (r % g.sy) * l.phase_rows * l.row + (r / g.sy) * l.row + g.pad_left
+        (r % g.sy) * self.phase_rows * self.row + (r / g.sy) * self.row + g.pad_left
+    }
+
+    /// `[outputs][groups]` words of four int8 weights (little-endian bytes, zero past each
+    /// group's taps) from `q`, `[outputs][kh·kw]` per input plane.
+    pub fn words(&self, q: &[i8]) -> Vec<i32> {
+        let taps = self.geometry.kh * self.geometry.kw;
+        q.chunks_exact(taps)
+            .flat_map(|qc| {
+                self.groups.iter().map(move |gr| {
+                    let (first, n) = gr.taps;
+                    (0..n).fold(0u32, |w, j| w | ((qc[first + j] as u8 as u32) << (8 * j))) as i32
+                })
+            })
+            .collect()
+    }
+}
+
+/// An integer depthwise layer: its byte plane, the weights as words of four int8 taps, the
+/// per-channel scale and offset that turn integer sums into the float path's values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct IntegerPlan {
+    pub plane: BytePlane,
+    /// `[C][groups]`: see [`BytePlane::words`].
+    pub words: Vec<i32>,
+    /// `[C]`: `s_x · s_w[c]`.
+    pub scale: Floats,
+    /// `[C]`: `bias[c] − s_x s_w[c] z_x Σ_t q_w[c, t]`.
+    pub offset: Floats,
+}
+
+impl IntegerPlan {
+    /// The plan for a depthwise layer with `kernel` `[C, kh·kw]` and `bias` `[C]` reading bytes
+    /// of zero point `zero` and scale `scale`, or `None` when the weights are not int8
+    /// multiples of a per-channel scale or a kernel row's taps for 16 outputs do not fit one
+    /// load.
+    pub fn new(
+        geometry: Geometry,
+        kernel: &[f32],
+        bias: &[f32],
+        zero: u8,
+        scale: f32,
+    ) -> Option<IntegerPlan> {
+        let (channels, taps) = (bias.len(), geometry.kh * geometry.kw);
+        let plane = BytePlane::new(geometry, zero)?;
+        let (q, sw) = super::qpointwise::integer_rows(kernel, channels, taps)?;
+        let (mut scales, mut offsets) = (Vec::new(), Vec::new());
+        for c in 0..channels {
+            let s = scale * sw[c];
+            let sum: i32 = q[c * taps..][..taps].iter().map(|&v| v as i32).sum();
+            scales.push(s);
+            offsets.push(bias[c] - s * zero as f32 * sum as f32);
+        }
+        Some(IntegerPlan {
+            words: plane.words(&q),
+            plane,
+            scale: Floats(scales),
+            offset: Floats(offsets),
+        })
     }
 }
 
@@ -174,7 +195,7 @@ impl IntegerPlan {
 pub(crate) mod x86 {
     use super::super::u8_activations::x86::{quantize, requantize, store_bytes};
     use super::super::u8_activations::{Requantizer, U8Form};
-    use super::IntegerPlan;
+    use super::BytePlane;
     use std::arch::x86_64::*;
 
     /// The first `n` lanes (`n ≤ 16`).
@@ -189,10 +210,10 @@ pub(crate) mod x86 {
     /// # Safety
     /// The CPU has AVX-512F and BW.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn fill_bytes(plan: &IntegerPlan, plane: &[u8], scratch: &mut [u8]) {
-        let w = plan.geometry.w;
+    pub unsafe fn fill_bytes(to: &BytePlane, plane: &[u8], scratch: &mut [u8]) {
+        let w = to.geometry.w;
         for (iy, src) in plane.chunks_exact(w).enumerate() {
-            let dst = &mut scratch[plan.row_start(iy)..][..w];
+            let dst = &mut scratch[to.row_start(iy)..][..w];
             let mut i = 0;
             while i < w {
                 let m = if w - i >= 64 {
@@ -216,19 +237,14 @@ pub(crate) mod x86 {
     /// # Safety
     /// The CPU has AVX-512F, BW and VL.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub unsafe fn fill_quantized(
-        plan: &IntegerPlan,
-        plane: &[f32],
-        scratch: &mut [u8],
-        form: U8Form,
-    ) {
-        let w = plan.geometry.w;
+    pub unsafe fn fill_quantized(to: &BytePlane, plane: &[f32], scratch: &mut [u8], form: U8Form) {
+        let w = to.geometry.w;
         let (inv, zp) = (
             _mm512_set1_ps(form.inv_scale()),
             _mm512_set1_ps(form.zero_point()),
         );
         for (iy, src) in plane.chunks_exact(w).enumerate() {
-            let dst = &mut scratch[plan.row_start(iy)..][..w];
+            let dst = &mut scratch[to.row_start(iy)..][..w];
             let mut i = 0;
             while i < w {
                 let m = first((w - i).min(16) as u32);
@@ -337,13 +353,53 @@ pub(crate) mod x86 {
         }
     }
 
+    /// Every output's taps of each group, output row by output row, as words of four bytes:
+    /// `packed[k · points + y · wo + x]` for group `k` (an im2col matrix in VNNI order).
+    ///
+    /// # Safety
+    /// `scratch` is `plane`'s, `groups` its [`permutes`], `packed` holds `groups.len() ·
+    /// points` words; the CPU has AVX-512F, BW, VL and VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    pub unsafe fn gather_rows(
+        plane: &BytePlane,
+        scratch: &[u8],
+        groups: &[(usize, __m512i)],
+        packed: &mut [u32],
+    ) {
+        let g = &plane.geometry;
+        let (ho, wo) = g.output();
+        let points = ho * wo;
+        assert!(packed.len() == groups.len() * points && scratch.len() == plane.len);
+        for (&(base, index), words) in groups.iter().zip(packed.chunks_exact_mut(points)) {
+            let dst = words.as_mut_ptr() as *mut i32;
+            for y in 0..ho {
+                // SAFETY: the plane's length covers every row's reads (see `BytePlane::new`);
+                // the masked stores stay inside the row's `wo` words.
+                unsafe {
+                    let src = scratch.as_ptr().add(base + y * plane.row);
+                    let mut x = 0;
+                    while x < wo {
+                        let taps = _mm512_permutexvar_epi8(
+                            index,
+                            _mm512_loadu_si512(src.add(g.sx * x) as *const _),
+                        );
+                        let m = first((wo - x).min(16) as u32);
+                        _mm512_mask_storeu_epi32(dst.add(y * wo + x), m, taps);
+                        x += 16;
+                    }
+                }
+            }
+        }
+    }
+
     /// The plan's groups as (load start, permute) pairs in registers, for [`plane`].
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn permutes(plan: &IntegerPlan) -> Vec<(usize, __m512i)> {
-        plan.groups
+    pub unsafe fn permutes(plane: &BytePlane) -> Vec<(usize, __m512i)> {
+        plane
+            .groups
             .iter()
             // SAFETY: every index is 64 bytes
             .map(|g| {
@@ -359,7 +415,7 @@ pub(crate) mod x86 {
     /// vector, then `finish` with the channel's scale and offset.
     ///
     /// # Safety
-    /// `scratch` is the plan's layout, `groups` its [`permutes`] and `words` the channel's
+    /// `scratch` is the plan's byte plane, `groups` its [`permutes`] and `words` the channel's
     /// words; `masks` the geometry's flat masks and `out` holds the plane's outputs; the CPU
     /// has AVX-512F, BW, VL, VNNI and VBMI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]

@@ -129,7 +129,20 @@ pub struct QPointwise {
 impl QPointwise {
     /// The op for `conv` with its weights as `qw · sw` and its input quantized by `quant`.
     pub(crate) fn new(conv: &Conv1x1, qw: &[i8], sw: &[f32], quant: U8Form) -> TractResult<Self> {
-        let Channels { cin, cout, .. } = conv.shape;
+        QPointwise::from_parts(conv.shape, qw, sw, &conv.bias, conv.clamp, quant)
+    }
+
+    /// The op for `shape` with weights `qw · sw` (`[O, I]`, `[O]`), `bias` and `clamp`, its
+    /// input quantized by `quant`.
+    pub(crate) fn from_parts(
+        shape: Channels,
+        qw: &[i8],
+        sw: &[f32],
+        bias: &[f32],
+        clamp: Option<(f32, f32)>,
+        quant: U8Form,
+    ) -> TractResult<Self> {
+        let Channels { cin, cout, .. } = shape;
         ensure!(cin > 0 && cout > 0 && qw.len() == cin * cout && sw.len() == cout);
         let (tiles, k4) = (cout.div_ceil(ROWS), cin.div_ceil(4));
         let mut bytes = vec![0i8; tiles * k4 * ROWS * 4];
@@ -148,17 +161,18 @@ impl QPointwise {
         for o in 0..cout {
             let sum: i32 = qw[o * cin..][..cin].iter().map(|&v| v as i32).sum();
             scale[o] = quant.scale() * sw[o];
-            offset[o] = conv.bias[o] - scale[o] * quant.zero_point() * sum as f32;
+            offset[o] = bias[o] - scale[o] * quant.zero_point() * sum as f32;
         }
+        ensure!(bias.len() == cout);
         Ok(QPointwise {
-            shape: conv.shape,
+            shape,
             packed,
             scale: Floats(scale),
             offset: Floats(offset),
             input: quant,
             input_u8: false,
             output: None,
-            clamp: conv.clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits())),
+            clamp: clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits())),
             kind: Kernel::best(),
         })
     }
@@ -228,11 +242,24 @@ impl QPointwise {
                 Src::F32(x) => unsafe { kind.pack(x, cin, points, inv, zp, &mut packed) },
                 Src::U8(x) => unsafe { kind.pack_bytes(x, cin, points, &mut packed) },
             }
-            self.multiply(kind, &packed, points, output)
+            self.multiply_with(kind, &packed, points, output)
         })
     }
 
-    fn multiply(
+    /// The product of input already in VNNI order (`packed`: `[⌈I/4⌉][points]` words) into
+    /// `output` (`[O, points]`), on the op's kernel.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn multiply(&self, packed: &[u32], points: usize, output: Dst) -> TractResult<()> {
+        let k4 = self.shape.cin.div_ceil(4);
+        ensure!(packed.len() == k4 * points && output.len() == self.shape.cout * points);
+        ensure!(
+            matches!(output, Dst::U8(_)) == self.output.is_some(),
+            "output type is not the op's"
+        );
+        self.multiply_with(self.kind, packed, points, output)
+    }
+
+    fn multiply_with(
         &self,
         kind: Kernel,
         packed: &[u32],
@@ -883,15 +910,33 @@ mod tests {
             .count();
         assert_eq!(integer, 35);
         let input = Tensor::from_shape(&[1, 3, 224, 224], &values(3 * 224 * 224, 13)).unwrap();
-        // with the depthwise layers ours too, then linked through 8-bit tensors: every link
+        // with the depthwise and first layers ours too, then linked through 8-bit tensors: every link
         // computes what the pair it replaces did, so the output keeps every bit
         let mut unlinked = ours.clone();
         super::super::depthwise::substitute(&mut unlinked).unwrap();
+        super::super::dense_conv::substitute(&mut unlinked).unwrap();
         let mut linked = unlinked.clone();
         let links = super::super::u8_activations::substitute(&mut linked).unwrap();
         // at least: each of the 16 expand convolutions into its depthwise convolution, each of
         // the 17 depthwise convolutions into its project convolution
         assert!(links >= 33, "only {links} 8-bit links");
+        if super::super::qdepthwise::available() {
+            // and the first convolution, in integers too, into the first depthwise one; all 17
+            // depthwise layers in integers
+            assert!(links >= 34, "only {links} 8-bit links");
+            let first = linked
+                .nodes()
+                .iter()
+                .find_map(|n| n.op_as::<super::super::qdense_conv::QDenseConv>());
+            assert!(first.and_then(|c| c.output_form()).is_some());
+            let depthwise: Vec<_> = linked
+                .nodes()
+                .iter()
+                .filter_map(|n| n.op_as::<super::super::depthwise::DepthwiseConv>())
+                .collect();
+            assert_eq!(depthwise.len(), 17);
+            assert!(depthwise.iter().all(|d| d.is_integer()));
+        }
         let eight_bit = linked
             .nodes()
             .iter()

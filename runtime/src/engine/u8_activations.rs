@@ -20,6 +20,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise::DepthwiseConv;
 use super::fake_quant::FakeQuant;
+use super::qdense_conv::QDenseConv;
 use super::qpointwise::QPointwise;
 
 /// A quantize→dequantize pair in unsigned terms: `q = clamp(round_even(x · inv_scale) +
@@ -320,6 +321,12 @@ fn produces_f32(op: &dyn TypedOp) -> Option<Rebuild> {
         if qp.output_form().is_none() {
             let qp = qp.clone();
             return Some(Box::new(move |f| Box::new(qp.with_output(f))));
+        }
+    }
+    if let Some(qc) = op.downcast_ref::<QDenseConv>() {
+        if qc.output_form().is_none() {
+            let qc = qc.clone();
+            return Some(Box::new(move |f| Box::new(qc.with_output(f))));
         }
     }
     None
