@@ -281,37 +281,7 @@ mod tests {
         input: &[f32],
         n: usize,
     ) -> Vec<f32> {
-        let g = op.geometry;
-        let (ho, wo) = g.output();
-        let (c_in, c_out) = (op.channels, op.outputs);
-        let mut out = vec![0f32; n * c_out * ho * wo];
-        for b in 0..n {
-            for o in 0..c_out {
-                for y in 0..ho {
-                    for x in 0..wo {
-                        let mut acc = bias[o] as f64;
-                        for c in 0..c_in {
-                            for ky in 0..g.kh {
-                                for kx in 0..g.kw {
-                                    let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
-                                    let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let v = input
-                                        [((b * c_in + c) * g.h + iy as usize) * g.w + ix as usize];
-                                    let w = kernel[((o * c_in + c) * g.kh + ky) * g.kw + kx];
-                                    acc += v as f64 * w as f64;
-                                }
-                            }
-                        }
-                        out[((b * c_out + o) * ho + y) * wo + x] = acc as f32;
-                    }
-                }
-            }
-        }
-        out
+        crate::engine::conv_reference(&op.geometry, op.channels, kernel, bias, input, n)
     }
 
     #[test]

@@ -573,7 +573,7 @@ impl DepthwiseConv {
         n: usize,
         output: Dst,
     ) -> TractResult<()> {
-        use qdepthwise::x86::{Finish, ToBytes, ToFloats};
+        use x86::{Bytes, Floats, Sink};
         let g = self.geometry;
         let (ho, wo) = g.output();
         let clamp = self
@@ -581,13 +581,13 @@ impl DepthwiseConv {
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
         let work = n * self.channels * ho * wo * g.kh * g.kw;
         #[allow(clippy::too_many_arguments)]
-        fn planes<F: Finish>(
+        fn planes<S: Sink>(
             op: &DepthwiseConv,
             plan: &IntegerPlan,
             fill: Fill,
-            out: &mut [F::Out],
+            out: &mut [S::Out],
             work: usize,
-            finish: F,
+            sink: S,
         ) -> TractResult<()> {
             let g = op.geometry;
             let plane_in = g.h * g.w;
@@ -627,7 +627,7 @@ impl DepthwiseConv {
                             &plan.words[c * per_channel..][..per_channel],
                             plan.scale.0[c],
                             plan.offset.0[c],
-                            finish,
+                            sink,
                         )
                     }
                 }
@@ -637,11 +637,11 @@ impl DepthwiseConv {
         // SAFETY (the finishing stores): the CPU has AVX-512F.
         match (output, self.output) {
             (Dst::F32(out), None) => {
-                planes(self, plan, fill, out, work, unsafe { ToFloats::new(clamp) })
+                planes(self, plan, fill, out, work, unsafe { Floats::new(clamp) })
             }
             (Dst::U8(out), Some(form)) => {
-                let finish = unsafe { ToBytes::new(form.requantizer(clamp)) };
-                planes(self, plan, fill, out, work, finish)
+                let sink = unsafe { Bytes::new(form.requantizer(clamp)) };
+                planes(self, plan, fill, out, work, sink)
             }
             _ => bail!("output type is not the op's"),
         }
@@ -948,7 +948,7 @@ macro_rules! plane_fn {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     /// `a` clamped to `[lo, hi]` when `on`.
@@ -965,8 +965,8 @@ mod x86 {
     plane_fn!(plane_avx2, row_avx2, "avx2,fma");
 
     /// Where [`plane_flat`] puts 16 finished sums: f32 values (clamped when `on`), or bytes.
-    pub(super) trait Sink: Copy {
-        type Out;
+    pub(crate) trait Sink: Copy + Send + Sync {
+        type Out: Send;
         /// Stores the lanes of `mask`, packed together in lane order, at `o`.
         unsafe fn store(self, o: *mut Self::Out, mask: __mmask16, v: __m512);
     }
@@ -978,7 +978,7 @@ mod x86 {
     }
 
     #[derive(Clone, Copy)]
-    pub(super) struct Floats {
+    pub(crate) struct Floats {
         on: bool,
         lo: __m512,
         hi: __m512,
@@ -987,7 +987,7 @@ mod x86 {
     impl Floats {
         /// Clamped to `clamp` when there is one.
         #[target_feature(enable = "avx512f")]
-        pub(super) fn new(clamp: Option<(f32, f32)>) -> Floats {
+        pub(crate) fn new(clamp: Option<(f32, f32)>) -> Floats {
             let (lo, hi) = clamp.unwrap_or((0.0, 0.0));
             Floats {
                 on: clamp.is_some(),
@@ -1015,7 +1015,7 @@ mod x86 {
 
     /// Clamped and quantized by a requantizer (the op's clamp folded in).
     #[derive(Clone, Copy)]
-    pub(super) struct Bytes {
+    pub(crate) struct Bytes {
         inv: __m512,
         lo: __m512,
         hi: __m512,
@@ -1025,7 +1025,7 @@ mod x86 {
     impl Bytes {
         /// Requantized by `q`.
         #[target_feature(enable = "avx512f")]
-        pub(super) fn new(q: super::super::u8_activations::Requantizer) -> Bytes {
+        pub(crate) fn new(q: super::super::u8_activations::Requantizer) -> Bytes {
             Bytes {
                 inv: _mm512_set1_ps(q.inv_scale),
                 lo: _mm512_set1_ps(q.lo),

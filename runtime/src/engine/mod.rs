@@ -248,6 +248,48 @@ impl TestConv {
     }
 }
 
+/// Test helper: the textbook one-group convolution of `input` (`[n, channels, h, w]`) with
+/// `kernel` (`[O, channels, kh, kw]`) and `bias` (`[O]`) over `g`, zero padding, in f64.
+#[cfg(test)]
+pub(crate) fn conv_reference(
+    g: &depthwise::Geometry,
+    channels: usize,
+    kernel: &[f32],
+    bias: &[f32],
+    input: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let (ho, wo) = g.output();
+    let outputs = bias.len();
+    let mut out = vec![0f32; n * outputs * ho * wo];
+    for b in 0..n {
+        for o in 0..outputs {
+            for y in 0..ho {
+                for x in 0..wo {
+                    let mut acc = bias[o] as f64;
+                    for c in 0..channels {
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
+                                let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let v = input
+                                    [((b * channels + c) * g.h + iy as usize) * g.w + ix as usize];
+                                let w = kernel[((o * channels + c) * g.kh + ky) * g.kw + kx];
+                                acc += v as f64 * w as f64;
+                            }
+                        }
+                    }
+                    out[((b * outputs + o) * ho + y) * wo + x] = acc as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Test helper: `n` values in [-1, 1], scattered by a hash of the index and `seed`.
 #[cfg(test)]
 pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {

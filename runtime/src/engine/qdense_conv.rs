@@ -238,48 +238,6 @@ mod tests {
     use super::*;
     use crate::engine::test_values as values;
 
-    /// The textbook loop over the input as the pair leaves it (quantized, dequantized).
-    fn reference(
-        g: &Geometry,
-        channels: usize,
-        kernel: &[f32],
-        bias: &[f32],
-        x: &[f32],
-        n: usize,
-    ) -> Vec<f32> {
-        let (ho, wo) = g.output();
-        let outputs = bias.len();
-        let mut out = vec![0f32; n * outputs * ho * wo];
-        for b in 0..n {
-            for o in 0..outputs {
-                for y in 0..ho {
-                    for xo in 0..wo {
-                        let mut acc = bias[o] as f64;
-                        for c in 0..channels {
-                            for ky in 0..g.kh {
-                                for kx in 0..g.kw {
-                                    let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
-                                    let ix = (xo * g.sx + kx * g.dx) as isize - g.pad_left as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let v = x[((b * channels + c) * g.h + iy as usize) * g.w
-                                        + ix as usize]
-                                        as f64;
-                                    let w = kernel[((o * channels + c) * g.kh + ky) * g.kw + kx];
-                                    acc += v * w as f64;
-                                }
-                            }
-                        }
-                        out[((b * outputs + o) * ho + y) * wo + xo] = acc as f32;
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// f32 outputs to float rounding and 8-bit ones within one step (a rounding tie may land
     /// either side) of the textbook loop on the pair's values, across kernel sizes, strides,
     /// dilations, paddings, channel counts that leave partial tiles, and a batch of two.
@@ -332,7 +290,8 @@ mod tests {
                 .map(|&v| form_in.dequantize(form_in.quantize(v)))
                 .collect();
             let clamp = Some((0.0, 6.0));
-            let mut want = reference(&g, channels, &kernel, &bias, &seen, n);
+            // the textbook loop over the input as the pair leaves it (quantized, dequantized)
+            let mut want = crate::engine::conv_reference(&g, channels, &kernel, &bias, &seen, n);
             want.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
             let op = QDenseConv::new(g, channels, &kernel, &bias, clamp, form_in)
                 .unwrap()

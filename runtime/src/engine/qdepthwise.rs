@@ -193,8 +193,9 @@ impl IntegerPlan {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::super::u8_activations::x86::{quantize, requantize, store_bytes};
-    use super::super::u8_activations::{Requantizer, U8Form};
+    use super::super::depthwise::x86::Sink;
+    use super::super::u8_activations::x86::{quantize, store_bytes};
+    use super::super::u8_activations::U8Form;
     use super::BytePlane;
     use std::arch::x86_64::*;
 
@@ -258,101 +259,6 @@ pub(crate) mod x86 {
         }
     }
 
-    /// How a plane's integer sums become outputs: `sum · scale + offset`, then stored.
-    pub(crate) trait Finish: Copy + Send + Sync {
-        type Out: Send;
-        /// Finishes 16 sums and stores the lanes of `mask`, packed together in lane order, at
-        /// `o`.
-        unsafe fn store(
-            self,
-            o: *mut Self::Out,
-            mask: __mmask16,
-            sums: __m512i,
-            s: __m512,
-            b: __m512,
-        );
-    }
-
-    /// f32 outputs, clamped when there is a clamp.
-    #[derive(Clone, Copy)]
-    pub(crate) struct ToFloats {
-        on: bool,
-        lo: __m512,
-        hi: __m512,
-    }
-
-    impl ToFloats {
-        #[target_feature(enable = "avx512f")]
-        pub(crate) fn new(clamp: Option<(f32, f32)>) -> ToFloats {
-            let (lo, hi) = clamp.unwrap_or((0.0, 0.0));
-            ToFloats {
-                on: clamp.is_some(),
-                lo: _mm512_set1_ps(lo),
-                hi: _mm512_set1_ps(hi),
-            }
-        }
-    }
-
-    impl Finish for ToFloats {
-        type Out = f32;
-
-        #[inline(always)]
-        unsafe fn store(self, o: *mut f32, mask: __mmask16, sums: __m512i, s: __m512, b: __m512) {
-            unsafe {
-                let mut v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), s, b);
-                if self.on {
-                    v = _mm512_min_ps(_mm512_max_ps(v, self.lo), self.hi);
-                }
-                if mask == 0xffff {
-                    _mm512_storeu_ps(o, v)
-                } else {
-                    let packed = _mm512_maskz_compress_ps(mask, v);
-                    _mm512_mask_storeu_ps(o, first(mask.count_ones()), packed)
-                }
-            }
-        }
-    }
-
-    /// Bytes of a requantizer (the op's clamp folded in): the same bytes as the f32 outputs
-    /// quantized by the pair they replace.
-    #[derive(Clone, Copy)]
-    pub(crate) struct ToBytes {
-        inv: __m512,
-        lo: __m512,
-        hi: __m512,
-        zp: __m512i,
-    }
-
-    impl ToBytes {
-        #[target_feature(enable = "avx512f")]
-        pub(crate) fn new(q: Requantizer) -> ToBytes {
-            ToBytes {
-                inv: _mm512_set1_ps(q.inv_scale),
-                lo: _mm512_set1_ps(q.lo),
-                hi: _mm512_set1_ps(q.hi),
-                zp: _mm512_set1_epi32(q.zero_point),
-            }
-        }
-    }
-
-    impl Finish for ToBytes {
-        type Out = u8;
-
-        #[inline(always)]
-        unsafe fn store(self, o: *mut u8, mask: __mmask16, sums: __m512i, s: __m512, b: __m512) {
-            unsafe {
-                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), s, b);
-                let q = requantize(v, self.inv, self.lo, self.hi, self.zp);
-                if mask == 0xffff {
-                    store_bytes(o, mask, q)
-                } else {
-                    let packed = _mm512_maskz_compress_epi32(mask, q);
-                    store_bytes(o, first(mask.count_ones()), packed)
-                }
-            }
-        }
-    }
-
     /// Every output's taps of each group, output row by output row, as words of four bytes:
     /// `packed[k · points + y · wo + x]` for group `k` (an im2col matrix in VNNI order).
     ///
@@ -412,7 +318,8 @@ pub(crate) mod x86 {
 
     /// One channel plane from the filled `scratch` into `out`: for each block of 64 flat
     /// outputs, four independent i32 accumulators, one permute and `vpdpbusd` per group and
-    /// vector, then `finish` with the channel's scale and offset.
+    /// vector, then `sum · scale + offset` stored through `sink` (clamped f32 or requantized
+    /// bytes, the output lanes packed together: the float kernel's stores).
     ///
     /// # Safety
     /// `scratch` is the plan's byte plane, `groups` its [`permutes`] and `words` the channel's
@@ -420,8 +327,8 @@ pub(crate) mod x86 {
     /// has AVX-512F, BW, VL, VNNI and VBMI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn plane<F: Finish>(
-        out: &mut [F::Out],
+    pub unsafe fn plane<S: Sink>(
+        out: &mut [S::Out],
         scratch: &[u8],
         sx: usize,
         masks: &[u16],
@@ -429,7 +336,7 @@ pub(crate) mod x86 {
         words: &[i32],
         scale: f32,
         offset: f32,
-        finish: F,
+        sink: S,
     ) {
         let mut o = out.as_mut_ptr();
         let step = 16 * sx;
@@ -456,7 +363,7 @@ pub(crate) mod x86 {
                     a3 = _mm512_dpbusd_epi32(a3, taps!(3), w);
                 }
                 for (a, &m) in [a0, a1, a2, a3].into_iter().zip(m) {
-                    finish.store(o, m, a, s, b);
+                    sink.store(o, m, _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s, b));
                     o = o.add(m.count_ones() as usize);
                 }
             }
