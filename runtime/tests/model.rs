@@ -267,9 +267,20 @@ fn a_model_is_shared_across_threads_and_two_threads_give_the_same_answers() {
         },
     )
     .unwrap();
-    let got = two.run(vec![x]).unwrap();
+    let got = two.run(vec![x.clone()]).unwrap();
     let (a, b) = (got[0].to_f64_vec(), expected[0].to_f64_vec());
     assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4));
+    // runs go through the model's own pool: callers on many threads at once share it
+    let two = std::sync::Arc::new(two);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (m, x) = (two.clone(), x.clone());
+            std::thread::spawn(move || m.run(vec![x]).unwrap())
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), got);
+    }
 }
 
 #[test]
