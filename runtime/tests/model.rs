@@ -245,16 +245,7 @@ fn a_model_is_shared_across_threads_and_two_threads_give_the_same_answers() {
     let (model, bytes, _, trust) = digits();
     let x = read_npy("digits/test_x.npy").rows(0, 32);
     let expected = model.run(vec![x.clone()]).unwrap();
-    let model = std::sync::Arc::new(model);
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let (m, x) = (model.clone(), x.clone());
-            std::thread::spawn(move || m.run(vec![x]).unwrap())
-        })
-        .collect();
-    for h in handles {
-        assert_eq!(h.join().unwrap(), expected);
-    }
+    four_callers_get(std::sync::Arc::new(model), &x, &expected);
     let two = Model::load(
         &bytes,
         &trust,
@@ -271,15 +262,19 @@ fn a_model_is_shared_across_threads_and_two_threads_give_the_same_answers() {
     let (a, b) = (got[0].to_f64_vec(), expected[0].to_f64_vec());
     assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4));
     // runs go through the model's own pool: callers on many threads at once share it
-    let two = std::sync::Arc::new(two);
+    four_callers_get(std::sync::Arc::new(two), &x, &got);
+}
+
+/// Four threads run `model` on `x` at once; each gets `expected`.
+fn four_callers_get(model: std::sync::Arc<Model>, x: &Tensor, expected: &[Tensor]) {
     let handles: Vec<_> = (0..4)
         .map(|_| {
-            let (m, x) = (two.clone(), x.clone());
+            let (m, x) = (model.clone(), x.clone());
             std::thread::spawn(move || m.run(vec![x]).unwrap())
         })
         .collect();
     for h in handles {
-        assert_eq!(h.join().unwrap(), got);
+        assert_eq!(h.join().unwrap(), expected);
     }
 }
 

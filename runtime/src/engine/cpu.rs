@@ -16,8 +16,6 @@ pub struct CpuEngine {
     plan: Arc<TypedSimplePlan>,
     outputs: Vec<String>,
     threads: usize,
-    /// With `threads > 1`: the plan's pool, whole runs are started on one of its threads.
-    pool: Option<Executor>,
 }
 
 pub(crate) fn load_err(e: impl std::fmt::Display) -> ModelError {
@@ -141,7 +139,7 @@ impl CpuEngine {
             Executor::SingleThread
         };
         let options = RunOptions {
-            executor: Some(executor.clone()),
+            executor: Some(executor),
             ..Default::default()
         };
         let plan = typed
@@ -151,25 +149,12 @@ impl CpuEngine {
             plan,
             outputs,
             threads,
-            pool: (threads > 1).then_some(executor),
         })
     }
 
     /// Intra-op threads.
     pub fn threads(&self) -> usize {
         self.threads
-    }
-
-    /// Runs `f` (a whole plan run) on a thread of the plan's pool when there is one: the serial
-    /// work between parallel ops then runs on a pool thread and the ops' parallel parts join it
-    /// there, instead of the caller's thread running it while the pool's threads yield-spin
-    /// beside it (three threads on two cores: ~20% of a two-thread int8 MobileNetV2's samples
-    /// were in the scheduler).
-    fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(Executor::MultiThread(pool)) => pool.install(f),
-            _ => f(),
-        }
     }
 }
 
@@ -272,11 +257,10 @@ impl Engine for CpuEngine {
     }
 
     fn run(&self, inputs: Vec<EfTensor>) -> Result<Vec<EfTensor>, ModelError> {
-        let inputs = tract_inputs(inputs, "cpu")?;
-        self.in_pool(|| run_plan(&self.plan, inputs, "cpu"))
+        run_plan(&self.plan, tract_inputs(inputs, "cpu")?, "cpu")
     }
 
     fn run_in_place(&self, inputs: TVec<TValue>) -> Result<Vec<EfTensor>, ModelError> {
-        self.in_pool(|| run_plan(&self.plan, inputs, "cpu"))
+        run_plan(&self.plan, inputs, "cpu")
     }
 }

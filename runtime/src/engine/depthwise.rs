@@ -1413,12 +1413,7 @@ mod tests {
                                 let mut got = vec![f32::NAN; want.len()];
                                 op.run(kind, Src::F32(&input), n, Dst::F32(&mut got))
                                     .unwrap();
-                                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                                    assert!(
-                                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                                        "{kind:?} {g:?} at {i}: {a} vs {b}"
-                                    );
-                                }
+                                crate::engine::assert_close(&got, &want, (kind, g));
                             }
                             cases += 1;
                         }
@@ -1554,12 +1549,7 @@ mod tests {
                             linked
                                 .run(Kernel::best(), Src::U8(&bytes), n, Dst::F32(&mut got))
                                 .unwrap();
-                            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                                assert!(
-                                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                                    "{g:?} at {i}: {a} vs {b}"
-                                );
-                            }
+                            crate::engine::assert_close(&got, &want, g);
                             let linked = linked.with_output(form_out);
                             let mut got = vec![0u8; want.len()];
                             linked
@@ -1589,12 +1579,7 @@ mod tests {
                                 quantizing
                                     .run(kind, Src::F32(&raw), n, Dst::F32(&mut got))
                                     .unwrap();
-                                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                                    assert!(
-                                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                                        "{kind:?} {g:?} at {i}: {a} vs {b}"
-                                    );
-                                }
+                                crate::engine::assert_close(&got, &want, (kind, g));
                             }
                             cases += 1;
                         }

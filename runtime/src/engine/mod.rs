@@ -248,6 +248,18 @@ impl TestConv {
     }
 }
 
+/// Test helper: `got` equals `want` to float rounding (1e-4 relative), `what` named on failure.
+#[cfg(test)]
+pub(crate) fn assert_close(got: &[f32], want: &[f32], what: impl std::fmt::Debug) {
+    assert_eq!(got.len(), want.len(), "{what:?}");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "{what:?} at {i}: {a} vs {b}"
+        );
+    }
+}
+
 /// Test helper: the textbook one-group convolution of `input` (`[n, channels, h, w]`) with
 /// `kernel` (`[O, channels, kh, kw]`) and `bias` (`[O]`) over `g`, zero padding, in f64.
 #[cfg(test)]
