@@ -17,7 +17,7 @@
 //! elsewhere tract's packed kernels run these, an AVX2/NEON tile is not written yet); a scalar
 //! version of the same loop is the reference the tests hold it to.
 
-use tract_linalg::multithread::{current_tract_executor, par_chunks_mut, Executor};
+use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
 
@@ -454,12 +454,7 @@ impl Channels {
 
     /// Calls `tile(t, c0, cols)` for every tile `t` of 8 output channels and every run of up to
     /// 48 points from `c0`, in column blocks whose input (`point_bytes` per point) fits in L2,
-    /// split over the plan's thread pool. The work items are (point slice, tile) pairs: one
-    /// slice on one thread or when there are at least four tiles per thread, else the points
-    /// cut into enough slices that a layer of 16–32 output channels (2–4 tiles) still splits
-    /// evenly over the threads (at two threads, three one-tile items ran 2 : 1; int8
-    /// MobileNetV2 at two threads 2.30–2.41 → 2.19–2.21 ms). On one thread slicing only cost
-    /// (3%: each slice re-enters the column blocks), so it is not done there.
+    /// with the tiles split over the plan's thread pool (each tile on one thread).
     pub(crate) fn for_each_tile(
         &self,
         points: usize,
@@ -467,35 +462,13 @@ impl Channels {
         tile: impl Fn(usize, usize, usize) + Sync + Send,
     ) -> TractResult<()> {
         let block = (BLOCK_BYTES / point_bytes.max(1) / COLS).max(1) * COLS;
-        let tiles = self.cout.div_ceil(ROWS);
-        let threads = match current_tract_executor() {
-            Executor::MultiThread(pool) => pool.current_num_threads(),
-            _ => 1,
-        };
-        let slices = if threads > 1 {
-            (4 * threads)
-                .div_ceil(tiles.max(1))
-                .min(points.div_ceil(2 * COLS))
-                .max(1)
-        } else {
-            1
-        };
-        let per_slice = points.div_ceil(slices).div_ceil(COLS) * COLS;
-        let mut items: Vec<(usize, usize)> = (0..slices)
-            .filter(|s| s * per_slice < points)
-            .flat_map(|s| (0..tiles).map(move |t| (s, t)))
-            .collect();
-        par_chunks_mut(&mut items, 1, self.cout * self.cin * points, |_, chunk| {
-            // consecutive items of one slice: each input block once for all their tiles
-            for run in chunk.chunk_by(|a, b| a.0 == b.0) {
-                let lo = run[0].0 * per_slice;
-                let hi = (lo + per_slice).min(points);
-                for p0 in (lo..hi).step_by(block) {
-                    let end = (p0 + block).min(hi);
-                    for &(_, t) in run {
-                        for c0 in (p0..end).step_by(COLS) {
-                            tile(t, c0, COLS.min(end - c0));
-                        }
+        let mut tiles: Vec<usize> = (0..self.cout.div_ceil(ROWS)).collect();
+        par_chunks_mut(&mut tiles, 1, self.cout * self.cin * points, |_, chunk| {
+            for p0 in (0..points).step_by(block) {
+                let width = block.min(points - p0);
+                for &t in chunk.iter() {
+                    for c0 in (p0..p0 + width).step_by(COLS) {
+                        tile(t, c0, COLS.min(p0 + width - c0));
                     }
                 }
             }
@@ -831,10 +804,10 @@ mod tests {
         }
     }
 
-    /// On two threads a layer of few output tiles is split by points too: every output is
-    /// still written once, with the one-thread values.
+    /// On two threads (tiles split over the pool) every output is written once, with the
+    /// one-thread values.
     #[test]
-    fn two_threads_split_small_layers_and_give_the_same_values() {
+    fn two_threads_give_the_one_thread_values() {
         for &(cin, cout, points) in &[(20, 24, 3001), (16, 8, 12544), (7, 40, 97), (64, 96, 300)] {
             let w = values(cin * cout, 1);
             let b = values(cout, 2);
@@ -844,9 +817,10 @@ mod tests {
             let mut one = vec![f32::NAN; cout * points];
             op.run(kind, &x, points, &mut one).unwrap();
             let mut two = vec![f32::NAN; cout * points];
-            tract_linalg::multithread::multithread_tract_scope(Executor::multithread(2), || {
-                op.run(kind, &x, points, &mut two)
-            })
+            tract_linalg::multithread::multithread_tract_scope(
+                tract_linalg::multithread::Executor::multithread(2),
+                || op.run(kind, &x, points, &mut two),
+            )
             .unwrap();
             assert!(
                 one.iter()
