@@ -38,11 +38,8 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         let Some(conv) = model.node(id).op_as::<Conv>() else {
             continue;
         };
-        let Some(op) = DenseConv::from_conv(model, model.node(id), conv)? else {
-            continue;
-        };
         let (last, clamp) = super::following_clamp(model, id)?;
-        // reading a pair: in integers, where that is possible
+        // reading a pair: in integers, where that is possible (the float op not built)
         if let Some((input, op)) =
             super::qdense_conv::integer_variant(model, model.node(id), conv, clamp)?
         {
@@ -50,6 +47,9 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
             replaced += 1;
             continue;
         }
+        let Some(op) = DenseConv::from_conv(model, model.node(id), conv)? else {
+            continue;
+        };
         let op = DenseConv {
             product: op.product.with_clamp(clamp),
             ..op

@@ -592,7 +592,6 @@ impl DepthwiseConv {
             let g = op.geometry;
             let plane_in = g.h * g.w;
             let (ho, wo) = g.output();
-            let masks = g.flat_masks();
             // SAFETY (here and below): the plan exists only where the CPU has the kernel's
             // features; the scratch is the plan's, filled before each plane.
             let groups = unsafe { qdepthwise::x86::permutes(&plan.plane) };
@@ -622,7 +621,7 @@ impl DepthwiseConv {
                             out,
                             &scratch,
                             g.sx,
-                            &masks,
+                            &plan.plane.flat,
                             &groups,
                             &plan.words[c * per_channel..][..per_channel],
                             plan.scale.0[c],
@@ -1368,15 +1367,20 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn every_kernel_matches_the_textbook_loop() {
-        let mut cases = 0;
-        for (h, w) in [(1, 1), (5, 7), (7, 7), (14, 14), (17, 70), (112, 112)] {
-            for (kh, kw) in [(1, 1), (3, 3), (5, 5), (3, 1)] {
+    /// Every valid geometry over `sizes` (h, w), `kernels` (kh, kw) and `pads` (top, left,
+    /// bottom, right), with strides 1×1, 2×2, 1×2, 3×3 and dilations 1 and 2.
+    fn geometries(
+        sizes: &[(usize, usize)],
+        kernels: &[(usize, usize)],
+        pads: &[(usize, usize, usize, usize)],
+    ) -> Vec<Geometry> {
+        let mut all = Vec::new();
+        for &(h, w) in sizes {
+            for &(kh, kw) in kernels {
                 for (sy, sx) in [(1, 1), (2, 2), (1, 2), (3, 3)] {
                     for (dy, dx) in [(1, 1), (2, 2)] {
-                        for pads in [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0), (2, 2, 2, 2)] {
-                            let g = Geometry {
+                        for &(pad_top, pad_left, pad_bottom, pad_right) in pads {
+                            all.push(Geometry {
                                 h,
                                 w,
                                 kh,
@@ -1385,41 +1389,62 @@ mod tests {
                                 sx,
                                 dy,
                                 dx,
-                                pad_top: pads.0,
-                                pad_left: pads.1,
-                                pad_bottom: pads.2,
-                                pad_right: pads.3,
-                            };
-                            if !g.valid() || (h == 112 && (kh, sy, dy) != (3, 2, 1)) {
-                                continue;
-                            }
-                            let (channels, n) = (3, 2);
-                            let mut op = DepthwiseConv::new(
-                                g,
-                                channels,
-                                values(channels * kh * kw, 1),
-                                values(channels, 2),
-                            )
-                            .unwrap();
-                            let input = values(n * channels * h * w, 3);
-                            let clamp =
-                                [None, Some((0.0f32, 6.0f32)), Some((-0.5, 0.75))][cases % 3];
-                            op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
-                            let mut want = reference(&op, &input, n);
-                            if let Some((lo, hi)) = clamp {
-                                want.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
-                            }
-                            for kind in Kernel::available() {
-                                let mut got = vec![f32::NAN; want.len()];
-                                op.run(kind, Src::F32(&input), n, Dst::F32(&mut got))
-                                    .unwrap();
-                                crate::engine::assert_close(&got, &want, (kind, g));
-                            }
-                            cases += 1;
+                                pad_top,
+                                pad_left,
+                                pad_bottom,
+                                pad_right,
+                            });
                         }
                     }
                 }
             }
+        }
+        all.retain(Geometry::valid);
+        all
+    }
+
+    #[test]
+    fn every_kernel_matches_the_textbook_loop() {
+        let mut cases = 0;
+        for g in geometries(
+            &[(1, 1), (5, 7), (7, 7), (14, 14), (17, 70), (112, 112)],
+            &[(1, 1), (3, 3), (5, 5), (3, 1)],
+            &[(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0), (2, 2, 2, 2)],
+        ) {
+            let Geometry {
+                h,
+                w,
+                kh,
+                kw,
+                sy,
+                dy,
+                ..
+            } = g;
+            if h == 112 && (kh, sy, dy) != (3, 2, 1) {
+                continue;
+            }
+            let (channels, n) = (3, 2);
+            let mut op = DepthwiseConv::new(
+                g,
+                channels,
+                values(channels * kh * kw, 1),
+                values(channels, 2),
+            )
+            .unwrap();
+            let input = values(n * channels * h * w, 3);
+            let clamp = [None, Some((0.0f32, 6.0f32)), Some((-0.5, 0.75))][cases % 3];
+            op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
+            let mut want = reference(&op, &input, n);
+            if let Some((lo, hi)) = clamp {
+                want.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+            }
+            for kind in Kernel::available() {
+                let mut got = vec![f32::NAN; want.len()];
+                op.run(kind, Src::F32(&input), n, Dst::F32(&mut got))
+                    .unwrap();
+                crate::engine::assert_close(&got, &want, (kind, g));
+            }
+            cases += 1;
         }
         assert!(cases > 300, "only {cases} geometries checked");
     }
@@ -1493,99 +1518,75 @@ mod tests {
             U8Form::new(1.0 / 0.03, 87.0, 0.03),
         );
         let (mut cases, mut integer) = (0, 0);
-        for (h, w) in [(1, 1), (5, 7), (7, 7), (14, 14), (17, 70), (56, 56)] {
-            for (kh, kw) in [(1, 1), (3, 3), (5, 5), (3, 1), (1, 7)] {
-                for (sy, sx) in [(1, 1), (2, 2), (1, 2), (3, 3)] {
-                    for (dy, dx) in [(1, 1), (2, 2)] {
-                        for pads in [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0)] {
-                            let g = Geometry {
-                                h,
-                                w,
-                                kh,
-                                kw,
-                                sy,
-                                sx,
-                                dy,
-                                dx,
-                                pad_top: pads.0,
-                                pad_left: pads.1,
-                                pad_bottom: pads.2,
-                                pad_right: pads.3,
-                            };
-                            if !g.valid() {
-                                continue;
-                            }
-                            let (channels, n) = (3, 2);
-                            let taps = kh * kw;
-                            // int8 multiples of a per-channel scale, one channel all zero
-                            let kernel: Vec<f32> = (0..channels * taps)
-                                .map(|i| {
-                                    let c = i / taps;
-                                    let q = ((i * 37 + cases) % 255) as f32 - 127.0;
-                                    if c == 1 {
-                                        0.0
-                                    } else {
-                                        q * 0.01 * (c + 1) as f32
-                                    }
-                                })
-                                .collect();
-                            let mut op =
-                                DepthwiseConv::new(g, channels, kernel, values(channels, 2))
-                                    .unwrap();
-                            let clamp = [None, Some((0.0f32, 6.0f32))][cases % 2];
-                            op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
-                            let bytes: Vec<u8> = (0..n * channels * h * w)
-                                .map(|i| ((i * 53 + cases) % 256) as u8)
-                                .collect();
-                            let floats: Vec<f32> =
-                                bytes.iter().map(|&q| form_in.dequantize(q)).collect();
-                            let mut want = reference(&op, &floats, n);
-                            if let Some((lo, hi)) = clamp {
-                                want.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
-                            }
-                            let linked = op.with_input(form_in);
-                            integer += linked.is_integer() as usize;
-                            let mut got = vec![f32::NAN; want.len()];
-                            linked
-                                .run(Kernel::best(), Src::U8(&bytes), n, Dst::F32(&mut got))
-                                .unwrap();
-                            crate::engine::assert_close(&got, &want, g);
-                            let linked = linked.with_output(form_out);
-                            let mut got = vec![0u8; want.len()];
-                            linked
-                                .run(Kernel::best(), Src::U8(&bytes), n, Dst::U8(&mut got))
-                                .unwrap();
-                            for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
-                                let b = form_out.quantize(b);
-                                assert!(a.abs_diff(b) <= 1, "{g:?} at {i}: {a} vs {b}");
-                            }
-                            // f32 input (some of it out of the form's range) quantized as it
-                            // is copied: the same values as the bytes it rounds to, on every
-                            // kernel
-                            let raw: Vec<f32> = floats.iter().map(|v| v * 1.5).collect();
-                            let rounded: Vec<u8> =
-                                raw.iter().map(|&v| form_in.quantize(v)).collect();
-                            let mut want = vec![0f32; want.len()];
-                            op.with_input(form_in)
-                                .run(Kernel::best(), Src::U8(&rounded), n, Dst::F32(&mut want))
-                                .unwrap();
-                            let quantizing = DepthwiseConv {
-                                quantizes: true,
-                                ..op.with_input(form_in)
-                            };
-                            assert_eq!(quantizing.quantizes_f32_input(), Some(form_in));
-                            for kind in Kernel::available() {
-                                let mut got = vec![f32::NAN; want.len()];
-                                quantizing
-                                    .run(kind, Src::F32(&raw), n, Dst::F32(&mut got))
-                                    .unwrap();
-                                crate::engine::assert_close(&got, &want, (kind, g));
-                            }
-                            cases += 1;
-                        }
+        for g in geometries(
+            &[(1, 1), (5, 7), (7, 7), (14, 14), (17, 70), (56, 56)],
+            &[(1, 1), (3, 3), (5, 5), (3, 1), (1, 7)],
+            &[(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0)],
+        ) {
+            let Geometry { h, w, kh, kw, .. } = g;
+            let (channels, n) = (3, 2);
+            let taps = kh * kw;
+            // int8 multiples of a per-channel scale, one channel all zero
+            let kernel: Vec<f32> = (0..channels * taps)
+                .map(|i| {
+                    let c = i / taps;
+                    let q = ((i * 37 + cases) % 255) as f32 - 127.0;
+                    if c == 1 {
+                        0.0
+                    } else {
+                        q * 0.01 * (c + 1) as f32
                     }
-                }
+                })
+                .collect();
+            let mut op = DepthwiseConv::new(g, channels, kernel, values(channels, 2)).unwrap();
+            let clamp = [None, Some((0.0f32, 6.0f32))][cases % 2];
+            op.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
+            let bytes: Vec<u8> = (0..n * channels * h * w)
+                .map(|i| ((i * 53 + cases) % 256) as u8)
+                .collect();
+            let floats: Vec<f32> = bytes.iter().map(|&q| form_in.dequantize(q)).collect();
+            let mut want = reference(&op, &floats, n);
+            if let Some((lo, hi)) = clamp {
+                want.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
             }
+            let linked = op.with_input(form_in);
+            integer += linked.is_integer() as usize;
+            let mut got = vec![f32::NAN; want.len()];
+            linked
+                .run(Kernel::best(), Src::U8(&bytes), n, Dst::F32(&mut got))
+                .unwrap();
+            crate::engine::assert_close(&got, &want, g);
+            let linked = linked.with_output(form_out);
+            let mut got = vec![0u8; want.len()];
+            linked
+                .run(Kernel::best(), Src::U8(&bytes), n, Dst::U8(&mut got))
+                .unwrap();
+            for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                let b = form_out.quantize(b);
+                assert!(a.abs_diff(b) <= 1, "{g:?} at {i}: {a} vs {b}");
+            }
+            // f32 input (some of it out of the form's range) quantized as it
+            // is copied: the same values as the bytes it rounds to, on every
+            // kernel
+            let raw: Vec<f32> = floats.iter().map(|v| v * 1.5).collect();
+            let rounded: Vec<u8> = raw.iter().map(|&v| form_in.quantize(v)).collect();
+            let mut want = vec![0f32; want.len()];
+            op.with_input(form_in)
+                .run(Kernel::best(), Src::U8(&rounded), n, Dst::F32(&mut want))
+                .unwrap();
+            let quantizing = DepthwiseConv {
+                quantizes: true,
+                ..op.with_input(form_in)
+            };
+            assert_eq!(quantizing.quantizes_f32_input(), Some(form_in));
+            for kind in Kernel::available() {
+                let mut got = vec![f32::NAN; want.len()];
+                quantizing
+                    .run(kind, Src::F32(&raw), n, Dst::F32(&mut got))
+                    .unwrap();
+                crate::engine::assert_close(&got, &want, (kind, g));
+            }
+            cases += 1;
         }
         assert!(cases > 300, "only {cases} geometries checked");
         if crate::engine::qdepthwise::available() {

@@ -68,6 +68,9 @@ pub(crate) struct BytePlane {
     pub len: usize,
     /// Each kernel row's taps in groups of up to four, row-major.
     pub groups: Vec<Group>,
+    /// The geometry's [`Geometry::flat_masks`] (the depthwise kernel's output lanes), kept
+    /// so that runs do not recompute them.
+    pub flat: Vec<u16>,
     /// The padding byte: the input's zero point.
     pub zero: u8,
 }
@@ -107,7 +110,8 @@ impl BytePlane {
         }
         let (ho, wo) = g.output();
         let last_base = groups.iter().map(|gr| gr.base).max().unwrap_or(0);
-        let flat_reads = g.sx * 16 * g.flat_masks().len().saturating_sub(1);
+        let flat = g.flat_masks();
+        let flat_reads = g.sx * 16 * flat.len().saturating_sub(1);
         let row_reads = ho.saturating_sub(1) * row + g.sx * 16 * wo.div_ceil(16).saturating_sub(1);
         let len = (last_base + flat_reads.max(row_reads) + WINDOW).max(g.sy * phase_rows * row);
         Some(BytePlane {
@@ -116,6 +120,7 @@ impl BytePlane {
             phase_rows,
             len,
             groups,
+            flat,
             zero,
         })
     }
@@ -194,16 +199,11 @@ impl IntegerPlan {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use super::super::depthwise::x86::Sink;
-    use super::super::u8_activations::x86::{quantize, store_bytes};
+    use super::super::pointwise::x86::mask;
+    use super::super::u8_activations::x86::quantize_row;
     use super::super::u8_activations::U8Form;
     use super::BytePlane;
     use std::arch::x86_64::*;
-
-    /// The first `n` lanes (`n ≤ 16`).
-    #[inline(always)]
-    fn first(n: u32) -> __mmask16 {
-        ((1u32 << n) - 1) as __mmask16
-    }
 
     /// Copies one input plane (`h·w` bytes) into the interior of `scratch` (the padding keeps
     /// the zero point it was created with), 64 bytes per masked move.
@@ -240,22 +240,9 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn fill_quantized(to: &BytePlane, plane: &[f32], scratch: &mut [u8], form: U8Form) {
         let w = to.geometry.w;
-        let (inv, zp) = (
-            _mm512_set1_ps(form.inv_scale()),
-            _mm512_set1_ps(form.zero_point()),
-        );
         for (iy, src) in plane.chunks_exact(w).enumerate() {
-            let dst = &mut scratch[to.row_start(iy)..][..w];
-            let mut i = 0;
-            while i < w {
-                let m = first((w - i).min(16) as u32);
-                // SAFETY: the masked lanes stay inside both rows.
-                unsafe {
-                    let v = _mm512_maskz_loadu_ps(m, src.as_ptr().add(i));
-                    store_bytes(dst.as_mut_ptr().add(i), m, quantize(v, inv, zp));
-                }
-                i += 16;
-            }
+            // SAFETY: the caller's features; a row of `w` on both sides.
+            unsafe { quantize_row(&form, src, &mut scratch[to.row_start(iy)..][..w]) }
         }
     }
 
@@ -289,7 +276,7 @@ pub(crate) mod x86 {
                             index,
                             _mm512_loadu_si512(src.add(g.sx * x) as *const _),
                         );
-                        let m = first((wo - x).min(16) as u32);
+                        let m = mask(wo - x);
                         _mm512_mask_storeu_epi32(dst.add(y * wo + x), m, taps);
                         x += 16;
                     }

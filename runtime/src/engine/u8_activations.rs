@@ -437,6 +437,27 @@ pub(crate) mod x86 {
         }
     }
 
+    /// [`U8Form::quantize`] of a row of f32 into bytes, 16 lanes at a time with a masked tail.
+    ///
+    /// # Safety
+    /// `src.len() == dst.len()`; the CPU has AVX-512F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    pub(crate) unsafe fn quantize_row(form: &U8Form, src: &[f32], dst: &mut [u8]) {
+        let (inv, zp) = (
+            _mm512_set1_ps(form.inv_scale()),
+            _mm512_set1_ps(form.zero_point()),
+        );
+        for i in (0..src.len()).step_by(16) {
+            let m = mask(src.len() - i);
+            // SAFETY: the masked lanes stay inside both slices.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(m, src.as_ptr().add(i));
+                store_bytes(dst.as_mut_ptr().add(i), m, quantize(v, inv, zp));
+            }
+        }
+    }
+
     /// The 8-bit values of 16 lanes, as 32-bit integers (NaN → zero point, ties to even,
     /// saturated): [`U8Form::quantize`]'s arithmetic.
     #[target_feature(enable = "avx512f")]
@@ -490,23 +511,13 @@ pub(crate) mod x86 {
 mod tests {
     use super::*;
 
-    /// `xs` through the vector quantize step and byte store (the integer 1×1 convolution's
-    /// pack), 16 lanes at a time with a masked tail; the scalar rule where the CPU lacks them.
+    /// `xs` through the vector quantize step and byte store (the depthwise and im2col
+    /// convolutions' quantizing copy); the scalar rule where the CPU lacks them.
     fn quantize_lanes(form: &U8Form, xs: &[f32], out: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
         if x86::available() {
-            use std::arch::x86_64::*;
-            // SAFETY: the CPU has the features; the masked lanes stay inside both slices.
-            unsafe {
-                let inv = _mm512_set1_ps(form.inv_scale());
-                let zp = _mm512_set1_ps(form.zero_point());
-                for i in (0..xs.len()).step_by(16) {
-                    let m = crate::engine::pointwise::x86::mask(xs.len() - i);
-                    let v = _mm512_maskz_loadu_ps(m, xs.as_ptr().add(i));
-                    x86::store_bytes(out.as_mut_ptr().add(i), m, x86::quantize(v, inv, zp));
-                }
-            }
-            return;
+            // SAFETY: the CPU has the features; the lengths match.
+            return unsafe { x86::quantize_row(form, xs, out) };
         }
         for (o, &x) in out.iter_mut().zip(xs) {
             *o = form.quantize(x);
