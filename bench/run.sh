@@ -2,6 +2,7 @@
 # The issue-8 harness (bench/harness.py): edgectl bench --compare-ort over models/, int8 variants
 # and real models from PyPI wheels; rewrites the harness section of docs/benchmarks.md.
 #   bench/run.sh [--threads N] [--iterations K] [--no-docs]
+#   bench/run.sh --engine gpu [--iterations K]   # the same models on the gpu engine vs the CPU engine
 # When Python lacks onnxruntime, onnx or numpy, pip installs them into ~/.cache/edgefleet/bench/py
 # (no root, no system site); wheels and extracted models are cached in ~/.cache/edgefleet/bench.
 set -euo pipefail

@@ -104,6 +104,53 @@ fn every_sample_model_matches_the_cpu_engine_on_the_gpu_engine() {
     }
 }
 
+/// A plain ONNX file packed with a throwaway key, loaded on `kind`.
+fn load_onnx(onnx: &[u8], name: &str, kind: EngineKind) -> Model {
+    let (bytes, trust) =
+        edge_runtime::pack::throwaway_bundle_for_onnx(onnx, name, &[], now()).unwrap();
+    load(&bytes, &trust, kind)
+}
+
+/// Every graph of `tests/data/gpu_ops` (made by its `make.py`: the ops of PP-OCR's detector and
+/// recognizer, ResNet's strided shortcut, LRN, opset-11 softmax, transposed and grouped
+/// convolutions, linear and nearest resizing) runs on the gpu engine, not the CPU fallback, and
+/// gives the CPU engine's outputs within 1e-3.
+#[test]
+fn every_op_family_graph_runs_on_the_gpu_engine_with_the_cpu_engines_outputs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gpu_ops");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    for path in files {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let onnx = std::fs::read(&path).unwrap();
+        let cpu = load_onnx(&onnx, &name, EngineKind::Cpu);
+        let gpu = load_onnx(&onnx, &name, EngineKind::Gpu);
+        assert_eq!(
+            gpu.engine_choice().used,
+            "gpu",
+            "{name} fell back: {:?}",
+            gpu.engine_choice().reason
+        );
+        let shape: Vec<usize> = cpu.manifest().inputs[0]
+            .shape
+            .iter()
+            .map(|d| d.to_string().parse().unwrap())
+            .collect();
+        let n: usize = shape.iter().product();
+        let x = Tensor {
+            shape,
+            data: TensorData::F32((0..n).map(|i| (i as f32 * 0.37).sin() * 2.0).collect()),
+        };
+        let diff = max_diff(&cpu, &gpu, &x);
+        assert!(diff <= 1e-3, "{name}: {diff}");
+    }
+}
+
 #[test]
 fn digits_classes_and_accuracy_are_unchanged_on_the_gpu_engine() {
     let (cpu, gpu) = pair("digits");
@@ -140,9 +187,7 @@ fn a_graph_the_kernels_lack_loads_on_the_cpu_and_says_why() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qops/qops.onnx"),
     )
     .unwrap();
-    let (bytes, trust) =
-        edge_runtime::pack::throwaway_bundle_for_onnx(&onnx, "qops", &[], now()).unwrap();
-    let model = load(&bytes, &trust, EngineKind::Gpu);
+    let model = load_onnx(&onnx, "qops", EngineKind::Gpu);
     let choice = model.engine_choice();
     assert_eq!(choice.requested, "gpu");
     assert_eq!(choice.used, "cpu");

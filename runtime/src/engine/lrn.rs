@@ -63,6 +63,16 @@ impl Lrn {
         }
     }
 
+    /// `(alpha, beta, bias, size)`, as in the ONNX node.
+    pub(crate) fn parameters(&self) -> (f32, f32, f32, usize) {
+        (
+            f32::from_bits(self.alpha),
+            f32::from_bits(self.beta),
+            f32::from_bits(self.bias),
+            self.size,
+        )
+    }
+
     /// Normalizes `input`, laid out `[N, C, plane]` row-major, into `output`.
     pub fn run(&self, input: &[f32], n: usize, c: usize, output: &mut [f32]) {
         let (alpha, beta, bias) = (

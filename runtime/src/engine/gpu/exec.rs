@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use super::device::Gpu;
-use super::kernels::WORKGROUP;
+use super::kernels::{Kernel, WORKGROUP};
 use super::lower::{Origin, Program};
 
 /// An output: its shape and values.
@@ -16,7 +16,12 @@ pub(crate) type ShapedValues = (Vec<usize>, Vec<f32>);
 struct Dispatch {
     pipeline: Arc<super::device::Pipeline>,
     bind_group: wgpu::BindGroup,
-    groups: (u32, u32),
+    groups: [u32; 3],
+    /// The step's kernel and node, for `profile`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    kernel: Kernel,
+    #[cfg_attr(not(test), allow(dead_code))]
+    node: String,
 }
 
 struct Output {
@@ -163,10 +168,15 @@ impl Executable {
             if step.threads == 0 {
                 continue;
             }
-            let groups = step.threads.div_ceil(WORKGROUP);
-            let x = groups.min(gpu.limits.max_compute_workgroups_per_dimension.max(1));
-            let y = groups.div_ceil(x);
-            step.params[1] = x * WORKGROUP;
+            let groups = match step.groups {
+                Some(g) => g,
+                None => {
+                    let groups = step.threads.div_ceil(WORKGROUP);
+                    let x = groups.min(gpu.limits.max_compute_workgroups_per_dimension.max(1));
+                    step.params[1] = x * WORKGROUP;
+                    [x, groups.div_ceil(x), 1]
+                }
+            };
             let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
                 contents: bytemuck::cast_slice(&step.params),
@@ -195,7 +205,9 @@ impl Executable {
             dispatches.push(Dispatch {
                 pipeline,
                 bind_group,
-                groups: (x, y),
+                groups,
+                kernel: step.kernel,
+                node: step.node.clone(),
             });
         }
         let mut outputs = Vec::new();
@@ -241,6 +253,43 @@ impl Executable {
         self.inputs.iter().map(|(_, s)| s.clone()).collect()
     }
 
+    /// Times each dispatch on its own (one submission and wait each, the median of `rounds`),
+    /// after one full run with `inputs`: (kernel, node, milliseconds) in plan order.
+    #[cfg(test)]
+    pub(crate) fn profile(
+        &self,
+        inputs: &[&[f32]],
+        rounds: usize,
+    ) -> Result<Vec<(Kernel, String, f64)>, String> {
+        self.run(inputs)?;
+        let gpu = &self.gpu;
+        let mut out = Vec::new();
+        for d in &self.dispatches {
+            let mut times = Vec::new();
+            for _ in 0..rounds.max(1) {
+                let t = std::time::Instant::now();
+                let mut encoder = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                {
+                    let mut pass =
+                        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                    pass.set_pipeline(&d.pipeline.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
+                gpu.queue.submit([encoder.finish()]);
+                gpu.device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| e.to_string())?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            out.push((d.kernel, d.node.clone(), times[times.len() / 2]));
+        }
+        Ok(out)
+    }
+
     /// Runs once: `inputs` in graph order (f32, the planned shapes); outputs with their shapes.
     pub(crate) fn run(&self, inputs: &[&[f32]]) -> Result<Vec<ShapedValues>, String> {
         let _guard = self.run_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -262,7 +311,7 @@ impl Executable {
             for d in &self.dispatches {
                 pass.set_pipeline(&d.pipeline.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
             }
         }
         for o in &self.outputs {

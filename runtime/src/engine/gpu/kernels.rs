@@ -31,17 +31,31 @@ pub(crate) enum Kernel {
     Reduce,
     /// Strided copy: transposes, slices, concatenation pieces.
     Copy,
-    /// Softmax or log-softmax along one axis.
-    Softmax,
+    /// Row operations along one axis: softmax, log-softmax, RMS normalization.
+    Rows,
+    /// Transposed NCHW convolution (1-D as H = 1), grouped, strided, dilated, padded, with bias.
+    Deconv,
+    /// Resampling of one axis through a table of taps and weights (Resize).
+    Resample,
+    /// Local response normalization across channels.
+    Lrn,
+    /// Batched matrix product in 32×32 output tiles (4×4 per thread, K staged through
+    /// workgroup memory), optional broadcast bias: the einsums that are one.
+    Matmul,
 }
 
 impl Kernel {
     /// Input buffers the kernel reads (the output is the binding after them).
     pub(crate) fn inputs(self) -> usize {
         match self {
-            Kernel::Unary | Kernel::Pool | Kernel::Reduce | Kernel::Copy | Kernel::Softmax => 1,
-            Kernel::Binary | Kernel::Einsum => 2,
-            Kernel::Conv => 3,
+            Kernel::Unary
+            | Kernel::Pool
+            | Kernel::Reduce
+            | Kernel::Copy
+            | Kernel::Rows
+            | Kernel::Lrn => 1,
+            Kernel::Binary | Kernel::Einsum | Kernel::Resample => 2,
+            Kernel::Conv | Kernel::Deconv | Kernel::Matmul => 3,
         }
     }
 
@@ -68,7 +82,11 @@ impl Kernel {
             Kernel::Pool => POOL,
             Kernel::Reduce => REDUCE,
             Kernel::Copy => COPY,
-            Kernel::Softmax => SOFTMAX,
+            Kernel::Rows => ROWS,
+            Kernel::Deconv => DECONV,
+            Kernel::Resample => RESAMPLE,
+            Kernel::Lrn => LRN,
+            Kernel::Matmul => MATMUL,
         });
         s
     }
@@ -245,7 +263,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 "#;
 
-// p[8..] N C H W  O OH OW  KH KW  SH SW  DH DW  PH PW  group has_bias
+// p[8..] N C H W  O OH OW  KH KW  SH SW  DH DW  PH PW  group has_bias; one thread per four
+// adjacent outputs of a row (p[0] counts threads): each tap's weight is read once for four
 const CONV: &str = r#"
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -256,14 +275,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let KH = p[15u]; let KW = p[16u];
   let SH = p[17u]; let SW = p[18u]; let DH = p[19u]; let DW = p[20u];
   let PH = p[21u]; let PW = p[22u]; let G = p[23u];
-  let ow = i % OW;
-  let oh = (i / OW) % OH;
-  let o = (i / (OW * OH)) % O;
-  let n = i / (OW * OH * O);
+  let OWB = (OW + 3u) / 4u;
+  let ow0 = (i % OWB) * 4u;
+  let oh = (i / OWB) % OH;
+  let o = (i / (OWB * OH)) % O;
+  let n = i / (OWB * OH * O);
   let cpg = C / G;
   let g = o / (O / G);
-  var acc = 0.0;
-  if (p[24u] == 1u) { acc = in2[o]; } else if (p[24u] == 2u) { acc = in2[0u]; }
+  var acc = vec4<f32>(0.0);
+  if (p[24u] == 1u) { acc = vec4<f32>(in2[o]); } else if (p[24u] == 2u) { acc = vec4<f32>(in2[0u]); }
+  let iw0 = i32(ow0 * SW) - i32(PW);
+  let step = i32(SW);
   for (var ci = 0u; ci < cpg; ci = ci + 1u) {
     let c = g * cpg + ci;
     let xbase = (n * C + c) * H * W;
@@ -271,14 +293,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var kh = 0u; kh < KH; kh = kh + 1u) {
       let ih = i32(oh * SH + kh * DH) - i32(PH);
       if (ih < 0i || ih >= i32(H)) { continue; }
+      let row = xbase + u32(ih) * W;
       for (var kw = 0u; kw < KW; kw = kw + 1u) {
-        let iw = i32(ow * SW + kw * DW) - i32(PW);
-        if (iw < 0i || iw >= i32(W)) { continue; }
-        acc = acc + in0[xbase + u32(ih) * W + u32(iw)] * in1[wbase + kh * KW + kw];
+        let wv = in1[wbase + kh * KW + kw];
+        let iw = vec4<i32>(iw0 + i32(kw * DW)) + vec4<i32>(0i, step, 2i * step, 3i * step);
+        let inside = (iw >= vec4<i32>(0i)) & (iw < vec4<i32>(i32(W)));
+        let at = vec4<u32>(clamp(iw, vec4<i32>(0i), vec4<i32>(i32(W) - 1i)));
+        let xv = vec4<f32>(in0[row + at.x], in0[row + at.y], in0[row + at.z], in0[row + at.w]);
+        acc = acc + select(vec4<f32>(0.0), xv, inside) * wv;
       }
     }
   }
-  out[i] = epilogue(acc);
+  let obase = ((n * O + o) * OH + oh) * OW;
+  for (var q = 0u; q < 4u; q = q + 1u) {
+    if (ow0 + q < OW) { out[obase + ow0 + q] = epilogue(acc[q]); }
+  }
 }
 "#;
 
@@ -425,23 +454,168 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 "#;
 
-// one thread per softmax row: p[0] rows, p[8] axis length, p[9] inner size (axis stride),
-// p[10] 1 for log-softmax
-const SOFTMAX: &str = r#"
+/// What the `Rows` kernel computes along its axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum RowOp {
+    Softmax = 0,
+    LogSoftmax = 1,
+    /// `x · (mean(x²) + eps)^-½` (tract's `RmsNorm`; eps in the next word).
+    RmsNorm = 2,
+}
+
+// one thread per row: p[0] rows, p[8] axis length, p[9] inner size (axis stride), p[10] RowOp,
+// p[11] eps (f32 bits, RMS normalization)
+const ROWS: &str = r#"
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = thread_index(gid);
   if (i >= p[0u]) { return; }
   let L = p[8u]; let inner = p[9u];
   let base = (i / inner) * L * inner + i % inner;
+  if (p[10u] == 2u) {
+    var ss = 0.0;
+    for (var k = 0u; k < L; k = k + 1u) { let x = in0[base + k * inner]; ss = ss + x * x; }
+    let r = inverseSqrt(ss / f32(L) + pf(11u));
+    for (var k = 0u; k < L; k = k + 1u) { out[base + k * inner] = epilogue(in0[base + k * inner] * r); }
+    return;
+  }
   var m = -3.4028235e38;
   for (var k = 0u; k < L; k = k + 1u) { m = max(m, in0[base + k * inner]); }
   var s = 0.0;
   for (var k = 0u; k < L; k = k + 1u) { s = s + exp(in0[base + k * inner] - m); }
   for (var k = 0u; k < L; k = k + 1u) {
     let x = in0[base + k * inner] - m;
-    if (p[10u] == 1u) { out[base + k * inner] = x - log(s); }
-    else { out[base + k * inner] = exp(x) / s; }
+    if (p[10u] == 1u) { out[base + k * inner] = epilogue(x - log(s)); }
+    else { out[base + k * inner] = epilogue(exp(x) / s); }
   }
+}
+"#;
+
+// the CONV words; kernel as [G, O/G, C/G, KH, KW]: out[o, oh, ow] sums x[c, ih, iw] · w where
+// oh + PH = ih·SH + kh·DH (and the same for w)
+const DECONV: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let C = p[9u]; let H = p[10u]; let W = p[11u];
+  let O = p[12u]; let OH = p[13u]; let OW = p[14u];
+  let KH = p[15u]; let KW = p[16u];
+  let SH = p[17u]; let SW = p[18u]; let DH = p[19u]; let DW = p[20u];
+  let PH = p[21u]; let PW = p[22u]; let G = p[23u];
+  let ow = i % OW;
+  let oh = (i / OW) % OH;
+  let o = (i / (OW * OH)) % O;
+  let n = i / (OW * OH * O);
+  let cpg = C / G;
+  let g = o / (O / G);
+  var acc = 0.0;
+  if (p[24u] == 1u) { acc = in2[o]; } else if (p[24u] == 2u) { acc = in2[0u]; }
+  for (var ci = 0u; ci < cpg; ci = ci + 1u) {
+    let c = g * cpg + ci;
+    let xbase = (n * C + c) * H * W;
+    let wbase = (o * cpg + ci) * KH * KW;
+    for (var kh = 0u; kh < KH; kh = kh + 1u) {
+      let th = i32(oh + PH) - i32(kh * DH);
+      if (th < 0i || th % i32(SH) != 0i) { continue; }
+      let ih = u32(th) / SH;
+      if (ih >= H) { continue; }
+      for (var kw = 0u; kw < KW; kw = kw + 1u) {
+        let tw = i32(ow + PW) - i32(kw * DW);
+        if (tw < 0i || tw % i32(SW) != 0i) { continue; }
+        let iw = u32(tw) / SW;
+        if (iw >= W) { continue; }
+        acc = acc + in0[xbase + ih * W + iw] * in1[wbase + kh * KW + kw];
+      }
+    }
+  }
+  out[i] = epilogue(acc);
+}
+"#;
+
+// p[8] length in, p[9] length out, p[10] inner size, p[11] taps per output; in1: the taps'
+// input indices (u32 bits, `window` per output index) then their weights (an output index
+// outside the input has all weights 0: its value is 0, as tract's Resize)
+const RESAMPLE: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let LI = p[8u]; let LO = p[9u]; let inner = p[10u]; let window = p[11u];
+  let j = i % inner;
+  let x = (i / inner) % LO;
+  let outer = i / (inner * LO);
+  var acc = 0.0;
+  for (var k = 0u; k < window; k = k + 1u) {
+    let t = x * window + k;
+    let wt = in1[LO * window + t];
+    if (wt != 0.0) {
+      acc = acc + wt * in0[(outer * LI + bitcast<u32>(in1[t])) * inner + j];
+    }
+  }
+  out[i] = epilogue(acc);
+}
+"#;
+
+// across channels of [N, C, plane]: p[8] C, p[9] plane, p[10] size, p[11] alpha / size,
+// p[12] beta, p[13] bias (f32 bits)
+const LRN: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let C = p[8u]; let plane = p[9u]; let size = p[10u];
+  let c = (i / plane) % C;
+  let first = i - c * plane;
+  let lo = c - min(c, (size - 1u) / 2u);
+  let hi = min(C - 1u, c + size / 2u);
+  var s = 0.0;
+  for (var k = lo; k <= hi; k = k + 1u) { let x = in0[first + k * plane]; s = s + x * x; }
+  out[i] = epilogue(in0[i] / pow(pf(13u) + pf(11u) * s, pf(12u)));
+}
+"#;
+
+/// Output rows and columns of one `Matmul` workgroup.
+pub(crate) const MATMUL_TILE: u32 = 32;
+
+const MATMUL: &str = r#"
+fn store_row(b: u32, m: u32, n: u32, row: vec4<f32>) {
+  if (m >= p[8u]) { return; }
+  for (var j = 0u; j < 4u; j = j + 1u) {
+    let c = n + 8u * j;
+    if (c >= p[9u]) { return; }
+    var y = row[j];
+    if (p[11u] == 1u) { y = y + in2[b * p[21u] + m * p[22u] + c * p[23u]]; }
+    out[b * p[18u] + m * p[19u] + c * p[20u]] = epilogue(y);
+  }
+}
+@compute @workgroup_size(8, 8)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let M = p[8u]; let N = p[9u]; let K = p[10u];
+  let b = wg.z;
+  let m = wg.y * 32u + lid.y; let n = wg.x * 32u + lid.x;
+  let sam = p[13u]; let sak = p[14u]; let sbk = p[16u]; let sbn = p[17u];
+  let a0 = b * p[12u] + min(m, M - 1u) * sam;
+  let a1 = b * p[12u] + min(m + 8u, M - 1u) * sam;
+  let a2 = b * p[12u] + min(m + 16u, M - 1u) * sam;
+  let a3 = b * p[12u] + min(m + 24u, M - 1u) * sam;
+  let b0 = b * p[15u] + min(n, N - 1u) * sbn;
+  let b1 = b * p[15u] + min(n + 8u, N - 1u) * sbn;
+  let b2 = b * p[15u] + min(n + 16u, N - 1u) * sbn;
+  let b3 = b * p[15u] + min(n + 24u, N - 1u) * sbn;
+  var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+  for (var k = 0u; k < K; k = k + 1u) {
+    let bv = vec4<f32>(in1[b0 + k * sbk], in1[b1 + k * sbk], in1[b2 + k * sbk], in1[b3 + k * sbk]);
+    acc0 = acc0 + in0[a0 + k * sak] * bv;
+    acc1 = acc1 + in0[a1 + k * sak] * bv;
+    acc2 = acc2 + in0[a2 + k * sak] * bv;
+    acc3 = acc3 + in0[a3 + k * sak] * bv;
+  }
+  store_row(b, m, n, acc0);
+  store_row(b, m + 8u, n, acc1);
+  store_row(b, m + 16u, n, acc2);
+  store_row(b, m + 24u, n, acc3);
 }
 "#;

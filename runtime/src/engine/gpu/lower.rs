@@ -11,16 +11,20 @@ use tract_onnx::tract_hir::tract_core::ops::array::{Slice, TypedConcat};
 use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_hir::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_hir::tract_core::ops::cnn::{
-    Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool,
+    Conv, Deconv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool,
 };
+use tract_onnx::tract_hir::tract_core::ops::downsample::Downsample;
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_hir::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_hir::tract_core::ops::nn::{
-    DataFormat, LeakyRelu, Reduce, Reducer, Softmax, SoftmaxKind,
+    DataFormat, LeakyRelu, NearestUpsample, Reduce, Reducer, Resize, RmsNorm, Softmax, SoftmaxKind,
 };
 use tract_onnx::tract_hir::tract_core::ops::source::TypedSource;
 
-use super::kernels::{BinaryOp, Kernel, PoolOp, ReduceOp, UnaryOp, KERNEL_PARAMS, MAX_RANK};
+use super::kernels::{
+    BinaryOp, Kernel, PoolOp, ReduceOp, RowOp, UnaryOp, KERNEL_PARAMS, MATMUL_TILE, MAX_RANK,
+};
+use crate::engine::lrn::Lrn;
 
 /// Index of a value in `Program::values`.
 pub(crate) type ValueId = usize;
@@ -53,6 +57,8 @@ pub(crate) struct Step {
     pub output: ValueId,
     /// Threads to launch (`p[0]`).
     pub threads: u32,
+    /// Workgroups to launch, for kernels that tile their output (else from `threads`).
+    pub groups: Option<[u32; 3]>,
     /// Node name, for errors and profiles.
     pub node: String,
 }
@@ -163,6 +169,8 @@ struct Lowering<'a> {
     outlet_values: HashMap<OutletId, ValueId>,
     /// Nodes folded into their producer's epilogue: their outlet maps to the producer's value.
     folded: HashSet<usize>,
+    /// The device's most workgroups per dispatch dimension.
+    max_groups: u32,
 }
 
 fn shape_of(model: &TypedModel, outlet: OutletId) -> Result<Vec<usize>, String> {
@@ -289,6 +297,7 @@ impl<'a> Lowering<'a> {
             inputs,
             output,
             threads,
+            groups: None,
             node: self.model.node(node).name.clone(),
         });
         self.outlet_values.insert(OutletId::new(last, 0), output);
@@ -495,6 +504,7 @@ impl<'a> Lowering<'a> {
                     self.program.steps.push(Step {
                         kernel: Kernel::Copy,
                         threads: params[0],
+                        groups: None,
                         params,
                         inputs: vec![input],
                         output,
@@ -526,22 +536,278 @@ impl<'a> Lowering<'a> {
             return Ok(());
         }
         if let Some(sm) = op.downcast_ref::<Softmax>() {
-            if sm.axes.len() != 1 || sm.quant_output_dt.is_some() {
-                return Err("softmax over several axes or quantized".into());
+            if sm.quant_output_dt.is_some() {
+                return Err(format!("quantized softmax '{}'", node.name));
             }
-            let axis = sm.axes[0];
-            let len = out_shape[axis];
-            let inner: usize = out_shape[axis + 1..].iter().product();
-            let rows = out_elements / len.max(1);
+            // several axes (opset < 13 flattens the trailing ones) must be adjacent: one row
+            let (Some(&first), Some(&last)) = (sm.axes.first(), sm.axes.last()) else {
+                return Err(format!("softmax '{}' over no axis", node.name));
+            };
+            if sm.axes.iter().enumerate().any(|(k, &a)| a != first + k) {
+                return Err(format!("softmax '{}' over apart axes", node.name));
+            }
+            let kind = match sm.kind {
+                SoftmaxKind::LogSoftmax => RowOp::LogSoftmax,
+                _ => RowOp::Softmax,
+            };
+            let len: usize = out_shape[first..=last].iter().product();
+            return self.lower_rows(id, kind, 0.0, len, &out_shape[last + 1..]);
+        }
+        if let Some(rms) = op.downcast_ref::<RmsNorm>() {
+            let eps = rms.eps.cast_to_scalar::<f32>().map_err(|e| e.to_string())?;
+            let (len, inner) = (out_shape[rms.axis], &out_shape[rms.axis + 1..]);
+            return self.lower_rows(id, RowOp::RmsNorm, eps, len, inner);
+        }
+        if let Some(up) = op.downcast_ref::<NearestUpsample>() {
+            // out[.., y·s + r, ..] = in[.., y, ..]: each axis as (y, r), r with source stride 0
+            let ishape = in_shape(0)?;
+            let (istrides, ostrides) = (strides(&ishape), strides(&out_shape));
+            let (mut dims, mut src, mut dst) = (Vec::new(), Vec::new(), Vec::new());
+            for (ax, &scale) in up.scales.iter().enumerate() {
+                dims.extend([ishape[ax], scale]);
+                src.extend([istrides[ax], 0]);
+                dst.extend([ostrides[ax] * scale, ostrides[ax]]);
+            }
+            let (dims, s) = merge_axes(&dims, &[src, dst]);
             let input = self.value_of(node.inputs[0])?;
-            let mut p = header(rows, Epilogue::default());
-            p.push(len as u32);
-            p.push(inner.max(1) as u32);
-            p.push(u32::from(sm.kind == SoftmaxKind::LogSoftmax));
-            self.push_step(id, Kernel::Softmax, p, vec![input], out_elements, id);
+            let (epi, last) = self.fold_epilogue(id);
+            let params = copy_params(out_elements, epi, 0, 0, &dims, &s[0], &s[1])?;
+            self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
+            return Ok(());
+        }
+        if let Some(ds) = op.downcast_ref::<Downsample>() {
+            if ds.stride <= 0 {
+                return Err(format!(
+                    "downsample '{}' with stride {}",
+                    node.name, ds.stride
+                ));
+            }
+            let ishape = in_shape(0)?;
+            let istrides = strides(&ishape);
+            let mut src = istrides.clone();
+            src[ds.axis] *= ds.stride as usize;
+            let (dims, s) = merge_axes(&out_shape, &[src, strides(&out_shape)]);
+            let input = self.value_of(node.inputs[0])?;
+            let (epi, last) = self.fold_epilogue(id);
+            let offset = ds.modulo * istrides[ds.axis];
+            let params = copy_params(out_elements, epi, offset, 0, &dims, &s[0], &s[1])?;
+            self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
+            return Ok(());
+        }
+        if let Some(rs) = op.downcast_ref::<Resize>() {
+            return self.lower_resize(id, rs, &out_shape);
+        }
+        if let Some(de) = op.downcast_ref::<Deconv>() {
+            return self.lower_deconv(id, de, &out_shape);
+        }
+        if let Some(lrn) = op.downcast_ref::<Lrn>() {
+            let ishape = in_shape(0)?;
+            if ishape.len() < 2 {
+                return Err(format!("LRN '{}' on rank {}", node.name, ishape.len()));
+            }
+            let (alpha, beta, bias, size) = lrn.parameters();
+            let input = self.value_of(node.inputs[0])?;
+            let (epi, last) = self.fold_epilogue(id);
+            let mut p = header(out_elements, epi);
+            p.extend([
+                ishape[1] as u32,
+                ishape[2..].iter().product::<usize>() as u32,
+            ]);
+            p.push(size as u32);
+            p.extend([
+                (alpha / size as f32).to_bits(),
+                beta.to_bits(),
+                bias.to_bits(),
+            ]);
+            self.push_step(id, Kernel::Lrn, p, vec![input], out_elements, last);
             return Ok(());
         }
         Err(format!("op {} ('{}')", op.name(), node.name))
+    }
+
+    /// A `Rows` step: `kind` along an axis of `len` with `inner` elements after it.
+    fn lower_rows(
+        &mut self,
+        id: usize,
+        kind: RowOp,
+        eps: f32,
+        len: usize,
+        inner: &[usize],
+    ) -> Result<(), String> {
+        let node = self.model.node(id);
+        let elements: usize = shape_of(self.model, OutletId::new(id, 0))?.iter().product();
+        let inner: usize = inner.iter().product();
+        let input = self.value_of(node.inputs[0])?;
+        let (epi, last) = self.fold_epilogue(id);
+        let mut p = header(elements / len.max(1), epi);
+        p.extend([len as u32, inner.max(1) as u32, kind as u32, eps.to_bits()]);
+        self.push_step(id, Kernel::Rows, p, vec![input], elements.max(1), last);
+        Ok(())
+    }
+
+    /// tract's `Resize` (linear, cubic or nearest, any coordinate transform): one `Resample`
+    /// step per resized axis, through the op's own per-axis plan of taps and weights.
+    fn lower_resize(&mut self, id: usize, rs: &Resize, out_shape: &[usize]) -> Result<(), String> {
+        let node = self.model.node(id);
+        let konst = |ix: Option<usize>| -> Result<Option<Arc<Tensor>>, String> {
+            let Some(ix) = ix.filter(|&ix| ix < node.inputs.len()) else {
+                return Ok(None);
+            };
+            let fact = self
+                .model
+                .outlet_fact(node.inputs[ix])
+                .map_err(|e| e.to_string())?;
+            match &fact.konst {
+                Some(k) => Ok(Some(k.clone())),
+                None => Err(format!("resize '{}' with computed scales", node.name)),
+            }
+        };
+        let mut shape = shape_of(self.model, node.inputs[0])?;
+        let scales: Vec<f32> =
+            match konst(rs.optional_scales_input)?.filter(|s| s.len() == shape.len()) {
+                Some(s) => s
+                    .cast_to::<f32>()
+                    .and_then(|s| Ok(s.to_plain_array_view::<f32>()?.iter().copied().collect()))
+                    .map_err(|e| e.to_string())?,
+                None => out_shape
+                    .iter()
+                    .zip(&shape)
+                    .map(|(&o, &i)| o as f32 / i as f32)
+                    .collect(),
+            };
+        let mut value = self.value_of(node.inputs[0])?;
+        let resized: Vec<usize> = (0..shape.len())
+            .filter(|&ax| !(shape[ax] == out_shape[ax] && scales[ax] == 1.0))
+            .collect();
+        if resized.is_empty() {
+            self.outlet_values.insert(OutletId::new(id, 0), value);
+            return Ok(());
+        }
+        let (epi, last) = self.fold_epilogue(id);
+        for (k, &ax) in resized.iter().enumerate() {
+            let (len_in, len_out) = (shape[ax], out_shape[ax]);
+            let plan = rs.plan_axis(scales[ax], len_in, len_out);
+            let mut table: Vec<f32> = plan
+                .indices
+                .iter()
+                .map(|&i| f32::from_bits(i as u32))
+                .collect();
+            table.extend(plan.weights.iter().enumerate().map(|(t, &w)| {
+                if plan.extrapolated[t / plan.window] {
+                    0.0
+                } else {
+                    w
+                }
+            }));
+            let tv = self.new_value(table.len(), Origin::Const(Arc::new(table)));
+            shape[ax] = len_out;
+            let elements: usize = shape.iter().product::<usize>().max(1);
+            let step_epi = if k + 1 == resized.len() {
+                epi
+            } else {
+                Epilogue::default()
+            };
+            let mut p = header(elements, step_epi);
+            let inner: usize = shape[ax + 1..].iter().product();
+            p.extend([len_in, len_out, inner, plan.window].map(|v| v as u32));
+            let output = self.new_value(elements, Origin::Computed);
+            self.program.steps.push(Step {
+                kernel: Kernel::Resample,
+                threads: p[0],
+                groups: None,
+                params: p,
+                inputs: vec![value, tv],
+                output,
+                node: node.name.clone(),
+            });
+            value = output;
+        }
+        self.outlet_values.insert(OutletId::new(last, 0), value);
+        self.outlet_values.insert(OutletId::new(id, 0), value);
+        Ok(())
+    }
+
+    fn lower_deconv(&mut self, id: usize, de: &Deconv, out_shape: &[usize]) -> Result<(), String> {
+        let node = self.model.node(id);
+        if node.inputs.len() != 3 {
+            return Err(format!("transposed convolution '{}' inputs", node.name));
+        }
+        let spec = &de.pool_spec;
+        let ishape = shape_of(self.model, node.inputs[0])?;
+        let (n, c, hw) = nchw(spec, &ishape)?;
+        let kernel = self
+            .model
+            .outlet_fact(node.inputs[1])
+            .map_err(|e| e.to_string())?
+            .konst
+            .clone()
+            .ok_or_else(|| {
+                format!(
+                    "transposed convolution '{}' with a computed kernel",
+                    node.name
+                )
+            })?;
+        // [G, O/G, C/G, spatial..] row-major: the CONV kernel's indexing
+        let kernel = kernel
+            .cast_to::<f32>()
+            .and_then(|k| de.kernel_format.kernel_as_group_o_i_hw(&k, de.group))
+            .and_then(|k| super::super::f32_values(&k))
+            .map_err(|e| e.to_string())?;
+        let kv = self.new_value(kernel.len(), Origin::Const(Arc::new(kernel)));
+        let o = spec.output_channels;
+        let has_bias = self.bias_kind(node, 2, o)?;
+        let computed = spec
+            .padding
+            .compute_for_deconv(
+                &hw,
+                &spec.kernel_shape,
+                &spec.dilations(),
+                &spec.strides(),
+                &de.adjustments,
+            )
+            .map_err(|e| e.to_string())?;
+        let (ph, pw) = match computed.as_slice() {
+            [w] => (0, w.pad_before),
+            [h, w] => (h.pad_before, w.pad_before),
+            _ => return Err(format!("{}-d padding", computed.len())),
+        };
+        let x = self.value_of(node.inputs[0])?;
+        let b = self.value_of(node.inputs[2])?;
+        let (oh, ow) = spatial_pair(&out_shape[out_shape.len() - hw.len()..]);
+        let (kh, kw) = spatial_pair(&spec.kernel_shape);
+        let (sh, sw) = spatial_pair(&spec.strides());
+        let (dh, dw) = spatial_pair(&spec.dilations());
+        let (h, w) = spatial_pair(&hw);
+        let out_elements: usize = out_shape.iter().product();
+        let (epi, last) = self.fold_epilogue(id);
+        let mut p = header(out_elements, epi);
+        p.extend(
+            [
+                n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, de.group,
+            ]
+            .iter()
+            .map(|&v| v as u32),
+        );
+        p.push(has_bias);
+        self.push_step(id, Kernel::Deconv, p, vec![x, kv, b], out_elements, last);
+        Ok(())
+    }
+
+    /// The bias word of a convolution: 1 per output channel, 2 one scalar.
+    fn bias_kind(&self, node: &TypedNode, slot: usize, channels: usize) -> Result<u32, String> {
+        let len = self
+            .model
+            .outlet_fact(node.inputs[slot])
+            .map_err(|e| e.to_string())?
+            .shape
+            .as_concrete()
+            .map(|s| s.iter().product::<usize>())
+            .unwrap_or(0);
+        match len {
+            1 => Ok(2),
+            l if l == channels => Ok(1),
+            _ => Err(format!("convolution '{}' bias of {len}", node.name)),
+        }
     }
 
     fn lower_conv(&mut self, id: usize, conv: &Conv, out_shape: &[usize]) -> Result<(), String> {
@@ -569,19 +835,7 @@ impl<'a> Lowering<'a> {
             .ok_or_else(|| format!("convolution '{}' with a computed kernel", node.name))?;
         let kernel = oihw(&kernel, conv.kernel_fmt, conv.group).map_err(|e| e.to_string())?;
         let kv = self.new_value(kernel.len(), Origin::Const(Arc::new(kernel)));
-        let bias_len = self
-            .model
-            .outlet_fact(node.inputs[2])
-            .map_err(|e| e.to_string())?
-            .shape
-            .as_concrete()
-            .map(|s| s.iter().product::<usize>())
-            .unwrap_or(0);
-        let has_bias = match bias_len {
-            1 => 2u32,
-            l if l == o => 1,
-            _ => return Err(format!("convolution '{}' bias of {bias_len}", node.name)),
-        };
+        let has_bias = self.bias_kind(node, 2, o)?;
         let x = self.value_of(node.inputs[0])?;
         let b = self.value_of(node.inputs[2])?;
         let (kh, kw) = spatial_pair(&conv.pool_spec.kernel_shape);
@@ -591,7 +845,8 @@ impl<'a> Lowering<'a> {
         let (h, w) = spatial_pair(&hw);
         let out_elements: usize = out_shape.iter().product();
         let (epi, last) = self.fold_epilogue(id);
-        let mut p = header(out_elements, epi);
+        // one thread per four outputs of a row
+        let mut p = header(n * o * oh * ow.div_ceil(4), epi);
         p.extend(
             [
                 n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, conv.group,
@@ -616,6 +871,7 @@ impl<'a> Lowering<'a> {
         let mut a_out = vec![0usize; out_shape.len()];
         let mut b_out = vec![0usize; out_shape.len()];
         let (mut red_dims, mut a_red, mut b_red) = (Vec::new(), Vec::new(), Vec::new());
+        let mut einsum_axes = Vec::new();
         for axis in es.axes.iter_all_axes() {
             if axis.inputs[0].len() > 1 || axis.inputs[1].len() > 1 || axis.outputs[0].len() > 1 {
                 return Err(format!(
@@ -635,6 +891,7 @@ impl<'a> Lowering<'a> {
             let stride_b = ib
                 .map(|p| if sb_shape[p] == 1 { 0 } else { sb[p] })
                 .unwrap_or(0);
+            einsum_axes.push((dim, stride_a, stride_b, axis.outputs[0].first().copied()));
             match axis.outputs[0].first() {
                 Some(&o) => {
                     out_dims[o] = out_shape[o];
@@ -647,6 +904,9 @@ impl<'a> Lowering<'a> {
                     b_red.push(stride_b);
                 }
             }
+        }
+        if self.lower_matmul(id, &einsum_axes, out_shape)? {
+            return Ok(());
         }
         let (od, os) = merge_axes(&out_dims, &[a_out, b_out]);
         let (rd, rs) = merge_axes(&red_dims, &[a_red, b_red]);
@@ -676,6 +936,132 @@ impl<'a> Lowering<'a> {
         p.extend(pad4(&rs[1], 0));
         self.push_step(id, Kernel::Einsum, p, vec![a, b], out_elements, last);
         Ok(())
+    }
+
+    /// An Add of a constant that broadcasts to `id`'s output and is its only reader: the bias a
+    /// `Matmul` can add in its epilogue. Returns the Add's node and the constant's strides at
+    /// output coordinates.
+    fn foldable_bias(
+        &self,
+        id: usize,
+        out_shape: &[usize],
+    ) -> Option<(usize, OutletId, Vec<usize>)> {
+        let outlet = OutletId::new(id, 0);
+        if self.model.output_outlets().ok()?.contains(&outlet) {
+            return None;
+        }
+        let succ = self.model.outlet_successors(outlet);
+        let [next] = succ else { return None };
+        let node = self.model.node(next.node);
+        let bin = node.op_as::<TypedBinOp>()?;
+        if bin.0.name() != "Add" || bin.1.is_some() {
+            return None;
+        }
+        let other = node.inputs[1 - next.slot];
+        let fact = self.model.outlet_fact(other).ok()?;
+        fact.konst.as_ref()?;
+        let shape = fact.shape.as_concrete()?.to_vec();
+        if shape_of(self.model, OutletId::new(node.id, 0)).ok()? != out_shape {
+            return None;
+        }
+        let strides = broadcast_strides(&shape, out_shape).ok()?;
+        Some((node.id, other, strides))
+    }
+
+    /// Lowers an einsum that is a batched matrix product (each output axis read by one operand
+    /// or, as a batch axis, by both; the summed axes read by both; each group one axis once
+    /// merged) to the tiled `Matmul` kernel, folding a bias Add and the epilogue. `axes`: (size,
+    /// a stride, b stride, output axis) per einsum axis. `Ok(false)`: not one; use the generic
+    /// kernel.
+    fn lower_matmul(
+        &mut self,
+        id: usize,
+        axes: &[(usize, usize, usize, Option<usize>)],
+        out_shape: &[usize],
+    ) -> Result<bool, String> {
+        let ostrides = strides(out_shape);
+        let bias = self.foldable_bias(id, out_shape);
+        let bias_strides = |o: usize| bias.as_ref().map_or(0, |b| b.2[o]);
+        // per group: dims and stride sets (batch: a, b, out, bias; m: a, out, bias; n: b, out,
+        // bias; k: a, b)
+        let (mut batch, mut m, mut n, mut k) = (
+            (Vec::new(), vec![Vec::new(); 4]),
+            (Vec::new(), vec![Vec::new(); 3]),
+            (Vec::new(), vec![Vec::new(); 3]),
+            (Vec::new(), vec![Vec::new(); 2]),
+        );
+        fn push(group: &mut (Vec<usize>, Vec<Vec<usize>>), dim: usize, strides: &[usize]) {
+            group.0.push(dim);
+            for (set, &s) in group.1.iter_mut().zip(strides) {
+                set.push(s);
+            }
+        }
+        for &(dim, sa, sb, out) in axes {
+            if dim == 1 {
+                continue;
+            }
+            match (out, sa != 0, sb != 0) {
+                (Some(o), true, true) => {
+                    push(&mut batch, dim, &[sa, sb, ostrides[o], bias_strides(o)])
+                }
+                (Some(o), true, false) => push(&mut m, dim, &[sa, ostrides[o], bias_strides(o)]),
+                (Some(o), false, true) => push(&mut n, dim, &[sb, ostrides[o], bias_strides(o)]),
+                (None, true, true) => push(&mut k, dim, &[sa, sb]),
+                _ => return Ok(false),
+            }
+        }
+        let one = |group: &(Vec<usize>, Vec<Vec<usize>>)| {
+            let (d, s) = merge_axes(&group.0, &group.1);
+            (d.len() == 1).then(|| (d[0], s.iter().map(|v| v[0]).collect::<Vec<usize>>()))
+        };
+        let (Some(batch), Some(m), Some(n), Some(k)) = (one(&batch), one(&m), one(&n), one(&k))
+        else {
+            return Ok(false);
+        };
+        // a matrix–vector product wastes most of a 32×32 tile: the generic kernel does better
+        if m.0 < 16 || n.0 < 16 {
+            return Ok(false);
+        }
+        let limit = self.max_groups;
+        let groups = [
+            (n.0 as u32).div_ceil(MATMUL_TILE),
+            (m.0 as u32).div_ceil(MATMUL_TILE),
+            batch.0 as u32,
+        ];
+        if groups.iter().any(|&g| g > limit) {
+            return Ok(false);
+        }
+        let node = self.model.node(id);
+        let a = self.value_of(node.inputs[0])?;
+        let b = self.value_of(node.inputs[1])?;
+        let (bias_value, start) = match &bias {
+            Some((add, konst, _)) => {
+                self.folded.insert(*add);
+                (Some(self.value_of(*konst)?), *add)
+            }
+            None => (None, id),
+        };
+        let (epi, last) = self.fold_epilogue(start);
+        let out_elements: usize = out_shape.iter().product::<usize>().max(1);
+        let mut p = header(out_elements, epi);
+        p.extend([m.0, n.0, k.0, usize::from(bias.is_some())].map(|v| v as u32));
+        p.extend([batch.1[0], m.1[0], k.1[0]].map(|v| v as u32));
+        p.extend([batch.1[1], k.1[1], n.1[0]].map(|v| v as u32));
+        p.extend([batch.1[2], m.1[1], n.1[1]].map(|v| v as u32));
+        p.extend([batch.1[3], m.1[2], n.1[2]].map(|v| v as u32));
+        // without a bias the third binding is any buffer: the output's input `a`
+        let inputs = vec![a, b, bias_value.unwrap_or(a)];
+        self.push_step(id, Kernel::Matmul, p, inputs, out_elements, last);
+        if let Some(step) = self.program.steps.last_mut() {
+            step.groups = Some(groups);
+        }
+        if start != id && last != start {
+            self.outlet_values.insert(
+                OutletId::new(start, 0),
+                self.program.steps.last().unwrap().output,
+            );
+        }
+        Ok(true)
     }
 
     fn lower_pool(
@@ -814,13 +1200,15 @@ fn oihw(kernel: &Tensor, fmt: KernelFormat, group: usize) -> TractResult<Vec<f32
         .collect())
 }
 
-/// Lowers `model` (decluttered, every shape concrete).
-pub(crate) fn lower(model: &TypedModel) -> Result<Program, String> {
+/// Lowers `model` (decluttered, every shape concrete) for a device that launches at most
+/// `max_groups` workgroups per dispatch dimension.
+pub(crate) fn lower(model: &TypedModel, max_groups: u32) -> Result<Program, String> {
     let mut l = Lowering {
         model,
         program: Program::default(),
         outlet_values: HashMap::new(),
         folded: HashSet::new(),
+        max_groups,
     };
     for id in model.eval_order().map_err(|e| e.to_string())? {
         if l.folded.contains(&id) {

@@ -94,7 +94,8 @@ impl GpuEngine {
             .into_typed()
             .and_then(|m| m.into_decluttered())
             .map_err(|e| Err(load_err(e)))?;
-        let program = lower::lower(&typed).map_err(|r| Ok(Unsupported(r)))?;
+        let max_groups = self.gpu.limits.max_compute_workgroups_per_dimension;
+        let program = lower::lower(&typed, max_groups).map_err(|r| Ok(Unsupported(r)))?;
         let exec = Executable::build(self.gpu.clone(), program).map_err(|r| Ok(Unsupported(r)))?;
         Ok((typed, exec))
     }
