@@ -116,6 +116,20 @@ impl FakeQuant {
         consistent.then(|| U8Form::new(inv, zp + shift, scale))
     }
 
+    /// `[1 / scale, zero point, lo, hi]` of the quantize step and `[scale, zero point]` of the
+    /// dequantize step, as f32: `y = (clamp(round_even(x · inv) + zp, lo, hi) − dzp) · s`.
+    pub(crate) fn parameters(&self) -> [f32; 6] {
+        let f = f32::from_bits;
+        [
+            f(self.inv_scale),
+            f(self.zero_point),
+            f(self.lo),
+            f(self.hi),
+            f(self.dq_scale),
+            self.dq_zero_point as f32,
+        ]
+    }
+
     /// Applies the pair to `data` in place.
     pub fn apply(&self, data: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]

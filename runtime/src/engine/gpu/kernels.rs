@@ -39,6 +39,10 @@ pub(crate) enum Kernel {
     Resample,
     /// Local response normalization across channels.
     Lrn,
+    /// A quantize → dequantize pair on f32 values (QDQ and QOperator graphs' activations).
+    FakeQuant,
+    /// A 256-entry table on 8-bit values held as f32 (tract's LookupTable).
+    Lut,
     /// Batched matrix product in 32×32 output tiles (4×4 per thread, K staged through
     /// workgroup memory), optional broadcast bias: the einsums that are one.
     Matmul,
@@ -53,8 +57,9 @@ impl Kernel {
             | Kernel::Reduce
             | Kernel::Copy
             | Kernel::Rows
-            | Kernel::Lrn => 1,
-            Kernel::Binary | Kernel::Einsum | Kernel::Resample => 2,
+            | Kernel::Lrn
+            | Kernel::FakeQuant => 1,
+            Kernel::Binary | Kernel::Einsum | Kernel::Resample | Kernel::Lut => 2,
             Kernel::Conv | Kernel::Deconv | Kernel::Matmul => 3,
         }
     }
@@ -87,6 +92,8 @@ impl Kernel {
             Kernel::Resample => RESAMPLE,
             Kernel::Lrn => LRN,
             Kernel::Matmul => MATMUL,
+            Kernel::FakeQuant => FAKE_QUANT,
+            Kernel::Lut => LUT,
         });
         s
     }
@@ -573,6 +580,32 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var s = 0.0;
   for (var k = lo; k <= hi; k = k + 1u) { let x = in0[first + k * plane]; s = s + x * x; }
   out[i] = epilogue(in0[i] / pow(pf(13u) + pf(11u) * s, pf(12u)));
+}
+"#;
+
+// p[8..14]: 1 / scale, zero point, lo, hi of the quantize step, scale and zero point of the
+// dequantize step (f32 bits). WGSL's round() is round-half-to-even, as ONNX's; NaN goes to the
+// zero point (as tract and the CPU engine's FakeQuant)
+const FAKE_QUANT: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let x = in0[i];
+  let r = select(0.0, round(x * pf(8u)), x == x);
+  let q = min(max(r + pf(9u), pf(10u)), pf(11u));
+  out[i] = epilogue((q - pf(13u)) * pf(12u));
+}
+"#;
+
+// in0: 8-bit integers held as f32; in1: the 256 results, indexed by the value's byte (two's
+// complement for i8)
+const LUT: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  out[i] = epilogue(in1[u32(i32(in0[i]) & 255i)]);
 }
 "#;
 

@@ -19,11 +19,15 @@ use tract_onnx::tract_hir::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_hir::tract_core::ops::nn::{
     DataFormat, LeakyRelu, NearestUpsample, Reduce, Reducer, Resize, RmsNorm, Softmax, SoftmaxKind,
 };
+use tract_onnx::tract_hir::tract_core::ops::quant::{
+    DequantizeLinearF32, LookupTable, QuantizeLinearI8, QuantizeLinearU8,
+};
 use tract_onnx::tract_hir::tract_core::ops::source::TypedSource;
 
 use super::kernels::{
     BinaryOp, Kernel, PoolOp, ReduceOp, RowOp, UnaryOp, KERNEL_PARAMS, MATMUL_TILE, MAX_RANK,
 };
+use crate::engine::fake_quant::FakeQuant;
 use crate::engine::lrn::Lrn;
 
 /// Index of a value in `Program::values`.
@@ -173,9 +177,12 @@ struct Lowering<'a> {
     max_groups: u32,
 }
 
+/// The concrete shape of a value the kernels can hold: f32, or 8-bit integers (held as f32, which
+/// is exact; only ops that move or compare values, and the quantize / dequantize steps, may read
+/// or write them: see `moves_values`).
 fn shape_of(model: &TypedModel, outlet: OutletId) -> Result<Vec<usize>, String> {
     let fact = model.outlet_fact(outlet).map_err(|e| e.to_string())?;
-    if fact.datum_type != f32::datum_type() {
+    if ![f32::datum_type(), u8::datum_type(), i8::datum_type()].contains(&fact.datum_type) {
         return Err(format!(
             "'{}' carries {:?} tensors (the gpu kernels compute in f32)",
             model.node(outlet.node).name,
@@ -186,6 +193,52 @@ fn shape_of(model: &TypedModel, outlet: OutletId) -> Result<Vec<usize>, String> 
         .as_concrete()
         .map(|s| s.to_vec())
         .ok_or_else(|| format!("'{}' has a symbolic shape", model.node(outlet.node).name))
+}
+
+/// Graph inputs and outputs cross to the host as f32.
+fn require_f32(model: &TypedModel, outlet: OutletId) -> Result<(), String> {
+    let dt = model
+        .outlet_fact(outlet)
+        .map_err(|e| e.to_string())?
+        .datum_type;
+    if dt == f32::datum_type() {
+        return Ok(());
+    }
+    Err(format!(
+        "'{}' carries {dt:?} tensors (the gpu kernels compute in f32)",
+        model.node(outlet.node).name
+    ))
+}
+
+/// Ops whose result on 8-bit integers held as f32 is exact: they move, pick or compare values
+/// (and the quantize / dequantize steps, which make and read them).
+fn moves_values(op: &dyn TypedOp) -> bool {
+    op.downcast_ref::<AxisOp>().is_some()
+        || op.downcast_ref::<TypedConcat>().is_some()
+        || op.downcast_ref::<Slice>().is_some()
+        || op.downcast_ref::<MaxPool>().is_some()
+        || op.downcast_ref::<Downsample>().is_some()
+        || op.downcast_ref::<NearestUpsample>().is_some()
+        || op.downcast_ref::<DequantizeLinearF32>().is_some()
+        || quantize_step(op).is_some()
+        || lookup_table(op).is_some()
+}
+
+/// tract's byte table op (what a dequantize → f32 op → quantize chain on 8-bit values becomes).
+fn lookup_table(op: &dyn TypedOp) -> Option<&LookupTable> {
+    op.downcast_ref::<ElementWiseOp>()?
+        .0
+        .downcast_ref::<LookupTable>()
+}
+
+/// `[1 / scale, zero point, lo, hi]` of a QuantizeLinear to u8 or i8.
+fn quantize_step(op: &dyn TypedOp) -> Option<[f32; 4]> {
+    let ew = op.downcast_ref::<ElementWiseOp>()?;
+    if let Some(q) = ew.0.downcast_ref::<QuantizeLinearU8>() {
+        return Some([q.scale, q.zero_point as f32, 0.0, 255.0]);
+    }
+    let q = ew.0.downcast_ref::<QuantizeLinearI8>()?;
+    Some([q.scale, q.zero_point as f32, -128.0, 127.0])
 }
 
 /// A scalar constant (any rank, one element) feeding `outlet`, if it is one.
@@ -319,6 +372,7 @@ impl<'a> Lowering<'a> {
                 .position(|o| o.node == id)
                 .ok_or("a source that is not a graph input")?;
             let shape = shape_of(model, out_outlet)?;
+            require_f32(model, out_outlet)?;
             let v = self.new_value(shape.iter().product::<usize>().max(1), Origin::Input(ix));
             self.outlet_values.insert(out_outlet, v);
             self.program.inputs.push((v, shape));
@@ -344,6 +398,62 @@ impl<'a> Lowering<'a> {
         let out_shape = shape_of(model, out_outlet)?;
         let out_elements: usize = out_shape.iter().product::<usize>().max(1);
         let in_shape = |slot: usize| shape_of(model, node.inputs[slot]);
+        if !moves_values(op.as_ref()) {
+            // constant inputs (sizes, axes, weights) are each op's business
+            for outlet in node.inputs.iter().chain([&out_outlet]) {
+                let fact = model.outlet_fact(*outlet).map_err(|e| e.to_string())?;
+                let dt = fact.datum_type;
+                if dt != f32::datum_type() && (fact.konst.is_none() || *outlet == out_outlet) {
+                    return Err(format!(
+                        "'{}' ({}) computes on {dt:?} tensors (the gpu kernels compute in f32)",
+                        node.name,
+                        op.name()
+                    ));
+                }
+            }
+        }
+        // quantize and dequantize steps apart (a pair with a reshape between): the FakeQuant
+        // kernel with the other half the identity
+        let half = match (
+            quantize_step(op.as_ref()),
+            op.downcast_ref::<DequantizeLinearF32>(),
+        ) {
+            (Some([inv, zp, lo, hi]), _) => Some([inv, zp, lo, hi, 1.0, 0.0]),
+            (None, Some(dq)) => Some([
+                1.0,
+                0.0,
+                f32::NEG_INFINITY,
+                f32::INFINITY,
+                dq.scale,
+                dq.zero_point as f32,
+            ]),
+            _ => None,
+        };
+        if let Some(parameters) = half {
+            return self.lower_fake_quant(id, parameters, out_elements);
+        }
+        if let Some(lut) = lookup_table(op.as_ref()) {
+            let signed = model
+                .outlet_fact(out_outlet)
+                .map_err(|e| e.to_string())?
+                .datum_type
+                == i8::datum_type();
+            let table: Vec<f32> = lut
+                .table
+                .table()
+                .iter()
+                .map(|&b| if signed { b as i8 as f32 } else { b as f32 })
+                .collect();
+            if table.len() != 256 {
+                return Err(format!("lookup table '{}' of {}", node.name, table.len()));
+            }
+            let input = self.value_of(node.inputs[0])?;
+            let tv = self.new_value(256, Origin::Const(Arc::new(table)));
+            let (epi, last) = self.fold_epilogue(id);
+            let params = header(out_elements, epi);
+            self.push_step(id, Kernel::Lut, params, vec![input, tv], out_elements, last);
+            return Ok(());
+        }
 
         if let Some(axis_op) = op.downcast_ref::<AxisOp>() {
             let input = self.value_of(node.inputs[0])?;
@@ -600,6 +710,9 @@ impl<'a> Lowering<'a> {
         if let Some(de) = op.downcast_ref::<Deconv>() {
             return self.lower_deconv(id, de, &out_shape);
         }
+        if let Some(fq) = op.downcast_ref::<FakeQuant>() {
+            return self.lower_fake_quant(id, fq.parameters(), out_elements);
+        }
         if let Some(lrn) = op.downcast_ref::<Lrn>() {
             let ishape = in_shape(0)?;
             if ishape.len() < 2 {
@@ -623,6 +736,22 @@ impl<'a> Lowering<'a> {
             return Ok(());
         }
         Err(format!("op {} ('{}')", op.name(), node.name))
+    }
+
+    /// A `FakeQuant` step: `[1 / scale, zero point, lo, hi]` of the quantize half, `[scale, zero
+    /// point]` of the dequantize half.
+    fn lower_fake_quant(
+        &mut self,
+        id: usize,
+        parameters: [f32; 6],
+        elements: usize,
+    ) -> Result<(), String> {
+        let input = self.value_of(self.model.node(id).inputs[0])?;
+        let (epi, last) = self.fold_epilogue(id);
+        let mut p = header(elements, epi);
+        p.extend(parameters.map(f32::to_bits));
+        self.push_step(id, Kernel::FakeQuant, p, vec![input], elements, last);
+        Ok(())
     }
 
     /// A `Rows` step: `kind` along an axis of `len` with `inner` elements after it.
@@ -1227,6 +1356,7 @@ pub(crate) fn lower(model: &TypedModel, max_groups: u32) -> Result<Program, Stri
     let outputs = model.output_outlets().map_err(|e| e.to_string())?.to_vec();
     for o in outputs {
         let shape = shape_of(model, o)?;
+        require_f32(model, o)?;
         let v = l.value_of(o)?;
         l.program.outputs.push((v, shape));
     }

@@ -50,6 +50,15 @@ pub fn adapter() -> Result<String, String> {
     device::gpu().map(|g| g.describe())
 }
 
+/// The exact rewrites that leave a quantized graph's tensors f32: dequantized constant weights
+/// folded into f32 constants, and each activation's quantize → dequantize pair made one f32 op
+/// (what the CPU engine does first too), so QDQ and QOperator models lower like float ones.
+fn fold_quantization(mut typed: TypedModel) -> TractResult<TypedModel> {
+    super::const_weights::substitute(&mut typed)?;
+    super::fake_quant::substitute(&mut typed)?;
+    Ok(typed)
+}
+
 impl GpuEngine {
     /// Plans the bundle's graph on the device. `Err(Ok(reason))`: the model should run on the
     /// CPU instead (no device, or an op the kernels lack); `Err(Err(e))`: the model is bad.
@@ -93,6 +102,7 @@ impl GpuEngine {
         let typed = model
             .into_typed()
             .and_then(|m| m.into_decluttered())
+            .and_then(fold_quantization)
             .map_err(|e| Err(load_err(e)))?;
         let max_groups = self.gpu.limits.max_compute_workgroups_per_dimension;
         let program = lower::lower(&typed, max_groups).map_err(|r| Ok(Unsupported(r)))?;

@@ -5,6 +5,7 @@ MobileNetV2 (the ops of PP-OCR's detector and recognizer, ResNet, SqueezeNet, Al
     python3 make.py        # writes *.onnx here (onnx from PyPI; weights seeded)
 
 Every graph has one f32 input `x` with a concrete shape; the test makes its values.
+`unsupported/` holds graphs the gpu engine must refuse (they load on the CPU, with the reason).
 """
 import numpy as np
 import onnx
@@ -22,7 +23,7 @@ def c(name, value, dtype=np.float32):
     return numpy_helper.from_array(np.asarray(value, dtype), name)
 
 
-def save(name, nodes, x_shape, y_shape, inits=(), opset=13):
+def save(name, nodes, x_shape, y_shape, inits=(), opset=13, where="."):
     graph = helper.make_graph(
         nodes, name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
@@ -31,7 +32,7 @@ def save(name, nodes, x_shape, y_shape, inits=(), opset=13):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, f"{name}.onnx")
+    onnx.save(model, f"{where}/{name}.onnx")
 
 
 # PP-OCR det's neck and head: a stride-2 conv, nearest upsampling by 2 (tract: NearestUpsample)
@@ -162,3 +163,8 @@ save("conv_transpose_1d", [
     N("ConvTranspose", ["x", "tw", "tb"], ["t"], kernel_shape=[3], strides=[2], pads=[1, 1]),
     N("Conv", ["t", "cw", "cb"], ["y"], kernel_shape=[3], pads=[1, 1]),
 ], [1, 3, 9], [1, 2, 17], [w("tw", 3, 4, 3), w("tb", 4), w("cw", 2, 4, 3), w("cb", 2)])
+
+# not lowered (3-d convolution): the model must load on the CPU and say why
+save("conv3d", [
+    N("Conv", ["x", "cw", "cb"], ["y"], kernel_shape=[3, 3, 3], pads=[1, 1, 1, 1, 1, 1]),
+], [1, 2, 4, 4, 4], [1, 3, 4, 4, 4], [w("cw", 3, 2, 3, 3, 3), w("cb", 3)], where="unsupported")
