@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU engines on a GPU machine: `edgectl bench --engine cpu|gpu|cuda` on MobileNetV2 (and the
 # per-inference overhead of a one-op graph), each non-CPU engine checked against the CPU engine's
-# outputs (`--compare-cpu`). Prints one JSON line per engine and a Markdown table for
+# outputs (`--compare-cpu`); then the op-family graphs of runtime/tests/data/gpu_ops on gpu and
+# cuda, the same check. Prints one JSON line per engine and a Markdown table for
 # docs/benchmarks.md, with the card's name. Needs nothing but the edgectl binary and a driver:
 #   - Vulkan for `gpu`: the loader (libvulkan.so.1) and an ICD. On NVIDIA machines without the
 #     Vulkan ICD file, one is written pointing at the driver's libGLX_nvidia.so.0. Where the system
@@ -58,6 +59,17 @@ for engine in cpu gpu cuda; do
     --iterations "$iterations" --compare-cpu --json 2>"$out/$engine.err" | tee "$out/$engine.json"
   grep -v XDG_RUNTIME_DIR "$out/$engine.err" | tail -15
 done
+
+# the op-family graphs of runtime/tests/data/gpu_ops (PP-OCR's, ResNet's, quantized pieces, …)
+# on each GPU engine against the CPU engine: coverage and agreement on the real device
+for f in runtime/tests/data/gpu_ops/*.onnx; do
+  for engine in gpu cuda; do
+    printf '%s %s: ' "$(basename "$f" .onnx)" "$engine"
+    "$edgectl" bench "$f" --engine "$engine" --iterations 5 --compare-cpu --json 2>/dev/null |
+      python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(r["engine"], r.get("engine_reason") or "", "max diff", r.get("cpu_max_abs_diff"))' ||
+      echo "failed"
+  done
+done | tee "$out/ops.txt"
 
 if [ "${EDGE_CUDA_TEST:-0}" = 1 ] && command -v cargo >/dev/null; then
   echo "== cargo test -p edge-runtime --features cuda --test cuda"

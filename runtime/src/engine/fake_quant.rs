@@ -150,9 +150,7 @@ impl FakeQuant {
 /// The loop, inlined into each feature-specific wrapper so it vectorizes for that set.
 #[inline(always)]
 fn apply_generic(op: &FakeQuant, data: &mut [f32]) {
-    let f = f32::from_bits;
-    let (inv, zp, lo, hi) = (f(op.inv_scale), f(op.zero_point), f(op.lo), f(op.hi));
-    let (scale, dzp) = (f(op.dq_scale), op.dq_zero_point as f32);
+    let [inv, zp, lo, hi, scale, dzp] = op.parameters();
     for v in data.iter_mut() {
         *v = (quantize(*v, inv, zp, lo, hi) - dzp) * scale;
     }

@@ -75,11 +75,7 @@ impl Lrn {
 
     /// Normalizes `input`, laid out `[N, C, plane]` row-major, into `output`.
     pub fn run(&self, input: &[f32], n: usize, c: usize, output: &mut [f32]) {
-        let (alpha, beta, bias) = (
-            f32::from_bits(self.alpha),
-            f32::from_bits(self.beta),
-            f32::from_bits(self.bias),
-        );
+        let (alpha, beta, bias, _) = self.parameters();
         let plane = input.len() / (n * c).max(1);
         let scale = alpha / self.size as f32;
         let (before, after) = ((self.size - 1) / 2, self.size / 2);

@@ -358,3 +358,35 @@ impl Executable {
         Ok(results)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::prelude::*;
+
+    /// `profile` times every dispatch of a plan, names it by its node, and leaves the plan
+    /// runnable (the digits model, on whatever adapter there is: lavapipe in CI).
+    #[test]
+    fn profile_times_each_dispatch_by_node() {
+        let Ok(gpu) = super::super::device::gpu() else {
+            panic!("no Vulkan adapter (CI installs lavapipe through .ci/deps)");
+        };
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/digits/model.onnx");
+        let mut model = crate::engine::onnx_parser().model_for_path(path).unwrap();
+        model
+            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), [2, 1, 8, 8]))
+            .unwrap();
+        let typed = model.into_typed().unwrap().into_decluttered().unwrap();
+        let program = super::super::lower::lower(&typed, 65535).unwrap();
+        let steps: Vec<String> = program.steps.iter().map(|s| s.node.clone()).collect();
+        let exec = super::Executable::build(gpu, program).unwrap();
+        let input: Vec<f32> = (0..128).map(|i| (i as f32 * 0.3).sin()).collect();
+        let profile = exec.profile(&[&input], 2).unwrap();
+        assert_eq!(
+            profile.iter().map(|p| p.1.clone()).collect::<Vec<_>>(),
+            steps
+        );
+        assert!(profile.iter().all(|p| p.2.is_finite() && p.2 >= 0.0));
+        let out = exec.run(&[&input]).unwrap();
+        assert_eq!(out[0].0, [2, 10]);
+    }
+}

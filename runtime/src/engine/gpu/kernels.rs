@@ -79,6 +79,9 @@ impl Kernel {
             inputs + 1
         ));
         s.push_str(EPILOGUE);
+        if matches!(self, Kernel::Conv | Kernel::Deconv) {
+            s.push_str(CONV_GEOMETRY);
+        }
         s.push_str(match self {
             Kernel::Unary => UNARY,
             Kernel::Binary => BINARY,
@@ -270,6 +273,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 "#;
 
+// the parameter words of CONV and DECONV after N (p[8])
+const CONV_GEOMETRY: &str = r#"
+struct ConvGeometry {
+  C: u32, H: u32, W: u32, O: u32, OH: u32, OW: u32, KH: u32, KW: u32,
+  SH: u32, SW: u32, DH: u32, DW: u32, PH: u32, PW: u32, G: u32,
+}
+fn conv_geometry() -> ConvGeometry {
+  return ConvGeometry(p[9u], p[10u], p[11u], p[12u], p[13u], p[14u], p[15u], p[16u],
+                      p[17u], p[18u], p[19u], p[20u], p[21u], p[22u], p[23u]);
+}
+"#;
+
 // p[8..] N C H W  O OH OW  KH KW  SH SW  DH DW  PH PW  group has_bias; one thread per four
 // adjacent outputs of a row (p[0] counts threads): each tap's weight is read once for four
 const CONV: &str = r#"
@@ -277,43 +292,39 @@ const CONV: &str = r#"
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = thread_index(gid);
   if (i >= p[0u]) { return; }
-  let C = p[9u]; let H = p[10u]; let W = p[11u];
-  let O = p[12u]; let OH = p[13u]; let OW = p[14u];
-  let KH = p[15u]; let KW = p[16u];
-  let SH = p[17u]; let SW = p[18u]; let DH = p[19u]; let DW = p[20u];
-  let PH = p[21u]; let PW = p[22u]; let G = p[23u];
-  let OWB = (OW + 3u) / 4u;
+  let geo = conv_geometry();
+  let OWB = (geo.OW + 3u) / 4u;
   let ow0 = (i % OWB) * 4u;
-  let oh = (i / OWB) % OH;
-  let o = (i / (OWB * OH)) % O;
-  let n = i / (OWB * OH * O);
-  let cpg = C / G;
-  let g = o / (O / G);
+  let oh = (i / OWB) % geo.OH;
+  let o = (i / (OWB * geo.OH)) % geo.O;
+  let n = i / (OWB * geo.OH * geo.O);
+  let cpg = geo.C / geo.G;
+  let g = o / (geo.O / geo.G);
   var acc = vec4<f32>(0.0);
   if (p[24u] == 1u) { acc = vec4<f32>(in2[o]); } else if (p[24u] == 2u) { acc = vec4<f32>(in2[0u]); }
-  let iw0 = i32(ow0 * SW) - i32(PW);
-  let step = i32(SW);
+  let iw0 = i32(ow0 * geo.SW) - i32(geo.PW);
+  let step = i32(geo.SW);
   for (var ci = 0u; ci < cpg; ci = ci + 1u) {
     let c = g * cpg + ci;
-    let xbase = (n * C + c) * H * W;
-    let wbase = (o * cpg + ci) * KH * KW;
-    for (var kh = 0u; kh < KH; kh = kh + 1u) {
-      let ih = i32(oh * SH + kh * DH) - i32(PH);
-      if (ih < 0i || ih >= i32(H)) { continue; }
-      let row = xbase + u32(ih) * W;
-      for (var kw = 0u; kw < KW; kw = kw + 1u) {
-        let wv = in1[wbase + kh * KW + kw];
-        let iw = vec4<i32>(iw0 + i32(kw * DW)) + vec4<i32>(0i, step, 2i * step, 3i * step);
-        let inside = (iw >= vec4<i32>(0i)) & (iw < vec4<i32>(i32(W)));
-        let at = vec4<u32>(clamp(iw, vec4<i32>(0i), vec4<i32>(i32(W) - 1i)));
+    let xbase = (n * geo.C + c) * geo.H * geo.W;
+    let wbase = (o * cpg + ci) * geo.KH * geo.KW;
+    for (var kh = 0u; kh < geo.KH; kh = kh + 1u) {
+      let ih = i32(oh * geo.SH + kh * geo.DH) - i32(geo.PH);
+      if (ih < 0i || ih >= i32(geo.H)) { continue; }
+      let row = xbase + u32(ih) * geo.W;
+      for (var kw = 0u; kw < geo.KW; kw = kw + 1u) {
+        let wv = in1[wbase + kh * geo.KW + kw];
+        let iw = vec4<i32>(iw0 + i32(kw * geo.DW)) + vec4<i32>(0i, step, 2i * step, 3i * step);
+        let inside = (iw >= vec4<i32>(0i)) & (iw < vec4<i32>(i32(geo.W)));
+        let at = vec4<u32>(clamp(iw, vec4<i32>(0i), vec4<i32>(i32(geo.W) - 1i)));
         let xv = vec4<f32>(in0[row + at.x], in0[row + at.y], in0[row + at.z], in0[row + at.w]);
         acc = acc + select(vec4<f32>(0.0), xv, inside) * wv;
       }
     }
   }
-  let obase = ((n * O + o) * OH + oh) * OW;
+  let obase = ((n * geo.O + o) * geo.OH + oh) * geo.OW;
   for (var q = 0u; q < 4u; q = q + 1u) {
-    if (ow0 + q < OW) { out[obase + ow0 + q] = epilogue(acc[q]); }
+    if (ow0 + q < geo.OW) { out[obase + ow0 + q] = epilogue(acc[q]); }
   }
 }
 "#;
@@ -506,34 +517,30 @@ const DECONV: &str = r#"
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = thread_index(gid);
   if (i >= p[0u]) { return; }
-  let C = p[9u]; let H = p[10u]; let W = p[11u];
-  let O = p[12u]; let OH = p[13u]; let OW = p[14u];
-  let KH = p[15u]; let KW = p[16u];
-  let SH = p[17u]; let SW = p[18u]; let DH = p[19u]; let DW = p[20u];
-  let PH = p[21u]; let PW = p[22u]; let G = p[23u];
-  let ow = i % OW;
-  let oh = (i / OW) % OH;
-  let o = (i / (OW * OH)) % O;
-  let n = i / (OW * OH * O);
-  let cpg = C / G;
-  let g = o / (O / G);
+  let geo = conv_geometry();
+  let ow = i % geo.OW;
+  let oh = (i / geo.OW) % geo.OH;
+  let o = (i / (geo.OW * geo.OH)) % geo.O;
+  let n = i / (geo.OW * geo.OH * geo.O);
+  let cpg = geo.C / geo.G;
+  let g = o / (geo.O / geo.G);
   var acc = 0.0;
   if (p[24u] == 1u) { acc = in2[o]; } else if (p[24u] == 2u) { acc = in2[0u]; }
   for (var ci = 0u; ci < cpg; ci = ci + 1u) {
     let c = g * cpg + ci;
-    let xbase = (n * C + c) * H * W;
-    let wbase = (o * cpg + ci) * KH * KW;
-    for (var kh = 0u; kh < KH; kh = kh + 1u) {
-      let th = i32(oh + PH) - i32(kh * DH);
-      if (th < 0i || th % i32(SH) != 0i) { continue; }
-      let ih = u32(th) / SH;
-      if (ih >= H) { continue; }
-      for (var kw = 0u; kw < KW; kw = kw + 1u) {
-        let tw = i32(ow + PW) - i32(kw * DW);
-        if (tw < 0i || tw % i32(SW) != 0i) { continue; }
-        let iw = u32(tw) / SW;
-        if (iw >= W) { continue; }
-        acc = acc + in0[xbase + ih * W + iw] * in1[wbase + kh * KW + kw];
+    let xbase = (n * geo.C + c) * geo.H * geo.W;
+    let wbase = (o * cpg + ci) * geo.KH * geo.KW;
+    for (var kh = 0u; kh < geo.KH; kh = kh + 1u) {
+      let th = i32(oh + geo.PH) - i32(kh * geo.DH);
+      if (th < 0i || th % i32(geo.SH) != 0i) { continue; }
+      let ih = u32(th) / geo.SH;
+      if (ih >= geo.H) { continue; }
+      for (var kw = 0u; kw < geo.KW; kw = kw + 1u) {
+        let tw = i32(ow + geo.PW) - i32(kw * geo.DW);
+        if (tw < 0i || tw % i32(geo.SW) != 0i) { continue; }
+        let iw = u32(tw) / geo.SW;
+        if (iw >= geo.W) { continue; }
+        acc = acc + in0[xbase + ih * geo.W + iw] * in1[wbase + kh * geo.KW + kw];
       }
     }
   }
