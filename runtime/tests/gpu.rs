@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use edge_runtime::engine::{EngineKind, EngineOptions};
+use edge_runtime::DType;
 use edge_runtime::{LoadOptions, Model, Tensor, TensorData};
 
 fn load(bytes: &[u8], trust: &edge_runtime::trust::TrustRoot, kind: EngineKind) -> Model {
@@ -142,10 +143,12 @@ fn every_op_family_graph_runs_on_the_gpu_engine_with_the_cpu_engines_outputs() {
             .map(|d| d.to_string().parse().unwrap())
             .collect();
         let n: usize = shape.iter().product();
-        let x = Tensor {
-            shape,
-            data: TensorData::F32((0..n).map(|i| (i as f32 * 0.37).sin() * 2.0).collect()),
+        let data = match cpu.manifest().inputs[0].dtype {
+            // token ids below 50, one negative (counts from the end)
+            DType::I64 => TensorData::I64((0..n as i64).map(|i| (i * 7) % 50 - 1).collect()),
+            _ => TensorData::F32((0..n).map(|i| (i as f32 * 0.37).sin() * 2.0).collect()),
         };
+        let x = Tensor { shape, data };
         let diff = max_diff(&cpu, &gpu, &x);
         assert!(diff <= 1e-3, "{name}: {diff}");
     }

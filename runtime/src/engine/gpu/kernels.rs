@@ -43,6 +43,8 @@ pub(crate) enum Kernel {
     FakeQuant,
     /// A 256-entry table on 8-bit values held as f32 (tract's LookupTable).
     Lut,
+    /// Rows of a tensor picked by indices held as f32 (Gather: embeddings).
+    Gather,
     /// Batched matrix product in 32×32 output tiles (4×4 per thread, K staged through
     /// workgroup memory), optional broadcast bias: the einsums that are one.
     Matmul,
@@ -59,7 +61,7 @@ impl Kernel {
             | Kernel::Rows
             | Kernel::Lrn
             | Kernel::FakeQuant => 1,
-            Kernel::Binary | Kernel::Einsum | Kernel::Resample | Kernel::Lut => 2,
+            Kernel::Binary | Kernel::Einsum | Kernel::Resample | Kernel::Lut | Kernel::Gather => 2,
             Kernel::Conv | Kernel::Deconv | Kernel::Matmul => 3,
         }
     }
@@ -97,6 +99,7 @@ impl Kernel {
             Kernel::Matmul => MATMUL,
             Kernel::FakeQuant => FAKE_QUANT,
             Kernel::Lut => LUT,
+            Kernel::Gather => GATHER,
         });
         s
     }
@@ -122,6 +125,8 @@ pub(crate) enum UnaryOp {
     Ln = 13,
     Floor = 14,
     Ceil = 15,
+    /// `x · Φ(x)` with the exact (erf) normal CDF.
+    GeluExact = 16,
 }
 
 impl UnaryOp {
@@ -143,6 +148,7 @@ impl UnaryOp {
             "Ln" => UnaryOp::Ln,
             "Floor" => UnaryOp::Floor,
             "Ceil" => UnaryOp::Ceil,
+            "GeluExact" => UnaryOp::GeluExact,
             _ => return None,
         })
     }
@@ -207,6 +213,13 @@ fn thread_index(gid: vec3<u32>) -> u32 { return gid.x + gid.y * p[1u]; }
 "#;
 
 const EPILOGUE: &str = r#"
+// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7)
+fn erf(x: f32) -> f32 {
+  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+    + t * (-1.453152027 + t * 1.061405429))));
+  return sign(x) * (1.0 - poly * exp(-x * x));
+}
 fn unary(op: u32, x: f32, k: f32) -> f32 {
   switch op {
     case 1u: { return 1.0 / (1.0 + exp(-x)); }
@@ -224,6 +237,7 @@ fn unary(op: u32, x: f32, k: f32) -> f32 {
     case 13u: { return log(x); }
     case 14u: { return floor(x); }
     case 15u: { return ceil(x); }
+    case 16u: { return 0.5 * x * (1.0 + erf(x * 0.70710678118654752)); }
     default: { return x; }
   }
 }
@@ -613,6 +627,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = thread_index(gid);
   if (i >= p[0u]) { return; }
   out[i] = epilogue(in1[u32(i32(in0[i]) & 255i)]);
+}
+"#;
+
+// p[8] length of the gathered axis, p[9] indices, p[10] inner size; in1: the indices (integers
+// held as f32; negative ones count from the end, as ONNX's; one outside the axis gives NaN, which
+// the runtime's output check reports, where the CPU engine refuses the run)
+const GATHER: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let L = p[8u]; let n = p[9u]; let inner = p[10u];
+  let k = i % inner;
+  let j = (i / inner) % n;
+  let outer = i / (inner * n);
+  var ix = i32(in1[j]);
+  if (ix < 0i) { ix = ix + i32(L); }
+  if (ix < 0i || ix >= i32(L)) { out[i] = bitcast<f32>(0x7fc00000u); return; }
+  out[i] = epilogue(in0[(outer * L + u32(ix)) * inner + k]);
 }
 "#;
 

@@ -7,8 +7,9 @@
 use std::collections::{HashMap, HashSet};
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::tract_core::ops::array::{Slice, TypedConcat};
+use tract_onnx::tract_hir::tract_core::ops::array::{Gather, MultiBroadcastTo, Slice, TypedConcat};
 use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_hir::tract_core::ops::cast::Cast;
 use tract_onnx::tract_hir::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_hir::tract_core::ops::cnn::{
     Conv, Deconv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool,
@@ -177,12 +178,25 @@ struct Lowering<'a> {
     max_groups: u32,
 }
 
-/// The concrete shape of a value the kernels can hold: f32, or 8-bit integers (held as f32, which
-/// is exact; only ops that move or compare values, and the quantize / dequantize steps, may read
-/// or write them: see `moves_values`).
+/// Whether the kernels can hold values of this type: f32, and integers as f32 (exact: 8-bit ones
+/// always, token ids and indices below 2^24, which `GpuEngine::run` checks); only ops that move,
+/// pick or compare values, and the quantize / dequantize steps, may read or write integers (see
+/// `moves_values`).
+fn held_as_f32(dt: DatumType) -> bool {
+    [
+        f32::datum_type(),
+        u8::datum_type(),
+        i8::datum_type(),
+        i32::datum_type(),
+        i64::datum_type(),
+    ]
+    .contains(&dt)
+}
+
+/// The concrete shape of a value the kernels can hold (`held_as_f32`).
 fn shape_of(model: &TypedModel, outlet: OutletId) -> Result<Vec<usize>, String> {
     let fact = model.outlet_fact(outlet).map_err(|e| e.to_string())?;
-    if ![f32::datum_type(), u8::datum_type(), i8::datum_type()].contains(&fact.datum_type) {
+    if !held_as_f32(fact.datum_type) {
         return Err(format!(
             "'{}' carries {:?} tensors (the gpu kernels compute in f32)",
             model.node(outlet.node).name,
@@ -193,21 +207,6 @@ fn shape_of(model: &TypedModel, outlet: OutletId) -> Result<Vec<usize>, String> 
         .as_concrete()
         .map(|s| s.to_vec())
         .ok_or_else(|| format!("'{}' has a symbolic shape", model.node(outlet.node).name))
-}
-
-/// Graph inputs and outputs cross to the host as f32.
-fn require_f32(model: &TypedModel, outlet: OutletId) -> Result<(), String> {
-    let dt = model
-        .outlet_fact(outlet)
-        .map_err(|e| e.to_string())?
-        .datum_type;
-    if dt == f32::datum_type() {
-        return Ok(());
-    }
-    Err(format!(
-        "'{}' carries {dt:?} tensors (the gpu kernels compute in f32)",
-        model.node(outlet.node).name
-    ))
 }
 
 /// Ops whose result on 8-bit integers held as f32 is exact: they move, pick or compare values
@@ -222,6 +221,9 @@ fn moves_values(op: &dyn TypedOp) -> bool {
         || op.downcast_ref::<DequantizeLinearF32>().is_some()
         || quantize_step(op).is_some()
         || lookup_table(op).is_some()
+        || op.downcast_ref::<Gather>().is_some()
+        || op.downcast_ref::<MultiBroadcastTo>().is_some()
+        || op.downcast_ref::<Cast>().is_some()
 }
 
 /// tract's byte table op (what a dequantize → f32 op → quantize chain on 8-bit values becomes).
@@ -372,7 +374,6 @@ impl<'a> Lowering<'a> {
                 .position(|o| o.node == id)
                 .ok_or("a source that is not a graph input")?;
             let shape = shape_of(model, out_outlet)?;
-            require_f32(model, out_outlet)?;
             let v = self.new_value(shape.iter().product::<usize>().max(1), Origin::Input(ix));
             self.outlet_values.insert(out_outlet, v);
             self.program.inputs.push((v, shape));
@@ -431,6 +432,44 @@ impl<'a> Lowering<'a> {
         };
         if let Some(parameters) = half {
             return self.lower_fake_quant(id, parameters, out_elements);
+        }
+        if let Some(cast) = op.downcast_ref::<Cast>() {
+            // integers to f32 or to integers: the values are already what they will be
+            let from = model
+                .outlet_fact(node.inputs[0])
+                .map_err(|e| e.to_string())?
+                .datum_type;
+            if from.is_float() && !cast.to.is_float() {
+                return Err(format!(
+                    "cast '{}' from {from:?} to {:?}",
+                    node.name, cast.to
+                ));
+            }
+            let input = self.value_of(node.inputs[0])?;
+            self.outlet_values.insert(out_outlet, input);
+            return Ok(());
+        }
+        if let Some(gather) = op.downcast_ref::<Gather>() {
+            let data_shape = in_shape(0)?;
+            let indices: usize = in_shape(1)?.iter().product();
+            let axis = gather.axis;
+            let inner: usize = data_shape[axis + 1..].iter().product();
+            let data = self.value_of(node.inputs[0])?;
+            let ix = self.value_of(node.inputs[1])?;
+            let (epi, last) = self.fold_epilogue(id);
+            let mut p = header(out_elements, epi);
+            p.extend([data_shape[axis], indices.max(1), inner.max(1)].map(|v| v as u32));
+            self.push_step(id, Kernel::Gather, p, vec![data, ix], out_elements, last);
+            return Ok(());
+        }
+        if op.downcast_ref::<MultiBroadcastTo>().is_some() {
+            let src = broadcast_strides(&in_shape(0)?, &out_shape)?;
+            let (dims, s) = merge_axes(&out_shape, &[src, strides(&out_shape)]);
+            let input = self.value_of(node.inputs[0])?;
+            let (epi, last) = self.fold_epilogue(id);
+            let params = copy_params(out_elements, epi, 0, 0, &dims, &s[0], &s[1])?;
+            self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
+            return Ok(());
         }
         if let Some(lut) = lookup_table(op.as_ref()) {
             let signed = model
@@ -1356,7 +1395,6 @@ pub(crate) fn lower(model: &TypedModel, max_groups: u32) -> Result<Program, Stri
     let outputs = model.output_outlets().map_err(|e| e.to_string())?.to_vec();
     for o in outputs {
         let shape = shape_of(model, o)?;
-        require_f32(model, o)?;
         let v = l.value_of(o)?;
         l.program.outputs.push((v, shape));
     }

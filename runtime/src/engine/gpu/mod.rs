@@ -29,6 +29,8 @@ pub struct GpuEngine {
     parsed: InferenceModel,
     bundle_inputs: Vec<InputSpec>,
     outputs: Vec<String>,
+    /// Each output's element type (integer outputs come back from the device as exact f32).
+    output_types: Vec<DatumType>,
     plans: Mutex<Vec<Arc<Executable>>>,
 }
 
@@ -59,6 +61,26 @@ fn fold_quantization(mut typed: TypedModel) -> TractResult<TypedModel> {
     Ok(typed)
 }
 
+/// Integer inputs (token ids, masks) as the f32 values the kernels hold them in: exact up to
+/// 2^24, refused beyond.
+fn integers_as_f32(
+    values: impl Iterator<Item = i64>,
+) -> Result<std::borrow::Cow<'static, [f32]>, ModelError> {
+    const EXACT: i64 = 1 << 24;
+    values
+        .map(|v| {
+            if (-EXACT..=EXACT).contains(&v) {
+                Ok(v as f32)
+            } else {
+                Err(run_err(format!(
+                    "integer input {v} is beyond 2^24, which the gpu kernels cannot hold exactly"
+                )))
+            }
+        })
+        .collect::<Result<Vec<f32>, _>>()
+        .map(std::borrow::Cow::Owned)
+}
+
 impl GpuEngine {
     /// Plans the bundle's graph on the device. `Err(Ok(reason))`: the model should run on the
     /// CPU instead (no device, or an op the kernels lack); `Err(Err(e))`: the model is bad.
@@ -83,10 +105,19 @@ impl GpuEngine {
             parsed,
             bundle_inputs,
             outputs: Vec::new(),
+            output_types: Vec::new(),
             plans: Mutex::new(Vec::new()),
         };
         let (typed, plan) = engine.plan(&shapes)?;
         engine.outputs = output_labels(&typed).map_err(|e| Err(load_err(e)))?;
+        engine.output_types = typed
+            .output_outlets()
+            .and_then(|o| {
+                o.iter()
+                    .map(|&o| Ok(typed.outlet_fact(o)?.datum_type))
+                    .collect()
+            })
+            .map_err(|e| Err(load_err(e)))?;
         engine.plans.lock().unwrap().push(Arc::new(plan));
         Ok(engine)
     }
@@ -146,20 +177,46 @@ impl Engine for GpuEngine {
     fn run(&self, inputs: Vec<EfTensor>) -> Result<Vec<EfTensor>, ModelError> {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
         let plan = self.plan_for(&shapes)?;
-        let data: Vec<&[f32]> = inputs
+        let held: Vec<std::borrow::Cow<[f32]>> = inputs
             .iter()
             .map(|t| match &t.data {
-                TensorData::F32(v) => Ok(v.as_slice()),
-                _ => Err(run_err("the gpu engine takes f32 inputs")),
+                TensorData::F32(v) => Ok(std::borrow::Cow::Borrowed(v.as_slice())),
+                TensorData::I64(v) => integers_as_f32(v.iter().copied()),
+                TensorData::I32(v) => integers_as_f32(v.iter().map(|&x| i64::from(x))),
+                _ => Err(run_err("the gpu engine takes f32, i64 or i32 inputs")),
             })
             .collect::<Result<_, _>>()?;
+        let data: Vec<&[f32]> = held.iter().map(|v| v.as_ref()).collect();
         let outputs = plan.run(&data).map_err(run_err)?;
         Ok(outputs
             .into_iter()
-            .map(|(shape, values)| EfTensor {
-                shape,
-                data: TensorData::F32(values),
+            .zip(&self.output_types)
+            .map(|((shape, values), &dt)| {
+                let data = if dt == i64::datum_type() {
+                    TensorData::I64(values.iter().map(|&v| v as i64).collect())
+                } else if dt == i32::datum_type() {
+                    TensorData::I32(values.iter().map(|&v| v as i32).collect())
+                } else if dt == u8::datum_type() {
+                    TensorData::U8(values.iter().map(|&v| v as u8).collect())
+                } else if dt == i8::datum_type() {
+                    TensorData::I8(values.iter().map(|&v| v as i8).collect())
+                } else {
+                    TensorData::F32(values)
+                };
+                EfTensor { shape, data }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Integer inputs are held as f32 exactly up to 2^24; beyond, the run is refused.
+    #[test]
+    fn integer_inputs_beyond_2_to_the_24_are_refused() {
+        let held = super::integers_as_f32([3i64, -1, 1 << 24, -(1 << 24)].into_iter()).unwrap();
+        assert_eq!(held.as_ref(), [3.0, -1.0, 16_777_216.0, -16_777_216.0]);
+        let err = super::integers_as_f32([7i64, (1 << 24) + 1].into_iter()).unwrap_err();
+        assert!(err.to_string().contains("16777217"), "{err}");
     }
 }

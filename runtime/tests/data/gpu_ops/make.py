@@ -4,7 +4,8 @@ MobileNetV2 (the ops of PP-OCR's detector and recognizer, ResNet, SqueezeNet, Al
 
     python3 make.py        # writes *.onnx here (onnx from PyPI; weights seeded)
 
-Every graph has one f32 input `x` with a concrete shape; the test makes its values.
+Every graph has one input `x` (f32, or int64 token ids below 50) with a concrete shape; the test
+makes its values.
 `unsupported/` holds graphs the gpu engine must refuse (they load on the CPU, with the reason).
 """
 import numpy as np
@@ -23,10 +24,10 @@ def c(name, value, dtype=np.float32):
     return numpy_helper.from_array(np.asarray(value, dtype), name)
 
 
-def save(name, nodes, x_shape, y_shape, inits=(), opset=13, where="."):
+def save(name, nodes, x_shape, y_shape, inits=(), opset=13, where=".", x_type=TensorProto.FLOAT):
     graph = helper.make_graph(
         nodes, name,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("x", x_type, x_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
         list(inits))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -168,3 +169,18 @@ save("conv_transpose_1d", [
 save("conv3d", [
     N("Conv", ["x", "cw", "cb"], ["y"], kernel_shape=[3, 3, 3], pads=[1, 1, 1, 1, 1, 1]),
 ], [1, 2, 4, 4, 4], [1, 3, 4, 4, 4], [w("cw", 3, 2, 3, 3, 3), w("cb", 3)], where="unsupported")
+
+# a transformer's front: int64 token ids (held as exact f32 on the gpu) gathering embedding rows,
+# negative ids counting from the end; the exact (erf) GELU, which tract fuses into GeluExact
+save("token_embedding_gelu", [
+    N("Gather", ["emb", "x"], ["e"], axis=0),
+    N("MatMul", ["e", "w"], ["h"]),
+    N("Div", ["h", "sqrt2"], ["hs"]),
+    N("Erf", ["hs"], ["erf"]),
+    N("Add", ["erf", "one"], ["erf1"]),
+    N("Mul", ["h", "erf1"], ["g"]),
+    N("Mul", ["g", "half"], ["y"]),
+], [1, 10], [1, 10, 24], [
+    w("emb", 50, 16, scale=1.0), w("w", 16, 24), c("sqrt2", np.sqrt(2.0)), c("one", 1.0),
+    c("half", 0.5),
+], x_type=TensorProto.INT64)
