@@ -434,12 +434,17 @@ impl<'a> Lowering<'a> {
             return self.lower_fake_quant(id, parameters, out_elements);
         }
         if let Some(cast) = op.downcast_ref::<Cast>() {
-            // integers to f32 or to integers: the values are already what they will be
+            // held values that stay what they are: to f32, or integers to a wide integer (f32 to
+            // an integer would truncate, a narrower integer wrap)
             let from = model
                 .outlet_fact(node.inputs[0])
                 .map_err(|e| e.to_string())?
                 .datum_type;
-            if from.is_float() && !cast.to.is_float() {
+            let wide_integer = cast.to == i32::datum_type() || cast.to == i64::datum_type();
+            let exact = cast.to == from
+                || cast.to == f32::datum_type()
+                || (wide_integer && !from.is_float());
+            if !exact {
                 return Err(format!(
                     "cast '{}' from {from:?} to {:?}",
                     node.name, cast.to
