@@ -363,6 +363,57 @@ impl Executable {
 mod tests {
     use tract_onnx::prelude::*;
 
+    use super::super::kernels::Kernel;
+
+    /// The decluttered graph of a test ONNX file with this input shape.
+    fn typed(rel: &str, shape: &[usize]) -> TypedModel {
+        let path = format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let mut model = crate::engine::onnx_parser().model_for_path(path).unwrap();
+        model
+            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))
+            .unwrap();
+        model.into_typed().unwrap().into_decluttered().unwrap()
+    }
+
+    /// Constant weights above the binding limit go up in column chunks, one `Matmul` dispatch
+    /// each, into the same output: the same values as one dispatch (a MatMul with a batch, a
+    /// Gemm on one row with a bias).
+    #[test]
+    fn weights_above_the_binding_limit_are_split_by_columns() {
+        let gpu = super::super::device::gpu().expect("a Vulkan adapter (CI: lavapipe)");
+        for (rel, shape) in [
+            (
+                "tests/data/gpu_ops/tiled_matmul.onnx",
+                &[2usize, 37, 45][..],
+            ),
+            (
+                "tests/data/gpu_ops/ppocr_backbone_mix.onnx",
+                &[1, 4, 8, 8][..],
+            ),
+        ] {
+            let model = typed(rel, shape);
+            let n: usize = shape.iter().product();
+            let input: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut results = Vec::new();
+            let mut matmuls = Vec::new();
+            // 1552 bytes: two columns of the Gemm's 192 rows, eight of the MatMul's 45
+            for limit in [1u64 << 27, 1552] {
+                let program = super::super::lower::lower(&model, 65535, limit).unwrap();
+                matmuls.push(
+                    program
+                        .steps
+                        .iter()
+                        .filter(|s| s.kernel == Kernel::Matmul)
+                        .count(),
+                );
+                let exec = super::Executable::build(gpu.clone(), program).unwrap();
+                results.push(exec.run(&[&input]).unwrap());
+            }
+            assert!(matmuls[1] > matmuls[0], "{rel}: {matmuls:?}");
+            assert_eq!(results[0], results[1], "{rel}");
+        }
+    }
+
     /// `profile` times every dispatch of a plan, names it by its node, and leaves the plan
     /// runnable (the digits model, on whatever adapter there is: lavapipe in CI).
     #[test]
@@ -376,7 +427,7 @@ mod tests {
             .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), [2, 1, 8, 8]))
             .unwrap();
         let typed = model.into_typed().unwrap().into_decluttered().unwrap();
-        let program = super::super::lower::lower(&typed, 65535).unwrap();
+        let program = super::super::lower::lower(&typed, 65535, 1 << 27).unwrap();
         let steps: Vec<String> = program.steps.iter().map(|s| s.node.clone()).collect();
         let exec = super::Executable::build(gpu, program).unwrap();
         let input: Vec<f32> = (0..128).map(|i| (i as f32 * 0.3).sin()).collect();

@@ -45,8 +45,8 @@ pub(crate) enum Kernel {
     Lut,
     /// Rows of a tensor picked by indices held as f32 (Gather: embeddings).
     Gather,
-    /// Batched matrix product in 32×32 output tiles (4×4 per thread, K staged through
-    /// workgroup memory), optional broadcast bias: the einsums that are one.
+    /// Batched matrix product in 32×32 output tiles (4×4 register-blocked outputs per thread),
+    /// optional broadcast bias, output offset: the einsums that are one.
     Matmul,
 }
 
@@ -652,6 +652,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 /// Output rows and columns of one `Matmul` workgroup.
 pub(crate) const MATMUL_TILE: u32 = 32;
 
+// dispatch (N/32, M/32, batch), 8×8 threads; p[8] M, p[9] N, p[10] K, p[11] bias 0 none / 1 in2,
+// p[12..15] a strides (batch, m, k), p[15..18] b strides (batch, k, n),
+// p[18..21] out strides (batch, m, n), p[21..24] bias strides (batch, m, n), p[24] / p[25]
+// output / bias offsets (a column chunk of a product whose weights were split). Thread (x, y)
+// owns rows m0 + y + 8i and columns n0 + x + 8j, i, j < 4, reading A and B from the buffers
+// (register-blocked; see ARCHITECTURE.md for the workgroup-memory variant measured and dropped).
 const MATMUL: &str = r#"
 fn store_row(b: u32, m: u32, n: u32, row: vec4<f32>) {
   if (m >= p[8u]) { return; }
@@ -659,8 +665,8 @@ fn store_row(b: u32, m: u32, n: u32, row: vec4<f32>) {
     let c = n + 8u * j;
     if (c >= p[9u]) { return; }
     var y = row[j];
-    if (p[11u] == 1u) { y = y + in2[b * p[21u] + m * p[22u] + c * p[23u]]; }
-    out[b * p[18u] + m * p[19u] + c * p[20u]] = epilogue(y);
+    if (p[11u] == 1u) { y = y + in2[p[25u] + b * p[21u] + m * p[22u] + c * p[23u]]; }
+    out[p[24u] + b * p[18u] + m * p[19u] + c * p[20u]] = epilogue(y);
   }
 }
 @compute @workgroup_size(8, 8)

@@ -176,6 +176,8 @@ struct Lowering<'a> {
     folded: HashSet<usize>,
     /// The device's most workgroups per dispatch dimension.
     max_groups: u32,
+    /// The device's largest storage binding, bytes.
+    max_binding: u64,
 }
 
 /// Whether the kernels can hold values of this type: f32, and integers as f32 (exact: 8-bit ones
@@ -1191,22 +1193,63 @@ impl<'a> Lowering<'a> {
         else {
             return Ok(false);
         };
+        let node = self.model.node(id);
+        // a constant right operand above the device's binding limit (a classifier's weights on
+        // lavapipe or a mobile GPU: 128 MB) goes up in column chunks that each fit
+        let b_fact = self
+            .model
+            .outlet_fact(node.inputs[1])
+            .map_err(|e| e.to_string())?;
+        let b_elements = b_fact
+            .shape
+            .as_concrete()
+            .map_or(0, |s| s.iter().product::<usize>());
+        let budget = (self.max_binding.saturating_sub(16) / 4) as usize;
+        let chunks = match &b_fact.konst {
+            Some(konst) if b_elements > budget && batch.0 == 1 => {
+                let per_chunk = budget / k.0.max(1);
+                let per_chunk = if per_chunk >= MATMUL_TILE as usize {
+                    per_chunk / MATMUL_TILE as usize * MATMUL_TILE as usize
+                } else {
+                    per_chunk
+                };
+                if per_chunk == 0 {
+                    return Err(format!(
+                        "einsum '{}': one column of its weights is above the binding limit",
+                        node.name
+                    ));
+                }
+                let flat = super::super::f32_values(konst).map_err(|e| e.to_string())?;
+                let mut chunks = Vec::new();
+                for n0 in (0..n.0).step_by(per_chunk) {
+                    let cols = per_chunk.min(n.0 - n0);
+                    let mut slice = Vec::with_capacity(k.0 * cols);
+                    for kk in 0..k.0 {
+                        slice.extend((n0..n0 + cols).map(|c| flat[kk * k.1[1] + c * n.1[0]]));
+                    }
+                    chunks.push((n0, cols, slice));
+                }
+                Some(chunks)
+            }
+            _ => None,
+        };
         // a matrix–vector product wastes most of a 32×32 tile: the generic kernel does better
-        if m.0 < 16 || n.0 < 16 {
+        if chunks.is_none() && (m.0 < 16 || n.0 < 16) {
             return Ok(false);
         }
         let limit = self.max_groups;
+        let widest = chunks
+            .as_ref()
+            .map_or(n.0, |c| c.iter().map(|c| c.1).max().unwrap_or(0));
         let groups = [
-            (n.0 as u32).div_ceil(MATMUL_TILE),
+            (widest as u32).div_ceil(MATMUL_TILE),
             (m.0 as u32).div_ceil(MATMUL_TILE),
             batch.0 as u32,
         ];
         if groups.iter().any(|&g| g > limit) {
             return Ok(false);
         }
-        let node = self.model.node(id);
         let a = self.value_of(node.inputs[0])?;
-        let b = self.value_of(node.inputs[1])?;
         let (bias_value, start) = match &bias {
             Some((add, konst, _)) => {
                 self.folded.insert(*add);
@@ -1216,23 +1259,39 @@ impl<'a> Lowering<'a> {
         };
         let (epi, last) = self.fold_epilogue(start);
         let out_elements: usize = out_shape.iter().product::<usize>().max(1);
-        let mut p = header(out_elements, epi);
-        p.extend([m.0, n.0, k.0, usize::from(bias.is_some())].map(|v| v as u32));
-        p.extend([batch.1[0], m.1[0], k.1[0]].map(|v| v as u32));
-        p.extend([batch.1[1], k.1[1], n.1[0]].map(|v| v as u32));
-        p.extend([batch.1[2], m.1[1], n.1[1]].map(|v| v as u32));
-        p.extend([batch.1[3], m.1[2], n.1[2]].map(|v| v as u32));
-        // without a bias the third binding is any buffer: the output's input `a`
-        let inputs = vec![a, b, bias_value.unwrap_or(a)];
-        self.push_step(id, Kernel::Matmul, p, inputs, out_elements, last);
-        if let Some(step) = self.program.steps.last_mut() {
-            step.groups = Some(groups);
+        // (b value, b's k and n strides, first column, columns) per dispatch
+        let pieces = match chunks {
+            None => vec![(self.value_of(node.inputs[1])?, k.1[1], n.1[0], 0, n.0)],
+            Some(chunks) => chunks
+                .into_iter()
+                .map(|(n0, cols, slice)| {
+                    let v = self.new_value(slice.len(), Origin::Const(Arc::new(slice)));
+                    (v, cols, 1, n0, cols)
+                })
+                .collect(),
+        };
+        let output = self.new_value(out_elements, Origin::Computed);
+        for (b, sbk, sbn, n0, cols) in pieces {
+            let mut p = header(out_elements, epi);
+            p.extend([m.0, cols, k.0, usize::from(bias.is_some())].map(|v| v as u32));
+            p.extend([batch.1[0], m.1[0], k.1[0]].map(|v| v as u32));
+            p.extend([batch.1[1], sbk, sbn].map(|v| v as u32));
+            p.extend([batch.1[2], m.1[1], n.1[1]].map(|v| v as u32));
+            p.extend([batch.1[3], m.1[2], n.1[2]].map(|v| v as u32));
+            p.extend([n0 * n.1[1], n0 * n.1[2]].map(|v| v as u32));
+            self.program.steps.push(Step {
+                kernel: Kernel::Matmul,
+                threads: p[0],
+                groups: Some([(cols as u32).div_ceil(MATMUL_TILE), groups[1], groups[2]]),
+                params: p,
+                // without a bias the third binding is any buffer: the input `a`
+                inputs: vec![a, b, bias_value.unwrap_or(a)],
+                output,
+                node: node.name.clone(),
+            });
         }
-        if start != id && last != start {
-            self.outlet_values.insert(
-                OutletId::new(start, 0),
-                self.program.steps.last().unwrap().output,
-            );
+        for outlet in [id, start, last] {
+            self.outlet_values.insert(OutletId::new(outlet, 0), output);
         }
         Ok(true)
     }
@@ -1374,14 +1433,19 @@ fn oihw(kernel: &Tensor, fmt: KernelFormat, group: usize) -> TractResult<Vec<f32
 }
 
 /// Lowers `model` (decluttered, every shape concrete) for a device that launches at most
-/// `max_groups` workgroups per dispatch dimension.
-pub(crate) fn lower(model: &TypedModel, max_groups: u32) -> Result<Program, String> {
+/// `max_groups` workgroups per dispatch dimension and binds at most `max_binding` bytes.
+pub(crate) fn lower(
+    model: &TypedModel,
+    max_groups: u32,
+    max_binding: u64,
+) -> Result<Program, String> {
     let mut l = Lowering {
         model,
         program: Program::default(),
         outlet_values: HashMap::new(),
         folded: HashSet::new(),
         max_groups,
+        max_binding,
     };
     for id in model.eval_order().map_err(|e| e.to_string())? {
         if l.folded.contains(&id) {

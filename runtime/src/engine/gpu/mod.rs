@@ -136,7 +136,9 @@ impl GpuEngine {
             .and_then(fold_quantization)
             .map_err(|e| Err(load_err(e)))?;
         let max_groups = self.gpu.limits.max_compute_workgroups_per_dimension;
-        let program = lower::lower(&typed, max_groups).map_err(|r| Ok(Unsupported(r)))?;
+        let max_binding = self.gpu.limits.max_storage_buffer_binding_size as u64;
+        let program =
+            lower::lower(&typed, max_groups, max_binding).map_err(|r| Ok(Unsupported(r)))?;
         let exec = Executable::build(self.gpu.clone(), program).map_err(|r| Ok(Unsupported(r)))?;
         Ok((typed, exec))
     }
