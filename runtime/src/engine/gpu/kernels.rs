@@ -1,9 +1,11 @@
 //! The `gpu` engine's WGSL compute kernels. Each kernel is generic over shapes: its sizes and
 //! strides come from a small per-dispatch parameter buffer (`p`, u32 words), so one pipeline per
-//! kernel kind serves every node of every model. One thread per output element.
+//! kernel kind serves every node of every model. One thread per output element, except the
+//! convolution (four adjacent outputs of a row), the matrix product (a 4×4 block, dispatched as
+//! 2-D workgroups) and the row ops (one row).
 //!
 //! Parameter words shared by all kernels:
-//! `p[0]` output elements, `p[1]` threads per dispatch row, `p[2]` epilogue unary op,
+//! `p[0]` threads (output elements for most), `p[1]` threads per dispatch row, `p[2]` epilogue unary op,
 //! `p[3]`/`p[4]` epilogue clamp low/high (f32 bits), `p[5]` epilogue parameter (f32 bits);
 //! kernel-specific words start at [`KERNEL_PARAMS`].
 

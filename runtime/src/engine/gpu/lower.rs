@@ -1,7 +1,8 @@
 //! Lowers tract's decluttered, shape-concrete graph to a `Program` for the `gpu` engine: values
-//! (graph inputs, constants, intermediates) and one kernel dispatch per node, with clamps and
-//! simple unary ops that follow a node folded into its epilogue, and reshapes made free (the
-//! value keeps its buffer). Needs no GPU: what cannot be lowered is reported as a reason, and the
+//! (graph inputs, constants, intermediates) and one kernel dispatch per node (a resize one per
+//! axis, a product with oversized weights one per column chunk), with clamps, simple unary ops
+//! and a matrix product's bias that follow a node folded into it, and reshapes and exact casts
+//! made free (the value keeps its buffer). Needs no GPU: what cannot be lowered is reported as a reason, and the
 //! model then runs on the CPU engine.
 
 use std::collections::{HashMap, HashSet};
