@@ -165,13 +165,13 @@ impl Executable {
 
         let mut dispatches = Vec::new();
         for step in &mut program.steps {
-            if step.threads == 0 {
+            if step.params[0] == 0 {
                 continue;
             }
             let groups = match step.groups {
                 Some(g) => g,
                 None => {
-                    let groups = step.threads.div_ceil(WORKGROUP);
+                    let groups = step.params[0].div_ceil(WORKGROUP);
                     let x = groups.min(gpu.limits.max_compute_workgroups_per_dimension.max(1));
                     step.params[1] = x * WORKGROUP;
                     [x, groups.div_ceil(x), 1]

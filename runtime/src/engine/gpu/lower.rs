@@ -61,9 +61,7 @@ pub(crate) struct Step {
     pub params: Vec<u32>,
     pub inputs: Vec<ValueId>,
     pub output: ValueId,
-    /// Threads to launch (`p[0]`).
-    pub threads: u32,
-    /// Workgroups to launch, for kernels that tile their output (else from `threads`).
+    /// Workgroups to launch, for kernels that tile their output (else from `p[0]` threads).
     pub groups: Option<[u32; 3]>,
     /// Node name, for errors and profiles.
     pub node: String,
@@ -338,6 +336,28 @@ impl<'a> Lowering<'a> {
         (epi, last)
     }
 
+    /// Appends one dispatch of `kernel` writing `output` (threads: `params[0]`).
+    fn dispatch(
+        &mut self,
+        node: usize,
+        kernel: Kernel,
+        params: Vec<u32>,
+        inputs: Vec<ValueId>,
+        output: ValueId,
+        groups: Option<[u32; 3]>,
+    ) {
+        self.program.steps.push(Step {
+            kernel,
+            params,
+            inputs,
+            output,
+            groups,
+            node: self.model.node(node).name.clone(),
+        });
+    }
+
+    /// One dispatch into a new value, which stands for `node`'s output and, when an epilogue
+    /// folded the nodes after it, `last`'s.
     fn push_step(
         &mut self,
         node: usize,
@@ -348,16 +368,7 @@ impl<'a> Lowering<'a> {
         last: usize,
     ) {
         let output = self.new_value(out_elements, Origin::Computed);
-        let threads = params[0];
-        self.program.steps.push(Step {
-            kernel,
-            params,
-            inputs,
-            output,
-            threads,
-            groups: None,
-            node: self.model.node(node).name.clone(),
-        });
+        self.dispatch(node, kernel, params, inputs, output, None);
         self.outlet_values.insert(OutletId::new(last, 0), output);
         if last != node {
             self.outlet_values.insert(OutletId::new(node, 0), output);
@@ -658,15 +669,7 @@ impl<'a> Lowering<'a> {
                         &s[0],
                         &s[1],
                     )?;
-                    self.program.steps.push(Step {
-                        kernel: Kernel::Copy,
-                        threads: params[0],
-                        groups: None,
-                        params,
-                        inputs: vec![input],
-                        output,
-                        node: node.name.clone(),
-                    });
+                    self.dispatch(id, Kernel::Copy, params, vec![input], output, None);
                 }
                 offset += ishape[cat.axis];
             }
@@ -887,15 +890,7 @@ impl<'a> Lowering<'a> {
             let inner: usize = shape[ax + 1..].iter().product();
             p.extend([len_in, len_out, inner, plan.window].map(|v| v as u32));
             let output = self.new_value(elements, Origin::Computed);
-            self.program.steps.push(Step {
-                kernel: Kernel::Resample,
-                threads: p[0],
-                groups: None,
-                params: p,
-                inputs: vec![value, tv],
-                output,
-                node: node.name.clone(),
-            });
+            self.dispatch(id, Kernel::Resample, p, vec![value, tv], output, None);
             value = output;
         }
         self.outlet_values.insert(OutletId::new(last, 0), value);
@@ -1280,16 +1275,10 @@ impl<'a> Lowering<'a> {
             p.extend([batch.1[2], m.1[1], n.1[1]].map(|v| v as u32));
             p.extend([batch.1[3], m.1[2], n.1[2]].map(|v| v as u32));
             p.extend([n0 * n.1[1], n0 * n.1[2]].map(|v| v as u32));
-            self.program.steps.push(Step {
-                kernel: Kernel::Matmul,
-                threads: p[0],
-                groups: Some([(cols as u32).div_ceil(MATMUL_TILE), groups[1], groups[2]]),
-                params: p,
-                // without a bias the third binding is any buffer: the input `a`
-                inputs: vec![a, b, bias_value.unwrap_or(a)],
-                output,
-                node: node.name.clone(),
-            });
+            // without a bias the third binding is any buffer: the input `a`
+            let inputs = vec![a, b, bias_value.unwrap_or(a)];
+            let tiles = [(cols as u32).div_ceil(MATMUL_TILE), groups[1], groups[2]];
+            self.dispatch(id, Kernel::Matmul, p, inputs, output, Some(tiles));
         }
         for outlet in [id, start, last] {
             self.outlet_values.insert(OutletId::new(outlet, 0), output);
