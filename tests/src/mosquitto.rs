@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{free_port, wait_for};
+use crate::free_port;
 
 /// The MQTT user the server connects as.
 pub const SERVER_USER: &str = "ota-server";
@@ -35,12 +35,32 @@ pub fn acl() -> String {
 }
 
 impl Mosquitto {
-    /// Starts `mosquitto` with its config, ACL and log in `dir`.
+    /// Starts `mosquitto` with its config, ACL and log in `dir`. The port comes from
+    /// [`free_port`], which another process may take before Mosquitto binds it; such a start
+    /// (Mosquitto exits) is retried on a fresh port, a few times.
     pub fn start(dir: &Path) -> Mosquitto {
         std::fs::create_dir_all(dir).unwrap();
+        let mut failures = vec![];
+        for _ in 0..5 {
+            match Mosquitto::try_start(dir) {
+                Ok(m) => return m,
+                Err(log) => failures.push(log),
+            }
+        }
+        panic!(
+            "mosquitto did not start (5 ports tried); its logs:\n{}",
+            failures.join("\n---\n")
+        )
+    }
+
+    /// One start on a fresh port: `Err(its log)` when it exits before it runs. It is ready
+    /// once its own log says so: a connection alone could reach whatever else holds the port.
+    fn try_start(dir: &Path) -> Result<Mosquitto, String> {
         let port = free_port();
         let acl_path = dir.join("acl");
         std::fs::write(&acl_path, acl()).unwrap();
+        // its stderr, written through a file this process opens: started as root, Mosquitto
+        // drops to the `mosquitto` user, which cannot open a file in a private temporary dir
         let log = dir.join("mosquitto.log");
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
@@ -51,10 +71,9 @@ impl Mosquitto {
                  acl_file {}\n\
                  persistence false\n\
                  max_inflight_messages 64\n\
-                 log_dest file {}\n\
-                 log_type error\nlog_type warning\nlog_type notice\n",
+                 log_dest stderr\n\
+                 log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
                 acl_path.display(),
-                log.display()
             ),
         )
         .unwrap();
@@ -70,7 +89,7 @@ impl Mosquitto {
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -78,14 +97,23 @@ impl Mosquitto {
                      which .ci/run does)"
                 )
             });
-        let m = Mosquitto { port, child, log };
-        wait_for(
-            "mosquitto to listen",
-            Duration::from_secs(10),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
-            || m.log_text(),
-        );
-        m
+        let mut m = Mosquitto { port, child, log };
+        let running = format!("Opening ipv4 listen socket on port {port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = m.child.try_wait() {
+                return Err(format!("exited ({status}):\n{}", m.log_text()));
+            }
+            let log = m.log_text();
+            if log.contains(&running) && log.contains(" running") {
+                return Ok(m);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for mosquitto to run\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `mqtt://127.0.0.1:{port}`.
