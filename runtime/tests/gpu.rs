@@ -114,8 +114,9 @@ fn load_onnx(onnx: &[u8], name: &str, kind: EngineKind) -> Model {
 
 /// Every graph of `tests/data/gpu_ops` (made by its `make.py`: the ops of PP-OCR's detector and
 /// recognizer, ResNet's strided shortcut, LRN, opset-11 softmax, transposed and grouped
-/// convolutions, linear and nearest resizing) runs on the gpu engine, not the CPU fallback, and
-/// gives the CPU engine's outputs within 1e-3.
+/// convolutions, linear and nearest resizing, attention masks (booleans, Where, IsNaN, GatherND),
+/// dynamic quantization (DynamicQuantizeLinear, ConvInteger, MatMulInteger)) runs on the gpu
+/// engine, not the CPU fallback, and gives the CPU engine's outputs within 1e-3.
 #[test]
 fn every_op_family_graph_runs_on_the_gpu_engine_with_the_cpu_engines_outputs() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gpu_ops");

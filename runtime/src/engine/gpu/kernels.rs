@@ -47,6 +47,12 @@ pub(crate) enum Kernel {
     Lut,
     /// Rows of a tensor picked by indices held as f32 (Gather: embeddings).
     Gather,
+    /// `cond ? a : b` with broadcasting strides (Where; booleans held as 0 / 1).
+    Select,
+    /// ONNX DynamicQuantizeLinear's scale and zero point from a tensor's range (one workgroup).
+    DynamicRange,
+    /// `clamp(round_even(x / scale) + zero point, 0, 255)` with [`Kernel::DynamicRange`]'s pair.
+    DynamicQuantize,
     /// Batched matrix product in 32×32 output tiles (4×4 register-blocked outputs per thread),
     /// optional broadcast bias, output offset: the einsums that are one.
     Matmul,
@@ -62,9 +68,15 @@ impl Kernel {
             | Kernel::Copy
             | Kernel::Rows
             | Kernel::Lrn
-            | Kernel::FakeQuant => 1,
-            Kernel::Binary | Kernel::Einsum | Kernel::Resample | Kernel::Lut | Kernel::Gather => 2,
-            Kernel::Conv | Kernel::Deconv | Kernel::Matmul => 3,
+            | Kernel::FakeQuant
+            | Kernel::DynamicRange => 1,
+            Kernel::Binary
+            | Kernel::Einsum
+            | Kernel::Resample
+            | Kernel::Lut
+            | Kernel::Gather
+            | Kernel::DynamicQuantize => 2,
+            Kernel::Conv | Kernel::Deconv | Kernel::Matmul | Kernel::Select => 3,
         }
     }
 
@@ -102,6 +114,9 @@ impl Kernel {
             Kernel::FakeQuant => FAKE_QUANT,
             Kernel::Lut => LUT,
             Kernel::Gather => GATHER,
+            Kernel::Select => SELECT,
+            Kernel::DynamicRange => DYNAMIC_RANGE,
+            Kernel::DynamicQuantize => DYNAMIC_QUANTIZE,
         });
         s
     }
@@ -129,6 +144,13 @@ pub(crate) enum UnaryOp {
     Ceil = 15,
     /// `x · Φ(x)` with the exact (erf) normal CDF.
     GeluExact = 16,
+    /// 1 where `x` is NaN, else 0 (booleans are held as 0 / 1).
+    IsNan = 17,
+    /// 1 where `x` is 0, else 0 (logical not).
+    Not = 18,
+    /// 1 where `x` is not 0, else 0 (a cast to bool).
+    NonZero = 19,
+    Erf = 20,
 }
 
 impl UnaryOp {
@@ -151,6 +173,9 @@ impl UnaryOp {
             "Floor" => UnaryOp::Floor,
             "Ceil" => UnaryOp::Ceil,
             "GeluExact" => UnaryOp::GeluExact,
+            "IsNan" => UnaryOp::IsNan,
+            "Not" => UnaryOp::Not,
+            "Erf" => UnaryOp::Erf,
             _ => return None,
         })
     }
@@ -167,6 +192,16 @@ pub(crate) enum BinaryOp {
     Max = 4,
     Min = 5,
     Pow = 6,
+    /// Logical ops and comparisons: 1 or 0 (booleans are held as 0 / 1; any non-zero is true).
+    And = 7,
+    Or = 8,
+    Xor = 9,
+    Eq = 10,
+    Ne = 11,
+    Lt = 12,
+    Gt = 13,
+    Le = 14,
+    Ge = 15,
 }
 
 impl BinaryOp {
@@ -180,6 +215,15 @@ impl BinaryOp {
             "Max" => BinaryOp::Max,
             "Min" => BinaryOp::Min,
             "Pow" => BinaryOp::Pow,
+            "And" => BinaryOp::And,
+            "Or" => BinaryOp::Or,
+            "Xor" => BinaryOp::Xor,
+            "Eq" => BinaryOp::Eq,
+            "NE" => BinaryOp::Ne,
+            "LT" => BinaryOp::Lt,
+            "GT" => BinaryOp::Gt,
+            "LTE" => BinaryOp::Le,
+            "GTE" => BinaryOp::Ge,
             _ => return None,
         })
     }
@@ -240,11 +284,19 @@ fn unary(op: u32, x: f32, k: f32) -> f32 {
     case 14u: { return floor(x); }
     case 15u: { return ceil(x); }
     case 16u: { return 0.5 * x * (1.0 + erf(x * 0.70710678118654752)); }
+    // on the bits: a shader compiler may assume floats are never NaN
+    case 17u: { return select(0.0, 1.0, (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u); }
+    case 18u: { return select(0.0, 1.0, x == 0.0); }
+    case 19u: { return select(0.0, 1.0, x != 0.0); }
+    case 20u: { return erf(x); }
     default: { return x; }
   }
 }
 fn epilogue(x: f32) -> f32 {
-  return unary(p[2u], min(max(x, pf(3u)), pf(4u)), pf(5u));
+  // no clamp unless one was folded: min / max may turn a NaN into the bound
+  var y = x;
+  if (p[3u] != 0xff800000u || p[4u] != 0x7f800000u) { y = min(max(x, pf(3u)), pf(4u)); }
+  return unary(p[2u], y, pf(5u));
 }
 "#;
 
@@ -257,7 +309,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 "#;
 
-// p[8] rank (padded to 6), p[9] op, p[10..16] output dims, p[16..22] a strides, p[22..28] b strides
+// p[8] rank (the axes the loop visits; dims and strides padded on the left to 6), p[9] op, p[10..16] output dims, p[16..22] a strides, p[22..28] b strides
 const BINARY: &str = r#"
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -266,7 +318,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var rem = i;
   var ia = 0u;
   var ib = 0u;
-  for (var k = 5i; k >= 0i; k = k - 1i) {
+  for (var k = 5i; k >= 6i - i32(p[8u]); k = k - 1i) {
     let d = p[10u + u32(k)];
     let c = rem % d;
     rem = rem / d;
@@ -283,9 +335,91 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     case 3u: { y = a / b; }
     case 4u: { y = max(a, b); }
     case 5u: { y = min(a, b); }
-    default: { y = pow(a, b); }
+    case 6u: { y = pow(a, b); }
+    case 7u: { y = select(0.0, 1.0, a != 0.0 && b != 0.0); }
+    case 8u: { y = select(0.0, 1.0, a != 0.0 || b != 0.0); }
+    case 9u: { y = select(0.0, 1.0, (a != 0.0) != (b != 0.0)); }
+    case 10u: { y = select(0.0, 1.0, a == b); }
+    case 11u: { y = select(0.0, 1.0, a != b); }
+    case 12u: { y = select(0.0, 1.0, a < b); }
+    case 13u: { y = select(0.0, 1.0, a > b); }
+    case 14u: { y = select(0.0, 1.0, a <= b); }
+    default: { y = select(0.0, 1.0, a >= b); }
   }
   out[i] = epilogue(y);
+}
+"#;
+
+// p[8] rank (as BINARY's), p[10..16] output dims, p[16..22] condition strides, p[22..28] true
+// value strides, p[28..34] false value strides
+const SELECT: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  var rem = i;
+  var ic = 0u;
+  var ia = 0u;
+  var ib = 0u;
+  for (var k = 5i; k >= 6i - i32(p[8u]); k = k - 1i) {
+    let d = p[10u + u32(k)];
+    let c = rem % d;
+    rem = rem / d;
+    ic = ic + c * p[16u + u32(k)];
+    ia = ia + c * p[22u + u32(k)];
+    ib = ib + c * p[28u + u32(k)];
+  }
+  out[i] = epilogue(select(in2[ib], in1[ia], in0[ic] != 0.0));
+}
+"#;
+
+// one workgroup of 256 over p[8] elements: out[0] the scale, out[1] the zero point of the range
+// extended to hold 0 (NaNs skipped), as ONNX DynamicQuantizeLinear and the CPU engine define them
+const DYNAMIC_RANGE: &str = r#"
+var<workgroup> lows: array<f32, 256>;
+var<workgroup> highs: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) t: u32) {
+  var lo = 0.0;
+  var hi = 0.0;
+  for (var i = t; i < p[8u]; i = i + 256u) {
+    let v = in0[i];
+    if (v < lo) { lo = v; }
+    if (v > hi) { hi = v; }
+  }
+  lows[t] = lo;
+  highs[t] = hi;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (t < s) {
+      lows[t] = min(lows[t], lows[t + s]);
+      highs[t] = max(highs[t], highs[t + s]);
+    }
+    workgroupBarrier();
+  }
+  if (t == 0u) {
+    let scale = (highs[0] - lows[0]) / 255.0;
+    var zero_point = 0.0;
+    if (scale > 0.0) { zero_point = clamp(round(-lows[0] / scale), 0.0, 255.0); }
+    out[0] = scale;
+    out[1] = zero_point;
+  }
+}
+"#;
+
+// in1 = [scale, zero point]; NaN (and everything when the scale is 0) → the zero point
+const DYNAMIC_QUANTIZE: &str = r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = thread_index(gid);
+  if (i >= p[0u]) { return; }
+  let scale = in1[0u];
+  let x = in0[i];
+  var q = in1[1u];
+  if (scale > 0.0 && (bitcast<u32>(x) & 0x7fffffffu) <= 0x7f800000u) {
+    q = clamp(round(x / scale) + q, 0.0, 255.0);
+  }
+  out[i] = q;
 }
 "#;
 

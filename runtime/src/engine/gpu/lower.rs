@@ -1,6 +1,7 @@
 //! Lowers tract's decluttered, shape-concrete graph to a `Program` for the `gpu` engine: values
 //! (graph inputs, constants, intermediates) and one kernel dispatch per node (a resize one per
-//! axis, a product with oversized weights one per column chunk), with clamps, simple unary ops
+//! axis, a product with oversized weights one per column chunk, a dynamic quantization three),
+//! with clamps, simple unary ops
 //! and a matrix product's bias that follow a node folded into it, and reshapes and exact casts
 //! made free (the value keeps its buffer). Needs no GPU: what cannot be lowered is reported as a reason, and the
 //! model then runs on the CPU engine.
@@ -8,7 +9,9 @@
 use std::collections::{HashMap, HashSet};
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::tract_core::ops::array::{Gather, MultiBroadcastTo, Slice, TypedConcat};
+use tract_onnx::tract_hir::tract_core::ops::array::{
+    Gather, GatherNd, MultiBroadcastTo, Slice, TypedConcat,
+};
 use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_hir::tract_core::ops::cast::Cast;
 use tract_onnx::tract_hir::tract_core::ops::change_axes::AxisOp;
@@ -18,6 +21,7 @@ use tract_onnx::tract_hir::tract_core::ops::cnn::{
 use tract_onnx::tract_hir::tract_core::ops::downsample::Downsample;
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_hir::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_hir::tract_core::ops::logic::Iff;
 use tract_onnx::tract_hir::tract_core::ops::nn::{
     DataFormat, LeakyRelu, NearestUpsample, Reduce, Reducer, Resize, RmsNorm, Softmax, SoftmaxKind,
 };
@@ -29,6 +33,7 @@ use tract_onnx::tract_hir::tract_core::ops::source::TypedSource;
 use super::kernels::{
     BinaryOp, Kernel, PoolOp, ReduceOp, RowOp, UnaryOp, KERNEL_PARAMS, MATMUL_TILE, MAX_RANK,
 };
+use crate::engine::dynamic_quant::DynamicQuantize;
 use crate::engine::fake_quant::FakeQuant;
 use crate::engine::lrn::Lrn;
 
@@ -179,13 +184,14 @@ struct Lowering<'a> {
     max_binding: u64,
 }
 
-/// Whether the kernels can hold values of this type: f32, and integers as f32 (exact: 8-bit ones
-/// always, token ids and indices below 2^24, which `GpuEngine::run` checks); only ops that move,
-/// pick or compare values, and the quantize / dequantize steps, may read or write integers (see
-/// `moves_values`).
+/// Whether the kernels can hold values of this type: f32, integers as f32 (exact: 8-bit ones
+/// always, token ids and indices below 2^24, which `GpuEngine::run` checks) and booleans as 0 / 1;
+/// only ops that move, pick or compare values, and the quantize / dequantize steps, may read or
+/// write integers and booleans (see `moves_values`).
 fn held_as_f32(dt: DatumType) -> bool {
     [
         f32::datum_type(),
+        bool::datum_type(),
         u8::datum_type(),
         i8::datum_type(),
         i32::datum_type(),
@@ -210,10 +216,11 @@ fn shape_of(model: &TypedModel, outlet: OutletId) -> Result<Vec<usize>, String> 
         .ok_or_else(|| format!("'{}' has a symbolic shape", model.node(outlet.node).name))
 }
 
-/// Ops whose result on 8-bit integers held as f32 is exact: they move, pick or compare values
-/// (and the quantize / dequantize steps, which make and read them).
+/// Ops whose result on integers and booleans held as f32 is exact: they move, pick or compare
+/// values, or are logical (and the quantize / dequantize steps, which make and read 8-bit ones).
 fn moves_values(op: &dyn TypedOp) -> bool {
-    op.downcast_ref::<AxisOp>().is_some()
+    logical(op)
+        || op.downcast_ref::<AxisOp>().is_some()
         || op.downcast_ref::<TypedConcat>().is_some()
         || op.downcast_ref::<Slice>().is_some()
         || op.downcast_ref::<MaxPool>().is_some()
@@ -223,8 +230,22 @@ fn moves_values(op: &dyn TypedOp) -> bool {
         || quantize_step(op).is_some()
         || lookup_table(op).is_some()
         || op.downcast_ref::<Gather>().is_some()
+        || op.downcast_ref::<GatherNd>().is_some()
         || op.downcast_ref::<MultiBroadcastTo>().is_some()
         || op.downcast_ref::<Cast>().is_some()
+}
+
+/// Comparisons, logical ops, NaN tests and Where: 0 / 1 results (or a pick), exact on any
+/// value held as f32.
+fn logical(op: &dyn TypedOp) -> bool {
+    let binary = op
+        .downcast_ref::<TypedBinOp>()
+        .and_then(|b| BinaryOp::from_tract_name(b.0.name()))
+        .is_some_and(|b| b as u32 >= BinaryOp::And as u32);
+    let unary = op
+        .downcast_ref::<ElementWiseOp>()
+        .is_some_and(|e| ["IsNan", "Not"].contains(&&*e.0.name()));
+    binary || unary || op.downcast_ref::<Iff>().is_some()
 }
 
 /// tract's byte table op (what a dequantize → f32 op → quantize chain on 8-bit values becomes).
@@ -403,6 +424,9 @@ impl<'a> Lowering<'a> {
             // constants (and anything tract folded to one) are uploaded when first used
             return Ok(());
         }
+        if op.downcast_ref::<DynamicQuantize>().is_some() {
+            return self.lower_dynamic_quantize(id);
+        }
         if node.outputs.len() != 1 {
             return Err(format!(
                 "'{}' ({}) has several outputs",
@@ -455,8 +479,19 @@ impl<'a> Lowering<'a> {
                 .map_err(|e| e.to_string())?
                 .datum_type;
             let wide_integer = cast.to == i32::datum_type() || cast.to == i64::datum_type();
+            if cast.to == bool::datum_type() && from != bool::datum_type() {
+                let input = self.value_of(node.inputs[0])?;
+                let epi = Epilogue {
+                    op: UnaryOp::NonZero,
+                    ..Default::default()
+                };
+                let params = header(out_elements, epi);
+                self.push_step(id, Kernel::Unary, params, vec![input], out_elements, id);
+                return Ok(());
+            }
             let exact = cast.to == from
                 || cast.to == f32::datum_type()
+                || from == bool::datum_type()
                 || (wide_integer && !from.is_float());
             if !exact {
                 return Err(format!(
@@ -479,6 +514,27 @@ impl<'a> Lowering<'a> {
             let mut p = header(out_elements, epi);
             p.extend([data_shape[axis], indices.max(1), inner.max(1)].map(|v| v as u32));
             self.push_step(id, Kernel::Gather, p, vec![data, ix], out_elements, last);
+            return Ok(());
+        }
+        if let Some(gnd) = op.downcast_ref::<GatherNd>() {
+            return self.lower_gather_nd(id, gnd, out_elements);
+        }
+        if op.downcast_ref::<Iff>().is_some() {
+            let ins = (0..3)
+                .map(|slot| self.value_of(node.inputs[slot]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sets = (0..3)
+                .map(|slot| broadcast_strides(&in_shape(slot)?, &out_shape))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (dims, s) = merge_axes(&out_shape, &sets);
+            let (epi, last) = self.fold_epilogue(id);
+            let mut p = header(out_elements, epi);
+            p.extend([dims.len() as u32, 0]);
+            p.extend(pad_left(&dims, 1)?);
+            for set in &s {
+                p.extend(pad_left(set, 0)?);
+            }
+            self.push_step(id, Kernel::Select, p, ins, out_elements, last);
             return Ok(());
         }
         if op.downcast_ref::<MultiBroadcastTo>().is_some() {
@@ -790,6 +846,96 @@ impl<'a> Lowering<'a> {
 
     /// A `FakeQuant` step: `[1 / scale, zero point, lo, hi]` of the quantize half, `[scale, zero
     /// point]` of the dequantize half.
+    /// GatherNd with constant indices: each index tuple is a row of the data viewed as
+    /// `[rows, inner]`, so it is a Gather of precomputed row numbers.
+    fn lower_gather_nd(
+        &mut self,
+        id: usize,
+        gnd: &GatherNd,
+        out_elements: usize,
+    ) -> Result<(), String> {
+        let node = self.model.node(id);
+        let data_shape = shape_of(self.model, node.inputs[0])?;
+        let fact = self
+            .model
+            .outlet_fact(node.inputs[1])
+            .map_err(|e| e.to_string())?;
+        let (Some(indices), 0) = (&fact.konst, gnd.batch_dims) else {
+            return Err(format!(
+                "GatherNd '{}' with computed indices or batch dims",
+                node.name
+            ));
+        };
+        let indices = indices
+            .cast_to::<i64>()
+            .map_err(|e| e.to_string())?
+            .to_plain_array_view::<i64>()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .copied()
+            .collect::<Vec<i64>>();
+        let depth = *fact
+            .shape
+            .as_concrete()
+            .and_then(|s| s.last())
+            .unwrap_or(&0);
+        if depth == 0 || depth > data_shape.len() {
+            return Err(format!("GatherNd '{}': index depth {depth}", node.name));
+        }
+        let rows: usize = data_shape[..depth].iter().product();
+        if rows > 1 << 24 {
+            return Err(format!("GatherNd '{}' over {rows} rows", node.name));
+        }
+        let inner: usize = data_shape[depth..].iter().product();
+        let mut table = vec![];
+        for tuple in indices.chunks(depth) {
+            let mut row = 0i64;
+            for (&ix, &dim) in tuple.iter().zip(&data_shape) {
+                let ix = if ix < 0 { ix + dim as i64 } else { ix };
+                if !(0..dim as i64).contains(&ix) {
+                    return Err(format!("GatherNd '{}': index {ix} out of range", node.name));
+                }
+                row = row * dim as i64 + ix;
+            }
+            table.push(row as f32);
+        }
+        let data = self.value_of(node.inputs[0])?;
+        let count = table.len();
+        let tv = self.new_value(count.max(1), Origin::Const(Arc::new(table)));
+        let (epi, last) = self.fold_epilogue(id);
+        let mut p = header(out_elements, epi);
+        p.extend([rows, count.max(1), inner.max(1)].map(|v| v as u32));
+        self.push_step(id, Kernel::Gather, p, vec![data, tv], out_elements, last);
+        Ok(())
+    }
+
+    /// ONNX DynamicQuantizeLinear (dynamic quantization graphs): the range and the pair
+    /// `[scale, zero point]` in one single-workgroup dispatch, the u8 values (held as f32) from
+    /// them, and the pair copied out as the op's scalar outputs 1 and 2.
+    fn lower_dynamic_quantize(&mut self, id: usize) -> Result<(), String> {
+        let node = self.model.node(id);
+        let n = shape_of(self.model, node.inputs[0])?
+            .iter()
+            .product::<usize>()
+            .max(1);
+        let x = self.value_of(node.inputs[0])?;
+        let pair = self.new_value(2, Origin::Computed);
+        let mut p = header(1, Epilogue::default());
+        p.push(n as u32);
+        self.dispatch(id, Kernel::DynamicRange, p, vec![x], pair, Some([1, 1, 1]));
+        let q = self.new_value(n, Origin::Computed);
+        let p = header(n, Epilogue::default());
+        self.dispatch(id, Kernel::DynamicQuantize, p, vec![x, pair], q, None);
+        self.outlet_values.insert(OutletId::new(id, 0), q);
+        for slot in 1..3 {
+            let v = self.new_value(1, Origin::Computed);
+            let p = copy_params(1, Epilogue::default(), slot - 1, 0, &[1], &[1], &[1])?;
+            self.dispatch(id, Kernel::Copy, p, vec![pair], v, None);
+            self.outlet_values.insert(OutletId::new(id, slot), v);
+        }
+        Ok(())
+    }
+
     fn lower_fake_quant(
         &mut self,
         id: usize,

@@ -1,10 +1,12 @@
-//! The `gpu` engine: tract parses and declutters the graph, `lower` turns it into WGSL compute
+//! The `gpu` engine: tract parses and declutters the graph, the exact quantization rewrites make
+//! its tensors f32 (`fold_quantization`, `integer_matmul`), `lower` turns it into WGSL compute
 //! dispatches (kernels in `kernels`), `exec` plans the device buffers once and runs one command
 //! submission per inference. Shapes are fixed per plan: the manifest's shapes with named dims at
 //! 1 are planned at load; other input shapes get their own plan on first sight (a few are kept).
 
 mod device;
 mod exec;
+mod integer_matmul;
 mod kernels;
 mod lower;
 
@@ -53,10 +55,15 @@ pub fn adapter() -> Result<String, String> {
 }
 
 /// The exact rewrites that leave a quantized graph's tensors f32: dequantized constant weights
-/// folded into f32 constants, and each activation's quantize → dequantize pair made one f32 op
-/// (what the CPU engine does first too), so QDQ and QOperator models lower like float ones.
+/// folded into f32 constants, integer matrix products as float ones, dynamic quantization as our
+/// one `DynamicQuantize` op (lowered to a range and a quantize kernel) with the int32 round trip
+/// after each ConvInteger and MatMulInteger dropped, and each
+/// activation's quantize → dequantize pair made one f32 op (what the CPU engine does first too),
+/// so QDQ, QOperator and dynamic models lower like float ones.
 fn fold_quantization(mut typed: TypedModel) -> TractResult<TypedModel> {
     super::const_weights::substitute(&mut typed)?;
+    integer_matmul::substitute(&mut typed)?;
+    super::dynamic_quant::substitute(&mut typed)?;
     super::fake_quant::substitute(&mut typed)?;
     Ok(typed)
 }

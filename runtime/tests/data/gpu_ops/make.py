@@ -184,3 +184,52 @@ save("token_embedding_gelu", [
     w("emb", 50, 16, scale=1.0), w("w", 16, 24), c("sqrt2", np.sqrt(2.0)), c("one", 1.0),
     c("half", 0.5),
 ], x_type=TensorProto.INT64)
+
+# a transformer's attention mask and guards: booleans (held as 0 / 1 on the gpu) from a cast,
+# comparisons and logical ops, Where picking scores or a large negative before a softmax, IsNaN
+# replacing NaNs (here sqrt of negatives), a standalone Erf, GatherND with constant indices
+save("mask_logic_where", [
+    N("Floor", ["x"], ["fl"]),
+    N("Cast", ["fl"], ["m1"], to=TensorProto.BOOL),
+    N("Less", ["x", "lt"], ["m2"]),
+    N("And", ["m1", "m2"], ["m3"]),
+    N("Equal", ["fl", "one"], ["eq"]),
+    N("Not", ["eq"], ["ne"]),
+    N("Or", ["m3", "ne"], ["m4"]),
+    N("GreaterOrEqual", ["x", "ge"], ["m5"]),
+    N("Xor", ["m4", "m5"], ["mask"]),
+    N("Where", ["mask", "x", "neg"], ["scores"]),
+    N("Softmax", ["scores"], ["s"], axis=-1),
+    N("Sqrt", ["x"], ["r"]),
+    N("IsNaN", ["r"], ["nan"]),
+    N("Where", ["nan", "zero", "r"], ["rr"]),
+    N("Erf", ["x"], ["e"]),
+    N("Cast", ["m3"], ["m3f"], to=TensorProto.FLOAT),
+    N("Sum", ["s", "rr", "e", "m3f"], ["t"]),
+    N("GatherND", ["t", "idx"], ["y"]),
+], [2, 8, 8], [3, 8], [
+    c("lt", 0.3), c("one", 1.0), c("ge", -0.5), c("neg", -3.4e38), c("zero", 0.0),
+    c("idx", [[1, 2], [0, 7], [1, 0]], np.int64),
+])
+
+# ONNX Runtime's dynamic quantization (quantize_dynamic): each activation quantized at run time
+# from its own range (DynamicQuantizeLinear), ConvInteger and MatMulInteger on the u8 values with
+# the runtime zero point, the int32 result cast back and scaled by x_scale · w_scale
+save("dynamic_quant_conv_matmul", [
+    N("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+    N("ConvInteger", ["xq", "cw", "xz", "cwz"], ["ci"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    N("Cast", ["ci"], ["cf"], to=TensorProto.FLOAT),
+    N("Mul", ["xs", "cws"], ["cs"]),
+    N("Mul", ["cf", "cs"], ["co"]),
+    N("Relu", ["co"], ["r"]),
+    N("Flatten", ["r"], ["f"]),
+    N("DynamicQuantizeLinear", ["f"], ["fq", "fs", "fz"]),
+    N("MatMulInteger", ["fq", "mw", "fz", "mwz"], ["mi"]),
+    N("Cast", ["mi"], ["mf"], to=TensorProto.FLOAT),
+    N("Mul", ["fs", "mws"], ["ms"]),
+    N("Mul", ["mf", "ms"], ["y"]),
+], [1, 3, 8, 8], [1, 10], [
+    c("cw", rng.integers(0, 256, (4, 3, 3, 3)), np.uint8), c("cwz", 131, np.uint8),
+    c("cws", 0.02), c("mw", rng.integers(0, 256, (256, 10)), np.uint8), c("mwz", 119, np.uint8),
+    c("mws", 0.004),
+])
