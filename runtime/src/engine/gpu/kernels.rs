@@ -98,6 +98,9 @@ impl Kernel {
         if matches!(self, Kernel::Conv | Kernel::Deconv) {
             s.push_str(CONV_GEOMETRY);
         }
+        if matches!(self, Kernel::Binary | Kernel::Select) {
+            s.push_str(BROADCAST);
+        }
         s.push_str(match self {
             Kernel::Unary => UNARY,
             Kernel::Binary => BINARY,
@@ -309,24 +312,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 "#;
 
-// p[8] rank (the axes the loop visits; dims and strides padded on the left to 6), p[9] op, p[10..16] output dims, p[16..22] a strides, p[22..28] b strides
+// BINARY's and SELECT's parameter words after the header: p[8] rank (the axes the walk visits;
+// dims and strides padded on the left to 6), p[9] op, p[10..16] output dims, p[16..22],
+// p[22..28], p[28..34] the three operands' strides (BINARY's third set is zeros)
+const BROADCAST: &str = r#"
+fn broadcast_offsets(i: u32) -> vec3<u32> {
+  var rem = i;
+  var at = vec3<u32>(0u);
+  for (var k = 5i; k >= 6i - i32(p[8u]); k = k - 1i) {
+    let d = p[10u + u32(k)];
+    let c = rem % d;
+    rem = rem / d;
+    at = at + c * vec3<u32>(p[16u + u32(k)], p[22u + u32(k)], p[28u + u32(k)]);
+  }
+  return at;
+}
+"#;
+
 const BINARY: &str = r#"
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = thread_index(gid);
   if (i >= p[0u]) { return; }
-  var rem = i;
-  var ia = 0u;
-  var ib = 0u;
-  for (var k = 5i; k >= 6i - i32(p[8u]); k = k - 1i) {
-    let d = p[10u + u32(k)];
-    let c = rem % d;
-    rem = rem / d;
-    ia = ia + c * p[16u + u32(k)];
-    ib = ib + c * p[22u + u32(k)];
-  }
-  let a = in0[ia];
-  let b = in1[ib];
+  let at = broadcast_offsets(i);
+  let a = in0[at.x];
+  let b = in1[at.y];
   var y = 0.0;
   switch p[9u] {
     case 0u: { y = a + b; }
@@ -350,26 +360,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 "#;
 
-// p[8] rank (as BINARY's), p[10..16] output dims, p[16..22] condition strides, p[22..28] true
-// value strides, p[28..34] false value strides
+// BROADCAST's words: the condition, the true and the false value
 const SELECT: &str = r#"
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = thread_index(gid);
   if (i >= p[0u]) { return; }
-  var rem = i;
-  var ic = 0u;
-  var ia = 0u;
-  var ib = 0u;
-  for (var k = 5i; k >= 6i - i32(p[8u]); k = k - 1i) {
-    let d = p[10u + u32(k)];
-    let c = rem % d;
-    rem = rem / d;
-    ic = ic + c * p[16u + u32(k)];
-    ia = ia + c * p[22u + u32(k)];
-    ib = ib + c * p[28u + u32(k)];
-  }
-  out[i] = epilogue(select(in2[ib], in1[ia], in0[ic] != 0.0));
+  let at = broadcast_offsets(i);
+  out[i] = epilogue(select(in2[at.z], in1[at.y], in0[at.x] != 0.0));
 }
 "#;
 

@@ -200,9 +200,14 @@ fn held_as_f32(dt: DatumType) -> bool {
     .contains(&dt)
 }
 
+/// `outlet`'s fact; tract's error as text (a fallback reason).
+fn fact_of(model: &TypedModel, outlet: OutletId) -> Result<&TypedFact, String> {
+    model.outlet_fact(outlet).map_err(|e| e.to_string())
+}
+
 /// The concrete shape of a value the kernels can hold (`held_as_f32`).
 fn shape_of(model: &TypedModel, outlet: OutletId) -> Result<Vec<usize>, String> {
-    let fact = model.outlet_fact(outlet).map_err(|e| e.to_string())?;
+    let fact = fact_of(model, outlet)?;
     if !held_as_f32(fact.datum_type) {
         return Err(format!(
             "'{}' carries {:?} tensors (the gpu kernels compute in f32)",
@@ -286,7 +291,7 @@ impl<'a> Lowering<'a> {
         if let Some(&v) = self.outlet_values.get(&outlet) {
             return Ok(v);
         }
-        let fact = self.model.outlet_fact(outlet).map_err(|e| e.to_string())?;
+        let fact = fact_of(self.model, outlet)?;
         if let Some(k) = &fact.konst {
             let data = super::super::f32_values(k).map_err(|e| e.to_string())?;
             let v = self.new_value(data.len().max(1), Origin::Const(Arc::new(data)));
@@ -414,13 +419,7 @@ impl<'a> Lowering<'a> {
             self.program.inputs.push((v, shape));
             return Ok(());
         }
-        if model
-            .outlet_fact(out_outlet)
-            .map_err(|e| e.to_string())?
-            .konst
-            .is_some()
-            && node.outputs.len() == 1
-        {
+        if fact_of(model, out_outlet)?.konst.is_some() && node.outputs.len() == 1 {
             // constants (and anything tract folded to one) are uploaded when first used
             return Ok(());
         }
@@ -440,7 +439,7 @@ impl<'a> Lowering<'a> {
         if !moves_values(op.as_ref()) {
             // constant inputs (sizes, axes, weights) are each op's business
             for outlet in node.inputs.iter().chain([&out_outlet]) {
-                let fact = model.outlet_fact(*outlet).map_err(|e| e.to_string())?;
+                let fact = fact_of(model, *outlet)?;
                 let dt = fact.datum_type;
                 if dt != f32::datum_type() && (fact.konst.is_none() || *outlet == out_outlet) {
                     return Err(format!(
@@ -474,10 +473,7 @@ impl<'a> Lowering<'a> {
         if let Some(cast) = op.downcast_ref::<Cast>() {
             // held values that stay what they are: to f32, or integers to a wide integer (f32 to
             // an integer would truncate, a narrower integer wrap)
-            let from = model
-                .outlet_fact(node.inputs[0])
-                .map_err(|e| e.to_string())?
-                .datum_type;
+            let from = fact_of(model, node.inputs[0])?.datum_type;
             let wide_integer = cast.to == i32::datum_type() || cast.to == i64::datum_type();
             if cast.to == bool::datum_type() && from != bool::datum_type() {
                 let input = self.value_of(node.inputs[0])?;
@@ -520,22 +516,7 @@ impl<'a> Lowering<'a> {
             return self.lower_gather_nd(id, gnd, out_elements);
         }
         if op.downcast_ref::<Iff>().is_some() {
-            let ins = (0..3)
-                .map(|slot| self.value_of(node.inputs[slot]))
-                .collect::<Result<Vec<_>, _>>()?;
-            let sets = (0..3)
-                .map(|slot| broadcast_strides(&in_shape(slot)?, &out_shape))
-                .collect::<Result<Vec<_>, _>>()?;
-            let (dims, s) = merge_axes(&out_shape, &sets);
-            let (epi, last) = self.fold_epilogue(id);
-            let mut p = header(out_elements, epi);
-            p.extend([dims.len() as u32, 0]);
-            p.extend(pad_left(&dims, 1)?);
-            for set in &s {
-                p.extend(pad_left(set, 0)?);
-            }
-            self.push_step(id, Kernel::Select, p, ins, out_elements, last);
-            return Ok(());
+            return self.lower_broadcasting(id, Kernel::Select, 0, &out_shape);
         }
         if op.downcast_ref::<MultiBroadcastTo>().is_some() {
             let src = broadcast_strides(&in_shape(0)?, &out_shape)?;
@@ -547,11 +528,7 @@ impl<'a> Lowering<'a> {
             return Ok(());
         }
         if let Some(lut) = lookup_table(op.as_ref()) {
-            let signed = model
-                .outlet_fact(out_outlet)
-                .map_err(|e| e.to_string())?
-                .datum_type
-                == i8::datum_type();
+            let signed = fact_of(model, out_outlet)?.datum_type == i8::datum_type();
             let table: Vec<f32> = lut
                 .table
                 .table()
@@ -619,20 +596,7 @@ impl<'a> Lowering<'a> {
                     return Ok(());
                 }
             }
-            let a = self.value_of(node.inputs[0])?;
-            let b = self.value_of(node.inputs[1])?;
-            let sa = broadcast_strides(&in_shape(0)?, &out_shape)?;
-            let sb = broadcast_strides(&in_shape(1)?, &out_shape)?;
-            let (dims, s) = merge_axes(&out_shape, &[sa, sb]);
-            let (epi, last) = self.fold_epilogue(id);
-            let mut p = header(out_elements, epi);
-            p.push(dims.len() as u32);
-            p.push(bop as u32);
-            p.extend(pad_left(&dims, 1)?);
-            p.extend(pad_left(&s[0], 0)?);
-            p.extend(pad_left(&s[1], 0)?);
-            self.push_step(id, Kernel::Binary, p, vec![a, b], out_elements, last);
-            return Ok(());
+            return self.lower_broadcasting(id, Kernel::Binary, bop as u32, &out_shape);
         }
         if let Some(ew) = op.downcast_ref::<ElementWiseOp>() {
             let name = ew.0.name();
@@ -844,8 +808,38 @@ impl<'a> Lowering<'a> {
         Err(format!("op {} ('{}')", op.name(), node.name))
     }
 
-    /// A `FakeQuant` step: `[1 / scale, zero point, lo, hi]` of the quantize half, `[scale, zero
-    /// point]` of the dequantize half.
+    /// An element-wise step over broadcast operands (`Binary`: `op` its code; `Select`): every
+    /// input of the node read at output coordinates, the axes merged where all allow it.
+    fn lower_broadcasting(
+        &mut self,
+        id: usize,
+        kernel: Kernel,
+        op: u32,
+        out_shape: &[usize],
+    ) -> Result<(), String> {
+        let node = self.model.node(id);
+        let mut inputs = vec![];
+        let mut stride_sets = vec![];
+        for &outlet in &node.inputs {
+            inputs.push(self.value_of(outlet)?);
+            let shape = shape_of(self.model, outlet)?;
+            stride_sets.push(broadcast_strides(&shape, out_shape)?);
+        }
+        let (dims, s) = merge_axes(out_shape, &stride_sets);
+        let out_elements = out_shape.iter().product::<usize>().max(1);
+        let (epi, last) = self.fold_epilogue(id);
+        let mut p = header(out_elements, epi);
+        p.extend([dims.len() as u32, op]);
+        p.extend(pad_left(&dims, 1)?);
+        // three stride sets whatever the operand count (BROADCAST in kernels.rs)
+        for set in &s {
+            p.extend(pad_left(set, 0)?);
+        }
+        p.resize(KERNEL_PARAMS + 2 + 4 * MAX_RANK, 0);
+        self.push_step(id, kernel, p, inputs, out_elements, last);
+        Ok(())
+    }
+
     /// GatherNd with constant indices: each index tuple is a row of the data viewed as
     /// `[rows, inner]`, so it is a Gather of precomputed row numbers.
     fn lower_gather_nd(
@@ -856,10 +850,7 @@ impl<'a> Lowering<'a> {
     ) -> Result<(), String> {
         let node = self.model.node(id);
         let data_shape = shape_of(self.model, node.inputs[0])?;
-        let fact = self
-            .model
-            .outlet_fact(node.inputs[1])
-            .map_err(|e| e.to_string())?;
+        let fact = fact_of(self.model, node.inputs[1])?;
         let (Some(indices), 0) = (&fact.konst, gnd.batch_dims) else {
             return Err(format!(
                 "GatherNd '{}' with computed indices or batch dims",
@@ -936,6 +927,8 @@ impl<'a> Lowering<'a> {
         Ok(())
     }
 
+    /// A `FakeQuant` step: `[1 / scale, zero point, lo, hi]` of the quantize half, `[scale, zero
+    /// point]` of the dequantize half.
     fn lower_fake_quant(
         &mut self,
         id: usize,
@@ -978,10 +971,7 @@ impl<'a> Lowering<'a> {
             let Some(ix) = ix.filter(|&ix| ix < node.inputs.len()) else {
                 return Ok(None);
             };
-            let fact = self
-                .model
-                .outlet_fact(node.inputs[ix])
-                .map_err(|e| e.to_string())?;
+            let fact = fact_of(self.model, node.inputs[ix])?;
             match &fact.konst {
                 Some(k) => Ok(Some(k.clone())),
                 None => Err(format!("resize '{}' with computed scales", node.name)),
@@ -1052,10 +1042,7 @@ impl<'a> Lowering<'a> {
         let spec = &de.pool_spec;
         let ishape = shape_of(self.model, node.inputs[0])?;
         let (n, c, hw) = nchw(spec, &ishape)?;
-        let kernel = self
-            .model
-            .outlet_fact(node.inputs[1])
-            .map_err(|e| e.to_string())?
+        let kernel = fact_of(self.model, node.inputs[1])?
             .konst
             .clone()
             .ok_or_else(|| {
@@ -1112,10 +1099,7 @@ impl<'a> Lowering<'a> {
 
     /// The bias word of a convolution: 1 per output channel, 2 one scalar.
     fn bias_kind(&self, node: &TypedNode, slot: usize, channels: usize) -> Result<u32, String> {
-        let len = self
-            .model
-            .outlet_fact(node.inputs[slot])
-            .map_err(|e| e.to_string())?
+        let len = fact_of(self.model, node.inputs[slot])?
             .shape
             .as_concrete()
             .map(|s| s.iter().product::<usize>())
@@ -1142,10 +1126,7 @@ impl<'a> Lowering<'a> {
             ),
         };
         let o = conv.pool_spec.output_channels;
-        let kfact = self
-            .model
-            .outlet_fact(node.inputs[1])
-            .map_err(|e| e.to_string())?;
+        let kfact = fact_of(self.model, node.inputs[1])?;
         let kernel = kfact
             .konst
             .clone()
@@ -1338,10 +1319,7 @@ impl<'a> Lowering<'a> {
         let node = self.model.node(id);
         // a constant right operand above the device's binding limit (a classifier's weights on
         // lavapipe or a mobile GPU: 128 MB) goes up in column chunks that each fit
-        let b_fact = self
-            .model
-            .outlet_fact(node.inputs[1])
-            .map_err(|e| e.to_string())?;
+        let b_fact = fact_of(self.model, node.inputs[1])?;
         let b_elements = b_fact
             .shape
             .as_concrete()
