@@ -23,9 +23,11 @@ fn a_rollout_resumes_after_the_server_is_killed_mid_phase() {
     let r1 = server.roll(&v1, json!([{"percent": 100}]), gates.clone(), "pause");
     wait_converged(&server, &r1, &agents, "1.0.0", Duration::from_secs(90));
     let v2 = server.push(keys.digits("2.0.0", |_| {}));
+    // the soak outlasts the kill and the restart (a few seconds on a loaded 2-core machine): were
+    // it over first, the rollout would rightly be in phase 1, with a new phase clock
     let r2 = server.roll(
         &v2,
-        json!([{"percent": 50, "soak_seconds": 4}, {"percent": 100}]),
+        json!([{"percent": 50, "soak_seconds": 15}, {"percent": 100}]),
         gates,
         "pause",
     );
