@@ -24,7 +24,7 @@ fn twenty_swaps_through_the_agent_fail_no_request() {
     agent.wait_ready();
     // one input row over and over is all the drift there is: this test is about swaps, so the
     // trials never reach a verdict (each swap supersedes the running trial)
-    let endless = |s: &mut edge_runtime::pack::PackSpec| {
+    let endless = |s: &mut edge_pack::pack::PackSpec| {
         let h = s.health.as_mut().unwrap();
         h.trial_seconds = 600;
         h.min_requests = u64::MAX;

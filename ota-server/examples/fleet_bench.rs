@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use edge_bundle::SigningKey;
 use edge_protocol::{seal, Header, Histogram, Kind, Telemetry, TelemetryWindow};
-use edge_runtime::SigningKey;
 use ota_server::bundles::BundleRecord;
 use ota_server::devices::DeviceRecord;
 use ota_server::engine::step;

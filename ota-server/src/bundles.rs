@@ -6,8 +6,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use edge_runtime::bundle::{verify_bytes, VerifyPolicy};
-use edge_runtime::trust::TrustRoot;
+use edge_bundle::trust::TrustRoot;
+use edge_bundle::{verify_bytes, VerifyPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -106,9 +106,9 @@ impl<S: Store + ?Sized> Bundles<S> {
 
     /// The signed manifest of a stored bundle (verified at upload; read back without the
     /// signature check), or None if its file is missing or unreadable.
-    pub fn manifest(&self, sha256: &str) -> Option<edge_runtime::bundle::Manifest> {
+    pub fn manifest(&self, sha256: &str) -> Option<edge_bundle::Manifest> {
         let bytes = std::fs::read(self.path(sha256)).ok()?;
-        edge_runtime::bundle::inspect(&bytes, &Default::default())
+        edge_bundle::inspect(&bytes, &Default::default())
             .ok()
             .map(|i| i.manifest)
     }
@@ -156,7 +156,7 @@ impl<S: Store + ?Sized> Bundles<S> {
         // the file first (complete under its final name), then the record
         let path = self.path(&sha);
         if !path.exists() {
-            edge_runtime::bundle::write_durably(&self.dir, &format!("{sha}.efb"), bytes)
+            edge_bundle::write_durably(&self.dir, &format!("{sha}.efb"), bytes)
                 .map_err(io(&path))?;
         }
         self.records.put(Table::Bundles, &sha, &record)?;

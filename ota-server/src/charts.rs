@@ -5,7 +5,7 @@
 //! reference, mean confidence, reporting devices; install failure rate in the phase points),
 //! plus the gate thresholds and the decision log.
 
-use edge_runtime::bundle::ReferenceStats;
+use edge_bundle::ReferenceStats;
 use serde_json::{json, Value};
 
 use crate::health::PhaseAggregate;

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use edge_bundle::VerifyingKey;
 use edge_protocol::enroll::{proof_message, EnrollRequest, EnrollResponse};
 use edge_protocol::topics::validate_device_id;
-use edge_runtime::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -377,8 +377,8 @@ mod tests {
             [("site".to_string(), "berlin".to_string())].into(),
         )
         .unwrap();
-        let k1 = edge_runtime::keys::generate().unwrap();
-        let k2 = edge_runtime::keys::generate().unwrap();
+        let k1 = edge_bundle::keys::generate().unwrap();
+        let k2 = edge_bundle::keys::generate().unwrap();
 
         let e = enroll(&records, &request(&k1, "dev-1", "wrong"), 1).unwrap_err();
         assert!(matches!(e, EnrollError::Forbidden(_)), "{e}");

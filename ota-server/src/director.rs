@@ -3,8 +3,8 @@
 //! is a store counter, so it only grows, across restarts too: an agent refuses a desired state
 //! whose sequence number is not newer than the last one it accepted.
 
+use edge_bundle::SigningKey;
 use edge_protocol::{seal, DesiredModel, DesiredState, Header, Kind};
-use edge_runtime::SigningKey;
 use minicbor::bytes::ByteArray;
 
 use crate::desired::Target;

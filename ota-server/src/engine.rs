@@ -51,7 +51,7 @@ fn creation_order(id: &str) -> u64 {
 pub fn step<S: Store + ?Sized>(
     records: &Records<S>,
     now: u64,
-    reference: impl Fn(&str) -> edge_runtime::bundle::ReferenceStats,
+    reference: impl Fn(&str) -> edge_bundle::ReferenceStats,
 ) -> Result<StepReport, StoreError> {
     let devices: Vec<DeviceRecord> = records.list(Table::Devices, "", usize::MAX)?;
     let mut rollouts: Vec<Rollout> = records.list(Table::Rollouts, "", usize::MAX)?;

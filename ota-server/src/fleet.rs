@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use edge_bundle::ReferenceStats;
+use edge_bundle::SigningKey;
 use edge_protocol::envelope::EnvelopeError;
 use edge_protocol::topics;
-use edge_runtime::bundle::ReferenceStats;
-use edge_runtime::SigningKey;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 

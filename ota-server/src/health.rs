@@ -7,9 +7,9 @@
 
 use std::collections::BTreeSet;
 
+use edge_bundle::stats::psi;
+use edge_bundle::ReferenceStats;
 use edge_protocol::{Histogram, TelemetryWindow};
-use edge_runtime::bundle::ReferenceStats;
-use edge_runtime::stats::psi;
 use serde::{Deserialize, Serialize};
 
 use crate::rollout::PhaseHealth;

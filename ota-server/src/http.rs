@@ -14,8 +14,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edge_bundle::trust::TrustRoot;
 use edge_protocol::enroll::EnrollRequest;
-use edge_runtime::trust::TrustRoot;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -18,9 +18,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use edge_bundle::VerifyingKey;
 use edge_protocol::envelope::{decode_body, open_raw, EnvelopeError};
 use edge_protocol::{Events, Hello, Kind, Step, Telemetry};
-use edge_runtime::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::cohort::in_phase;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use edge_runtime::trust::{RootAnchor, TrustRoot};
+use edge_bundle::trust::{RootAnchor, TrustRoot};
 use ota_server::auth::{create_token, Role};
 use ota_server::bundles::Bundles;
 use ota_server::fleet::{BrokerLink, Fleet, FleetConfig};
@@ -82,7 +82,7 @@ fn load_trust(data: &Path) -> Result<TrustRoot> {
     let bytes = std::fs::read(data.join("trust.cbor"))
         .context("data dir has no trust.cbor; run `ota-server init`")?;
     let anchor = match std::fs::read_to_string(data.join("root.pub")) {
-        Ok(text) => RootAnchor::Pinned(edge_runtime::keys::parse_public_key(&text, "root.pub")?),
+        Ok(text) => RootAnchor::Pinned(edge_bundle::keys::parse_public_key(&text, "root.pub")?),
         Err(_) => RootAnchor::SelfSigned,
     };
     let trust =
@@ -137,12 +137,12 @@ fn init(o: InitOptions) -> Result<()> {
     let trust_bytes =
         std::fs::read(trust).with_context(|| format!("cannot read {}", trust.display()))?;
     let anchor = match root {
-        Some(r) => RootAnchor::Pinned(edge_runtime::keys::read_public_key(r)?),
+        Some(r) => RootAnchor::Pinned(edge_bundle::keys::read_public_key(r)?),
         None => RootAnchor::SelfSigned,
     };
     let parsed = TrustRoot::from_bytes(&trust_bytes, anchor)
         .map_err(|e| anyhow::anyhow!("{}: {e}", trust.display()))?;
-    let director = edge_runtime::keys::read_secret_key(director_key)?;
+    let director = edge_bundle::keys::read_secret_key(director_key)?;
     match parsed.director() {
         Some(d) if *d == director.verifying_key() => {}
         Some(_) => bail!("the director key does not match the director the trust document names"),
@@ -154,7 +154,7 @@ fn init(o: InitOptions) -> Result<()> {
     }
     write_private(
         &data.join("director.key"),
-        edge_runtime::keys::secret_key_text(&director).as_bytes(),
+        edge_bundle::keys::secret_key_text(&director).as_bytes(),
     )?;
     let tls_note = match (&o.tls_cert, &o.tls_key) {
         (Some(cert), Some(key)) => {
@@ -235,7 +235,7 @@ fn parse_broker_url(url: &str) -> Result<(String, u16)> {
 
 async fn serve(o: ServeOptions) -> Result<()> {
     let trust = load_trust(&o.data)?;
-    let director = edge_runtime::keys::read_secret_key(&o.data.join("director.key"))?;
+    let director = edge_bundle::keys::read_secret_key(&o.data.join("director.key"))?;
     let records = Records::new(Arc::new(RedbStore::open(&o.data.join("server.redb"))?));
     let bundles = Bundles::new(
         records.clone(),

@@ -7,14 +7,14 @@ mod common;
 use common::digits;
 use std::sync::Arc;
 
-use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
+use edge_bundle::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use ota_server::bundles::{BundleError, Bundles};
 use ota_server::store::{Records, RedbStore};
 
 #[test]
 fn only_trusted_bundles_are_kept_and_they_survive_a_restart() {
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
+    let root = edge_bundle::keys::generate().unwrap();
+    let signer = edge_bundle::keys::generate().unwrap();
     let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
     let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +49,7 @@ fn only_trusted_bundles_are_kept_and_they_survive_a_restart() {
         let e = bundles.upload(&bad, &trust, "ci", 100).unwrap_err();
         assert!(matches!(e, BundleError::Refused(_)), "{e}");
         // signed by a key the trust root does not list
-        let stranger = edge_runtime::keys::generate().unwrap();
+        let stranger = edge_bundle::keys::generate().unwrap();
         let e = bundles
             .upload(&digits(&stranger, "1.1.0"), &trust, "ci", 100)
             .unwrap_err();

@@ -5,17 +5,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edge_runtime::trust::{self, TrustSpec};
+use edge_bundle::trust::{self, TrustSpec};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ota-server"))
 }
 
 fn write_keys(dir: &Path) {
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
-    let director = edge_runtime::keys::generate().unwrap();
-    let other = edge_runtime::keys::generate().unwrap();
+    let root = edge_bundle::keys::generate().unwrap();
+    let signer = edge_bundle::keys::generate().unwrap();
+    let director = edge_bundle::keys::generate().unwrap();
+    let other = edge_bundle::keys::generate().unwrap();
     let mut spec = TrustSpec::ephemeral(&signer.verifying_key());
     spec.director = Some(("director".into(), director.verifying_key()));
     std::fs::write(
@@ -25,17 +25,17 @@ fn write_keys(dir: &Path) {
     .unwrap();
     std::fs::write(
         dir.join("root.pub"),
-        edge_runtime::keys::public_key_text(&root.verifying_key()),
+        edge_bundle::keys::public_key_text(&root.verifying_key()),
     )
     .unwrap();
     std::fs::write(
         dir.join("director.key"),
-        edge_runtime::keys::secret_key_text(&director),
+        edge_bundle::keys::secret_key_text(&director),
     )
     .unwrap();
     std::fs::write(
         dir.join("other.key"),
-        edge_runtime::keys::secret_key_text(&other),
+        edge_bundle::keys::secret_key_text(&other),
     )
     .unwrap();
 }

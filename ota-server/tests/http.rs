@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ed25519_dalek::Signer;
+use edge_bundle::trust::{self, RootAnchor, TrustRoot, TrustSpec};
+use edge_bundle::SigningKey;
 use edge_protocol::enroll::{proof_message, EnrollRequest};
-use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
-use edge_runtime::SigningKey;
 use ota_server::auth::{create_token, Role};
 use ota_server::bundles::Bundles;
 
@@ -50,8 +50,8 @@ fn serve(dir: &Path, trust: TrustRoot) -> (Server, Records<RedbStore>) {
 
 /// A trust root with fresh root and signing keys.
 fn ephemeral_trust() -> TrustRoot {
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
+    let root = edge_bundle::keys::generate().unwrap();
+    let signer = edge_bundle::keys::generate().unwrap();
     let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
     TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap()
 }
@@ -119,8 +119,8 @@ fn enroll_request(key: &SigningKey, id: &str, token: &str) -> EnrollRequest {
 
 #[test]
 fn authorization_matrix_bad_input_artifacts_and_restart() {
-    let root = edge_runtime::keys::generate().unwrap();
-    let signer = edge_runtime::keys::generate().unwrap();
+    let root = edge_bundle::keys::generate().unwrap();
+    let signer = edge_bundle::keys::generate().unwrap();
     let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
     let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -145,7 +145,7 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
         .to_string();
     let mut device_tokens = Vec::new();
     for id in ["dev-1", "dev-2"] {
-        let key = edge_runtime::keys::generate().unwrap();
+        let key = edge_bundle::keys::generate().unwrap();
         let req = serde_json::to_vec(&enroll_request(&key, id, &etoken)).unwrap();
         let (code, body) = call(
             "POST",

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use edge_bundle::SigningKey;
 use edge_protocol::envelope::EnvelopeError;
 use edge_protocol::{
     seal, Event, Events, Header, Histogram, Kind, Step, Telemetry, TelemetryWindow,
 };
-use edge_runtime::SigningKey;
 use ota_server::devices::DeviceRecord;
 use ota_server::engine::phase_key;
 use ota_server::health::PhaseAggregate;

@@ -108,7 +108,7 @@ fn every_sample_model_matches_the_cpu_engine_on_the_gpu_engine() {
 /// A plain ONNX file packed with a throwaway key, loaded on `kind`.
 fn load_onnx(onnx: &[u8], name: &str, kind: EngineKind) -> Model {
     let (bytes, trust) =
-        edge_runtime::pack::throwaway_bundle_for_onnx(onnx, name, &[], now()).unwrap();
+        edge_pack::pack::throwaway_bundle_for_onnx(onnx, name, &[], now()).unwrap();
     load(&bytes, &trust, kind)
 }
 
@@ -172,7 +172,7 @@ fn row(x: &Tensor, i: usize) -> Tensor {
 /// folded at load) and agree with the CPU engine running the same file.
 #[test]
 fn quantized_models_run_on_the_gpu_engine_with_the_cpu_engines_outputs() {
-    use edge_runtime::quantize::{quantize, QuantizeOptions, RangeMethod};
+    use edge_pack::quantize::{quantize, QuantizeOptions, RangeMethod};
     for (model, rows) in [("digits", 16), ("mobilenetv2", 4)] {
         let onnx = std::fs::read(models().join(model).join("model.onnx")).unwrap();
         let calib = read_npy(&format!("{model}/calib_x.npy"));

@@ -283,7 +283,7 @@ fn a_spec_that_does_not_match_the_graph_is_refused_at_pack_time() {
     let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
     let mut spec = spec("digits");
     spec.input.as_mut().unwrap().name = "pixels".into();
-    let err = edge_runtime::pack::pack(&onnx, spec, None, &[key()], now()).unwrap_err();
+    let err = edge_pack::pack::pack(&onnx, spec, None, &[key()], now()).unwrap_err();
     assert!(err.to_string().contains("'image'"), "{err}");
 }
 
@@ -292,7 +292,7 @@ fn packing_without_calibration_records_synthetic_self_tests_and_no_reference() {
     let signer = key();
     let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
     let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-    let (bytes, report) = edge_runtime::pack::pack(
+    let (bytes, report) = edge_pack::pack::pack(
         &onnx,
         spec("digits"),
         None,
@@ -307,11 +307,11 @@ fn packing_without_calibration_records_synthetic_self_tests_and_no_reference() {
 
     // a regression spec that promises an interval cannot be packed without targets
     let onnx = std::fs::read(models().join("diabetes/model.onnx")).unwrap();
-    let calibration = edge_runtime::pack::Calibration {
+    let calibration = edge_pack::pack::Calibration {
         inputs: read_npy("diabetes/calib_x.npy"),
         targets: None,
     };
-    let err = edge_runtime::pack::pack(
+    let err = edge_pack::pack::pack(
         &onnx,
         spec("diabetes"),
         Some(&calibration),

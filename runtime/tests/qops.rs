@@ -1,8 +1,9 @@
 //! ONNX Runtime's QOperator ops that the runtime adds to tract (engine/qops.rs), checked
 //! against ONNX Runtime's own outputs for one graph using all of them (tests/data/qops/make.py).
 
+use edge_pack::{onnx_graph, pack};
 use edge_runtime::bundle::Dim;
-use edge_runtime::{npy, onnx_graph, pack, LoadOptions, Model, Tensor};
+use edge_runtime::{npy, LoadOptions, Model, Tensor};
 
 fn data(name: &str) -> Vec<u8> {
     std::fs::read(format!(

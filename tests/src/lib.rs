@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_pack::pack::{pack, Calibration, PackSpec};
 use edge_runtime::trust::{self, TrustSpec};
 use edge_runtime::SigningKey;
 use serde_json::Value;

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use edge_pack::{onnx_graph, pack};
 use edge_runtime::bundle::{self, VerifyPolicy};
 use edge_runtime::engine::{EngineKind, EngineOptions};
 use edge_runtime::trust::TrustRoot;
-use edge_runtime::{onnx_graph, pack, LoadOptions, Model, Tensor};
+use edge_runtime::{LoadOptions, Model, Tensor};
 
 use super::ort;
 use crate::TrustArgs;

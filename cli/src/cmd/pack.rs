@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use edge_pack::pack::{pack, Calibration, PackSpec};
 use edge_runtime::keys;
-use edge_runtime::pack::{pack, Calibration, PackSpec};
 
 /// Arguments of `edgectl pack`.
 #[derive(Args)]

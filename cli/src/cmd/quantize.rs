@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use edge_pack::pack::PackSpec;
+use edge_pack::quantize::{quantize, QuantizeOptions, RangeMethod};
+use edge_pack::{onnx_graph, pack};
 use edge_runtime::bundle::InputSpec;
-use edge_runtime::pack::PackSpec;
-use edge_runtime::quantize::{quantize, QuantizeOptions, RangeMethod};
-use edge_runtime::{onnx_graph, pack, LoadOptions, Model, Tensor, TensorData};
+use edge_runtime::{LoadOptions, Model, Tensor, TensorData};
 
 /// Arguments of `edgectl quantize`.
 #[derive(Args)]

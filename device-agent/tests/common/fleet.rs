@@ -19,11 +19,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edge_pack::pack::PackSpec;
 use edge_protocol::enroll::{EnrollRequest, EnrollResponse};
 use edge_protocol::{
     envelope, topics, DesiredModel, DesiredState, Events, Header, Hello, Kind, Step, Telemetry,
 };
-use edge_runtime::pack::PackSpec;
 use edge_runtime::trust::{self, TrustSpec};
 use edge_runtime::{SigningKey, VerifyingKey};
 use minicbor::bytes::ByteArray;
@@ -401,11 +401,11 @@ impl Fleet {
         let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
         let spec: PackSpec =
             toml::from_str(&std::fs::read_to_string(dir.join("spec.toml")).unwrap()).unwrap();
-        let calibration = edge_runtime::pack::Calibration {
+        let calibration = edge_pack::pack::Calibration {
             inputs: read_npy("vibration/calib_x.npy"),
             targets: None,
         };
-        edge_runtime::pack::pack(
+        edge_pack::pack::pack(
             &onnx,
             spec,
             Some(&calibration),

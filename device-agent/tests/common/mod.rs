@@ -6,7 +6,7 @@ pub mod fleet;
 
 use std::path::PathBuf;
 
-use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_pack::pack::{pack, Calibration, PackSpec};
 use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use edge_runtime::{npy, LoadOptions, Model, SigningKey, Tensor};
 

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use edge_runtime::pack::{pack, Calibration, PackSpec};
-use edge_runtime::SigningKey;
+use edge_bundle::SigningKey;
+use edge_pack::pack::{pack, Calibration, PackSpec};
 
 pub fn models() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
@@ -18,7 +18,7 @@ pub fn digits(signer: &SigningKey, version: &str) -> Vec<u8> {
     let mut spec: PackSpec = toml::from_str(&text).unwrap();
     spec.version = version.into();
     let file = std::fs::File::open(models().join("digits/calib_x.npy")).unwrap();
-    let x = edge_runtime::npy::read(file, 1 << 30).unwrap();
+    let x = edge_bundle::npy::read(file, 1 << 30).unwrap();
     let calibration = Calibration {
         inputs: x,
         targets: None,

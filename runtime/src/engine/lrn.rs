@@ -191,7 +191,7 @@ mod tests {
             float("bias", bias),
             size,
         ];
-        crate::onnx_graph::single_node_graph("LRN", shape, attributes)
+        edge_pack::onnx_graph::single_node_graph("LRN", shape, attributes)
     }
 
     /// Same outputs as tract's own LRN (the ONNX definition, element by element) for window

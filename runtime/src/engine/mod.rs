@@ -314,9 +314,7 @@ pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
 }
 
 /// A tensor's values as f32 (any numeric type, any layout).
-pub(crate) fn f32_values(
-    t: &tract_onnx::prelude::Tensor,
-) -> tract_onnx::prelude::TractResult<Vec<f32>> {
+pub fn f32_values(t: &tract_onnx::prelude::Tensor) -> tract_onnx::prelude::TractResult<Vec<f32>> {
     Ok(t.cast_to::<f32>()?
         .to_plain_array_view::<f32>()?
         .iter()

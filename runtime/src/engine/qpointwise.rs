@@ -879,8 +879,8 @@ mod tests {
         if !Kernel::best().is_vector() {
             return;
         }
-        use crate::quantize::{quantize, QuantizeOptions, RangeMethod};
         use crate::tensor::Tensor as EfTensor;
+        use edge_pack::quantize::{quantize, QuantizeOptions, RangeMethod};
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../models/mobilenetv2/model.onnx"

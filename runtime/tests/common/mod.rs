@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
+use edge_pack::pack::{pack, Calibration, PackSpec};
 use edge_runtime::bundle::{self, Limits, Manifest};
 use edge_runtime::engine::{EngineKind, EngineOptions};
-use edge_runtime::pack::{pack, Calibration, PackSpec};
 use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use edge_runtime::{npy, LoadOptions, Model, SigningKey, Tensor};
 

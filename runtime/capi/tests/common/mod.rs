@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use edge_runtime::pack::{pack, Calibration, PackSpec};
+use edge_pack::pack::{pack, Calibration, PackSpec};
 use edge_runtime::trust::{self, TrustSpec};
 use edge_runtime::{npy, SigningKey, Tensor};
 

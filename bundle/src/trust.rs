@@ -11,9 +11,9 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use minicbor::bytes::{ByteArray, ByteVec};
 use minicbor::{Decode, Encode};
 
-use crate::bundle::Expiry;
 use crate::error::TrustError;
 use crate::keys::KeyId;
+use crate::verify::Expiry;
 
 /// Domain-separation prefix of the trust document signature.
 pub const TRUST_DOMAIN: &[u8] = b"edgefleet trust root v1\0";

@@ -10,17 +10,18 @@
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 
-use crate::bundle::{
-    self, EngineHints, FeatureHistogram, InputSpec, Manifest, OutputSpec, PayloadFormat,
-    PayloadInfo, ReferenceStats, SelfTest, SelfTestVector, StoredTensor, Task, VerifyPolicy,
+use edge_bundle::stats::{quantile_histogram, FeatureMap, Histogram};
+use edge_bundle::tensor::{DType, Tensor, TensorData};
+use edge_bundle::trust::{self, RootAnchor, TrustRoot, TrustSpec};
+use edge_bundle::{
+    self as bundle, self, EngineHints, FeatureHistogram, InputSpec, Manifest, OutputSpec,
+    PayloadFormat, PayloadInfo, ReferenceStats, SelfTest, SelfTestVector, StoredTensor, Task,
+    VerifyPolicy,
 };
-use crate::engine::EngineOptions;
-use crate::error::ModelError;
-use crate::model::{LoadOptions, Model};
+use edge_runtime::engine::EngineOptions;
+use edge_runtime::{LoadOptions, Model, ModelError};
+
 use crate::onnx_graph;
-use crate::stats::{quantile_histogram, FeatureMap, Histogram};
-use crate::tensor::{DType, Tensor, TensorData};
-use crate::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use edge_protocol::Prediction;
 
 /// The pack spec (`spec.toml`).
@@ -157,7 +158,7 @@ pub enum PackError {
 
 /// A throwaway trust root + key to load the provisional bundle.
 fn ephemeral_trust() -> Result<(SigningKey, TrustRoot), PackError> {
-    let key = crate::keys::generate().map_err(|e| PackError::Spec(e.to_string()))?;
+    let key = edge_bundle::keys::generate().map_err(|e| PackError::Spec(e.to_string()))?;
     let spec = TrustSpec::ephemeral(&key.verifying_key());
     let doc = trust::create(&spec, &key, None).map_err(|e| PackError::Spec(e.to_string()))?;
     let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(key.verifying_key()))

@@ -7,8 +7,8 @@ use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
 use tract_onnx::pb::type_proto::Value as TypeValue;
 use tract_onnx::prelude::Framework;
 
-use crate::bundle::{Dim, InputSpec, Layout, NanPolicy};
-use crate::tensor::DType;
+use edge_bundle::tensor::DType;
+use edge_bundle::{Dim, InputSpec, Layout, NanPolicy};
 
 /// One graph input or output as the file declares it.
 #[derive(Clone, Debug, PartialEq)]
@@ -215,7 +215,7 @@ pub fn one_op_graph(n: usize) -> Vec<u8> {
 }
 
 /// A one-node ONNX graph, opset 13: `y = OP(x)` with these attributes, x and y f32 of `dims`.
-pub(crate) fn single_node_graph(
+pub fn single_node_graph(
     op: &str,
     dims: &[i64],
     attribute: Vec<tract_onnx::pb::AttributeProto>,

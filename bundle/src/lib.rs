@@ -1,4 +1,9 @@
-//! Signed model bundles (`.efb`): the format, signing, and verification.
+//! # edge-bundle
+//!
+//! Signed model bundles (`.efb`): the format, signing, verification and storage, the fleet trust
+//! root, keys, the tensor types a manifest speaks in, and the reference statistics (histograms,
+//! PSI) that drift is measured against. No inference engine: the OTA server, the CLI and the
+//! runtime all depend on this crate, and only the runtime links tract.
 //!
 //! The types are the pipeline: bytes go through [`verify`] and come out as a [`VerifiedBundle`];
 //! only a `VerifiedBundle` can reach an engine (no engine function takes anything else).
@@ -6,11 +11,23 @@
 //! [`Limits`], signatures over the domain-separated manifest against the trust root's threshold,
 //! then the payload streamed through sha256 — no ONNX byte is parsed before all of that passes.
 
+#![deny(missing_docs)]
+
 mod container;
+pub mod error;
+pub mod keys;
 mod manifest;
+pub mod npy;
 mod sign;
+pub mod stats;
 mod store;
+pub mod tensor;
+pub mod trust;
 mod verify;
+
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use error::{BundleError, KeyError, TrustError};
+pub use tensor::{DType, Tensor, TensorData};
 
 pub use container::{offsets, SectionOffsets, SignatureRecord, FORMAT_VERSION, MAGIC};
 pub use manifest::*;

@@ -18,8 +18,8 @@ use prost::Message;
 use tract_onnx::pb::{self, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
-use crate::engine::f32_values;
-use crate::tensor::Tensor as EfTensor;
+use edge_bundle::tensor::Tensor as EfTensor;
+use edge_runtime::engine::f32_values;
 
 /// How activation ranges are taken from the calibration rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -275,7 +275,7 @@ pub fn quantize(
 ) -> Result<(Vec<u8>, QuantizeReport), String> {
     let mut model = pb::ModelProto::decode(onnx).map_err(|e| format!("not an ONNX model: {e}"))?;
     let per_channel = opset(&model) >= 13;
-    let onnx_parser = crate::engine::onnx_parser();
+    let onnx_parser = edge_runtime::engine::onnx_parser();
     let mut report = QuantizeReport {
         per_channel,
         bytes_before: onnx.len(),
