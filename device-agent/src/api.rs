@@ -20,9 +20,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edge_protocol::rest::PredictRequest;
 use edge_runtime::json_input::tensor_from_json;
 use edge_runtime::{DType, ModelError, PredictOptions, Tensor};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::core::Core;
@@ -93,19 +93,6 @@ pub fn router(api: Arc<Api>) -> Router {
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PredictRequest {
-    #[serde(default)]
-    input: Option<Value>,
-    #[serde(default)]
-    inputs: Option<Vec<Value>>,
-    #[serde(default)]
-    top_k: Option<usize>,
-    #[serde(default)]
-    raw: bool,
 }
 
 async fn predict(

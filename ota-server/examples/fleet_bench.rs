@@ -117,7 +117,7 @@ fn main() {
         "2.0.0".into(),
         RolloutSpec {
             bundle: format!("sha256:{}", bundle.sha256),
-            selector: "hw=jetson-orin".into(),
+            selector: ota_server::selector::Selector::parse("hw=jetson-orin").unwrap(),
             phases: vec![Phase {
                 percent: 100.0,
                 soak_seconds: 1_000_000,

@@ -11,62 +11,7 @@ use crate::store::{Records, Store, StoreError, Table};
 /// Token prefix (lets secret scanners recognize an edgefleet token).
 pub const TOKEN_PREFIX: &str = "eft_";
 
-/// A role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads everything.
-    Viewer,
-    /// Manages bundles and rollouts.
-    Operator,
-    /// Manages tokens and enrollment.
-    Admin,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        })
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role '{other}' (viewer, operator, admin)")),
-        }
-    }
-}
-
-/// What a request wants to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Read devices, bundles, rollouts, metrics.
-    Read,
-    /// Upload or delete bundles; create and steer rollouts.
-    Operate,
-    /// Create tokens, manage enrollment.
-    Administer,
-}
-
-impl Role {
-    /// Whether this role may do `action`.
-    pub fn allows(self, action: Action) -> bool {
-        let needed = match action {
-            Action::Read => Role::Viewer,
-            Action::Operate => Role::Operator,
-            Action::Administer => Role::Admin,
-        };
-        self >= needed
-    }
-}
+pub use edge_protocol::rest::{Action, Role};
 
 /// A stored token (the secret itself is never stored).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,33 +8,11 @@ use std::path::{Path, PathBuf};
 
 use edge_bundle::trust::TrustRoot;
 use edge_bundle::{verify_bytes, VerifyPolicy};
-use serde::{Deserialize, Serialize};
+/// A bundle in the registry (the REST contract's type, stored as it is shown).
+pub use edge_protocol::rest::Bundle as BundleRecord;
 use sha2::{Digest, Sha256};
 
 use crate::store::{Records, Store, StoreError, Table};
-
-/// What the server knows of a bundle.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BundleRecord {
-    /// sha256 of the file, hex.
-    pub sha256: String,
-    /// Model name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// File size.
-    pub size: u64,
-    /// Anti-rollback floor the bundle raises, if any.
-    pub min_version: Option<String>,
-    /// Task (`classification`, `regression`, `raw`).
-    pub task: String,
-    /// Signing key ids.
-    pub signers: Vec<String>,
-    /// Upload time, unix seconds.
-    pub uploaded_at: u64,
-    /// Who uploaded it (token name).
-    pub uploaded_by: String,
-}
 
 /// Registry failures.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 //! plus the gate thresholds and the decision log.
 
 use edge_bundle::ReferenceStats;
-use serde_json::{json, Value};
+use edge_protocol::rest::{ChartPoint, PhaseSeries, RolloutCharts, VersionSeries};
 
 use crate::health::PhaseAggregate;
 use crate::rollout::Rollout;
@@ -14,36 +14,37 @@ use crate::series::{points, rollout_series, version_series};
 use crate::store::{Records, Store, StoreError, Table};
 
 /// One point's gate metrics.
-pub fn point_json(
+pub fn point(
     start: u64,
     resolution: u64,
     a: &PhaseAggregate,
     reference: &ReferenceStats,
-) -> Value {
+) -> ChartPoint {
     let h = a.health(0, 0, 0, reference);
-    json!({
-        "t": start,
-        "resolution": resolution,
-        "requests": h.requests,
-        "errors": h.errors,
-        "error_rate": (h.requests > 0).then(|| h.errors as f64 / h.requests as f64),
-        "p99_ms": h.p99_ms,
-        "psi": h.psi,
-        "mean_confidence": h.mean_confidence,
-        "reporting_devices": h.reporting_devices,
-        "installs": a.installs,
-        "install_failure_rate": (a.installs > 0).then(|| a.install_failures as f64 / a.installs as f64),
-    })
+    ChartPoint {
+        t: start,
+        resolution,
+        requests: h.requests,
+        errors: h.errors,
+        error_rate: (h.requests > 0).then(|| h.errors as f64 / h.requests as f64),
+        p99_ms: h.p99_ms,
+        psi: h.psi,
+        mean_confidence: h.mean_confidence,
+        reporting_devices: h.reporting_devices,
+        installs: a.installs,
+        install_failure_rate: (a.installs > 0)
+            .then(|| a.install_failures as f64 / a.installs as f64),
+    }
 }
 
-fn series_json<S: Store + ?Sized>(
+fn series_points<S: Store + ?Sized>(
     records: &Records<S>,
     series: &str,
     reference: &ReferenceStats,
-) -> Result<Vec<Value>, StoreError> {
+) -> Result<Vec<ChartPoint>, StoreError> {
     Ok(points(records, series)?
         .iter()
-        .map(|p| point_json(p.start, p.resolution, &p.aggregate, reference))
+        .map(|p| point(p.start, p.resolution, &p.aggregate, reference))
         .collect())
 }
 
@@ -76,29 +77,34 @@ pub fn rollout_charts<S: Store + ?Sized>(
     records: &Records<S>,
     r: &Rollout,
     reference: &ReferenceStats,
-) -> Result<Value, StoreError> {
+) -> Result<RolloutCharts, StoreError> {
     let mut phases = Vec::new();
     for phase in 0..=r.phase.min(r.spec.phases.len().saturating_sub(1)) {
-        phases.push(json!({
-            "phase": phase,
-            "percent": r.spec.phases[phase].percent,
-            "points": series_json(records, &rollout_series(&r.id, phase), reference)?,
-        }));
+        phases.push(PhaseSeries {
+            phase,
+            percent: r.spec.phases[phase].percent,
+            points: series_points(records, &rollout_series(&r.id, phase), reference)?,
+        });
     }
     let previous = previous_version(records, r)?;
     let previous_points = match &previous {
-        Some(v) => series_json(records, &version_series(&r.model, v), reference)?,
+        Some(v) => series_points(records, &version_series(&r.model, v), reference)?,
         None => vec![],
     };
-    Ok(json!({
-        "id": r.id,
-        "model": r.model,
-        "version": r.version,
-        "gates": r.spec.gates,
-        "phases": phases,
-        "new": {"version": r.version,
-                "points": series_json(records, &version_series(&r.model, &r.version), reference)?},
-        "previous": {"version": previous, "points": previous_points},
-        "transitions": r.transitions,
-    }))
+    Ok(RolloutCharts {
+        id: r.id.clone(),
+        model: r.model.clone(),
+        version: r.version.clone(),
+        gates: r.spec.gates.clone(),
+        phases,
+        new: VersionSeries {
+            version: Some(r.version.clone()),
+            points: series_points(records, &version_series(&r.model, &r.version), reference)?,
+        },
+        previous: VersionSeries {
+            version: previous,
+            points: previous_points,
+        },
+        transitions: r.transitions.clone(),
+    })
 }

@@ -30,13 +30,20 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The fleet dashboard.
+///
+/// One self-contained HTML page (with `/ui/app.js` and `/ui/app.css`); sign in with an API
+/// token. Access: public (the page calls the API with the token).
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, body = String, content_type = "text/html")))]
+pub async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
 /// The dashboard's routes (no state: the page calls the API itself).
 pub fn routes() -> Router {
     Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
+        .route("/", get(index))
         .route(
             "/ui/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),

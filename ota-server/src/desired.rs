@@ -8,9 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::cohort::in_phase;
 use crate::rollout::Rollout;
-use crate::selector::Selector;
 
 /// A model version as the desired state names it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,8 +27,6 @@ pub struct Target {
 pub struct Placed<'a> {
     /// The rollout.
     pub rollout: &'a Rollout,
-    /// Its parsed selector.
-    pub selector: &'a Selector,
     /// Its bundle as a target.
     pub target: &'a Target,
     /// Per device: what it ran before this rollout reached it (recorded at first inclusion).
@@ -39,7 +35,7 @@ pub struct Placed<'a> {
 
 /// Whether the rollout reaches the device now.
 pub fn reaches(p: &Placed<'_>, device_id: &str, tags: &BTreeMap<String, String>) -> bool {
-    p.selector.matches(tags) && in_phase(device_id, &p.rollout.id, p.rollout.percent())
+    p.rollout.reaches(device_id, tags)
 }
 
 /// The device's desired models, sorted by name. `rollouts` must be in creation order.
@@ -66,7 +62,8 @@ pub fn desired_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::{Phase, RolloutSpec};
+    use crate::rollout::{Lifecycle, Phase, RolloutSpec};
+    use crate::selector::Selector;
 
     fn target(v: &str) -> Target {
         Target {
@@ -78,13 +75,17 @@ mod tests {
     }
 
     fn rollout(id: &str, percent: f64) -> Rollout {
+        selecting(id, percent, Selector::default())
+    }
+
+    fn selecting(id: &str, percent: f64, selector: Selector) -> Rollout {
         Rollout::new(
             id.into(),
             "digits".into(),
             "x".into(),
             RolloutSpec {
                 bundle: "sha256:00".into(),
-                selector: String::new(),
+                selector,
                 phases: vec![Phase {
                     percent,
                     soak_seconds: 0,
@@ -99,7 +100,6 @@ mod tests {
     #[test]
     fn newest_reaching_rollout_wins_and_rollback_returns_to_the_earlier_one() {
         let tags: BTreeMap<String, String> = [("hw".to_string(), "x86".to_string())].into();
-        let all = Selector::parse("").unwrap();
         let arm = Selector::parse("hw=arm").unwrap();
         let (t1, t2) = (target("1.0.0"), target("2.0.0"));
         let none = HashMap::new();
@@ -109,13 +109,11 @@ mod tests {
             let list = [
                 Placed {
                     rollout: &r1,
-                    selector: &all,
                     target: &t1,
                     baselines: &none,
                 },
                 Placed {
                     rollout: r2,
-                    selector: &all,
                     target: &t2,
                     baselines: &none,
                 },
@@ -129,13 +127,11 @@ mod tests {
         let list = [
             Placed {
                 rollout: &r1,
-                selector: &all,
                 target: &t1,
                 baselines: &none,
             },
             Placed {
-                rollout: &rollout("r3", 100.0),
-                selector: &arm,
+                rollout: &selecting("r3", 100.0, arm),
                 target: &t2,
                 baselines: &none,
             },
@@ -146,14 +142,12 @@ mod tests {
     #[test]
     fn a_rolled_back_first_rollout_returns_devices_to_their_baseline() {
         let tags = BTreeMap::new();
-        let all = Selector::parse("").unwrap();
         let t2 = target("2.0.0");
         let baselines: HashMap<String, Target> = [("dev-1".to_string(), target("0.9.0"))].into();
         let mut r = rollout("r", 100.0);
         r.rollback(1, "gate").unwrap();
         let list = [Placed {
             rollout: &r,
-            selector: &all,
             target: &t2,
             baselines: &baselines,
         }];
@@ -168,13 +162,11 @@ mod tests {
     #[test]
     fn devices_outside_the_phase_keep_what_they_have() {
         let tags = BTreeMap::new();
-        let all = Selector::parse("").unwrap();
         let t2 = target("2.0.0");
         let none = HashMap::new();
         let r = rollout("r", 5.0);
         let list = [Placed {
             rollout: &r,
-            selector: &all,
             target: &t2,
             baselines: &none,
         }];

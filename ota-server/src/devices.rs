@@ -12,6 +12,8 @@ use edge_protocol::topics::validate_device_id;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use edge_protocol::rest::{DeviceMinute, Reported, ReportedModel};
+
 use crate::store::{put, Records, Store, StoreError, Table};
 
 /// A registered device.
@@ -57,25 +59,6 @@ pub struct DeviceRecord {
 /// Minutes of per-device telemetry kept in its record.
 pub const RECENT_MINUTES: usize = 30;
 
-/// One minute of one device's telemetry for one model version.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeviceMinute {
-    /// Minute start, unix seconds (server clock).
-    pub t: u64,
-    /// Model.
-    pub model: String,
-    /// Version.
-    pub version: String,
-    /// Predict calls.
-    pub requests: u64,
-    /// Failed calls.
-    pub errors: u64,
-    /// The worst p99 latency of the windows in this minute, ms.
-    pub p99_ms: Option<f64>,
-    /// Mean top-1 confidence, weighted by requests.
-    pub mean_confidence: Option<f64>,
-}
-
 impl DeviceRecord {
     /// Adds a telemetry window received at `now` to the device's recent minutes.
     pub fn note_window(&mut self, now: u64, w: &edge_protocol::TelemetryWindow) {
@@ -116,34 +99,6 @@ impl DeviceRecord {
         let cutoff = t.saturating_sub(60 * (RECENT_MINUTES as u64 - 1));
         self.recent.retain(|m| m.t >= cutoff);
     }
-}
-
-/// A device's reported state, from its last hello.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Reported {
-    /// When, unix seconds (server clock).
-    pub at: u64,
-    /// Last desired generation it applied.
-    pub applied_generation: u64,
-    /// Per model.
-    pub models: Vec<ReportedModel>,
-    /// Telemetry it dropped because its outbox was full, since first boot.
-    pub dropped_telemetry: u64,
-}
-
-/// One model on a device: versions (digests are in the device's event history).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReportedModel {
-    /// Model name.
-    pub name: String,
-    /// Active version.
-    pub active: Option<String>,
-    /// Previous version, kept for rollback.
-    pub previous: Option<String>,
-    /// Version in its trial window.
-    pub trial: Option<String>,
-    /// Versions marked bad.
-    pub bad_versions: Vec<String>,
 }
 
 /// Store key prefixes in the enrollment table.

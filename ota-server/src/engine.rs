@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::bundles::BundleRecord;
 use crate::desired::{desired_for, reaches, Placed, Target};
 use crate::devices::DeviceRecord;
-use crate::health::PhaseAggregate;
-use crate::rollout::{Rollout, Status, Transition};
-use crate::selector::Selector;
+use crate::health::phase_health;
+use crate::rollout::{Lifecycle, Rollout, Status, Transition};
 use crate::store::{put, Records, Store, StoreError, Table};
+use crate::telemetry_keys::baselines_key;
 
 /// A device's stored desired state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,11 +35,6 @@ pub struct StepReport {
     pub transitions: Vec<(String, Transition)>,
     /// Devices with a new desired state: id and the record to sign and publish.
     pub desired: Vec<(String, DesiredRecord)>,
-}
-
-/// Key of a phase's telemetry aggregate.
-pub fn phase_key(rollout: &str, phase: usize) -> String {
-    format!("{rollout}/{phase:04}")
 }
 
 fn creation_order(id: &str) -> u64 {
@@ -65,25 +60,8 @@ pub fn step<S: Store + ?Sized>(
 
     // 1. advance running rollouts on their phase's health
     for r in rollouts.iter_mut().filter(|r| r.status == Status::Running) {
-        let selector = Selector::parse(&r.spec.selector).unwrap_or_default();
-        let in_phase = devices
-            .iter()
-            .filter(|d| {
-                selector.matches(&d.tags) && crate::cohort::in_phase(&d.id, &r.id, r.percent())
-            })
-            .count() as u64;
-        let aggregate: PhaseAggregate = records
-            .get(Table::Telemetry, &phase_key(&r.id, r.phase))?
-            .unwrap_or_default();
         let sha = r.spec.bundle.trim_start_matches("sha256:").to_string();
-        let installs: crate::ingest::InstallTally = records
-            .get(
-                Table::Telemetry,
-                &crate::ingest::installs_key(&r.id, r.phase),
-            )?
-            .unwrap_or_default();
-        let (installed, failed) = installs.counts();
-        let health = aggregate.health(in_phase, installed, failed, &reference(&sha));
+        let health = phase_health(records, r, &devices, &reference(&sha))?;
         if let Some(t) = r.tick(now, &health) {
             records.put(Table::Rollouts, &r.id, &*r)?;
             report.transitions.push((r.id.clone(), t));
@@ -91,10 +69,6 @@ pub fn step<S: Store + ?Sized>(
     }
 
     // 2. desired state per device
-    let selectors: Vec<Selector> = rollouts
-        .iter()
-        .map(|r| Selector::parse(&r.spec.selector).unwrap_or_default())
-        .collect();
     let targets: Vec<Option<Target>> = rollouts
         .iter()
         .map(|r| {
@@ -112,19 +86,17 @@ pub fn step<S: Store + ?Sized>(
         .iter()
         .map(|r| {
             records
-                .get(Table::Telemetry, &format!("baselines/{}", r.id))
+                .get(Table::Telemetry, &baselines_key(&r.id))
                 .map(|b| b.unwrap_or_default())
         })
         .collect::<Result<_, _>>()?;
     let placed: Vec<Placed<'_>> = rollouts
         .iter()
-        .zip(&selectors)
         .zip(&targets)
         .zip(&baselines)
-        .filter_map(|(((rollout, selector), target), baselines)| {
+        .filter_map(|((rollout, target), baselines)| {
             target.as_ref().map(|target| Placed {
                 rollout,
-                selector,
                 target,
                 baselines,
             })
@@ -168,10 +140,10 @@ pub fn step<S: Store + ?Sized>(
     let mut writes = desired_writes;
     for (rollout, add) in new_baselines {
         let mut all: HashMap<String, Target> = records
-            .get(Table::Telemetry, &format!("baselines/{rollout}"))?
+            .get(Table::Telemetry, &baselines_key(&rollout))?
             .unwrap_or_default();
         all.extend(add);
-        writes.push(put(Table::Telemetry, &format!("baselines/{rollout}"), &all));
+        writes.push(put(Table::Telemetry, &baselines_key(&rollout), &all));
     }
     if !writes.is_empty() {
         records.store().write(writes)?;

@@ -3,7 +3,8 @@
 //! regression predictions), devices that reported are counted, and the result is judged by
 //! [`crate::rollout::evaluate`] as a [`PhaseHealth`]: p99 from the merged latency histogram,
 //! mean confidence from the confidence histogram, PSI of the predictions against the bundle's
-//! reference statistics.
+//! reference statistics. [`phase_health`] is the one place a rollout's live phase health is
+//! computed: the engine's gate, `GET /v1/rollouts/{id}` and the dashboard all read it.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +13,32 @@ use edge_bundle::ReferenceStats;
 use edge_protocol::{Histogram, TelemetryWindow};
 use serde::{Deserialize, Serialize};
 
-use crate::rollout::PhaseHealth;
+use crate::devices::DeviceRecord;
+use crate::ingest::InstallTally;
+use crate::rollout::{PhaseHealth, Rollout};
+use crate::store::{Records, Store, StoreError, Table};
+use crate::telemetry_keys::{installs_key, phase_key};
+
+/// The health of rollout `r`'s current phase now: its devices (of `devices`, those the rollout
+/// reaches at the current percentage), the phase's merged telemetry and install tally, and PSI
+/// against `reference`, the reference statistics of the rollout's bundle. What the gate judges
+/// is exactly what operators see.
+pub fn phase_health<S: Store + ?Sized>(
+    records: &Records<S>,
+    r: &Rollout,
+    devices: &[DeviceRecord],
+    reference: &ReferenceStats,
+) -> Result<PhaseHealth, StoreError> {
+    let in_phase = devices.iter().filter(|d| r.reaches(&d.id, &d.tags)).count() as u64;
+    let aggregate: PhaseAggregate = records
+        .get(Table::Telemetry, &phase_key(&r.id, r.phase))?
+        .unwrap_or_default();
+    let installs: InstallTally = records
+        .get(Table::Telemetry, &installs_key(&r.id, r.phase))?
+        .unwrap_or_default();
+    let (installed, failed) = installs.counts();
+    Ok(aggregate.health(in_phase, installed, failed, reference))
+}
 
 /// Merged telemetry of one rollout phase.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

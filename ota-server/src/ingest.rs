@@ -23,14 +23,14 @@ use edge_protocol::envelope::{decode_body, open_raw, EnvelopeError};
 use edge_protocol::{Events, Hello, Kind, Step, Telemetry};
 use serde::{Deserialize, Serialize};
 
-use crate::cohort::in_phase;
 use crate::devices::{DeviceRecord, Reported, ReportedModel};
-use crate::engine::phase_key;
 use crate::health::PhaseAggregate;
 use crate::rollout::Rollout;
-use crate::selector::Selector;
 use crate::series;
 use crate::store::{event_key, put, Records, Store, StoreError, Table, Write};
+use crate::telemetry_keys::{installs_key, phase_key};
+
+pub use edge_protocol::rest::{EventEntry, EventRecord};
 
 /// One message from the broker.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,87 +115,46 @@ impl InstallTally {
     }
 }
 
-/// One uplink message's reconcile events as kept in a device's history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// The message's sequence number.
-    pub seq: u64,
-    /// When the server received it, unix seconds.
-    pub received_at: u64,
-    /// The events, oldest first.
-    pub events: Vec<EventEntry>,
-}
-
-/// One reconcile event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EventEntry {
-    /// Device time, unix seconds.
-    pub at: u64,
-    /// Desired generation being applied.
-    pub generation: u64,
-    /// Model.
-    pub model: String,
-    /// Version.
-    pub version: String,
-    /// `downloading`, `verified`, `activated`, `committed`, `rolled_back`, `failed`.
-    pub step: String,
-    /// Why, for failures and rollbacks.
-    pub detail: Option<String>,
-}
-
-impl EventRecord {
-    fn new(seq: u64, received_at: u64, events: &Events) -> EventRecord {
-        EventRecord {
-            seq,
-            received_at,
-            events: events
-                .events
-                .iter()
-                .map(|e| EventEntry {
-                    at: e.at,
-                    generation: e.generation,
-                    model: e.model.clone(),
-                    version: e.version.clone(),
-                    step: match e.step {
-                        Step::Downloading => "downloading",
-                        Step::Verified => "verified",
-                        Step::Activated => "activated",
-                        Step::Committed => "committed",
-                        Step::RolledBack => "rolled_back",
-                        Step::Failed => "failed",
-                    }
-                    .to_string(),
-                    detail: e.detail.clone(),
-                })
-                .collect(),
-        }
+/// The stored form of one events message.
+fn event_record(seq: u64, received_at: u64, events: &Events) -> EventRecord {
+    EventRecord {
+        seq,
+        received_at,
+        events: events
+            .events
+            .iter()
+            .map(|e| EventEntry {
+                at: e.at,
+                generation: e.generation,
+                model: e.model.clone(),
+                version: e.version.clone(),
+                step: match e.step {
+                    Step::Downloading => "downloading",
+                    Step::Verified => "verified",
+                    Step::Activated => "activated",
+                    Step::Committed => "committed",
+                    Step::RolledBack => "rolled_back",
+                    Step::Failed => "failed",
+                }
+                .to_string(),
+                detail: e.detail.clone(),
+            })
+            .collect(),
     }
-}
-
-/// Key of a phase's install tally (Telemetry table).
-pub fn installs_key(rollout: &str, phase: usize) -> String {
-    format!("installs/{}", phase_key(rollout, phase))
 }
 
 /// Where a message from a device counts: the live rollouts of `model` at `version` that reach it.
 fn reaching<'r>(
-    rollouts: &'r [(Rollout, Selector)],
+    rollouts: &'r [Rollout],
     device: &DeviceRecord,
     model: &str,
     version: &str,
 ) -> impl Iterator<Item = &'r Rollout> {
     let (id, tags) = (device.id.clone(), device.tags.clone());
     let (model, version) = (model.to_string(), version.to_string());
-    rollouts
-        .iter()
-        .filter(move |(r, s)| {
-            r.model == model
-                && r.version == version
-                && !r.status.is_final()
-                && s.matches(&tags)
-                && in_phase(&id, &r.id, r.percent())
-        })
-        .map(|(r, _)| r)
+    rollouts.iter().filter(move |r| {
+        r.model == model && r.version == version && !r.status.is_final() && r.reaches(&id, &tags)
+    })
 }
 
 /// The changes of one batch, applied in one transaction at the end.
@@ -246,14 +205,10 @@ pub fn ingest<S: Store + ?Sized>(
     messages: Vec<Uplink>,
     now: u64,
 ) -> Result<Outcome, StoreError> {
-    let rollouts: Vec<(Rollout, Selector)> = records
+    let rollouts: Vec<Rollout> = records
         .list::<Rollout>(Table::Rollouts, "", usize::MAX)?
         .into_iter()
         .filter(|r| !r.status.is_final())
-        .map(|r| {
-            let s = Selector::parse(&r.spec.selector).unwrap_or_default();
-            (r, s)
-        })
         .collect();
     let mut batch = Batch {
         records,
@@ -300,7 +255,7 @@ pub fn ingest<S: Store + ?Sized>(
 /// was accepted.
 fn one<S: Store + ?Sized>(
     batch: &mut Batch<'_, S>,
-    rollouts: &[(Rollout, Selector)],
+    rollouts: &[Rollout],
     topic_device: &str,
     payload: &[u8],
     now: u64,
@@ -390,7 +345,7 @@ fn one<S: Store + ?Sized>(
             batch.events.push(put(
                 Table::Events,
                 &event_key(&device.id, header.seq),
-                &EventRecord::new(header.seq, now, &events),
+                &event_record(header.seq, now, &events),
             ));
         }
         Body::Telemetry(t) => {

@@ -1,110 +1,78 @@
-//! The OpenAPI 3.1 document served at `/v1/openapi.json`: every route, who may call it, and
-//! what it takes. Built from one table ([`ROUTES`]) that a test checks against the router.
+//! The OpenAPI 3.1 document served at `/v1/openapi.json`, derived (utoipa) from each handler's
+//! annotation and the `edge_protocol::rest` types its bodies are: every route with its request
+//! and response schemas, who may call it (in its description), and the bearer scheme. A test
+//! checks it against the router and that every operation has its schemas.
 
-use serde_json::{json, Map, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
-/// One route: method, path, summary, who may call it, request body media type.
-pub struct Route {
-    /// HTTP method, lower case.
-    pub method: &'static str,
-    /// Path template.
-    pub path: &'static str,
-    /// What it does.
-    pub summary: &'static str,
-    /// `public`, `device`, `viewer`, `operator`, `admin` (or `viewer|device`).
-    pub access: &'static str,
-    /// Request body media type, if any.
-    pub body: Option<&'static str>,
-}
+use crate::http::{artifacts, bundles, devices, ops, rollouts, tokens};
 
-const fn r(
-    method: &'static str,
-    path: &'static str,
-    summary: &'static str,
-    access: &'static str,
-    body: Option<&'static str>,
-) -> Route {
-    Route {
-        method,
-        path,
-        summary,
-        access,
-        body,
+/// The document's derivation: the handlers, in the order the README lists them.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "edgefleet OTA server",
+         description = "Fleet registry, model registry, staged rollouts gated on model health, artifacts."),
+    paths(
+        devices::enroll, devices::list_devices, devices::show_device, devices::device_events,
+        bundles::upload_bundle, bundles::list_bundles, bundles::show_bundle, bundles::delete_bundle,
+        artifacts::artifact,
+        rollouts::create_rollout, rollouts::list_rollouts, rollouts::show_rollout,
+        rollouts::rollout_series, rollouts::pause_rollout, rollouts::resume_rollout,
+        rollouts::abort_rollout, rollouts::rollback_rollout,
+        tokens::whoami, tokens::create_token, tokens::create_enrollment_token,
+        ops::metrics, ops::healthz, ops::openapi,
+        crate::dashboard::index,
+    ),
+    modifiers(&Bearer),
+)]
+struct Api;
+
+/// The bearer scheme every non-public route names.
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (eft_…, roles viewer < operator < admin) or a device token (efd_…).",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
-
-const JSON: Option<&str> = Some("application/json");
-
-/// Every route of the API.
-pub const ROUTES: &[Route] = &[
-    r("post", "/v1/devices/enroll", "Enroll a device (enrollment token or pre-authorized key, with proof of key possession); returns its device token.", "public", JSON),
-    r("get", "/v1/devices", "List devices: tags, online, last seen, reported state, uplink counters (messages, duplicates refused, predictions counted).", "viewer", None),
-    r("get", "/v1/devices/{id}", "One device (as in the list) and its own telemetry per minute, the last 30 minutes it reported.", "viewer|device (itself)", None),
-    r("get", "/v1/devices/{id}/events", "A device's reconcile event history, oldest first.", "viewer|device (itself)", None),
-    r("post", "/v1/bundles", "Upload a bundle (.efb bytes); verified against the trust root.", "operator", Some("application/octet-stream")),
-    r("get", "/v1/bundles", "List bundles.", "viewer", None),
-    r("get", "/v1/bundles/{sha}", "A bundle: its record, the signed manifest (inputs, output, self-test, quantization, reference) and the rollouts that used it.", "viewer", None),
-    r("delete", "/v1/bundles/{sha}", "Delete a bundle no live rollout uses.", "operator", None),
-    r("get", "/v1/artifacts/{sha}", "Download a bundle (Range, ETag). Devices only get bundles in their desired state.", "viewer|device", None),
-    r("post", "/v1/rollouts", "Create a rollout: bundle, selector, phases, gates, on_gate_failure.", "operator", JSON),
-    r("get", "/v1/rollouts", "List rollouts.", "viewer", None),
-    r("get", "/v1/rollouts/{id}", "A rollout with its transitions and the current phase's health.", "viewer", None),
-    r("get", "/v1/rollouts/{id}/series", "Chart data: per phase and per version (new, previous) minute points of the gate metrics, the gates, the decision log.", "viewer", None),
-    r("post", "/v1/rollouts/{id}/pause", "Pause a rollout.", "operator", None),
-    r("post", "/v1/rollouts/{id}/resume", "Resume a paused rollout.", "operator", None),
-    r("post", "/v1/rollouts/{id}/abort", "Abort: devices keep what they have.", "operator", None),
-    r("post", "/v1/rollouts/{id}/rollback", "Roll back: devices of this rollout get their previous version.", "operator", None),
-    r("get", "/v1/whoami", "The caller's token name, role and what it may do.", "viewer", None),
-    r("post", "/v1/tokens", "Create an API token with a role.", "admin", JSON),
-    r("post", "/v1/enrollment-tokens", "Create an enrollment token (uses, tags).", "admin", JSON),
-    r("get", "/metrics", "Prometheus metrics.", "viewer", None),
-    r("get", "/", "The fleet dashboard (HTML; sign in with an API token).", "public", None),
-    r("get", "/healthz", "Liveness and broker connection.", "public", None),
-    r("get", "/v1/openapi.json", "This document.", "public", None),
-];
 
 /// The document.
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for route in ROUTES {
-        let entry = paths
-            .entry(route.path.to_string())
-            .or_insert_with(|| json!({}));
-        let mut op = json!({
-            "summary": route.summary,
-            "x-access": route.access,
-            "responses": {
-                "200": {"description": "OK"},
-                "4XX": {"description": "Refused; the body is {\"error\": reason}",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            },
-        });
-        if route.access != "public" {
-            op["security"] = json!([{"bearer": []}]);
+pub fn document() -> utoipa::openapi::OpenApi {
+    Api::openapi()
+}
+
+/// One documented route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// HTTP method, lower case.
+    pub method: String,
+    /// Path template.
+    pub path: String,
+}
+
+/// Every documented route, as the document lists them.
+pub fn routes() -> Vec<Route> {
+    let doc = serde_json::to_value(document()).expect("an OpenAPI document serializes");
+    let mut out = Vec::new();
+    for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+        for method in ops.as_object().into_iter().flatten().map(|(m, _)| m) {
+            out.push(Route {
+                method: method.clone(),
+                path: path.clone(),
+            });
         }
-        if let Some(media) = route.body {
-            op["requestBody"] = json!({"required": true, "content": {media: {}}});
-        }
-        let params: Vec<Value> = route
-            .path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        if !params.is_empty() {
-            op["parameters"] = Value::Array(params);
-        }
-        entry[route.method] = op;
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "edgefleet OTA server", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "An API token (eft_…, roles viewer < operator < admin) or a device token (efd_…)."}},
-            "schemas": {"Error": {"type": "object", "required": ["error"],
-                "properties": {"error": {"type": "string"}}}},
-        },
-    })
+    out
 }

@@ -1,183 +1,16 @@
 //! The rollout state machine (DESIGN decision 7), pure: no clock, no store, no network. The
 //! engine feeds it the time and the health of the current phase's devices; it answers with the
-//! transition to make, which the engine stores with the gate values that caused it.
+//! transition to make, which the engine stores with the gate values that caused it. The data
+//! (spec, status, transitions, health) is the REST contract's, `edge_protocol::rest`.
 //!
 //! A phase advances only when its soak time has passed **and** its gates pass on telemetry
 //! from enough of its devices for the new version. A failing gate pauses the rollout or rolls
 //! it back (per `on_gate_failure`). Operators can pause, resume, abort and roll back.
 
-use serde::{Deserialize, Serialize};
-
-/// One phase.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Phase {
-    /// Share of the selected devices, (0, 100].
-    pub percent: f64,
-    /// Time to watch the phase before it may advance (0 for the last phase is usual).
-    #[serde(default)]
-    pub soak_seconds: u64,
-}
-
-/// Health limits of a phase.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gates {
-    /// Failed installs (self-test, verify, download, trial rollback) / installs attempted.
-    #[serde(default)]
-    pub max_install_failure_rate: Option<f64>,
-    /// Failed predictions / predictions.
-    #[serde(default)]
-    pub max_error_rate: Option<f64>,
-    /// p99 latency, ms.
-    #[serde(default)]
-    pub max_p99_latency_ms: Option<f64>,
-    /// PSI of predictions against the bundle's reference.
-    #[serde(default)]
-    pub max_psi: Option<f64>,
-    /// Mean top-1 confidence (classification).
-    #[serde(default)]
-    pub min_mean_confidence: Option<f64>,
-    /// Devices of the phase that must report telemetry before a verdict (capped at the phase's
-    /// size).
-    #[serde(default = "one")]
-    pub min_reporting_devices: u64,
-    /// Predictions the phase must have served before a verdict on the model signals (error
-    /// rate, latency, PSI, confidence are noise on a handful of requests). Default 0.
-    #[serde(default)]
-    pub min_requests: u64,
-}
-
-fn one() -> u64 {
-    1
-}
-
-/// What to do when a gate fails.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnGateFailure {
-    /// Stop advancing; devices keep what they have.
-    #[default]
-    Pause,
-    /// Send the rollout's devices back to their previous version.
-    Rollback,
-}
-
-/// A rollout as created.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutSpec {
-    /// `sha256:<hex>` of the bundle.
-    pub bundle: String,
-    /// Cohort selector over device tags.
-    #[serde(default)]
-    pub selector: String,
-    /// Phases, increasing percentages.
-    pub phases: Vec<Phase>,
-    /// Gates for every phase.
-    #[serde(default)]
-    pub gates: Gates,
-    /// Pause or roll back on a failing gate.
-    #[serde(default)]
-    pub on_gate_failure: OnGateFailure,
-}
-
-impl RolloutSpec {
-    /// Checks phases and gates; the message names the problem.
-    pub fn check(&self) -> Result<(), String> {
-        if self.phases.is_empty() {
-            return Err("a rollout needs at least one phase".into());
-        }
-        let mut last = 0.0;
-        for (i, p) in self.phases.iter().enumerate() {
-            if !(p.percent > 0.0 && p.percent <= 100.0) {
-                return Err(format!(
-                    "phase {i}: percent {} is not in (0, 100]",
-                    p.percent
-                ));
-            }
-            if p.percent < last {
-                return Err(format!(
-                    "phase {i}: percent {} is below the previous phase's {last}",
-                    p.percent
-                ));
-            }
-            last = p.percent;
-        }
-        let g = &self.gates;
-        for (name, v) in [
-            ("max_install_failure_rate", g.max_install_failure_rate),
-            ("max_error_rate", g.max_error_rate),
-            ("min_mean_confidence", g.min_mean_confidence),
-        ] {
-            if let Some(v) = v {
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(format!("gates.{name} {v} is not in [0, 1]"));
-                }
-            }
-        }
-        for (name, v) in [
-            ("max_p99_latency_ms", g.max_p99_latency_ms),
-            ("max_psi", g.max_psi),
-        ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v >= 0.0) {
-                    return Err(format!("gates.{name} {v} must be a non-negative number"));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Where a rollout stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Advancing through its phases.
-    Running,
-    /// Stopped by a gate or an operator; devices keep what they have.
-    Paused,
-    /// Every phase passed.
-    Completed,
-    /// Stopped for good by an operator; devices keep what they have.
-    Aborted,
-    /// Devices sent back to their previous version.
-    RolledBack,
-}
-
-impl Status {
-    /// No further transitions.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Status::Completed | Status::Aborted | Status::RolledBack
-        )
-    }
-}
-
-/// The health of one phase's devices for the rollout's version.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PhaseHealth {
-    /// Devices in the phase (selected and bucketed in).
-    pub devices: u64,
-    /// Devices that sent telemetry for the new version during the phase.
-    pub reporting_devices: u64,
-    /// Install attempts and failures (events).
-    pub installs: u64,
-    /// Failed installs.
-    pub install_failures: u64,
-    /// Predictions and failed predictions.
-    pub requests: u64,
-    /// Failed predictions.
-    pub errors: u64,
-    /// p99 latency, ms.
-    pub p99_ms: Option<f64>,
-    /// Prediction PSI against the reference.
-    pub psi: Option<f64>,
-    /// Mean top-1 confidence.
-    pub mean_confidence: Option<f64>,
-}
+pub use edge_protocol::rest::{
+    Gates, OnGateFailure, Phase, PhaseHealth, Rollout, RolloutSpec, RolloutStatus as Status,
+    Transition,
+};
 
 /// A gate verdict.
 #[derive(Clone, Debug, PartialEq)]
@@ -248,66 +81,31 @@ pub fn evaluate(gates: &Gates, h: &PhaseHealth) -> GateVerdict {
     GateVerdict::Pass
 }
 
-/// One stored transition.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    /// Unix seconds.
-    pub at: u64,
-    /// Phase before and after.
-    pub from_phase: usize,
-    /// Phase after.
-    pub to_phase: usize,
-    /// Status before.
-    pub from_status: Status,
-    /// Status after.
-    pub to_status: Status,
-    /// Why (gate values, operator action).
-    pub reason: String,
-    /// The health the engine saw, for gate-driven transitions.
-    pub health: Option<PhaseHealth>,
+/// The rollout state machine over the stored [`Rollout`]: engine ticks and operator actions,
+/// each recording its [`Transition`].
+pub trait Lifecycle {
+    /// Moves to `to_phase` / `to_status` at `now` and records why.
+    fn go(
+        &mut self,
+        now: u64,
+        to_phase: usize,
+        to_status: Status,
+        reason: String,
+        health: Option<PhaseHealth>,
+    ) -> Transition;
+    /// One engine step: with the current phase's health at `now`, advance, fail or wait.
+    fn tick(&mut self, now: u64, health: &PhaseHealth) -> Option<Transition>;
+    /// Operator: pause a running rollout.
+    fn pause(&mut self, now: u64, who: &str) -> Result<Transition, String>;
+    /// Operator: resume a paused rollout (the phase's soak starts over).
+    fn resume(&mut self, now: u64, who: &str) -> Result<Transition, String>;
+    /// Operator: stop for good; devices keep what they have.
+    fn abort(&mut self, now: u64, who: &str) -> Result<Transition, String>;
+    /// Operator: send devices back to their previous version.
+    fn rollback(&mut self, now: u64, who: &str) -> Result<Transition, String>;
 }
 
-/// A rollout's state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Rollout {
-    /// Id.
-    pub id: String,
-    /// Model name (from the bundle).
-    pub model: String,
-    /// Model version (from the bundle).
-    pub version: String,
-    /// As created.
-    pub spec: RolloutSpec,
-    /// Status.
-    pub status: Status,
-    /// Current phase index.
-    pub phase: usize,
-    /// When the current phase started, unix seconds.
-    pub phase_started: u64,
-    /// Every transition, oldest first.
-    pub transitions: Vec<Transition>,
-}
-
-impl Rollout {
-    /// A new rollout, running its first phase from `now`.
-    pub fn new(id: String, model: String, version: String, spec: RolloutSpec, now: u64) -> Rollout {
-        Rollout {
-            id,
-            model,
-            version,
-            spec,
-            status: Status::Running,
-            phase: 0,
-            phase_started: now,
-            transitions: Vec::new(),
-        }
-    }
-
-    /// The current phase's percentage.
-    pub fn percent(&self) -> f64 {
-        self.spec.phases[self.phase.min(self.spec.phases.len() - 1)].percent
-    }
-
+impl Lifecycle for Rollout {
     fn go(
         &mut self,
         now: u64,
@@ -335,7 +133,7 @@ impl Rollout {
     }
 
     /// One engine step: with the current phase's health at `now`, advance, fail or wait.
-    pub fn tick(&mut self, now: u64, health: &PhaseHealth) -> Option<Transition> {
+    fn tick(&mut self, now: u64, health: &PhaseHealth) -> Option<Transition> {
         if self.status != Status::Running {
             return None;
         }
@@ -386,7 +184,7 @@ impl Rollout {
     }
 
     /// Operator: pause a running rollout.
-    pub fn pause(&mut self, now: u64, who: &str) -> Result<Transition, String> {
+    fn pause(&mut self, now: u64, who: &str) -> Result<Transition, String> {
         if self.status != Status::Running {
             return Err(format!("rollout is {:?}, not running", self.status));
         }
@@ -400,7 +198,7 @@ impl Rollout {
     }
 
     /// Operator: resume a paused rollout (the phase's soak starts over).
-    pub fn resume(&mut self, now: u64, who: &str) -> Result<Transition, String> {
+    fn resume(&mut self, now: u64, who: &str) -> Result<Transition, String> {
         if self.status != Status::Paused {
             return Err(format!("rollout is {:?}, not paused", self.status));
         }
@@ -415,7 +213,7 @@ impl Rollout {
     }
 
     /// Operator: stop for good; devices keep what they have.
-    pub fn abort(&mut self, now: u64, who: &str) -> Result<Transition, String> {
+    fn abort(&mut self, now: u64, who: &str) -> Result<Transition, String> {
         if self.status.is_final() {
             return Err(format!("rollout is already {:?}", self.status));
         }
@@ -429,7 +227,7 @@ impl Rollout {
     }
 
     /// Operator: send devices back to their previous version.
-    pub fn rollback(&mut self, now: u64, who: &str) -> Result<Transition, String> {
+    fn rollback(&mut self, now: u64, who: &str) -> Result<Transition, String> {
         if matches!(self.status, Status::RolledBack) {
             return Err("rollout is already rolled back".into());
         }
@@ -441,12 +239,6 @@ impl Rollout {
             None,
         ))
     }
-
-    /// Whether devices of this rollout should run its version now (running, paused, completed or
-    /// aborted keep what they were given; rolled back do not).
-    pub fn delivers(&self) -> bool {
-        !matches!(self.status, Status::RolledBack)
-    }
 }
 
 #[cfg(test)]
@@ -457,7 +249,7 @@ mod tests {
     fn spec(on_fail: OnGateFailure) -> RolloutSpec {
         RolloutSpec {
             bundle: "sha256:00".into(),
-            selector: String::new(),
+            selector: Default::default(),
             phases: vec![
                 Phase {
                     percent: 5.0,

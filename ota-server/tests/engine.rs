@@ -9,10 +9,12 @@ use std::sync::Arc;
 use edge_protocol::{Histogram, TelemetryWindow};
 use ota_server::bundles::BundleRecord;
 use ota_server::devices::DeviceRecord;
-use ota_server::engine::{phase_key, step, DesiredRecord};
+use ota_server::engine::{step, DesiredRecord};
 use ota_server::health::PhaseAggregate;
 use ota_server::rollout::{Gates, OnGateFailure, Phase, Rollout, RolloutSpec, Status};
+use ota_server::selector::Selector;
 use ota_server::store::{Records, RedbStore, Table};
+use ota_server::telemetry_keys::phase_key;
 
 fn device(id: &str) -> DeviceRecord {
     DeviceRecord {
@@ -54,7 +56,7 @@ fn rollout(id: &str, b: &BundleRecord, phases: Vec<Phase>, on_fail: OnGateFailur
         b.version.clone(),
         RolloutSpec {
             bundle: format!("sha256:{}", b.sha256),
-            selector: "site=lab".into(),
+            selector: Selector::parse("site=lab").unwrap(),
             phases,
             gates: Gates {
                 max_error_rate: Some(0.01),

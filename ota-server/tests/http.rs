@@ -484,7 +484,7 @@ fn openapi_lists_the_routes_the_router_serves() {
     let dir = tempfile::tempdir().unwrap();
     let trust = ephemeral_trust();
     let (server, _records) = serve(dir.path(), trust);
-    for route in ota_server::openapi::ROUTES {
+    for route in ota_server::openapi::routes() {
         let path = route
             .path
             .replace("{id}", "x")
@@ -574,4 +574,214 @@ fn the_dashboard_is_self_contained_and_its_api_needs_a_token() {
         &[],
     );
     assert_eq!(code, 404);
+}
+
+/// The live view of a rollout shows the health the gate judged, PSI included (it was once
+/// computed a second time without the bundle's reference statistics, so the view had no PSI
+/// while the gate judged on it): the phase's predictions are all one digit, the gate fails on
+/// PSI and pauses the rollout, and `GET /v1/rollouts/{id}` shows that PSI for the phase.
+#[test]
+fn the_rollout_view_shows_the_psi_the_gate_judged() {
+    use edge_protocol::{Histogram, TelemetryWindow};
+    use ota_server::devices::DeviceRecord;
+    use ota_server::health::PhaseAggregate;
+    use ota_server::telemetry_keys::phase_key;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = edge_bundle::keys::generate().unwrap();
+    let signer = edge_bundle::keys::generate().unwrap();
+    let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
+    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+    let (server, records) = serve(dir.path(), trust);
+    let (operator, _) = create_token(&records, "ops", Role::Operator, 0).unwrap();
+    let bytes = digits(&signer, "1.0.0");
+    let reference = edge_bundle::inspect(&bytes, &Default::default())
+        .unwrap()
+        .manifest
+        .reference;
+    assert_eq!(
+        reference.class_counts.len(),
+        10,
+        "digits has a class reference"
+    );
+    let (code, text) = call(
+        "POST",
+        &format!("{}/v1/bundles", server.url),
+        Some(&operator),
+        Some(("application/octet-stream", bytes)),
+        &[],
+    );
+    assert_eq!(code, 201, "{text}");
+    let sha = serde_json::from_str::<serde_json::Value>(&text).unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    records
+        .put(
+            Table::Devices,
+            "dev-1",
+            &DeviceRecord {
+                id: "dev-1".into(),
+                public_key: String::new(),
+                tags: Default::default(),
+                agent_version: "t".into(),
+                enrolled_at: 0,
+                last_seen: 0,
+                online: true,
+                token_hash: String::new(),
+                last_seq: 0,
+                reported: None,
+                messages: 0,
+                duplicates: 0,
+                requests: 0,
+                recent: vec![],
+            },
+        )
+        .unwrap();
+    let spec = serde_json::json!({
+        "bundle": format!("sha256:{sha}"),
+        "phases": [{"percent": 100.0, "soak_seconds": 0}],
+        "gates": {"max_psi": 0.05},
+    });
+    let (code, text) = call(
+        "POST",
+        &format!("{}/v1/rollouts", server.url),
+        Some(&operator),
+        Some(("application/json", spec.to_string().into_bytes())),
+        &[],
+    );
+    assert_eq!(code, 201, "{text}");
+    // every prediction of the phase is a 3: far from the calibration's class mix
+    let mut classes = vec![0; 10];
+    classes[3] = 500;
+    let mut aggregate = PhaseAggregate::default();
+    aggregate
+        .observe(
+            "dev-1",
+            &TelemetryWindow {
+                model: "digits".into(),
+                version: "1.0.0".into(),
+                window_start: 0,
+                window_secs: 60,
+                requests: 500,
+                errors: 0,
+                latency_ms: Histogram::with_edges(vec![1.0, 10.0]),
+                confidence: None,
+                class_counts: classes,
+                prediction: None,
+                features: vec![],
+            },
+        )
+        .unwrap();
+    records
+        .put(Table::Telemetry, &phase_key("r-1", 0), &aggregate)
+        .unwrap();
+
+    let step = ota_server::engine::step(&records, 1_000, |_| reference.clone()).unwrap();
+    let (_, transition) = &step.transitions[0];
+    assert!(transition.reason.contains("PSI"), "{}", transition.reason);
+    let gate_psi = transition.health.as_ref().unwrap().psi.unwrap();
+    assert!(gate_psi > 0.05, "{gate_psi}");
+
+    let (code, text) = call(
+        "GET",
+        &format!("{}/v1/rollouts/r-1", server.url),
+        Some(&operator),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200, "{text}");
+    let view: edge_protocol::rest::RolloutView = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        view.rollout.status,
+        edge_protocol::rest::RolloutStatus::Paused
+    );
+    assert_eq!(
+        view.health.psi,
+        Some(gate_psi),
+        "the live view's PSI is the gate's"
+    );
+    assert_eq!(
+        view.rollout.transitions[0].health.as_ref().unwrap().psi,
+        Some(gate_psi)
+    );
+}
+
+/// Every operation of `/v1/openapi.json` has its schemas: a request body schema where it takes
+/// a body, a schema for every path parameter, a response schema for each answer with a body
+/// (204 and 304 have none), and the error body for its refusals (public pages excepted).
+#[test]
+fn every_route_has_request_and_response_schemas() {
+    let doc = serde_json::to_value(ota_server::openapi::document()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let schemas = &doc["components"]["schemas"];
+    let mut checked = 0;
+    for route in ota_server::openapi::routes() {
+        let op = &doc["paths"][&route.path][&route.method];
+        let name = format!("{} {}", route.method, route.path);
+        assert!(op["summary"].is_string(), "{name}: summary");
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            assert!(
+                p["schema"].is_object(),
+                "{name}: parameter {} schema",
+                p["name"]
+            );
+        }
+        let declared = route.path.matches('{').count();
+        let in_path = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "path")
+            .count();
+        assert_eq!(declared, in_path, "{name}: path parameters documented");
+        if let Some(body) = op.get("requestBody") {
+            let content = body["content"].as_object().unwrap();
+            assert!(!content.is_empty(), "{name}: request body media type");
+            for (media, c) in content {
+                assert!(c["schema"].is_object(), "{name}: request {media} schema");
+            }
+        }
+        if route.method == "post" && !route.path.contains("/rollouts/{id}/") {
+            assert!(op.get("requestBody").is_some(), "{name}: request body");
+        }
+        let responses = op["responses"].as_object().unwrap();
+        let mut success = 0;
+        for (status, r) in responses {
+            if status == "204" || status == "304" {
+                continue;
+            }
+            let content = r["content"].as_object();
+            assert!(
+                content
+                    .is_some_and(|c| !c.is_empty() && c.values().all(|c| c["schema"].is_object())),
+                "{name}: response {status} schema"
+            );
+            success += u32::from(status.starts_with('2'));
+        }
+        assert!(
+            success > 0 || responses.contains_key("204"),
+            "{name}: a success answer"
+        );
+        if !["/", "/v1/openapi.json", "/healthz"].contains(&route.path.as_str()) {
+            let refusal = &responses["4XX"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(
+                refusal, "#/components/schemas/ApiError",
+                "{name}: error body"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 24, "{checked} operations");
+    for s in [
+        "RolloutSpec",
+        "RolloutView",
+        "PhaseHealth",
+        "DeviceView",
+        "BundleView",
+        "ApiError",
+        "EnrollRequest",
+    ] {
+        assert!(schemas[s].is_object(), "schema {s}");
+    }
 }

@@ -12,12 +12,13 @@ use edge_protocol::{
     seal, Event, Events, Header, Histogram, Kind, Step, Telemetry, TelemetryWindow,
 };
 use ota_server::devices::DeviceRecord;
-use ota_server::engine::phase_key;
 use ota_server::health::PhaseAggregate;
-use ota_server::ingest::{ingest, installs_key, Dropped, EventRecord, InstallTally, Uplink};
+use ota_server::ingest::{ingest, Dropped, EventRecord, InstallTally, Uplink};
 use ota_server::rollout::{Gates, OnGateFailure, Phase, Rollout, RolloutSpec};
+use ota_server::selector::Selector;
 use ota_server::series::{self, Retention};
 use ota_server::store::{Records, RedbStore, Table};
+use ota_server::telemetry_keys::{installs_key, phase_key};
 
 fn device(id: &str, key: &SigningKey) -> DeviceRecord {
     DeviceRecord {
@@ -94,7 +95,7 @@ fn signed_messages_in_replays_and_forgeries_out() {
         "2.0.0".into(),
         RolloutSpec {
             bundle: format!("sha256:{}", "0".repeat(64)),
-            selector: "site=lab".into(),
+            selector: Selector::parse("site=lab").unwrap(),
             phases: vec![Phase {
                 percent: 100.0,
                 soak_seconds: 60,

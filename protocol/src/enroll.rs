@@ -22,6 +22,7 @@ pub const ARTIFACTS_PATH: &str = "/v1/artifacts";
 
 /// Device → server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollRequest {
     /// Device id (see [`crate::topics::validate_device_id`]).
     pub device_id: String,
@@ -58,6 +59,7 @@ pub fn proof_message(device_id: &str, public_key: &[u8; 32], token: &str) -> Vec
 
 /// Server → device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     /// The id the server registered.
     pub device_id: String,

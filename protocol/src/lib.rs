@@ -8,8 +8,11 @@
 //! - [`topics`]: MQTT topic names and device-id rules.
 //! - [`histogram`]: the histogram shared by bundle reference statistics and telemetry.
 //!
-//! REST types join as the server arrives. Nothing here depends on the runtime: the runtime
-//! depends on it.
+//! - [`rest`]: every request and response body of the server's `/v1` API and the agent's local
+//!   predict API (feature `openapi`: their OpenAPI schemas, utoipa).
+//! - [`selector`]: cohort selectors over device tags (the syntax of a rollout's `selector`).
+//!
+//! Nothing here depends on the runtime: the runtime depends on it.
 
 #![deny(missing_docs)]
 
@@ -19,6 +22,8 @@ pub mod envelope;
 pub mod histogram;
 pub mod messages;
 pub mod prediction;
+pub mod rest;
+pub mod selector;
 pub mod topics;
 
 pub use envelope::{open, seal, EnvelopeError, Header, Kind, ReplayGuard};

@@ -11,6 +11,10 @@
 //! ```
 //!
 //! The empty selector matches every device.
+//!
+//! In JSON (the REST contract, stored rollouts) a selector is its text. Reading parses it: a
+//! rollout whose selector does not parse is refused whole, never read as "every device" (fail
+//! closed). The text is kept as the operator wrote it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,11 +36,13 @@ pub enum Requirement {
     NotExists(String),
 }
 
-/// A parsed selector.
+/// A parsed selector, with the text it was parsed from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selector {
     /// All must hold.
     pub requirements: Vec<Requirement>,
+    /// The text as written (what JSON shows).
+    source: String,
 }
 
 /// Why a selector does not parse.
@@ -147,7 +153,10 @@ impl Selector {
             reason,
         };
         if input.trim().is_empty() {
-            return Ok(Selector::default());
+            return Ok(Selector {
+                requirements: Vec::new(),
+                source: input.to_string(),
+            });
         }
         let requirements = split_top(input)
             .map_err(err)?
@@ -155,7 +164,15 @@ impl Selector {
             .map(parse_requirement)
             .collect::<Result<_, _>>()
             .map_err(err)?;
-        Ok(Selector { requirements })
+        Ok(Selector {
+            requirements,
+            source: input.to_string(),
+        })
+    }
+
+    /// The text this selector was parsed from.
+    pub fn as_str(&self) -> &str {
+        &self.source
     }
 
     /// Whether a device with these tags is selected.
@@ -276,6 +293,37 @@ impl fmt::Display for Selector {
         f.write_str(&parts.join(","))
     }
 }
+
+impl serde::Serialize for Selector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Selector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Selector::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Selector {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "Cohort selector over device tags, Kubernetes label-selector syntax: \
+                 `k=v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-separated (all \
+                 must hold); empty selects every device.",
+            ))
+            .examples(["hw=jetson-orin,site in (berlin,paris)"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Selector {}
 
 #[cfg(test)]
 mod tests {
