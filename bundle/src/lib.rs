@@ -11,6 +11,7 @@
 //! [`Limits`], signatures over the domain-separated manifest against the trust root's threshold,
 //! then the payload streamed through sha256 — no ONNX byte is parsed before all of that passes.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod container;

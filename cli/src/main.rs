@@ -1,6 +1,8 @@
 //! `edgectl`: the edgefleet command line. Each subcommand lives in its own module under `cmd/`;
 //! this file only declares the interface (clap) and dispatches.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod input;
 mod trust_arg;

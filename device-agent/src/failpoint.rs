@@ -13,9 +13,7 @@ pub const ENV: &str = "EDGE_AGENT_FAILPOINT";
 pub fn hit(step: &str) {
     if std::env::var(ENV).is_ok_and(|v| v == step) {
         tracing::warn!(step, "failpoint: SIGKILL");
-        // SAFETY: plain syscall on our own pid.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        let me = rustix::process::getpid();
+        let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
     }
 }

@@ -20,6 +20,7 @@
 //! | [`sensor`] | I²C sensor sources feeding windows to models (streaming inference) |
 //! | [`agent`] | wiring it all into the running daemon |
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod agent;

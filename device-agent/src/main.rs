@@ -2,6 +2,8 @@
 //! `edge-agent status --config FILE` prints what is installed, the slots, the queue and the last
 //! sync (asking the running agent, or reading the state directly when it is not running).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

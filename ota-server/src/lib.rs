@@ -24,6 +24,7 @@
 //! | [`metrics`], [`openapi`], [`ratelimit`] | `/metrics`, `/v1/openapi.json`, device HTTP limits |
 //! | [`tls`] | fleet CA and server certificate, rustls listeners |
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod auth;

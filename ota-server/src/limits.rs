@@ -11,28 +11,21 @@ pub const RESERVED_FDS: u64 = 256;
 
 /// Raises the soft open-file limit to the hard limit; (soft limit now, hard limit).
 pub fn raise_open_files() -> Option<(u64, u64)> {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return None;
-        }
-        if l.rlim_cur < l.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: l.rlim_max,
-                rlim_max: l.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                l.rlim_cur = l.rlim_max;
-            }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let l = getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY
+    let hard = l.maximum.unwrap_or(u64::MAX);
+    let mut soft = l.current.unwrap_or(u64::MAX);
+    if soft < hard {
+        let raised = Rlimit {
+            current: l.maximum,
+            maximum: l.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            soft = hard;
         }
     }
-    // rlim_t is 32 bits on some targets
-    #[allow(clippy::unnecessary_cast)]
-    Some((l.rlim_cur as u64, l.rlim_max as u64))
+    Some((soft, hard))
 }
 
 /// Devices the embedded broker can hold under a soft limit of `soft` descriptors.

@@ -2,6 +2,8 @@
 //! its device gate (or a link to an external broker), telemetry ingest and the rollout engine;
 //! `token create`.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

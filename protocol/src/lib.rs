@@ -14,6 +14,7 @@
 //!
 //! Nothing here depends on the runtime: the runtime depends on it.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cohort;

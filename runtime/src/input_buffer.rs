@@ -157,9 +157,9 @@ impl InputBuffer {
         t.try_as_plain_ram_mut()
             .and_then(|mut v| v.as_slice_mut::<T>().map(|s| s.as_mut_ptr()))
             .map(|ptr| {
+                let len = t.len();
                 // SAFETY: the pointer and length come from this tensor's plain storage, borrowed
                 // mutably for the returned lifetime through `self`.
-                let len = t.len();
                 unsafe { std::slice::from_raw_parts_mut(ptr, len) }
             })
             .map_err(|e| InputError::Buffer {

@@ -20,6 +20,7 @@
 //! assert!((reading.accel_g[2] - 1.0).abs() < 0.5); // gravity on z
 //! ```
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod mpu6050;

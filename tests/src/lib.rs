@@ -3,6 +3,8 @@
 //! and small HTTP helpers. The binaries are the workspace's own build (`cargo test --workspace`
 //! builds them first); when they are missing they are built once with `cargo build`.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;

@@ -22,6 +22,7 @@ use super::fleet::{call, progress};
 use super::local_fleet::{
     binary, bundle, free_port, npy, LocalServer, Proc, CALIB_X, TEST_X, TEST_Y,
 };
+use edge_protocol::rest::{Bundle, DeviceList, Rollout, RolloutStatus, RolloutView};
 
 /// `edgectl demo` flags.
 #[derive(Args, Debug)]
@@ -178,8 +179,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         });
     }
     wait("every device to enroll", deadline, || {
-        let v = call(&server, "GET", "/v1/devices", None).ok()?;
-        (v["devices"].as_array()?.len() == a.devices).then_some(())
+        let v: DeviceList = call(&server, "GET", "/v1/devices", None).ok()?;
+        (v.devices.len() == a.devices).then_some(())
     })?;
     say(&format!(
         "{} agents enrolled (sites berlin, paris, lab)",
@@ -232,16 +233,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
         ("3.0.0", bad_reference),
     ] {
         let bytes = bundle(&signer, version, calibration)?;
-        let v = call(
+        let v: Bundle = call(
             &server,
             "POST",
             "/v1/bundles",
             Some(("application/octet-stream", bytes)),
         )?;
-        shas.insert(
-            version,
-            format!("sha256:{}", v["sha256"].as_str().unwrap_or_default()),
-        );
+        shas.insert(version, format!("sha256:{}", v.sha256));
     }
     say("pushed digits 1.0.0, 2.0.0 and 3.0.0 (3.0.0 is bad: its predictions drift far from its reference)");
 
@@ -270,13 +268,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
     for (version, phases, expect) in plan {
         let spec = json!({"bundle": shas[version], "selector": "hw=x86", "phases": phases, "gates": gates,
                           "on_gate_failure": "rollback"});
-        let r = call(
+        let r: Rollout = call(
             &server,
             "POST",
             "/v1/rollouts",
             Some(("application/json", spec.to_string().into_bytes())),
         )?;
-        let id = r["id"].as_str().unwrap_or_default().to_string();
+        let id = r.id;
         say(&format!(
             "rollout {id}: digits {version} to hw=x86, phases {}",
             phases.as_array().map_or(0, Vec::len)
@@ -285,7 +283,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             if Instant::now() > deadline {
                 bail!("timed out during rollout {id}; logs in {}", root.display());
             }
-            let r = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+            let r: RolloutView = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
@@ -298,12 +296,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
             if !a.non_interactive {
                 println!("  {}   devices {}", progress(&r, now), versions_line(&v));
             }
-            let status = r["status"].as_str().unwrap_or_default().to_string();
-            let settled = match status.as_str() {
-                "completed" => v.get(version).map_or(0, Vec::len) == a.devices,
-                "rolled_back" => !v.contains_key(version),
-                "paused" | "aborted" => true,
-                _ => false,
+            let settled = match r.rollout.status {
+                RolloutStatus::Completed => v.get(version).map_or(0, Vec::len) == a.devices,
+                RolloutStatus::RolledBack => !v.contains_key(version),
+                RolloutStatus::Paused | RolloutStatus::Aborted => true,
+                RolloutStatus::Running => false,
             };
             if settled {
                 break (r, v);
@@ -311,16 +308,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
             std::thread::sleep(Duration::from_secs(1));
         };
         let (r, v) = end;
-        let status = r["status"].as_str().unwrap_or_default();
+        let status = json!(r.rollout.status);
+        let status = status.as_str().unwrap_or_default();
         say(&format!(
             "rollout {id}: {status}; devices {}",
             versions_line(&v)
         ));
         summary.push(json!({
             "rollout": id, "version": version, "expected": expect, "status": status,
-            "phases_reached": r["phase"].as_u64().unwrap_or(0) + 1,
+            "phases_reached": r.rollout.phase + 1,
             "devices_per_version": v.iter().map(|(k, ids)| (k.clone(), json!(ids.len()))).collect::<serde_json::Map<_, _>>(),
-            "decisions": r["transitions"],
+            "decisions": r.rollout.transitions,
         }));
         if status != expect {
             break;

@@ -1,7 +1,8 @@
 //! The OTA server's admin API from the command line: `push`, `rollout …`, `devices …`. Every
 //! command takes `--server URL --token T [--ca CA.pem]` (or `EDGECTL_SERVER` / `EDGECTL_TOKEN` /
 //! `EDGECTL_CA`), prints a
-//! short table, or the server's JSON with `--json`. Errors carry the server's reason.
+//! short table, or the server's JSON with `--json`. Errors carry the server's reason. Answers
+//! are read as the REST contract's types (`edge_protocol::rest`), never walked as raw JSON.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -9,7 +10,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::{json, Map, Value};
+use edge_protocol::rest::{
+    ApiError, Bundle, DeviceEvents, DeviceList, DeviceView, Gates, OnGateFailure, Phase, Rollout,
+    RolloutList, RolloutSpec, RolloutStatus, RolloutView,
+};
+use edge_protocol::selector::Selector;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
 
 /// Where the server is and who is asking.
 #[derive(Args, Clone, Debug)]
@@ -151,13 +159,14 @@ pub(crate) fn client(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
         .into())
 }
 
-/// One call; the JSON answer, or the server's reason as the error.
-pub(crate) fn call(
+/// One call; the answer as `T` (a `edge_protocol::rest` type, or `Value`), or the server's
+/// reason as the error.
+pub(crate) fn call<T: DeserializeOwned>(
     s: &ServerArgs,
     method: &str,
     path: &str,
     body: Option<(&str, Vec<u8>)>,
-) -> Result<Value> {
+) -> Result<T> {
     let url = format!("{}{path}", s.server.trim_end_matches('/'));
     let auth = format!("Bearer {}", s.token.trim());
     let a = client(s.ca.as_ref())?;
@@ -179,26 +188,39 @@ pub(crate) fn call(
         .limit(64 << 20)
         .read_to_string()
         .unwrap_or_default();
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if !(200..300).contains(&status) {
-        let reason = value["error"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| value.to_string());
+        let reason = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.error);
         bail!("{method} {path}: {status}: {reason}");
     }
-    Ok(value)
+    // a body that is not JSON (an old server's text answer) reads as a JSON string
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    serde_json::from_value(value).with_context(|| {
+        format!("{method} {path}: the server's answer is not what this edgectl expects (versions differ?)")
+    })
 }
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A value as JSON text (`null` for none): how optional figures print.
+fn js(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A status as the API spells it (`rolled_back`).
+fn status_name(s: RolloutStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// `edgectl push BUNDLE`.
 pub fn push(bundle: &PathBuf, s: &ServerArgs) -> Result<()> {
     let bytes =
         std::fs::read(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
-    let v = call(
+    let v: Bundle = call(
         s,
         "POST",
         "/v1/bundles",
@@ -207,12 +229,7 @@ pub fn push(bundle: &PathBuf, s: &ServerArgs) -> Result<()> {
     if s.json {
         print_json(&v);
     } else {
-        println!(
-            "pushed {} {} as sha256:{}",
-            v["name"].as_str().unwrap_or("?"),
-            v["version"].as_str().unwrap_or("?"),
-            v["sha256"].as_str().unwrap_or("?")
-        );
+        println!("pushed {} {} as sha256:{}", v.name, v.version, v.sha256);
     }
     Ok(())
 }
@@ -233,7 +250,7 @@ fn bundle_ref(arg: &str) -> Result<String> {
     bail!("--bundle '{arg}' is neither sha256:<hex> nor a file")
 }
 
-fn spec_from_flags(a: &CreateArgs) -> Result<Value> {
+fn spec_from_flags(a: &CreateArgs) -> Result<RolloutSpec> {
     let bundle = bundle_ref(a.bundle.as_deref().unwrap_or_default())?;
     let mut phases = Vec::new();
     for p in &a.phases {
@@ -241,12 +258,16 @@ fn spec_from_flags(a: &CreateArgs) -> Result<Value> {
         let percent: f64 = percent
             .parse()
             .with_context(|| format!("--phase '{p}': percent is not a number"))?;
-        let soak: u64 = soak
+        let soak_seconds: u64 = soak
             .parse()
             .with_context(|| format!("--phase '{p}': soak seconds is not a whole number"))?;
-        phases.push(json!({"percent": percent, "soak_seconds": soak}));
+        phases.push(Phase {
+            percent,
+            soak_seconds,
+        });
     }
-    let mut gates = Map::new();
+    // a gates object as the server reads it (its defaults: min_reporting_devices 1)
+    let mut gates = serde_json::Map::new();
     for g in &a.gates {
         let (name, value) = g
             .split_once('=')
@@ -261,86 +282,89 @@ fn spec_from_flags(a: &CreateArgs) -> Result<Value> {
         };
         gates.insert(name.to_string(), value);
     }
-    Ok(json!({
-        "bundle": bundle, "selector": a.selector, "phases": phases, "gates": gates,
-        "on_gate_failure": a.on_gate_failure,
-    }))
+    let gates: Gates = serde_json::from_value(Value::Object(gates))
+        .context("--gate: unknown gate name (see `edgectl rollout create --help`)")?;
+    let on_gate_failure: OnGateFailure = serde_json::from_value(json!(a.on_gate_failure))
+        .with_context(|| {
+            format!(
+                "--on-gate-failure '{}': use pause or rollback",
+                a.on_gate_failure
+            )
+        })?;
+    Ok(RolloutSpec {
+        bundle,
+        selector: Selector::parse(&a.selector).map_err(anyhow::Error::msg)?,
+        phases,
+        gates,
+        on_gate_failure,
+    })
 }
 
-fn rollout_line(r: &Value) -> String {
-    let phases = r["spec"]["phases"].as_array().map_or(0, Vec::len);
+fn rollout_line(r: &Rollout) -> String {
     format!(
         "{:<6} {:<12} {:<10} {:<10} phase {}/{} ({}%)  {}",
-        r["id"].as_str().unwrap_or("?"),
-        r["model"].as_str().unwrap_or("?"),
-        r["version"].as_str().unwrap_or("?"),
-        r["status"].as_str().unwrap_or("?"),
-        r["phase"].as_u64().unwrap_or(0) + 1,
-        phases,
-        r["spec"]["phases"][r["phase"].as_u64().unwrap_or(0) as usize]["percent"],
-        r["spec"]["selector"].as_str().unwrap_or(""),
+        r.id,
+        r.model,
+        r.version,
+        status_name(r.status),
+        r.phase + 1,
+        r.spec.phases.len(),
+        js(&r.spec.phases.get(r.phase).map(|p| p.percent)),
+        r.spec.selector.as_str(),
     )
 }
 
-fn show_rollout(r: &Value) {
-    println!("{}", rollout_line(r));
-    let h = &r["health"];
+fn show_rollout(v: &RolloutView) {
+    println!("{}", rollout_line(&v.rollout));
+    let h = &v.health;
     println!(
-        "  devices: {} selected, {} in this phase, {} reporting; installs {} (failed {}); requests {} (errors {}); p99 {} ms; mean confidence {}",
-        r["selected_devices"], r["phase_devices"], h["reporting_devices"], h["installs"],
-        h["install_failures"], h["requests"], h["errors"], h["p99_ms"], h["mean_confidence"],
+        "  devices: {} selected, {} in this phase, {} reporting; installs {} (failed {}); requests {} (errors {}); p99 {} ms; mean confidence {}; prediction PSI {}",
+        v.selected_devices, v.phase_devices, h.reporting_devices, h.installs,
+        h.install_failures, h.requests, h.errors, js(&h.p99_ms), js(&h.mean_confidence), js(&h.psi),
     );
-    for t in r["transitions"].as_array().into_iter().flatten() {
+    for t in &v.rollout.transitions {
         println!(
             "  at {}: {} phase {} -> {} phase {}: {}",
-            t["at"],
-            t["from_status"].as_str().unwrap_or("?"),
-            t["from_phase"],
-            t["to_status"].as_str().unwrap_or("?"),
-            t["to_phase"],
-            t["reason"].as_str().unwrap_or(""),
+            t.at,
+            status_name(t.from_status),
+            t.from_phase,
+            status_name(t.to_status),
+            t.to_phase,
+            t.reason,
         );
     }
 }
 
 /// The phase bar of `watch`: one segment per phase, filled up to the current one.
-pub(crate) fn progress(r: &Value, now: u64) -> String {
-    let phases = r["spec"]["phases"].as_array().cloned().unwrap_or_default();
-    let current = r["phase"].as_u64().unwrap_or(0) as usize;
-    let done = r["status"] == "completed";
+pub(crate) fn progress(v: &RolloutView, now: u64) -> String {
+    let r = &v.rollout;
+    let done = r.status == RolloutStatus::Completed;
     let mut bar = String::new();
-    for (i, p) in phases.iter().enumerate() {
-        let mark = if done || i < current {
+    for (i, p) in r.spec.phases.iter().enumerate() {
+        let mark = if done || i < r.phase {
             "#"
-        } else if i == current {
+        } else if i == r.phase {
             ">"
         } else {
             "."
         };
-        bar.push_str(&format!(
-            "[{}{:>3}%]",
-            mark.repeat(3),
-            p["percent"].as_f64().unwrap_or(0.0)
-        ));
+        bar.push_str(&format!("[{}{:>3}%]", mark.repeat(3), p.percent));
     }
-    let soak = phases
-        .get(current)
-        .and_then(|p| p["soak_seconds"].as_u64())
-        .unwrap_or(0);
-    let elapsed = now.saturating_sub(r["phase_started"].as_u64().unwrap_or(now));
-    let h = &r["health"];
+    let soak = r.spec.phases.get(r.phase).map_or(0, |p| p.soak_seconds);
+    let elapsed = now.saturating_sub(r.phase_started);
+    let h = &v.health;
     format!(
         "{} {} {:<10} soak {}/{} s  reporting {}/{}  requests {} errors {}  p99 {} ms",
-        r["id"].as_str().unwrap_or("?"),
+        r.id,
         bar,
-        r["status"].as_str().unwrap_or("?"),
+        status_name(r.status),
         elapsed.min(soak),
         soak,
-        h["reporting_devices"],
-        r["phase_devices"],
-        h["requests"],
-        h["errors"],
-        h["p99_ms"],
+        h.reporting_devices,
+        v.phase_devices,
+        h.requests,
+        h.errors,
+        js(&h.p99_ms),
     )
 }
 
@@ -352,16 +376,17 @@ pub fn rollout(c: RolloutCommand) -> Result<()> {
                 Some(path) => {
                     let text = std::fs::read(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
-                    serde_json::from_slice::<Value>(&text)
-                        .with_context(|| format!("{}: bad JSON", path.display()))?
+                    serde_json::from_slice::<RolloutSpec>(&text)
+                        .with_context(|| format!("{}: not a rollout spec", path.display()))?
                 }
                 None => spec_from_flags(&a)?,
             };
-            let v = call(
+            spec.check().map_err(anyhow::Error::msg)?;
+            let v: Rollout = call(
                 &a.server,
                 "POST",
                 "/v1/rollouts",
-                Some(("application/json", spec.to_string().into_bytes())),
+                Some(("application/json", serde_json::to_vec(&spec)?)),
             )?;
             if a.server.json {
                 print_json(&v);
@@ -370,17 +395,17 @@ pub fn rollout(c: RolloutCommand) -> Result<()> {
             }
         }
         RolloutCommand::List { server } => {
-            let v = call(&server, "GET", "/v1/rollouts", None)?;
+            let v: RolloutList = call(&server, "GET", "/v1/rollouts", None)?;
             if server.json {
                 print_json(&v);
             } else {
-                for r in v["rollouts"].as_array().into_iter().flatten() {
+                for r in &v.rollouts {
                     println!("{}", rollout_line(r));
                 }
             }
         }
         RolloutCommand::Show { id, server } => {
-            let v = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+            let v: RolloutView = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
             if server.json {
                 print_json(&v);
             } else {
@@ -398,7 +423,7 @@ pub fn rollout(c: RolloutCommand) -> Result<()> {
         } => {
             let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
             loop {
-                let v = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+                let v: RolloutView = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -410,13 +435,12 @@ pub fn rollout(c: RolloutCommand) -> Result<()> {
                     println!("{line}");
                 }
                 let _ = std::io::stdout().flush();
-                let status = v["status"].as_str().unwrap_or("");
-                if matches!(status, "completed" | "aborted" | "rolled_back") {
+                if v.rollout.status.is_final() {
                     if tty {
                         println!();
                     }
-                    if let Some(t) = v["transitions"].as_array().and_then(|t| t.last()) {
-                        println!("{status}: {}", t["reason"].as_str().unwrap_or(""));
+                    if let Some(t) = v.rollout.transitions.last() {
+                        println!("{}: {}", status_name(v.rollout.status), t.reason);
                     }
                     return Ok(());
                 }
@@ -429,7 +453,7 @@ pub fn rollout(c: RolloutCommand) -> Result<()> {
 
 /// `edgectl rollout pause|resume|abort|rollback ID`.
 pub fn rollout_action(action: &str, id: &str, s: &ServerArgs) -> Result<()> {
-    let v = call(s, "POST", &format!("/v1/rollouts/{id}/{action}"), None)?;
+    let v: Rollout = call(s, "POST", &format!("/v1/rollouts/{id}/{action}"), None)?;
     if s.json {
         print_json(&v);
     } else {
@@ -438,34 +462,19 @@ pub fn rollout_action(action: &str, id: &str, s: &ServerArgs) -> Result<()> {
     Ok(())
 }
 
-fn device_line(d: &Value) -> String {
-    let models: Vec<String> = d["reported"]["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            format!(
-                "{}={}",
-                m["name"].as_str().unwrap_or("?"),
-                m["active"].as_str().unwrap_or("-")
-            )
-        })
+fn device_line(d: &DeviceView) -> String {
+    let models: Vec<String> = d
+        .reported
+        .iter()
+        .flat_map(|r| &r.models)
+        .map(|m| format!("{}={}", m.name, m.active.as_deref().unwrap_or("-")))
         .collect();
-    let tags: Vec<String> = d["tags"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect();
+    let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(
         "{:<24} {:<8} last seen {:<12} {:<30} {}",
-        d["id"].as_str().unwrap_or("?"),
-        if d["online"] == true {
-            "online"
-        } else {
-            "offline"
-        },
-        d["last_seen"],
+        d.id,
+        if d.online { "online" } else { "offline" },
+        d.last_seen,
         models.join(" "),
         tags.join(","),
     )
@@ -475,38 +484,33 @@ fn device_line(d: &Value) -> String {
 pub fn devices(c: DevicesCommand) -> Result<()> {
     match c {
         DevicesCommand::List { server } => {
-            let v = call(&server, "GET", "/v1/devices", None)?;
+            let v: DeviceList = call(&server, "GET", "/v1/devices", None)?;
             if server.json {
                 print_json(&v);
             } else {
-                for d in v["devices"].as_array().into_iter().flatten() {
+                for d in &v.devices {
                     println!("{}", device_line(d));
                 }
             }
         }
         DevicesCommand::Show { id, server } => {
-            let d = call(&server, "GET", &format!("/v1/devices/{id}"), None)?;
-            let e = call(&server, "GET", &format!("/v1/devices/{id}/events"), None)?;
+            let d: DeviceView = call(&server, "GET", &format!("/v1/devices/{id}"), None)?;
+            let e: DeviceEvents = call(&server, "GET", &format!("/v1/devices/{id}/events"), None)?;
             if server.json {
-                print_json(&json!({"device": d, "events": e["events"]}));
+                print_json(&json!({"device": d, "events": e.events}));
             } else {
                 println!("{}", device_line(&d));
-                let all: Vec<&Value> = e["events"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|m| m["events"].as_array().into_iter().flatten())
-                    .collect();
+                let all: Vec<_> = e.events.iter().flat_map(|m| &m.events).collect();
                 for ev in all.iter().rev().take(20).rev() {
                     println!(
                         "  at {}: {} {} gen {} {}{}",
-                        ev["at"],
-                        ev["model"].as_str().unwrap_or("?"),
-                        ev["version"].as_str().unwrap_or("?"),
-                        ev["generation"],
-                        ev["step"].as_str().unwrap_or("?"),
-                        ev["detail"]
-                            .as_str()
+                        ev.at,
+                        ev.model,
+                        ev.version,
+                        ev.generation,
+                        ev.step,
+                        ev.detail
+                            .as_deref()
                             .map(|d| format!(": {d}"))
                             .unwrap_or_default(),
                     );

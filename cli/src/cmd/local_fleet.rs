@@ -13,6 +13,7 @@ use edge_runtime::trust::{self, TrustSpec};
 use edge_runtime::{SigningKey, Tensor, VerifyingKey};
 
 use super::fleet::{call, ServerArgs};
+use edge_protocol::rest::{EnrollmentTokenCreated, Healthz};
 
 pub(crate) const MODEL_ONNX: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -231,7 +232,9 @@ impl LocalServer {
                     root.join("server.log").display()
                 );
             }
-            if call(&s.api, "GET", "/healthz", None).is_ok_and(|v| v["broker_connected"] == true) {
+            if call::<Healthz>(&s.api, "GET", "/healthz", None)
+                .is_ok_and(|h| h.broker_connected == Some(true))
+            {
                 return Ok(s);
             }
             if Instant::now() > deadline {
@@ -243,16 +246,13 @@ impl LocalServer {
 
     /// A new enrollment token (`spec`: name, uses, tags).
     pub fn enrollment_token(&self, spec: serde_json::Value) -> Result<String> {
-        let v = call(
+        let v: EnrollmentTokenCreated = call(
             &self.api,
             "POST",
             "/v1/enrollment-tokens",
             Some(("application/json", spec.to_string().into_bytes())),
         )?;
-        v["token"]
-            .as_str()
-            .map(str::to_string)
-            .context("the server returned no enrollment token")
+        Ok(v.token)
     }
 
     /// The server's process id.

@@ -583,7 +583,7 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     let calib = npy(CALIB_X)?;
     let mut shas = Vec::new();
     for version in ["1.0.0", "2.0.0"] {
-        let v = call(
+        let v: edge_protocol::rest::Bundle = call(
             &server,
             "POST",
             "/v1/bundles",
@@ -592,10 +592,7 @@ pub fn run(a: SimulateArgs) -> Result<()> {
                 bundle(&local.signer, version, calib.clone())?,
             )),
         )?;
-        shas.push(format!(
-            "sha256:{}",
-            v["sha256"].as_str().unwrap_or_default()
-        ));
+        shas.push(format!("sha256:{}", v.sha256));
     }
     let trust_bytes = std::fs::read(&local.trust)?;
     let fleet = Arc::new(Fleet {
@@ -684,7 +681,7 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     let gates = json!({"min_reporting_devices": 1, "max_error_rate": 0.05,
                        "max_p99_latency_ms": 100.0, "max_install_failure_rate": 0.05});
     let roll = |sha: &str, phases: Value| -> Result<String> {
-        let v = call(
+        let v: edge_protocol::rest::Rollout = call(
             &server,
             "POST",
             "/v1/rollouts",
@@ -696,11 +693,11 @@ pub fn run(a: SimulateArgs) -> Result<()> {
                 .into_bytes(),
             )),
         )?;
-        Ok(v["id"].as_str().unwrap_or_default().to_string())
+        Ok(v.id)
     };
     let rollout_state = |id: &str| {
-        call(&server, "GET", &format!("/v1/rollouts/{id}"), None)
-            .map(|v| v["status"].as_str().unwrap_or_default().to_string())
+        call::<edge_protocol::rest::Rollout>(&server, "GET", &format!("/v1/rollouts/{id}"), None)
+            .map(|v| json!(v.status).as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
     };
 

@@ -203,7 +203,8 @@ unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> 
     if ptr.is_null() {
         return Err(Failure::argument(format!("{what} is NULL")));
     }
-    CStr::from_ptr(ptr)
+    // SAFETY: not NULL, and the caller promises a NUL-terminated string.
+    unsafe { CStr::from_ptr(ptr) }
         .to_str()
         .map_err(|_| Failure::argument(format!("{what} is not UTF-8")))
 }
@@ -214,14 +215,15 @@ unsafe fn c_bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]
     if ptr.is_null() {
         return Err(Failure::argument(format!("{what} is NULL")));
     }
-    Ok(std::slice::from_raw_parts(ptr, len))
+    // SAFETY: not NULL, and the caller promises `len` readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
 /// # Safety
 /// `model` is NULL or a live model.
 unsafe fn live_model<'a>(model: *const EdgeModel) -> Result<&'a Model, Failure> {
-    model
-        .as_ref()
+    // SAFETY: the caller promises NULL or a live model.
+    unsafe { model.as_ref() }
         .map(|m| &m.model)
         .ok_or_else(|| Failure::argument("model is NULL"))
 }
@@ -285,10 +287,15 @@ pub unsafe extern "C" fn edge_model_load(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let bundle = c_bytes(bundle, bundle_len, "bundle")?;
-        let trust = c_bytes(trust, trust_len, "trust")?;
-        let root = c_str(root_public_key, "root_public_key")?;
-        *out = Box::into_raw(load(bundle, trust, root, "root_public_key")?);
+        // SAFETY: the caller promises these lengths and a NUL-terminated key (here and below).
+        let bundle = unsafe { c_bytes(bundle, bundle_len, "bundle")? };
+        // SAFETY: as above.
+        let trust = unsafe { c_bytes(trust, trust_len, "trust")? };
+        // SAFETY: as above.
+        let root = unsafe { c_str(root_public_key, "root_public_key")? };
+        let model = load(bundle, trust, root, "root_public_key")?;
+        // SAFETY: `out` is not NULL (checked) and the caller promises it is writable.
+        unsafe { *out = Box::into_raw(model) };
         Ok(())
     })
 }
@@ -307,12 +314,17 @@ pub unsafe extern "C" fn edge_model_load_files(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let bundle = read_file(c_str(bundle_path, "bundle_path")?, "bundle")?;
-        let trust = read_file(c_str(trust_path, "trust_path")?, "trust root")?;
-        let root_path = c_str(root_public_key_path, "root_public_key_path")?;
+        // SAFETY: the caller promises NUL-terminated strings (here and below).
+        let bundle = read_file(unsafe { c_str(bundle_path, "bundle_path")? }, "bundle")?;
+        // SAFETY: as above.
+        let trust = read_file(unsafe { c_str(trust_path, "trust_path")? }, "trust root")?;
+        // SAFETY: as above.
+        let root_path = unsafe { c_str(root_public_key_path, "root_public_key_path")? };
         let root = read_file(root_path, "root public key")?;
         let root = String::from_utf8_lossy(&root);
-        *out = Box::into_raw(load(&bundle, &trust, &root, root_path)?);
+        let model = load(&bundle, &trust, &root, root_path)?;
+        // SAFETY: `out` is not NULL (checked) and the caller promises it is writable.
+        unsafe { *out = Box::into_raw(model) };
         Ok(())
     })
 }
@@ -324,7 +336,8 @@ pub unsafe extern "C" fn edge_model_load_files(
 #[no_mangle]
 pub unsafe extern "C" fn edge_model_free(model: *mut EdgeModel) {
     if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
+        // SAFETY: the caller promises a model from a load function, not freed yet.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(model) })));
     }
 }
 
@@ -356,7 +369,8 @@ unsafe fn copy_elements<T: Copy>(data: *const c_void, count: usize) -> Result<Ve
             std::mem::align_of::<T>()
         )));
     }
-    Ok(std::slice::from_raw_parts(ptr, count).to_vec())
+    // SAFETY: not NULL, aligned (checked), and the caller promises `count` readable elements.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count) }.to_vec())
 }
 
 /// # Safety
@@ -375,7 +389,8 @@ unsafe fn tensor_from_view(view: &EdgeTensorView, index: usize) -> Result<Tensor
     let shape = if view.rank == 0 {
         Vec::new()
     } else {
-        std::slice::from_raw_parts(view.shape, view.rank).to_vec()
+        // SAFETY: not NULL (checked), and the view promises `rank` sizes.
+        unsafe { std::slice::from_raw_parts(view.shape, view.rank) }.to_vec()
     };
     let count = shape
         .iter()
@@ -385,13 +400,16 @@ unsafe fn tensor_from_view(view: &EdgeTensorView, index: usize) -> Result<Tensor
                 .is_some_and(|b| b <= isize::MAX as usize)
         })
         .ok_or_else(|| Failure::argument(format!("input {index}: shape {shape:?} overflows")))?;
-    let data = match dtype {
-        DType::F32 => TensorData::F32(copy_elements(view.data, count)?),
-        DType::F64 => TensorData::F64(copy_elements(view.data, count)?),
-        DType::I64 => TensorData::I64(copy_elements(view.data, count)?),
-        DType::I32 => TensorData::I32(copy_elements(view.data, count)?),
-        DType::U8 => TensorData::U8(copy_elements(view.data, count)?),
-        DType::I8 => TensorData::I8(copy_elements(view.data, count)?),
+    // SAFETY: the view promises `count` elements of its dtype at `data` (every arm).
+    let data = unsafe {
+        match dtype {
+            DType::F32 => TensorData::F32(copy_elements(view.data, count)?),
+            DType::F64 => TensorData::F64(copy_elements(view.data, count)?),
+            DType::I64 => TensorData::I64(copy_elements(view.data, count)?),
+            DType::I32 => TensorData::I32(copy_elements(view.data, count)?),
+            DType::U8 => TensorData::U8(copy_elements(view.data, count)?),
+            DType::I8 => TensorData::I8(copy_elements(view.data, count)?),
+        }
     };
     Ok(Tensor { shape, data })
 }
@@ -412,22 +430,27 @@ pub unsafe extern "C" fn edge_predict(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let model = live_model(model)?;
+        // SAFETY: the caller promises a live model.
+        let model = unsafe { live_model(model)? };
         if n_inputs > 0 && inputs.is_null() {
             return Err(Failure::argument("inputs is NULL"));
         }
         let views = if n_inputs == 0 {
             &[][..]
         } else {
-            std::slice::from_raw_parts(inputs, n_inputs)
+            // SAFETY: not NULL (checked), and the caller promises `n_inputs` views.
+            unsafe { std::slice::from_raw_parts(inputs, n_inputs) }
         };
         let tensors = views
             .iter()
             .enumerate()
-            .map(|(i, v)| tensor_from_view(v, i))
+            // SAFETY: the caller promises each view's pointers are valid for the call.
+            .map(|(i, v)| unsafe { tensor_from_view(v, i) })
             .collect::<Result<Vec<_>, _>>()?;
         let response = model.predict_with(tensors, &RAW_OUTPUTS)?;
-        *out = Box::into_raw(Box::new(answer_of(response)?));
+        let answer = Box::into_raw(Box::new(answer_of(response)?));
+        // SAFETY: `out` is not NULL (checked) and the caller promises it is writable.
+        unsafe { *out = answer };
         Ok(())
     })
 }
@@ -484,17 +507,21 @@ pub unsafe extern "C" fn edge_input_buffer_new(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let model = live_model(model)?;
+        // SAFETY: the caller promises a live model.
+        let model = unsafe { live_model(model)? };
         if rank > 16 || (rank > 0 && shape.is_null()) {
             return Err(Failure::argument("shape is NULL or its rank is over 16"));
         }
         let shape = if rank == 0 {
             &[][..]
         } else {
-            std::slice::from_raw_parts(shape, rank)
+            // SAFETY: not NULL (checked), and the caller promises `rank` sizes.
+            unsafe { std::slice::from_raw_parts(shape, rank) }
         };
         let buffer = model.input_buffer(index, shape)?;
-        *out = Box::into_raw(Box::new(EdgeInputBuffer { buffer }));
+        let buffer = Box::into_raw(Box::new(EdgeInputBuffer { buffer }));
+        // SAFETY: `out` is not NULL (checked) and the caller promises it is writable.
+        unsafe { *out = buffer };
         Ok(())
     })
 }
@@ -513,7 +540,8 @@ pub unsafe extern "C" fn edge_input_buffer_data(
     buffer: *mut EdgeInputBuffer,
     len_bytes: *mut usize,
 ) -> *mut c_void {
-    let Some(b) = buffer.as_mut() else {
+    // SAFETY: the caller promises NULL or a live buffer nobody else is using.
+    let Some(b) = (unsafe { buffer.as_mut() }) else {
         return std::ptr::null_mut();
     };
     match catch_unwind(AssertUnwindSafe(|| {
@@ -523,7 +551,8 @@ pub unsafe extern "C" fn edge_input_buffer_data(
     })) {
         Ok(Ok((ptr, len))) => {
             if !len_bytes.is_null() {
-                *len_bytes = len;
+                // SAFETY: not NULL, and the caller promises it is writable.
+                unsafe { *len_bytes = len };
             }
             ptr.cast()
         }
@@ -541,7 +570,8 @@ pub unsafe extern "C" fn edge_input_buffer_data(
 /// `buffer` is NULL or a live buffer.
 #[no_mangle]
 pub unsafe extern "C" fn edge_input_buffer_pinned(buffer: *const EdgeInputBuffer) -> i32 {
-    buffer.as_ref().is_some_and(|b| b.buffer.is_pinned()) as i32
+    // SAFETY: the caller promises NULL or a live buffer.
+    unsafe { buffer.as_ref() }.is_some_and(|b| b.buffer.is_pinned()) as i32
 }
 
 /// [`edge_predict`] on input buffers the caller filled in place: `buffers` holds `n_buffers`
@@ -560,14 +590,16 @@ pub unsafe extern "C" fn edge_predict_buffers(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let model = live_model(model)?;
+        // SAFETY: the caller promises a live model.
+        let model = unsafe { live_model(model)? };
         if n_buffers > 0 && buffers.is_null() {
             return Err(Failure::argument("buffers is NULL"));
         }
         let pointers = if n_buffers == 0 {
             &[][..]
         } else {
-            std::slice::from_raw_parts(buffers, n_buffers)
+            // SAFETY: not NULL (checked), and the caller promises `n_buffers` pointers.
+            unsafe { std::slice::from_raw_parts(buffers, n_buffers) }
         };
         for (i, p) in pointers.iter().enumerate() {
             if p.is_null() {
@@ -577,10 +609,16 @@ pub unsafe extern "C" fn edge_predict_buffers(
                 return Err(Failure::argument(format!("buffer {i} is passed twice")));
             }
         }
-        let mut borrowed: Vec<&mut InputBuffer> =
-            pointers.iter().map(|&p| &mut (*p).buffer).collect();
+        let mut borrowed: Vec<&mut InputBuffer> = pointers
+            .iter()
+            // SAFETY: each is not NULL and distinct (checked), and the caller promises live
+            // buffers no other call is using: one unique borrow each.
+            .map(|&p| unsafe { &mut (*p).buffer })
+            .collect();
         let response = model.predict_buffers(&mut borrowed, &RAW_OUTPUTS)?;
-        *out = Box::into_raw(Box::new(answer_of(response)?));
+        let answer = Box::into_raw(Box::new(answer_of(response)?));
+        // SAFETY: `out` is not NULL (checked) and the caller promises it is writable.
+        unsafe { *out = answer };
         Ok(())
     })
 }
@@ -592,7 +630,8 @@ pub unsafe extern "C" fn edge_predict_buffers(
 #[no_mangle]
 pub unsafe extern "C" fn edge_input_buffer_free(buffer: *mut EdgeInputBuffer) {
     if !buffer.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(buffer))));
+        // SAFETY: the caller promises a buffer from edge_input_buffer_new, not freed yet.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(buffer) })));
     }
 }
 
@@ -603,7 +642,8 @@ pub unsafe extern "C" fn edge_input_buffer_free(buffer: *mut EdgeInputBuffer) {
 /// `answer` is NULL or a live answer.
 #[no_mangle]
 pub unsafe extern "C" fn edge_answer_json(answer: *const EdgeAnswer) -> *const c_char {
-    match answer.as_ref() {
+    // SAFETY: the caller promises NULL or a live answer.
+    match unsafe { answer.as_ref() } {
         Some(a) => a.json.as_ptr(),
         None => c"".as_ptr(),
     }
@@ -615,7 +655,8 @@ pub unsafe extern "C" fn edge_answer_json(answer: *const EdgeAnswer) -> *const c
 /// `answer` is NULL or a live answer.
 #[no_mangle]
 pub unsafe extern "C" fn edge_answer_rows(answer: *const EdgeAnswer) -> usize {
-    answer.as_ref().map_or(0, |a| a.rows)
+    // SAFETY: the caller promises NULL or a live answer.
+    unsafe { answer.as_ref() }.map_or(0, |a| a.rows)
 }
 
 /// Time spent inside the runtime for this call, in milliseconds; 0 for NULL.
@@ -624,7 +665,8 @@ pub unsafe extern "C" fn edge_answer_rows(answer: *const EdgeAnswer) -> usize {
 /// `answer` is NULL or a live answer.
 #[no_mangle]
 pub unsafe extern "C" fn edge_answer_latency_ms(answer: *const EdgeAnswer) -> f64 {
-    answer.as_ref().map_or(0.0, |a| a.latency_ms)
+    // SAFETY: the caller promises NULL or a live answer.
+    unsafe { answer.as_ref() }.map_or(0.0, |a| a.latency_ms)
 }
 
 /// Number of raw output tensors in the answer; 0 for NULL.
@@ -633,7 +675,8 @@ pub unsafe extern "C" fn edge_answer_latency_ms(answer: *const EdgeAnswer) -> f6
 /// `answer` is NULL or a live answer.
 #[no_mangle]
 pub unsafe extern "C" fn edge_answer_output_count(answer: *const EdgeAnswer) -> usize {
-    answer.as_ref().map_or(0, |a| a.outputs.len())
+    // SAFETY: the caller promises NULL or a live answer.
+    unsafe { answer.as_ref() }.map_or(0, |a| a.outputs.len())
 }
 
 /// Raw output `index` of the model (before the bundle's post-processing, e.g. logits), as f32.
@@ -648,11 +691,11 @@ pub unsafe extern "C" fn edge_answer_output(
     out: *mut EdgeOutputView,
 ) -> EdgeStatus {
     boundary(|| {
-        let answer = answer
-            .as_ref()
-            .ok_or_else(|| Failure::argument("answer is NULL"))?;
-        let out = out
-            .as_mut()
+        // SAFETY: the caller promises a live answer.
+        let answer =
+            unsafe { answer.as_ref() }.ok_or_else(|| Failure::argument("answer is NULL"))?;
+        // SAFETY: the caller promises writable storage for a view.
+        let out = unsafe { out.as_mut() }
             .ok_or_else(|| Failure::argument("the output pointer is NULL"))?;
         let o = answer.outputs.get(index).ok_or_else(|| {
             Failure::argument(format!(
@@ -678,7 +721,8 @@ pub unsafe extern "C" fn edge_answer_output(
 #[no_mangle]
 pub unsafe extern "C" fn edge_answer_free(answer: *mut EdgeAnswer) {
     if !answer.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(answer))));
+        // SAFETY: the caller promises an answer from edge_predict, not freed yet.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(answer) })));
     }
 }
 
@@ -702,7 +746,8 @@ pub unsafe extern "C" fn edge_model_info_json(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let model = live_model(model)?;
+        // SAFETY: the caller promises a live model.
+        let model = unsafe { live_model(model)? };
         let r = model.model_ref();
         let inputs: Vec<_> = model
             .manifest()
@@ -745,7 +790,9 @@ pub unsafe extern "C" fn edge_model_stats_json(
 ) -> EdgeStatus {
     boundary(|| {
         out_ptr(out)?;
-        let json = serde_json::to_string(&live_model(model)?.stats())
+        // SAFETY: the caller promises a live model.
+        let model = unsafe { live_model(model)? };
+        let json = serde_json::to_string(&model.stats())
             .map_err(|e| Failure(EdgeStatus::EdgeErrModel, e.to_string()))?;
         give_string(json, out)
     })
@@ -758,6 +805,7 @@ pub unsafe extern "C" fn edge_model_stats_json(
 #[no_mangle]
 pub unsafe extern "C" fn edge_string_free(text: *mut c_char) {
     if !text.is_null() {
-        drop(CString::from_raw(text));
+        // SAFETY: the caller promises a string from this library, not freed yet.
+        drop(unsafe { CString::from_raw(text) });
     }
 }

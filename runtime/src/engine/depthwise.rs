@@ -527,6 +527,7 @@ impl DepthwiseConv {
                 let mut tap_ptrs = vec![std::ptr::null::<f32>(); taps];
                 for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
                     let (weights, bias) = prepare(first + ix, &mut scratch, &mut tap_ptrs);
+                    // SAFETY: the kernel variant exists only where the CPU has its features (chosen once at load); the slices are the plan's sizes.
                     unsafe { kind.plane(out, wo, wq, &masks, &tap_ptrs, weights, bias, clamp) };
                 }
                 Ok(())
@@ -542,12 +543,14 @@ impl DepthwiseConv {
                         let (weights, bias) = prepare(first + ix, &mut scratch, &mut tap_ptrs);
                         #[cfg(target_arch = "x86_64")]
                         if kind == Kernel::Avx512 {
+                            // SAFETY: `kind` is Avx512, chosen only where the CPU has AVX-512F/BW; `out` is one output plane and `tap_ptrs` point into the filled scratch.
                             unsafe {
                                 x86::plane_avx512_u8(out, &masks, &tap_ptrs, weights, bias, q)
                             };
                             continue;
                         }
                         floats.resize(plane_out, 0f32);
+                        // SAFETY: the kernel variant exists only where the CPU has its features (chosen once at load); the slices are the plan's sizes.
                         unsafe {
                             kind.plane(&mut floats, wo, wq, &masks, &tap_ptrs, weights, bias, None)
                         };
@@ -594,6 +597,7 @@ impl DepthwiseConv {
             let (ho, wo) = g.output();
             // SAFETY (here and below): the plan exists only where the CPU has the kernel's
             // features; the scratch is the plan's, filled before each plane.
+            // SAFETY: the plan exists only where the CPU has AVX-512 VNNI + VBMI; `plan.plane` holds 64-byte permute indices.
             let groups = unsafe { qdepthwise::x86::permutes(&plan.plane) };
             let per_channel = groups.len();
             par_chunks_mut(out, ho * wo, work, |first, chunk| {
@@ -602,6 +606,7 @@ impl DepthwiseConv {
                     let plane = first + ix;
                     let c = plane % op.channels;
                     let at = plane * plane_in;
+                    // SAFETY: the plan exists only where the CPU has the kernel's features; the scratch is the plan's, filled before each plane.
                     unsafe {
                         match fill {
                             Fill::U8(x, _) => qdepthwise::x86::fill_bytes(
@@ -636,9 +641,11 @@ impl DepthwiseConv {
         // SAFETY (the finishing stores): the CPU has AVX-512F.
         match (output, self.output) {
             (Dst::F32(out), None) => {
+                // SAFETY: this path runs only where the CPU has AVX-512F (the plan was built for it).
                 planes(self, plan, fill, out, work, unsafe { Floats::new(clamp) })
             }
             (Dst::U8(out), Some(form)) => {
+                // SAFETY: this path runs only where the CPU has AVX-512F/BW (the plan was built for it).
                 let sink = unsafe { Bytes::new(form.requantizer(clamp)) };
                 planes(self, plan, fill, out, work, sink)
             }
@@ -882,6 +889,7 @@ impl Kernel {
         bias: f32,
         clamp: Option<(f32, f32)>,
     ) {
+        // SAFETY: the kernel variant exists only where the CPU has its features (chosen once at load); the slices are the plan's sizes.
         unsafe {
             match self {
                 Kernel::Scalar => {
@@ -940,6 +948,7 @@ macro_rules! plane_fn {
             clamp: Option<(f32, f32)>,
         ) {
             for (y, row) in out.chunks_exact_mut(wo).enumerate() {
+                // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
                 unsafe { $row(row, taps, y * in_row, weights, bias, clamp) }
             }
         }
@@ -1000,6 +1009,7 @@ pub(crate) mod x86 {
         type Out = f32;
         #[inline(always)]
         unsafe fn store(self, o: *mut f32, mask: __mmask16, v: __m512) {
+            // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
             unsafe {
                 let v = clamp!(self.on, v, self.lo, self.hi, _mm512_max_ps, _mm512_min_ps);
                 if mask == 0xffff {
@@ -1039,6 +1049,7 @@ pub(crate) mod x86 {
         #[inline(always)]
         unsafe fn store(self, o: *mut u8, mask: __mmask16, v: __m512) {
             use super::super::u8_activations::x86::{requantize, store_bytes};
+            // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
             unsafe {
                 let q = requantize(v, self.inv, self.lo, self.hi, self.zp);
                 if mask == 0xffff {
@@ -1104,6 +1115,7 @@ pub(crate) mod x86 {
         bias: f32,
         clamp: Option<(f32, f32)>,
     ) {
+        // SAFETY: the caller chose this kernel only where the CPU has AVX-512F; `out`, `taps` and `masks` describe one plane.
         unsafe { plane_flat(out, masks, taps, weights, bias, Floats::new(clamp)) }
     }
 
@@ -1120,6 +1132,7 @@ pub(crate) mod x86 {
         bias: f32,
         q: super::super::u8_activations::Requantizer,
     ) {
+        // SAFETY: the caller chose this kernel only where the CPU has AVX-512F/BW; `out`, `taps` and `masks` describe one plane.
         unsafe { plane_flat(out, masks, taps, weights, bias, Bytes::new(q)) }
     }
 
@@ -1144,6 +1157,7 @@ pub(crate) mod x86 {
         sink: S,
     ) {
         let mut o = out.as_mut_ptr();
+        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
         unsafe {
             let b = _mm512_set1_ps(bias);
             for (block, m) in masks.chunks_exact(4).enumerate() {
@@ -1177,6 +1191,7 @@ pub(crate) mod x86 {
     ) {
         let len = out.len();
         let o = out.as_mut_ptr();
+        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
         unsafe {
             let on = clamp.is_some();
             let (lo, hi) = clamp.unwrap_or((0.0, 0.0));

@@ -516,6 +516,7 @@ impl<T> SharedOut<T> {
 }
 // SAFETY: every thread writes a disjoint set of rows through it (see `Pointwise::run`).
 unsafe impl<T> Sync for SharedOut<T> {}
+// SAFETY: as for Sync: threads write disjoint rows, so the pointer may move between them.
 unsafe impl<T> Send for SharedOut<T> {}
 
 /// The micro-kernel: up to 8 output channels × up to 48 points.
@@ -563,6 +564,7 @@ impl Kernel {
     ) {
         debug_assert!(weights.len() == cin * ROWS && bias.len() == ROWS);
         debug_assert!(rows <= ROWS && cols <= COLS);
+        // SAFETY: the kernel variant exists only where the CPU has its features (chosen once at load); the slices are the plan's sizes.
         unsafe {
             match self {
                 Kernel::Scalar => {
@@ -628,6 +630,7 @@ pub(crate) mod x86 {
     ) {
         let last = mask(cols - 16 * (V - 1));
         let w = weights.as_ptr();
+        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
             for (r, row) in acc.iter_mut().enumerate() {
@@ -675,6 +678,7 @@ pub(crate) mod x86 {
         last: __mmask16,
         clamp: Option<(f32, f32)>,
     ) {
+        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
         unsafe {
             for (v, &a) in row.iter().enumerate() {
                 let a = match clamp {

@@ -162,6 +162,7 @@ impl QDenseConv {
                 packed.resize(self.channels * per_plane * points, 0);
                 for (image, x) in input.chunks_exact(self.channels * plane_in).enumerate() {
                     for (c, words) in packed.chunks_exact_mut(per_plane * points).enumerate() {
+                        // SAFETY: the op exists only where the CPU has AVX-512 VNNI + VBMI; `words` is one plane's packed points and `x` the image's planes.
                         unsafe {
                             x86::fill_quantized(
                                 &self.plane,

@@ -296,6 +296,7 @@ pub(crate) mod x86 {
             .iter()
             // SAFETY: every index is 64 bytes
             .map(|g| {
+                // SAFETY: AVX-512F is present (this plan is built only then) and every index is 64 bytes.
                 (g.base, unsafe {
                     _mm512_loadu_si512(g.index.as_ptr() as *const _)
                 })
@@ -327,6 +328,7 @@ pub(crate) mod x86 {
     ) {
         let mut o = out.as_mut_ptr();
         let step = 16 * sx;
+        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
         unsafe {
             let (s, b) = (_mm512_set1_ps(scale), _mm512_set1_ps(offset));
             for (block, m) in masks.chunks_exact(4).enumerate() {

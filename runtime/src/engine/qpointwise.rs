@@ -239,7 +239,9 @@ impl QPointwise {
             // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes
             // are the ones `pack` expects.
             match input {
+                // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes are the ones `pack` expects.
                 Src::F32(x) => unsafe { kind.pack(x, cin, points, inv, zp, &mut packed) },
+                // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes are the ones `pack_bytes` expects.
                 Src::U8(x) => unsafe { kind.pack_bytes(x, cin, points, &mut packed) },
             }
             self.multiply_with(kind, &packed, points, output)
@@ -365,6 +367,7 @@ impl Kernel {
         match self {
             Kernel::Scalar => pack_scalar(input, cin, points, inv, zp, packed),
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: Kernel::Vnni is chosen only where the CPU has AVX-512 VNNI; the lengths are asserted above.
             Kernel::Vnni => unsafe { x86::pack(input, cin, points, inv, zp, packed) },
         }
     }
@@ -387,6 +390,7 @@ impl Kernel {
                 }
             }
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: Kernel::Vnni is chosen only where the CPU has AVX-512 VNNI; `packed` holds cin/4 words per point.
             Kernel::Vnni => unsafe { x86::pack_bytes(input, cin, points, packed) },
         }
     }
@@ -411,6 +415,7 @@ impl Kernel {
         clamp: Option<(f32, f32)>,
     ) {
         debug_assert!(weights.len() == k4 * ROWS && rows <= ROWS && cols <= COLS);
+        // SAFETY: the kernel variant exists only where the CPU has its features (chosen once at load); the slices are the plan's sizes.
         unsafe {
             match self {
                 Kernel::Scalar => {
@@ -484,6 +489,7 @@ mod x86 {
         packed: &mut [u32],
         lane: impl Fn(usize, __mmask16) -> __m512i,
     ) {
+        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
         unsafe {
             for g in 0..cin.div_ceil(4) {
                 let channels = (cin - 4 * g).min(4);
@@ -582,6 +588,7 @@ mod x86 {
     ) {
         let last = mask(cols - 16 * (V - 1));
         let w = weights.as_ptr();
+        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
         unsafe {
             let mut acc = [[_mm512_setzero_si512(); V]; ROWS];
             for g in 0..k4 {
@@ -673,6 +680,7 @@ mod x86 {
         let mut t = 0;
         // SAFETY (the loads): word `g < k4` of tile `t < tiles` is inside `weights`, `x` has
         // `k4` words.
+        // SAFETY: word `g < k4` of tile `t < tiles` is inside `weights`, `x` has `k4` words; the caller upholds this fn's target features.
         unsafe {
             while t + 8 <= tiles {
                 let mut acc = [_mm256_setzero_si256(); 8];

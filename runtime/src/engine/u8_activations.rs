@@ -497,6 +497,7 @@ pub(crate) mod x86 {
     #[inline]
     pub(crate) unsafe fn store_bytes(o: *mut u8, mask: __mmask16, q: __m512i) {
         let bytes = _mm512_cvtepi32_epi8(q);
+        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
         unsafe {
             if mask == 0xffff {
                 _mm_storeu_si128(o as *mut __m128i, bytes)
