@@ -34,7 +34,8 @@ pub use container::{offsets, SectionOffsets, SignatureRecord, FORMAT_VERSION, MA
 pub use manifest::*;
 pub use sign::{build, MANIFEST_DOMAIN};
 pub use store::write_durably;
-pub use verify::{inspect, verify, verify_bytes, Expiry, Inspection, VerifiedBundle, VerifyPolicy};
+pub use trust::Expiry;
+pub use verify::{inspect, verify, verify_bytes, Inspection, VerifiedBundle, VerifyPolicy};
 
 /// Size limits enforced while reading a bundle, before anything is allocated for a section.
 ///

@@ -10,8 +10,8 @@ use minicbor::bytes::ByteArray;
 use minicbor::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-use crate::stats::Histogram;
 use crate::tensor::{DType, Tensor};
+use edge_protocol::Histogram;
 
 /// What the payload bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

@@ -13,7 +13,17 @@ use minicbor::{Decode, Encode};
 
 use crate::error::TrustError;
 use crate::keys::KeyId;
-use crate::verify::Expiry;
+
+/// Whether expiry dates are enforced. Default: [`Expiry::Enforce`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expiry {
+    /// Refuse expired bundles and trust documents.
+    #[default]
+    Enforce,
+    /// **CAUTION**: accept expired bundles and trust documents. An attacker who holds an old,
+    /// withdrawn bundle can then install it again. Only for forensics on a bench.
+    Ignore,
+}
 
 /// Domain-separation prefix of the trust document signature.
 pub const TRUST_DOMAIN: &[u8] = b"edgefleet trust root v1\0";

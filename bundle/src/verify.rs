@@ -13,18 +13,7 @@ use super::sign::signed_message;
 use super::Limits;
 use crate::error::{BundleError, Section};
 use crate::keys::KeyId;
-use crate::trust::TrustRoot;
-
-/// Whether expiry dates are enforced. Default: [`Expiry::Enforce`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Expiry {
-    /// Refuse expired bundles and trust documents.
-    #[default]
-    Enforce,
-    /// **CAUTION**: accept expired bundles and trust documents. An attacker who holds an old,
-    /// withdrawn bundle can then install it again. Only for forensics on a bench.
-    Ignore,
-}
+use crate::trust::{Expiry, TrustRoot};
 
 /// What [`verify`] checks besides the signatures.
 #[derive(Clone, Debug, Default)]

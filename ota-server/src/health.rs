@@ -6,7 +6,7 @@
 //! reference statistics. [`phase_health`] is the one place a rollout's live phase health is
 //! computed: the engine's gate, `GET /v1/rollouts/{id}` and the dashboard all read it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use edge_bundle::stats::psi;
 use edge_bundle::ReferenceStats;
@@ -14,7 +14,6 @@ use edge_protocol::{Histogram, TelemetryWindow};
 use serde::{Deserialize, Serialize};
 
 use crate::devices::DeviceRecord;
-use crate::ingest::InstallTally;
 use crate::rollout::{PhaseHealth, Rollout};
 use crate::store::{Records, Store, StoreError, Table};
 use crate::telemetry_keys::{installs_key, phase_key};
@@ -38,6 +37,22 @@ pub fn phase_health<S: Store + ?Sized>(
         .unwrap_or_default();
     let (installed, failed) = installs.counts();
     Ok(aggregate.health(in_phase, installed, failed, reference))
+}
+
+/// Installs seen in one rollout phase: the last outcome per device (committed = true; failed
+/// or rolled back = false).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstallTally {
+    /// Outcome per device.
+    pub outcomes: BTreeMap<String, bool>,
+}
+
+impl InstallTally {
+    /// (installs, failures).
+    pub fn counts(&self) -> (u64, u64) {
+        let failures = self.outcomes.values().filter(|ok| !**ok).count() as u64;
+        (self.outcomes.len() as u64, failures)
+    }
 }
 
 /// Merged telemetry of one rollout phase.

@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, HashMap};
 use edge_bundle::VerifyingKey;
 use edge_protocol::envelope::{decode_body, open_raw, EnvelopeError};
 use edge_protocol::{Events, Hello, Kind, Step, Telemetry};
-use serde::{Deserialize, Serialize};
 
 use crate::devices::{DeviceRecord, Reported, ReportedModel};
 use crate::health::PhaseAggregate;
@@ -30,6 +29,7 @@ use crate::series;
 use crate::store::{event_key, put, Records, Store, StoreError, Table, Write};
 use crate::telemetry_keys::{installs_key, phase_key};
 
+pub use crate::health::InstallTally;
 pub use edge_protocol::rest::{EventEntry, EventRecord};
 
 /// One message from the broker.
@@ -97,22 +97,6 @@ pub struct Outcome {
     pub dropped: Vec<Dropped>,
     /// Devices that said hello: their desired state is to be re-published.
     pub hellos: Vec<String>,
-}
-
-/// Installs seen in one rollout phase: the last outcome per device (committed = true; failed
-/// or rolled back = false).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct InstallTally {
-    /// Outcome per device.
-    pub outcomes: BTreeMap<String, bool>,
-}
-
-impl InstallTally {
-    /// (installs, failures).
-    pub fn counts(&self) -> (u64, u64) {
-        let failures = self.outcomes.values().filter(|ok| !**ok).count() as u64;
-        (self.outcomes.len() as u64, failures)
-    }
 }
 
 /// The stored form of one events message.

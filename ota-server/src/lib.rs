@@ -1,13 +1,15 @@
-//! # ota-server (issue 4)
+//! # ota-server
 //!
-//! The fleet side of edgefleet.
+//! The fleet side of edgefleet. It depends on `edge-bundle` for verification and never on an
+//! inference engine.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`selector`] | cohorts by device tags (label-selector syntax), overlap test |
+//! | [`selector`] | cohorts by device tags (`edge_protocol::selector`, re-exported) |
 //! | [`cohort`] | stable hash buckets: which selected devices a phase reaches |
 //! | [`rollout`] | the phase / gate state machine; every transition kept with its cause |
-//! | [`health`] | a phase's merged telemetry as gate input |
+//! | [`health`] | a phase's merged telemetry and install tally; `phase_health`, shared by gate and API |
+//! | [`telemetry_keys`] | where telemetry-derived records live in the store |
 //! | [`desired`] | each device's desired models, computed from the rollouts |
 //! | [`engine`] | one engine step: tick rollouts, record baselines, new desired generations |
 //! | [`director`] | desired states signed with the director key |
@@ -18,10 +20,10 @@
 //! | [`gate`] | the devices' MQTT front door: authentication, topic ACLs, rate limit |
 //! | [`store`] | the `Store` trait (tables of JSON records) and its redb backend |
 //! | [`bundles`] | the verified, content-addressed bundle registry |
-//! | [`http`] | the HTTP API |
+//! | [`http`] | the HTTP API, a router per resource, bodies typed in `edge_protocol::rest` |
 //! | [`auth`] | hashed admin tokens with roles |
 //! | [`devices`] | enrollment (token or pre-authorized key, proof of possession), device tokens |
-//! | [`metrics`], [`openapi`], [`ratelimit`] | `/metrics`, `/v1/openapi.json`, device HTTP limits |
+//! | [`metrics`], [`openapi`], [`ratelimit`] | `/metrics`, `/v1/openapi.json` (derived, in `http`), device HTTP limits |
 //! | [`tls`] | fleet CA and server certificate, rustls listeners |
 
 #![forbid(unsafe_code)]
@@ -44,7 +46,7 @@ pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
-pub mod openapi;
+pub use http::openapi;
 pub mod ratelimit;
 pub mod rollout;
 pub use edge_protocol::selector;

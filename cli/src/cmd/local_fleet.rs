@@ -55,9 +55,13 @@ pub(crate) fn binary(name: &str) -> Result<PathBuf> {
     }
     // run through `cargo run`: build the other two binaries with the same profile
     if let Ok(cargo) = std::env::var("CARGO") {
-        eprintln!("building ota-server and edge-agent next to edgectl ...");
+        // cargo's own progress shows (a first build of the two is minutes on a small machine)
+        eprintln!(
+            "building ota-server and edge-agent next to edgectl (a first build takes a few \
+             minutes; cargo's progress follows) ..."
+        );
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "ota-server", "-p", "device-agent"]);
+        cmd.args(["build", "-p", "ota-server", "-p", "device-agent"]);
         if dir.ends_with("release") {
             cmd.arg("--release");
         }

@@ -3,7 +3,7 @@
 //! health, chart series, pause / resume / abort / rollback), [`tokens`] (API and enrollment
 //! tokens, whoami) and [`ops`] (`/metrics`, `/healthz`, `/v1/openapi.json`). Request and response
 //! bodies are `edge_protocol::rest` types; the OpenAPI document is derived from them and from
-//! each handler's annotation ([`crate::openapi`]).
+//! each handler's annotation ([`openapi`]).
 //!
 //! Callers are an admin token (viewer / operator / admin), a device (its device token), or
 //! nobody. A handler that needs a role takes [`Authorized<Viewer>`], [`Authorized<Operator>`]
@@ -14,6 +14,7 @@
 pub mod artifacts;
 pub mod bundles;
 pub mod devices;
+pub mod openapi;
 pub mod ops;
 pub mod rollouts;
 pub mod tokens;

@@ -29,7 +29,7 @@ pub fn routes<S: Store + ?Sized + 'static>() -> Router<App<S>> {
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "ops",
     responses((status = 200, body = Object, description = "An OpenAPI 3.1 document")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
+    Json(super::openapi::document())
 }
 
 /// Rate limit of the device-facing routes, per peer address (429 with Retry-After).

@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{artifacts, bundles, devices, ops, rollouts, tokens};
+use super::{artifacts, bundles, devices, ops, rollouts, tokens};
 
 /// The document's derivation: the handlers, in the order the README lists them.
 #[derive(OpenApi)]
