@@ -579,7 +579,8 @@ fn the_dashboard_is_self_contained_and_its_api_needs_a_token() {
 /// The live view of a rollout shows the health the gate judged, PSI included (it was once
 /// computed a second time without the bundle's reference statistics, so the view had no PSI
 /// while the gate judged on it): the phase's predictions are all one digit, the gate fails on
-/// PSI and pauses the rollout, and `GET /v1/rollouts/{id}` shows that PSI for the phase.
+/// PSI and pauses the rollout, and `GET /v1/rollouts/{id}` showed that PSI while the phase ran and
+/// shows it after the decision.
 #[test]
 fn the_rollout_view_shows_the_psi_the_gate_judged() {
     use edge_protocol::{Histogram, TelemetryWindow};
@@ -676,6 +677,25 @@ fn the_rollout_view_shows_the_psi_the_gate_judged() {
     records
         .put(Table::Telemetry, &phase_key("r-1", 0), &aggregate)
         .unwrap();
+
+    // the live view while the phase is running, before the engine judges it
+    let (code, text) = call(
+        "GET",
+        &format!("{}/v1/rollouts/r-1", server.url),
+        Some(&operator),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200, "{text}");
+    let running: edge_protocol::rest::RolloutView = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        running.rollout.status,
+        edge_protocol::rest::RolloutStatus::Running
+    );
+    assert!(
+        running.health.psi.is_some(),
+        "the running phase's view has a PSI"
+    );
 
     let step = ota_server::engine::step(&records, 1_000, |_| reference.clone()).unwrap();
     let (_, transition) = &step.transitions[0];
