@@ -101,7 +101,25 @@ fn versions_line(v: &BTreeMap<String, Vec<String>>) -> String {
         .join("  ")
 }
 
-/// Runs the demo.
+/// Timestamped lines on the terminal (stderr with `--non-interactive`, where stdout is the JSON).
+struct Narrator {
+    started: Instant,
+    quiet: bool,
+}
+
+impl Narrator {
+    fn say(&self, msg: &str) {
+        let line = format!("[{:>5.1}s] {msg}", self.started.elapsed().as_secs_f64());
+        if self.quiet {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+/// Runs the demo: the server, the agents and their traffic, the bundles, three rollouts, the
+/// verdict.
 pub fn run(a: DemoArgs) -> Result<()> {
     // first the binaries (possibly a build): the demo's clock starts after
     let server_bin = binary("ota-server")?;
@@ -112,43 +130,111 @@ pub fn run(a: DemoArgs) -> Result<()> {
         .prefix("edgefleet-demo-")
         .tempdir()?;
     let root = dir.path();
-    let say = |msg: &str| {
-        if a.non_interactive {
-            eprintln!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
-        } else {
-            println!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
-        }
+    let n = Narrator {
+        started,
+        quiet: a.non_interactive,
     };
 
     // 1. keys, trust root, the server
     let fleet = LocalServer::start(root, &server_bin, a.broker.as_deref(), &[], deadline)?;
-    let server = fleet.api.clone();
-    let (data, signer) = (fleet.data.clone(), fleet.signer.clone());
-    say(&format!("keys and trust root in {}", root.display()));
-    say(&format!(
+    announce_server(&n, &fleet, root);
+    // 2. agents in three cohorts, with prediction traffic all along
+    let ids = device_ids(a.devices);
+    let agents = start_agents(&a, &fleet, &agent_bin, root, &ids)?;
+    wait("every device to enroll", deadline, || {
+        let v: DeviceList = call(&fleet.api, "GET", "/v1/devices", None).ok()?;
+        (v.devices.len() == a.devices).then_some(())
+    })?;
+    n.say(&format!(
+        "{} agents enrolled (sites berlin, paris, lab)",
+        a.devices
+    ));
+    let test_x = npy(TEST_X)?;
+    let stop = start_traffic(&agents, &test_x);
+    // 3. bundles
+    let shas = push_bundles(&fleet, &test_x)?;
+    n.say("pushed digits 1.0.0, 2.0.0 and 3.0.0 (3.0.0 is bad: its predictions drift far from its reference)");
+    // 4. the rollouts, each followed until it settles
+    let mut summary = Vec::new();
+    let mut ever_v3: BTreeMap<String, bool> = BTreeMap::new();
+    for (version, phases, expect) in rollout_plan() {
+        let followed = Followed {
+            a: &a,
+            fleet: &fleet,
+            agents: &agents,
+            deadline,
+            root,
+        };
+        let entry = followed.rollout(&n, &shas[version], version, phases, &mut ever_v3)?;
+        let done = entry["status"] == expect;
+        let mut entry = entry;
+        entry["expected"] = json!(expect);
+        summary.push(entry);
+        if !done {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    // 5. what must hold
+    let report = verdict(&a, &agents, &ids, &summary, &ever_v3, &fleet, started, root);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if a.keep {
+        n.say("running until Ctrl-C (--keep)");
+        let dir = dir.keep();
+        n.say(&format!("files kept in {}", dir.display()));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    if report["ok"] != true {
+        let kept = dir.keep();
+        bail!(
+            "the demo did not go as expected; logs kept in {}",
+            kept.display()
+        );
+    }
+    Ok(())
+}
+
+/// Where the server, its dashboard and its API are.
+fn announce_server(n: &Narrator, fleet: &LocalServer, root: &std::path::Path) {
+    let server = &fleet.api;
+    let ca = fleet.data.join("tls/ca.pem");
+    n.say(&format!("keys and trust root in {}", root.display()));
+    n.say(&format!(
         "ota-server: API {} (CA {}), MQTT {}, log {}",
         server.server,
-        data.join("tls/ca.pem").display(),
+        ca.display(),
         fleet.mqtt_url,
         root.join("server.log").display()
     ));
-    say(&format!(
+    n.say(&format!(
         "dashboard: {}/ (sign in with the admin token below; the fleet CA is {})",
         server.server,
-        data.join("tls/ca.pem").display()
+        ca.display()
     ));
-    say(&format!(
+    n.say(&format!(
         "the API as admin: EDGECTL_SERVER={} EDGECTL_TOKEN={} EDGECTL_CA={} edgectl rollout list",
         server.server,
         server.token,
-        data.join("tls/ca.pem").display()
+        ca.display()
     ));
+}
 
-    // 3. agents in three cohorts
+/// One `edge-agent` process per id, sites round-robin, enrolling with one token.
+fn start_agents(
+    a: &DemoArgs,
+    fleet: &LocalServer,
+    agent_bin: &std::path::Path,
+    root: &std::path::Path,
+    ids: &[String],
+) -> Result<Vec<Agent>> {
+    let server = &fleet.api;
+    let data = &fleet.data;
     let token = fleet
         .enrollment_token(json!({"name": "demo", "uses": a.devices, "tags": {"hw": "x86"}}))?;
     let sites = ["berlin", "paris", "lab"];
-    let ids = device_ids(a.devices);
     let mut agents = Vec::new();
     for (i, id) in ids.iter().cloned().enumerate() {
         let state = root.join(&id);
@@ -165,7 +251,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             sites[i % sites.len()],
         );
         std::fs::write(state.join("agent.toml"), config)?;
-        let child = Command::new(&agent_bin)
+        let child = Command::new(agent_bin)
             .args(["run", "--config"])
             .arg(state.join("agent.toml"))
             .env("EDGE_AGENT_LOG", "info")
@@ -178,76 +264,70 @@ pub fn run(a: DemoArgs) -> Result<()> {
             _proc: Proc(child),
         });
     }
-    wait("every device to enroll", deadline, || {
-        let v: DeviceList = call(&server, "GET", "/v1/devices", None).ok()?;
-        (v.devices.len() == a.devices).then_some(())
-    })?;
-    say(&format!(
-        "{} agents enrolled (sites berlin, paris, lab)",
-        a.devices
-    ));
+    Ok(agents)
+}
 
-    // prediction traffic on every device, all along
-    let test_x = npy(TEST_X)?;
+/// Prediction traffic on every device until the returned flag is set: each device walks the
+/// test set from its own offset, so every device sees every class.
+fn start_traffic(agents: &[Agent], test_x: &Tensor) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (stop, apis) = (
-            stop.clone(),
-            agents.iter().map(|a| a.api.clone()).collect::<Vec<_>>(),
-        );
-        let xs = test_x.to_f64_vec();
-        std::thread::spawn(move || {
-            let client: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .into();
-            let rows = xs.len() / 64;
-            let mut round = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                // each device walks the test set in order from its own offset: every device
-                // sees every class (the set cycles through the digits)
-                for (k, api) in apis.iter().enumerate() {
-                    let r = (round + k * 7) % rows;
-                    let row = &xs[r * 64..(r + 1) * 64];
-                    let image: Vec<&[f64]> = row.chunks(8).collect();
-                    let body = json!({"input": [[image]]}).to_string();
-                    let _ = client
-                        .post(&format!("http://{api}/v1/models/digits/predict"))
-                        .header("content-type", "application/json")
-                        .send(body.as_bytes());
-                }
-                round += 1;
-                std::thread::sleep(Duration::from_millis(30));
+    let (flag, apis) = (
+        stop.clone(),
+        agents.iter().map(|a| a.api.clone()).collect::<Vec<_>>(),
+    );
+    let xs = test_x.to_f64_vec();
+    std::thread::spawn(move || {
+        let client: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let rows = xs.len() / 64;
+        let mut round = 0usize;
+        while !flag.load(Ordering::Relaxed) {
+            for (k, api) in apis.iter().enumerate() {
+                let r = (round + k * 7) % rows;
+                let row = &xs[r * 64..(r + 1) * 64];
+                let image: Vec<&[f64]> = row.chunks(8).collect();
+                let body = json!({"input": [[image]]}).to_string();
+                let _ = client
+                    .post(&format!("http://{api}/v1/models/digits/predict"))
+                    .header("content-type", "application/json")
+                    .send(body.as_bytes());
             }
-        });
-    }
+            round += 1;
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    });
+    stop
+}
 
-    // 4. bundles: v1, v2 (same model, honest reference), v3 (reference says "mostly 1s")
+/// Packs and uploads v1, v2 (same model, honest reference) and v3 (a reference that says "mostly
+/// 1s"); their `sha256:` ids by version.
+fn push_bundles(fleet: &LocalServer, test_x: &Tensor) -> Result<BTreeMap<&'static str, String>> {
     let calib = npy(CALIB_X)?;
-    let bad_reference = rows_of_class(&test_x, &npy(TEST_Y)?, 1);
+    let bad_reference = rows_of_class(test_x, &npy(TEST_Y)?, 1);
     let mut shas = BTreeMap::new();
     for (version, calibration) in [
         ("1.0.0", calib.clone()),
         ("2.0.0", calib),
         ("3.0.0", bad_reference),
     ] {
-        let bytes = bundle(&signer, version, calibration)?;
+        let bytes = bundle(&fleet.signer, version, calibration)?;
         let v: Bundle = call(
-            &server,
+            &fleet.api,
             "POST",
             "/v1/bundles",
             Some(("application/octet-stream", bytes)),
         )?;
         shas.insert(version, format!("sha256:{}", v.sha256));
     }
-    say("pushed digits 1.0.0, 2.0.0 and 3.0.0 (3.0.0 is bad: its predictions drift far from its reference)");
+    Ok(shas)
+}
 
-    let gates = json!({"max_install_failure_rate": 0.0, "max_error_rate": 0.02, "max_p99_latency_ms": 200,
-                       "max_psi": 0.5, "min_mean_confidence": 0.5, "min_reporting_devices": 1,
-                       "min_requests": 200});
-    let mut summary = Vec::new();
-    let plan = [
+/// The three rollouts: version, phases, the status each must end in.
+fn rollout_plan() -> [(&'static str, Value, &'static str); 3] {
+    [
         (
             "1.0.0",
             json!([{"percent": 100, "soak_seconds": 0}]),
@@ -263,41 +343,68 @@ pub fn run(a: DemoArgs) -> Result<()> {
             json!([{"percent": CANARY, "soak_seconds": 6}, {"percent": 50, "soak_seconds": 6}, {"percent": 100}]),
             "rolled_back",
         ),
-    ];
-    let mut ever_v3: BTreeMap<String, bool> = BTreeMap::new();
-    for (version, phases, expect) in plan {
-        let spec = json!({"bundle": shas[version], "selector": "hw=x86", "phases": phases, "gates": gates,
+    ]
+}
+
+/// What following a rollout needs.
+struct Followed<'a> {
+    a: &'a DemoArgs,
+    fleet: &'a LocalServer,
+    agents: &'a [Agent],
+    deadline: Instant,
+    root: &'a std::path::Path,
+}
+
+impl Followed<'_> {
+    /// Creates the rollout of `sha` and follows it until it settles (drawing its phase bar);
+    /// its summary entry. Devices seen on 3.0.0 are noted in `ever_v3`.
+    fn rollout(
+        &self,
+        n: &Narrator,
+        sha: &str,
+        version: &str,
+        phases: Value,
+        ever_v3: &mut BTreeMap<String, bool>,
+    ) -> Result<Value> {
+        let server = &self.fleet.api;
+        let gates = json!({"max_install_failure_rate": 0.0, "max_error_rate": 0.02, "max_p99_latency_ms": 200,
+                           "max_psi": 0.5, "min_mean_confidence": 0.5, "min_reporting_devices": 1,
+                           "min_requests": 200});
+        let spec = json!({"bundle": sha, "selector": "hw=x86", "phases": phases, "gates": gates,
                           "on_gate_failure": "rollback"});
         let r: Rollout = call(
-            &server,
+            server,
             "POST",
             "/v1/rollouts",
             Some(("application/json", spec.to_string().into_bytes())),
         )?;
         let id = r.id;
-        say(&format!(
+        n.say(&format!(
             "rollout {id}: digits {version} to hw=x86, phases {}",
             phases.as_array().map_or(0, Vec::len)
         ));
-        let end = loop {
-            if Instant::now() > deadline {
-                bail!("timed out during rollout {id}; logs in {}", root.display());
+        let (r, v) = loop {
+            if Instant::now() > self.deadline {
+                bail!(
+                    "timed out during rollout {id}; logs in {}",
+                    self.root.display()
+                );
             }
-            let r: RolloutView = call(&server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+            let r: RolloutView = call(server, "GET", &format!("/v1/rollouts/{id}"), None)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
-            let v = versions(&agents);
+            let v = versions(self.agents);
             if let Some(ids) = v.get("3.0.0") {
                 ids.iter().for_each(|d| {
                     ever_v3.insert(d.clone(), true);
                 });
             }
-            if !a.non_interactive {
+            if !self.a.non_interactive {
                 println!("  {}   devices {}", progress(&r, now), versions_line(&v));
             }
             let settled = match r.rollout.status {
-                RolloutStatus::Completed => v.get(version).map_or(0, Vec::len) == a.devices,
+                RolloutStatus::Completed => v.get(version).map_or(0, Vec::len) == self.a.devices,
                 RolloutStatus::RolledBack => !v.contains_key(version),
                 RolloutStatus::Paused | RolloutStatus::Aborted => true,
                 RolloutStatus::Running => false,
@@ -307,38 +414,47 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
             std::thread::sleep(Duration::from_secs(1));
         };
-        let (r, v) = end;
         let status = json!(r.rollout.status);
         let status = status.as_str().unwrap_or_default();
-        say(&format!(
+        n.say(&format!(
             "rollout {id}: {status}; devices {}",
             versions_line(&v)
         ));
-        summary.push(json!({
-            "rollout": id, "version": version, "expected": expect, "status": status,
+        Ok(json!({
+            "rollout": id, "version": version, "status": status,
             "phases_reached": r.rollout.phase + 1,
             "devices_per_version": v.iter().map(|(k, ids)| (k.clone(), json!(ids.len()))).collect::<serde_json::Map<_, _>>(),
             "decisions": r.rollout.transitions,
-        }));
-        if status != expect {
-            break;
-        }
+        }))
     }
-    stop.store(true, Ordering::Relaxed);
+}
 
-    // 5. what must hold
-    let final_versions = versions(&agents);
+/// The JSON report and whether every expectation held (`ok`): each rollout ended as planned,
+/// v2 reached every device, v3 halted at its first phase and ran only on canary devices.
+#[allow(clippy::too_many_arguments)]
+fn verdict(
+    a: &DemoArgs,
+    agents: &[Agent],
+    ids: &[String],
+    summary: &[Value],
+    ever_v3: &BTreeMap<String, bool>,
+    fleet: &LocalServer,
+    started: Instant,
+    root: &std::path::Path,
+) -> Value {
+    let final_versions = versions(agents);
     let all_v2 = final_versions.get("2.0.0").map_or(0, Vec::len) == a.devices;
     let v3 = summary.get(2).cloned().unwrap_or(Value::Null);
     let halted_at_canary = v3["status"] == "rolled_back" && v3["phases_reached"] == 1;
     let canary: Vec<String> = ever_v3.keys().cloned().collect();
     let phase_one: Vec<&String> = ids.iter().filter(|d| in_phase(d, "r-3", CANARY)).collect();
     let only_canary = !canary.is_empty() && canary.iter().all(|d| phase_one.contains(&d));
-    let ok = summary.iter().all(|s| s["status"] == s["expected"])
+    let ok = summary.len() == 3
+        && summary.iter().all(|s| s["status"] == s["expected"])
         && all_v2
         && halted_at_canary
         && only_canary;
-    let report = json!({
+    json!({
         "ok": ok,
         "devices": a.devices,
         "seconds": started.elapsed().as_secs_f64(),
@@ -348,26 +464,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "checks": {"v2_on_all_devices": all_v2, "v3_halted_at_first_phase": halted_at_canary,
                    "v3_only_on_canary_devices": only_canary},
         "work_dir": root.display().to_string(),
-        "dashboard": format!("{}/", server.server),
-        "api": server.server,
-    });
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if a.keep {
-        say("running until Ctrl-C (--keep)");
-        let dir = dir.keep();
-        say(&format!("files kept in {}", dir.display()));
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
-    if !ok {
-        let kept = dir.keep();
-        bail!(
-            "the demo did not go as expected; logs kept in {}",
-            kept.display()
-        );
-    }
-    Ok(())
+        "dashboard": format!("{}/", fleet.api.server),
+        "api": fleet.api.server,
+    })
 }
 
 /// The canary phase's share.
