@@ -584,7 +584,6 @@ fn the_dashboard_is_self_contained_and_its_api_needs_a_token() {
 #[test]
 fn the_rollout_view_shows_the_psi_the_gate_judged() {
     use edge_protocol::{Histogram, TelemetryWindow};
-    use ota_server::devices::DeviceRecord;
     use ota_server::health::PhaseAggregate;
     use ota_server::telemetry_keys::phase_key;
 
@@ -621,22 +620,7 @@ fn the_rollout_view_shows_the_psi_the_gate_judged() {
         .put(
             Table::Devices,
             "dev-1",
-            &DeviceRecord {
-                id: "dev-1".into(),
-                public_key: String::new(),
-                tags: Default::default(),
-                agent_version: "t".into(),
-                enrolled_at: 0,
-                last_seen: 0,
-                online: true,
-                token_hash: String::new(),
-                last_seq: 0,
-                reported: None,
-                messages: 0,
-                duplicates: 0,
-                requests: 0,
-                recent: vec![],
-            },
+            &common::device_record("dev-1", &[]),
         )
         .unwrap();
     let spec = serde_json::json!({
