@@ -57,6 +57,8 @@ pub struct Bundles<S: Store + ?Sized> {
     records: Records<S>,
     dir: PathBuf,
     max_bytes: u64,
+    /// Reference statistics by sha256: bundles are content-addressed, so they never change.
+    references: std::sync::Mutex<std::collections::HashMap<String, edge_bundle::ReferenceStats>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -74,6 +76,7 @@ impl<S: Store + ?Sized> Bundles<S> {
             records,
             dir: dir.to_path_buf(),
             max_bytes,
+            references: Default::default(),
         })
     }
 
@@ -89,6 +92,21 @@ impl<S: Store + ?Sized> Bundles<S> {
         edge_bundle::inspect(&bytes, &Default::default())
             .ok()
             .map(|i| i.manifest)
+    }
+
+    /// The reference statistics of a stored bundle (what PSI is measured against), read from its
+    /// file once and then kept; empty if the file is missing or unreadable. The engine's gate,
+    /// the rollout view and the charts all read them here.
+    pub fn reference(&self, sha256: &str) -> edge_bundle::ReferenceStats {
+        let mut cache = self.references.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = cache.get(sha256) {
+            return r.clone();
+        }
+        let Some(r) = self.manifest(sha256).map(|m| m.reference) else {
+            return Default::default();
+        };
+        cache.insert(sha256.to_string(), r.clone());
+        r
     }
 
     /// Verifies and stores an upload; idempotent for the same bytes.

@@ -12,12 +12,10 @@
 //! - At each (re)connect every stored desired state is published again, retained: a broker that
 //!   restarted (the embedded one restarts with the server) has lost its retained messages.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edge_bundle::ReferenceStats;
 use edge_bundle::SigningKey;
 use edge_protocol::envelope::EnvelopeError;
 use edge_protocol::topics;
@@ -72,7 +70,6 @@ pub struct Fleet<S: Store + ?Sized> {
     director: SigningKey,
     metrics: Arc<Metrics>,
     now: Arc<dyn Fn() -> u64 + Send + Sync>,
-    references: Mutex<HashMap<String, ReferenceStats>>,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
     connected: Arc<AtomicBool>,
 }
@@ -97,7 +94,6 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             director,
             metrics,
             now,
-            references: Mutex::new(HashMap::new()),
             publish,
             connected: config.ready.clone(),
         });
@@ -115,20 +111,6 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         );
         tokio::spawn(fleet.clone().engine_task(config.tick, config.retention));
         fleet
-    }
-
-    fn reference(&self, sha: &str) -> ReferenceStats {
-        let mut cache = self.references.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = cache.get(sha) {
-            return r.clone();
-        }
-        let r = self
-            .bundles
-            .manifest(sha)
-            .map(|m| m.reference)
-            .unwrap_or_default();
-        cache.insert(sha.to_string(), r.clone());
-        r
     }
 
     fn send_desired(&self, device: &str, record: &DesiredRecord) -> Result<(), StoreError> {
@@ -178,7 +160,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
     /// One engine step, with its desired states signed and published.
     pub fn run_engine_once(&self) -> Result<engine::StepReport, StoreError> {
         let now = (self.now)();
-        let report = engine::step(&self.records, now, |sha| self.reference(sha))?;
+        let report = engine::step(&self.records, now, |sha| self.bundles.reference(sha))?;
         for (rollout, t) in &report.transitions {
             tracing::info!(rollout = %rollout, from = ?t.from_status, to = ?t.to_status,
                 phase = t.to_phase, reason = %t.reason, "rollout transition");

@@ -132,7 +132,6 @@ impl Lifecycle for Rollout {
         t
     }
 
-    /// One engine step: with the current phase's health at `now`, advance, fail or wait.
     fn tick(&mut self, now: u64, health: &PhaseHealth) -> Option<Transition> {
         if self.status != Status::Running {
             return None;
@@ -183,7 +182,6 @@ impl Lifecycle for Rollout {
         }
     }
 
-    /// Operator: pause a running rollout.
     fn pause(&mut self, now: u64, who: &str) -> Result<Transition, String> {
         if self.status != Status::Running {
             return Err(format!("rollout is {:?}, not running", self.status));
@@ -197,7 +195,6 @@ impl Lifecycle for Rollout {
         ))
     }
 
-    /// Operator: resume a paused rollout (the phase's soak starts over).
     fn resume(&mut self, now: u64, who: &str) -> Result<Transition, String> {
         if self.status != Status::Paused {
             return Err(format!("rollout is {:?}, not paused", self.status));
@@ -212,7 +209,6 @@ impl Lifecycle for Rollout {
         ))
     }
 
-    /// Operator: stop for good; devices keep what they have.
     fn abort(&mut self, now: u64, who: &str) -> Result<Transition, String> {
         if self.status.is_final() {
             return Err(format!("rollout is already {:?}", self.status));
@@ -226,7 +222,6 @@ impl Lifecycle for Rollout {
         ))
     }
 
-    /// Operator: send devices back to their previous version.
     fn rollback(&mut self, now: u64, who: &str) -> Result<Transition, String> {
         if matches!(self.status, Status::RolledBack) {
             return Err("rollout is already rolled back".into());

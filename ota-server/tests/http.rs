@@ -662,16 +662,19 @@ fn the_rollout_view_shows_the_psi_the_gate_judged() {
         .put(Table::Telemetry, &phase_key("r-1", 0), &aggregate)
         .unwrap();
 
+    let view = || -> edge_protocol::rest::RolloutView {
+        let (code, text) = call(
+            "GET",
+            &format!("{}/v1/rollouts/r-1", server.url),
+            Some(&operator),
+            None,
+            &[],
+        );
+        assert_eq!(code, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    };
     // the live view while the phase is running, before the engine judges it
-    let (code, text) = call(
-        "GET",
-        &format!("{}/v1/rollouts/r-1", server.url),
-        Some(&operator),
-        None,
-        &[],
-    );
-    assert_eq!(code, 200, "{text}");
-    let running: edge_protocol::rest::RolloutView = serde_json::from_str(&text).unwrap();
+    let running = view();
     assert_eq!(
         running.rollout.status,
         edge_protocol::rest::RolloutStatus::Running
@@ -687,15 +690,7 @@ fn the_rollout_view_shows_the_psi_the_gate_judged() {
     let gate_psi = transition.health.as_ref().unwrap().psi.unwrap();
     assert!(gate_psi > 0.05, "{gate_psi}");
 
-    let (code, text) = call(
-        "GET",
-        &format!("{}/v1/rollouts/r-1", server.url),
-        Some(&operator),
-        None,
-        &[],
-    );
-    assert_eq!(code, 200, "{text}");
-    let view: edge_protocol::rest::RolloutView = serde_json::from_str(&text).unwrap();
+    let view = view();
     assert_eq!(
         view.rollout.status,
         edge_protocol::rest::RolloutStatus::Paused

@@ -129,9 +129,7 @@ fn load_rollout<S: Store + ?Sized>(app: &AppState<S>, id: &str) -> Result<Rollou
 /// The reference statistics of a rollout's bundle (what PSI is measured against).
 fn reference_of<S: Store + ?Sized>(app: &AppState<S>, r: &Rollout) -> ReferenceStats {
     app.bundles
-        .manifest(r.spec.bundle.trim_start_matches("sha256:"))
-        .map(|m| m.reference)
-        .unwrap_or_default()
+        .reference(r.spec.bundle.trim_start_matches("sha256:"))
 }
 
 /// Chart data of a rollout.
