@@ -6,7 +6,8 @@
 #   EDGE_CROSS_SCOPE=runtime cross/test.sh TARGET   # the runtime's subset only (.ci/run: armv7)
 #   EDGE_CROSS_FULL=1 cross/test.sh TARGET   # every test of edge-runtime, its C ABI, device-agent
 #
-# Quick subset: runtime unit tests, the golden test (the x86-64 digits bundle verifies, passes its
+# Quick subset: the CPU kernels' tests (every kernel against its scalar version on every
+# instruction-set level qemu's CPU has), runtime unit tests, the golden test (the x86-64 digits bundle verifies, passes its
 # self-test and gives the same logits within 1e-5), the model tests, the C ABI tests, the sensor
 # driver tests, and the
 # agent's unit tests plus its slot, swap, trial and download tests. Left out of the quick
@@ -23,7 +24,7 @@ source cross/env.sh "${1:-}"
 # times faster and take a fraction of the disk.
 export CARGO_PROFILE_DEV_DEBUG=0 CARGO_INCREMENTAL=0
 
-# EDGE_CROSS_SCOPE=runtime: only the runtime's tests (lib, golden, model) — what .ci/run runs for
+# EDGE_CROSS_SCOPE=runtime: only the kernels' and the runtime's tests (lib, golden, model) — what .ci/run runs for
 # armv7 so that CI stays well inside its time budget; the default scope is everything below.
 scope=${EDGE_CROSS_SCOPE:-all}
 [ "${EDGE_CROSS_FULL:-0}" = 1 ] && scope=full
@@ -49,12 +50,12 @@ run_tests() {
 agent_tests=(--test download --test slots --test swap --test trial)
 case "$scope" in
   runtime)
-    run_tests runtime -p edge-runtime --lib --test golden --test model ;;
+    run_tests runtime -p edge-kernels -p edge-runtime --lib --test golden --test model ;;
   full)
-    run_tests runtime -p edge-runtime -p edge-runtime-capi -p edge-sensors --lib --tests
+    run_tests runtime -p edge-kernels -p edge-runtime -p edge-runtime-capi -p edge-sensors --lib --tests
     run_tests agent -p device-agent --lib "${agent_tests[@]}" --test load --test offline ;;
   *)
-    run_tests all -p edge-runtime -p edge-runtime-capi -p edge-sensors -p device-agent --lib \
+    run_tests all -p edge-kernels -p edge-runtime -p edge-runtime-capi -p edge-sensors -p device-agent --lib \
       --test golden --test model --test c_abi --test mpu6050 "${agent_tests[@]}" ;;
 esac
 [ "$scope" = runtime ] && exit 0

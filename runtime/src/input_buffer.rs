@@ -14,8 +14,9 @@ use crate::error::{InputError, ModelError};
 use crate::preprocess::Floats;
 use crate::tensor::DType;
 
-/// Page-locked memory registered with an engine's device; unregisters when dropped.
-pub trait PinnedMemory: Send + Sync {}
+/// Page-locked memory registered with an engine's device; unregisters when dropped (the
+/// engine's trait, named here too because an input buffer holds one).
+pub use crate::engine::PinnedMemory;
 
 /// Element types an input buffer holds.
 pub trait Element: Datum + Copy + private::Sealed {

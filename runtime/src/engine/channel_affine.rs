@@ -9,6 +9,7 @@
 //! channel run once, in place when tract hands over the only reference to the input, with
 //! the loop compiled for AVX2+FMA or AVX-512 when the CPU has them.
 
+use edge_kernels::Isa;
 use tract_onnx::tract_hir::internal::*;
 
 use super::Floats;
@@ -217,52 +218,8 @@ impl ChannelAffine {
         let clamp = self
             .clamp
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F
-                return unsafe { x86::apply_avx512(self, data, clamp) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU has AVX2 and FMA
-                return unsafe { x86::apply_avx2(self, data, clamp) };
-            }
-        }
-        apply_generic(self, data, clamp)
-    }
-}
-
-/// The loop, inlined into each feature-specific wrapper so the compiler vectorizes it for
-/// that instruction set.
-#[inline(always)]
-fn apply_generic(op: &ChannelAffine, data: &mut [f32], clamp: Option<(f32, f32)>) {
-    let (scale, shift) = (&op.scale.0, &op.shift.0);
-    for (ix, run) in data.chunks_exact_mut(op.inner).enumerate() {
-        let c = ix % op.channels;
-        let (s, b) = (scale[c], shift[c]);
-        match clamp {
-            Some((lo, hi)) => run
-                .iter_mut()
-                .for_each(|v| *v = (*v * s + b).max(lo).min(hi)),
-            None => run.iter_mut().for_each(|v| *v = *v * s + b),
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::*;
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn apply_avx512(op: &ChannelAffine, data: &mut [f32], clamp: Option<(f32, f32)>) {
-        apply_generic(op, data, clamp)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn apply_avx2(op: &ChannelAffine, data: &mut [f32], clamp: Option<(f32, f32)>) {
-        apply_generic(op, data, clamp)
+        let params = (&self.scale.0[..], &self.shift.0[..]);
+        edge_kernels::elementwise::channel_affine(Isa::host(), data, self.inner, params, clamp)
     }
 }
 

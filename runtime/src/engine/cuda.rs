@@ -11,10 +11,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::runtime_for_name;
 
 use super::cpu::{load_err, output_labels, parse_checked, run_plan, set_input_facts, tract_inputs};
+use super::PinnedMemory;
 use super::{Engine, Unsupported};
 use crate::bundle::VerifiedBundle;
 use crate::error::ModelError;
-use crate::input_buffer::PinnedMemory;
 use crate::tensor::Tensor as EfTensor;
 
 // tract-cuda registers its runtime with tract's inventory; the crate must be linked for that.

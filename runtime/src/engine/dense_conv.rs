@@ -17,12 +17,15 @@
 
 use std::cell::RefCell;
 
+use edge_kernels::geometry::{fill_phases, Plain};
+use edge_kernels::pointwise::Kernel;
+use edge_kernels::{Geometry, Isa};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 
-use super::depthwise::{constant_kernel_and_bias, fill_phases, Geometry, Plain, Planes};
-use super::pointwise::{Kernel, Pointwise};
-use super::u8_activations::f32_only;
+use super::activations::f32_only;
+use super::conv2d::{constant_kernel_and_bias, conv_geometry, Planes};
+use super::pointwise::Pointwise;
 
 /// Floats one im2col band may hold (4 MiB): bands are whole output rows, at least one.
 pub const BAND_FLOATS: usize = 1 << 20;
@@ -30,7 +33,7 @@ pub const BAND_FLOATS: usize = 1 << 20;
 /// Replaces every one-group convolution this op handles, with the clamp that follows it (ReLU,
 /// ReLU6) fused in; returns how many it replaced. Does nothing on CPUs without AVX-512F.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    if !Kernel::best().is_vector() {
+    if !Kernel::best(Isa::host()).is_vector() {
         return Ok(0);
     }
     let mut replaced = 0;
@@ -82,7 +85,7 @@ impl DenseConv {
         if conv.group != 1 {
             return Ok(None);
         }
-        let Some((geometry, batched)) = Geometry::of_conv(model, node, conv)? else {
+        let Some((geometry, batched)) = conv_geometry(model, node, conv)? else {
             return Ok(None);
         };
         let (channels, outputs) = (spec.input_channels, spec.output_channels);
@@ -270,7 +273,7 @@ impl TypedOp for DenseConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::test_values as values;
+    use edge_kernels::testing::values;
     use tract_onnx::tract_hir::tract_core::ops::cnn::PaddingSpec;
 
     /// The textbook loop over the padded input, in f64.
@@ -281,7 +284,7 @@ mod tests {
         input: &[f32],
         n: usize,
     ) -> Vec<f32> {
-        crate::engine::conv_reference(&op.geometry, op.channels, kernel, bias, input, n)
+        edge_kernels::testing::conv_reference(&op.geometry, op.channels, kernel, bias, input, n)
     }
 
     #[test]
@@ -321,7 +324,7 @@ mod tests {
             let depth = c * kh * kw;
             for band_floats in [BAND_FLOATS, 2 * depth * wo + 1, 1] {
                 op.band_floats = band_floats;
-                for kind in [Kernel::Scalar, Kernel::best()] {
+                for kind in Kernel::available(Isa::host()) {
                     let mut got = vec![f32::NAN; want.len()];
                     op.run(kind, &input, n, &mut got).unwrap();
                     assert_eq!(got.len(), n * o * ho * wo);
@@ -338,7 +341,7 @@ mod tests {
 
     #[test]
     fn matches_tracts_own_convolution_with_the_clamp_fused() {
-        if !Kernel::best().is_vector() {
+        if !Kernel::best(Isa::host()).is_vector() {
             return;
         }
         let cases = [

@@ -7,12 +7,13 @@
 //! call): 26 of 59 ms of ONNX Runtime's dynamic MobileNetV2 here. This op computes the same
 //! range, scale and zero point, and the same `clamp(round_even(x / scale) + zp)` per element
 //! (a division, as ONNX and tract do, not a multiplication by the reciprocal), in loops
-//! compiled for AVX-512 or AVX2 when the CPU has them.
+//! compiled for AVX-512 or AVX2 when the CPU has them ([`edge_kernels::elementwise`]).
 //!
 //! The ConvInteger expansion ends in an [`IntegralToI32`] cast (its float sums are integers);
 //! when the graph casts that int32 straight back to f32, as every dynamic quantizer's graph
 //! does, both casts are dropped.
 
+use edge_kernels::{elementwise, Isa};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cast::Cast;
 
@@ -60,132 +61,6 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DynamicQuantize;
 
-/// `(scale, zero point)` of `x`'s range extended to hold 0, as ONNX defines them (NaNs ignored).
-pub fn scale_and_zero_point(x: &[f32]) -> (f32, u8) {
-    let (min, max) = range(x);
-    let scale = (max - min) / 255.0;
-    let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0);
-    (scale, zero_point as u8)
-}
-
-/// `clamp(round_even(x / scale) + zero_point, 0, 255)` per element (NaN → the zero point).
-pub fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
-    assert_eq!(x.len(), out.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F
-            return unsafe { x86::quantize_avx512(x, scale, zero_point, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2
-            return unsafe { x86::quantize_avx2(x, scale, zero_point, out) };
-        }
-    }
-    quantize_generic(x, scale, zero_point, out)
-}
-
-fn range(x: &[f32]) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F
-            return unsafe { x86::range_avx512(x) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2
-            return unsafe { x86::range_avx2(x) };
-        }
-    }
-    range_generic(x)
-}
-
-/// Min and max with 0 included, NaNs skipped; 16 running lanes so the loop vectorizes.
-#[inline(always)]
-fn range_generic(x: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for i in 0..16 {
-            // `if` rather than `min`: a NaN compares false and is skipped, as in tract's fold
-            lo[i] = if chunk[i] < lo[i] { chunk[i] } else { lo[i] };
-            hi[i] = if chunk[i] > hi[i] { chunk[i] } else { hi[i] };
-        }
-    }
-    for (i, &v) in tail.iter().enumerate() {
-        lo[i] = if v < lo[i] { v } else { lo[i] };
-        hi[i] = if v > hi[i] { v } else { hi[i] };
-    }
-    let lo = lo.iter().fold(0f32, |a, &b| if b < a { b } else { a });
-    let hi = hi.iter().fold(0f32, |a, &b| if b > a { b } else { a });
-    (lo, hi)
-}
-
-#[inline(always)]
-fn quantize_generic(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
-    let zp = zero_point as i32;
-    for (y, &v) in out.iter_mut().zip(x) {
-        *y = (((v / scale).round_ties_even() as i32) + zp).clamp(0, 255) as u8;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::super::pointwise::x86::mask;
-    use std::arch::x86_64::*;
-
-    /// `min(v, lo)` keeps `lo` when `v` is NaN (x86's rule: the second operand), as the scalar
-    /// fold skips NaN; masked-off tail lanes load as 0, which the range holds anyway.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn range_avx512(x: &[f32]) -> (f32, f32) {
-        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for chunk in x.chunks(16) {
-            // SAFETY: the masked lanes stay inside `chunk`
-            let v = unsafe { _mm512_maskz_loadu_ps(mask(chunk.len()), chunk.as_ptr()) };
-            lo = _mm512_min_ps(v, lo);
-            hi = _mm512_max_ps(v, hi);
-        }
-        (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi))
-    }
-
-    /// The scalar formula with the integer steps done in float: `|x / scale| ≤ 255` for every
-    /// value in the range the scale was made for, so `as i32`, the add and the clamp give the
-    /// same integers; NaN lanes (`0 / 0` when the input is all zeros) take the zero point, as
-    /// `NaN as i32 = 0` does.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn quantize_avx512(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
-        let s = _mm512_set1_ps(scale);
-        let zp = _mm512_set1_ps(zero_point as f32);
-        let (lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
-        for (chunk, dst) in x.chunks(16).zip(out.chunks_mut(16)) {
-            let m = mask(chunk.len());
-            // SAFETY: the masked lanes stay inside `chunk` and `dst` (same length)
-            unsafe {
-                let t = _mm512_div_ps(_mm512_maskz_loadu_ps(m, chunk.as_ptr()), s);
-                let numbers = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(t, t);
-                let r = _mm512_maskz_roundscale_ps::<0x08>(numbers, t);
-                let q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), lo), hi);
-                _mm512_mask_cvtepi32_storeu_epi8(
-                    dst.as_mut_ptr() as *mut i8,
-                    m,
-                    _mm512_cvtps_epi32(q),
-                );
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn range_avx2(x: &[f32]) -> (f32, f32) {
-        super::range_generic(x)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn quantize_avx2(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
-        super::quantize_generic(x, scale, zero_point, out)
-    }
-}
-
 impl Op for DynamicQuantize {
     fn name(&self) -> StaticName {
         "EdgeDynamicQuantizeLinear".into()
@@ -206,10 +81,12 @@ impl EvalOp for DynamicQuantize {
         ensure!(input.datum_type() == f32::datum_type(), "expects f32");
         let plain = input.try_as_plain_ram()?;
         let x = plain.as_slice::<f32>()?;
-        let (scale, zero_point) = scale_and_zero_point(x);
-        // SAFETY: `quantize` writes every element
+        let isa = Isa::host();
+        let (scale, zero_point) = elementwise::dynamic_scale_and_zero_point(isa, x);
+        // SAFETY: `quantize_dynamic` writes every element
         let mut y = unsafe { Tensor::uninitialized::<u8>(input.shape())? };
-        quantize(
+        elementwise::quantize_dynamic(
+            isa,
             x,
             scale,
             zero_point,

@@ -5,14 +5,13 @@
 //! tract 0.23.9 runs the convolutions between them in float anyway, so the pair's only job is
 //! the rounding; it ran as two element-wise passes through an 8-bit tensor, the quantize one
 //! a closure call per element (~45% of a QDQ MobileNetV2's time here). This op computes the
-//! same values (ties to even, saturation, NaN → zero point) in one pass: written out in AVX-512
-//! intrinsics (masked tail, the NaN test folded into the rounding's mask; ~2× the compiled
-//! loop, which this CPU's double-pumped 512-bit units left compute-bound), the plain loop
-//! compiled for AVX2 or any target elsewhere.
+//! same values (ties to even, saturation, NaN → zero point) in one pass
+//! ([`edge_kernels::elementwise::apply_pair`]: AVX-512 intrinsics, the plain loop compiled for
+//! AVX2 or any target elsewhere).
 
+use edge_kernels::{Isa, Pair, U8Form};
 use tract_onnx::tract_hir::internal::*;
 
-use super::u8_activations::U8Form;
 use tract_onnx::tract_hir::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_hir::tract_core::ops::quant::{
     DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8,
@@ -130,94 +129,22 @@ impl FakeQuant {
         ]
     }
 
+    /// Both steps' parameters, for the kernels.
+    pub(crate) fn pair(&self) -> Pair {
+        let [inv_scale, zero_point, lo, hi, dq_scale, dq_zero_point] = self.parameters();
+        Pair {
+            inv_scale,
+            zero_point,
+            lo,
+            hi,
+            dq_scale,
+            dq_zero_point,
+        }
+    }
+
     /// Applies the pair to `data` in place.
     pub fn apply(&self, data: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F
-                return unsafe { x86::apply_avx512(self, data) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2
-                return unsafe { x86::apply_avx2(self, data) };
-            }
-        }
-        apply_generic(self, data)
-    }
-}
-
-/// The loop, inlined into each feature-specific wrapper so it vectorizes for that set.
-#[inline(always)]
-fn apply_generic(op: &FakeQuant, data: &mut [f32]) {
-    let [inv, zp, lo, hi, scale, dzp] = op.parameters();
-    for v in data.iter_mut() {
-        *v = (quantize(*v, inv, zp, lo, hi) - dzp) * scale;
-    }
-}
-
-/// The quantize step for one value, as a float: `clamp(round_even(v · inv) + zp, lo, hi)`, NaN
-/// going to the zero point (tract casts NaN to 0 before adding it). Shared with the integer
-/// 1×1 convolution, which must round exactly as the pair does.
-#[inline(always)]
-pub(crate) fn quantize(v: f32, inv: f32, zp: f32, lo: f32, hi: f32) -> f32 {
-    let r = (v * inv).round_ties_even();
-    let r = if r.is_nan() { 0.0 } else { r };
-    (r + zp).max(lo).min(hi)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::*;
-
-    /// 16 lanes at a time, the tail masked (rows as short as 7 values stay vectorized). When
-    /// the dequantize step's zero point is the quantize step's, `(clamp(r + zp, lo, hi) − zp)
-    /// · s = clamp(r, lo − zp, hi − zp) · s` exactly (small integers), which saves two adds;
-    /// NaN lanes are zeroed by the rounding's mask, as `quantize` maps them to the zero point.
-    /// Same bits as `apply_generic`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn apply_avx512(op: &FakeQuant, data: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let f = f32::from_bits;
-        let zp = f(op.zero_point);
-        if zp != op.dq_zero_point as f32 {
-            return apply_generic(op, data);
-        }
-        let inv = _mm512_set1_ps(f(op.inv_scale));
-        let lo = _mm512_set1_ps(f(op.lo) - zp);
-        let hi = _mm512_set1_ps(f(op.hi) - zp);
-        let scale = _mm512_set1_ps(f(op.dq_scale));
-        let step = |v: __m512| {
-            let t = _mm512_mul_ps(v, inv);
-            let numbers = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(t, t);
-            // round to nearest, ties to even, precision exception suppressed
-            let r = _mm512_maskz_roundscale_ps::<0x08>(numbers, t);
-            // `+ 0` turns a −0 into the +0 the two-add form gives
-            let q = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(r, lo), hi), _mm512_setzero_ps());
-            _mm512_mul_ps(q, scale)
-        };
-        let mut chunks = data.chunks_exact_mut(16);
-        for chunk in &mut chunks {
-            // SAFETY: 16 floats in bounds
-            unsafe {
-                let p = chunk.as_mut_ptr();
-                _mm512_storeu_ps(p, step(_mm512_loadu_ps(p)));
-            }
-        }
-        let tail = chunks.into_remainder();
-        if !tail.is_empty() {
-            let mask = super::super::pointwise::x86::mask(tail.len());
-            // SAFETY: masked lanes stay inside `tail`
-            unsafe {
-                let p = tail.as_mut_ptr();
-                _mm512_mask_storeu_ps(p, mask, step(_mm512_maskz_loadu_ps(mask, p)));
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn apply_avx2(op: &FakeQuant, data: &mut [f32]) {
-        apply_generic(op, data)
+        edge_kernels::elementwise::apply_pair(Isa::host(), &self.pair(), data)
     }
 }
 
@@ -257,53 +184,6 @@ impl TypedOp for FakeQuant {
 mod tests {
     use super::*;
     use tract_onnx::tract_hir::tract_core::ops::quant::{quantize_linear_i8, quantize_linear_u8};
-
-    /// The vector loop gives the scalar loop's bits on every tail length, for ties, −0, ±∞,
-    /// NaN and values far past the range, with the dequantize zero point equal to the
-    /// quantize one (the fast form) and not (the fallback).
-    #[test]
-    fn vector_loop_matches_the_scalar_loop() {
-        let mut xs: Vec<f32> = (0..61).map(|i| (i as f32 - 30.0) * 0.025).collect();
-        xs.extend([
-            -0.0,
-            0.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
-            1e9,
-            -1e9,
-            -0.01,
-        ]);
-        let ops = [
-            (1.0 / 0.05, 128.0, 0.0, 255.0, 0.05, 128),
-            (1.0 / 0.05, 3.0, 0.0, 255.0, 0.05, 3),
-            (1.0 / 0.02, -3.0, -128.0, 127.0, 0.02, -3),
-            (1.0 / 0.02, 0.0, -128.0, 127.0, 0.02, 5),
-        ];
-        for (inv, zp, lo, hi, s, dzp) in ops {
-            let op = FakeQuant {
-                inv_scale: f32::to_bits(inv),
-                zero_point: f32::to_bits(zp),
-                lo: f32::to_bits(lo),
-                hi: f32::to_bits(hi),
-                dq_scale: f32::to_bits(s),
-                dq_zero_point: dzp,
-            };
-            for len in 0..xs.len() {
-                let mut want = xs[..len].to_vec();
-                apply_generic(&op, &mut want);
-                let mut got = xs[..len].to_vec();
-                op.apply(&mut got);
-                for ((a, b), x) in got.iter().zip(&want).zip(&xs) {
-                    assert_eq!(
-                        a.to_bits(),
-                        b.to_bits(),
-                        "{op:?} len {len} x = {x}: {a} vs {b}"
-                    );
-                }
-            }
-        }
-    }
 
     /// tract's own pair and ours give the same values, including ties, saturation both ways
     /// and a NaN. (Not ±∞ or |x/s| past i32: tract's own pair overflows there.)

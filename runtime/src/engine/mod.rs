@@ -5,8 +5,11 @@
 //! hint; a model the chosen engine cannot run loads on the CPU, and the reason travels with it
 //! ([`EngineChoice`]).
 
+mod activations;
 pub mod channel_affine;
 pub mod const_weights;
+mod conv1x1;
+mod conv2d;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -33,11 +36,16 @@ use tract_onnx::tract_hir::tract_core::ops::math::{Max, Min};
 
 use crate::bundle::VerifiedBundle;
 use crate::error::ModelError;
-use crate::input_buffer::PinnedMemory;
 use crate::tensor::Tensor;
 
 pub(crate) use cpu::datum;
 pub use cpu::CpuEngine;
+/// The CPU kernels our ops run (`edge-kernels`), for benchmarks and tools.
+pub use edge_kernels as kernels;
+
+/// Page-locked memory registered with an engine's device ([`Engine::pin`]); unregisters when
+/// dropped.
+pub trait PinnedMemory: Send + Sync {}
 
 /// tract's ONNX parser as the runtime uses it everywhere (engine, quantizer): with the operators
 /// the runtime adds (QOperator ops, a vectorizable LRN) and the shape hints in the file ignored
@@ -248,70 +256,8 @@ impl TestConv {
     }
 }
 
-/// Test helper: `got` equals `want` to float rounding (1e-4 relative), `what` named on failure.
 #[cfg(test)]
-pub(crate) fn assert_close(got: &[f32], want: &[f32], what: impl std::fmt::Debug) {
-    assert_eq!(got.len(), want.len(), "{what:?}");
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-            "{what:?} at {i}: {a} vs {b}"
-        );
-    }
-}
-
-/// Test helper: the textbook one-group convolution of `input` (`[n, channels, h, w]`) with
-/// `kernel` (`[O, channels, kh, kw]`) and `bias` (`[O]`) over `g`, zero padding, in f64.
-#[cfg(test)]
-pub(crate) fn conv_reference(
-    g: &depthwise::Geometry,
-    channels: usize,
-    kernel: &[f32],
-    bias: &[f32],
-    input: &[f32],
-    n: usize,
-) -> Vec<f32> {
-    let (ho, wo) = g.output();
-    let outputs = bias.len();
-    let mut out = vec![0f32; n * outputs * ho * wo];
-    for b in 0..n {
-        for o in 0..outputs {
-            for y in 0..ho {
-                for x in 0..wo {
-                    let mut acc = bias[o] as f64;
-                    for c in 0..channels {
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
-                                let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
-                                }
-                                let v = input
-                                    [((b * channels + c) * g.h + iy as usize) * g.w + ix as usize];
-                                let w = kernel[((o * channels + c) * g.kh + ky) * g.kw + kx];
-                                acc += v as f64 * w as f64;
-                            }
-                        }
-                    }
-                    out[((b * outputs + o) * ho + y) * wo + x] = acc as f32;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Test helper: `n` values in [-1, 1], scattered by a hash of the index and `seed`.
-#[cfg(test)]
-pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|k| {
-            let h = (k as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
-            (h % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect()
-}
+pub(crate) use edge_kernels::testing::{assert_close, values as test_values};
 
 /// A tensor's values as f32 (any numeric type, any layout).
 pub fn f32_values(t: &tract_onnx::prelude::Tensor) -> tract_onnx::prelude::TractResult<Vec<f32>> {
@@ -490,11 +436,17 @@ pub fn prepare(
         }
     }
     let engine = CpuEngine::prepare(bundle, threads)?;
+    // which of our kernels run: what the CPU has, less what EDGE_ISA caps (or why it was ignored)
+    let kernels = match (own_kernels(), edge_kernels::Isa::host_note()) {
+        (false, _) => "tract only (EDGE_CPU_OWN_KERNELS=0)".to_string(),
+        (true, None) => edge_kernels::Isa::host().to_string(),
+        (true, Some(note)) => format!("{} ({note})", edge_kernels::Isa::host()),
+    };
     let choice = EngineChoice {
         requested: kind.to_string(),
         used: "cpu",
         device: format!(
-            "cpu ({threads} thread{})",
+            "cpu ({threads} thread{}; kernels: {kernels})",
             if threads == 1 { "" } else { "s" }
         ),
         reason: (!notes.is_empty()).then(|| notes.join("; ")),

@@ -3,8 +3,8 @@
 //! 3×3 stride-2 layer) reads a quantize→dequantize pair and its weights are int8 values times
 //! a per-channel scale, the products run on the pair's bytes instead of their float images.
 //!
-//! Each input plane is quantized (the pair's rounding) into [`super::qdepthwise`]'s byte
-//! plane, padded with the input's zero point; for every kernel row's group of up to four taps,
+//! Each input plane is quantized (the pair's rounding) into [`edge_kernels::BytePlane`]'s
+//! layout, padded with the input's zero point; for every kernel row's group of up to four taps,
 //! one byte permute per 16 outputs gathers each output's taps into a 32-bit word, so the
 //! im2col matrix comes out already in VNNI order (`[C·groups][points]` words: a 3×3 layer's
 //! three taps per word, the fourth byte against a zero weight). That matrix goes through
@@ -15,14 +15,18 @@
 //! On MobileNetV2's first layer (3 → 32 channels, 112×112 outputs) the float op ran 27 FMAs
 //! per output at the FMA units' peak; in words of four bytes the reduction is 9 `vpdpbusd`.
 
+use std::cell::RefCell;
+
+use edge_kernels::qdepthwise::Kernel;
+use edge_kernels::quant::integer_rows;
+use edge_kernels::{BytePlane, Geometry, Isa, U8Form};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 
-use super::depthwise::{constant_kernel_and_bias, Geometry, Planes};
-use super::pointwise::Channels;
-use super::qdepthwise::BytePlane;
+use super::activations::{Dst, Src};
+use super::conv1x1::Channels;
+use super::conv2d::{constant_kernel_and_bias, conv_geometry, Planes};
 use super::qpointwise::QPointwise;
-use super::u8_activations::{Dst, Src, U8Form};
 
 /// The integer op for the one-group convolution `conv` at `node` (its clamp `clamp` fused in)
 /// and the outlet it should read, or `None` when its input is not a pair's output, its weights
@@ -34,10 +38,13 @@ pub(crate) fn integer_variant(
     conv: &Conv,
     clamp: Option<(f32, f32)>,
 ) -> TractResult<Option<(OutletId, QDenseConv)>> {
-    if !super::qdepthwise::available() || conv.group != 1 {
+    if conv.group != 1 {
         return Ok(None);
     }
-    let Some((geometry, batched)) = Geometry::of_conv(model, node, conv)? else {
+    let Some(kernel) = Kernel::best(Isa::host()) else {
+        return Ok(None);
+    };
+    let Some((geometry, batched)) = conv_geometry(model, node, conv)? else {
         return Ok(None);
     };
     let Some((read_from, form)) = super::fake_quant::quantizing_read(model, node.inputs[0])? else {
@@ -46,10 +53,11 @@ pub(crate) fn integer_variant(
     let spec = &conv.pool_spec;
     let (channels, outputs) = (spec.input_channels, spec.output_channels);
     let depth = channels * geometry.kh * geometry.kw;
-    let Some((kernel, bias)) = constant_kernel_and_bias(model, node, outputs, depth)? else {
+    let Some((weights, bias)) = constant_kernel_and_bias(model, node, outputs, depth)? else {
         return Ok(None);
     };
-    let Some(mut op) = QDenseConv::new(geometry, channels, &kernel, &bias, clamp, form)? else {
+    let Some(mut op) = QDenseConv::new(kernel, geometry, channels, &weights, &bias, clamp, form)?
+    else {
         return Ok(None);
     };
     op.batched = batched;
@@ -60,6 +68,8 @@ pub(crate) fn integer_variant(
 /// wo]`, f32 or 8-bit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QDenseConv {
+    /// The integer gather (AVX-512 VNNI + VBMI).
+    kernel: Kernel,
     plane: BytePlane,
     batched: bool,
     channels: usize,
@@ -71,24 +81,25 @@ pub struct QDenseConv {
 }
 
 impl QDenseConv {
-    /// The op for `kernel` (`[O, C·kh·kw]`, int8 multiples of a per-row scale) and `bias`
-    /// (`[O]`) reading f32 quantized by `input`; `None` when the weights are not int8
-    /// multiples or a kernel row does not fit the byte gather.
+    /// The op on `kernel`'s gather for `weights` (`[O, C·kh·kw]`, int8 multiples of a
+    /// per-row scale) and `bias` (`[O]`) reading f32 quantized by `input`; `None` when the
+    /// weights are not int8 multiples or a kernel row does not fit the byte gather.
     pub fn new(
+        kernel: Kernel,
         geometry: Geometry,
         channels: usize,
-        kernel: &[f32],
+        weights: &[f32],
         bias: &[f32],
         clamp: Option<(f32, f32)>,
         input: U8Form,
     ) -> TractResult<Option<Self>> {
         let outputs = bias.len();
         let depth = channels * geometry.kh * geometry.kw;
-        ensure!(channels > 0 && outputs > 0 && kernel.len() == outputs * depth);
+        ensure!(channels > 0 && outputs > 0 && weights.len() == outputs * depth);
         let Some(plane) = BytePlane::new(geometry, input.zero_point() as u8) else {
             return Ok(None);
         };
-        let Some((q, sw)) = super::qpointwise::integer_rows(kernel, outputs, depth) else {
+        let Some((q, sw)) = integer_rows(weights, outputs, depth) else {
             return Ok(None);
         };
         // `[O][C][groups]` words, one byte per gathered tap: the 1×1 product's `[O, C·groups·4]`
@@ -101,6 +112,7 @@ impl QDenseConv {
         let shape = Channels::unbatched(channels * plane.groups.len() * 4, outputs);
         let product = QPointwise::from_parts(shape, &qw, &sw, bias, clamp, input)?.with_u8_input();
         Ok(Some(QDenseConv {
+            kernel,
             plane,
             batched: true,
             channels,
@@ -143,48 +155,34 @@ impl QDenseConv {
         if points == 0 {
             return Ok(());
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            use super::qdepthwise::x86;
-            use std::cell::RefCell;
-            let per_plane = self.plane.groups.len();
-            thread_local! {
-                /// The gathered taps, kept between calls (sized by the largest).
-                static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-            }
-            // SAFETY: the op exists only where the CPU has the kernels' features (checked in
-            // `integer_variant`); the scratch is the byte plane's.
-            let groups = unsafe { x86::permutes(&self.plane) };
-            let mut scratch = self.plane.scratch();
-            let mut output = output;
-            PACKED.with(|cell| {
-                let mut packed = cell.borrow_mut();
-                packed.resize(self.channels * per_plane * points, 0);
-                for (image, x) in input.chunks_exact(self.channels * plane_in).enumerate() {
-                    for (c, words) in packed.chunks_exact_mut(per_plane * points).enumerate() {
-                        // SAFETY: the op exists only where the CPU has AVX-512 VNNI + VBMI; `words` is one plane's packed points and `x` the image's planes.
-                        unsafe {
-                            x86::fill_quantized(
-                                &self.plane,
-                                &x[c * plane_in..][..plane_in],
-                                &mut scratch,
-                                self.input,
-                            );
-                            x86::gather_rows(&self.plane, &scratch, &groups, words);
-                        }
-                    }
-                    let at = image * self.outputs * points;
-                    let out = match &mut output {
-                        Dst::F32(o) => Dst::F32(&mut o[at..][..self.outputs * points]),
-                        Dst::U8(o) => Dst::U8(&mut o[at..][..self.outputs * points]),
-                    };
-                    self.product.multiply(&packed, points, out)?;
-                }
-                Ok(())
-            })
+        let per_plane = self.plane.groups.len();
+        thread_local! {
+            /// The gathered taps, kept between calls (sized by the largest).
+            static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        bail!("the integer convolution runs on x86-64 only")
+        let permutes = self.kernel.permutes(&self.plane);
+        let mut scratch = self.plane.scratch();
+        let mut output = output;
+        PACKED.with(|cell| {
+            let mut packed = cell.borrow_mut();
+            packed.resize(self.channels * per_plane * points, 0);
+            for (image, x) in input.chunks_exact(self.channels * plane_in).enumerate() {
+                for (c, words) in packed.chunks_exact_mut(per_plane * points).enumerate() {
+                    let plane = &x[c * plane_in..][..plane_in];
+                    self.kernel
+                        .fill_quantized(&self.plane, plane, &mut scratch, self.input);
+                    self.kernel
+                        .gather_rows(&self.plane, &scratch, &permutes, words);
+                }
+                let at = image * self.outputs * points;
+                let out = match &mut output {
+                    Dst::F32(o) => Dst::F32(&mut o[at..][..self.outputs * points]),
+                    Dst::U8(o) => Dst::U8(&mut o[at..][..self.outputs * points]),
+                };
+                self.product.multiply(&packed, points, out)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -223,7 +221,7 @@ impl EvalOp for QDenseConv {
 impl TypedOp for QDenseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         self.planes()
-            .output_facts(inputs, super::u8_activations::datum(self.output_form()))
+            .output_facts(inputs, super::activations::datum(self.output_form()))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -237,16 +235,16 @@ impl TypedOp for QDenseConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::test_values as values;
+    use edge_kernels::testing::values;
 
     /// f32 outputs to float rounding and 8-bit ones within one step (a rounding tie may land
     /// either side) of the textbook loop on the pair's values, across kernel sizes, strides,
     /// dilations, paddings, channel counts that leave partial tiles, and a batch of two.
     #[test]
     fn matches_the_textbook_loop_on_the_pairs_values() {
-        if !super::super::qdepthwise::available() {
+        let Some(gather) = Kernel::best(Isa::host()) else {
             return;
-        }
+        };
         let (form_in, form_out) = (
             U8Form::new(1.0 / 0.01, 128.0, 0.01),
             U8Form::new(1.0 / 0.05, 3.0, 0.05),
@@ -292,9 +290,10 @@ mod tests {
                 .collect();
             let clamp = Some((0.0, 6.0));
             // the textbook loop over the input as the pair leaves it (quantized, dequantized)
-            let mut want = crate::engine::conv_reference(&g, channels, &kernel, &bias, &seen, n);
+            let mut want =
+                edge_kernels::testing::conv_reference(&g, channels, &kernel, &bias, &seen, n);
             want.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-            let op = QDenseConv::new(g, channels, &kernel, &bias, clamp, form_in)
+            let op = QDenseConv::new(gather, g, channels, &kernel, &bias, clamp, form_in)
                 .unwrap()
                 .unwrap();
             let mut got = vec![f32::NAN; want.len()];
@@ -331,8 +330,10 @@ mod tests {
             pad_right: 1,
         };
         let kernel = values(2 * 9, 5);
-        assert!(QDenseConv::new(g, 1, &kernel, &[0.0, 0.0], None, form_in)
-            .unwrap()
-            .is_none());
+        assert!(
+            QDenseConv::new(gather, g, 1, &kernel, &[0.0, 0.0], None, form_in)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -14,16 +14,19 @@
 //! Per call the input is quantized (the pair's rounding: ties to even, saturation, NaN → zero
 //! point) straight into VNNI order, `[⌈I/4⌉][points]` words of four input channels, in a scratch
 //! kept per thread; when the pair has no other reader it is dropped from the graph, so that
-//! pass replaces it. The micro-kernel is the float one's shape: 8 output channels × 48 points
-//! of i32 sums in 24 registers, weights broadcast four bytes at a time from a copy packed at
-//! load, then `sum · s_x s_w[o] + offset[o]`, the clamp and one store per vector.
+//! pass replaces it. The kernels ([`edge_kernels::qpointwise`]) are the float micro-kernel's
+//! shape in integers: 8 output channels × 48 points of i32 sums, then `sum · s_x s_w[o] +
+//! offset[o]`, the clamp and one store per vector.
 
 use std::cell::RefCell;
 
+use edge_kernels::qpointwise::{pack_weights, Kernel, TileOut, ROWS};
+use edge_kernels::quant::integer_rows;
+use edge_kernels::{Isa, Requantizer, U8Form};
 use tract_onnx::tract_hir::internal::*;
 
-use super::pointwise::{Channels, Conv1x1, SharedOut, COLS, ROWS};
-use super::u8_activations::{Dst, Requantizer, Src, U8Form};
+use super::activations::{Dst, Src};
+use super::conv1x1::{Channels, Conv1x1, SharedOut};
 use super::Floats;
 
 /// The whole output: f32, or the 8-bit values of a form.
@@ -41,14 +44,6 @@ impl Out {
     }
 }
 
-/// Where one tile's outputs go (row `r`, column `c` at `r·stride + c`): f32 values (then
-/// clamped), or bytes (clamped and quantized by the requantizer).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum TileOut {
-    F32(*mut f32),
-    U8(*mut u8, Requantizer),
-}
-
 /// The integer op for `conv` reading `input`, with the outlet it should read (the pair's input
 /// when the pair has no other reader), or `None` when the input is not quantized, the weights
 /// are not int8 multiples or the CPU lacks AVX-512 VNNI.
@@ -57,7 +52,7 @@ pub(crate) fn integer_variant(
     input: OutletId,
     conv: &Conv1x1,
 ) -> TractResult<Option<(OutletId, QPointwise)>> {
-    if !Kernel::best().is_vector() {
+    if !Kernel::best(Isa::host()).is_vector() {
         return Ok(None);
     }
     let Some((read_from, form)) = super::fake_quant::quantizing_read(model, input)? else {
@@ -68,38 +63,6 @@ pub(crate) fn integer_variant(
     };
     let op = QPointwise::new(conv, &qw, &sw, form)?;
     Ok(Some((read_from, op)))
-}
-
-/// The weights `[O, I]` as int8 values times one scale per row, when every row is exactly
-/// that (to float rounding): `(q [O, I], scale [O])`.
-pub fn integer_rows(weights: &[f32], cout: usize, cin: usize) -> Option<(Vec<i8>, Vec<f32>)> {
-    let mut q = vec![0i8; cout * cin];
-    let mut scales = vec![1f32; cout];
-    for o in 0..cout {
-        let row = &weights[o * cin..][..cin];
-        let top = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        if !top.is_finite() {
-            return None;
-        }
-        if top == 0.0 {
-            continue;
-        }
-        // the row's largest |q| is unknown (127 for a symmetric quantizer's largest weight,
-        // less when the scale came from elsewhere): the first that makes every value whole
-        let whole = |v: f32, s: f32| {
-            let r = v / s;
-            (r - r.round()).abs() <= 1e-4 * r.round().abs().max(1.0)
-        };
-        let s = (1..=127u8)
-            .rev()
-            .map(|m| top / m as f32)
-            .find(|&s| row.iter().all(|&v| whole(v, s)))?;
-        for (q, &v) in q[o * cin..][..cin].iter_mut().zip(row) {
-            *q = (v / s).round() as i8;
-        }
-        scales[o] = s;
-    }
-    Some((q, scales))
 }
 
 /// The integer 1×1 convolution op: input `[I, S…]` or `[1, I, S…]`, f32 (quantized inside) or
@@ -144,18 +107,8 @@ impl QPointwise {
     ) -> TractResult<Self> {
         let Channels { cin, cout, .. } = shape;
         ensure!(cin > 0 && cout > 0 && qw.len() == cin * cout && sw.len() == cout);
-        let (tiles, k4) = (cout.div_ceil(ROWS), cin.div_ceil(4));
-        let mut bytes = vec![0i8; tiles * k4 * ROWS * 4];
-        for o in 0..cout {
-            let (t, r) = (o / ROWS, o % ROWS);
-            for i in 0..cin {
-                bytes[((t * k4 + i / 4) * ROWS + r) * 4 + i % 4] = qw[o * cin + i];
-            }
-        }
-        let packed = bytes
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]))
-            .collect();
+        let tiles = cout.div_ceil(ROWS);
+        let packed = pack_weights(qw, cin, cout);
         let mut scale = vec![0f32; tiles * ROWS];
         let mut offset = vec![0f32; tiles * ROWS];
         for o in 0..cout {
@@ -173,7 +126,7 @@ impl QPointwise {
             input_u8: false,
             output: None,
             clamp: clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits())),
-            kind: Kernel::best(),
+            kind: Kernel::best(Isa::host()),
         })
     }
 
@@ -236,13 +189,9 @@ impl QPointwise {
             let mut packed = cell.borrow_mut();
             packed.resize(k4 * points, 0);
             let (inv, zp) = (self.input.inv_scale(), self.input.zero_point());
-            // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes
-            // are the ones `pack` expects.
             match input {
-                // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes are the ones `pack` expects.
-                Src::F32(x) => unsafe { kind.pack(x, cin, points, inv, zp, &mut packed) },
-                // SAFETY: the CPU has `kind`'s features (checked when it was chosen); the sizes are the ones `pack_bytes` expects.
-                Src::U8(x) => unsafe { kind.pack_bytes(x, cin, points, &mut packed) },
+                Src::F32(x) => kind.pack(x, cin, points, inv, zp, &mut packed),
+                Src::U8(x) => kind.pack_bytes(x, cin, points, &mut packed),
             }
             self.multiply_with(kind, &packed, points, output)
         })
@@ -250,7 +199,6 @@ impl QPointwise {
 
     /// The product of input already in VNNI order (`packed`: `[⌈I/4⌉][points]` words) into
     /// `output` (`[O, points]`), on the op's kernel.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn multiply(&self, packed: &[u32], points: usize, output: Dst) -> TractResult<()> {
         let k4 = self.shape.cin.div_ceil(4);
         ensure!(packed.len() == k4 * points && output.len() == self.shape.cout * points);
@@ -277,14 +225,12 @@ impl QPointwise {
             (Dst::U8(o), Some(form)) => Out::U8(SharedOut(o.as_mut_ptr()), form.requantizer(clamp)),
             (Dst::U8(_), None) => bail!("8-bit output without a form"),
         };
-        #[cfg(target_arch = "x86_64")]
-        if points == 1 && kind == Kernel::Vnni {
+        if points == 1 {
             // one point (a classifier's matrix–vector product, a squeeze-excite 1×1): the
             // tile would use one lane in 48; this kernel runs across output channels instead
-            // SAFETY: `packed` holds `k4` words, `out` every output (checked in `run`); the
-            // CPU has the kernel's features.
+            // SAFETY: `packed` holds `k4` words, `out` every output (checked by the callers).
             unsafe {
-                x86::gemv(
+                kind.gemv(
                     &packed[..k4],
                     &self.packed,
                     (&self.scale.0, &self.offset.0),
@@ -301,8 +247,7 @@ impl QPointwise {
             let scale = &self.scale.0[t * ROWS..][..ROWS];
             let offset = &self.offset.0[t * ROWS..][..ROWS];
             // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile alone; the reads
-            // stay inside `packed` (`cols` words from `c0` in each of `k4` rows); the CPU has
-            // `kind`'s features.
+            // stay inside `packed` (`cols` words from `c0` in each of `k4` rows).
             unsafe {
                 kind.tile(
                     k4,
@@ -320,393 +265,6 @@ impl QPointwise {
     }
 }
 
-/// The quantize-and-pack pass and the micro-kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    /// Plain Rust, any target (the reference).
-    Scalar,
-    /// AVX-512F with VNNI (`vpdpbusd`).
-    #[cfg(target_arch = "x86_64")]
-    Vnni,
-}
-
-impl Kernel {
-    /// The fastest kernel this CPU runs.
-    pub fn best() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-        {
-            return Kernel::Vnni;
-        }
-        Kernel::Scalar
-    }
-
-    fn is_vector(self) -> bool {
-        self != Kernel::Scalar
-    }
-
-    /// `packed[g·points + p]` = the four quantized values of input channels `4g..4g+4` at
-    /// point `p`, one byte each, low byte first (zero past `cin`).
-    ///
-    /// # Safety
-    /// `input.len() == cin·points`, `packed.len() == ⌈cin/4⌉·points`; the CPU must have this
-    /// kernel's features.
-    unsafe fn pack(
-        self,
-        input: &[f32],
-        cin: usize,
-        points: usize,
-        inv: f32,
-        zp: f32,
-        packed: &mut [u32],
-    ) {
-        debug_assert!(input.len() == cin * points && packed.len() == cin.div_ceil(4) * points);
-        match self {
-            Kernel::Scalar => pack_scalar(input, cin, points, inv, zp, packed),
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Kernel::Vnni is chosen only where the CPU has AVX-512 VNNI; the lengths are asserted above.
-            Kernel::Vnni => unsafe { x86::pack(input, cin, points, inv, zp, packed) },
-        }
-    }
-
-    /// [`Kernel::pack`] for values already quantized: `input` holds the 8-bit values.
-    ///
-    /// # Safety
-    /// As [`Kernel::pack`].
-    unsafe fn pack_bytes(self, input: &[u8], cin: usize, points: usize, packed: &mut [u32]) {
-        debug_assert!(input.len() == cin * points && packed.len() == cin.div_ceil(4) * points);
-        match self {
-            Kernel::Scalar => {
-                for (g, row) in packed.chunks_exact_mut(points).enumerate() {
-                    for (p, word) in row.iter_mut().enumerate() {
-                        *word = (0..4)
-                            .filter(|j| 4 * g + j < cin)
-                            .map(|j| (input[(4 * g + j) * points + p] as u32) << (8 * j))
-                            .fold(0, |a, b| a | b);
-                    }
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Kernel::Vnni is chosen only where the CPU has AVX-512 VNNI; `packed` holds cin/4 words per point.
-            Kernel::Vnni => unsafe { x86::pack_bytes(input, cin, points, packed) },
-        }
-    }
-
-    /// `out[r·stride + c] = clamp(Σ_g dot4(x[g·stride + c], w[g·8 + r]) · scale[r] +
-    /// offset[r])` for `r < rows`, `c < cols` (as f32 or in the output's 8-bit form).
-    ///
-    /// # Safety
-    /// `x` readable at `g·stride + c`, `out` writable at `r·stride + c` for those indices;
-    /// `rows ≤ 8`, `cols ≤ 48`; the CPU must have this kernel's features.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(
-        self,
-        k4: usize,
-        x: *const u32,
-        stride: usize,
-        weights: &[i32],
-        (scale, offset): (&[f32], &[f32]),
-        out: TileOut,
-        rows: usize,
-        cols: usize,
-        clamp: Option<(f32, f32)>,
-    ) {
-        debug_assert!(weights.len() == k4 * ROWS && rows <= ROWS && cols <= COLS);
-        // SAFETY: the kernel variant exists only where the CPU has its features (chosen once at load); the slices are the plan's sizes.
-        unsafe {
-            match self {
-                Kernel::Scalar => {
-                    for r in 0..rows {
-                        for c in 0..cols {
-                            let mut acc = 0i32;
-                            for g in 0..k4 {
-                                let xs = (*x.add(g * stride + c)).to_le_bytes();
-                                let ws = weights[g * ROWS + r].to_le_bytes();
-                                for (a, b) in xs.iter().zip(ws) {
-                                    acc += *a as i32 * b as i8 as i32;
-                                }
-                            }
-                            let mut v = acc as f32 * scale[r] + offset[r];
-                            if let Some((lo, hi)) = clamp {
-                                v = v.max(lo).min(hi);
-                            }
-                            match out {
-                                TileOut::F32(o) => *o.add(r * stride + c) = v,
-                                TileOut::U8(o, q) => *o.add(r * stride + c) = q.apply(v),
-                            }
-                        }
-                    }
-                }
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Vnni => {
-                    let args = (
-                        k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
-                    );
-                    match cols.div_ceil(16) {
-                        3 => x86::tile::<3>(args),
-                        2 => x86::tile::<2>(args),
-                        _ => x86::tile::<1>(args),
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The pair's quantize step for one value, in unsigned terms (ties to even, NaN → zero point).
-fn quantize(v: f32, inv: f32, zp: f32) -> u32 {
-    super::fake_quant::quantize(v, inv, zp, 0.0, 255.0) as u32
-}
-
-fn pack_scalar(input: &[f32], cin: usize, points: usize, inv: f32, zp: f32, packed: &mut [u32]) {
-    for (g, row) in packed.chunks_exact_mut(points).enumerate() {
-        for (p, word) in row.iter_mut().enumerate() {
-            *word = (0..4)
-                .filter(|j| 4 * g + j < cin)
-                .map(|j| quantize(input[(4 * g + j) * points + p], inv, zp) << (8 * j))
-                .fold(0, |a, b| a | b);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::super::pointwise::x86::{mask, store_row};
-    use super::super::u8_activations::x86::{quantize, requantize, store_bytes};
-    use super::{TileOut, ROWS};
-    use std::arch::x86_64::*;
-
-    /// `packed[g·points + p]` = the bytes `lane(i, mask)` gives for input channels `4g..4g+4`
-    /// at point `p` (`i` the value's index in `[cin][points]`, the lanes of `mask` in use), 16
-    /// points per step: the loop both packs share.
-    #[inline(always)]
-    unsafe fn interleave(
-        cin: usize,
-        points: usize,
-        packed: &mut [u32],
-        lane: impl Fn(usize, __mmask16) -> __m512i,
-    ) {
-        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
-        unsafe {
-            for g in 0..cin.div_ceil(4) {
-                let channels = (cin - 4 * g).min(4);
-                let dst = packed.as_mut_ptr().add(g * points);
-                let mut p = 0;
-                while p < points {
-                    let m = mask(points - p);
-                    let mut word = _mm512_setzero_si512();
-                    for j in 0..channels {
-                        let q = lane((4 * g + j) * points + p, m);
-                        word = _mm512_or_si512(
-                            word,
-                            _mm512_sllv_epi32(q, _mm512_set1_epi32(8 * j as i32)),
-                        );
-                    }
-                    _mm512_mask_storeu_epi32(dst.add(p) as *mut i32, m, word);
-                    p += 16;
-                }
-            }
-        }
-    }
-
-    /// [`super::Kernel::pack_bytes`].
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub unsafe fn pack_bytes(input: &[u8], cin: usize, points: usize, packed: &mut [u32]) {
-        let x = input.as_ptr();
-        // SAFETY: `interleave` passes indices of `input` with the lanes past its end masked.
-        unsafe {
-            interleave(cin, points, packed, |i, m| {
-                _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, x.add(i) as *const i8))
-            })
-        }
-    }
-
-    /// Stores `V` vectors of 16 outputs at `o` as bytes (clamped and quantized by `q`), the
-    /// last one masked by `last`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    #[inline]
-    unsafe fn store_row_u8<const V: usize>(
-        o: *mut u8,
-        row: &[__m512; V],
-        last: __mmask16,
-        q: super::Requantizer,
-    ) {
-        let (inv, lo, hi) = (
-            _mm512_set1_ps(q.inv_scale),
-            _mm512_set1_ps(q.lo),
-            _mm512_set1_ps(q.hi),
-        );
-        let zp = _mm512_set1_epi32(q.zero_point);
-        for (v, &a) in row.iter().enumerate() {
-            let m = if v + 1 == V { last } else { 0xffff };
-            // SAFETY: the caller's bounds.
-            unsafe { store_bytes(o.add(16 * v), m, requantize(a, inv, lo, hi, zp)) };
-        }
-    }
-
-    /// [`super::Kernel::pack`]: the pair's rounding (NaN → zero point, ties to even,
-    /// saturation) on the way.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn pack(
-        input: &[f32],
-        cin: usize,
-        points: usize,
-        inv: f32,
-        zp: f32,
-        packed: &mut [u32],
-    ) {
-        let (inv, zp) = (_mm512_set1_ps(inv), _mm512_set1_ps(zp));
-        let x = input.as_ptr();
-        // SAFETY: `interleave` passes indices of `input` with the lanes past its end masked.
-        unsafe {
-            interleave(cin, points, packed, |i, m| {
-                quantize(_mm512_maskz_loadu_ps(m, x.add(i)), inv, zp)
-            })
-        }
-    }
-
-    type TileArgs<'a> = (
-        usize,
-        *const u32,
-        usize,
-        &'a [i32],
-        &'a [f32],
-        &'a [f32],
-        TileOut,
-        usize,
-        usize,
-        Option<(f32, f32)>,
-    );
-
-    /// [`super::Kernel::tile`] with `V` vectors of 16 points, the last one masked to `cols`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile<const V: usize>(
-        (k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs,
-    ) {
-        let last = mask(cols - 16 * (V - 1));
-        let w = weights.as_ptr();
-        // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
-        unsafe {
-            let mut acc = [[_mm512_setzero_si512(); V]; ROWS];
-            for g in 0..k4 {
-                let xg = x.add(g * stride) as *const i32;
-                let mut xv = [_mm512_setzero_si512(); V];
-                for (v, lane) in xv.iter_mut().enumerate() {
-                    *lane = if v + 1 == V {
-                        _mm512_maskz_loadu_epi32(last, xg.add(16 * v))
-                    } else {
-                        _mm512_loadu_si512(xg.add(16 * v) as *const _)
-                    };
-                }
-                let wg = w.add(g * ROWS);
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let k = _mm512_set1_epi32(*wg.add(r));
-                    for (a, &xv) in row.iter_mut().zip(&xv) {
-                        *a = _mm512_dpbusd_epi32(*a, xv, k);
-                    }
-                }
-            }
-            // written out for each of the 8 rows so that every index into `acc` is a
-            // constant: as a loop to `rows`, LLVM kept the accumulators on the stack and stored
-            // all 24 on every step above (half the speed)
-            macro_rules! row {
-                ($r:literal) => {
-                    if $r < rows {
-                        let (s, b) = (_mm512_set1_ps(scale[$r]), _mm512_set1_ps(offset[$r]));
-                        let mut floats = [_mm512_setzero_ps(); V];
-                        for (f, &a) in floats.iter_mut().zip(&acc[$r]) {
-                            *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s, b);
-                        }
-                        match out {
-                            TileOut::F32(o) => store_row(o.add($r * stride), &floats, last, clamp),
-                            TileOut::U8(o, q) => store_row_u8(o.add($r * stride), &floats, last, q),
-                        }
-                    }
-                };
-            }
-            const _: () = assert!(ROWS == 8);
-            row!(0);
-            row!(1);
-            row!(2);
-            row!(3);
-            row!(4);
-            row!(5);
-            row!(6);
-            row!(7);
-        }
-    }
-    /// The whole product for one point (`x`: `k4` words), across output channels: each
-    /// 8-channel tile's packed weights (`[k4][8]` words) are one 256-bit row per word of `x`,
-    /// so `vpdpbusd` of the word broadcast against that row adds to all 8 channels' sums; eight
-    /// tiles at a time (eight independent sums and weight streams per broadcast; four were
-    /// 0.088 ms for MobileNetV2's classifier, eight 0.064, sixteen no better). Same sums and
-    /// epilogue as
-    /// [`tile`], so outputs are bit-equal to it.
-    ///
-    /// # Safety
-    /// `weights` holds `⌈cout/8⌉·k4·8` words, `scale` and `offset` `⌈cout/8⌉·8` values, `out`
-    /// is writable for `cout` values; the CPU has AVX-512F, BW, VL and VNNI.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn gemv(
-        x: &[u32],
-        weights: &[i32],
-        (scale, offset): (&[f32], &[f32]),
-        out: TileOut,
-        cout: usize,
-        clamp: Option<(f32, f32)>,
-    ) {
-        let (k4, tiles) = (x.len(), cout.div_ceil(ROWS));
-        debug_assert!(weights.len() == tiles * k4 * ROWS && scale.len() >= tiles * ROWS);
-        let (x, w) = (x.as_ptr() as *const i32, weights.as_ptr());
-        let row = |t: usize, g: usize| w.wrapping_add((t * k4 + g) * ROWS) as *const __m256i;
-        let finish = |t: usize, acc: __m256i| {
-            let m = mask(ROWS.min(cout - t * ROWS)) & 0xff;
-            // SAFETY: the caller's bounds (tile `t`'s 8 scale/offset values; its outputs
-            // masked to the channels that exist)
-            unsafe {
-                let s = _mm512_maskz_loadu_ps(0xff, scale.as_ptr().add(t * ROWS));
-                let b = _mm512_maskz_loadu_ps(0xff, offset.as_ptr().add(t * ROWS));
-                let sums = _mm512_cvtepi32_ps(_mm512_zextsi256_si512(acc));
-                let f = [_mm512_fmadd_ps(sums, s, b)];
-                match out {
-                    TileOut::F32(o) => store_row(o.add(t * ROWS), &f, m, clamp),
-                    TileOut::U8(o, q) => store_row_u8(o.add(t * ROWS), &f, m, q),
-                }
-            }
-        };
-        let mut t = 0;
-        // SAFETY (the loads): word `g < k4` of tile `t < tiles` is inside `weights`, `x` has
-        // `k4` words.
-        // SAFETY: word `g < k4` of tile `t < tiles` is inside `weights`, `x` has `k4` words; the caller upholds this fn's target features.
-        unsafe {
-            while t + 8 <= tiles {
-                let mut acc = [_mm256_setzero_si256(); 8];
-                for g in 0..k4 {
-                    let xb = _mm256_set1_epi32(*x.add(g));
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_dpbusd_epi32(*a, xb, _mm256_loadu_si256(row(t + j, g)));
-                    }
-                }
-                for (j, &a) in acc.iter().enumerate() {
-                    finish(t + j, a);
-                }
-                t += 8;
-            }
-            for t in t..tiles {
-                let mut acc = _mm256_setzero_si256();
-                for g in 0..k4 {
-                    let xb = _mm256_set1_epi32(*x.add(g));
-                    acc = _mm256_dpbusd_epi32(acc, xb, _mm256_loadu_si256(row(t, g)));
-                }
-                finish(t, acc);
-            }
-        }
-    }
-}
-
 impl Op for QPointwise {
     fn name(&self) -> StaticName {
         "EdgeQuantizedPointwiseConv".into()
@@ -714,8 +272,11 @@ impl Op for QPointwise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} -> {} channels, int8 {:?}, clamp {:?}",
-            self.shape.cin, self.shape.cout, self.kind, self.clamp
+            "{} -> {} channels, int8 {}, clamp {:?}",
+            self.shape.cin,
+            self.shape.cout,
+            self.kind.name(),
+            self.clamp
         )])
     }
 
@@ -741,7 +302,7 @@ impl EvalOp for QPointwise {
 impl TypedOp for QPointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         self.shape
-            .output_facts(inputs, super::u8_activations::datum(self.output))
+            .output_facts(inputs, super::activations::datum(self.output))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -754,7 +315,7 @@ impl TypedOp for QPointwise {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::test_values as values;
+    use edge_kernels::testing::values;
 
     /// Per-channel int8 weights as a quantizer writes them, and their float image.
     fn int8_weights(cout: usize, cin: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
@@ -792,28 +353,8 @@ mod tests {
     }
 
     #[test]
-    fn integer_weights_are_recovered_exactly_or_not_at_all() {
-        let (q, s, w) = int8_weights(6, 10);
-        let (q2, s2) = integer_rows(&w, 6, 10).unwrap();
-        for o in 0..6 {
-            for i in 0..10 {
-                let (a, b) = (q2[o * 10 + i] as f32 * s2[o], q[o * 10 + i] as f32 * s[o]);
-                assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
-            }
-        }
-        // a row whose largest |q| is under 127 (a per-tensor scale), and an all-zero row
-        let w = [0.0, 0.5, -1.5, 2.0, 0.0, 0.0, 0.0, 0.0];
-        let (q, s) = integer_rows(&w, 2, 4).unwrap();
-        assert_eq!(&q[..4], &[0, 31, -93, 124]);
-        assert!((s[0] - 2.0 / 124.0).abs() < 1e-7 && q[4..] == [0; 4]);
-        // float weights are left alone
-        assert!(integer_rows(&values(64, 9), 4, 16).is_none());
-        assert!(integer_rows(&[f32::NAN, 1.0], 1, 2).is_none());
-    }
-
-    #[test]
     fn every_kernel_matches_the_float_path_on_every_tail() {
-        let kernels = [Kernel::Scalar, Kernel::best()];
+        let kernels = Kernel::available(Isa::host());
         for &(cin, cout, points) in &[
             (3, 1, 1),
             (16, 96, 49),
@@ -848,7 +389,7 @@ mod tests {
                 let op = QPointwise::new(&conv, &qw, &sw, quant).unwrap();
                 let want = reference(&conv, quant, &x, points);
                 let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-                for kind in kernels {
+                for &kind in &kernels {
                     let mut got = vec![f32::NAN; cout * points];
                     op.run(kind, Src::F32(&x), points, Dst::F32(&mut got))
                         .unwrap();
@@ -884,7 +425,7 @@ mod tests {
     /// may land one step apart; that is the whole difference).
     #[test]
     fn a_quantized_mobilenetv2_runs_its_1x1_layers_in_integers() {
-        if !Kernel::best().is_vector() {
+        if !Kernel::best(Isa::host()).is_vector() {
             return;
         }
         use crate::tensor::Tensor as EfTensor;

@@ -1,0 +1,345 @@
+//! The integer depthwise and im2col kernels over a [`BytePlane`] (AVX-512 VNNI + VBMI): where a
+//! depthwise or ordinary convolution reads the 8-bit values of a quantize→dequantize pair and
+//! its weights are int8 values times a per-channel scale, the products run on the bytes, four
+//! taps per lane per instruction (`vpdpbusd`), instead of widening every input byte to a float.
+//!
+//! Exact rewrite: with `x̂ = s_x (q_x − z_x)` and `W = s_w[c] q_w`, `bias + Σ_t W x̂ = bias −
+//! s_x s_w[c] z_x Σ_t q_w + s_x s_w[c] Σ_t q_w q_x`, and the padding holds `z_x`, so the integer
+//! sum is exact and outputs differ from the float path only by float rounding (the caller
+//! folds the first two terms into the `offset` it passes).
+//!
+//! Output `(y, x)` laid flat at `f = y · Ws/sx + x` reads, for kernel row `ky`, the bytes
+//! `base(ky) + sx · f + kx · dx`: for 16 outputs one 64-byte load per kernel row, one byte
+//! permute (`vpermb`) that gathers each output's (up to) four taps of that row into its 32-bit
+//! lane, and one `vpdpbusd` with the row's four weights. The flat layout and its lane masks are
+//! the float kernel's, so the store (requantize or clamp, pack the output lanes, store) is
+//! shared too. A 3×3 layer costs three permutes and three multiply-adds per 16 outputs where
+//! the float kernel did nine FMAs.
+
+// the vector kernels of some families exist on x86-64 only: elsewhere their arguments go unused
+#![cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_imports))]
+
+use crate::byte_plane::BytePlane;
+use crate::isa::{Feature, Isa};
+use crate::quant::{Requantizer, U8Form};
+
+/// The integer kernels, where the CPU runs them: only [`Kernel::best`] makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kernel(Kind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// AVX-512 F, BW, VL, VNNI and VBMI.
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+/// A plane's groups prepared for the kernel (on x86-64: each group's load start and its byte
+/// permute in a register).
+pub struct Permutes {
+    #[cfg(target_arch = "x86_64")]
+    groups: Vec<(usize, std::arch::x86_64::__m512i)>,
+}
+
+impl Kernel {
+    /// The integer kernels `isa` runs, if any.
+    pub fn best(isa: Isa) -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_all(&[Feature::Avx512, Feature::Avx512Vnni, Feature::Avx512Vbmi]) {
+            return Some(Kernel(Kind::Vnni));
+        }
+        None
+    }
+
+    /// `plane`'s groups for [`Kernel::gather_rows`] and the plane kernels.
+    pub fn permutes(self, plane: &BytePlane) -> Permutes {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Kind::Vnni => Permutes {
+                // SAFETY: a Vnni kernel exists only where the CPU has AVX-512F.
+                groups: unsafe { crate::x86_64::qdepthwise::permutes(plane) },
+            },
+        }
+    }
+
+    /// Copies one input plane (`h·w` bytes) into the interior of `scratch` (made by
+    /// [`BytePlane::scratch`]: its padding keeps the zero point).
+    pub fn fill_bytes(self, plane: &BytePlane, input: &[u8], scratch: &mut [u8]) {
+        let g = &plane.geometry;
+        assert!(input.len() == g.h * g.w && scratch.len() == plane.len);
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a Vnni kernel exists only where the CPU has AVX-512F and BW; the rows
+            // are sliced with bounds checks.
+            Kind::Vnni => unsafe { crate::x86_64::qdepthwise::fill_bytes(plane, input, scratch) },
+        }
+    }
+
+    /// [`Kernel::fill_bytes`] from f32 values, rounded to `form`'s bytes as they are copied
+    /// (the pair's quantize step).
+    pub fn fill_quantized(
+        self,
+        plane: &BytePlane,
+        input: &[f32],
+        scratch: &mut [u8],
+        form: U8Form,
+    ) {
+        let g = &plane.geometry;
+        assert!(input.len() == g.h * g.w && scratch.len() == plane.len);
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a Vnni kernel exists only where the CPU has AVX-512F, BW and VL; the rows
+            // are sliced with bounds checks.
+            Kind::Vnni => unsafe {
+                crate::x86_64::qdepthwise::fill_quantized(plane, input, scratch, form)
+            },
+        }
+    }
+
+    /// Every output's taps of each group of the filled `scratch`, output row by output row,
+    /// as words of four bytes: `packed[k · points + y · wo + x]` for group `k` (an im2col
+    /// matrix in VNNI order, for [`crate::qpointwise::Kernel::tile`]).
+    pub fn gather_rows(
+        self,
+        plane: &BytePlane,
+        scratch: &[u8],
+        permutes: &Permutes,
+        packed: &mut [u32],
+    ) {
+        let (ho, wo) = plane.geometry.output();
+        assert!(scratch.len() == plane.len && packed.len() == plane.groups.len() * ho * wo);
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a Vnni kernel exists only where the CPU has AVX-512 with VBMI; `permutes`
+            // came from a plane of the same groups (checked by length), and `BytePlane::new`
+            // sized the scratch for every row's reads.
+            Kind::Vnni => unsafe {
+                assert_eq!(permutes.groups.len(), plane.groups.len());
+                crate::x86_64::qdepthwise::gather_rows(plane, scratch, &permutes.groups, packed)
+            },
+        }
+    }
+
+    /// One channel plane of the filled `scratch` into f32 outputs: `sum · scale + offset`,
+    /// clamped; `words` is the channel's [`BytePlane::words`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn plane_f32(
+        self,
+        plane: &BytePlane,
+        out: &mut [f32],
+        scratch: &[u8],
+        permutes: &Permutes,
+        words: &[i32],
+        (scale, offset): (f32, f32),
+        clamp: Option<(f32, f32)>,
+    ) {
+        self.check(plane, out.len(), scratch, permutes, words);
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a Vnni kernel exists only where the CPU has its features; the sizes are
+            // checked above and the plane's length covers the flat reads.
+            Kind::Vnni => unsafe {
+                use crate::x86_64::{lanes::FloatSink, qdepthwise::plane as run};
+                let sink = FloatSink::new(clamp);
+                run(
+                    out,
+                    scratch,
+                    plane.geometry.sx,
+                    &plane.flat,
+                    &permutes.groups,
+                    words,
+                    scale,
+                    offset,
+                    sink,
+                )
+            },
+        }
+    }
+
+    /// [`Kernel::plane_f32`] into the 8-bit values `q` gives (the clamp folded into it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn plane_u8(
+        self,
+        plane: &BytePlane,
+        out: &mut [u8],
+        scratch: &[u8],
+        permutes: &Permutes,
+        words: &[i32],
+        (scale, offset): (f32, f32),
+        q: Requantizer,
+    ) {
+        self.check(plane, out.len(), scratch, permutes, words);
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `plane_f32`.
+            Kind::Vnni => unsafe {
+                use crate::x86_64::{lanes::ByteSink, qdepthwise::plane as run};
+                let sink = ByteSink::new(q);
+                run(
+                    out,
+                    scratch,
+                    plane.geometry.sx,
+                    &plane.flat,
+                    &permutes.groups,
+                    words,
+                    scale,
+                    offset,
+                    sink,
+                )
+            },
+        }
+    }
+
+    /// The plane kernels' sizes: one plane of outputs, the plane's scratch, a word per group.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn check(
+        self,
+        plane: &BytePlane,
+        outputs: usize,
+        scratch: &[u8],
+        permutes: &Permutes,
+        words: &[i32],
+    ) {
+        let (ho, wo) = plane.geometry.output();
+        assert!(outputs == ho * wo && scratch.len() == plane.len);
+        assert!(words.len() == plane.groups.len());
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(permutes.groups.len(), plane.groups.len());
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::geometry::Geometry;
+    use crate::testing::{assert_close, geometries};
+
+    /// The integer plane kernel gives the textbook loop on the bytes' values (f32 to float
+    /// rounding, bytes within one step of a tie), and the im2col gather the taps the textbook
+    /// reads, over kernel sizes, strides, dilations and paddings; filled from bytes and from
+    /// f32 quantized on the way alike.
+    #[test]
+    fn the_integer_kernels_match_the_textbook_loop() {
+        let Some(kernel) = Kernel::best(Isa::host()) else {
+            return;
+        };
+        let form = U8Form::new(1.0 / 0.04, 121.0, 0.04);
+        let out_q = U8Form::new(1.0 / 0.03, 87.0, 0.03).requantizer(None);
+        let mut checked = 0;
+        for g in geometries(
+            &[(1, 1), (5, 7), (14, 14), (17, 70)],
+            &[(1, 1), (3, 3), (5, 5), (1, 7)],
+            &[(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0)],
+        ) {
+            let Some(plane) = BytePlane::new(g, form.zero_point() as u8) else {
+                continue;
+            };
+            let taps = g.kh * g.kw;
+            let q: Vec<i8> = (0..taps).map(|i| ((i * 37 + 11) % 255) as i8).collect();
+            let words = plane.words(&q);
+            let bytes: Vec<u8> = (0..g.h * g.w).map(|i| ((i * 53 + 7) % 256) as u8).collect();
+            // the textbook loop on the integers: Σ q_w (q_x − z) · s, padding at 0
+            let (ho, wo) = g.output();
+            let scale = 0.01f32;
+            let mut want = vec![0f32; ho * wo];
+            for y in 0..ho {
+                for x in 0..wo {
+                    let mut acc = 0i64;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
+                            let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
+                            let v = if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                            {
+                                form.zero_point() as i64
+                            } else {
+                                bytes[iy as usize * g.w + ix as usize] as i64
+                            };
+                            acc += q[ky * g.kw + kx] as i64 * v;
+                        }
+                    }
+                    want[y * wo + x] = acc as f32 * scale + 0.5;
+                }
+            }
+            let permutes = kernel.permutes(&plane);
+            let mut scratch = plane.scratch();
+            kernel.fill_bytes(&plane, &bytes, &mut scratch);
+            let mut quantized = plane.scratch();
+            let floats: Vec<f32> = bytes.iter().map(|&b| form.dequantize(b)).collect();
+            kernel.fill_quantized(&plane, &floats, &mut quantized, form);
+            assert_eq!(scratch, quantized, "{g:?}");
+            let mut got = vec![f32::NAN; ho * wo];
+            kernel.plane_f32(
+                &plane,
+                &mut got,
+                &scratch,
+                &permutes,
+                &words,
+                (scale, 0.5),
+                None,
+            );
+            assert_close(&got, &want, g);
+            let mut got_bytes = vec![0u8; ho * wo];
+            kernel.plane_u8(
+                &plane,
+                &mut got_bytes,
+                &scratch,
+                &permutes,
+                &words,
+                (scale, 0.5),
+                out_q,
+            );
+            for (i, (&a, &b)) in got_bytes.iter().zip(&want).enumerate() {
+                assert!(a.abs_diff(out_q.apply(b)) <= 1, "{g:?} at {i}");
+            }
+            // the gather: each output's group words hold the taps the sums read
+            let mut packed = vec![0u32; plane.groups.len() * ho * wo];
+            kernel.gather_rows(&plane, &scratch, &permutes, &mut packed);
+            for (k, group) in plane.groups.iter().enumerate() {
+                let w = words[k];
+                for p in 0..ho * wo {
+                    let taps = packed[k * ho * wo + p].to_le_bytes();
+                    let ws = w.to_le_bytes();
+                    let dot: i64 = taps
+                        .iter()
+                        .zip(ws)
+                        .map(|(&t, w)| t as i64 * w as i8 as i64)
+                        .sum();
+                    let (y, x) = (p / wo, p % wo);
+                    let (first, n) = group.taps;
+                    let mut expect = 0i64;
+                    for j in 0..n {
+                        let (ky, kx) = ((first + j) / g.kw, (first + j) % g.kw);
+                        let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
+                        let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
+                        let v = if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                            form.zero_point() as i64
+                        } else {
+                            bytes[iy as usize * g.w + ix as usize] as i64
+                        };
+                        expect += q[first + j] as i64 * v;
+                    }
+                    assert_eq!(dot, expect, "{g:?} group {k} point {p}");
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} geometries");
+        let g = Geometry {
+            h: 9,
+            w: 9,
+            kh: 3,
+            kw: 3,
+            sy: 5,
+            sx: 5,
+            dy: 1,
+            dx: 1,
+            pad_top: 0,
+            pad_left: 0,
+            pad_bottom: 0,
+            pad_right: 0,
+        };
+        // a row of taps too wide for one load has no byte plane (the float kernel keeps it)
+        assert!(BytePlane::new(g, 0).is_none());
+    }
+}

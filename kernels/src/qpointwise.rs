@@ -1,0 +1,342 @@
+//! The integer 1×1 convolution's kernels: the input quantized (the pair's rounding) or taken as
+//! 8-bit values and interleaved into VNNI order (`[⌈I/4⌉][points]` words of four input
+//! channels, [`Kernel::pack`]), then the float micro-kernel's shape in integers: 8 output
+//! channels × 48 points of i32 sums (`vpdpbusd`: u8 × i8, four products per lane per
+//! instruction), weights broadcast four bytes at a time from a copy packed at load
+//! ([`pack_weights`]), then `sum · scale[o] + offset[o]`, the clamp and one store per vector, as
+//! f32 or as the bytes of the next pair. One point (a classifier's matrix–vector product) runs
+//! across output channels instead ([`Kernel::gemv`]). AVX-512 VNNI; the plain Rust kernels are
+//! the reference.
+
+// the vector kernels of some families exist on x86-64 only: elsewhere their arguments go unused
+#![cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_imports))]
+
+use crate::isa::{Feature, Isa};
+use crate::scalar;
+pub use crate::tile::{TileOut, COLS, ROWS};
+
+/// A kernel set this CPU runs: only [`Kernel::available`] makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kernel(Kind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// Plain Rust, any target (the reference).
+    Scalar,
+    /// AVX-512F with VNNI (`vpdpbusd`).
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl Kernel {
+    /// The plain Rust kernels (every target).
+    pub const SCALAR: Kernel = Kernel(Kind::Scalar);
+
+    /// The fastest kernels `isa` runs.
+    pub fn best(isa: Isa) -> Kernel {
+        *Kernel::available(isa).last().unwrap_or(&Kernel::SCALAR)
+    }
+
+    /// Every kernel set `isa` runs, slowest first.
+    #[allow(unused_mut)]
+    pub fn available(isa: Isa) -> Vec<Kernel> {
+        let mut all = vec![Kernel::SCALAR];
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_all(&[Feature::Avx512, Feature::Avx512Vnni]) {
+            all.push(Kernel(Kind::Vnni));
+        }
+        all
+    }
+
+    /// Whether it is a vector kernel (the op is worth substituting only then).
+    pub fn is_vector(self) -> bool {
+        self.0 != Kind::Scalar
+    }
+
+    /// The kernel's name, for op descriptions.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Kind::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Vnni => "avx512-vnni",
+        }
+    }
+
+    /// `packed[g·points + p]` = the four quantized values (`clamp(round_even(x · inv) + zp,
+    /// 0, 255)`, NaN → `zp`) of input channels `4g..4g+4` at point `p`, one byte each, low byte
+    /// first (zero past `cin`).
+    pub fn pack(
+        self,
+        input: &[f32],
+        cin: usize,
+        points: usize,
+        inv: f32,
+        zp: f32,
+        packed: &mut [u32],
+    ) {
+        assert!(input.len() == cin * points && packed.len() == cin.div_ceil(4) * points);
+        match self.0 {
+            Kind::Scalar => scalar::qpointwise::pack(input, cin, points, inv, zp, packed),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a Vnni kernel exists only where the CPU has AVX-512 with VNNI; the
+            // lengths are checked above.
+            Kind::Vnni => unsafe {
+                crate::x86_64::qpointwise::pack(input, cin, points, inv, zp, packed)
+            },
+        }
+    }
+
+    /// [`Kernel::pack`] for values already quantized: `input` holds the 8-bit values.
+    pub fn pack_bytes(self, input: &[u8], cin: usize, points: usize, packed: &mut [u32]) {
+        assert!(input.len() == cin * points && packed.len() == cin.div_ceil(4) * points);
+        match self.0 {
+            Kind::Scalar => scalar::qpointwise::pack_bytes(input, cin, points, packed),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a Vnni kernel exists only where the CPU has AVX-512 with VNNI; the
+            // lengths are checked above.
+            Kind::Vnni => unsafe {
+                crate::x86_64::qpointwise::pack_bytes(input, cin, points, packed)
+            },
+        }
+    }
+
+    /// `out[r·stride + c] = clamp(Σ_g dot4(x[g·stride + c], w[g·8 + r]) · scale[r] +
+    /// offset[r])` for `r < rows`, `c < cols` (as f32 or in the output's 8-bit form);
+    /// `weights` is one tile of [`pack_weights`]' output.
+    ///
+    /// # Safety
+    /// `x` readable at `g·stride + c`, `out` writable at `r·stride + c` for those indices;
+    /// `rows ≤ 8`, `cols ≤ 48`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile(
+        self,
+        k4: usize,
+        x: *const u32,
+        stride: usize,
+        weights: &[i32],
+        (scale, offset): (&[f32], &[f32]),
+        out: TileOut,
+        rows: usize,
+        cols: usize,
+        clamp: Option<(f32, f32)>,
+    ) {
+        assert!(weights.len() == k4 * ROWS && scale.len() == ROWS && offset.len() == ROWS);
+        assert!(rows <= ROWS && (1..=COLS).contains(&cols));
+        // SAFETY: the kernel exists only where the CPU has its features (see `available`);
+        // the caller's bounds are each kernel's.
+        unsafe {
+            match self.0 {
+                Kind::Scalar => scalar::qpointwise::tile(
+                    k4,
+                    x,
+                    stride,
+                    weights,
+                    (scale, offset),
+                    out,
+                    rows,
+                    cols,
+                    clamp,
+                ),
+                #[cfg(target_arch = "x86_64")]
+                Kind::Vnni => {
+                    use crate::x86_64::qpointwise::tile;
+                    let args = (
+                        k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
+                    );
+                    match cols.div_ceil(16) {
+                        3 => tile::<3>(args),
+                        2 => tile::<2>(args),
+                        _ => tile::<1>(args),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole product for one point (`x`: `⌈cin/4⌉` words) across output channels, the
+    /// same sums and epilogue as [`Kernel::tile`] (outputs bit-equal to it).
+    ///
+    /// # Safety
+    /// `out` writable for `cout` values.
+    pub unsafe fn gemv(
+        self,
+        x: &[u32],
+        weights: &[i32],
+        (scale, offset): (&[f32], &[f32]),
+        out: TileOut,
+        cout: usize,
+        clamp: Option<(f32, f32)>,
+    ) {
+        let tiles = cout.div_ceil(ROWS);
+        assert!(weights.len() == tiles * x.len() * ROWS);
+        assert!(scale.len() >= tiles * ROWS && offset.len() >= tiles * ROWS);
+        // SAFETY: the kernel exists only where the CPU has its features; the lengths are
+        // checked above and `out` is the caller's.
+        unsafe {
+            match self.0 {
+                Kind::Scalar => {
+                    scalar::qpointwise::gemv(x, weights, (scale, offset), out, cout, clamp)
+                }
+                #[cfg(target_arch = "x86_64")]
+                Kind::Vnni => {
+                    crate::x86_64::qpointwise::gemv(x, weights, (scale, offset), out, cout, clamp)
+                }
+            }
+        }
+    }
+}
+
+/// Int8 weights `qw` (`[O, I]`) as the tiles read them: `[⌈O/8⌉][⌈I/4⌉][8]` words of four
+/// weights (input channels `4k..4k+4`, low byte first), zeros past `O` and `I`.
+pub fn pack_weights(qw: &[i8], cin: usize, cout: usize) -> Vec<i32> {
+    assert_eq!(qw.len(), cin * cout);
+    let (tiles, k4) = (cout.div_ceil(ROWS), cin.div_ceil(4));
+    let mut bytes = vec![0i8; tiles * k4 * ROWS * 4];
+    for o in 0..cout {
+        let (t, r) = (o / ROWS, o % ROWS);
+        for i in 0..cin {
+            bytes[((t * k4 + i / 4) * ROWS + r) * 4 + i % 4] = qw[o * cin + i];
+        }
+    }
+    bytes
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::U8Form;
+    use crate::testing::values;
+
+    /// Every kernel set on every level: the pack gives the scalar pack's words (the pair's
+    /// rounding on NaN, ±∞ and values past the range included), and the tiles and the
+    /// one-point product give the scalar tile's values, as f32 and as bytes.
+    #[test]
+    fn every_kernel_on_every_level_matches_the_scalar_kernels() {
+        for &(cin, cout, points) in &[
+            (3, 1, 1),
+            (16, 96, 49),
+            (24, 13, 48),
+            (7, 8, 16),
+            (960, 20, 17),
+            (5, 9, 250),
+            (17, 77, 1),
+            (1280, 1000, 1),
+        ] {
+            let qw: Vec<i8> = values(cin * cout, 5)
+                .iter()
+                .map(|v| (v * 127.0).round() as i8)
+                .collect();
+            let packed_w = pack_weights(&qw, cin, cout);
+            let tiles = cout.div_ceil(ROWS);
+            let scale: Vec<f32> = (0..tiles * ROWS).map(|o| 0.001 + o as f32 * 1e-5).collect();
+            let offset = values(tiles * ROWS, 2);
+            let mut x = values(cin * points, 3);
+            x[0] = f32::NAN;
+            if x.len() > 2 {
+                x[1] = 1e9;
+                x[2] = -f32::INFINITY;
+            }
+            let form = U8Form::new(1.0 / 0.02, 128.0, 0.02);
+            let k4 = cin.div_ceil(4);
+            // the clamp folded into the byte store, as the ops do
+            let out_form = U8Form::new(1.0 / 0.07, 90.0, 0.07).requantizer(Some((-1.0, 1.0)));
+            let run = |kernel: Kernel, packed: &[u32], f32_out: bool| -> (Vec<f32>, Vec<u8>) {
+                let (mut f, mut b) = (vec![f32::NAN; cout * points], vec![0u8; cout * points]);
+                let out = if f32_out {
+                    TileOut::F32(f.as_mut_ptr())
+                } else {
+                    TileOut::U8(b.as_mut_ptr(), out_form)
+                };
+                for t in 0..tiles {
+                    for c0 in (0..points).step_by(COLS) {
+                        // SAFETY: tile `t`'s rows, columns `c0..` of `packed` and the output.
+                        unsafe {
+                            kernel.tile(
+                                k4,
+                                packed.as_ptr().add(c0),
+                                points,
+                                &packed_w[t * k4 * ROWS..][..k4 * ROWS],
+                                (&scale[t * ROWS..][..ROWS], &offset[t * ROWS..][..ROWS]),
+                                out.at(t * ROWS * points + c0),
+                                ROWS.min(cout - t * ROWS),
+                                COLS.min(points - c0),
+                                Some((-1.0, 1.0)),
+                            )
+                        }
+                    }
+                }
+                (f, b)
+            };
+            let mut want_packed = vec![0u32; k4 * points];
+            Kernel::SCALAR.pack(
+                &x,
+                cin,
+                points,
+                form.inv_scale(),
+                form.zero_point(),
+                &mut want_packed,
+            );
+            let want = run(Kernel::SCALAR, &want_packed, true).0;
+            for isa in Isa::host().levels() {
+                for kernel in Kernel::available(isa) {
+                    let mut packed = vec![0u32; k4 * points];
+                    kernel.pack(
+                        &x,
+                        cin,
+                        points,
+                        form.inv_scale(),
+                        form.zero_point(),
+                        &mut packed,
+                    );
+                    assert_eq!(packed, want_packed, "{kernel:?} pack {cin}x{points}");
+                    let bytes: Vec<u8> = x.iter().map(|&v| form.quantize(v)).collect();
+                    let mut from_bytes = vec![0u32; k4 * points];
+                    kernel.pack_bytes(&bytes, cin, points, &mut from_bytes);
+                    assert_eq!(
+                        from_bytes, want_packed,
+                        "{kernel:?} pack_bytes {cin}x{points}"
+                    );
+                    let (got, _) = run(kernel, &packed, true);
+                    let (_, got_bytes) = run(kernel, &packed, false);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                            "{kernel:?} {cin}->{cout} over {points} at {i}: {a} vs {b}"
+                        );
+                    }
+                    // the bytes are this kernel's own sums requantized
+                    for (i, (&q, &v)) in got_bytes.iter().zip(&got).enumerate() {
+                        assert_eq!(
+                            q,
+                            out_form.apply(v),
+                            "{kernel:?} bytes {cin}->{cout} at {i}"
+                        );
+                    }
+                    if points == 1 {
+                        let mut one = vec![f32::NAN; cout];
+                        // SAFETY: `one` holds `cout` values.
+                        unsafe {
+                            kernel.gemv(
+                                &packed,
+                                &packed_w,
+                                (&scale, &offset),
+                                TileOut::F32(one.as_mut_ptr()),
+                                cout,
+                                Some((-1.0, 1.0)),
+                            )
+                        };
+                        assert!(
+                            one.iter()
+                                .zip(&got)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{kernel:?} gemv {cin}->{cout}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

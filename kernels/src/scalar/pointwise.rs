@@ -1,0 +1,36 @@
+//! The float 1×1 micro-kernel in plain Rust: up to 8 output channels × up to 48 points.
+
+use crate::tile::ROWS;
+
+/// `out[r·strides.1 + c] = clamp(bias[r] + Σ_i weights[i·8 + r] · x[i·strides.0 + c])` for
+/// `r < rows`, `c < cols`.
+///
+/// # Safety
+/// `x` readable at `i·strides.0 + c` and `out` writable at `r·strides.1 + c` for those indices.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile(
+    cin: usize,
+    x: *const f32,
+    strides: (usize, usize),
+    weights: &[f32],
+    bias: &[f32],
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+    clamp: Option<(f32, f32)>,
+) {
+    for r in 0..rows {
+        for c in 0..cols {
+            let mut acc = bias[r];
+            for i in 0..cin {
+                // SAFETY: the caller guarantees the reads.
+                acc += weights[i * ROWS + r] * unsafe { *x.add(i * strides.0 + c) };
+            }
+            if let Some((lo, hi)) = clamp {
+                acc = acc.max(lo).min(hi);
+            }
+            // SAFETY: the caller guarantees the writes.
+            unsafe { *out.add(r * strides.1 + c) = acc };
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The float 1×1 micro-kernel on AVX-512: 8 output channels × 48 points in 24 registers, the
+//! weights broadcast from their packed copy, the input rows read straight (masked tail).
+
+use std::arch::x86_64::*;
+
+use super::lanes::{mask, store_row};
+use crate::tile::ROWS;
+
+/// [`crate::pointwise::Kernel::tile`] with `V` vectors of 16 points, the last one masked to
+/// `cols`.
+///
+/// # Safety
+/// As [`crate::pointwise::Kernel::tile`]; the CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile<const V: usize>(
+    cin: usize,
+    x: *const f32,
+    strides: (usize, usize),
+    weights: &[f32],
+    bias: &[f32],
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+    clamp: Option<(f32, f32)>,
+) {
+    let last = mask(cols - 16 * (V - 1));
+    let w = weights.as_ptr();
+    // SAFETY: this fn's caller upholds its contract (the CPU has the target features; pointers cover the lengths it names).
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
+        for (r, row) in acc.iter_mut().enumerate() {
+            *row = [_mm512_set1_ps(bias[r]); V];
+        }
+        for i in 0..cin {
+            let xi = x.add(i * strides.0);
+            let mut xv = [_mm512_setzero_ps(); V];
+            for (v, lane) in xv.iter_mut().enumerate() {
+                *lane = if v + 1 == V {
+                    _mm512_maskz_loadu_ps(last, xi.add(16 * v))
+                } else {
+                    _mm512_loadu_ps(xi.add(16 * v))
+                };
+            }
+            let wi = w.add(i * ROWS);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let k = _mm512_set1_ps(*wi.add(r));
+                for (a, &xv) in row.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(k, xv, *a);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            store_row(out.add(r * strides.1), row, last, clamp);
+        }
+    }
+}
