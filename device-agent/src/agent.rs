@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::api::{self, Api};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::core::Core;
 use crate::download::{backoff, http_agent, DownloadPolicy, Downloader};
 use crate::identity;
@@ -46,7 +46,7 @@ fn reconciler(core: Arc<Core>, jobs: Receiver<Job>) {
                 core.config
                     .server
                     .as_ref()
-                    .and_then(crate::tls::configured_ca)
+                    .and_then(ServerConfig::ca_pem)
                     .as_deref(),
             ),
             &core.config.state_dir.join("downloads"),
@@ -106,7 +106,8 @@ async fn serve(core: Arc<Core>) -> Result<()> {
             .name("watcher".into())
             .spawn(move || watch::run(c, s))?;
     }
-    crate::sensor::spawn_all(&core, &stop)?;
+    let sensors = crate::sensor::sources(&core.config.sensors);
+    crate::sensor::spawn_all(&core, &sensors, &stop)?;
     if let Some(server) = core.config.server.clone() {
         let (c, l) = (core.clone(), link.clone());
         tokio::spawn(async move {
@@ -128,7 +129,7 @@ async fn serve(core: Arc<Core>) -> Result<()> {
                         &s2,
                         &c2.device_id,
                         &c2.key,
-                        &http_agent(crate::tls::configured_ca(&s2).as_deref()),
+                        &http_agent(s2.ca_pem().as_deref()),
                     )
                 })
                 .await;
@@ -147,7 +148,7 @@ async fn serve(core: Arc<Core>) -> Result<()> {
             uplink::run(c, jobs_tx, l, credentials).await;
         });
     }
-    let api = Api::new(core.clone(), link);
+    let api = Api::new(core.clone(), link, sensors);
     let router = api::router(api);
     let mut servers = Vec::new();
     if !core.config.api.listen.is_empty() {

@@ -10,7 +10,7 @@
 //!   bad input, 413 body over `api.max_body_bytes`, 415 unknown content type); 500 only when the
 //!   engine itself fails. Inference runs on the blocking pool, at most `2 × cores` at once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -26,7 +26,8 @@ use edge_runtime::{DType, ModelError, PredictOptions, Tensor};
 use serde_json::{json, Value};
 
 use crate::core::Core;
-use crate::metrics;
+use crate::metrics::{self, Refused};
+use crate::sensor::SensorSource;
 use crate::uplink::LinkState;
 
 /// What the API handlers share.
@@ -37,28 +38,20 @@ pub struct Api {
     pub link: Arc<LinkState>,
     /// Requests refused before reaching a model, by reason.
     pub refused: Refused,
+    /// Sensor sources, in config order (their latest answers and counters).
+    pub sensors: Vec<Arc<SensorSource>>,
     limit: tokio::sync::Semaphore,
-}
-
-/// Requests refused by the API itself.
-#[derive(Default)]
-pub struct Refused {
-    /// Unknown model.
-    pub not_found: AtomicU64,
-    /// Malformed body or input.
-    pub bad_request: AtomicU64,
-    /// Body too large.
-    pub too_large: AtomicU64,
 }
 
 impl Api {
     /// The API state.
-    pub fn new(core: Arc<Core>, link: Arc<LinkState>) -> Arc<Api> {
+    pub fn new(core: Arc<Core>, link: Arc<LinkState>, sensors: Vec<Arc<SensorSource>>) -> Arc<Api> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Api {
             core,
             link,
             refused: Refused::default(),
+            sensors,
             limit: tokio::sync::Semaphore::new(cores * 2),
         })
     }
@@ -319,12 +312,12 @@ async fn status(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn sensors(State(api): State<Arc<Api>>) -> Response {
-    let list: Vec<Value> = api.core.sensors.iter().map(|s| s.to_json()).collect();
+    let list: Vec<Value> = api.sensors.iter().map(|s| s.to_json()).collect();
     Json(json!({ "sensors": list })).into_response()
 }
 
 async fn sensor(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
-    match api.core.sensors.iter().find(|s| s.config.name == name) {
+    match api.sensors.iter().find(|s| s.config.name == name) {
         Some(s) => Json(s.to_json()).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -339,7 +332,11 @@ async fn healthz(State(api): State<Arc<Api>>) -> Response {
 
 async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     let a = api.clone();
-    match tokio::task::spawn_blocking(move || metrics::render(&a)).await {
+    match tokio::task::spawn_blocking(move || {
+        metrics::render(&a.core, &a.link, &a.refused, &a.sensors)
+    })
+    .await
+    {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

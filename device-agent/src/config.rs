@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use edge_sensors::mpu6050::AccelRange;
+use edge_sensors::sim::SimSpec;
+use serde::{Deserialize, Serialize};
 
 /// Prefix of the environment overrides.
 pub const ENV_PREFIX: &str = "EDGE_AGENT_";
@@ -59,7 +61,7 @@ pub struct Config {
     pub inference_engine: Option<edge_runtime::engine::EngineKind>,
     /// `[[sensor]]` sources feeding models (streaming inference).
     #[serde(default, rename = "sensor")]
-    pub sensors: Vec<crate::sensor::SensorConfig>,
+    pub sensors: Vec<SensorConfig>,
 }
 
 /// `[api]`
@@ -118,6 +120,22 @@ pub struct ServerConfig {
     /// Allow http:// and mqtt:// (device token in clear; closed networks and tests only).
     #[serde(default)]
     pub allow_plaintext: bool,
+}
+
+impl ServerConfig {
+    /// The fleet CA (`ca`), read: checked when the config was loaded, so a failure here is a
+    /// file that changed since; it falls back to the public roots and the handshake says why.
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.ca
+            .as_deref()
+            .and_then(|p| match crate::tls::read_ca(p) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    tracing::error!(error = %e, "fleet CA");
+                    None
+                }
+            })
+    }
 }
 
 /// `[sideload]`
@@ -316,12 +334,114 @@ impl Config {
         if self.api.listen.is_empty() && self.api.socket.is_none() {
             return Err("api: set listen or socket (or both)".into());
         }
+        let mut names = std::collections::BTreeSet::new();
+        for sensor in &self.sensors {
+            sensor.validate()?;
+            if !names.insert(sensor.name.as_str()) {
+                return Err(format!(
+                    "two [[sensor]] sections are named '{}'",
+                    sensor.name
+                ));
+            }
+        }
         Ok(())
     }
 
     /// Path of the state database.
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join("state.redb")
+    }
+}
+
+/// `[[sensor]]`: one IMU feeding one model.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorConfig {
+    /// Name in the API and metrics.
+    pub name: String,
+    /// Chip driver; only `mpu6050` today (also MPU-6500/9250).
+    #[serde(default = "sensor_default_driver")]
+    pub driver: String,
+    /// `/dev/i2c-N` (needs the `i2c` feature, on by default), or `sim:...` for the emulated chip
+    /// (see `edge_sensors::sim::SimSpec`: `sim:healthy`, `sim:worn`, `sim:wears-after=60`, with
+    /// faults `nack-every=N`, `garbage-every=N`, `absent`, `foreign`).
+    pub bus: String,
+    /// 7-bit I²C address (0x68, or 0x69 with AD0 high).
+    #[serde(default = "sensor_default_address")]
+    pub address: u8,
+    /// Samples per second, 4..=1000.
+    #[serde(default = "sensor_default_rate")]
+    pub rate_hz: u32,
+    /// Samples per window (the model's last input dimension).
+    #[serde(default = "sensor_default_window")]
+    pub window: usize,
+    /// The model each window is fed to: its input is `[1, 3, window]`, acceleration x/y/z in g.
+    pub model: String,
+    /// Accelerometer range in g: 2, 4, 8 or 16.
+    #[serde(default = "sensor_default_range")]
+    pub accel_range_g: u32,
+}
+
+fn sensor_default_driver() -> String {
+    "mpu6050".into()
+}
+fn sensor_default_address() -> u8 {
+    0x68
+}
+fn sensor_default_rate() -> u32 {
+    200
+}
+fn sensor_default_window() -> usize {
+    128
+}
+fn sensor_default_range() -> u32 {
+    4
+}
+
+impl SensorConfig {
+    /// Checks what can be checked before the source starts.
+    pub fn validate(&self) -> Result<(), String> {
+        let who = format!("[[sensor]] '{}'", self.name);
+        if self.driver != "mpu6050" {
+            return Err(format!(
+                "{who}: unknown driver '{}' (supported: mpu6050)",
+                self.driver
+            ));
+        }
+        if !(4..=1000).contains(&self.rate_hz) {
+            return Err(format!("{who}: rate_hz must be 4..=1000"));
+        }
+        if !(8..=65_536).contains(&self.window) {
+            return Err(format!("{who}: window must be 8..=65536 samples"));
+        }
+        if self.address > 0x7f {
+            return Err(format!("{who}: address must be a 7-bit I2C address"));
+        }
+        self.accel_range()?;
+        if let Some(spec) = self.bus.strip_prefix("sim:") {
+            SimSpec::parse(spec).map_err(|e| format!("{who}: {e}"))?;
+        } else if !cfg!(feature = "i2c") {
+            return Err(format!(
+                "{who}: this edge-agent was built without the `i2c` feature; only sim: buses work"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The accelerometer range the chip is set to.
+    pub fn accel_range(&self) -> Result<AccelRange, String> {
+        Ok(match self.accel_range_g {
+            2 => AccelRange::G2,
+            4 => AccelRange::G4,
+            8 => AccelRange::G8,
+            16 => AccelRange::G16,
+            other => {
+                return Err(format!(
+                    "[[sensor]] '{}': accel_range_g {other} is not 2, 4, 8 or 16",
+                    self.name
+                ))
+            }
+        })
     }
 }
 

@@ -77,8 +77,6 @@ pub struct Core {
     pub outbox_signal: tokio::sync::Notify,
     /// Process start.
     pub started: Instant,
-    /// Sensor sources, in config order.
-    pub sensors: Vec<Arc<crate::sensor::SensorSource>>,
 }
 
 impl Core {
@@ -86,7 +84,6 @@ impl Core {
     /// trust root, opens the state database.
     pub fn open(config: Config) -> Result<Core> {
         let device_id = identity::device_id(&config)?;
-        let sensors = crate::sensor::sources(&config.sensors).map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
         let key = identity::device_key(&config.state_dir)?;
@@ -120,7 +117,6 @@ impl Core {
             trials: Mutex::new(HashMap::new()),
             outbox_signal: tokio::sync::Notify::new(),
             started: Instant::now(),
-            sensors,
         })
     }
 

@@ -4,9 +4,23 @@
 //! reached a model; per sensor source: samples, windows, predictions and errors.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::api::Api;
+use crate::core::Core;
+use crate::sensor::{SensorSource, SensorStatus};
+use crate::uplink::LinkState;
+
+/// Requests refused by the API itself, before they reached a model.
+#[derive(Default)]
+pub struct Refused {
+    /// Unknown model.
+    pub not_found: AtomicU64,
+    /// Malformed body or input.
+    pub bad_request: AtomicU64,
+    /// Body too large.
+    pub too_large: AtomicU64,
+}
 
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -15,17 +29,15 @@ fn esc(v: &str) -> String {
 }
 
 /// Per-sensor counters.
-fn render_sensors(api: &Api, o: &mut String) {
-    let sensors: Vec<_> = api
-        .core
-        .sensors
+fn render_sensors(sources: &[Arc<SensorSource>], o: &mut String) {
+    let sensors: Vec<_> = sources
         .iter()
         .map(|s| (s.config.name.clone(), s.status()))
         .collect();
     if sensors.is_empty() {
         return;
     }
-    type Pick = fn(&crate::sensor::SensorStatus) -> u64;
+    type Pick = fn(&SensorStatus) -> u64;
     let counters: [(&str, &str, Pick); 6] = [
         ("edgefleet_sensor_samples_total", "Samples read.", |s| {
             s.samples
@@ -66,10 +78,14 @@ fn render_sensors(api: &Api, o: &mut String) {
 }
 
 /// Renders all metrics.
-pub fn render(api: &Api) -> String {
-    let core = &api.core;
+pub fn render(
+    core: &Core,
+    link: &LinkState,
+    refused: &Refused,
+    sensors: &[Arc<SensorSource>],
+) -> String {
     let mut o = String::new();
-    render_sensors(api, &mut o);
+    render_sensors(sensors, &mut o);
     let trials: Vec<String> = core
         .slots
         .models()
@@ -190,7 +206,7 @@ pub fn render(api: &Api) -> String {
     let _ = writeln!(
         o,
         "edgefleet_mqtt_connected {}",
-        api.link.connected.load(Ordering::Relaxed) as u8
+        link.connected.load(Ordering::Relaxed) as u8
     );
     let _ = writeln!(
         o,
@@ -198,9 +214,9 @@ pub fn render(api: &Api) -> String {
     );
     let _ = writeln!(o, "# TYPE edgefleet_api_refused_total counter");
     for (reason, c) in [
-        ("not_found", &api.refused.not_found),
-        ("bad_request", &api.refused.bad_request),
-        ("too_large", &api.refused.too_large),
+        ("not_found", &refused.not_found),
+        ("bad_request", &refused.bad_request),
+        ("too_large", &refused.too_large),
     ] {
         let _ = writeln!(
             o,

@@ -14,104 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_runtime::{PredictOptions, Tensor};
-use edge_sensors::mpu6050::{AccelRange, GyroRange, Mpu6050, Settings};
+use edge_sensors::mpu6050::{GyroRange, Mpu6050, Settings};
 use edge_sensors::sim::SimSpec;
 use embedded_hal::i2c::I2c;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::SensorConfig;
 use crate::core::{unix_now, Core};
-
-/// `[[sensor]]`: one IMU feeding one model.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SensorConfig {
-    /// Name in the API and metrics.
-    pub name: String,
-    /// Chip driver; only `mpu6050` today (also MPU-6500/9250).
-    #[serde(default = "default_driver")]
-    pub driver: String,
-    /// `/dev/i2c-N` (needs the `i2c` feature, on by default), or `sim:...` for the emulated chip
-    /// (see `edge_sensors::sim::SimSpec`: `sim:healthy`, `sim:worn`, `sim:wears-after=60`, with
-    /// faults `nack-every=N`, `garbage-every=N`, `absent`, `foreign`).
-    pub bus: String,
-    /// 7-bit I²C address (0x68, or 0x69 with AD0 high).
-    #[serde(default = "default_address")]
-    pub address: u8,
-    /// Samples per second, 4..=1000.
-    #[serde(default = "default_rate")]
-    pub rate_hz: u32,
-    /// Samples per window (the model's last input dimension).
-    #[serde(default = "default_window")]
-    pub window: usize,
-    /// The model each window is fed to: its input is `[1, 3, window]`, acceleration x/y/z in g.
-    pub model: String,
-    /// Accelerometer range in g: 2, 4, 8 or 16.
-    #[serde(default = "default_range")]
-    pub accel_range_g: u32,
-}
-
-fn default_driver() -> String {
-    "mpu6050".into()
-}
-fn default_address() -> u8 {
-    0x68
-}
-fn default_rate() -> u32 {
-    200
-}
-fn default_window() -> usize {
-    128
-}
-fn default_range() -> u32 {
-    4
-}
-
-impl SensorConfig {
-    /// Checks what can be checked before the source starts.
-    pub fn validate(&self) -> Result<(), String> {
-        let who = format!("[[sensor]] '{}'", self.name);
-        if self.driver != "mpu6050" {
-            return Err(format!(
-                "{who}: unknown driver '{}' (supported: mpu6050)",
-                self.driver
-            ));
-        }
-        if !(4..=1000).contains(&self.rate_hz) {
-            return Err(format!("{who}: rate_hz must be 4..=1000"));
-        }
-        if !(8..=65_536).contains(&self.window) {
-            return Err(format!("{who}: window must be 8..=65536 samples"));
-        }
-        if self.address > 0x7f {
-            return Err(format!("{who}: address must be a 7-bit I2C address"));
-        }
-        self.accel_range()?;
-        if let Some(spec) = self.bus.strip_prefix("sim:") {
-            SimSpec::parse(spec).map_err(|e| format!("{who}: {e}"))?;
-        } else if !cfg!(feature = "i2c") {
-            return Err(format!(
-                "{who}: this edge-agent was built without the `i2c` feature; only sim: buses work"
-            ));
-        }
-        Ok(())
-    }
-
-    fn accel_range(&self) -> Result<AccelRange, String> {
-        Ok(match self.accel_range_g {
-            2 => AccelRange::G2,
-            4 => AccelRange::G4,
-            8 => AccelRange::G8,
-            16 => AccelRange::G16,
-            other => {
-                return Err(format!(
-                    "[[sensor]] '{}': accel_range_g {other} is not 2, 4, 8 or 16",
-                    self.name
-                ))
-            }
-        })
-    }
-}
 
 /// The latest answer of a sensor's model.
 #[derive(Clone, Debug, Serialize)]
@@ -200,28 +110,26 @@ impl SensorSource {
     }
 }
 
-/// The sources for the `[[sensor]]` sections, each validated, names unique.
-pub fn sources(configs: &[SensorConfig]) -> Result<Vec<Arc<SensorSource>>, String> {
-    let mut names = std::collections::BTreeSet::new();
-    for c in configs {
-        c.validate()?;
-        if !names.insert(c.name.as_str()) {
-            return Err(format!("two [[sensor]] sections are named '{}'", c.name));
-        }
-    }
-    Ok(configs
+/// The sources for the `[[sensor]]` sections (checked when the config was loaded: each
+/// valid, names unique).
+pub fn sources(configs: &[SensorConfig]) -> Vec<Arc<SensorSource>> {
+    configs
         .iter()
         .map(|c| Arc::new(SensorSource::new(c.clone())))
-        .collect())
+        .collect()
 }
 
 /// Errors in a row after which the bus is reopened and the chip re-initialized.
 const REINIT_AFTER: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Starts a thread per configured sensor; they stop when `stop` is set.
-pub fn spawn_all(core: &Arc<Core>, stop: &Arc<AtomicBool>) -> std::io::Result<()> {
-    for source in &core.sensors {
+/// Starts a thread per sensor source; they stop when `stop` is set.
+pub fn spawn_all(
+    core: &Arc<Core>,
+    sources: &[Arc<SensorSource>],
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    for source in sources {
         let (core, source, stop) = (core.clone(), source.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("sensor-{}", source.config.name))

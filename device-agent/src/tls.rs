@@ -15,18 +15,6 @@ pub fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
     Ok(pem)
 }
 
-/// The CA of a server config, read (checked at config load, so a failure here is a file that
-/// changed since; it falls back to the public roots and the handshake will say why).
-pub fn configured_ca(server: &crate::config::ServerConfig) -> Option<Vec<u8>> {
-    server.ca.as_deref().and_then(|p| match read_ca(p) {
-        Ok(pem) => Some(pem),
-        Err(e) => {
-            tracing::error!(error = %e, "fleet CA");
-            None
-        }
-    })
-}
-
 #[cfg(feature = "tls")]
 mod enabled {
     use std::sync::Arc;

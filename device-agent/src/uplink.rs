@@ -72,7 +72,7 @@ pub async fn run(
     }
     if tls {
         #[cfg(feature = "tls")]
-        match crate::tls::mqtt(crate::tls::configured_ca(&server).as_deref()) {
+        match crate::tls::mqtt(server.ca_pem().as_deref()) {
             Ok(transport) => {
                 options.set_transport(transport);
             }
