@@ -20,7 +20,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # the pipeline, lowest first: a crate may depend only on crates before it
-ORDER = ["edge-kernels", "edge-protocol", "edge-bundle", "edge-sensors", "edge-runtime", "edge-pack",
+ORDER = ["edge-kernels", "edge-protocol", "edge-bundle", "edge-sensors", "edge-runtime", "edge-pack", "edge-fleet-kit",
          "edge-runtime-capi", "device-agent", "ota-server", "edgectl", "fleet-tests"]
 
 

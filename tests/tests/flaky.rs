@@ -31,8 +31,8 @@ fn over_a_flaky_network_the_fleet_converges_and_telemetry_arrives_once() {
         cut_chance: 1.0,
         ..Flakiness::default()
     };
-    let mqtt = FlakyProxy::start(server.mqtt_port, every_cut, seed);
-    let http = FlakyProxy::start(server.http_port(), Flakiness::default(), seed ^ 0x5eed);
+    let mqtt = FlakyProxy::start(server.mqtt_port, every_cut, seed).unwrap();
+    let http = FlakyProxy::start(server.http_port(), Flakiness::default(), seed ^ 0x5eed).unwrap();
     let options = AgentOptions {
         http: Some(format!("https://127.0.0.1:{}", http.port)),
         mqtt: Some(format!("mqtts://127.0.0.1:{}", mqtt.port)),

@@ -7,21 +7,18 @@
 //! JSON summary at the end and exit 0 only if every expectation held.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
+use edge_fleet_kit::agent::{AgentConfig, AgentProcess};
+use edge_fleet_kit::traffic::Traffic;
 use edge_protocol::cohort::in_phase;
 use edge_runtime::Tensor;
 use serde_json::{json, Value};
 
 use super::fleet::{call, progress};
-use super::local_fleet::{
-    binary, bundle, free_port, npy, LocalServer, Proc, CALIB_X, TEST_X, TEST_Y,
-};
+use super::local_fleet::{binary, bundle, calibration_rows, test_labels, test_rows, LocalServer};
 use edge_protocol::rest::{Bundle, DeviceList, Rollout, RolloutStatus, RolloutView};
 
 /// `edgectl demo` flags.
@@ -59,24 +56,14 @@ fn rows_of_class(x: &Tensor, y: &Tensor, label: i64) -> Tensor {
     Tensor::f32(vec![n, 1, 8, 8], data)
 }
 
+/// An agent of the demo: its device id and process.
 struct Agent {
     id: String,
-    api: String,
-    _proc: Proc,
+    process: AgentProcess,
 }
 
-fn local(api: &str, path: &str) -> Option<Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut r = agent.get(&format!("http://{api}{path}")).call().ok()?;
-    serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
-}
-
-fn active_version(api: &str) -> Option<String> {
-    let s = local(api, "/v1/status")?;
+fn active_version(agent: &AgentProcess) -> Option<String> {
+    let s = agent.status()?;
     let m = s["models"]
         .as_array()?
         .iter()
@@ -88,7 +75,7 @@ fn active_version(api: &str) -> Option<String> {
 fn versions(agents: &[Agent]) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for a in agents {
-        let v = active_version(&a.api).unwrap_or_else(|| "none".into());
+        let v = active_version(&a.process).unwrap_or_else(|| "none".into());
         out.entry(v).or_default().push(a.id.clone());
     }
     out
@@ -149,8 +136,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "{} agents enrolled (sites berlin, paris, lab)",
         a.devices
     ));
-    let test_x = npy(TEST_X)?;
-    let stop = start_traffic(&agents, &test_x);
+    let test_x = test_rows();
+    let apis = agents.iter().map(|a| a.process.api.clone()).collect();
+    let traffic = Traffic::to(apis).every(Duration::from_millis(30)).start();
     // 3. bundles
     let shas = push_bundles(&fleet, &test_x)?;
     n.say("pushed digits 1.0.0, 2.0.0 and 3.0.0 (3.0.0 is bad: its predictions drift far from its reference)");
@@ -174,7 +162,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    traffic.stop();
 
     // 5. what must hold
     let report = verdict(&a, &agents, &ids, &summary, &ever_v3, &fleet, started, root);
@@ -200,13 +188,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
 /// Where the server, its dashboard and its API are.
 fn announce_server(n: &Narrator, fleet: &LocalServer, root: &std::path::Path) {
     let server = &fleet.api;
-    let ca = fleet.data.join("tls/ca.pem");
+    let ca = fleet.ca();
     n.say(&format!("keys and trust root in {}", root.display()));
     n.say(&format!(
         "ota-server: API {} (CA {}), MQTT {}, log {}",
         server.server,
         ca.display(),
-        fleet.mqtt_url,
+        fleet.mqtt_url(),
         root.join("server.log").display()
     ));
     n.say(&format!(
@@ -230,90 +218,50 @@ fn start_agents(
     root: &std::path::Path,
     ids: &[String],
 ) -> Result<Vec<Agent>> {
-    let server = &fleet.api;
-    let data = &fleet.data;
     let token = fleet
         .enrollment_token(json!({"name": "demo", "uses": a.devices, "tags": {"hw": "x86"}}))?;
     let sites = ["berlin", "paris", "lab"];
     let mut agents = Vec::new();
     for (i, id) in ids.iter().cloned().enumerate() {
-        let state = root.join(&id);
-        std::fs::create_dir_all(&state)?;
-        let api = format!("127.0.0.1:{}", free_port()?);
-        let mqtt = fleet.mqtt_url.clone();
-        let config = format!(
-            "device_id = \"{id}\"\nstate_dir = \"{}\"\ntrust_root = \"{}\"\nroot_key = \"{}\"\n[api]\nlisten = \"{api}\"\n\
-             [server]\nurl = \"{}\"\nmqtt = \"{mqtt}\"\nca = \"{}\"\nenrollment_token = \"{token}\"\nretry_max_seconds = 2\n{}\
-             tags = {{ site = \"{}\" }}\n[telemetry]\nwindow_seconds = 2\n[trial]\ncheck_interval_ms = 200\n",
-            state.join("state").display(), fleet.trust.display(), fleet.root_pub.display(),
-            server.server, data.join("tls/ca.pem").display(),
-            if a.broker.is_some() { "allow_plaintext = true\n" } else { "" },
-            sites[i % sites.len()],
-        );
-        std::fs::write(state.join("agent.toml"), config)?;
-        let child = Command::new(agent_bin)
-            .args(["run", "--config"])
-            .arg(state.join("agent.toml"))
-            .env("EDGE_AGENT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(state.join("agent.log"))?)
-            .spawn()?;
-        agents.push(Agent {
-            id,
-            api,
-            _proc: Proc(child),
-        });
+        let dir = root.join(&id);
+        let config = |api: &str| {
+            AgentConfig {
+                device_id: id.clone(),
+                state_dir: dir.join("state"),
+                trust_root: fleet.keys.trust.clone(),
+                root_key: fleet.keys.root_pub.clone(),
+                api: api.into(),
+                server_url: Some(fleet.api.server.clone()),
+                mqtt_url: fleet.mqtt_url().into(),
+                ca: Some(fleet.ca()),
+                enrollment_token: token.clone(),
+                tags: vec![("site".into(), sites[i % sites.len()].into())],
+                allow_plaintext: a.broker.is_some(),
+                retry_max_seconds: 2,
+                telemetry_window_seconds: Some(2),
+                trial_check_ms: Some(200),
+                ..AgentConfig::default()
+            }
+            .to_toml()
+        };
+        let process = AgentProcess::start_on_free_port(agent_bin, &dir, config, &[])?;
+        agents.push(Agent { id, process });
     }
     Ok(agents)
-}
-
-/// Prediction traffic on every device until the returned flag is set: each device walks the
-/// test set from its own offset, so every device sees every class.
-fn start_traffic(agents: &[Agent], test_x: &Tensor) -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (flag, apis) = (
-        stop.clone(),
-        agents.iter().map(|a| a.api.clone()).collect::<Vec<_>>(),
-    );
-    let xs = test_x.to_f64_vec();
-    std::thread::spawn(move || {
-        let client: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let rows = xs.len() / 64;
-        let mut round = 0usize;
-        while !flag.load(Ordering::Relaxed) {
-            for (k, api) in apis.iter().enumerate() {
-                let r = (round + k * 7) % rows;
-                let row = &xs[r * 64..(r + 1) * 64];
-                let image: Vec<&[f64]> = row.chunks(8).collect();
-                let body = json!({"input": [[image]]}).to_string();
-                let _ = client
-                    .post(&format!("http://{api}/v1/models/digits/predict"))
-                    .header("content-type", "application/json")
-                    .send(body.as_bytes());
-            }
-            round += 1;
-            std::thread::sleep(Duration::from_millis(30));
-        }
-    });
-    stop
 }
 
 /// Packs and uploads v1, v2 (same model, honest reference) and v3 (a reference that says "mostly
 /// 1s"); their `sha256:` ids by version.
 fn push_bundles(fleet: &LocalServer, test_x: &Tensor) -> Result<BTreeMap<&'static str, String>> {
-    let calib = npy(CALIB_X)?;
-    let bad_reference = rows_of_class(test_x, &npy(TEST_Y)?, 1);
+    let calib = calibration_rows();
+    let bad_reference = rows_of_class(test_x, &test_labels(), 1);
     let mut shas = BTreeMap::new();
     for (version, calibration) in [
         ("1.0.0", calib.clone()),
         ("2.0.0", calib),
         ("3.0.0", bad_reference),
     ] {
-        let bytes = bundle(&fleet.signer, version, calibration)?;
+        let bytes = bundle(&fleet.keys.signer, version, calibration)?;
         let v: Bundle = call(
             &fleet.api,
             "POST",

@@ -1,142 +1,41 @@
-//! A fleet server on this machine for `edgectl demo` and `edgectl simulate`: finding (or
-//! building) the `ota-server` and `edge-agent` binaries next to `edgectl`, fresh keys and a trust
-//! root, `ota-server init` + `serve` (TLS, embedded broker or an external one) on free loopback
-//! ports, and the digits bundles both push.
+//! A fleet server on this machine for `edgectl demo` and `edgectl simulate`, on the fleet kit
+//! (`edge-fleet-kit`, which the tests use too): the `ota-server` and `edge-agent` binaries next to
+//! `edgectl` (built if missing), fresh keys and a trust root, `ota-server init` + `serve` (TLS,
+//! embedded broker or an external one) on free loopback ports, and the digits bundles both push.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use edge_pack::pack::{pack, Calibration, PackSpec};
-use edge_runtime::trust::{self, TrustSpec};
-use edge_runtime::{SigningKey, Tensor, VerifyingKey};
+use anyhow::Result;
+use edge_fleet_kit::fixtures::{quick_trial, Digits};
+use edge_fleet_kit::keys::FleetKeys;
+use edge_fleet_kit::server::{ServeOptions, ServerProcess};
+use edge_runtime::{SigningKey, Tensor};
 
 use super::fleet::{call, ServerArgs};
-use edge_protocol::rest::{EnrollmentTokenCreated, Healthz};
+use edge_protocol::rest::EnrollmentTokenCreated;
 
-pub(crate) const MODEL_ONNX: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/model.onnx"
-));
-pub(crate) const MODEL_SPEC: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/spec.toml"
-));
-pub(crate) const CALIB_X: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/calib_x.npy"
-));
-pub(crate) const TEST_X: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/test_x.npy"
-));
-pub(crate) const TEST_Y: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/digits/test_y.npy"
-));
+pub(crate) use edge_fleet_kit::binaries::binary;
+pub(crate) use edge_fleet_kit::fixtures::{calibration_rows, test_labels, test_rows};
 
-/// A child process killed when dropped.
-pub(crate) struct Proc(pub(crate) Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub(crate) fn binary(name: &str) -> Result<PathBuf> {
-    let here = std::env::current_exe()?;
-    let dir = here.parent().context("edgectl has no directory")?;
-    let path = dir.join(name);
-    if path.exists() {
-        return Ok(path);
-    }
-    // run through `cargo run`: build the other two binaries with the same profile
-    if let Ok(cargo) = std::env::var("CARGO") {
-        // cargo's own progress shows (a first build of the two is minutes on a small machine)
-        eprintln!(
-            "building ota-server and edge-agent next to edgectl (a first build takes a few \
-             minutes; cargo's progress follows) ..."
-        );
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "ota-server", "-p", "device-agent"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        if let Ok(manifest) = std::env::var("CARGO_MANIFEST_DIR") {
-            cmd.current_dir(Path::new(&manifest).join(".."));
-        }
-        if !cmd.status()?.success() {
-            bail!("building {name} failed");
-        }
-    }
-    if path.exists() {
-        Ok(path)
-    } else {
-        bail!(
-            "{} not found: build it (cargo build --release -p ota-server -p device-agent)",
-            path.display()
-        )
-    }
-}
-
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-pub(crate) fn npy(bytes: &[u8]) -> Result<Tensor> {
-    Ok(edge_runtime::npy::read(bytes, 1 << 28)?)
-}
-
-/// The digits bundle at `version`, with `calibration` rows as its reference data.
+/// The digits bundle at `version`, with `calibration` rows as its reference data and a 2 s
+/// trial (drift is the server's call: its PSI gate over the phase's devices).
 pub(crate) fn bundle(signer: &SigningKey, version: &str, calibration: Tensor) -> Result<Vec<u8>> {
-    let mut spec: PackSpec = toml::from_str(MODEL_SPEC)?;
-    spec.version = version.into();
-    spec.health = Some(edge_runtime::bundle::HealthSpec {
-        trial_seconds: 2,
-        min_requests: 5,
-        max_error_rate: 0.05,
-        max_p99_ms: None,
-        // drift is the server's call in this demo (its PSI gate over the phase's devices)
-        max_psi: 1e9,
-    });
-    let calibration = Calibration {
-        inputs: calibration,
-        targets: None,
-    };
-    Ok(pack(
-        MODEL_ONNX,
-        spec,
-        Some(&calibration),
-        std::slice::from_ref(signer),
-        0,
-    )?
-    .0)
+    Digits::new()
+        .version(version)
+        .health(quick_trial(2, 5))
+        .calibration(calibration)
+        .pack(signer)
 }
 
 /// A running `ota-server` with fresh keys, stopped when dropped.
 pub(crate) struct LocalServer {
     /// The API as admin.
     pub api: ServerArgs,
-    /// Its data directory.
-    pub data: PathBuf,
-    /// Where devices connect (`mqtts://` to the embedded gate, or the external broker).
-    pub mqtt_url: String,
-    /// The model-signing key the trust root lists.
-    pub signer: SigningKey,
-    /// The director key's public half (desired states are signed with it).
-    pub director: VerifyingKey,
-    /// The trust root document.
-    pub trust: PathBuf,
-    /// The root key's public half (file).
-    pub root_pub: PathBuf,
-    /// The root key's public half.
-    pub root: VerifyingKey,
-    proc: Proc,
+    /// The fleet's keys and their files (trust document, root key).
+    pub keys: FleetKeys,
+    /// The server process: its data directory, where devices connect (`mqtt_url`), its log.
+    pub process: ServerProcess,
 }
 
 impl LocalServer {
@@ -150,102 +49,33 @@ impl LocalServer {
         extra: &[String],
         deadline: Instant,
     ) -> Result<LocalServer> {
-        let (root_key, signer, director) = (
-            edge_runtime::keys::generate()?,
-            edge_runtime::keys::generate()?,
-            edge_runtime::keys::generate()?,
-        );
-        let mut spec = TrustSpec::ephemeral(&signer.verifying_key());
-        spec.director = Some(("director".into(), director.verifying_key()));
-        let trust_path = root.join("trust.cbor");
-        let root_pub = root.join("root.pub");
-        std::fs::write(&trust_path, trust::create(&spec, &root_key, None)?)?;
-        std::fs::write(
-            &root_pub,
-            edge_runtime::keys::public_key_text(&root_key.verifying_key()),
-        )?;
-        std::fs::write(
-            root.join("director.key"),
-            edge_runtime::keys::secret_key_text(&director),
-        )?;
+        let keys = FleetKeys::create(root)?;
         let data = root.join("server");
-        let out = Command::new(server_bin)
-            .arg("init")
-            .arg("--data")
-            .arg(&data)
-            .arg("--trust")
-            .arg(&trust_path)
-            .arg("--director-key")
-            .arg(root.join("director.key"))
-            .arg("--root")
-            .arg(&root_pub)
-            .output()?;
-        if !out.status.success() {
-            bail!("ota-server init: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let (http_port, mqtt_port) = (free_port()?, free_port()?);
-        let mut serve = Command::new(server_bin);
-        serve
-            .arg("serve")
-            .arg("--data")
-            .arg(&data)
-            .args([
-                "--http",
-                &format!("127.0.0.1:{http_port}"),
-                "--tick-seconds",
-                "1",
-            ])
-            .args(extra)
-            .env("OTA_SERVER_LOG", "info,rumqttd=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("server.log"))?);
-        let mqtt_url = match broker {
-            Some(b) => {
-                serve.args(["--broker", b]);
-                b.to_string()
-            }
-            None => {
-                serve.args(["--mqtt", &format!("127.0.0.1:{mqtt_port}")]);
-                format!("mqtts://127.0.0.1:{mqtt_port}")
-            }
+        ServerProcess::init(server_bin, &data, &keys)?;
+        let options = ServeOptions {
+            broker: broker.map(str::to_string),
+            extra: extra.to_vec(),
+            log: Some(root.join("server.log")),
+            ..ServeOptions::default()
         };
-        let proc = Proc(serve.spawn()?);
+        let process = ServerProcess::serve(server_bin, &data, &options, deadline)?;
         let api = ServerArgs {
-            server: format!("https://127.0.0.1:{http_port}"),
-            token: std::fs::read_to_string(data.join("admin.token"))?
-                .trim()
-                .to_string(),
-            ca: Some(data.join("tls/ca.pem")),
+            server: process.url.clone(),
+            token: process.admin.clone(),
+            ca: Some(process.ca()),
             json: false,
         };
-        let mut s = LocalServer {
-            api,
-            data,
-            mqtt_url,
-            signer,
-            director: director.verifying_key(),
-            trust: trust_path,
-            root_pub,
-            root: root_key.verifying_key(),
-            proc,
-        };
-        loop {
-            if let Ok(Some(status)) = s.proc.0.try_wait() {
-                bail!(
-                    "ota-server exited ({status}); see {}",
-                    root.join("server.log").display()
-                );
-            }
-            if call::<Healthz>(&s.api, "GET", "/healthz", None)
-                .is_ok_and(|h| h.broker_connected == Some(true))
-            {
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                bail!("timed out waiting for the server");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        Ok(LocalServer { api, keys, process })
+    }
+
+    /// Where devices connect (`mqtts://` to the embedded gate, or the external broker).
+    pub fn mqtt_url(&self) -> &str {
+        &self.process.mqtt_url
+    }
+
+    /// The fleet CA file.
+    pub fn ca(&self) -> PathBuf {
+        self.process.ca()
     }
 
     /// A new enrollment token (`spec`: name, uses, tags).
@@ -261,6 +91,6 @@ impl LocalServer {
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.proc.0.id()
+        self.process.child.id()
     }
 }

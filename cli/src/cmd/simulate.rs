@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::fleet::{call, client, ServerArgs};
-use super::local_fleet::{binary, bundle, npy, LocalServer, CALIB_X};
+use super::local_fleet::{binary, bundle, calibration_rows, LocalServer};
 
 /// `edgectl simulate` flags.
 #[derive(Args, Debug)]
@@ -548,6 +548,8 @@ fn delivery(times: &[Instant], since: Instant) -> Value {
            "per_second": rate})
 }
 
+/// Runs the simulation: the server, the devices, v1 in one phase, steady telemetry, v2 in three
+/// phases; prints the JSON report.
 pub fn run(a: SimulateArgs) -> Result<()> {
     let server_bin = binary("ota-server")?;
     let started = Instant::now();
@@ -569,39 +571,66 @@ pub fn run(a: SimulateArgs) -> Result<()> {
         &extra,
         deadline,
     )?;
-    let server = local.api.clone();
     say(&format!(
         "ota-server {} (pid {}), devices connect to {}",
-        server.server,
+        local.api.server,
         local.pid(),
-        local.mqtt_url
+        local.mqtt_url()
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let monitor = Monitor::start(local.pid(), stop.clone());
+    let shas = push_versions(&local)?;
+    let fleet = Arc::new(fleet_state(&a, &local)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()?;
+    bring_up(&runtime, &fleet, a.devices, a.connect_rate);
+    let watch = Watch {
+        fleet: &fleet,
+        monitor: &monitor,
+        deadline,
+        devices: a.devices as u64,
+        say: &say,
+    };
+    let report = watch.scenario(&a, &shas);
+    fleet.stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    println!("{}", serde_json::to_string_pretty(&report?)?);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
 
-    let token = local.enrollment_token(json!({"name": "simulated", "tags": {"hw": "sim"}}))?;
-    let calib = npy(CALIB_X)?;
+/// Packs and uploads the digits model at 1.0.0 and 2.0.0; their `sha256:` ids.
+fn push_versions(local: &LocalServer) -> Result<Vec<String>> {
+    let calib = calibration_rows();
     let mut shas = Vec::new();
     for version in ["1.0.0", "2.0.0"] {
+        let bytes = bundle(&local.keys.signer, version, calib.clone())?;
         let v: edge_protocol::rest::Bundle = call(
-            &server,
+            &local.api,
             "POST",
             "/v1/bundles",
-            Some((
-                "application/octet-stream",
-                bundle(&local.signer, version, calib.clone())?,
-            )),
+            Some(("application/octet-stream", bytes)),
         )?;
         shas.push(format!("sha256:{}", v.sha256));
     }
-    let trust_bytes = std::fs::read(&local.trust)?;
-    let fleet = Arc::new(Fleet {
-        server: server.clone(),
+    Ok(shas)
+}
+
+/// What every device task shares: the server, the fleet's keys and an enrollment token, and
+/// the counters the report reads.
+fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
+    let server = local.api.clone();
+    let token = local.enrollment_token(json!({"name": "simulated", "tags": {"hw": "sim"}}))?;
+    let trust_bytes = std::fs::read(&local.keys.trust)?;
+    Ok(Fleet {
         http: client(server.ca.as_ref())?,
-        mqtt: parse_mqtt(&local.mqtt_url)?,
-        ca: std::fs::read(local.data.join("tls/ca.pem"))?,
-        director: local.director,
-        trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(local.root))?,
+        server,
+        mqtt: parse_mqtt(local.mqtt_url())?,
+        ca: std::fs::read(local.ca())?,
+        director: local.keys.director.verifying_key(),
+        trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(local.keys.root))?,
         token,
         window: Duration::from_secs(a.window_seconds.max(1)),
         versions: (0..a.devices).map(|_| AtomicU8::new(0)).collect(),
@@ -618,168 +647,183 @@ pub fn run(a: SimulateArgs) -> Result<()> {
         downloads_at_once: Semaphore::new(16),
         enrolls_at_once: Semaphore::new(8),
         stop: AtomicBool::new(false),
-    });
+    })
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(32)
-        .build()?;
-    // the fleet comes up at --connect-rate
-    {
-        let fleet = fleet.clone();
-        let (n, rate) = (a.devices, a.connect_rate.max(1));
-        runtime.spawn(async move {
-            for i in 0..n {
-                let f = fleet.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = run_device(f, i).await {
-                        eprintln!("sim-{i:05}: {e:#}");
-                    }
-                });
-                if (i as u64 + 1).is_multiple_of(rate) {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+/// Starts the `devices` device tasks, `rate` new ones per second.
+fn bring_up(runtime: &tokio::runtime::Runtime, fleet: &Arc<Fleet>, devices: usize, rate: u64) {
+    let (fleet, rate) = (fleet.clone(), rate.max(1));
+    runtime.spawn(async move {
+        for i in 0..devices {
+            let f = fleet.clone();
+            tokio::spawn(async move {
+                if let Err(e) = run_device(f, i).await {
+                    eprintln!("sim-{i:05}: {e:#}");
                 }
+            });
+            if (i as u64 + 1).is_multiple_of(rate) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        });
+        }
+    });
+}
+
+/// The running simulation as the scenario sees it: waits with progress lines, rollouts, and
+/// what they cost the server.
+struct Watch<'a> {
+    fleet: &'a Fleet,
+    monitor: &'a Monitor,
+    deadline: Instant,
+    devices: u64,
+    say: &'a dyn Fn(&str),
+}
+
+impl Watch<'_> {
+    /// The scenario: every device connected, v1 in one phase, steady telemetry, v2 in three
+    /// phases; the JSON report.
+    fn scenario(&self, a: &SimulateArgs, shas: &[String]) -> Result<Value> {
+        let (fleet, n) = (self.fleet, self.devices);
+        let up_started = Instant::now();
+        self.wait("every device to connect", &|| {
+            fleet.connected.load(Ordering::Relaxed) >= n
+        })?;
+        let connect_time = up_started.elapsed();
+        (self.say)(&format!(
+            "{n} devices enrolled and connected in {:.1} s",
+            connect_time.as_secs_f64()
+        ));
+        let (v1_time, v1_cpu, v1_delivery) =
+            self.measure(&shas[0], 1, json!([{"percent": 100}]))?;
+        (self.say)(&format!(
+            "v1 on all {n} devices in {:.1} s",
+            v1_time.as_secs_f64()
+        ));
+        let steady = self.steady(a.window_seconds)?;
+        let soak = a.soak_seconds;
+        let phases = json!([{"percent": 10, "soak_seconds": soak},
+                            {"percent": 50, "soak_seconds": soak}, {"percent": 100}]);
+        let (v2_time, v2_cpu, v2_delivery) = self.measure(&shas[1], 2, phases)?;
+        (self.say)(&format!(
+            "v2 in three phases (10 % → 50 % → 100 %, soak {soak} s) on all {n} devices in {:.1} s",
+            v2_time.as_secs_f64()
+        ));
+        let server = &fleet.server;
+        let published = metric(server, "edgefleet_desired_published_total").unwrap_or(0.0);
+        let steady_rss = steady["server_rss_mb"].as_f64().unwrap_or(0.0);
+        Ok(json!({
+            "devices": n,
+            "broker": a.broker.clone().unwrap_or_else(|| "embedded (TLS gate)".into()),
+            "connected": fleet.connected.load(Ordering::Relaxed),
+            "connect_seconds": connect_time.as_secs_f64(),
+            "reconnects": fleet.connects.load(Ordering::Relaxed).saturating_sub(n),
+            "connect_errors": fleet.connect_errors.load(Ordering::Relaxed),
+            "downloads": fleet.downloads.load(Ordering::Relaxed),
+            "download_errors": fleet.download_errors.load(Ordering::Relaxed),
+            "desired_published_total": published,
+            "desired_received_total": fleet.desired_received.load(Ordering::Relaxed),
+            "v1_one_phase": {"seconds": v1_time.as_secs_f64(), "desired": v1_delivery,
+                              "server_cpu": v1_cpu},
+            "v2_three_phases": {"seconds": v2_time.as_secs_f64(), "soak_seconds_total": 2 * soak,
+                                 "desired": v2_delivery, "server_cpu": v2_cpu},
+            "steady": steady,
+            "server_peak_rss_mb": self.monitor.peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0,
+            "server_rss_per_device_kb": steady_rss * 1024.0 / n as f64,
+        }))
     }
-    let up_started = Instant::now();
-    let wait = |what: &str, f: &dyn Fn() -> bool| -> Result<()> {
+
+    /// Waits for `f`, a progress line every 10 s; fails at the deadline with the counts.
+    fn wait(&self, what: &str, f: &dyn Fn() -> bool) -> Result<()> {
+        let fleet = self.fleet;
         let mut last_print = Instant::now();
         while !f() {
-            if Instant::now() > deadline {
+            if Instant::now() > self.deadline {
                 bail!(
                     "timed out waiting for {what}: {} enrolled, {} connected, server RSS {:.0} MB",
                     fleet.enrolled.load(Ordering::Relaxed),
                     fleet.connected.load(Ordering::Relaxed),
-                    monitor.rss_mb()
+                    self.monitor.rss_mb()
                 );
             }
             if last_print.elapsed() > Duration::from_secs(10) {
                 last_print = Instant::now();
-                say(&format!(
+                (self.say)(&format!(
                     "  ... {what}: {} enrolled, {} connected, {} on v1, {} on v2",
                     fleet.enrolled.load(Ordering::Relaxed),
                     fleet.connected.load(Ordering::Relaxed),
-                    count(&fleet, 1),
-                    count(&fleet, 2)
+                    count(fleet, 1),
+                    count(fleet, 2)
                 ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(())
-    };
-    let n = a.devices as u64;
-    wait("every device to connect", &|| {
-        fleet.connected.load(Ordering::Relaxed) >= n
-    })?;
-    let connect_time = up_started.elapsed();
-    say(&format!(
-        "{n} devices enrolled and connected in {:.1} s",
-        connect_time.as_secs_f64()
-    ));
+    }
 
-    let gates = json!({"min_reporting_devices": 1, "max_error_rate": 0.05,
-                       "max_p99_latency_ms": 100.0, "max_install_failure_rate": 0.05});
-    let roll = |sha: &str, phases: Value| -> Result<String> {
+    /// A rollout of bundle `sha` to every simulated device; its id.
+    fn roll(&self, sha: &str, phases: Value) -> Result<String> {
+        let gates = json!({"min_reporting_devices": 1, "max_error_rate": 0.05,
+                           "max_p99_latency_ms": 100.0, "max_install_failure_rate": 0.05});
+        let spec = json!({"bundle": sha, "selector": "hw=sim", "phases": phases, "gates": gates,
+                          "on_gate_failure": "pause"});
         let v: edge_protocol::rest::Rollout = call(
-            &server,
+            &self.fleet.server,
             "POST",
             "/v1/rollouts",
-            Some((
-                "application/json",
-                json!({"bundle": sha, "selector": "hw=sim", "phases": phases, "gates": gates,
-                       "on_gate_failure": "pause"})
-                .to_string()
-                .into_bytes(),
-            )),
+            Some(("application/json", spec.to_string().into_bytes())),
         )?;
         Ok(v.id)
-    };
-    let rollout_state = |id: &str| {
-        call::<edge_protocol::rest::Rollout>(&server, "GET", &format!("/v1/rollouts/{id}"), None)
+    }
+
+    /// A rollout's status (`running`, `completed`, ...; empty when the server does not answer).
+    fn rollout_state(&self, id: &str) -> String {
+        let path = format!("/v1/rollouts/{id}");
+        call::<edge_protocol::rest::Rollout>(&self.fleet.server, "GET", &path, None)
             .map(|v| json!(v.status).as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
-    };
+    }
 
-    // one rollout, from creation until every device runs `version`: (time, server cores
-    // busy, desired-state delivery)
-    let measure = |sha: &str, version: u8, phases: Value| -> Result<(Duration, f64, Value)> {
-        let (t, cpu) = (Instant::now(), monitor.cpu());
-        let id = roll(sha, phases)?;
-        wait(&format!("v{version} on every device"), &|| {
-            count(&fleet, version) as u64 >= n && rollout_state(&id) == "completed"
+    /// One rollout, from creation until every device runs `version`: (time, server cores
+    /// busy, desired-state delivery).
+    fn measure(&self, sha: &str, version: u8, phases: Value) -> Result<(Duration, f64, Value)> {
+        let (t, cpu) = (Instant::now(), self.monitor.cpu());
+        let id = self.roll(sha, phases)?;
+        self.wait(&format!("v{version} on every device"), &|| {
+            count(self.fleet, version) as u64 >= self.devices
+                && self.rollout_state(&id) == "completed"
         })?;
         let took = t.elapsed();
-        let cores = (monitor.cpu() - cpu) / took.as_secs_f64();
-        Ok((took, cores, delivery(&fleet.desired_at.lock().unwrap(), t)))
-    };
+        let cores = (self.monitor.cpu() - cpu) / took.as_secs_f64();
+        let delivered = delivery(&self.fleet.desired_at.lock().unwrap(), t);
+        Ok((took, cores, delivered))
+    }
 
-    // v1 to everyone in one phase
-    let (v1_time, v1_cpu, v1_delivery) = measure(&shas[0], 1, json!([{"percent": 100}]))?;
-    say(&format!(
-        "v1 on all {n} devices in {:.1} s",
-        v1_time.as_secs_f64()
-    ));
-
-    // steady telemetry
-    let steady_for = fleet.window * 3;
-    let (m0, c0, s0) = (
-        metric(&server, "edgefleet_messages_accepted_total").unwrap_or(0.0),
-        monitor.cpu(),
-        fleet.telemetry_sent.load(Ordering::Relaxed),
-    );
-    let ts = Instant::now();
-    std::thread::sleep(steady_for);
-    let secs = ts.elapsed().as_secs_f64();
-    let ingested =
-        (metric(&server, "edgefleet_messages_accepted_total").unwrap_or(0.0) - m0) / secs;
-    let sent = (fleet.telemetry_sent.load(Ordering::Relaxed) - s0) as f64 / secs;
-    let steady_cpu = (monitor.cpu() - c0) / secs;
-    let steady_rss = monitor.rss_mb();
-    say(&format!(
-        "steady: {sent:.0} telemetry msgs/s sent, {ingested:.0} msgs/s ingested, server CPU {:.0} %, RSS {steady_rss:.0} MB",
-        steady_cpu * 100.0
-    ));
-
-    // v2 in three phases
-    let soak = a.soak_seconds;
-    let (v2_time, v2_cpu, v2_delivery) = measure(
-        &shas[1],
-        2,
-        json!([{"percent": 10, "soak_seconds": soak}, {"percent": 50, "soak_seconds": soak},
-               {"percent": 100}]),
-    )?;
-    say(&format!(
-        "v2 in three phases (10 % → 50 % → 100 %, soak {soak} s) on all {n} devices in {:.1} s",
-        v2_time.as_secs_f64()
-    ));
-    let published = metric(&server, "edgefleet_desired_published_total").unwrap_or(0.0);
-    let report = json!({
-        "devices": n,
-        "broker": a.broker.clone().unwrap_or_else(|| "embedded (TLS gate)".into()),
-        "connected": fleet.connected.load(Ordering::Relaxed),
-        "connect_seconds": connect_time.as_secs_f64(),
-        "reconnects": fleet.connects.load(Ordering::Relaxed).saturating_sub(n),
-        "connect_errors": fleet.connect_errors.load(Ordering::Relaxed),
-        "downloads": fleet.downloads.load(Ordering::Relaxed),
-        "download_errors": fleet.download_errors.load(Ordering::Relaxed),
-        "desired_published_total": published,
-        "desired_received_total": fleet.desired_received.load(Ordering::Relaxed),
-        "v1_one_phase": {"seconds": v1_time.as_secs_f64(), "desired": v1_delivery,
-                          "server_cpu": v1_cpu},
-        "v2_three_phases": {"seconds": v2_time.as_secs_f64(), "soak_seconds_total": 2 * soak,
-                             "desired": v2_delivery, "server_cpu": v2_cpu},
-        "steady": {"window_seconds": a.window_seconds, "telemetry_sent_per_s": sent,
-                   "messages_ingested_per_s": ingested, "server_cpu": steady_cpu,
-                   "server_rss_mb": steady_rss},
-        "server_peak_rss_mb": monitor.peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0,
-        "server_rss_per_device_kb": steady_rss * 1024.0 / n as f64,
-    });
-    fleet.stop.store(true, Ordering::Relaxed);
-    stop.store(true, Ordering::Relaxed);
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    Ok(())
+    /// Three telemetry windows with nothing else going on: sent and ingested per second, the
+    /// server's CPU and RSS.
+    fn steady(&self, window_seconds: u64) -> Result<Value> {
+        let (fleet, monitor, server) = (self.fleet, self.monitor, &self.fleet.server);
+        let accepted = || metric(server, "edgefleet_messages_accepted_total").unwrap_or(0.0);
+        let (m0, c0, s0) = (
+            accepted(),
+            monitor.cpu(),
+            fleet.telemetry_sent.load(Ordering::Relaxed),
+        );
+        let ts = Instant::now();
+        std::thread::sleep(fleet.window * 3);
+        let secs = ts.elapsed().as_secs_f64();
+        let ingested = (accepted() - m0) / secs;
+        let sent = (fleet.telemetry_sent.load(Ordering::Relaxed) - s0) as f64 / secs;
+        let cpu = (monitor.cpu() - c0) / secs;
+        let rss = monitor.rss_mb();
+        (self.say)(&format!(
+            "steady: {sent:.0} telemetry msgs/s sent, {ingested:.0} msgs/s ingested, server CPU {:.0} %, RSS {rss:.0} MB",
+            cpu * 100.0
+        ));
+        Ok(
+            json!({"window_seconds": window_seconds, "telemetry_sent_per_s": sent,
+                  "messages_ingested_per_s": ingested, "server_cpu": cpu,
+                  "server_rss_mb": rss}),
+        )
+    }
 }
 
 fn count(fleet: &Fleet, version: u8) -> usize {

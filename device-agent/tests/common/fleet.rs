@@ -1,14 +1,15 @@
 //! A fleet in a test: an in-process MQTT broker (rumqttd) behind a proxy the test can cut, an
 //! HTTP server that enrolls devices and serves artifacts with Range support (and can cut a
 //! transfer halfway), a "server" MQTT client that signs desired states with the director key and
-//! collects the devices' signed messages, and `edge-agent` as a real child process.
+//! collects the devices' signed messages, and `edge-agent` as a real child process. The keys,
+//! bundles, proxy, agent process, HTTP calls and traffic are the fleet kit's (`edge-fleet-kit`);
+//! the broker, the fake server and the director are this harness's own.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,25 +20,22 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edge_fleet_kit::agent::{AgentConfig, AgentProcess};
+use edge_fleet_kit::fixtures::{quick_trial, Digits};
+use edge_fleet_kit::keys::FleetKeys;
+use edge_fleet_kit::proxy::CutProxy;
 use edge_pack::pack::PackSpec;
 use edge_protocol::enroll::{EnrollRequest, EnrollResponse};
 use edge_protocol::{
     envelope, topics, DesiredModel, DesiredState, Events, Header, Hello, Kind, Step, Telemetry,
 };
-use edge_runtime::trust::{self, TrustSpec};
 use edge_runtime::{SigningKey, VerifyingKey};
 use minicbor::bytes::ByteArray;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use sha2::{Digest, Sha256};
 
-use super::{pack_digits, read_npy};
-
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    edge_fleet_kit::free_port().unwrap()
 }
 
 /// A message a device sent, verified.
@@ -86,7 +84,7 @@ async fn enroll(State(s): State<Arc<HttpState>>, Json(r): Json<EnrollRequest>) -
         r.device_id.clone(),
         VerifyingKey::from_bytes(&bytes).unwrap(),
     );
-    let token = format!("devtok-{}-{:x}", r.device_id, rand_u64());
+    let token = format!("devtok-{}-{:x}", r.device_id, edge_fleet_kit::random_u64());
     s.device_tokens.lock().unwrap().push(token.clone());
     Json(EnrollResponse {
         device_id: r.device_id,
@@ -172,74 +170,12 @@ fn async_stream(half: Vec<u8>) -> impl futures_core::Stream<Item = Result<Bytes,
     )
 }
 
-/// A TCP proxy in front of the broker that the test can take down and bring back.
-pub struct Proxy {
-    pub port: u16,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(target: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (u, c) = (up.clone(), conns.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                if !u.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                c.lock().unwrap().push(client.try_clone().unwrap());
-                c.lock().unwrap().push(server.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        loop {
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Proxy { port, up, conns }
-    }
-
-    /// Broker unreachable: open connections cut, new ones refused.
-    pub fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    pub fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 /// The fleet around one or more agents.
 pub struct Fleet {
     pub dir: tempfile::TempDir,
     pub http: Arc<HttpState>,
     pub http_port: u16,
-    pub proxy: Proxy,
+    pub proxy: CutProxy,
     pub broker_port: u16,
     pub trust_path: PathBuf,
     pub root_pub_path: PathBuf,
@@ -287,24 +223,11 @@ dynamic_filters = true
 impl Fleet {
     pub fn new() -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        let root = edge_runtime::keys::generate().unwrap();
-        let signer = edge_runtime::keys::generate().unwrap();
-        let director = edge_runtime::keys::generate().unwrap();
-        let mut spec = TrustSpec::ephemeral(&signer.verifying_key());
-        spec.director = Some(("director".into(), director.verifying_key()));
-        let doc = trust::create(&spec, &root, None).unwrap();
-        let trust_path = dir.path().join("trust.cbor");
-        std::fs::write(&trust_path, doc).unwrap();
-        let root_pub_path = dir.path().join("root.pub");
-        std::fs::write(
-            &root_pub_path,
-            edge_runtime::keys::public_key_text(&root.verifying_key()),
-        )
-        .unwrap();
+        let keys = FleetKeys::create(dir.path()).unwrap();
 
         let broker_port = free_port();
         start_broker(broker_port);
-        let proxy = Proxy::start(broker_port);
+        let proxy = CutProxy::start(broker_port).unwrap();
 
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -369,10 +292,10 @@ impl Fleet {
             http_port,
             proxy,
             broker_port,
-            trust_path,
-            root_pub_path,
-            signer,
-            director,
+            trust_path: keys.trust,
+            root_pub_path: keys.root_pub,
+            signer: keys.signer,
+            director: keys.director,
             director_seq: AtomicU64::new(1),
             received,
             mqtt,
@@ -380,40 +303,20 @@ impl Fleet {
         }
     }
 
-    /// A digits bundle at `version`, after `edit` changed its spec; fast trial by default.
+    /// A digits bundle at `version`, after `edit` changed its spec; fast trial by default (1 s,
+    /// 5 requests; drift is judged only where a test asks for it).
     pub fn digits(&self, version: &str, edit: impl FnOnce(&mut PackSpec)) -> Vec<u8> {
-        pack_digits(&self.signer, |spec| {
-            spec.version = version.into();
-            spec.health = Some(edge_runtime::bundle::HealthSpec {
-                trial_seconds: 1,
-                min_requests: 5,
-                max_error_rate: 0.05,
-                max_p99_ms: None,
-                max_psi: 1e9, // drift is judged only where a test asks for it
-            });
-            edit(spec);
-        })
+        Digits::new()
+            .version(version)
+            .health(quick_trial(1, 5))
+            .edit(edit)
+            .pack(&self.signer)
+            .unwrap()
     }
 
     /// The vibration sample model (healthy calibration windows), signed by the fleet's key.
     pub fn vibration(&self) -> Vec<u8> {
-        let dir = super::models().join("vibration");
-        let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
-        let spec: PackSpec =
-            toml::from_str(&std::fs::read_to_string(dir.join("spec.toml")).unwrap()).unwrap();
-        let calibration = edge_pack::pack::Calibration {
-            inputs: read_npy("vibration/calib_x.npy"),
-            targets: None,
-        };
-        edge_pack::pack::pack(
-            &onnx,
-            spec,
-            Some(&calibration),
-            std::slice::from_ref(&self.signer),
-            0,
-        )
-        .unwrap()
-        .0
+        edge_fleet_kit::fixtures::pack_sample("vibration", &self.signer).unwrap()
     }
 
     /// A validly signed bundle whose self-test expects other outputs than the model gives.
@@ -574,7 +477,7 @@ impl Fleet {
         }
     }
 
-    /// Config text for an agent of this fleet.
+    /// Config text for an agent of this fleet (`extra`: more TOML sections).
     pub fn agent_config(
         &self,
         device: &str,
@@ -582,121 +485,72 @@ impl Fleet {
         api_port: u16,
         extra: &str,
     ) -> String {
-        format!(
-            r#"
-device_id = "{device}"
-state_dir = "{state}"
-trust_root = "{trust}"
-root_key = "{root}"
-[api]
-listen = "127.0.0.1:{api_port}"
-[server]
-url = "http://127.0.0.1:{http}"
-mqtt = "mqtt://127.0.0.1:{mqtt}"
-enrollment_token = "test-token"
-tags = {{ site = "lab" }}
-retry_max_seconds = 1
-allow_plaintext = true
-[trial]
-check_interval_ms = 100
-{extra}
-"#,
-            state = state_dir.display(),
-            trust = self.trust_path.display(),
-            root = self.root_pub_path.display(),
-            http = self.http_port,
-            mqtt = self.proxy.port,
-        )
+        AgentConfig {
+            device_id: device.into(),
+            state_dir: state_dir.to_path_buf(),
+            trust_root: self.trust_path.clone(),
+            root_key: self.root_pub_path.clone(),
+            api: format!("127.0.0.1:{api_port}"),
+            server_url: Some(format!("http://127.0.0.1:{}", self.http_port)),
+            mqtt_url: format!("mqtt://127.0.0.1:{}", self.proxy.port),
+            enrollment_token: "test-token".into(),
+            tags: vec![("site".into(), "lab".into())],
+            retry_max_seconds: 1,
+            allow_plaintext: true,
+            trial_check_ms: Some(100),
+            extra: extra.into(),
+            ..AgentConfig::default()
+        }
+        .to_toml()
     }
 }
 
-/// `edge-agent` as a child process.
-pub struct Agent {
-    pub child: Child,
-    pub api: String,
-    pub config: PathBuf,
-    pub log: PathBuf,
+/// `edge-agent` as a child process (the kit's).
+pub struct Agent(AgentProcess);
+
+impl Deref for Agent {
+    type Target = AgentProcess;
+    fn deref(&self) -> &AgentProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut AgentProcess {
+        &mut self.0
+    }
 }
 
 impl Agent {
     pub fn start(config_text: &str, dir: &Path, env: &[(&str, &str)]) -> Agent {
-        let config = dir.join("agent.toml");
-        std::fs::write(&config, config_text).unwrap();
-        let parsed: toml::Table = toml::from_str(config_text).unwrap();
-        let api = parsed["api"]["listen"].as_str().unwrap().to_string();
-        let log = dir.join(format!("agent-{:x}.log", rand_u64()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
-        cmd.args(["run", "--config"])
-            .arg(&config)
-            .env("EDGE_AGENT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        Agent {
-            child,
-            api,
-            config,
-            log,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.api)
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let bin = Path::new(env!("CARGO_BIN_EXE_edge-agent"));
+        Agent(AgentProcess::spawn(bin, dir, config_text, &env).unwrap())
     }
 
     /// Waits for the API to answer.
     pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http_get(&self.url("/healthz")) {
-                if r.0 == 200 {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("agent exited with {status}: {}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent not ready: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.0
+            .wait_ready(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Waits for the process to end by itself (a failpoint); panics after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not die: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.0
+            .wait_exit(timeout)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.kill9()
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let (code, body) = http_get(&self.url("/v1/status")).unwrap();
-        assert_eq!(code, 200);
-        serde_json::from_str(&body).unwrap()
+        self.0.status().expect("the agent's /v1/status")
     }
 
     /// Predicts one digits row; returns (status, body JSON).
@@ -716,103 +570,38 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- agent log ---\n{}", self.log_text());
-        }
-        self.kill9();
+/// A GET on plain HTTP: `(status, body)`, or the connection's error.
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    match edge_fleet_kit::http::get(url) {
+        (0, e) => Err(e),
+        answer => Ok(answer),
     }
 }
 
-fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).unwrap();
-    u64::from_le_bytes(b)
-}
-
-fn http_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-pub fn http_get(url: &str) -> Result<(u16, String), ureq::Error> {
-    let mut r = http_agent().get(url).call()?;
-    let code = r.status().as_u16();
-    Ok((code, r.body_mut().read_to_string()?))
-}
-
+/// A POST on plain HTTP with `headers`: `(status, body)`, or the connection's error.
 pub fn http_post(
     url: &str,
     content_type: &str,
     body: &[u8],
     headers: &[(&str, &str)],
-) -> Result<(u16, String), ureq::Error> {
-    let mut req = http_agent().post(url).header("content-type", content_type);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
+) -> Result<(u16, String), String> {
+    match edge_fleet_kit::http::post(url, content_type, body.to_vec(), headers) {
+        (0, e) => Err(e),
+        answer => Ok(answer),
     }
-    let mut r = req.send(body)?;
-    let code = r.status().as_u16();
-    Ok((
-        code,
-        r.body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_string()?,
-    ))
 }
 
-/// Sends digits rows to the agent from a background thread until dropped.
-pub struct Traffic {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Vec<(u16, serde_json::Value)>>>,
-}
+/// Sends digits test rows to the agent from a background thread until dropped.
+pub struct Traffic(edge_fleet_kit::traffic::Traffic);
 
 impl Traffic {
     pub fn start(api: &str, pause: Duration) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let url = format!("http://{api}/v1/models/digits/predict");
-        let x = read_npy("digits/test_x.npy");
-        let data = x.to_f64_vec();
-        let handle = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let mut i = 0usize;
-            while !s.load(Ordering::Relaxed) {
-                let row: Vec<f64> = data[(i % 100) * 64..(i % 100 + 1) * 64].to_vec();
-                let rows: Vec<&[f64]> = row.chunks(8).collect();
-                let body = serde_json::json!({ "input": [[rows]] });
-                if let Ok((code, text)) =
-                    http_post(&url, "application/json", body.to_string().as_bytes(), &[])
-                {
-                    out.push((
-                        code,
-                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-                    ));
-                }
-                i += 1;
-                std::thread::sleep(pause);
-            }
-            out
-        });
-        Traffic {
-            stop,
-            handle: Some(handle),
-        }
+        let plan = edge_fleet_kit::traffic::Traffic::to(vec![api.to_string()]);
+        Traffic(plan.every(pause).recording().start())
     }
 
-    pub fn stop(mut self) -> Vec<(u16, serde_json::Value)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// Every answer: `(status, body)`.
+    pub fn stop(self) -> Vec<(u16, serde_json::Value)> {
+        self.0.stop().1
     }
 }

@@ -1,17 +1,19 @@
-//! Fixtures shared by the agent's tests: a fresh trust root with one signing key (no key is
-//! committed), and digits bundles packed from the sample model with spec changes.
+//! Fixtures shared by the agent's tests, on the fleet kit (`edge-fleet-kit`): a fresh trust root
+//! with one signing key (no key is committed), and digits bundles packed from the sample model
+//! with spec changes.
 #![allow(dead_code)]
 
 pub mod fleet;
 
 use std::path::PathBuf;
 
-use edge_pack::pack::{pack, Calibration, PackSpec};
+use edge_fleet_kit::fixtures::Digits;
+use edge_pack::pack::PackSpec;
 use edge_runtime::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use edge_runtime::{npy, LoadOptions, Model, SigningKey, Tensor};
 
 pub fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+    edge_fleet_kit::binaries::workspace().join("models")
 }
 
 pub fn read_npy(rel: &str) -> Tensor {
@@ -21,23 +23,7 @@ pub fn read_npy(rel: &str) -> Tensor {
 /// The digits sample model packed with its calibration data and signed by `signer`, after
 /// `edit` changed its spec.
 pub fn pack_digits(signer: &SigningKey, edit: impl FnOnce(&mut PackSpec)) -> Vec<u8> {
-    let onnx = std::fs::read(models().join("digits/model.onnx")).unwrap();
-    let text = std::fs::read_to_string(models().join("digits/spec.toml")).unwrap();
-    let mut spec: PackSpec = toml::from_str(&text).unwrap();
-    edit(&mut spec);
-    let calibration = Calibration {
-        inputs: read_npy("digits/calib_x.npy"),
-        targets: None,
-    };
-    pack(
-        &onnx,
-        spec,
-        Some(&calibration),
-        std::slice::from_ref(signer),
-        0,
-    )
-    .unwrap()
-    .0
+    Digits::new().edit(edit).pack(signer).unwrap()
 }
 
 /// A trust root and the key it trusts.

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use edge_pack::pack::{pack, Calibration, PackSpec};
+use edge_fleet_kit::fixtures::Digits;
 use edge_runtime::trust::{self, TrustSpec};
 use edge_runtime::{npy, SigningKey, Tensor};
 
@@ -63,27 +63,11 @@ pub fn digits_fleet() -> Fleet {
 }
 
 fn pack_digits(signer: &SigningKey) -> Vec<u8> {
-    let dir = models().join("digits");
-    let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
-    let spec: PackSpec =
-        toml::from_str(&std::fs::read_to_string(dir.join("spec.toml")).unwrap()).unwrap();
-    let calibration = Calibration {
-        inputs: read_npy("digits/calib_x.npy"),
-        targets: None,
-    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    pack(
-        &onnx,
-        spec,
-        Some(&calibration),
-        std::slice::from_ref(signer),
-        now,
-    )
-    .unwrap()
-    .0
+    Digits::new().created(now).pack(signer).unwrap()
 }
 
 /// Row `i` of the digits test split as a 1x1x8x8 tensor.

@@ -1,17 +1,90 @@
-//! A flaky TCP proxy for scenario 8 of the fleet tests: it forwards loopback connections to a
-//! target port, and at random cuts them (both directions closed at once, mid-message or
-//! mid-handshake) and stalls them (one direction stops forwarding for a while, the bytes wait
-//! in the kernel). TLS passes through untouched: the agent still talks to the server's
-//! certificate, only the path between them is bad.
-//!
-//! The randomness is a seeded xorshift, so a failing run can be replayed by its seed (printed
-//! when the proxy starts).
+//! TCP proxies on loopback between a device and its server or broker: [`CutProxy`], which a test
+//! takes down (open connections cut, new ones refused) and brings back; and [`FlakyProxy`], which
+//! cuts connections at random moments (mid-message, mid-handshake) and stalls them (one
+//! direction stops forwarding for a while). TLS passes through both untouched: the agent still
+//! talks to the server's certificate, only the path between them is bad. The flaky proxy's
+//! randomness is a seeded xorshift, so a failing run can be replayed by its seed (printed when
+//! it starts).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+/// A proxy the test can take down and bring back.
+pub struct CutProxy {
+    /// The loopback port it listens on.
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl CutProxy {
+    /// Forwards `127.0.0.1:{port}` → `127.0.0.1:{target}`, up.
+    pub fn start(target: u16) -> Result<CutProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (u, c) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !u.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (Ok(c1), Ok(s1), Ok(c2), Ok(s2)) = (
+                    client.try_clone(),
+                    server.try_clone(),
+                    client.try_clone(),
+                    server.try_clone(),
+                ) else {
+                    continue;
+                };
+                c.lock().unwrap().extend([c1, s1]);
+                for (from, to) in [(c2, s2), (server, client)] {
+                    std::thread::spawn(move || pump(from, to));
+                }
+            }
+        });
+        Ok(CutProxy { port, up, conns })
+    }
+
+    /// The far end unreachable: open connections cut, new ones refused.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Reachable again.
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes, then closes both ways.
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16384];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+}
 
 /// How bad the network is.
 #[derive(Clone, Copy, Debug)]
@@ -77,10 +150,10 @@ impl Rng {
 
 impl FlakyProxy {
     /// Starts forwarding `127.0.0.1:{port}` → `127.0.0.1:{target}`.
-    pub fn start(target: u16, flakiness: Flakiness, seed: u64) -> FlakyProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
+    pub fn start(target: u16, flakiness: Flakiness, seed: u64) -> Result<FlakyProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
         eprintln!("flaky proxy :{port} -> :{target}, seed {seed}");
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ProxyStats::default());
@@ -107,7 +180,7 @@ impl FlakyProxy {
                 }
             }
         });
-        FlakyProxy { port, stats, stop }
+        Ok(FlakyProxy { port, stats, stop })
     }
 
     /// A one-line account of what it did.
@@ -143,10 +216,10 @@ fn connection(
     let deadline = life.map(|l| Instant::now() + l);
     let done = Arc::new(AtomicBool::new(false));
     let rng = Arc::new(Mutex::new(Rng(seed.max(1))));
-    let pairs = [
-        (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-        (upstream, client),
-    ];
+    let (Ok(c), Ok(u)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let pairs = [(c, u), (upstream, client)];
     for (mut from, mut to) in pairs {
         let (done, stop, stats, rng) = (done.clone(), stop.clone(), stats.clone(), rng.clone());
         std::thread::spawn(move || {
