@@ -235,8 +235,8 @@ pub fn ingest<S: Store + ?Sized>(
     Ok(out)
 }
 
-/// One uplink message. The outer `Result` is the store; the inner one says whether the message
-/// was accepted.
+/// One uplink message: opened (signature, topic, sequence), then applied by its kind. The outer
+/// `Result` is the store; the inner one says whether the message was accepted.
 fn one<S: Store + ?Sized>(
     batch: &mut Batch<'_, S>,
     rollouts: &[Rollout],
@@ -245,6 +245,32 @@ fn one<S: Store + ?Sized>(
     now: u64,
     out: &mut Outcome,
 ) -> Result<Result<(), Dropped>, StoreError> {
+    let (seq, body, device) = match open(batch, topic_device, payload, now)? {
+        Ok(opened) => opened,
+        Err(dropped) => return Ok(Err(dropped)),
+    };
+    match body {
+        Body::Hello(h) => {
+            let d = batch.device(topic_device)?.expect("loaded by open");
+            d.agent_version = h.agent_version.clone();
+            d.reported = Some(reported(&h, now));
+            out.hellos.push(device.id.clone());
+        }
+        Body::Events(events) => batch.events(rollouts, &device, seq, &events, now)?,
+        Body::Telemetry(t) => batch.telemetry(rollouts, &device, &t, now, out)?,
+    }
+    Ok(Ok(()))
+}
+
+/// Verifies a device's message (signed by the device of its topic, with the key it enrolled
+/// with; a sequence number above the last accepted; a kind devices send) and counts it on the
+/// device: its sequence number, body and the device record as it now is.
+fn open<S: Store + ?Sized>(
+    batch: &mut Batch<'_, S>,
+    topic_device: &str,
+    payload: &[u8],
+    now: u64,
+) -> Result<Result<(u64, Body, DeviceRecord), Dropped>, StoreError> {
     let Some(device) = batch.device(topic_device)? else {
         return Ok(Err(Dropped::UnknownDevice(topic_device.to_string())));
     };
@@ -291,96 +317,104 @@ fn one<S: Store + ?Sized>(
     device.messages += 1;
     device.last_seen = now;
     device.online = true;
-    let device = device.clone();
-    match body {
-        Body::Hello(h) => {
-            let d = batch.device(topic_device)?.expect("loaded above");
-            d.agent_version = h.agent_version.clone();
-            d.reported = Some(reported(&h, now));
-            out.hellos.push(device.id.clone());
-        }
-        Body::Events(events) => {
-            for e in &events.events {
-                let outcome = match e.step {
-                    Step::Committed => Some(true),
-                    Step::Failed | Step::RolledBack => Some(false),
-                    _ => None,
-                };
-                let Some(ok) = outcome else { continue };
-                let hits: Vec<(String, usize, u64)> =
-                    reaching(rollouts, &device, &e.model, &e.version)
-                        .map(|r| (r.id.clone(), r.phase, r.phase_started))
-                        .collect();
-                for (rollout, phase, started) in hits {
-                    if e.at >= started {
-                        batch
-                            .tally(installs_key(&rollout, phase))?
-                            .outcomes
-                            .insert(device.id.clone(), ok);
-                        let point = batch.aggregate(series::minute_key(
-                            &series::rollout_series(&rollout, phase),
-                            now,
-                        ))?;
-                        point.installs += 1;
-                        point.install_failures += u64::from(!ok);
-                    }
-                }
-            }
-            batch.events.push(put(
-                Table::Events,
-                &event_key(&device.id, header.seq),
-                &event_record(header.seq, now, &events),
-            ));
-        }
-        Body::Telemetry(t) => {
-            for w in &t.windows {
-                let window_end = w.window_start.saturating_add(u64::from(w.window_secs));
-                let mut keys: Vec<String> = reaching(rollouts, &device, &w.model, &w.version)
-                    .filter(|r| window_end >= r.phase_started)
-                    .flat_map(|r| {
-                        [
-                            phase_key(&r.id, r.phase),
-                            series::minute_key(&series::rollout_series(&r.id, r.phase), now),
-                        ]
-                    })
-                    .collect();
-                keys.push(series::minute_key(
-                    &series::version_series(&w.model, &w.version),
-                    now,
-                ));
-                // all or nothing per window: check it merges before touching any aggregate
-                if let Err(reason) = PhaseAggregate::default().observe(&device.id, w) {
-                    out.dropped.push(Dropped::BadWindow {
-                        device: device.id.clone(),
-                        model: w.model.clone(),
-                        version: w.version.clone(),
-                        reason,
-                    });
+    Ok(Ok((header.seq, body, device.clone())))
+}
+
+impl<S: Store + ?Sized> Batch<'_, S> {
+    /// Events: installs and install failures counted for the rollout phases that delivered
+    /// the version (from the phase's start on), and the events kept in the device's history.
+    fn events(
+        &mut self,
+        rollouts: &[Rollout],
+        device: &DeviceRecord,
+        seq: u64,
+        events: &Events,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        for e in &events.events {
+            let ok = match e.step {
+                Step::Committed => true,
+                Step::Failed | Step::RolledBack => false,
+                _ => continue,
+            };
+            let hits: Vec<(String, usize, u64)> = reaching(rollouts, device, &e.model, &e.version)
+                .map(|r| (r.id.clone(), r.phase, r.phase_started))
+                .collect();
+            for (rollout, phase, started) in hits {
+                if e.at < started {
                     continue;
                 }
-                let mut merged = true;
-                for key in keys {
-                    if let Err(reason) = batch.aggregate(key)?.observe(&device.id, w) {
-                        // bins changed against earlier windows of this series
-                        out.dropped.push(Dropped::BadWindow {
-                            device: device.id.clone(),
-                            model: w.model.clone(),
-                            version: w.version.clone(),
-                            reason,
-                        });
-                        merged = false;
-                    }
-                }
-                if merged {
-                    out.windows += 1;
-                    let d = batch.device(topic_device)?.expect("loaded above");
-                    d.requests += w.requests;
-                    d.note_window(now, w);
-                }
+                self.tally(installs_key(&rollout, phase))?
+                    .outcomes
+                    .insert(device.id.clone(), ok);
+                let series = series::rollout_series(&rollout, phase);
+                let point = self.aggregate(series::minute_key(&series, now))?;
+                point.installs += 1;
+                point.install_failures += u64::from(!ok);
             }
         }
+        self.events.push(put(
+            Table::Events,
+            &event_key(&device.id, seq),
+            &event_record(seq, now, events),
+        ));
+        Ok(())
     }
-    Ok(Ok(()))
+
+    /// Telemetry: each window merged, all or nothing, into the aggregate of every rollout
+    /// phase that reaches the device with that version (the gate's input) and the per-minute
+    /// series of those phases and of the version; a window that does not merge is dropped.
+    fn telemetry(
+        &mut self,
+        rollouts: &[Rollout],
+        device: &DeviceRecord,
+        t: &Telemetry,
+        now: u64,
+        out: &mut Outcome,
+    ) -> Result<(), StoreError> {
+        for w in &t.windows {
+            let window_end = w.window_start.saturating_add(u64::from(w.window_secs));
+            let mut keys: Vec<String> = reaching(rollouts, device, &w.model, &w.version)
+                .filter(|r| window_end >= r.phase_started)
+                .flat_map(|r| {
+                    [
+                        phase_key(&r.id, r.phase),
+                        series::minute_key(&series::rollout_series(&r.id, r.phase), now),
+                    ]
+                })
+                .collect();
+            keys.push(series::minute_key(
+                &series::version_series(&w.model, &w.version),
+                now,
+            ));
+            let refused = |reason| Dropped::BadWindow {
+                device: device.id.clone(),
+                model: w.model.clone(),
+                version: w.version.clone(),
+                reason,
+            };
+            // all or nothing per window: check it merges before touching any aggregate
+            if let Err(reason) = PhaseAggregate::default().observe(&device.id, w) {
+                out.dropped.push(refused(reason));
+                continue;
+            }
+            let mut merged = true;
+            for key in keys {
+                if let Err(reason) = self.aggregate(key)?.observe(&device.id, w) {
+                    // bins changed against earlier windows of this series
+                    out.dropped.push(refused(reason));
+                    merged = false;
+                }
+            }
+            if merged {
+                out.windows += 1;
+                let d = self.device(&device.id)?.expect("loaded by open");
+                d.requests += w.requests;
+                d.note_window(now, w);
+            }
+        }
+        Ok(())
+    }
 }
 
 enum Body {

@@ -270,6 +270,34 @@ fn quantize_step(op: &dyn TypedOp) -> Option<[f32; 4]> {
     Some([q.scale, q.zero_point as f32, -128.0, 127.0])
 }
 
+/// A quantize or a dequantize step on its own (a pair with a reshape between) as the
+/// FakeQuant kernel's parameters, the other half the identity.
+fn quantize_half(op: &dyn TypedOp) -> Option<[f32; 6]> {
+    if let Some([inv, zp, lo, hi]) = quantize_step(op) {
+        return Some([inv, zp, lo, hi, 1.0, 0.0]);
+    }
+    let dq = op.downcast_ref::<DequantizeLinearF32>()?;
+    Some([
+        1.0,
+        0.0,
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+        dq.scale,
+        dq.zero_point as f32,
+    ])
+}
+
+/// The node being lowered: what every op's lowering reads.
+struct At<'m> {
+    id: usize,
+    node: &'m TypedNode,
+    /// Its (only) output.
+    out: OutletId,
+    out_shape: Vec<usize>,
+    /// Output elements (at least 1).
+    out_elements: usize,
+}
+
 /// A scalar constant (any rank, one element) feeding `outlet`, if it is one.
 fn scalar_const(model: &TypedModel, outlet: OutletId) -> Option<f32> {
     let fact = model.outlet_fact(outlet).ok()?;
@@ -401,10 +429,12 @@ impl<'a> Lowering<'a> {
         }
     }
 
+    /// Lowers node `id`: sources become inputs, constants wait for their first use, and every
+    /// other op goes to the lowering of its family ([`Lowering::lower_op`]).
     fn lower_node(&mut self, id: usize) -> Result<(), String> {
         let model = self.model;
         let node = model.node(id);
-        let out_outlet = OutletId::new(id, 0);
+        let out = OutletId::new(id, 0);
         let op = &node.op;
         if op.downcast_ref::<TypedSource>().is_some() {
             let ix = model
@@ -413,13 +443,13 @@ impl<'a> Lowering<'a> {
                 .iter()
                 .position(|o| o.node == id)
                 .ok_or("a source that is not a graph input")?;
-            let shape = shape_of(model, out_outlet)?;
+            let shape = shape_of(model, out)?;
             let v = self.new_value(shape.iter().product::<usize>().max(1), Origin::Input(ix));
-            self.outlet_values.insert(out_outlet, v);
+            self.outlet_values.insert(out, v);
             self.program.inputs.push((v, shape));
             return Ok(());
         }
-        if fact_of(model, out_outlet)?.konst.is_some() && node.outputs.len() == 1 {
+        if fact_of(model, out)?.konst.is_some() && node.outputs.len() == 1 {
             // constants (and anything tract folded to one) are uploaded when first used
             return Ok(());
         }
@@ -433,199 +463,85 @@ impl<'a> Lowering<'a> {
                 op.name()
             ));
         }
-        let out_shape = shape_of(model, out_outlet)?;
-        let out_elements: usize = out_shape.iter().product::<usize>().max(1);
-        let in_shape = |slot: usize| shape_of(model, node.inputs[slot]);
         if !moves_values(op.as_ref()) {
-            // constant inputs (sizes, axes, weights) are each op's business
-            for outlet in node.inputs.iter().chain([&out_outlet]) {
-                let fact = fact_of(model, *outlet)?;
-                let dt = fact.datum_type;
-                if dt != f32::datum_type() && (fact.konst.is_none() || *outlet == out_outlet) {
-                    return Err(format!(
-                        "'{}' ({}) computes on {dt:?} tensors (the gpu kernels compute in f32)",
-                        node.name,
-                        op.name()
-                    ));
-                }
+            self.check_f32(node)?;
+        }
+        let out_shape = shape_of(model, out)?;
+        let at = At {
+            id,
+            node,
+            out,
+            out_elements: out_shape.iter().product::<usize>().max(1),
+            out_shape,
+        };
+        self.lower_op(&at)
+    }
+
+    /// Refuses a node that computes on anything but f32 (constant inputs, such as sizes, axes
+    /// and weights, are each op's business).
+    fn check_f32(&self, node: &TypedNode) -> Result<(), String> {
+        let out = OutletId::new(node.id, 0);
+        for outlet in node.inputs.iter().chain([&out]) {
+            let fact = fact_of(self.model, *outlet)?;
+            let dt = fact.datum_type;
+            if dt != f32::datum_type() && (fact.konst.is_none() || *outlet == out) {
+                return Err(format!(
+                    "'{}' ({}) computes on {dt:?} tensors (the gpu kernels compute in f32)",
+                    node.name,
+                    node.op.name()
+                ));
             }
         }
-        // quantize and dequantize steps apart (a pair with a reshape between): the FakeQuant
-        // kernel with the other half the identity
-        let half = match (
-            quantize_step(op.as_ref()),
-            op.downcast_ref::<DequantizeLinearF32>(),
-        ) {
-            (Some([inv, zp, lo, hi]), _) => Some([inv, zp, lo, hi, 1.0, 0.0]),
-            (None, Some(dq)) => Some([
-                1.0,
-                0.0,
-                f32::NEG_INFINITY,
-                f32::INFINITY,
-                dq.scale,
-                dq.zero_point as f32,
-            ]),
-            _ => None,
-        };
-        if let Some(parameters) = half {
+        Ok(())
+    }
+
+    /// The lowering of `at`'s op, by its family.
+    fn lower_op(&mut self, at: &At) -> Result<(), String> {
+        let op = at.node.op.as_ref();
+        let (id, out_shape, out_elements) = (at.id, &at.out_shape[..], at.out_elements);
+        if let Some(parameters) = quantize_half(op) {
             return self.lower_fake_quant(id, parameters, out_elements);
         }
         if let Some(cast) = op.downcast_ref::<Cast>() {
-            // held values that stay what they are: to f32, or integers to a wide integer (f32 to
-            // an integer would truncate, a narrower integer wrap)
-            let from = fact_of(model, node.inputs[0])?.datum_type;
-            let wide_integer = cast.to == i32::datum_type() || cast.to == i64::datum_type();
-            if cast.to == bool::datum_type() && from != bool::datum_type() {
-                let input = self.value_of(node.inputs[0])?;
-                let epi = Epilogue {
-                    op: UnaryOp::NonZero,
-                    ..Default::default()
-                };
-                let params = header(out_elements, epi);
-                self.push_step(id, Kernel::Unary, params, vec![input], out_elements, id);
-                return Ok(());
-            }
-            let exact = cast.to == from
-                || cast.to == f32::datum_type()
-                || from == bool::datum_type()
-                || (wide_integer && !from.is_float());
-            if !exact {
-                return Err(format!(
-                    "cast '{}' from {from:?} to {:?}",
-                    node.name, cast.to
-                ));
-            }
-            let input = self.value_of(node.inputs[0])?;
-            self.outlet_values.insert(out_outlet, input);
-            return Ok(());
+            return self.lower_cast(at, cast);
         }
         if let Some(gather) = op.downcast_ref::<Gather>() {
-            let data_shape = in_shape(0)?;
-            let indices: usize = in_shape(1)?.iter().product();
-            let axis = gather.axis;
-            let inner: usize = data_shape[axis + 1..].iter().product();
-            let data = self.value_of(node.inputs[0])?;
-            let ix = self.value_of(node.inputs[1])?;
-            let (epi, last) = self.fold_epilogue(id);
-            let mut p = header(out_elements, epi);
-            p.extend([data_shape[axis], indices.max(1), inner.max(1)].map(|v| v as u32));
-            self.push_step(id, Kernel::Gather, p, vec![data, ix], out_elements, last);
-            return Ok(());
+            return self.lower_gather(at, gather);
         }
         if let Some(gnd) = op.downcast_ref::<GatherNd>() {
             return self.lower_gather_nd(id, gnd, out_elements);
         }
         if op.downcast_ref::<Iff>().is_some() {
-            return self.lower_broadcasting(id, Kernel::Select, 0, &out_shape);
+            return self.lower_broadcasting(id, Kernel::Select, 0, out_shape);
         }
         if op.downcast_ref::<MultiBroadcastTo>().is_some() {
-            let src = broadcast_strides(&in_shape(0)?, &out_shape)?;
-            let (dims, s) = merge_axes(&out_shape, &[src, strides(&out_shape)]);
-            let input = self.value_of(node.inputs[0])?;
-            let (epi, last) = self.fold_epilogue(id);
-            let params = copy_params(out_elements, epi, 0, 0, &dims, &s[0], &s[1])?;
-            self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
-            return Ok(());
+            let src = broadcast_strides(&self.in_shape(at, 0)?, out_shape)?;
+            let (dims, s) = merge_axes(out_shape, &[src, strides(out_shape)]);
+            return self.lower_copy(at, 0, (&dims, &s[0], &s[1]));
         }
-        if let Some(lut) = lookup_table(op.as_ref()) {
-            let signed = fact_of(model, out_outlet)?.datum_type == i8::datum_type();
-            let table: Vec<f32> = lut
-                .table
-                .table()
-                .iter()
-                .map(|&b| if signed { b as i8 as f32 } else { b as f32 })
-                .collect();
-            if table.len() != 256 {
-                return Err(format!("lookup table '{}' of {}", node.name, table.len()));
-            }
-            let input = self.value_of(node.inputs[0])?;
-            let tv = self.new_value(256, Origin::Const(Arc::new(table)));
-            let (epi, last) = self.fold_epilogue(id);
-            let params = header(out_elements, epi);
-            self.push_step(id, Kernel::Lut, params, vec![input, tv], out_elements, last);
-            return Ok(());
+        if let Some(lut) = lookup_table(op) {
+            return self.lower_lut(at, lut);
         }
-
         if let Some(axis_op) = op.downcast_ref::<AxisOp>() {
-            let input = self.value_of(node.inputs[0])?;
-            match axis_op {
-                AxisOp::Move(from, to) => {
-                    let ishape = in_shape(0)?;
-                    let istrides = strides(&ishape);
-                    let mut perm: Vec<usize> = (0..ishape.len()).collect();
-                    let ax = perm.remove(*from);
-                    perm.insert(*to, ax);
-                    let dims: Vec<usize> = perm.iter().map(|&a| ishape[a]).collect();
-                    let src: Vec<usize> = perm.iter().map(|&a| istrides[a]).collect();
-                    let dst = strides(&dims);
-                    let (epi, last) = self.fold_epilogue(id);
-                    let params = copy_params(out_elements, epi, 0, 0, &dims, &src, &dst)?;
-                    self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
-                }
-                _ => {
-                    // Add / Rm / Reshape: same bytes, new shape
-                    self.outlet_values.insert(out_outlet, input);
-                }
-            }
-            return Ok(());
+            return self.lower_axis_op(at, axis_op);
         }
         if let Some(bin) = op.downcast_ref::<TypedBinOp>() {
-            let name = bin.0.name();
-            let bop = BinaryOp::from_tract_name(name)
-                .filter(|_| bin.1.is_none())
-                .ok_or_else(|| format!("binary op {name}"))?;
-            // a clamp by a scalar of an already computed value: a unary step
-            for (slot, other) in [(0usize, 1usize), (1, 0)] {
-                if let (Some(c), BinaryOp::Max | BinaryOp::Min) =
-                    (scalar_const(model, node.inputs[other]), bop)
-                {
-                    if scalar_const(model, node.inputs[slot]).is_some()
-                        || in_shape(slot)?.iter().product::<usize>().max(1) != out_elements
-                    {
-                        break;
-                    }
-                    let input = self.value_of(node.inputs[slot])?;
-                    let (mut epi, last) = self.fold_epilogue(id);
-                    if bop == BinaryOp::Max {
-                        epi.low = epi.low.max(c);
-                    } else {
-                        epi.high = epi.high.min(c);
-                    }
-                    let params = header(out_elements, epi);
-                    self.push_step(id, Kernel::Unary, params, vec![input], out_elements, last);
-                    return Ok(());
-                }
-            }
-            return self.lower_broadcasting(id, Kernel::Binary, bop as u32, &out_shape);
+            return self.lower_binary(at, bin);
         }
         if let Some(ew) = op.downcast_ref::<ElementWiseOp>() {
-            let name = ew.0.name();
-            let uop = UnaryOp::from_tract_name(&name)
-                .filter(|_| ew.1.is_none())
-                .ok_or_else(|| format!("element-wise op {name}"))?;
-            let input = self.value_of(node.inputs[0])?;
-            let mut epi = Epilogue {
-                op: uop,
-                ..Default::default()
-            };
-            if let Some(l) = ew.0.downcast_ref::<LeakyRelu>() {
-                epi.param = l.alpha;
-            }
-            let params = header(out_elements, epi);
-            self.push_step(id, Kernel::Unary, params, vec![input], out_elements, id);
-            return Ok(());
+            return self.lower_unary(at, ew);
         }
         if let Some(conv) = op.downcast_ref::<Conv>() {
-            return self.lower_conv(id, conv, &out_shape);
+            return self.lower_conv(id, conv, out_shape);
         }
         if let Some(es) = op.downcast_ref::<EinSum>() {
-            return self.lower_einsum(id, es, &out_shape);
+            return self.lower_einsum(id, es, out_shape);
         }
         if let Some(mp) = op.downcast_ref::<MaxPool>() {
             if mp.with_index_outputs.is_some() {
                 return Err("MaxPool with index outputs".into());
             }
-            return self.lower_pool(id, &mp.pool_spec, PoolOp::Max, &out_shape);
+            return self.lower_pool(id, &mp.pool_spec, PoolOp::Max, out_shape);
         }
         if let Some(sp) = op.downcast_ref::<SumPool>() {
             let kind = match (sp.normalize, sp.count_include_pad) {
@@ -633,105 +549,22 @@ impl<'a> Lowering<'a> {
                 (true, true) => PoolOp::AvgWithPad,
                 (true, false) => PoolOp::AvgNoPad,
             };
-            return self.lower_pool(id, &sp.pool_spec, kind, &out_shape);
+            return self.lower_pool(id, &sp.pool_spec, kind, out_shape);
         }
         if let Some(r) = op.downcast_ref::<Reduce>() {
-            let rop = match r.reducer {
-                Reducer::Sum => ReduceOp::Sum,
-                Reducer::Max => ReduceOp::Max,
-                Reducer::Min => ReduceOp::Min,
-                Reducer::Prod => ReduceOp::Prod,
-                Reducer::MeanOfSquares => ReduceOp::MeanOfSquares,
-                ref other => return Err(format!("reduction {other:?}")),
-            };
-            let ishape = in_shape(0)?;
-            let istrides = strides(&ishape);
-            let keep: Vec<usize> = ishape
-                .iter()
-                .enumerate()
-                .map(|(ax, &d)| if r.axes.contains(&ax) { 1 } else { d })
-                .collect();
-            let red: Vec<usize> = ishape
-                .iter()
-                .enumerate()
-                .map(|(ax, &d)| if r.axes.contains(&ax) { d } else { 1 })
-                .collect();
-            let (kd, ks) = merge_axes(&keep, std::slice::from_ref(&istrides));
-            let (rd, rs) = merge_axes(&red, std::slice::from_ref(&istrides));
-            let input = self.value_of(node.inputs[0])?;
-            let (epi, last) = self.fold_epilogue(id);
-            let mut p = header(out_elements, epi);
-            p.push(rop as u32);
-            p.push(0);
-            p.extend(pad_left(&kd, 1)?);
-            p.extend(pad_left(&ks[0], 0)?);
-            p.extend(pad_left(&rd, 1)?);
-            p.extend(pad_left(&rs[0], 0)?);
-            self.push_step(id, Kernel::Reduce, p, vec![input], out_elements, last);
-            return Ok(());
+            return self.lower_reduce(at, r);
         }
         if let Some(cat) = op.downcast_ref::<TypedConcat>() {
-            let output = self.new_value(out_elements, Origin::Computed);
-            let ostrides = strides(&out_shape);
-            let mut offset = 0usize;
-            for slot in 0..node.inputs.len() {
-                let ishape = in_shape(slot)?;
-                let input = self.value_of(node.inputs[slot])?;
-                let n: usize = ishape.iter().product();
-                if n > 0 {
-                    let (dims, s) = merge_axes(&ishape, &[strides(&ishape), ostrides.clone()]);
-                    let params = copy_params(
-                        n,
-                        Epilogue::default(),
-                        0,
-                        offset * ostrides[cat.axis],
-                        &dims,
-                        &s[0],
-                        &s[1],
-                    )?;
-                    self.dispatch(id, Kernel::Copy, params, vec![input], output, None);
-                }
-                offset += ishape[cat.axis];
-            }
-            self.outlet_values.insert(out_outlet, output);
-            return Ok(());
+            return self.lower_concat(at, cat);
         }
         if let Some(sl) = op.downcast_ref::<Slice>() {
-            let ishape = in_shape(0)?;
+            let istrides = strides(&self.in_shape(at, 0)?);
             let start = sl.start.to_i64().map_err(|e| e.to_string())? as usize;
-            let istrides = strides(&ishape);
-            let (dims, s) = merge_axes(&out_shape, &[istrides.clone(), strides(&out_shape)]);
-            let input = self.value_of(node.inputs[0])?;
-            let (epi, last) = self.fold_epilogue(id);
-            let params = copy_params(
-                out_elements,
-                epi,
-                start * istrides[sl.axis],
-                0,
-                &dims,
-                &s[0],
-                &s[1],
-            )?;
-            self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
-            return Ok(());
+            let (dims, s) = merge_axes(out_shape, &[istrides.clone(), strides(out_shape)]);
+            return self.lower_copy_from(at, start * istrides[sl.axis], (&dims, &s[0], &s[1]));
         }
         if let Some(sm) = op.downcast_ref::<Softmax>() {
-            if sm.quant_output_dt.is_some() {
-                return Err(format!("quantized softmax '{}'", node.name));
-            }
-            // several axes (opset < 13 flattens the trailing ones) must be adjacent: one row
-            let (Some(&first), Some(&last)) = (sm.axes.first(), sm.axes.last()) else {
-                return Err(format!("softmax '{}' over no axis", node.name));
-            };
-            if sm.axes.iter().enumerate().any(|(k, &a)| a != first + k) {
-                return Err(format!("softmax '{}' over apart axes", node.name));
-            }
-            let kind = match sm.kind {
-                SoftmaxKind::LogSoftmax => RowOp::LogSoftmax,
-                _ => RowOp::Softmax,
-            };
-            let len: usize = out_shape[first..=last].iter().product();
-            return self.lower_rows(id, kind, 0.0, len, &out_shape[last + 1..]);
+            return self.lower_softmax(at, sm);
         }
         if let Some(rms) = op.downcast_ref::<RmsNorm>() {
             let eps = rms.eps.cast_to_scalar::<f32>().map_err(|e| e.to_string())?;
@@ -739,73 +572,377 @@ impl<'a> Lowering<'a> {
             return self.lower_rows(id, RowOp::RmsNorm, eps, len, inner);
         }
         if let Some(up) = op.downcast_ref::<NearestUpsample>() {
-            // out[.., y·s + r, ..] = in[.., y, ..]: each axis as (y, r), r with source stride 0
-            let ishape = in_shape(0)?;
-            let (istrides, ostrides) = (strides(&ishape), strides(&out_shape));
-            let (mut dims, mut src, mut dst) = (Vec::new(), Vec::new(), Vec::new());
-            for (ax, &scale) in up.scales.iter().enumerate() {
-                dims.extend([ishape[ax], scale]);
-                src.extend([istrides[ax], 0]);
-                dst.extend([ostrides[ax] * scale, ostrides[ax]]);
-            }
-            let (dims, s) = merge_axes(&dims, &[src, dst]);
-            let input = self.value_of(node.inputs[0])?;
-            let (epi, last) = self.fold_epilogue(id);
-            let params = copy_params(out_elements, epi, 0, 0, &dims, &s[0], &s[1])?;
-            self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
-            return Ok(());
+            return self.lower_upsample(at, up);
         }
         if let Some(ds) = op.downcast_ref::<Downsample>() {
-            if ds.stride <= 0 {
-                return Err(format!(
-                    "downsample '{}' with stride {}",
-                    node.name, ds.stride
-                ));
-            }
-            let ishape = in_shape(0)?;
-            let istrides = strides(&ishape);
-            let mut src = istrides.clone();
-            src[ds.axis] *= ds.stride as usize;
-            let (dims, s) = merge_axes(&out_shape, &[src, strides(&out_shape)]);
-            let input = self.value_of(node.inputs[0])?;
-            let (epi, last) = self.fold_epilogue(id);
-            let offset = ds.modulo * istrides[ds.axis];
-            let params = copy_params(out_elements, epi, offset, 0, &dims, &s[0], &s[1])?;
-            self.push_step(id, Kernel::Copy, params, vec![input], out_elements, last);
-            return Ok(());
+            return self.lower_downsample(at, ds);
         }
         if let Some(rs) = op.downcast_ref::<Resize>() {
-            return self.lower_resize(id, rs, &out_shape);
+            return self.lower_resize(id, rs, out_shape);
         }
         if let Some(de) = op.downcast_ref::<Deconv>() {
-            return self.lower_deconv(id, de, &out_shape);
+            return self.lower_deconv(id, de, out_shape);
         }
         if let Some(fq) = op.downcast_ref::<FakeQuant>() {
             return self.lower_fake_quant(id, fq.parameters(), out_elements);
         }
         if let Some(lrn) = op.downcast_ref::<Lrn>() {
-            let ishape = in_shape(0)?;
-            if ishape.len() < 2 {
-                return Err(format!("LRN '{}' on rank {}", node.name, ishape.len()));
-            }
-            let (alpha, beta, bias, size) = lrn.parameters();
-            let input = self.value_of(node.inputs[0])?;
-            let (epi, last) = self.fold_epilogue(id);
-            let mut p = header(out_elements, epi);
-            p.extend([
-                ishape[1] as u32,
-                ishape[2..].iter().product::<usize>() as u32,
-            ]);
-            p.push(size as u32);
-            p.extend([
-                (alpha / size as f32).to_bits(),
-                beta.to_bits(),
-                bias.to_bits(),
-            ]);
-            self.push_step(id, Kernel::Lrn, p, vec![input], out_elements, last);
+            return self.lower_lrn(at, lrn);
+        }
+        Err(format!("op {} ('{}')", op.name(), at.node.name))
+    }
+
+    /// The shape of `at`'s input `slot`.
+    fn in_shape(&self, at: &At, slot: usize) -> Result<Vec<usize>, String> {
+        shape_of(self.model, at.node.inputs[slot])
+    }
+
+    /// A copy of `at`'s input `slot` through `(dims, source strides, output strides)`, with the
+    /// epilogue that follows folded in.
+    fn lower_copy(
+        &mut self,
+        at: &At,
+        slot: usize,
+        (dims, src, dst): (&[usize], &[usize], &[usize]),
+    ) -> Result<(), String> {
+        let input = self.value_of(at.node.inputs[slot])?;
+        let (epi, last) = self.fold_epilogue(at.id);
+        let params = copy_params(at.out_elements, epi, 0, 0, dims, src, dst)?;
+        self.push_step(
+            at.id,
+            Kernel::Copy,
+            params,
+            vec![input],
+            at.out_elements,
+            last,
+        );
+        Ok(())
+    }
+
+    /// [`Lowering::lower_copy`] of input 0 reading from element `offset` on.
+    fn lower_copy_from(
+        &mut self,
+        at: &At,
+        offset: usize,
+        (dims, src, dst): (&[usize], &[usize], &[usize]),
+    ) -> Result<(), String> {
+        let input = self.value_of(at.node.inputs[0])?;
+        let (epi, last) = self.fold_epilogue(at.id);
+        let params = copy_params(at.out_elements, epi, offset, 0, dims, src, dst)?;
+        self.push_step(
+            at.id,
+            Kernel::Copy,
+            params,
+            vec![input],
+            at.out_elements,
+            last,
+        );
+        Ok(())
+    }
+
+    /// Casts: held values that stay what they are (to f32, or integers to a wide integer: f32
+    /// to an integer would truncate, a narrower integer wrap) are the same value; to bool is a
+    /// unary step.
+    fn lower_cast(&mut self, at: &At, cast: &Cast) -> Result<(), String> {
+        let from = fact_of(self.model, at.node.inputs[0])?.datum_type;
+        let wide_integer = cast.to == i32::datum_type() || cast.to == i64::datum_type();
+        let input = self.value_of(at.node.inputs[0])?;
+        if cast.to == bool::datum_type() && from != bool::datum_type() {
+            let epi = Epilogue {
+                op: UnaryOp::NonZero,
+                ..Default::default()
+            };
+            let params = header(at.out_elements, epi);
+            self.push_step(
+                at.id,
+                Kernel::Unary,
+                params,
+                vec![input],
+                at.out_elements,
+                at.id,
+            );
             return Ok(());
         }
-        Err(format!("op {} ('{}')", op.name(), node.name))
+        let exact = cast.to == from
+            || cast.to == f32::datum_type()
+            || from == bool::datum_type()
+            || (wide_integer && !from.is_float());
+        if !exact {
+            return Err(format!(
+                "cast '{}' from {from:?} to {:?}",
+                at.node.name, cast.to
+            ));
+        }
+        self.outlet_values.insert(at.out, input);
+        Ok(())
+    }
+
+    fn lower_gather(&mut self, at: &At, gather: &Gather) -> Result<(), String> {
+        let data_shape = self.in_shape(at, 0)?;
+        let indices: usize = self.in_shape(at, 1)?.iter().product();
+        let axis = gather.axis;
+        let inner: usize = data_shape[axis + 1..].iter().product();
+        let data = self.value_of(at.node.inputs[0])?;
+        let ix = self.value_of(at.node.inputs[1])?;
+        let (epi, last) = self.fold_epilogue(at.id);
+        let mut p = header(at.out_elements, epi);
+        p.extend([data_shape[axis], indices.max(1), inner.max(1)].map(|v| v as u32));
+        self.push_step(
+            at.id,
+            Kernel::Gather,
+            p,
+            vec![data, ix],
+            at.out_elements,
+            last,
+        );
+        Ok(())
+    }
+
+    /// tract's byte lookup tables (quantized activations): the 256 values as a constant.
+    fn lower_lut(&mut self, at: &At, lut: &LookupTable) -> Result<(), String> {
+        let signed = fact_of(self.model, at.out)?.datum_type == i8::datum_type();
+        let table: Vec<f32> = lut
+            .table
+            .table()
+            .iter()
+            .map(|&b| if signed { b as i8 as f32 } else { b as f32 })
+            .collect();
+        if table.len() != 256 {
+            return Err(format!(
+                "lookup table '{}' of {}",
+                at.node.name,
+                table.len()
+            ));
+        }
+        let input = self.value_of(at.node.inputs[0])?;
+        let tv = self.new_value(256, Origin::Const(Arc::new(table)));
+        let (epi, last) = self.fold_epilogue(at.id);
+        let params = header(at.out_elements, epi);
+        self.push_step(
+            at.id,
+            Kernel::Lut,
+            params,
+            vec![input, tv],
+            at.out_elements,
+            last,
+        );
+        Ok(())
+    }
+
+    /// A moved axis is a strided copy; adding, removing or reshaping axes keeps the bytes.
+    fn lower_axis_op(&mut self, at: &At, axis_op: &AxisOp) -> Result<(), String> {
+        let AxisOp::Move(from, to) = axis_op else {
+            let input = self.value_of(at.node.inputs[0])?;
+            self.outlet_values.insert(at.out, input);
+            return Ok(());
+        };
+        let ishape = self.in_shape(at, 0)?;
+        let istrides = strides(&ishape);
+        let mut perm: Vec<usize> = (0..ishape.len()).collect();
+        let ax = perm.remove(*from);
+        perm.insert(*to, ax);
+        let dims: Vec<usize> = perm.iter().map(|&a| ishape[a]).collect();
+        let src: Vec<usize> = perm.iter().map(|&a| istrides[a]).collect();
+        let dst = strides(&dims);
+        self.lower_copy(at, 0, (&dims, &src, &dst))
+    }
+
+    /// A binary op; a clamp by a scalar of an already computed value is a unary step.
+    fn lower_binary(&mut self, at: &At, bin: &TypedBinOp) -> Result<(), String> {
+        let name = bin.0.name();
+        let bop = BinaryOp::from_tract_name(name)
+            .filter(|_| bin.1.is_none())
+            .ok_or_else(|| format!("binary op {name}"))?;
+        let inputs = &at.node.inputs;
+        for (slot, other) in [(0usize, 1usize), (1, 0)] {
+            if let (Some(c), BinaryOp::Max | BinaryOp::Min) =
+                (scalar_const(self.model, inputs[other]), bop)
+            {
+                if scalar_const(self.model, inputs[slot]).is_some()
+                    || self.in_shape(at, slot)?.iter().product::<usize>().max(1) != at.out_elements
+                {
+                    break;
+                }
+                let input = self.value_of(inputs[slot])?;
+                let (mut epi, last) = self.fold_epilogue(at.id);
+                if bop == BinaryOp::Max {
+                    epi.low = epi.low.max(c);
+                } else {
+                    epi.high = epi.high.min(c);
+                }
+                let params = header(at.out_elements, epi);
+                self.push_step(
+                    at.id,
+                    Kernel::Unary,
+                    params,
+                    vec![input],
+                    at.out_elements,
+                    last,
+                );
+                return Ok(());
+            }
+        }
+        self.lower_broadcasting(at.id, Kernel::Binary, bop as u32, &at.out_shape)
+    }
+
+    fn lower_unary(&mut self, at: &At, ew: &ElementWiseOp) -> Result<(), String> {
+        let name = ew.0.name();
+        let uop = UnaryOp::from_tract_name(&name)
+            .filter(|_| ew.1.is_none())
+            .ok_or_else(|| format!("element-wise op {name}"))?;
+        let input = self.value_of(at.node.inputs[0])?;
+        let mut epi = Epilogue {
+            op: uop,
+            ..Default::default()
+        };
+        if let Some(l) = ew.0.downcast_ref::<LeakyRelu>() {
+            epi.param = l.alpha;
+        }
+        let params = header(at.out_elements, epi);
+        self.push_step(
+            at.id,
+            Kernel::Unary,
+            params,
+            vec![input],
+            at.out_elements,
+            at.id,
+        );
+        Ok(())
+    }
+
+    /// A reduction: the kept axes and the reduced ones, each merged, as strides into the input.
+    fn lower_reduce(&mut self, at: &At, r: &Reduce) -> Result<(), String> {
+        let rop = match r.reducer {
+            Reducer::Sum => ReduceOp::Sum,
+            Reducer::Max => ReduceOp::Max,
+            Reducer::Min => ReduceOp::Min,
+            Reducer::Prod => ReduceOp::Prod,
+            Reducer::MeanOfSquares => ReduceOp::MeanOfSquares,
+            ref other => return Err(format!("reduction {other:?}")),
+        };
+        let ishape = self.in_shape(at, 0)?;
+        let istrides = strides(&ishape);
+        let axes = |reduced: bool| -> Vec<usize> {
+            ishape
+                .iter()
+                .enumerate()
+                .map(|(ax, &d)| {
+                    if r.axes.contains(&ax) == reduced {
+                        d
+                    } else {
+                        1
+                    }
+                })
+                .collect()
+        };
+        let (kd, ks) = merge_axes(&axes(false), std::slice::from_ref(&istrides));
+        let (rd, rs) = merge_axes(&axes(true), std::slice::from_ref(&istrides));
+        let input = self.value_of(at.node.inputs[0])?;
+        let (epi, last) = self.fold_epilogue(at.id);
+        let mut p = header(at.out_elements, epi);
+        p.push(rop as u32);
+        p.push(0);
+        p.extend(pad_left(&kd, 1)?);
+        p.extend(pad_left(&ks[0], 0)?);
+        p.extend(pad_left(&rd, 1)?);
+        p.extend(pad_left(&rs[0], 0)?);
+        self.push_step(at.id, Kernel::Reduce, p, vec![input], at.out_elements, last);
+        Ok(())
+    }
+
+    /// Each input copied into its place of one output.
+    fn lower_concat(&mut self, at: &At, cat: &TypedConcat) -> Result<(), String> {
+        let output = self.new_value(at.out_elements, Origin::Computed);
+        let ostrides = strides(&at.out_shape);
+        let mut offset = 0usize;
+        for slot in 0..at.node.inputs.len() {
+            let ishape = self.in_shape(at, slot)?;
+            let input = self.value_of(at.node.inputs[slot])?;
+            let n: usize = ishape.iter().product();
+            if n > 0 {
+                let (dims, s) = merge_axes(&ishape, &[strides(&ishape), ostrides.clone()]);
+                let at_offset = offset * ostrides[cat.axis];
+                let epi = Epilogue::default();
+                let params = copy_params(n, epi, 0, at_offset, &dims, &s[0], &s[1])?;
+                self.dispatch(at.id, Kernel::Copy, params, vec![input], output, None);
+            }
+            offset += ishape[cat.axis];
+        }
+        self.outlet_values.insert(at.out, output);
+        Ok(())
+    }
+
+    /// Softmax or log-softmax over adjacent axes (opset < 13 flattens the trailing ones): rows.
+    fn lower_softmax(&mut self, at: &At, sm: &Softmax) -> Result<(), String> {
+        let name = &at.node.name;
+        if sm.quant_output_dt.is_some() {
+            return Err(format!("quantized softmax '{name}'"));
+        }
+        let (Some(&first), Some(&last)) = (sm.axes.first(), sm.axes.last()) else {
+            return Err(format!("softmax '{name}' over no axis"));
+        };
+        if sm.axes.iter().enumerate().any(|(k, &a)| a != first + k) {
+            return Err(format!("softmax '{name}' over apart axes"));
+        }
+        let kind = match sm.kind {
+            SoftmaxKind::LogSoftmax => RowOp::LogSoftmax,
+            _ => RowOp::Softmax,
+        };
+        let len: usize = at.out_shape[first..=last].iter().product();
+        self.lower_rows(at.id, kind, 0.0, len, &at.out_shape[last + 1..])
+    }
+
+    /// `out[.., y·s + r, ..] = in[.., y, ..]`: each axis as (y, r), r with source stride 0.
+    fn lower_upsample(&mut self, at: &At, up: &NearestUpsample) -> Result<(), String> {
+        let ishape = self.in_shape(at, 0)?;
+        let (istrides, ostrides) = (strides(&ishape), strides(&at.out_shape));
+        let (mut dims, mut src, mut dst) = (Vec::new(), Vec::new(), Vec::new());
+        for (ax, &scale) in up.scales.iter().enumerate() {
+            dims.extend([ishape[ax], scale]);
+            src.extend([istrides[ax], 0]);
+            dst.extend([ostrides[ax] * scale, ostrides[ax]]);
+        }
+        let (dims, s) = merge_axes(&dims, &[src, dst]);
+        self.lower_copy(at, 0, (&dims, &s[0], &s[1]))
+    }
+
+    /// Every `stride`-th element of an axis from `modulo` on: a strided copy.
+    fn lower_downsample(&mut self, at: &At, ds: &Downsample) -> Result<(), String> {
+        if ds.stride <= 0 {
+            return Err(format!(
+                "downsample '{}' with stride {}",
+                at.node.name, ds.stride
+            ));
+        }
+        let istrides = strides(&self.in_shape(at, 0)?);
+        let mut src = istrides.clone();
+        src[ds.axis] *= ds.stride as usize;
+        let (dims, s) = merge_axes(&at.out_shape, &[src, strides(&at.out_shape)]);
+        let offset = ds.modulo * istrides[ds.axis];
+        self.lower_copy_from(at, offset, (&dims, &s[0], &s[1]))
+    }
+
+    fn lower_lrn(&mut self, at: &At, lrn: &Lrn) -> Result<(), String> {
+        let ishape = self.in_shape(at, 0)?;
+        if ishape.len() < 2 {
+            return Err(format!("LRN '{}' on rank {}", at.node.name, ishape.len()));
+        }
+        let (alpha, beta, bias, size) = lrn.parameters();
+        let input = self.value_of(at.node.inputs[0])?;
+        let (epi, last) = self.fold_epilogue(at.id);
+        let mut p = header(at.out_elements, epi);
+        p.extend([
+            ishape[1] as u32,
+            ishape[2..].iter().product::<usize>() as u32,
+        ]);
+        p.push(size as u32);
+        p.extend([
+            (alpha / size as f32).to_bits(),
+            beta.to_bits(),
+            bias.to_bits(),
+        ]);
+        self.push_step(at.id, Kernel::Lrn, p, vec![input], at.out_elements, last);
+        Ok(())
     }
 
     /// An element-wise step over broadcast operands (`Binary`: `op` its code; `Select`): every
