@@ -43,6 +43,8 @@ pub struct BytePlane {
     pub flat: Vec<u16>,
     /// The padding byte: the input's zero point.
     pub zero: u8,
+    /// Outputs of one plane (`ho · wo`).
+    pub outputs: usize,
 }
 
 impl BytePlane {
@@ -89,6 +91,7 @@ impl BytePlane {
             groups,
             flat,
             zero,
+            outputs: ho * wo,
         })
     }
 

@@ -110,6 +110,7 @@ impl Kernel {
     /// kernel's full-vector reads), and `out.len()` must be `rows · wo`.
     #[allow(clippy::too_many_arguments)]
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    #[inline]
     pub unsafe fn plane(
         self,
         out: &mut [f32],

@@ -64,8 +64,10 @@ impl Kernel {
     ///
     /// # Safety
     /// `x` must be readable at `i·strides.0 + c` and `out` writable at `r·strides.1 + c` for
-    /// those indices; `rows ≤ 8`, `cols ≤ 48`.
+    /// those indices; `weights` holds `cin · 8` values and `bias` 8; `rows ≤ 8`, `1 ≤ cols ≤ 48`
+    /// (checked only in debug builds: this is the innermost call).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub unsafe fn tile(
         self,
         cin: usize,
@@ -78,8 +80,8 @@ impl Kernel {
         cols: usize,
         clamp: Option<(f32, f32)>,
     ) {
-        assert!(weights.len() == cin * ROWS && bias.len() == ROWS);
-        assert!(rows <= ROWS && (1..=COLS).contains(&cols));
+        debug_assert!(weights.len() == cin * ROWS && bias.len() == ROWS);
+        debug_assert!(rows <= ROWS && (1..=COLS).contains(&cols));
         // SAFETY: the kernel exists only where the CPU has its features (see `available`);
         // the caller's bounds are each kernel's.
         unsafe {

@@ -123,6 +123,7 @@ impl Kernel {
     /// One channel plane of the filled `scratch` into f32 outputs: `sum · scale + offset`,
     /// clamped; `words` is the channel's [`BytePlane::words`].
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn plane_f32(
         self,
         plane: &BytePlane,
@@ -158,6 +159,7 @@ impl Kernel {
 
     /// [`Kernel::plane_f32`] into the 8-bit values `q` gives (the clamp folded into it).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn plane_u8(
         self,
         plane: &BytePlane,

@@ -106,8 +106,10 @@ impl Kernel {
     ///
     /// # Safety
     /// `x` readable at `g·stride + c`, `out` writable at `r·stride + c` for those indices;
-    /// `rows ≤ 8`, `cols ≤ 48`.
+    /// `weights` holds `k4 · 8` words, `scale` and `offset` 8 values; `rows ≤ 8`, `1 ≤ cols ≤ 48`
+    /// (checked only in debug builds: this is the innermost call).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub unsafe fn tile(
         self,
         k4: usize,
@@ -120,8 +122,8 @@ impl Kernel {
         cols: usize,
         clamp: Option<(f32, f32)>,
     ) {
-        assert!(weights.len() == k4 * ROWS && scale.len() == ROWS && offset.len() == ROWS);
-        assert!(rows <= ROWS && (1..=COLS).contains(&cols));
+        debug_assert!(weights.len() == k4 * ROWS && scale.len() == ROWS && offset.len() == ROWS);
+        debug_assert!(rows <= ROWS && (1..=COLS).contains(&cols));
         // SAFETY: the kernel exists only where the CPU has its features (see `available`);
         // the caller's bounds are each kernel's.
         unsafe {

@@ -349,6 +349,7 @@ impl DepthwiseConv {
 }
 
 /// The input of channel plane `plane` (`plane_in` values each).
+#[inline(always)]
 fn at_plane(fill: Fill, plane: usize, plane_in: usize) -> Fill {
     let at = plane * plane_in;
     match fill {
