@@ -34,6 +34,15 @@ enum Kind {
     Vnni,
 }
 
+/// Where a plane's outputs go: f32 values (clamped to the range, if any), or the 8-bit values a
+/// requantizer gives (the clamp folded into it).
+pub enum PlaneOut<'a> {
+    /// f32 outputs and their clamp.
+    F32(&'a mut [f32], Option<(f32, f32)>),
+    /// 8-bit outputs.
+    U8(&'a mut [u8], Requantizer),
+}
+
 /// A plane's groups prepared for the kernel (on x86-64: each group's load start and its byte
 /// permute in a register).
 pub struct Permutes {
@@ -120,74 +129,41 @@ impl Kernel {
         }
     }
 
-    /// One channel plane of the filled `scratch` into f32 outputs: `sum · scale + offset`,
-    /// clamped; `words` is the channel's [`BytePlane::words`].
-    #[allow(clippy::too_many_arguments)]
+    /// One channel plane of the filled `scratch` into `out`: `sum · scale + offset`, clamped
+    /// (f32) or requantized (bytes); `words` is the channel's [`BytePlane::words`].
     #[inline]
-    pub fn plane_f32(
+    pub fn plane(
         self,
         plane: &BytePlane,
-        out: &mut [f32],
+        out: PlaneOut,
         scratch: &[u8],
         permutes: &Permutes,
         words: &[i32],
         (scale, offset): (f32, f32),
-        clamp: Option<(f32, f32)>,
     ) {
-        self.check(plane, out.len(), scratch, permutes, words);
+        let outputs = match &out {
+            PlaneOut::F32(o, _) => o.len(),
+            PlaneOut::U8(o, _) => o.len(),
+        };
+        self.check(plane, outputs, scratch, permutes, words);
         match self.0 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a Vnni kernel exists only where the CPU has its features; the sizes are
             // checked above and the plane's length covers the flat reads.
             Kind::Vnni => unsafe {
-                use crate::x86_64::{lanes::FloatSink, qdepthwise::plane as run};
-                let sink = FloatSink::new(clamp);
-                run(
-                    out,
-                    scratch,
-                    plane.geometry.sx,
-                    &plane.flat,
-                    &permutes.groups,
-                    words,
-                    scale,
-                    offset,
-                    sink,
-                )
-            },
-        }
-    }
-
-    /// [`Kernel::plane_f32`] into the 8-bit values `q` gives (the clamp folded into it).
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    pub fn plane_u8(
-        self,
-        plane: &BytePlane,
-        out: &mut [u8],
-        scratch: &[u8],
-        permutes: &Permutes,
-        words: &[i32],
-        (scale, offset): (f32, f32),
-        q: Requantizer,
-    ) {
-        self.check(plane, out.len(), scratch, permutes, words);
-        match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as in `plane_f32`.
-            Kind::Vnni => unsafe {
-                use crate::x86_64::{lanes::ByteSink, qdepthwise::plane as run};
-                let sink = ByteSink::new(q);
-                run(
-                    out,
-                    scratch,
-                    plane.geometry.sx,
-                    &plane.flat,
-                    &permutes.groups,
-                    words,
-                    scale,
-                    offset,
-                    sink,
-                )
+                use crate::x86_64::lanes::{ByteSink, FloatSink};
+                use crate::x86_64::qdepthwise::plane as run;
+                let (sx, flat, groups) = (plane.geometry.sx, &plane.flat, &permutes.groups);
+                match out {
+                    PlaneOut::F32(o, clamp) => {
+                        let sink = FloatSink::new(clamp);
+                        run(o, scratch, sx, flat, groups, words, scale, offset, sink)
+                    }
+                    PlaneOut::U8(o, q) => {
+                        let sink = ByteSink::new(q);
+                        run(o, scratch, sx, flat, groups, words, scale, offset, sink)
+                    }
+                }
             },
         }
     }
@@ -271,26 +247,12 @@ mod tests {
             kernel.fill_quantized(&plane, &floats, &mut quantized, form);
             assert_eq!(scratch, quantized, "{g:?}");
             let mut got = vec![f32::NAN; ho * wo];
-            kernel.plane_f32(
-                &plane,
-                &mut got,
-                &scratch,
-                &permutes,
-                &words,
-                (scale, 0.5),
-                None,
-            );
+            let out = PlaneOut::F32(&mut got, None);
+            kernel.plane(&plane, out, &scratch, &permutes, &words, (scale, 0.5));
             assert_close(&got, &want, g);
             let mut got_bytes = vec![0u8; ho * wo];
-            kernel.plane_u8(
-                &plane,
-                &mut got_bytes,
-                &scratch,
-                &permutes,
-                &words,
-                (scale, 0.5),
-                out_q,
-            );
+            let out = PlaneOut::U8(&mut got_bytes, out_q);
+            kernel.plane(&plane, out, &scratch, &permutes, &words, (scale, 0.5));
             for (i, (&a, &b)) in got_bytes.iter().zip(&want).enumerate() {
                 assert!(a.abs_diff(out_q.apply(b)) <= 1, "{g:?} at {i}");
             }

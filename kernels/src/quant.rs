@@ -187,6 +187,7 @@ pub fn integer_rows(weights: &[f32], cout: usize, cin: usize) -> Option<(Vec<i8>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::int8_weights;
 
     #[test]
     fn requantizer_is_clamp_then_quantize() {
@@ -228,19 +229,6 @@ mod tests {
                 assert_eq!(pair.to_bits(), ours.to_bits(), "x = {x}");
             }
         }
-    }
-
-    /// Per-channel int8 weights as a quantizer writes them, and their float image.
-    fn int8_weights(cout: usize, cin: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
-        let raw = crate::testing::values(cout * cin, 5);
-        let q: Vec<i8> = raw.iter().map(|v| (v * 127.0).round() as i8).collect();
-        let s: Vec<f32> = (0..cout).map(|o| 0.01 + o as f32 * 0.003).collect();
-        let w = q
-            .iter()
-            .enumerate()
-            .map(|(k, &v)| v as f32 * s[k / cin])
-            .collect();
-        (q, s, w)
     }
 
     #[test]

@@ -14,6 +14,20 @@ pub fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Per-channel int8 weights as a quantizer writes them (`[cout, cin]`, scale `0.01 + 0.003·o`
+/// for row `o`), their scales and their float image.
+pub fn int8_weights(cout: usize, cin: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
+    let raw = values(cout * cin, 5);
+    let q: Vec<i8> = raw.iter().map(|v| (v * 127.0).round() as i8).collect();
+    let s: Vec<f32> = (0..cout).map(|o| 0.01 + o as f32 * 0.003).collect();
+    let w = q
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| v as f32 * s[k / cin])
+        .collect();
+    (q, s, w)
+}
+
 /// `got` equals `want` to float rounding (1e-4 relative), `what` named on failure.
 pub fn assert_close(got: &[f32], want: &[f32], what: impl std::fmt::Debug) {
     assert_eq!(got.len(), want.len(), "{what:?}");

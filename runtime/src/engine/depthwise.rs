@@ -17,6 +17,7 @@
 
 use edge_kernels::depthwise::Kernel;
 use edge_kernels::geometry::{fill_phases, Plain, Rounded};
+use edge_kernels::qdepthwise::PlaneOut;
 use edge_kernels::{Geometry, Isa, U8Form};
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
@@ -328,7 +329,8 @@ impl DepthwiseConv {
                 let mut scratch = plan.plane.scratch();
                 for (ix, out) in chunk.chunks_exact_mut(ho * wo).enumerate() {
                     let (words, affine) = prepare(first + ix, &mut scratch)?;
-                    kernel.plane_f32(&plan.plane, out, &scratch, &permutes, words, affine, clamp);
+                    let out = PlaneOut::F32(out, clamp);
+                    kernel.plane(&plan.plane, out, &scratch, &permutes, words, affine);
                 }
                 Ok(())
             }),
@@ -338,7 +340,8 @@ impl DepthwiseConv {
                     let mut scratch = plan.plane.scratch();
                     for (ix, out) in chunk.chunks_exact_mut(ho * wo).enumerate() {
                         let (words, affine) = prepare(first + ix, &mut scratch)?;
-                        kernel.plane_u8(&plan.plane, out, &scratch, &permutes, words, affine, q);
+                        let out = PlaneOut::U8(out, q);
+                        kernel.plane(&plan.plane, out, &scratch, &permutes, words, affine);
                     }
                     Ok(())
                 })

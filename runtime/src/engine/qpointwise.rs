@@ -315,20 +315,7 @@ impl TypedOp for QPointwise {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edge_kernels::testing::values;
-
-    /// Per-channel int8 weights as a quantizer writes them, and their float image.
-    fn int8_weights(cout: usize, cin: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
-        let raw = values(cout * cin, 5);
-        let q: Vec<i8> = raw.iter().map(|v| (v * 127.0).round() as i8).collect();
-        let s: Vec<f32> = (0..cout).map(|o| 0.01 + o as f32 * 0.003).collect();
-        let w = q
-            .iter()
-            .enumerate()
-            .map(|(k, &v)| v as f32 * s[k / cin])
-            .collect();
-        (q, s, w)
-    }
+    use edge_kernels::testing::{int8_weights, values};
 
     /// The float path the op replaces: the pair, then the float convolution.
     #[allow(clippy::too_many_arguments)]

@@ -561,7 +561,7 @@ impl<'a> Lowering<'a> {
             let istrides = strides(&self.in_shape(at, 0)?);
             let start = sl.start.to_i64().map_err(|e| e.to_string())? as usize;
             let (dims, s) = merge_axes(out_shape, &[istrides.clone(), strides(out_shape)]);
-            return self.lower_copy_from(at, start * istrides[sl.axis], (&dims, &s[0], &s[1]));
+            return self.lower_copy(at, start * istrides[sl.axis], (&dims, &s[0], &s[1]));
         }
         if let Some(sm) = op.downcast_ref::<Softmax>() {
             return self.lower_softmax(at, sm);
@@ -597,30 +597,9 @@ impl<'a> Lowering<'a> {
         shape_of(self.model, at.node.inputs[slot])
     }
 
-    /// A copy of `at`'s input `slot` through `(dims, source strides, output strides)`, with the
-    /// epilogue that follows folded in.
+    /// A copy of `at`'s input 0 from element `offset` on through `(dims, source strides, output
+    /// strides)`, with the epilogue that follows folded in.
     fn lower_copy(
-        &mut self,
-        at: &At,
-        slot: usize,
-        (dims, src, dst): (&[usize], &[usize], &[usize]),
-    ) -> Result<(), String> {
-        let input = self.value_of(at.node.inputs[slot])?;
-        let (epi, last) = self.fold_epilogue(at.id);
-        let params = copy_params(at.out_elements, epi, 0, 0, dims, src, dst)?;
-        self.push_step(
-            at.id,
-            Kernel::Copy,
-            params,
-            vec![input],
-            at.out_elements,
-            last,
-        );
-        Ok(())
-    }
-
-    /// [`Lowering::lower_copy`] of input 0 reading from element `offset` on.
-    fn lower_copy_from(
         &mut self,
         at: &At,
         offset: usize,
@@ -919,7 +898,7 @@ impl<'a> Lowering<'a> {
         src[ds.axis] *= ds.stride as usize;
         let (dims, s) = merge_axes(&at.out_shape, &[src, strides(&at.out_shape)]);
         let offset = ds.modulo * istrides[ds.axis];
-        self.lower_copy_from(at, offset, (&dims, &s[0], &s[1]))
+        self.lower_copy(at, offset, (&dims, &s[0], &s[1]))
     }
 
     fn lower_lrn(&mut self, at: &At, lrn: &Lrn) -> Result<(), String> {
