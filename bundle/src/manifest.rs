@@ -247,8 +247,10 @@ pub enum Task {
     /// Scores per class.
     #[n(0)]
     Classification {
-        /// Class labels, in output order.
+        /// Class labels, in output order. Left out of a spec, `edgectl pack` takes them from
+        /// the model's classifier (`ai.onnx.ml` classlabels); none at all: answers name indices.
         #[n(0)]
+        #[serde(default)]
         labels: Vec<String>,
         /// Apply softmax to the scores (they are logits); otherwise they are probabilities.
         #[n(1)]

@@ -63,6 +63,7 @@ pub mod geometry;
 pub mod isa;
 pub mod quant;
 pub mod tile;
+pub mod trees;
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;

@@ -93,6 +93,41 @@ pub fn interface(onnx: &[u8]) -> Result<GraphInterface, String> {
     })
 }
 
+/// The class labels of the graph's classifier (`ai.onnx.ml` `TreeEnsembleClassifier`,
+/// `LinearClassifier` or `SVMClassifier`: `classlabels_strings`, else `classlabels_int64s` as
+/// text), in the order of its probability columns; `None` when the graph has no such node.
+/// Several classifiers must agree (a graph that disagrees gets no labels from here).
+pub fn class_labels(onnx: &[u8]) -> Result<Option<Vec<String>>, String> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &onnx[..])
+        .map_err(|e| format!("not an ONNX model: {e}"))?;
+    let graph = proto.graph.ok_or("the ONNX model has no graph")?;
+    let mut found: Option<Vec<String>> = None;
+    for node in graph.node.iter().filter(|n| {
+        n.domain == "ai.onnx.ml"
+            && matches!(
+                n.op_type.as_str(),
+                "TreeEnsembleClassifier" | "LinearClassifier" | "SVMClassifier"
+            )
+    }) {
+        let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+        let labels: Vec<String> = match (attr("classlabels_strings"), attr("classlabels_int64s")) {
+            (Some(a), _) if !a.strings.is_empty() => a
+                .strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect(),
+            (_, Some(a)) => a.ints.iter().map(|i| i.to_string()).collect(),
+            _ => continue,
+        };
+        match &found {
+            Some(previous) if *previous != labels => return Ok(None),
+            _ => found = Some(labels),
+        }
+    }
+    Ok(found)
+}
+
 /// Input specs for the graph inputs with every dim made concrete: `shapes` gives a full shape
 /// by input name; otherwise a symbolic leading dim becomes 1 and any other symbolic dim is an
 /// error naming the input (the caller passes `--shape NAME=1x3x224x224`).

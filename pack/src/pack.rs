@@ -361,6 +361,16 @@ pub fn pack(
     if inputs.is_empty() {
         return Err(PackError::Spec("no [input] given".into()));
     }
+    let mut output = spec.output.clone();
+    // a classifier exported from scikit-learn, LightGBM or XGBoost names its classes: a
+    // classification output without labels takes them (ZipMap's keys, as the model has them)
+    if let Task::Classification { labels, .. } = &mut output.task {
+        if labels.is_empty() {
+            if let Some(found) = onnx_graph::class_labels(onnx).map_err(PackError::Spec)? {
+                *labels = found;
+            }
+        }
+    }
     let mut manifest = Manifest {
         name: spec.name.clone(),
         version: spec.version.clone(),
@@ -375,7 +385,7 @@ pub fn pack(
         },
         engine: spec.engine.clone(),
         inputs,
-        output: spec.output.clone(),
+        output,
         self_test: SelfTest {
             tolerance: spec.self_test.tolerance,
             vectors: Vec::new(),

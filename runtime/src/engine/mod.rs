@@ -20,6 +20,7 @@ pub mod fake_quant;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod lrn;
+pub mod ml;
 pub mod pointwise;
 pub mod qdense_conv;
 pub mod qdepthwise;
@@ -54,6 +55,7 @@ pub trait PinnedMemory: Send + Sync {}
 pub fn onnx_parser() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     qops::register(&mut onnx.op_register);
+    ml::register(&mut onnx.op_register);
     if own_kernels() {
         lrn::register(&mut onnx.op_register);
     }
