@@ -16,6 +16,7 @@ pub struct CpuEngine {
     plan: Arc<TypedSimplePlan>,
     outputs: Vec<String>,
     threads: usize,
+    fallbacks: Vec<String>,
 }
 
 pub(crate) fn load_err(e: impl std::fmt::Display) -> ModelError {
@@ -107,31 +108,13 @@ pub(crate) fn output_labels(typed: &TypedModel) -> TractResult<Vec<String>> {
         .collect())
 }
 
-/// Types and declutters the model, swaps in our own kernels where tract's are slow
-/// ([`super::const_weights`], [`super::dynamic_quant`], [`super::fake_quant`], [`super::depthwise`], [`super::dense_conv`],
-/// [`super::pointwise`], [`super::channel_affine`]; not with
-/// `EDGE_CPU_OWN_KERNELS=0`), then lets tract optimize the rest.
-pub(crate) fn optimize(model: InferenceModel) -> TractResult<TypedModel> {
-    let mut typed = model.into_typed()?.into_decluttered()?;
-    if super::own_kernels() {
-        super::const_weights::substitute(&mut typed)?;
-        super::dynamic_quant::substitute(&mut typed)?;
-        super::fake_quant::substitute(&mut typed)?;
-        super::depthwise::substitute(&mut typed)?;
-        super::dense_conv::substitute(&mut typed)?;
-        super::pointwise::substitute(&mut typed)?;
-        super::channel_affine::substitute(&mut typed)?;
-        super::u8_activations::substitute(&mut typed)?;
-    }
-    typed.into_optimized()
-}
-
 impl CpuEngine {
     /// Parses, types and optimizes the verified payload.
     pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
         let mut model = parse_checked(bundle)?;
         set_input_facts(&mut model, &bundle.manifest().inputs, None).map_err(load_err)?;
-        let typed = optimize(model).map_err(load_err)?;
+        let optimized = super::optimize::optimize(model).map_err(load_err)?;
+        let typed = optimized.model;
         let outputs = output_labels(&typed).map_err(load_err)?;
         let executor = if threads > 1 {
             Executor::multithread(threads)
@@ -149,7 +132,13 @@ impl CpuEngine {
             plan,
             outputs,
             threads,
+            fallbacks: optimized.warnings,
         })
+    }
+
+    /// What the optimizer gave up on this graph (empty when every stage ran).
+    pub fn fallbacks(&self) -> &[String] {
+        &self.fallbacks
     }
 
     /// Intra-op threads.

@@ -21,6 +21,7 @@ pub mod fake_quant;
 pub mod gpu;
 pub mod lrn;
 pub mod ml;
+mod optimize;
 pub mod pointwise;
 pub mod qdense_conv;
 pub mod qdepthwise;
@@ -438,6 +439,7 @@ pub fn prepare(
         }
     }
     let engine = CpuEngine::prepare(bundle, threads)?;
+    notes.extend(engine.fallbacks().iter().map(|w| format!("optimizer: {w}")));
     // which of our kernels run: what the CPU has, less what EDGE_ISA caps (or why it was ignored)
     let kernels = match (own_kernels(), edge_kernels::Isa::host_note()) {
         (false, _) => "tract only (EDGE_CPU_OWN_KERNELS=0)".to_string(),

@@ -1,0 +1,300 @@
+//! The CPU engine's optimization ladder: type the graph, declutter it, swap in our own kernels,
+//! then tract's codegen. A stage that fails on a graph does not refuse a model ONNX Runtime
+//! runs: a failing tract pass is switched off for the rest of its stage ([`Guarded`]), and a
+//! stage that still fails is skipped (the model keeps the previous stage's form). Each fallback
+//! is a warning that travels with the model (`EngineChoice::reason`, `edgectl bench`, the
+//! agent's reported state). Only typing is required: a graph tract cannot type cannot run.
+
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::optim::{Optimizer, OptimizerSession, TypedPass};
+
+/// A typed, optimized model and what was given up to get it.
+pub(crate) struct Optimized {
+    pub model: TypedModel,
+    /// One line per fallback (`declutter: pass ChangeAxes failed (…); it was skipped`).
+    pub warnings: Vec<String>,
+}
+
+/// Types, declutters, substitutes our kernels (unless `EDGE_CPU_OWN_KERNELS=0`) and optimizes.
+pub(crate) fn optimize(model: InferenceModel) -> TractResult<Optimized> {
+    optimize_with(model, Vec::new())
+}
+
+/// [`optimize`] with extra declutter passes (the tests' tripwire: a pass that fails on a graph).
+pub(crate) fn optimize_with(
+    model: InferenceModel,
+    extra_declutter: Vec<Box<dyn TypedPass>>,
+) -> TractResult<Optimized> {
+    let typed = model.into_typed()?;
+    let mut warnings = Vec::new();
+
+    let mut declutter = Optimizer::declutter();
+    declutter.passes.extend(extra_declutter);
+    let decluttered = stage("declutter", &declutter, typed, &mut warnings);
+
+    let substituted = if super::own_kernels() {
+        let mut candidate = decluttered.clone();
+        match substitute(&mut candidate) {
+            Ok(()) => candidate,
+            Err(e) => {
+                warnings.push(format!(
+                    "our kernels: {e:#}; tract's kernels run this model instead"
+                ));
+                decluttered
+            }
+        }
+    } else {
+        decluttered
+    };
+
+    // tract's own optimize is declutter then codegen: the declutter is run guarded again
+    let redeclutter = stage("declutter", &declutter, substituted, &mut warnings);
+    let optimized = stage("codegen", &Optimizer::codegen(), redeclutter, &mut warnings);
+    warnings.dedup();
+    Ok(Optimized {
+        model: optimized,
+        warnings,
+    })
+}
+
+/// The substitutions of our kernels, in order (each matches what the ones before left).
+fn substitute(typed: &mut TypedModel) -> TractResult<()> {
+    super::const_weights::substitute(typed)?;
+    super::dynamic_quant::substitute(typed)?;
+    super::fake_quant::substitute(typed)?;
+    super::depthwise::substitute(typed)?;
+    super::dense_conv::substitute(typed)?;
+    super::pointwise::substitute(typed)?;
+    super::channel_affine::substitute(typed)?;
+    super::u8_activations::substitute(typed)?;
+    Ok(())
+}
+
+/// Runs one optimizer over a copy of `model` with each pass guarded; a failure the guards cannot
+/// contain (a patch that fails to apply) leaves `model` as it was.
+fn stage(
+    name: &str,
+    optimizer: &Optimizer,
+    model: TypedModel,
+    warnings: &mut Vec<String>,
+) -> TypedModel {
+    let failed = Failures::default();
+    let guarded = Optimizer {
+        passes: optimizer
+            .passes
+            .iter()
+            .map(|p| {
+                Box::new(Guarded {
+                    inner: p.clone(),
+                    name: format!("{p:?}"),
+                    failed: failed.clone(),
+                }) as Box<dyn TypedPass>
+            })
+            .collect(),
+        steps: optimizer.steps,
+    };
+    let mut candidate = model.clone();
+    let outcome = guarded.optimize(&mut candidate);
+    for (pass, error) in failed.take() {
+        warnings.push(format!(
+            "{name}: pass {pass} failed on this graph ({error}); it was skipped"
+        ));
+    }
+    match outcome {
+        Ok(()) => candidate,
+        Err(e) => {
+            warnings.push(format!("{name}: {e:#}; the model runs without this stage"));
+            model
+        }
+    }
+}
+
+/// The passes of one stage that failed, shared by the copies tract's session makes of each pass.
+#[derive(Clone, Debug, Default)]
+struct Failures(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Failures {
+    fn has(&self, pass: &str) -> bool {
+        self.lock().iter().any(|(p, _)| p == pass)
+    }
+    fn record(&self, pass: &str, error: &TractError) {
+        self.lock().push((pass.to_string(), format!("{error:#}")));
+    }
+    fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.lock())
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
+        // a panic elsewhere cannot leave the list half-written: recover it
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A tract pass that, once it fails to make a patch, proposes nothing more for the stage. Its
+/// failed attempt changed nothing (a pass only proposes; the session applies), so the model is
+/// the one before the attempt.
+#[derive(Clone, Debug)]
+struct Guarded {
+    inner: Box<dyn TypedPass>,
+    name: String,
+    failed: Failures,
+}
+
+impl TypedPass for Guarded {
+    fn reset(&mut self) -> TractResult<()> {
+        if self.failed.has(&self.name) {
+            return Ok(());
+        }
+        if let Err(e) = self.inner.reset() {
+            self.failed.record(&self.name, &e);
+        }
+        Ok(())
+    }
+
+    fn next(
+        &mut self,
+        session: &mut OptimizerSession,
+        model: &TypedModel,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        if self.failed.has(&self.name) {
+            return Ok(None);
+        }
+        match self.inner.next(session, model) {
+            Ok(patch) => Ok(patch),
+            Err(e) => {
+                self.failed.record(&self.name, &e);
+                Ok(None)
+            }
+        }
+    }
+
+    fn run_direct(&mut self, model: &mut TypedModel) -> TractResult<bool> {
+        if self.failed.has(&self.name) {
+            return Ok(false);
+        }
+        // run_direct mutates in place: on failure the stage cannot vouch for the model, so the
+        // error goes up and the stage falls back to its input
+        self.inner.run_direct(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_hir::internal::bail;
+
+    /// Fails to make a patch on any graph holding a convolution, as tract's ChangeAxes fails
+    /// on some NHWC exports ("Making patch for AxisChange … RmAxis").
+    #[derive(Clone, Debug)]
+    struct Tripwire;
+
+    impl TypedPass for Tripwire {
+        fn reset(&mut self) -> TractResult<()> {
+            Ok(())
+        }
+        fn next(
+            &mut self,
+            _session: &mut OptimizerSession,
+            model: &TypedModel,
+        ) -> TractResult<Option<TypedModelPatch>> {
+            if model.nodes.iter().any(|n| n.op.name() == "Conv") {
+                bail!("Making patch for AxisChange {{ outlet: 3/0, op: RmAxis(2) }}");
+            }
+            Ok(None)
+        }
+    }
+
+    /// Fails while rewriting the model in place: the guard cannot vouch for what it left, so
+    /// the whole stage is dropped.
+    #[derive(Clone, Debug)]
+    struct FailsInPlace;
+
+    impl TypedPass for FailsInPlace {
+        fn reset(&mut self) -> TractResult<()> {
+            Ok(())
+        }
+        fn next(
+            &mut self,
+            _session: &mut OptimizerSession,
+            _model: &TypedModel,
+        ) -> TractResult<Option<TypedModelPatch>> {
+            Ok(None)
+        }
+        fn run_direct(&mut self, model: &mut TypedModel) -> TractResult<bool> {
+            model.nodes[0].name = "half-done".into();
+            bail!("in-place rewrite failed")
+        }
+    }
+
+    const SHAPE: [usize; 4] = [1, 4, 8, 8];
+
+    fn parsed() -> InferenceModel {
+        let path = format!(
+            "{}/tests/data/gpu_ops/ppocr_backbone_mix.onnx",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut model = crate::engine::onnx_parser()
+            .model_for_path(path)
+            .expect("fixture");
+        model
+            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), SHAPE))
+            .expect("fact");
+        model
+    }
+
+    fn run(model: TypedModel) -> Vec<f32> {
+        let n: usize = SHAPE.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = tract_ndarray::ArrayD::from_shape_vec(&SHAPE[..], x)
+            .expect("shape")
+            .into_tensor();
+        let plan = model.into_runnable().expect("runnable");
+        let out = plan.run(tvec!(x.into_tvalue())).expect("run");
+        out[0]
+            .to_plain_array_view::<f32>()
+            .expect("f32")
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    fn assert_same(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn a_graph_that_trips_a_pass_still_runs_with_a_warning() {
+        let clean = optimize(parsed()).expect("optimize");
+        assert!(clean.warnings.is_empty(), "{:?}", clean.warnings);
+        let tripped = optimize_with(parsed(), vec![Box::new(Tripwire)]).expect("fallback");
+        assert!(
+            tripped
+                .warnings
+                .iter()
+                .any(|w| w.contains("pass Tripwire failed") && w.contains("RmAxis")),
+            "{:?}",
+            tripped.warnings
+        );
+        assert_same(&run(clean.model), &run(tripped.model));
+    }
+
+    #[test]
+    fn a_stage_that_fails_in_place_is_dropped_and_the_model_still_runs() {
+        let clean = optimize(parsed()).expect("optimize");
+        let dropped = optimize_with(parsed(), vec![Box::new(FailsInPlace)]).expect("fallback");
+        assert!(
+            dropped
+                .warnings
+                .iter()
+                .any(|w| w.contains("in-place rewrite failed") && w.contains("without this stage")),
+            "{:?}",
+            dropped.warnings
+        );
+        assert!(dropped.model.nodes.iter().all(|n| n.name != "half-done"));
+        assert_same(&run(clean.model), &run(dropped.model));
+    }
+}
