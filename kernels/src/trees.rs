@@ -74,6 +74,7 @@ pub struct LeafWeight {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
 struct Node {
+    /// The feature read, with [`NAN_TRUE`] set when a NaN value goes to the true child.
     feature: u32,
     threshold: f32,
     /// `[false, true]`; a leaf's are itself.
@@ -130,6 +131,13 @@ pub struct Forest {
 /// Walks interleaved at once.
 const LANES: usize = 16;
 
+/// The bit of [`Node::feature`] that sends a NaN value to the true child.
+const NAN_TRUE: u32 = 1 << 31;
+
+/// Levels walked between checks that every lane has reached its leaf (trees from LightGBM grow
+/// leaf-wise: their deepest leaf is often twice as deep as most walks go).
+const CHECK_EVERY: u32 = 4;
+
 impl Forest {
     /// The forest of `nodes` and `leaves` (ONNX's node and leaf attribute arrays, any order)
     /// with `targets` outputs per row; checks that every child is a node of its tree, that no
@@ -185,7 +193,7 @@ impl Forest {
                         members.insert(at, n.members.clone());
                     }
                     Node {
-                        feature: n.feature as u32,
+                        feature: n.feature as u32 | if n.missing_true { NAN_TRUE } else { 0 },
                         threshold: n.threshold,
                         child: [f, t],
                     }
@@ -367,16 +375,21 @@ impl Forest {
 
     /// `steps` levels of every lane's walk (`idx` in, leaves out).
     fn walk(&self, x: &[f32], idx: &mut [u32], base: &[usize], steps: u32) {
+        let n = &self.nodes;
         match (self.uniform, self.missing_true) {
-            (Some(Cmp::Leq), false) => walk_with(&self.nodes, x, idx, base, steps, |v, t| v <= t),
-            (Some(Cmp::Lt), false) => walk_with(&self.nodes, x, idx, base, steps, |v, t| v < t),
-            (Some(Cmp::Gte), false) => walk_with(&self.nodes, x, idx, base, steps, |v, t| v >= t),
-            (Some(Cmp::Gt), false) => walk_with(&self.nodes, x, idx, base, steps, |v, t| v > t),
+            (Some(Cmp::Leq), false) => walk_with::<false>(n, x, idx, base, steps, |v, t| v <= t),
+            (Some(Cmp::Lt), false) => walk_with::<false>(n, x, idx, base, steps, |v, t| v < t),
+            (Some(Cmp::Gte), false) => walk_with::<false>(n, x, idx, base, steps, |v, t| v >= t),
+            (Some(Cmp::Gt), false) => walk_with::<false>(n, x, idx, base, steps, |v, t| v > t),
+            (Some(Cmp::Leq), true) => walk_with::<true>(n, x, idx, base, steps, |v, t| v <= t),
+            (Some(Cmp::Lt), true) => walk_with::<true>(n, x, idx, base, steps, |v, t| v < t),
+            (Some(Cmp::Gte), true) => walk_with::<true>(n, x, idx, base, steps, |v, t| v >= t),
+            (Some(Cmp::Gt), true) => walk_with::<true>(n, x, idx, base, steps, |v, t| v > t),
             _ => {
                 for _ in 0..steps {
                     for (i, &b) in idx.iter_mut().zip(base) {
                         let n = &self.nodes[*i as usize];
-                        let v = x[b + n.feature as usize];
+                        let v = x[b + (n.feature & !NAN_TRUE) as usize];
                         *i = n.child[self.go(*i, v, n.threshold) as usize];
                     }
                 }
@@ -401,10 +414,11 @@ impl Forest {
     }
 }
 
-/// `steps` levels of the lanes' walks with one comparison for every branch node (a leaf's
-/// children are itself, so it stays).
+/// Up to `steps` levels of the lanes' walks with one comparison for every branch node (a
+/// leaf's children are itself, so it stays), stopping early once every lane is at its leaf.
+/// `NAN`: a NaN value goes true where its node has [`NAN_TRUE`].
 #[inline(always)]
-fn walk_with(
+fn walk_with<const NAN: bool>(
     nodes: &[Node],
     x: &[f32],
     idx: &mut [u32],
@@ -412,11 +426,23 @@ fn walk_with(
     steps: u32,
     go: impl Fn(f32, f32) -> bool,
 ) {
-    for _ in 0..steps {
-        for (i, &b) in idx.iter_mut().zip(base) {
-            let n = &nodes[*i as usize];
-            let v = x[b + n.feature as usize];
-            *i = n.child[go(v, n.threshold) as usize];
+    let mut left = steps;
+    while left > 0 {
+        let chunk = left.min(CHECK_EVERY);
+        for _ in 0..chunk {
+            for (i, &b) in idx.iter_mut().zip(base) {
+                let n = &nodes[*i as usize];
+                let v = x[b + (n.feature & !NAN_TRUE) as usize];
+                let mut true_side = go(v, n.threshold);
+                if NAN {
+                    true_side |= (n.feature & NAN_TRUE != 0) & v.is_nan();
+                }
+                *i = n.child[true_side as usize];
+            }
+        }
+        left -= chunk;
+        if left > 0 && idx.iter().all(|&i| nodes[i as usize].child[0] == i) {
+            return;
         }
     }
 }

@@ -128,7 +128,8 @@ fn a_classifier_packed_without_labels_answers_with_the_models_class_names() {
     )
     .unwrap();
     let key = edge_runtime::keys::generate().unwrap();
-    let (bytes, _) = pack::pack(&onnx, spec, None, std::slice::from_ref(&key), 1_800_000_000).unwrap();
+    let (bytes, _) =
+        pack::pack(&onnx, spec, None, std::slice::from_ref(&key), 1_800_000_000).unwrap();
     let doc = trust::create(&TrustSpec::ephemeral(&key.verifying_key()), &key, None).unwrap();
     let root = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(key.verifying_key())).unwrap();
     let model = Model::load(&bytes, &root, &LoadOptions::default()).unwrap();

@@ -264,11 +264,12 @@ pub(crate) use edge_kernels::testing::{assert_close, values as test_values};
 
 /// A tensor's values as f32 (any numeric type, any layout).
 pub fn f32_values(t: &tract_onnx::prelude::Tensor) -> tract_onnx::prelude::TractResult<Vec<f32>> {
+    // a tensor's values are contiguous: one slice copy (an ndarray iterator over dynamic dims
+    // costs an index update per value)
     Ok(t.cast_to::<f32>()?
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect())
+        .try_as_plain_ram()?
+        .as_slice::<f32>()?
+        .to_vec())
 }
 
 /// A prepared model graph, ready to run. Implementations are shared across threads.

@@ -85,14 +85,18 @@ impl Rows for Scaler {
     fn run(&self, x: &[f32], rows: usize, features: usize) -> TractResult<TVec<Tensor>> {
         check_width("Scaler", "offset", &self.offset, features)?;
         check_width("Scaler", "scale", &self.scale, features)?;
-        let y: Vec<f32> = x
-            .iter()
-            .enumerate()
-            .map(|(k, &v)| {
-                let i = k % features.max(1);
-                (v - per_column(&self.offset, i)) * per_column(&self.scale, i)
-            })
-            .collect();
+        let column =
+            |values: &[f32]| -> Vec<f32> { (0..features).map(|i| per_column(values, i)).collect() };
+        let (offset, scale) = (column(&self.offset), column(&self.scale));
+        let mut y = Vec::with_capacity(x.len());
+        for row in x.chunks_exact(features.max(1)) {
+            y.extend(
+                row.iter()
+                    .zip(&offset)
+                    .zip(&scale)
+                    .map(|((&v, &o), &s)| (v - o) * s),
+            );
+        }
         Ok(tvec!(Tensor::from_shape(&[rows, features], &y)?))
     }
 }

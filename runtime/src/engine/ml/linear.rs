@@ -145,9 +145,9 @@ impl Rows for LinearClassifier {
             } else {
                 let best = (1..classes).fold(0, |b, k| if row[k] > row[b] { k } else { b });
                 labels.push(self.labels.value(best));
-                let mut r = row.to_vec();
-                self.post.apply(&mut r);
-                out.extend(r);
+                let at = out.len();
+                out.extend_from_slice(row);
+                self.post.apply(&mut out[at..]);
             }
         }
         let width = out.len() / rows.max(1);
