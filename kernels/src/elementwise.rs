@@ -1,7 +1,8 @@
 //! The element-wise maps our ops run, each on the best code `isa` allows: a
 //! quantize→dequantize pair in one pass ([`apply_pair`]), dynamic quantization's range and
-//! rounding ([`dynamic_range`], [`quantize_dynamic`]), and a per-channel affine map with a
-//! clamp ([`channel_affine`]).
+//! rounding ([`dynamic_range`], [`quantize_dynamic`]), a per-channel affine map with a
+//! clamp ([`channel_affine`]), and a softmax over an axis that is not the innermost
+//! ([`softmax_planes`]).
 
 // the vector kernels of some families exist on x86-64 only: elsewhere their arguments go unused
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_imports))]
@@ -105,6 +106,33 @@ pub fn channel_affine(
     plain::channel_affine(data, inner, (scale, shift), clamp)
 }
 
+/// Softmax over axis 1 of `[outer, axis, inner]` values in place (each `axis · inner` block on
+/// its own): plane by plane over contiguous runs of `inner` (see
+/// [`crate::scalar::elementwise::softmax_planes`]). `scratch` holds `2 · inner` floats.
+pub fn softmax_planes(isa: Isa, data: &mut [f32], axis: usize, inner: usize, scratch: &mut [f32]) {
+    assert!(axis > 0 && inner > 0 && data.len().is_multiple_of(axis * inner));
+    assert!(scratch.len() >= 2 * inner);
+    let (max, sum) = scratch.split_at_mut(inner);
+    for block in data.chunks_exact_mut(axis * inner) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa.has(Feature::Avx512) {
+                // SAFETY: `isa` has AVX-512 only where the CPU does.
+                unsafe {
+                    crate::x86_64::elementwise::softmax_planes_avx512(block, inner, max, sum)
+                };
+                continue;
+            }
+            if isa.has(Feature::Avx2Fma) {
+                // SAFETY: `isa` has AVX2 and FMA only where the CPU does.
+                unsafe { crate::x86_64::elementwise::softmax_planes_avx2(block, inner, max, sum) };
+                continue;
+            }
+        }
+        plain::softmax_planes(block, inner, max, sum)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +228,58 @@ mod tests {
                 channel_affine(isa, &mut got, inner, (&scale, &shift), clamp);
                 for (a, b) in got.iter().zip(&want) {
                     assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{isa}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// `exp` within 2 ulp of the correctly rounded value (f64) over the range softmax uses, 0
+    /// below −87.3, NaN kept.
+    #[test]
+    fn exp_is_within_two_ulp() {
+        let mut worst = 0i64;
+        for i in 0..200_001 {
+            let x = -87.0 + i as f32 * (87.0 + 88.0) / 200_000.0;
+            let want = (x as f64).exp() as f32;
+            let got = plain::exp(x);
+            worst = worst.max((got.to_bits() as i64 - want.to_bits() as i64).abs());
+        }
+        assert!(worst <= 2, "{worst} ulp");
+        assert_eq!(plain::exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(plain::exp(-100.0), 0.0);
+        assert!(plain::exp(f32::NAN).is_nan());
+        assert_eq!(plain::exp(0.0), 1.0);
+    }
+
+    /// The plane softmax against the textbook one (f64, row by row over the strided axis), on
+    /// every level, with large, equal and −∞ values.
+    #[test]
+    fn the_plane_softmax_matches_the_textbook_on_every_level() {
+        for (outer, axis, inner) in [(1, 16, 4 * 33), (2, 3, 17), (3, 1, 5), (1, 7, 1)] {
+            let n = outer * axis * inner;
+            let mut data: Vec<f32> = (0..n).map(|i| (i as f32 * 0.71).sin() * 30.0).collect();
+            data[0] = 80.0;
+            data[1 % n] = f32::NEG_INFINITY;
+            let mut want = vec![0f32; n];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |k: usize| o * axis * inner + k * inner + i;
+                    let max = (0..axis)
+                        .map(|k| data[at(k)] as f64)
+                        .fold(f64::MIN, f64::max);
+                    let sum: f64 = (0..axis).map(|k| (data[at(k)] as f64 - max).exp()).sum();
+                    for k in 0..axis {
+                        want[at(k)] = ((data[at(k)] as f64 - max).exp() / sum) as f32;
+                    }
+                }
+            }
+            for isa in Isa::host().levels() {
+                let mut got = data.clone();
+                let mut scratch = vec![0f32; 2 * inner];
+                softmax_planes(isa, &mut got, axis, inner, &mut scratch);
+                for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                    let same = (a - b).abs() <= 1e-6 || (a.is_nan() && b.is_nan());
+                    assert!(same, "{isa} {outer}×{axis}×{inner} at {k}: {a} vs {b}");
                 }
             }
         }

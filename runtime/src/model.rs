@@ -49,6 +49,8 @@ pub struct Model {
     engine_choice: EngineChoice,
     stats: ModelStats,
     input_limits: InputLimits,
+    /// How long the self-test took at load.
+    self_test_ms: f64,
 }
 
 impl Model {
@@ -99,9 +101,21 @@ impl Model {
             engine_choice,
             stats: ModelStats::new(classes, prediction_edges, feature_edges),
             input_limits: options.input_limits.clone(),
+            self_test_ms: 0.0,
         };
+        let start = std::time::Instant::now();
+        let mut model = model;
         model.self_test()?;
+        model.self_test_ms = start.elapsed().as_secs_f64() * 1e3;
         Ok(model)
+    }
+
+    /// Where loading took its time after verification: the engine's steps, then the self-test
+    /// (milliseconds each, in order).
+    pub fn load_steps(&self) -> Vec<(&'static str, f64)> {
+        let mut steps = self.engine.load_steps().to_vec();
+        steps.push(("self_test", self.self_test_ms));
+        steps
     }
 
     /// Runs every self-test vector and compares all outputs within the bundle's tolerance.

@@ -152,3 +152,31 @@ pub unsafe fn channel_affine_avx2(
 ) {
     plain::channel_affine(data, inner, params, clamp)
 }
+
+/// The plain plane softmax compiled for AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn softmax_planes_avx512(
+    data: &mut [f32],
+    inner: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+) {
+    plain::softmax_planes(data, inner, max, sum)
+}
+
+/// The plain plane softmax compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn softmax_planes_avx2(
+    data: &mut [f32],
+    inner: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+) {
+    plain::softmax_planes(data, inner, max, sum)
+}

@@ -17,6 +17,7 @@ pub struct CpuEngine {
     outputs: Vec<String>,
     threads: usize,
     fallbacks: Vec<String>,
+    load_steps: Vec<(&'static str, f64)>,
 }
 
 pub(crate) fn load_err(e: impl std::fmt::Display) -> ModelError {
@@ -111,9 +112,13 @@ pub(crate) fn output_labels(typed: &TypedModel) -> TractResult<Vec<String>> {
 impl CpuEngine {
     /// Parses, types and optimizes the verified payload.
     pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
+        let start = std::time::Instant::now();
         let mut model = parse_checked(bundle)?;
         set_input_facts(&mut model, &bundle.manifest().inputs, None).map_err(load_err)?;
+        let mut load_steps = vec![("parse", start.elapsed().as_secs_f64() * 1e3)];
         let optimized = super::optimize::optimize(model).map_err(load_err)?;
+        load_steps.extend(optimized.steps);
+        let planning = std::time::Instant::now();
         let typed = optimized.model;
         let outputs = output_labels(&typed).map_err(load_err)?;
         let executor = if threads > 1 {
@@ -128,11 +133,13 @@ impl CpuEngine {
         let plan = typed
             .into_runnable_with_options(&options)
             .map_err(load_err)?;
+        load_steps.push(("plan", planning.elapsed().as_secs_f64() * 1e3));
         Ok(CpuEngine {
             plan,
             outputs,
             threads,
             fallbacks: optimized.warnings,
+            load_steps,
         })
     }
 
@@ -239,6 +246,10 @@ pub(crate) fn run_plan(
 impl Engine for CpuEngine {
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn load_steps(&self) -> &[(&'static str, f64)] {
+        &self.load_steps
     }
 
     fn output_names(&self) -> &[String] {

@@ -22,6 +22,7 @@ pub mod gpu;
 pub mod lrn;
 pub mod ml;
 mod optimize;
+pub mod plane_softmax;
 pub mod pointwise;
 pub mod qdense_conv;
 pub mod qdepthwise;
@@ -278,6 +279,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// Output names, in the order `run` returns them.
     fn output_names(&self) -> &[String];
+    /// Where preparing took its time: milliseconds per step, in order (`parse`, `type`,
+    /// `declutter`, `substitute`, `codegen`, `plan` on the CPU; empty where not measured).
+    fn load_steps(&self) -> &[(&'static str, f64)] {
+        &[]
+    }
     /// Runs the graph on already validated and normalized inputs (graph input order).
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError>;
 

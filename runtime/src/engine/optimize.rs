@@ -6,6 +6,7 @@
 //! agent's reported state). Only typing is required: a graph tract cannot type cannot run.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::optim::{Optimizer, OptimizerSession, TypedPass};
@@ -15,6 +16,8 @@ pub(crate) struct Optimized {
     pub model: TypedModel,
     /// One line per fallback (`declutter: pass ChangeAxes failed (…); it was skipped`).
     pub warnings: Vec<String>,
+    /// Milliseconds per step (`type`, `declutter`, `substitute`, `codegen`).
+    pub steps: Vec<(&'static str, f64)>,
 }
 
 /// Types, declutters, substitutes our kernels (unless `EDGE_CPU_OWN_KERNELS=0`) and optimizes.
@@ -27,12 +30,20 @@ pub(crate) fn optimize_with(
     model: InferenceModel,
     extra_declutter: Vec<Box<dyn TypedPass>>,
 ) -> TractResult<Optimized> {
+    let mut steps = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &'static str| {
+        steps.push((name, clock.elapsed().as_secs_f64() * 1e3));
+        clock = Instant::now();
+    };
     let typed = model.into_typed()?;
+    lap("type");
     let mut warnings = Vec::new();
 
     let mut declutter = Optimizer::declutter();
     declutter.passes.extend(extra_declutter);
     let decluttered = stage("declutter", &declutter, typed, &mut warnings);
+    lap("declutter");
 
     let substituted = if super::own_kernels() {
         let mut candidate = decluttered.clone();
@@ -49,13 +60,16 @@ pub(crate) fn optimize_with(
         decluttered
     };
 
+    lap("substitute");
     // tract's own optimize is declutter then codegen: the declutter is run guarded again
     let redeclutter = stage("declutter", &declutter, substituted, &mut warnings);
     let optimized = stage("codegen", &Optimizer::codegen(), redeclutter, &mut warnings);
+    lap("codegen");
     warnings.dedup();
     Ok(Optimized {
         model: optimized,
         warnings,
+        steps,
     })
 }
 
@@ -68,6 +82,7 @@ fn substitute(typed: &mut TypedModel) -> TractResult<()> {
     super::dense_conv::substitute(typed)?;
     super::pointwise::substitute(typed)?;
     super::channel_affine::substitute(typed)?;
+    super::plane_softmax::substitute(typed)?;
     super::u8_activations::substitute(typed)?;
     Ok(())
 }
