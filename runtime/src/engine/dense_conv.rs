@@ -155,17 +155,24 @@ impl DenseConv {
             return Ok(());
         }
         let offsets = g.tap_offsets();
-        let mut phases = vec![0f32; self.channels * g.scratch_len()];
         let band_rows = self.band_rows();
         thread_local! {
             /// The im2col band, kept between calls (sized by the largest): every row of it is
             /// written before it is read, so it is neither zeroed nor reallocated per call.
             static BAND: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+            /// The padded stride phases, kept between calls: zeroed per call (their padding is
+            /// never written), but not freshly mapped (a new allocation this size page-faults
+            /// on every page it touches).
+            static PHASES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         }
-        BAND.with(|cell| {
-            let mut band = cell.borrow_mut();
-            band.resize(self.channels * offsets.len() * band_rows * wo, 0.0);
-            self.run_bands(kind, input, output, &offsets, &mut phases, &mut band)
+        BAND.with(|band| {
+            PHASES.with(|phases| {
+                let (mut band, mut phases) = (band.borrow_mut(), phases.borrow_mut());
+                band.resize(self.channels * offsets.len() * band_rows * wo, 0.0);
+                phases.clear();
+                phases.resize(self.channels * g.scratch_len(), 0.0);
+                self.run_bands(kind, input, output, &offsets, &mut phases, &mut band)
+            })
         })
     }
 
