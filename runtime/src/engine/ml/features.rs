@@ -30,6 +30,19 @@ pub fn register(reg: &mut OnnxOpRegister) {
 }
 
 /// `value[i]`, or `value[0]` for every `i` when there is one value.
+/// The rules of an operator whose one output has its one input's type and shape.
+fn same_as_input<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+) -> InferenceResult {
+    check_input_arity(inputs, 1)?;
+    check_output_arity(outputs, 1)?;
+    s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+    s.equals(&outputs[0].shape, &inputs[0].shape)?;
+    Ok(())
+}
+
 fn per_column(values: &[f32], i: usize) -> f32 {
     if values.len() == 1 {
         values[0]
@@ -285,11 +298,7 @@ impl<R: Rows> Expansion for SameType<R> {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)?;
-        Ok(())
+        same_as_input(s, inputs, outputs)
     }
 
     fn wire(
@@ -831,11 +840,7 @@ impl Expansion for ZipMap {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)?;
-        Ok(())
+        same_as_input(s, inputs, outputs)
     }
 
     fn wire(
