@@ -101,6 +101,53 @@ impl Kernel {
             }
         }
     }
+    /// The same product over gathered input rows, for convolutions read straight from their
+    /// padded planes (no im2col copy): row `i` of the input is the 16·`lanes.len()` floats
+    /// at `x + offsets[i]`, and vector `v`'s sums for output row `r`, of the lanes set in
+    /// `lanes[v].0` only, go packed in lane order to `out[r·out_stride + lanes[v].1 ..]`
+    /// (the other lanes are padding columns and are dropped).
+    ///
+    /// # Safety
+    /// `x` must be readable at `offsets[i] + 16·lanes.len()` floats for every `i` (all lanes,
+    /// dropped ones included) and `out` writable where the kept lanes go; `weights` holds
+    /// `offsets.len() · 8` values and `bias` 8; `rows ≤ 8`, `1 ≤ lanes.len() ≤ 3` (checked
+    /// only in debug builds: this is the innermost call).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub unsafe fn tile_gathered(
+        self,
+        offsets: &[usize],
+        x: *const f32,
+        weights: &[f32],
+        bias: &[f32],
+        out: *mut f32,
+        out_stride: usize,
+        lanes: &[(u16, u32)],
+        rows: usize,
+        clamp: Option<(f32, f32)>,
+    ) {
+        debug_assert!(weights.len() == offsets.len() * ROWS && bias.len() == ROWS);
+        debug_assert!(rows <= ROWS && (1..=COLS / 16).contains(&lanes.len()));
+        // SAFETY: the kernel exists only where the CPU has its features (see `available`);
+        // the caller's bounds are each kernel's.
+        unsafe {
+            match self.0 {
+                Kind::Scalar => scalar::pointwise::tile_gathered(
+                    offsets, x, weights, bias, out, out_stride, lanes, rows, clamp,
+                ),
+                #[cfg(target_arch = "x86_64")]
+                Kind::Avx512 => {
+                    use crate::x86_64::pointwise::tile_gathered as tile;
+                    let (w, b, s, c) = (weights, bias, out_stride, clamp);
+                    match lanes.len() {
+                        3 => tile::<3>(offsets, x, w, b, out, s, lanes, rows, c),
+                        2 => tile::<2>(offsets, x, w, b, out, s, lanes, rows, c),
+                        _ => tile::<1>(offsets, x, w, b, out, s, lanes, rows, c),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `weights` (`[O, I]` row-major) as the tiles read them: `[⌈O/8⌉][I][8]`, zero rows past `O`.
@@ -155,6 +202,74 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The gathered tile reads each row where its offset says and keeps only the masked lanes,
+    /// packed from each vector's start, on every kernel.
+    #[test]
+    fn every_gathered_tile_keeps_the_masked_lanes_of_the_textbook_sum() {
+        let (cin, len) = (37, 400);
+        let x = values(len, 4);
+        let w = values(cin * ROWS, 5);
+        let b = values(ROWS, 6);
+        let offsets: Vec<usize> = (0..cin).map(|i| (i * 7919) % (len - 48)).collect();
+        let lanes = [(0xffffu16, 0u32), (0x0000, 16), (0x8421, 16)];
+        for count in 1..=3 {
+            for rows in [1, 5, 8] {
+                for clamp in [None, Some((-0.5, 0.5))] {
+                    let lanes = &lanes[..count];
+                    let kept: usize = lanes.iter().map(|l| l.0.count_ones() as usize).sum();
+                    let mut want = vec![f32::NAN; ROWS * 20];
+                    for r in 0..rows {
+                        let mut at = 0;
+                        for (v, &(mask, _)) in lanes.iter().enumerate() {
+                            for l in (0..16).filter(|l| mask >> l & 1 == 1) {
+                                let mut acc = b[r] as f64;
+                                for (i, &o) in offsets.iter().enumerate() {
+                                    acc += w[i * ROWS + r] as f64 * x[o + 16 * v + l] as f64;
+                                }
+                                let v = acc as f32;
+                                want[r * 20 + at] = clamp.map_or(v, |(lo, hi)| v.max(lo).min(hi));
+                                at += 1;
+                            }
+                        }
+                    }
+                    for isa in Isa::host().levels() {
+                        for kernel in Kernel::available(isa) {
+                            let mut got = vec![f32::NAN; ROWS * 20];
+                            // SAFETY: every offset + 48 is inside `x`; 20 columns per row hold
+                            // the kept lanes (at most 20).
+                            unsafe {
+                                kernel.tile_gathered(
+                                    &offsets,
+                                    x.as_ptr(),
+                                    &w,
+                                    &b,
+                                    got.as_mut_ptr(),
+                                    20,
+                                    lanes,
+                                    rows,
+                                    clamp,
+                                )
+                            };
+                            for r in 0..ROWS {
+                                for c in 0..20 {
+                                    let (g, e) = (got[r * 20 + c], want[r * 20 + c]);
+                                    if r < rows && c < kept {
+                                        assert!(
+                                            (g - e).abs() < 1e-4,
+                                            "{kernel:?} {r},{c}: {g} vs {e}"
+                                        );
+                                    } else {
+                                        assert!(g.is_nan(), "{kernel:?} wrote {r},{c}");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Every kernel on every level gives the textbook sum, on every tail of rows and columns.

@@ -1,16 +1,21 @@
 //! Ordinary (one group) two-dimensional f32 convolutions for the `cpu` engine on AVX-512: a
 //! tract op that replaces a channel-first `Conv` with constant weights (MobileNetV2's first
-//! 3×3 stride-2 layer, ResNet's 3×3 and 7×7 ones, strided 1×1 shortcuts), with the ReLU/ReLU6
-//! clamp that follows it fused in.
+//! 3×3 stride-2 layer, ResNet's 3×3 and 7×7 ones, strided 1×1 shortcuts, YOLO's and DBNet's
+//! 3×3 layers), with the ReLU/ReLU6 clamp that follows it fused in.
 //!
 //! tract 0.23.9 runs these as a lazy im2col, a packed matrix product and then the clamp as its
-//! own pass; MobileNetV2's first layer (3 → 32 channels, 112×112 outputs, 27 products per
-//! point) took 1.2 ms of a 6.9 ms int8 run, a third of it in the clamp. Here the input planes
-//! are copied once into zero-padded stride phases (the layout [`super::depthwise`] uses, so
-//! every tap of an output row is one contiguous run), the runs are gathered into an im2col
-//! band of output rows (`[C·kh·kw][rows·wo]`, at most [`BAND_FLOATS`]), and the band goes
-//! through [`super::pointwise`]'s 8×48 micro-kernel with the bias and the clamp applied before
-//! its one store, writing the output rows in place.
+//! own pass. Here the input planes are copied once into zero-padded stride phases (the layout
+//! [`super::depthwise`] uses, so every tap of every output row is one contiguous run), and
+//! [`super::pointwise`]'s 8×48 micro-kernel reads its rows straight from them: row `(c, tap)`
+//! of the product starts at that tap's run in channel `c`'s phases, the output rows laid flat
+//! at the phase row stride, so the few padding columns between rows are computed and dropped
+//! at the store ([`edge_kernels::pointwise::Kernel::tile_gathered`]). The bias starts the
+//! sums and the clamp is applied before the one store.
+//!
+//! (Until issue 23 the runs were first gathered into an im2col band, `[C·kh·kw][rows·wo]`:
+//! that copy, and the product's strided reads of the band, cost 1.15–2.5× the time on every
+//! shape measured, most on the few-channel layers of detectors: YOLOv8n's 16→16 3×3 at 80×80
+//! took 0.52 ms through the band and takes 0.21 ms read straight.)
 //!
 //! Substituted only where that micro-kernel is vectorized (AVX-512F); elsewhere tract runs
 //! these.
@@ -26,9 +31,6 @@ use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 use super::activations::f32_only;
 use super::conv2d::{constant_kernel_and_bias, conv_geometry, Planes};
 use super::pointwise::Pointwise;
-
-/// Floats one im2col band may hold (4 MiB): bands are whole output rows, at least one.
-pub const BAND_FLOATS: usize = 1 << 20;
 
 /// Replaces every one-group convolution this op handles, with the clamp that follows it (ReLU,
 /// ReLU6) fused in; returns how many it replaced. Does nothing on CPUs without AVX-512F.
@@ -74,8 +76,40 @@ pub struct DenseConv {
     /// The product of the weights `[O, C·kh·kw]` and an im2col band, with bias and clamp.
     product: Pointwise,
     outputs: usize,
-    /// Floats one im2col band may hold ([`BAND_FLOATS`]; smaller in tests).
-    band_floats: usize,
+    /// Where the product reads its rows and puts its outputs.
+    gathered: Gathered,
+}
+
+/// What the product needs to read a convolution straight from its padded stride phases: the
+/// output rows laid flat at the phase row stride (the padding columns computed and dropped).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Gathered {
+    /// Where row `(c, tap)` of the product starts in the phases of all channels.
+    offsets: Vec<usize>,
+    /// Per 16 flat positions: which are outputs, and where the first of them goes.
+    lanes: Vec<(u16, u32)>,
+}
+
+impl Gathered {
+    fn new(geometry: &Geometry, channels: usize) -> Self {
+        let taps = geometry.tap_offsets();
+        let plane = geometry.scratch_len();
+        let offsets = (0..channels)
+            .flat_map(|c| taps.iter().map(move |&t| c * plane + t))
+            .collect();
+        let ((ho, wo), (_, wq)) = (geometry.output(), geometry.phase());
+        let flat = (ho.max(1) - 1) * wq + wo;
+        let mut at = 0u32;
+        let lanes = geometry.flat_masks()[..flat.div_ceil(16)]
+            .iter()
+            .map(|&mask| {
+                let lane = (mask, at);
+                at += mask.count_ones();
+                lane
+            })
+            .collect();
+        Gathered { offsets, lanes }
+    }
 }
 
 impl DenseConv {
@@ -117,7 +151,7 @@ impl DenseConv {
             channels,
             product: Pointwise::new(depth, bias.len(), kernel, bias)?,
             outputs: bias.len(),
-            band_floats: BAND_FLOATS,
+            gathered: Gathered::new(&geometry, channels),
         })
     }
 
@@ -128,13 +162,6 @@ impl DenseConv {
             inputs: self.channels,
             outputs: self.outputs,
         }
-    }
-
-    /// Output rows per im2col band.
-    fn band_rows(&self) -> usize {
-        let (ho, wo) = self.geometry.output();
-        let depth = self.channels * self.geometry.kh * self.geometry.kw;
-        (self.band_floats / (depth * wo).max(1)).clamp(1, ho.max(1))
     }
 
     /// Runs the convolution over `input` (`[n, C, H, W]`, row-major) into `output`
@@ -154,78 +181,48 @@ impl DenseConv {
         if plane_out == 0 {
             return Ok(());
         }
-        let offsets = g.tap_offsets();
-        let band_rows = self.band_rows();
         thread_local! {
-            /// The im2col band, kept between calls (sized by the largest): every row of it is
-            /// written before it is read, so it is neither zeroed nor reallocated per call.
-            static BAND: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
             /// The padded stride phases, kept between calls: zeroed per call (their padding is
             /// never written), but not freshly mapped (a new allocation this size page-faults
             /// on every page it touches).
             static PHASES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         }
-        BAND.with(|band| {
-            PHASES.with(|phases| {
-                let (mut band, mut phases) = (band.borrow_mut(), phases.borrow_mut());
-                band.resize(self.channels * offsets.len() * band_rows * wo, 0.0);
-                phases.clear();
-                phases.resize(self.channels * g.scratch_len(), 0.0);
-                self.run_bands(kind, input, output, &offsets, &mut phases, &mut band)
-            })
+        PHASES.with(|phases| {
+            let mut phases = phases.borrow_mut();
+            phases.clear();
+            phases.resize(self.channels * g.scratch_len(), 0.0);
+            self.run_gathered(kind, input, output, &mut phases)
         })
     }
 
-    /// [`DenseConv::run`] once the buffers are there: `phases` zeroed, `band` any content.
-    fn run_bands(
+    /// [`DenseConv::run`] read straight from the phases (`phases` zeroed).
+    fn run_gathered(
         &self,
         kind: Kernel,
         input: &[f32],
         output: &mut [f32],
-        offsets: &[usize],
         phases: &mut [f32],
-        band: &mut [f32],
     ) -> TractResult<()> {
         let g = self.geometry;
         let (ho, wo) = g.output();
         let (plane_in, plane_out) = (g.h * g.w, ho * wo);
-        let (_, wq) = g.phase();
         let phases_len = g.scratch_len();
-        let band_rows = self.band_rows();
         for (image, out) in input
             .chunks_exact(self.channels * plane_in)
             .zip(output.chunks_exact_mut(self.outputs * plane_out))
         {
-            // padding positions are never written: they keep their zeros from image to image
             for (plane, scratch) in image
                 .chunks_exact(plane_in)
                 .zip(phases.chunks_exact_mut(phases_len))
             {
                 fill_phases(&g, plane, scratch, &Plain);
             }
-            for y0 in (0..ho).step_by(band_rows) {
-                let rows = band_rows.min(ho - y0);
-                let points = rows * wo;
-                let stride = band_rows * wo;
-                // row (c, tap) of the band: the tap's run for each output row, one after another
-                let mut row = 0;
-                for scratch in phases.chunks_exact(phases_len) {
-                    for &offset in offsets {
-                        let dst = &mut band[row * stride..][..points];
-                        for (y, dst) in dst.chunks_exact_mut(wo).enumerate() {
-                            let from = offset + (y0 + y) * wq;
-                            dst.copy_from_slice(&scratch[from..from + wo]);
-                        }
-                        row += 1;
-                    }
-                }
-                self.product.run_strided(
-                    kind,
-                    (band, stride),
-                    points,
-                    (&mut out[y0 * wo..], plane_out),
-                )?;
-            }
+            self.product.run_gathered(
+                kind,
+                (phases, &self.gathered.offsets),
+                &self.gathered.lanes,
+                (out, plane_out),
+            )?;
         }
         Ok(())
     }
@@ -295,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn every_kernel_matches_the_textbook_loop_across_bands() {
+    fn every_kernel_matches_the_textbook_loop() {
         // (channels, outputs, h, w, kh, kw, stride, dilation, pads (top, left, bottom, right))
         let cases = [
             (3, 32, 17, 19, 3, 3, 2, 1, (1, 1, 1, 1)),
@@ -304,6 +301,10 @@ mod tests {
             (8, 8, 9, 11, 1, 1, 2, 1, (0, 0, 0, 0)),
             (2, 3, 13, 13, 3, 3, 1, 2, (2, 2, 2, 2)),
             (3, 5, 10, 9, 3, 2, 2, 1, (0, 1, 1, 0)),
+            // padding columns wider than a vector (some vectors keep no lane)
+            (3, 10, 12, 20, 7, 7, 1, 3, (9, 9, 9, 9)),
+            // many column blocks and weight tiles (the product's L2 blocking)
+            (64, 20, 30, 33, 3, 3, 1, 1, (1, 1, 1, 1)),
         ];
         for (ix, &(c, o, h, w, kh, kw, s, d, (pt, pl, pb, pr))) in cases.iter().enumerate() {
             let g = Geometry {
@@ -327,20 +328,15 @@ mod tests {
             let mut op = DenseConv::new(g, c, &kernel, &bias).unwrap();
             let want = reference(&op, &kernel, &bias, &input, n);
             let (ho, wo) = g.output();
-            // one band for the whole plane, then bands of 2 and of 1 output rows
-            let depth = c * kh * kw;
-            for band_floats in [BAND_FLOATS, 2 * depth * wo + 1, 1] {
-                op.band_floats = band_floats;
-                for kind in Kernel::available(Isa::host()) {
-                    let mut got = vec![f32::NAN; want.len()];
-                    op.run(kind, &input, n, &mut got).unwrap();
-                    assert_eq!(got.len(), n * o * ho * wo);
-                    for (a, b) in got.iter().zip(&want) {
-                        assert!(
-                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                            "case {ix} {kind:?} band {band_floats}: {a} vs {b}"
-                        );
-                    }
+            for kind in Kernel::available(Isa::host()) {
+                let mut got = vec![f32::NAN; want.len()];
+                op.run(kind, &input, n, &mut got).unwrap();
+                assert_eq!(got.len(), n * o * ho * wo);
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "case {ix} {kind:?}: {a} vs {b}"
+                    );
                 }
             }
         }

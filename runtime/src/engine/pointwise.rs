@@ -177,6 +177,59 @@ impl Pointwise {
         })
     }
 
+    /// The product over gathered rows (a convolution read straight from its padded planes,
+    /// [`edge_kernels::pointwise::Kernel::tile_gathered`]): input row `i` is
+    /// `input[offsets[i] + f]` for flat positions `f` in `0..16·lanes.len()`; vector `v`'s lanes
+    /// set in `lanes[v].0` are outputs, packed from `lanes[v].1` in output channel `o`'s row
+    /// `output.0[o·output.1..]`.
+    pub(crate) fn run_gathered(
+        &self,
+        kind: Kernel,
+        (input, offsets): (&[f32], &[usize]),
+        lanes: &[(u16, u32)],
+        (output, out_stride): (&mut [f32], usize),
+    ) -> TractResult<()> {
+        let Channels { cin, cout, .. } = self.shape;
+        ensure!(offsets.len() == cin);
+        let flat = lanes.len() * 16;
+        let reach = offsets.iter().max().map_or(0, |&o| o + flat);
+        ensure!(
+            reach <= input.len(),
+            "gathered rows reach {reach} of {}",
+            input.len()
+        );
+        let kept = lanes
+            .last()
+            .map_or(0, |&(m, at)| at as usize + m.count_ones() as usize);
+        ensure!(kept <= out_stride && output.len() >= (cout - 1) * out_stride + kept);
+        let clamp = self
+            .clamp
+            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
+        let out = SharedOut(output.as_mut_ptr());
+        self.shape.for_each_tile(flat, 4 * cin, |t, c0, cols| {
+            let rows = ROWS.min(cout - t * ROWS);
+            let weights = &self.packed.0[t * cin * ROWS..][..cin * ROWS];
+            let bias = &self.bias.0[t * ROWS..][..ROWS];
+            // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile alone (tiles are
+            // split between threads, never shared); every row's reads end before `reach` and
+            // the kept lanes' writes before `kept` (both checked above); `c0` and `cols` are
+            // whole vectors (`flat` is).
+            unsafe {
+                kind.tile_gathered(
+                    offsets,
+                    input.as_ptr().add(c0),
+                    weights,
+                    bias,
+                    out.at(t * ROWS * out_stride),
+                    out_stride,
+                    &lanes[c0 / 16..][..cols / 16],
+                    rows,
+                    clamp,
+                )
+            }
+        })
+    }
+
     /// Sets the fused clamp (a ReLU or ReLU6 after the convolution).
     pub(crate) fn with_clamp(mut self, clamp: Option<(f32, f32)>) -> Self {
         self.clamp = clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
