@@ -179,8 +179,25 @@ impl Model {
         Ok(())
     }
 
+    /// Where a run's time goes, per op kind, slowest first ([`crate::engine::Engine::profile`]):
+    /// `inputs` validated and normalized as for [`Model::run`], then `runs` timed runs.
+    pub fn profile(
+        &self,
+        inputs: Vec<Tensor>,
+        runs: usize,
+    ) -> Result<Vec<crate::engine::OpTime>, ModelError> {
+        let prepared = self.prepare_inputs(inputs)?;
+        self.engine.profile(prepared, runs)
+    }
+
     /// Validates and normalizes raw caller inputs, then runs the engine: the model's raw outputs.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
+        let prepared = self.prepare_inputs(inputs)?;
+        self.engine.run(prepared)
+    }
+
+    /// The caller's inputs checked against the manifest and normalized.
+    fn prepare_inputs(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
         let specs = &self.manifest.inputs;
         if inputs.len() != specs.len() {
             return Err(crate::error::InputError::WrongInputCount {
@@ -195,7 +212,7 @@ impl Model {
             normalize(spec, &mut t);
             prepared.push(t);
         }
-        self.engine.run(prepared)
+        Ok(prepared)
     }
 
     /// Predicts with the bundle's defaults.

@@ -363,3 +363,38 @@ fn vibration_bundle_separates_worn_machines_and_sees_them_as_drift() {
     assert!(healthy < 0.1, "healthy PSI {healthy}");
     assert!(worn > 0.25, "worn PSI {worn}");
 }
+
+#[test]
+fn a_profile_names_the_plans_ops_and_refuses_bad_inputs() {
+    let (model, ..) = digits();
+    let x = read_npy("digits/test_x.npy");
+    let per_row: usize = x.shape[1..].iter().product();
+    let mut shape = x.shape.clone();
+    shape[0] = 4;
+    let rows = Tensor {
+        shape,
+        data: match &x.data {
+            TensorData::F32(v) => TensorData::F32(v[..4 * per_row].to_vec()),
+            other => panic!("{other:?}"),
+        },
+    };
+    let ops = model.profile(vec![rows.clone()], 5).unwrap();
+    assert!(!ops.is_empty());
+    assert!(ops.windows(2).all(|w| w[0].ms >= w[1].ms), "slowest first");
+    assert!(ops.iter().all(|o| o.nodes >= 1 && o.ms >= 0.0));
+    // the graph's work is somewhere: a convolution or product among the op kinds
+    assert!(
+        ops.iter()
+            .any(|o| o.op.contains("Conv") || o.op.contains("MatMul") || o.op.contains("Edge")),
+        "{ops:?}"
+    );
+    // the inputs are checked as for a run
+    let wrong = Tensor {
+        shape: vec![4, 3],
+        data: TensorData::F32(vec![0.0; 12]),
+    };
+    assert!(matches!(
+        model.profile(vec![wrong], 5),
+        Err(ModelError::Input(_))
+    ));
+}

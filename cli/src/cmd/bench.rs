@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// difference from the engine under test (for `--engine gpu|cuda|auto`).
     #[arg(long)]
     compare_cpu: bool,
+    /// Also print where one run's time goes, per op kind in the optimized plan (cpu engine):
+    /// milliseconds per run (median of the timed runs) and share, slowest first.
+    #[arg(long)]
+    profile: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -313,14 +317,46 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .fold(0f64, |m, v| m.max(v.abs()));
         obj.insert("ort_max_abs_output".into(), magnitude.into());
     }
+    let profile = if args.profile {
+        let ops = model
+            .profile(inputs.clone(), args.iterations)
+            .context("profiling")?;
+        report
+            .as_object_mut()
+            .expect("an object")
+            .insert("profile".into(), serde_json::to_value(&ops)?);
+        ops
+    } else {
+        vec![]
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         for (k, v) in report.as_object().into_iter().flatten() {
-            println!("{k:<20} {v}");
+            if k != "profile" {
+                println!("{k:<20} {v}");
+            }
         }
+        print_profile(&profile);
     }
     Ok(())
+}
+
+/// The profile as a table: op kind, nodes, ms per run, share of the ops' total.
+fn print_profile(ops: &[edge_runtime::engine::OpTime]) {
+    if ops.is_empty() {
+        return;
+    }
+    let total: f64 = ops.iter().map(|o| o.ms).sum();
+    println!(
+        "\n{:<32} {:>6} {:>10} {:>7}",
+        "op (per run)", "nodes", "ms", "share"
+    );
+    for o in ops {
+        let share = if total > 0.0 { o.ms / total * 1e2 } else { 0.0 };
+        println!("{:<32} {:>6} {:>10.3} {:>6.1}%", o.op, o.nodes, o.ms, share);
+    }
+    println!("{:<32} {:>6} {:>10.3}", "total", "", total);
 }
 
 /// Where `load_ms` went, by step: packing a plain `.onnx` on the fly (`pack`, bench only),

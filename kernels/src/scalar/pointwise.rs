@@ -55,8 +55,8 @@ pub unsafe fn tile_gathered(
 ) {
     for r in 0..rows {
         for (v, &(mask, start)) in lanes.iter().enumerate() {
-            let mut at = start as usize;
-            for l in (0..16).filter(|l| mask >> l & 1 == 1) {
+            let kept = (0..16).filter(|l| mask >> l & 1 == 1);
+            for (at, l) in (start as usize..).zip(kept) {
                 let mut acc = bias[r];
                 for (i, &offset) in offsets.iter().enumerate() {
                     // SAFETY: the caller guarantees the reads.
@@ -67,7 +67,6 @@ pub unsafe fn tile_gathered(
                 }
                 // SAFETY: the caller guarantees the writes.
                 unsafe { *out.add(r * out_stride + at) = acc };
-                at += 1;
             }
         }
     }

@@ -6,6 +6,9 @@ use std::arch::x86_64::*;
 use super::lanes::{mask, store_row, FloatSink, Sink};
 use crate::tile::ROWS;
 
+/// How far ahead of the tile's reduction its weights are prefetched (floats: 2 KiB).
+const PREFETCH_FLOATS: usize = 512;
+
 /// [`crate::pointwise::Kernel::tile`] with `V` vectors of 16 points, the last one masked to
 /// `cols`.
 ///
@@ -43,6 +46,9 @@ pub unsafe fn tile<const V: usize>(
                 };
             }
             let wi = w.add(i * ROWS);
+            // the weights stream from memory once per tile: ask for them 2 KiB ahead (one
+            // line per two steps; past the end the hint is dropped)
+            _mm_prefetch::<_MM_HINT_T0>(wi.wrapping_add(PREFETCH_FLOATS) as *const i8);
             for (r, row) in acc.iter_mut().enumerate() {
                 let k = _mm512_set1_ps(*wi.add(r));
                 for (a, &xv) in row.iter_mut().zip(&xv) {
@@ -88,6 +94,9 @@ pub unsafe fn tile_gathered<const V: usize>(
                 *lane = _mm512_loadu_ps(xi.add(16 * v));
             }
             let wi = w.add(i * ROWS);
+            // the weights stream from memory once per tile: ask for them 2 KiB ahead (one
+            // line per two steps; past the end the hint is dropped)
+            _mm_prefetch::<_MM_HINT_T0>(wi.wrapping_add(PREFETCH_FLOATS) as *const i8);
             for (r, row) in acc.iter_mut().enumerate() {
                 let k = _mm512_set1_ps(*wi.add(r));
                 for (a, &xv) in row.iter_mut().zip(&xv) {

@@ -5,7 +5,7 @@
 use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use super::Engine;
+use super::{Engine, OpTime};
 use crate::bundle::{Dim, InputSpec, VerifiedBundle};
 use crate::error::ModelError;
 use crate::tensor::{DType, Tensor as EfTensor, TensorData};
@@ -262,5 +262,53 @@ impl Engine for CpuEngine {
 
     fn run_in_place(&self, inputs: TVec<TValue>) -> Result<Vec<EfTensor>, ModelError> {
         run_plan(&self.plan, inputs, "cpu")
+    }
+
+    fn profile(&self, inputs: Vec<EfTensor>, runs: usize) -> Result<Vec<OpTime>, ModelError> {
+        let err = |e: TractError| run_err(format!("{e:#}"));
+        let inputs = tract_inputs(inputs, "cpu")?;
+        let mut state = self.plan.spawn().map_err(err)?;
+        let nodes = self.plan.model().nodes().len();
+        // per run, per node: seconds (a first run warms caches and scratch buffers)
+        let mut times = vec![vec![0f64; nodes]; runs.max(1)];
+        for run in 0..=runs.max(1) {
+            let mut node_times = vec![0f64; nodes];
+            state
+                .run_plan_with_eval(inputs.clone(), |ctx, op_state, node, values| {
+                    let start = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, values);
+                    node_times[node.id] += start.elapsed().as_secs_f64();
+                    out
+                })
+                .map_err(err)?;
+            if run > 0 {
+                times[run - 1] = node_times;
+            }
+        }
+        let mut kinds: Vec<(String, usize, Vec<f64>)> = vec![];
+        for node in self.plan.model().nodes() {
+            let name = node.op().name().to_string();
+            let ix = match kinds.iter().position(|k| k.0 == name) {
+                Some(ix) => ix,
+                None => {
+                    kinds.push((name, 0, vec![0.0; times.len()]));
+                    kinds.len() - 1
+                }
+            };
+            kinds[ix].1 += 1;
+            for (run, t) in times.iter().enumerate() {
+                kinds[ix].2[run] += t[node.id];
+            }
+        }
+        let mut profile: Vec<OpTime> = kinds
+            .into_iter()
+            .map(|(op, nodes, mut per_run)| {
+                per_run.sort_by(f64::total_cmp);
+                let ms = per_run[per_run.len() / 2] * 1e3;
+                OpTime { op, nodes, ms }
+            })
+            .collect();
+        profile.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(profile)
     }
 }

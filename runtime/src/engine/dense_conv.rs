@@ -325,7 +325,7 @@ mod tests {
             let bias = values(o, 100 + ix as u32);
             let n = 2;
             let input = values(n * c * h * w, 200 + ix as u32);
-            let mut op = DenseConv::new(g, c, &kernel, &bias).unwrap();
+            let op = DenseConv::new(g, c, &kernel, &bias).unwrap();
             let want = reference(&op, &kernel, &bias, &input, n);
             let (ho, wo) = g.output();
             for kind in Kernel::available(Isa::host()) {

@@ -273,6 +273,17 @@ pub fn f32_values(t: &tract_onnx::prelude::Tensor) -> tract_onnx::prelude::Tract
         .to_vec())
 }
 
+/// One kind of op in a profile ([`Engine::profile`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpTime {
+    /// The op's name in the optimized plan (ours start with `Edge`).
+    pub op: String,
+    /// Nodes of this kind in the plan.
+    pub nodes: usize,
+    /// Milliseconds per run, all its nodes together (median of the runs).
+    pub ms: f64,
+}
+
 /// A prepared model graph, ready to run. Implementations are shared across threads.
 pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Engine name (`cpu`, ...).
@@ -286,6 +297,16 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     }
     /// Runs the graph on already validated and normalized inputs (graph input order).
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError>;
+
+    /// Where one run's time goes: the graph run `runs` times on these inputs (validated and
+    /// normalized), each op's time summed per op kind, slowest first. Only engines that run a
+    /// plan node by node can say.
+    fn profile(&self, _inputs: Vec<Tensor>, _runs: usize) -> Result<Vec<OpTime>, ModelError> {
+        Err(ModelError::EngineRun {
+            engine: self.name(),
+            reason: "per-op profiles are measured on the cpu engine only (try --engine cpu)".into(),
+        })
+    }
 
     /// Runs the graph on tract tensors the caller filled in place ([`crate::InputBuffer`]s,
     /// validated and normalized). Engines that run tract plans take them as they are; the
