@@ -75,6 +75,7 @@ pub mod convert;
 pub mod depthwise;
 pub mod elementwise;
 pub mod pointwise;
+pub mod pool;
 pub mod qdepthwise;
 pub mod qpointwise;
 

@@ -5,7 +5,7 @@
 
 use edge_kernels::Geometry;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec};
 use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
 
 use super::activations::{eval_into, Dst, Src};
@@ -18,17 +18,28 @@ pub(crate) fn conv_geometry(
     node: &TypedNode,
     conv: &Conv,
 ) -> TractResult<Option<(Geometry, bool)>> {
-    let spec = &conv.pool_spec;
-    if conv.q_params.is_some()
-        || node.inputs.len() != 3
-        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        || conv.kernel_fmt != KernelFormat::OIHW
+    if conv.q_params.is_some() || node.inputs.len() != 3 || conv.kernel_fmt != KernelFormat::OIHW {
+        return Ok(None);
+    }
+    plane_geometry(model, node.inputs[0], &conv.pool_spec)
+}
+
+/// The geometry of a window op (convolution, pooling) described by `spec` over the f32,
+/// channel-first, two-dimensional value at `input` whose plane size is known, with whether it
+/// has a batch axis; `None` for any other (and where tract's padding, e.g. ONNX's `ceil_mode`,
+/// gives an output size the geometry does not).
+pub(crate) fn plane_geometry(
+    model: &TypedModel,
+    input: OutletId,
+    spec: &PoolSpec,
+) -> TractResult<Option<(Geometry, bool)>> {
+    if !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
         || spec.kernel_shape.len() != 2
     {
         return Ok(None);
     }
     let batched = spec.data_format == DataFormat::NCHW;
-    let input = model.outlet_fact(node.inputs[0])?;
+    let input = model.outlet_fact(input)?;
     let rank = if batched { 4 } else { 3 };
     if input.datum_type != f32::datum_type() || input.rank() != rank {
         return Ok(None);

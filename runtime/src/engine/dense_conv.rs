@@ -251,7 +251,7 @@ impl EvalOp for DenseConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        // every band covers all output channels: `run` writes every element
+        // `run` writes every output element
         let kind = self.product.kernel();
         self.planes().eval(
             args_1!(inputs),

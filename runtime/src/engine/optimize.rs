@@ -83,6 +83,7 @@ fn substitute(typed: &mut TypedModel) -> TractResult<()> {
     super::pointwise::substitute(typed)?;
     super::channel_affine::substitute(typed)?;
     super::plane_softmax::substitute(typed)?;
+    super::pool::substitute(typed)?;
     super::u8_activations::substitute(typed)?;
     Ok(())
 }
