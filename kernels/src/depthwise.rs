@@ -202,13 +202,10 @@ mod tests {
                 let mut acc = bias as f64;
                 for ky in 0..g.kh {
                     for kx in 0..g.kw {
-                        let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
-                        let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
-                        if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                        let Some((iy, ix)) = g.input_at((y, x), (ky, kx)) else {
                             continue;
-                        }
-                        acc += plane[iy as usize * g.w + ix as usize] as f64
-                            * weights[ky * g.kw + kx] as f64;
+                        };
+                        acc += plane[iy * g.w + ix] as f64 * weights[ky * g.kw + kx] as f64;
                     }
                 }
                 let v = acc as f32;

@@ -104,6 +104,18 @@ impl Geometry {
         masks
     }
 
+    /// Where tap `(ky, kx)` of output `(y, x)` reads the input: `(row, column)`, or `None` on
+    /// padding (the textbook loop the kernels are tested against).
+    pub fn input_at(
+        &self,
+        (y, x): (usize, usize),
+        (ky, kx): (usize, usize),
+    ) -> Option<(usize, usize)> {
+        let iy = (y * self.sy + ky * self.dy).checked_sub(self.pad_top)?;
+        let ix = (x * self.sx + kx * self.dx).checked_sub(self.pad_left)?;
+        (iy < self.h && ix < self.w).then_some((iy, ix))
+    }
+
     /// Whether the kernel fits the padded plane and every size and step is positive.
     pub fn valid(&self) -> bool {
         let (hp, wp) = self.padded();

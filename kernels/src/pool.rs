@@ -171,12 +171,10 @@ mod tests {
                 let mut count = 0.0;
                 for ky in 0..g.kh {
                     for kx in 0..g.kw {
-                        let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
-                        let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
-                        if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                        let Some((iy, ix)) = g.input_at((y, x), (ky, kx)) else {
                             continue;
-                        }
-                        let v = plane[iy as usize * g.w + ix as usize];
+                        };
+                        let v = plane[iy * g.w + ix];
                         acc = match reduce {
                             Reduce::Max => acc.max(v),
                             Reduce::Sum => acc + v,

@@ -96,13 +96,10 @@ pub fn conv_reference(
                     for c in 0..channels {
                         for ky in 0..g.kh {
                             for kx in 0..g.kw {
-                                let iy = (y * g.sy + ky * g.dy) as isize - g.pad_top as isize;
-                                let ix = (x * g.sx + kx * g.dx) as isize - g.pad_left as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                let Some((iy, ix)) = g.input_at((y, x), (ky, kx)) else {
                                     continue;
-                                }
-                                let v = input
-                                    [((b * channels + c) * g.h + iy as usize) * g.w + ix as usize];
+                                };
+                                let v = input[((b * channels + c) * g.h + iy) * g.w + ix];
                                 let w = kernel[((o * channels + c) * g.kh + ky) * g.kw + kx];
                                 acc += v as f64 * w as f64;
                             }

@@ -205,7 +205,13 @@ mod tests {
     }
 
     /// A case: name, input shape, kernel, strides, padding.
-    type Case = (&'static str, [usize; 4], [usize; 2], [usize; 2], PaddingSpec);
+    type Case = (
+        &'static str,
+        [usize; 4],
+        [usize; 2],
+        [usize; 2],
+        PaddingSpec,
+    );
     /// A pool op made from its spec.
     type Maker = Box<dyn Fn(PoolSpec) -> Box<dyn TypedOp>>;
 
