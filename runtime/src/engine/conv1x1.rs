@@ -135,11 +135,11 @@ impl Conv1x1 {
 }
 
 /// An einsum's constant input, its inputs' axis letters (`[input, constant]`) and its output's.
-type EinsumWithConstant = (Arc<Tensor>, [String; 2], String);
+pub(crate) type EinsumWithConstant = (Arc<Tensor>, [String; 2], String);
 
 /// Node `id` when it is an f32 einsum (no quantization parameters) of an input and a constant:
 /// the constant, the inputs' axis letters (`[input, constant]`) and the output's.
-fn f32_einsum_with_constant(
+pub(crate) fn f32_einsum_with_constant(
     model: &TypedModel,
     id: usize,
 ) -> TractResult<Option<EinsumWithConstant>> {

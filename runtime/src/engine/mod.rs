@@ -24,6 +24,7 @@ pub mod ml;
 mod optimize;
 pub mod plane_softmax;
 pub mod pointwise;
+pub mod pointwise_last;
 pub mod pool;
 pub mod qdense_conv;
 pub mod qdepthwise;

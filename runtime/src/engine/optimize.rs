@@ -81,6 +81,7 @@ fn substitute(typed: &mut TypedModel) -> TractResult<()> {
     super::depthwise::substitute(typed)?;
     super::dense_conv::substitute(typed)?;
     super::pointwise::substitute(typed)?;
+    super::pointwise_last::substitute(typed)?;
     super::channel_affine::substitute(typed)?;
     super::plane_softmax::substitute(typed)?;
     super::pool::substitute(typed)?;
