@@ -57,7 +57,7 @@ impl Conv1x1 {
         }
         let weights = super::f32_values(&weights)?;
         let (mut last, mut bias) = (id, vec![0f32; cout]);
-        if let Some((add, extra)) = following_bias(model, id, cout)? {
+        if let Some((add, extra)) = following_bias(model, id, 0, cout)? {
             bias = extra;
             last = add;
         }
@@ -166,11 +166,13 @@ pub(crate) fn f32_einsum_with_constant(
 /// A node's input and output shapes.
 pub(crate) type InOutShapes = (TVec<TDim>, TVec<TDim>);
 
-/// The `Add` of a per-channel (or single) f32 constant that alone reads node `id`'s `[O, …]`
-/// output (a step [`super::channel_affine`] recognizes): the node and the `cout` values it adds.
-fn following_bias(
+/// The `Add` of a per-channel (or single) f32 constant that alone reads node `id`'s output,
+/// whose channels are axis `axis` (a step [`super::channel_affine`] recognizes): the node and
+/// the `cout` values it adds.
+pub(crate) fn following_bias(
     model: &TypedModel,
     id: usize,
+    axis: usize,
     cout: usize,
 ) -> TractResult<Option<(usize, Vec<f32>)>> {
     let from = OutletId::new(id, 0);
@@ -180,7 +182,7 @@ fn following_bias(
     }
     let next = node.outputs[0].successors[0].node;
     Ok(match super::channel_affine::step(model, next, from)? {
-        Some((Step::Add(values), 0)) => Some((next, values)),
+        Some((Step::Add(values), at)) if at == axis => Some((next, values)),
         Some((Step::Add(values), usize::MAX)) => Some((next, vec![values[0]; cout])),
         _ => None,
     })

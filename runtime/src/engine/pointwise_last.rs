@@ -21,7 +21,6 @@ use edge_kernels::Isa;
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 
-use super::channel_affine::Step;
 use super::conv1x1::SharedOut;
 use super::Floats;
 
@@ -130,18 +129,9 @@ impl PointwiseLast {
         }
         let weights = super::f32_values(&weights)?;
         let (mut last, mut bias) = (id, vec![0f32; cout]);
-        let from = OutletId::new(id, 0);
-        if !model.output_outlets()?.contains(&from) && node.outputs[0].successors.len() == 1 {
-            let next = node.outputs[0].successors[0].node;
-            match super::channel_affine::step(model, next, from)? {
-                Some((Step::Add(values), axis)) if Some(axis) == y.find(o) => {
-                    (bias, last) = (values, next)
-                }
-                Some((Step::Add(values), usize::MAX)) => {
-                    (bias, last) = (vec![values[0]; cout], next)
-                }
-                _ => {}
-            }
+        let axis = y.find(o).expect("found");
+        if let Some((add, extra)) = super::conv1x1::following_bias(model, id, axis, cout)? {
+            (bias, last) = (extra, add);
         }
         let (last, clamp) = super::following_clamp(model, last)?;
         let op = PointwiseLast::new(cin, cout, &weights, &bias, points, kind)?;

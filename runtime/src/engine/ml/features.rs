@@ -29,7 +29,6 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("ZipMap", |_, _| Ok((expand(ZipMap), vec![])));
 }
 
-/// `value[i]`, or `value[0]` for every `i` when there is one value.
 /// The rules of an operator whose one output has its one input's type and shape.
 fn same_as_input<'r, 'p: 'r>(
     s: &mut Solver<'r>,
@@ -43,6 +42,7 @@ fn same_as_input<'r, 'p: 'r>(
     Ok(())
 }
 
+/// `value[i]`, or `value[0]` for every `i` when there is one value.
 fn per_column(values: &[f32], i: usize) -> f32 {
     if values.len() == 1 {
         values[0]
