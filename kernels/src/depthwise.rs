@@ -79,10 +79,15 @@ impl Kernel {
     }
 
     /// The integer kernel that stands in for this one on 8-bit input, where `isa` has it
-    /// (AVX-512 with VNNI and VBMI in place of the AVX-512 float kernel).
+    /// (AVX-512 with VNNI and VBMI in place of the AVX-512 float kernel; dotprod or i8mm in
+    /// place of the NEON one).
     pub fn integer_variant(self, isa: Isa) -> Option<qdepthwise::Kernel> {
         #[cfg(target_arch = "x86_64")]
         if self.0 == Kind::Avx512 {
+            return qdepthwise::Kernel::best(isa);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if self.0 == Kind::Neon {
             return qdepthwise::Kernel::best(isa);
         }
         None

@@ -4,7 +4,7 @@
 //! clamp ([`channel_affine`]), and a softmax over an axis that is not the innermost
 //! ([`softmax_planes`]).
 
-// the vector kernels of some families exist on x86-64 only: elsewhere their arguments go unused
+// the vector kernels of some maps exist on some targets only: elsewhere their arguments go unused
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_imports))]
 
 use crate::isa::{Feature, Isa};
@@ -23,6 +23,11 @@ pub fn apply_pair(isa: Isa, pair: &Pair, data: &mut [f32]) {
             // SAFETY: `isa` has AVX2 only where the CPU does.
             return unsafe { crate::x86_64::elementwise::apply_pair_avx2(pair, data) };
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa.has(Feature::Neon) {
+        // SAFETY: `isa` has NEON only where the CPU does.
+        return unsafe { crate::aarch64::elementwise::apply_pair(pair, data) };
     }
     plain::apply_pair(pair, data)
 }

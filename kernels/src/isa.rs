@@ -18,17 +18,29 @@ pub enum Feature {
     Avx512Vnni,
     /// x86-64: AVX-512 VBMI (`vpermb`: byte permutes).
     Avx512Vbmi,
+    /// x86-64: AVX-VNNI (`vpdpbusd` on 256 bits, VEX encoded; Alder Lake, Gracemont N-series,
+    /// Sapphire Rapids and later).
+    AvxVnni,
     /// aarch64: Advanced SIMD (NEON).
     Neon,
+    /// aarch64: Armv8.2 dot product (`sdot`/`udot`: four i8 products summed into i32;
+    /// Cortex-A76/A78, Raspberry Pi 5, Jetson Orin).
+    Dotprod,
+    /// aarch64: Armv8.6 int8 matrix multiply (`usdot`: u8 × i8, `smmla`/`usmmla`; Cortex-A710
+    /// and later, Neoverse N2/V).
+    I8mm,
 }
 
 impl Feature {
-    const ALL: [Feature; 5] = [
+    const ALL: [Feature; 8] = [
         Feature::Avx2Fma,
         Feature::Avx512,
         Feature::Avx512Vnni,
         Feature::Avx512Vbmi,
+        Feature::AvxVnni,
         Feature::Neon,
+        Feature::Dotprod,
+        Feature::I8mm,
     ];
 
     const fn bit(self) -> u8 {
@@ -42,7 +54,10 @@ impl Feature {
             Feature::Avx512 => "avx512",
             Feature::Avx512Vnni => "avx512-vnni",
             Feature::Avx512Vbmi => "avx512-vbmi",
+            Feature::AvxVnni => "avx-vnni",
             Feature::Neon => "neon",
+            Feature::Dotprod => "dotprod",
+            Feature::I8mm => "i8mm",
         }
     }
 }
@@ -52,11 +67,16 @@ impl Feature {
 const LEVELS: &[(&str, &[Feature])] = &[
     ("scalar", &[]),
     ("avx2", &[Feature::Avx2Fma]),
-    ("avx512", &[Feature::Avx2Fma, Feature::Avx512]),
+    ("avx-vnni", &[Feature::Avx2Fma, Feature::AvxVnni]),
+    (
+        "avx512",
+        &[Feature::Avx2Fma, Feature::AvxVnni, Feature::Avx512],
+    ),
     (
         "avx512-vnni",
         &[
             Feature::Avx2Fma,
+            Feature::AvxVnni,
             Feature::Avx512,
             Feature::Avx512Vnni,
             Feature::Avx512Vbmi,
@@ -64,7 +84,12 @@ const LEVELS: &[(&str, &[Feature])] = &[
     ),
 ];
 #[cfg(target_arch = "aarch64")]
-const LEVELS: &[(&str, &[Feature])] = &[("scalar", &[]), ("neon", &[Feature::Neon])];
+const LEVELS: &[(&str, &[Feature])] = &[
+    ("scalar", &[]),
+    ("neon", &[Feature::Neon]),
+    ("dotprod", &[Feature::Neon, Feature::Dotprod]),
+    ("i8mm", &[Feature::Neon, Feature::Dotprod, Feature::I8mm]),
+];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const LEVELS: &[(&str, &[Feature])] = &[("scalar", &[])];
 
@@ -198,14 +223,18 @@ fn cpu_has(f: Feature) -> bool {
         Feature::Avx512 => has!("avx512f") && has!("avx512bw") && has!("avx512vl"),
         Feature::Avx512Vnni => cpu_has(Feature::Avx512) && has!("avx512vnni"),
         Feature::Avx512Vbmi => cpu_has(Feature::Avx512) && has!("avx512vbmi"),
-        Feature::Neon => false,
+        Feature::AvxVnni => cpu_has(Feature::Avx2Fma) && has!("avxvnni"),
+        Feature::Neon | Feature::Dotprod | Feature::I8mm => false,
     }
 }
 
 #[cfg(target_arch = "aarch64")]
 fn cpu_has(f: Feature) -> bool {
+    use std::arch::is_aarch64_feature_detected as has;
     match f {
-        Feature::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+        Feature::Neon => has!("neon"),
+        Feature::Dotprod => has!("neon") && has!("dotprod"),
+        Feature::I8mm => has!("neon") && has!("dotprod") && has!("i8mm"),
         _ => false,
     }
 }
@@ -222,6 +251,14 @@ mod tests {
     #[test]
     fn levels_are_nested_and_start_at_scalar() {
         let levels = Isa::detected().levels();
+        eprintln!(
+            "levels: {}",
+            levels
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
         assert_eq!(levels[0], Isa::scalar());
         for pair in levels.windows(2) {
             // each level's features include the one below

@@ -61,6 +61,7 @@ pub(crate) use plane_fn;
 pub mod byte_plane;
 pub mod geometry;
 pub mod isa;
+pub mod marker;
 pub mod quant;
 pub mod tile;
 pub mod trees;

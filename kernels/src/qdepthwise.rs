@@ -1,4 +1,5 @@
-//! The integer depthwise and im2col kernels over a [`BytePlane`] (AVX-512 VNNI + VBMI): where a
+//! The integer depthwise and im2col kernels over a [`BytePlane`] (AVX-512 VNNI + VBMI; aarch64
+//! dotprod or i8mm, `tbl` as the permute, see [`crate::aarch64::qdepthwise`]): where a
 //! depthwise or ordinary convolution reads the 8-bit values of a quantize→dequantize pair and
 //! its weights are int8 values times a per-channel scale, the products run on the bytes, four
 //! taps per lane per instruction (`vpdpbusd`), instead of widening every input byte to a float.
@@ -16,8 +17,11 @@
 //! shared too. A 3×3 layer costs three permutes and three multiply-adds per 16 outputs where
 //! the float kernel did nine FMAs.
 
-// the vector kernels of some families exist on x86-64 only: elsewhere their arguments go unused
-#![cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_imports))]
+// the vector kernels exist on x86-64 and aarch64 only: elsewhere their arguments go unused
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables, unused_imports, dead_code)
+)]
 
 use crate::byte_plane::BytePlane;
 use crate::isa::{Feature, Isa};
@@ -32,6 +36,12 @@ enum Kind {
     /// AVX-512 F, BW, VL, VNNI and VBMI.
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// aarch64 dotprod: `sdot` on bytes stored with their top bit flipped.
+    #[cfg(target_arch = "aarch64")]
+    Dot,
+    /// aarch64 i8mm: `usdot` on plain bytes.
+    #[cfg(target_arch = "aarch64")]
+    UsDot,
 }
 
 /// Where a plane's outputs go: f32 values (clamped to the range, if any), or the 8-bit values a
@@ -48,6 +58,8 @@ pub enum PlaneOut<'a> {
 pub struct Permutes {
     #[cfg(target_arch = "x86_64")]
     groups: Vec<(usize, std::arch::x86_64::__m512i)>,
+    #[cfg(target_arch = "aarch64")]
+    groups: Vec<crate::aarch64::qdepthwise::Group>,
 }
 
 impl Kernel {
@@ -57,7 +69,33 @@ impl Kernel {
         if isa.has_all(&[Feature::Avx512, Feature::Avx512Vnni, Feature::Avx512Vbmi]) {
             return Some(Kernel(Kind::Vnni));
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if isa.has_all(&[Feature::Neon, Feature::Dotprod, Feature::I8mm]) {
+                return Some(Kernel(Kind::UsDot));
+            }
+            if isa.has_all(&[Feature::Neon, Feature::Dotprod]) {
+                return Some(Kernel(Kind::Dot));
+            }
+        }
         None
+    }
+
+    /// What the fills XOR into every byte (and the words [`Kernel::gather_rows`] makes hold):
+    /// the same form as [`crate::qpointwise::Kernel::flip`] of the pointwise kernel of the
+    /// same level (`0x80` per byte for `sdot`, else 0).
+    pub fn flip(self) -> u32 {
+        match self.0 {
+            #[cfg(target_arch = "aarch64")]
+            Kind::Dot => 0x8080_8080,
+            #[allow(unreachable_patterns)]
+            _ => 0,
+        }
+    }
+
+    /// A scratch for `plane` ([`BytePlane::scratch`]) with the padding in this kernel's form.
+    pub fn scratch(self, plane: &BytePlane) -> Vec<u8> {
+        vec![plane.zero ^ self.flip() as u8; plane.len]
     }
 
     /// `plane`'s groups for [`Kernel::gather_rows`] and the plane kernels.
@@ -67,6 +105,10 @@ impl Kernel {
             Kind::Vnni => Permutes {
                 // SAFETY: a Vnni kernel exists only where the CPU has AVX-512F.
                 groups: unsafe { crate::x86_64::qdepthwise::permutes(plane) },
+            },
+            #[cfg(target_arch = "aarch64")]
+            _ => Permutes {
+                groups: crate::aarch64::qdepthwise::groups(plane),
             },
         }
     }
@@ -81,6 +123,11 @@ impl Kernel {
             // SAFETY: a Vnni kernel exists only where the CPU has AVX-512F and BW; the rows
             // are sliced with bounds checks.
             Kind::Vnni => unsafe { crate::x86_64::qdepthwise::fill_bytes(plane, input, scratch) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: an aarch64 kernel exists only where the CPU has NEON; sizes checked.
+            _ => unsafe {
+                crate::aarch64::qdepthwise::fill_bytes(plane, input, scratch, self.flip() as u8)
+            },
         }
     }
 
@@ -102,12 +149,24 @@ impl Kernel {
             Kind::Vnni => unsafe {
                 crate::x86_64::qdepthwise::fill_quantized(plane, input, scratch, form)
             },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: an aarch64 kernel exists only where the CPU has NEON; sizes checked.
+            _ => unsafe {
+                crate::aarch64::qdepthwise::fill_quantized(
+                    plane,
+                    input,
+                    scratch,
+                    form,
+                    self.flip() as u8,
+                )
+            },
         }
     }
 
     /// Every output's taps of each group of the filled `scratch`, output row by output row,
     /// as words of four bytes: `packed[k · points + y · wo + x]` for group `k` (an im2col
-    /// matrix in VNNI order, for [`crate::qpointwise::Kernel::tile`]).
+    /// matrix in VNNI order, for [`crate::qpointwise::Kernel::tile`]), XORed with
+    /// [`Kernel::flip`] as the fill stored them.
     pub fn gather_rows(
         self,
         plane: &BytePlane,
@@ -125,6 +184,13 @@ impl Kernel {
             Kind::Vnni => unsafe {
                 assert_eq!(permutes.groups.len(), plane.groups.len());
                 crate::x86_64::qdepthwise::gather_rows(plane, scratch, &permutes.groups, packed)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: an aarch64 kernel exists only where the CPU has NEON; `BytePlane::new`
+            // sized the scratch for every row's reads (checked by length above).
+            _ => unsafe {
+                assert_eq!(permutes.groups.len(), plane.groups.len());
+                crate::aarch64::qdepthwise::gather_rows(plane, scratch, &permutes.groups, packed)
             },
         }
     }
@@ -165,11 +231,30 @@ impl Kernel {
                     }
                 }
             },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: an aarch64 kernel exists only where the CPU has its features; the sizes
+            // are checked above and the plane's length covers the row reads.
+            _ => unsafe {
+                use crate::aarch64::qdepthwise::{plane_sdot, plane_usdot, Out};
+                let out = match out {
+                    PlaneOut::F32(o, clamp) => Out::F32(o, clamp),
+                    PlaneOut::U8(o, q) => Out::U8(o, q),
+                };
+                let groups = &permutes.groups;
+                if self.0 == Kind::Dot {
+                    plane_sdot(plane, out, scratch, groups, words, (scale, offset))
+                } else {
+                    plane_usdot(plane, out, scratch, groups, words, (scale, offset))
+                }
+            },
         }
     }
 
     /// The plane kernels' sizes: one plane of outputs, the plane's scratch, a word per group.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(unused_variables)
+    )]
     fn check(
         self,
         plane: &BytePlane,
@@ -181,12 +266,12 @@ impl Kernel {
         let (ho, wo) = plane.geometry.output();
         assert!(outputs == ho * wo && scratch.len() == plane.len);
         assert!(words.len() == plane.groups.len());
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         assert_eq!(permutes.groups.len(), plane.groups.len());
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(all(test, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod tests {
     use super::*;
     use crate::geometry::Geometry;
@@ -198,9 +283,14 @@ mod tests {
     /// f32 quantized on the way alike.
     #[test]
     fn the_integer_kernels_match_the_textbook_loop() {
-        let Some(kernel) = Kernel::best(Isa::host()) else {
-            return;
-        };
+        for isa in Isa::host().levels() {
+            if let Some(kernel) = Kernel::best(isa) {
+                integer_kernel_matches_the_textbook_loop(kernel);
+            }
+        }
+    }
+
+    fn integer_kernel_matches_the_textbook_loop(kernel: Kernel) {
         let form = U8Form::new(1.0 / 0.04, 121.0, 0.04);
         let out_q = U8Form::new(1.0 / 0.03, 87.0, 0.03).requantizer(None);
         let mut checked = 0;
@@ -240,9 +330,9 @@ mod tests {
                 }
             }
             let permutes = kernel.permutes(&plane);
-            let mut scratch = plane.scratch();
+            let mut scratch = kernel.scratch(&plane);
             kernel.fill_bytes(&plane, &bytes, &mut scratch);
-            let mut quantized = plane.scratch();
+            let mut quantized = kernel.scratch(&plane);
             let floats: Vec<f32> = bytes.iter().map(|&b| form.dequantize(b)).collect();
             kernel.fill_quantized(&plane, &floats, &mut quantized, form);
             assert_eq!(scratch, quantized, "{g:?}");
@@ -262,7 +352,7 @@ mod tests {
             for (k, group) in plane.groups.iter().enumerate() {
                 let w = words[k];
                 for p in 0..ho * wo {
-                    let taps = packed[k * ho * wo + p].to_le_bytes();
+                    let taps = (packed[k * ho * wo + p] ^ kernel.flip()).to_le_bytes();
                     let ws = w.to_le_bytes();
                     let dot: i64 = taps
                         .iter()

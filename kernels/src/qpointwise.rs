@@ -5,11 +5,17 @@
 //! instruction), weights broadcast four bytes at a time from a copy packed at load
 //! ([`pack_weights`]), then `sum · scale[o] + offset[o]`, the clamp and one store per vector, as
 //! f32 or as the bytes of the next pair. One point (a classifier's matrix–vector product) runs
-//! across output channels instead ([`Kernel::gemv`]). AVX-512 VNNI; the plain Rust kernels are
-//! the reference.
+//! across output channels instead ([`Kernel::gemv`]). AVX-512 VNNI, AVX-VNNI (8 points per
+//! vector); on aarch64 `usdot` (i8mm),
+//! `sdot` (dotprod) and `smull`/`sadalp` (NEON), the last two on input packed with each
+//! byte's top bit flipped ([`Kernel::flip`]); the plain Rust kernels are the reference.
 
-// the vector kernels of some families exist on x86-64 only: elsewhere their arguments go unused
-#![cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_imports))]
+// the vector kernels of some families exist on some targets only: elsewhere their arguments go
+// unused
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables, unused_imports)
+)]
 
 use crate::isa::{Feature, Isa};
 use crate::scalar;
@@ -23,9 +29,21 @@ pub struct Kernel(Kind);
 enum Kind {
     /// Plain Rust, any target (the reference).
     Scalar,
+    /// AVX2 with AVX-VNNI (`vpdpbusd` on 256 bits).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
     /// AVX-512F with VNNI (`vpdpbusd`).
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// aarch64 NEON: `smull`/`smlal`/`sadalp` on signed bytes.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+    /// aarch64 dotprod: `sdot` on signed bytes.
+    #[cfg(target_arch = "aarch64")]
+    Dot,
+    /// aarch64 i8mm: `usdot` (u8 × i8).
+    #[cfg(target_arch = "aarch64")]
+    UsDot,
 }
 
 impl Kernel {
@@ -42,15 +60,58 @@ impl Kernel {
     pub fn available(isa: Isa) -> Vec<Kernel> {
         let mut all = vec![Kernel::SCALAR];
         #[cfg(target_arch = "x86_64")]
-        if isa.has_all(&[Feature::Avx512, Feature::Avx512Vnni]) {
-            all.push(Kernel(Kind::Vnni));
+        {
+            if isa.has_all(&[Feature::Avx2Fma, Feature::AvxVnni]) {
+                all.push(Kernel(Kind::AvxVnni));
+            }
+            if isa.has_all(&[Feature::Avx512, Feature::Avx512Vnni]) {
+                all.push(Kernel(Kind::Vnni));
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if isa.has(Feature::Neon) {
+                all.push(Kernel(Kind::Neon));
+            }
+            if isa.has_all(&[Feature::Neon, Feature::Dotprod]) {
+                all.push(Kernel(Kind::Dot));
+            }
+            if isa.has_all(&[Feature::Neon, Feature::Dotprod, Feature::I8mm]) {
+                all.push(Kernel(Kind::UsDot));
+            }
         }
         all
     }
 
-    /// Whether it is a vector kernel (the op is worth substituting only then).
+    /// What this kernel's packs XOR into every word: `0x80808080` where the products are
+    /// signed (each byte then holds `q − 128` as i8; the tile adds `128 · Σ w` back), else 0.
+    /// Words handed to [`Kernel::tile`] from elsewhere must be in this form.
+    pub fn flip(self) -> u32 {
+        match self.0 {
+            #[cfg(target_arch = "aarch64")]
+            Kind::Neon | Kind::Dot => crate::aarch64::qpointwise::SIGNED,
+            _ => 0,
+        }
+    }
+
+    /// Whether it is a vector kernel.
     pub fn is_vector(self) -> bool {
         self.0 != Kind::Scalar
+    }
+
+    /// Whether a graph's int8 layers are worth running on it: a vector kernel whose level also
+    /// has the rest of the 8-bit path vectorized (pack, byte stores, the depthwise layers' byte
+    /// fills). Not yet AVX-VNNI: its tile is here and tested, but at that level the rest is
+    /// still plain Rust, and a whole int8 MobileNetV2 ran 20.5 ms on it against 16.8 ms with
+    /// tract's float kernels around the pairs (docs/benchmarks.md).
+    pub fn serves_graphs(self) -> bool {
+        match self.0 {
+            Kind::Scalar => false,
+            #[cfg(target_arch = "x86_64")]
+            Kind::AvxVnni => false,
+            #[allow(unreachable_patterns)]
+            _ => true,
+        }
     }
 
     /// The kernel's name, for op descriptions.
@@ -58,13 +119,21 @@ impl Kernel {
         match self.0 {
             Kind::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
+            Kind::AvxVnni => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
             Kind::Vnni => "avx512-vnni",
+            #[cfg(target_arch = "aarch64")]
+            Kind::Neon => "neon",
+            #[cfg(target_arch = "aarch64")]
+            Kind::Dot => "dotprod",
+            #[cfg(target_arch = "aarch64")]
+            Kind::UsDot => "i8mm",
         }
     }
 
     /// `packed[g·points + p]` = the four quantized values (`clamp(round_even(x · inv) + zp,
     /// 0, 255)`, NaN → `zp`) of input channels `4g..4g+4` at point `p`, one byte each, low byte
-    /// first (zero past `cin`).
+    /// first (zero past `cin`), XORed with [`Kernel::flip`].
     pub fn pack(
         self,
         input: &[f32],
@@ -78,10 +147,18 @@ impl Kernel {
         match self.0 {
             Kind::Scalar => scalar::qpointwise::pack(input, cin, points, inv, zp, packed),
             #[cfg(target_arch = "x86_64")]
+            Kind::AvxVnni => scalar::qpointwise::pack(input, cin, points, inv, zp, packed),
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: a Vnni kernel exists only where the CPU has AVX-512 with VNNI; the
             // lengths are checked above.
             Kind::Vnni => unsafe {
                 crate::x86_64::qpointwise::pack(input, cin, points, inv, zp, packed)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: an aarch64 kernel exists only where the CPU has NEON; the lengths are
+            // checked above.
+            _ => unsafe {
+                crate::aarch64::qpointwise::pack(input, cin, points, inv, zp, self.flip(), packed)
             },
         }
     }
@@ -92,10 +169,18 @@ impl Kernel {
         match self.0 {
             Kind::Scalar => scalar::qpointwise::pack_bytes(input, cin, points, packed),
             #[cfg(target_arch = "x86_64")]
+            Kind::AvxVnni => scalar::qpointwise::pack_bytes(input, cin, points, packed),
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: a Vnni kernel exists only where the CPU has AVX-512 with VNNI; the
             // lengths are checked above.
             Kind::Vnni => unsafe {
                 crate::x86_64::qpointwise::pack_bytes(input, cin, points, packed)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: an aarch64 kernel exists only where the CPU has NEON; the lengths are
+            // checked above.
+            _ => unsafe {
+                crate::aarch64::qpointwise::pack_bytes(input, cin, points, self.flip(), packed)
             },
         }
     }
@@ -140,6 +225,10 @@ impl Kernel {
                     clamp,
                 ),
                 #[cfg(target_arch = "x86_64")]
+                Kind::AvxVnni => crate::x86_64::qpointwise::tile_avx_vnni((
+                    k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
+                )),
+                #[cfg(target_arch = "x86_64")]
                 Kind::Vnni => {
                     use crate::x86_64::qpointwise::tile;
                     let args = (
@@ -151,6 +240,18 @@ impl Kernel {
                         _ => tile::<1>(args),
                     }
                 }
+                #[cfg(target_arch = "aarch64")]
+                Kind::Neon => crate::aarch64::qpointwise::tile_neon((
+                    k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
+                )),
+                #[cfg(target_arch = "aarch64")]
+                Kind::Dot => crate::aarch64::qpointwise::tile_dot((
+                    k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
+                )),
+                #[cfg(target_arch = "aarch64")]
+                Kind::UsDot => crate::aarch64::qpointwise::tile_usdot((
+                    k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
+                )),
             }
         }
     }
@@ -183,15 +284,40 @@ impl Kernel {
                 Kind::Vnni => {
                     crate::x86_64::qpointwise::gemv(x, weights, (scale, offset), out, cout, clamp)
                 }
+                // elsewhere: the tile on one column, tile by tile (the classifier's product is
+                // under 1 % of a CNN's; the dot kernels still run 32 products per step)
+                #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+                _ => {
+                    let k4 = x.len();
+                    for t in 0..tiles {
+                        self.tile(
+                            k4,
+                            x.as_ptr(),
+                            1,
+                            &weights[t * k4 * ROWS..][..k4 * ROWS],
+                            (&scale[t * ROWS..][..ROWS], &offset[t * ROWS..][..ROWS]),
+                            out.at(t * ROWS),
+                            ROWS.min(cout - t * ROWS),
+                            1,
+                            clamp,
+                        )
+                    }
+                }
             }
         }
     }
 }
 
-/// Int8 weights `qw` (`[O, I]`) as the tiles read them: `[⌈O/8⌉][⌈I/4⌉][8]` words of four
-/// weights (input channels `4k..4k+4`, low byte first), zeros past `O` and `I`.
+/// Int8 weights `qw` (`[O, I]`, each in `-127..=127`, as [`crate::quant::integer_rows`] gives
+/// them: the NEON kernel sums two products in 16 bits) as the tiles read them:
+/// `[⌈O/8⌉][⌈I/4⌉][8]` words of four weights (input channels `4k..4k+4`, low byte first), zeros
+/// past `O` and `I`.
 pub fn pack_weights(qw: &[i8], cin: usize, cout: usize) -> Vec<i32> {
     assert_eq!(qw.len(), cin * cout);
+    assert!(
+        !qw.contains(&i8::MIN),
+        "int8 weights must lie in -127..=127 (symmetric quantization)"
+    );
     let (tiles, k4) = (cout.div_ceil(ROWS), cin.div_ceil(4));
     let mut bytes = vec![0i8; tiles * k4 * ROWS * 4];
     for o in 0..cout {
@@ -211,6 +337,70 @@ mod tests {
     use super::*;
     use crate::quant::U8Form;
     use crate::testing::values;
+
+    /// The sums' extremes: every byte 0 or 255 against weights of ±127 arranged so that pairs
+    /// of products reach the NEON kernel's 16-bit bound (`2 · 128 · 127`), over partial tiles
+    /// and odd word counts; every kernel gives the scalar sums exactly (f32 outputs of the
+    /// integer sums at scale 1, offset 0).
+    #[test]
+    fn extreme_bytes_and_weights_give_exact_sums() {
+        for &(cin, cout, points) in &[
+            (64usize, 8usize, 48usize),
+            (36, 13, 7),
+            (8, 8, 1),
+            (1040, 8, 5),
+        ] {
+            let bytes: Vec<u8> = (0..cin * points)
+                .map(|i| {
+                    if (i / points + i % 3) % 2 == 0 {
+                        0
+                    } else {
+                        255
+                    }
+                })
+                .collect();
+            let qw: Vec<i8> = (0..cin * cout)
+                .map(|i| {
+                    if (i % cin + i / cin) % 2 == 0 {
+                        -127
+                    } else {
+                        127
+                    }
+                })
+                .collect();
+            let k4 = cin.div_ceil(4);
+            let packed_w = pack_weights(&qw, cin, cout);
+            let (scale, offset) = (vec![1f32; ROWS], vec![0f32; ROWS]);
+            let run = |kernel: Kernel| {
+                let mut packed = vec![0u32; k4 * points];
+                kernel.pack_bytes(&bytes, cin, points, &mut packed);
+                let mut out = vec![f32::NAN; cout * points];
+                for t in 0..cout.div_ceil(ROWS) {
+                    for c0 in (0..points).step_by(COLS) {
+                        // SAFETY: tile `t`'s rows, columns `c0..` of `packed` and `out`.
+                        unsafe {
+                            kernel.tile(
+                                k4,
+                                packed.as_ptr().add(c0),
+                                points,
+                                &packed_w[t * k4 * ROWS..][..k4 * ROWS],
+                                (&scale, &offset),
+                                TileOut::F32(out.as_mut_ptr().add(t * ROWS * points + c0)),
+                                ROWS.min(cout - t * ROWS),
+                                COLS.min(points - c0),
+                                None,
+                            )
+                        }
+                    }
+                }
+                out
+            };
+            let want = run(Kernel::SCALAR);
+            for kernel in Kernel::available(Isa::host()) {
+                assert_eq!(run(kernel), want, "{kernel:?} {cin}->{cout} over {points}");
+            }
+        }
+    }
 
     /// Every kernel set on every level: the pack gives the scalar pack's words (the pair's
     /// rounding on NaN, ±∞ and values past the range included), and the tiles and the
@@ -293,14 +483,12 @@ mod tests {
                         form.zero_point(),
                         &mut packed,
                     );
-                    assert_eq!(packed, want_packed, "{kernel:?} pack {cin}x{points}");
+                    let flipped: Vec<u32> = want_packed.iter().map(|w| w ^ kernel.flip()).collect();
+                    assert_eq!(packed, flipped, "{kernel:?} pack {cin}x{points}");
                     let bytes: Vec<u8> = x.iter().map(|&v| form.quantize(v)).collect();
                     let mut from_bytes = vec![0u32; k4 * points];
                     kernel.pack_bytes(&bytes, cin, points, &mut from_bytes);
-                    assert_eq!(
-                        from_bytes, want_packed,
-                        "{kernel:?} pack_bytes {cin}x{points}"
-                    );
+                    assert_eq!(from_bytes, flipped, "{kernel:?} pack_bytes {cin}x{points}");
                     let (got, _) = run(kernel, &packed, true);
                     let (_, got_bytes) = run(kernel, &packed, false);
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {

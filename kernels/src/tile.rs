@@ -27,3 +27,18 @@ impl TileOut {
         }
     }
 }
+
+/// An integer tile's arguments, as [`crate::qpointwise::Kernel::tile`] takes them: `k4, x,
+/// stride, weights, scale, offset, out, rows, cols, clamp`.
+pub type TileArgs<'a> = (
+    usize,
+    *const u32,
+    usize,
+    &'a [i32],
+    &'a [f32],
+    &'a [f32],
+    TileOut,
+    usize,
+    usize,
+    Option<(f32, f32)>,
+);

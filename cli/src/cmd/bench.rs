@@ -61,9 +61,19 @@ pub struct BenchArgs {
     /// milliseconds per run (median of the timed runs) and share, slowest first.
     #[arg(long)]
     profile: bool,
+    /// Mark each timed run for an instruction counter (`../shared/armlab`, bench/aarch64.sh):
+    /// `close(-(100000 + i))` before the first timed run and after each one, a call that fails
+    /// with EBADF and does nothing else; the inputs are copied before the first mark.
+    #[arg(long)]
+    markers: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// armlab's marker `i` (see `edge_kernels::marker`).
+fn mark(i: usize) {
+    edge_runtime::engine::kernels::marker::mark(i as u32);
 }
 
 fn unix_now() -> u64 {
@@ -218,13 +228,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
         indicatif::ProgressBar::new(args.iterations as u64)
     };
     let mut lat = Vec::with_capacity(args.iterations);
+    // with markers, every copy is made before the first mark so that the marks bracket the
+    // runs alone
+    let mut copies: Vec<Vec<Tensor>> = if args.markers {
+        (0..args.iterations).map(|_| inputs.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    if args.markers {
+        mark(0);
+    }
     let total = Instant::now();
-    for _ in 0..args.iterations {
+    for i in 0..args.iterations {
         // the copy an app would not make (its input is new each call) stays outside the timing
-        let input = inputs.clone();
+        let input = copies.pop().unwrap_or_else(|| inputs.clone());
         let t = Instant::now();
         model.predict(input)?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
+        if args.markers {
+            mark(i + 1);
+        }
         bar.inc(1);
     }
     let total_s = total.elapsed().as_secs_f64();

@@ -57,7 +57,8 @@ impl Conv1x1 {
         }
         let weights = super::f32_values(&weights)?;
         let (mut last, mut bias) = (id, vec![0f32; cout]);
-        if let Some((add, extra)) = following_bias(model, id, 0, cout)? {
+        // the channels are axis 1 of a batched output (`NOHW`), else axis 0
+        if let Some((add, extra)) = following_bias(model, id, batched_out as usize, cout)? {
             bias = extra;
             last = add;
         }

@@ -271,13 +271,28 @@ impl Engine for CpuEngine {
         let nodes = self.plan.model().nodes().len();
         // per run, per node: seconds (a first run warms caches and scratch buffers)
         let mut times = vec![vec![0f64; nodes]; runs.max(1)];
+        // EDGE_PROFILE_MARKERS=1: the last run's nodes (but constants, sources and reshapes)
+        // bracketed by instruction-counter markers 2·id and 2·id + 1 (`edge_kernels::marker`;
+        // armlab keeps 256 per process), each named on stderr
+        let markers = std::env::var_os("EDGE_PROFILE_MARKERS").is_some();
+        let marked =
+            |node: &TypedNode| !matches!(&*node.op().name(), "Const" | "Source" | "IntoShape");
         for run in 0..=runs.max(1) {
             let mut node_times = vec![0f64; nodes];
+            let mark = markers && run == runs.max(1);
             state
                 .run_plan_with_eval(inputs.clone(), |ctx, op_state, node, values| {
+                    let counted = mark && marked(node);
+                    if counted {
+                        eprintln!("marker {}: {} {}", 2 * node.id, node.name, node.op().name());
+                        edge_kernels::marker::mark(2 * node.id as u32);
+                    }
                     let start = std::time::Instant::now();
                     let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, values);
                     node_times[node.id] += start.elapsed().as_secs_f64();
+                    if counted {
+                        edge_kernels::marker::mark(2 * node.id as u32 + 1);
+                    }
                     out
                 })
                 .map_err(err)?;

@@ -33,9 +33,11 @@ use super::conv2d::{constant_kernel_and_bias, conv_geometry, Planes};
 use super::pointwise::Pointwise;
 
 /// Replaces every one-group convolution this op handles, with the clamp that follows it (ReLU,
-/// ReLU6) fused in; returns how many it replaced. Does nothing on CPUs without AVX-512F.
+/// ReLU6) fused in; returns how many it replaced. The float op needs AVX-512F; the integer one
+/// ([`super::qdense_conv`]) its own kernels (AVX-512 VNNI + VBMI, aarch64 dotprod or i8mm).
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    if !Kernel::best(Isa::host()).is_vector() {
+    let float = Kernel::best(Isa::host()).is_vector();
+    if !float && edge_kernels::qdepthwise::Kernel::best(Isa::host()).is_none() {
         return Ok(0);
     }
     let mut replaced = 0;
@@ -50,6 +52,9 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         {
             super::replace_run(model, input, id, last, op)?;
             replaced += 1;
+            continue;
+        }
+        if !float {
             continue;
         }
         let Some(op) = DenseConv::from_conv(model, model.node(id), conv)? else {

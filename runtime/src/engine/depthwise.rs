@@ -326,7 +326,7 @@ impl DepthwiseConv {
         };
         match (output, self.output) {
             (Dst::F32(out), None) => par_chunks_mut(out, ho * wo, work, |first, chunk| {
-                let mut scratch = plan.plane.scratch();
+                let mut scratch = kernel.scratch(&plan.plane);
                 for (ix, out) in chunk.chunks_exact_mut(ho * wo).enumerate() {
                     let (words, affine) = prepare(first + ix, &mut scratch)?;
                     let out = PlaneOut::F32(out, clamp);
@@ -337,7 +337,7 @@ impl DepthwiseConv {
             (Dst::U8(out), Some(form)) => {
                 let q = form.requantizer(clamp);
                 par_chunks_mut(out, ho * wo, work, |first, chunk| {
-                    let mut scratch = plan.plane.scratch();
+                    let mut scratch = kernel.scratch(&plan.plane);
                     for (ix, out) in chunk.chunks_exact_mut(ho * wo).enumerate() {
                         let (words, affine) = prepare(first + ix, &mut scratch)?;
                         let out = PlaneOut::U8(out, q);

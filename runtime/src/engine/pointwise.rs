@@ -28,10 +28,13 @@ use super::Floats;
 /// Replaces every 1×1 channel-first convolution einsum this op handles (with a per-channel
 /// bias `Add` and a clamp that follow it fused in) by this op, or by the integer one
 /// ([`super::qpointwise`]) where its input is quantized, its weights are int8 values times a
-/// per-channel scale and the CPU has AVX-512 VNNI; returns how many it replaced. Does nothing
-/// on CPUs without AVX-512F.
+/// per-channel scale and the CPU has an integer kernel (AVX-512 VNNI; aarch64 NEON, dotprod,
+/// i8mm); returns how many it replaced. The float op needs AVX-512F (elsewhere tract's own
+/// matmul runs the float layers: on aarch64 it is the better kernel, see docs/engine.md).
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    if !Kernel::best(Isa::host()).is_vector() {
+    let float = Kernel::best(Isa::host()).is_vector();
+    let integer = edge_kernels::qpointwise::Kernel::best(Isa::host()).serves_graphs();
+    if !float && !integer {
         return Ok(0);
     }
     let mut replaced = 0;
@@ -51,6 +54,8 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         let input = model.node(id).inputs[0];
         if let Some((input, op)) = super::qpointwise::integer_variant(model, input, &conv)? {
             super::replace_run(model, input, id, conv.last, op)?;
+        } else if !float {
+            continue;
         } else {
             let last = conv.last;
             let op = Pointwise::from_conv(conv)?;

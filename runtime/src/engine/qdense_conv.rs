@@ -161,7 +161,7 @@ impl QDenseConv {
             static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
         }
         let permutes = self.kernel.permutes(&self.plane);
-        let mut scratch = self.plane.scratch();
+        let mut scratch = self.kernel.scratch(&self.plane);
         let mut output = output;
         PACKED.with(|cell| {
             let mut packed = cell.borrow_mut();
@@ -179,7 +179,8 @@ impl QDenseConv {
                     Dst::F32(o) => Dst::F32(&mut o[at..][..self.outputs * points]),
                     Dst::U8(o) => Dst::U8(&mut o[at..][..self.outputs * points]),
                 };
-                self.product.multiply(&packed, points, out)?;
+                self.product
+                    .multiply(&packed, self.kernel.flip(), points, out)?;
             }
             Ok(())
         })

@@ -52,7 +52,7 @@ pub(crate) fn integer_variant(
     input: OutletId,
     conv: &Conv1x1,
 ) -> TractResult<Option<(OutletId, QPointwise)>> {
-    if !Kernel::best(Isa::host()).is_vector() {
+    if !Kernel::best(Isa::host()).serves_graphs() {
         return Ok(None);
     }
     let Some((read_from, form)) = super::fake_quant::quantizing_read(model, input)? else {
@@ -197,11 +197,23 @@ impl QPointwise {
         })
     }
 
-    /// The product of input already in VNNI order (`packed`: `[⌈I/4⌉][points]` words) into
-    /// `output` (`[O, points]`), on the op's kernel.
-    pub(crate) fn multiply(&self, packed: &[u32], points: usize, output: Dst) -> TractResult<()> {
+    /// The product of input already in VNNI order (`packed`: `[⌈I/4⌉][points]` words, each
+    /// XORed with `flip`) into `output` (`[O, points]`), on the op's kernel.
+    pub(crate) fn multiply(
+        &self,
+        packed: &[u32],
+        flip: u32,
+        points: usize,
+        output: Dst,
+    ) -> TractResult<()> {
         let k4 = self.shape.cin.div_ceil(4);
         ensure!(packed.len() == k4 * points && output.len() == self.shape.cout * points);
+        ensure!(
+            self.kind.flip() == flip,
+            "the {} kernel reads words XORed with {:#x}, not {flip:#x}",
+            self.kind.name(),
+            self.kind.flip()
+        );
         ensure!(
             matches!(output, Dst::U8(_)) == self.output.is_some(),
             "output type is not the op's"
@@ -412,7 +424,7 @@ mod tests {
     /// may land one step apart; that is the whole difference).
     #[test]
     fn a_quantized_mobilenetv2_runs_its_1x1_layers_in_integers() {
-        if !Kernel::best(Isa::host()).is_vector() {
+        if !Kernel::best(Isa::host()).serves_graphs() {
             return;
         }
         use crate::tensor::Tensor as EfTensor;

@@ -1,0 +1,678 @@
+//! The integer 1×1 kernels on aarch64, three levels of one tile (8 output channels × up to 48
+//! points of i32 sums over words of four input channels, the epilogue of the other
+//! instruction sets):
+//!
+//! - **i8mm** (`usdot`: u8 × i8, four products per lane): the x86 VNNI kernel's arithmetic;
+//!   the input packed as plain bytes.
+//! - **dotprod** (`sdot`: i8 × i8): the input packed with its bytes' top bit flipped
+//!   (`q − 128` as i8, [`SIGNED`]), each row's sum started at `128 · Σ w` so that the total is
+//!   the u8 product exactly (`Σ q·w = Σ (q − 128)·w + 128 · Σ w`).
+//! - **neon** (Armv8.0, Cortex-A72): the same signed bytes, `smull`/`smlal` of two words into
+//!   i16 lanes (two products of at most 128 · 127 each: no overflow with weights in ±127) and
+//!   `sadalp` into i32, the weights in the vector and each point's word broadcast; the sums
+//!   come out with rows in lanes and are transposed once per 4 points.
+//!
+//! The dot kernels keep 8 rows × 12 points (24 accumulators of the 32 registers) per step; a
+//! tile's last partial vector of points is copied into a local buffer so that no read leaves
+//! the caller's bounds. `sdot`/`usdot` are written as inline assembly: their `core::arch`
+//! intrinsics are not stable.
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+
+use crate::quant::Requantizer;
+use crate::tile::{TileArgs, TileOut, COLS, ROWS};
+
+/// What the signed levels XOR into every packed word (`q − 128` as i8 in each byte).
+pub const SIGNED: u32 = 0x8080_8080;
+
+/// Which product a tile runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Level {
+    /// `smull`/`smlal`/`sadalp` on signed bytes (every NEON core).
+    Neon,
+    /// `sdot` on signed bytes (Armv8.2 dotprod).
+    Dot,
+    /// `usdot` on plain bytes (Armv8.6 i8mm).
+    UsDot,
+}
+
+impl Level {
+    /// The XOR the pack applies for this level.
+    pub fn flip(self) -> u32 {
+        match self {
+            Level::Neon | Level::Dot => SIGNED,
+            Level::UsDot => 0,
+        }
+    }
+}
+
+/// Words of 16 points of four channels from the bytes `row(j)` gives for channel `4g + j`
+/// (16 bytes each, zeros past `cin`), XORed with `flip`, stored at `dst`.
+///
+/// # Safety
+/// `dst` writable for 16 words; the CPU has NEON.
+#[inline(always)]
+unsafe fn interleave16(rows: [uint8x16_t; 4], flip: u32, dst: *mut u32) {
+    // SAFETY: this fn's caller upholds its contract (the CPU has NEON; `dst` covers 16 words).
+    unsafe {
+        let f = vreinterpretq_u8_u32(vdupq_n_u32(flip));
+        let lo01 = vzip1q_u8(rows[0], rows[1]);
+        let hi01 = vzip2q_u8(rows[0], rows[1]);
+        let lo23 = vzip1q_u8(rows[2], rows[3]);
+        let hi23 = vzip2q_u8(rows[2], rows[3]);
+        let w = |a: uint8x16_t, b: uint8x16_t, hi: bool| {
+            let (a, b) = (vreinterpretq_u16_u8(a), vreinterpretq_u16_u8(b));
+            let z = if hi {
+                vzip2q_u16(a, b)
+            } else {
+                vzip1q_u16(a, b)
+            };
+            veorq_u8(vreinterpretq_u8_u16(z), f)
+        };
+        vst1q_u8(dst as *mut u8, w(lo01, lo23, false));
+        vst1q_u8(dst.add(4) as *mut u8, w(lo01, lo23, true));
+        vst1q_u8(dst.add(8) as *mut u8, w(hi01, hi23, false));
+        vst1q_u8(dst.add(12) as *mut u8, w(hi01, hi23, true));
+    }
+}
+
+/// The pack both entry points share: 16 points at a time through `load(i)` (16 bytes of input
+/// from value index `i`), the rest one word at a time through `byte(i)`.
+///
+/// # Safety
+/// `packed.len() == ⌈cin/4⌉·points`; `load` reads only inside the input for full steps; the
+/// CPU has NEON.
+#[inline(always)]
+unsafe fn interleave(
+    cin: usize,
+    points: usize,
+    flip: u32,
+    packed: &mut [u32],
+    load: impl Fn(usize) -> uint8x16_t,
+    byte: impl Fn(usize) -> u8,
+) {
+    // SAFETY: this fn's caller upholds its contract.
+    unsafe {
+        for g in 0..cin.div_ceil(4) {
+            let channels = (cin - 4 * g).min(4);
+            let dst = packed.as_mut_ptr().add(g * points);
+            let mut p = 0;
+            while p + 16 <= points {
+                let mut rows = [vdupq_n_u8(0); 4];
+                for (j, row) in rows.iter_mut().enumerate().take(channels) {
+                    *row = load((4 * g + j) * points + p);
+                }
+                interleave16(rows, flip, dst.add(p));
+                p += 16;
+            }
+            for p in p..points {
+                let word = (0..channels)
+                    .map(|j| (byte((4 * g + j) * points + p) as u32) << (8 * j))
+                    .fold(0, |a, b| a | b);
+                *dst.add(p) = word ^ flip;
+            }
+        }
+    }
+}
+
+/// [`crate::scalar::qpointwise::pack_bytes`], each word XORed with `flip`.
+///
+/// # Safety
+/// `input.len() == cin·points`, `packed.len() == ⌈cin/4⌉·points`; the CPU has NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn pack_bytes(input: &[u8], cin: usize, points: usize, flip: u32, packed: &mut [u32]) {
+    let x = input.as_ptr();
+    // SAFETY: full steps read 16 bytes from inside the input; the CPU has NEON.
+    unsafe {
+        interleave(
+            cin,
+            points,
+            flip,
+            packed,
+            |i| vld1q_u8(x.add(i)),
+            |i| input[i],
+        )
+    }
+}
+
+/// The pair's rounding of four values (NaN → zero point, ties to even, saturation to
+/// `0..=255`), as [`crate::quant::quantize`].
+#[inline(always)]
+pub(crate) unsafe fn quantize4(v: float32x4_t, inv: float32x4_t, zp: float32x4_t) -> uint32x4_t {
+    // SAFETY: NEON arithmetic only; the caller has NEON.
+    unsafe {
+        let r = vrndnq_f32(vmulq_f32(v, inv));
+        let r = vreinterpretq_f32_u32(vandq_u32(
+            vreinterpretq_u32_f32(r),
+            vceqq_f32(r, r), // NaN → +0.0
+        ));
+        let t = vminnmq_f32(
+            vmaxnmq_f32(vaddq_f32(r, zp), vdupq_n_f32(0.0)),
+            vdupq_n_f32(255.0),
+        );
+        vcvtq_u32_f32(t)
+    }
+}
+
+/// [`crate::scalar::qpointwise::pack`] (the pair's rounding on the way), each word XORed with
+/// `flip`.
+///
+/// # Safety
+/// `input.len() == cin·points`, `packed.len() == ⌈cin/4⌉·points`; the CPU has NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn pack(
+    input: &[f32],
+    cin: usize,
+    points: usize,
+    inv: f32,
+    zp: f32,
+    flip: u32,
+    packed: &mut [u32],
+) {
+    let x = input.as_ptr();
+    let (vinv, vzp) = (vdupq_n_f32(inv), vdupq_n_f32(zp));
+    let load = |i: usize| {
+        // SAFETY: full steps read 16 floats from inside the input; the CPU has NEON.
+        unsafe {
+            let q: [uint32x4_t; 4] =
+                std::array::from_fn(|k| quantize4(vld1q_f32(x.add(i + 4 * k)), vinv, vzp));
+            let h0 = vcombine_u16(vmovn_u32(q[0]), vmovn_u32(q[1]));
+            let h1 = vcombine_u16(vmovn_u32(q[2]), vmovn_u32(q[3]));
+            vcombine_u8(vmovn_u16(h0), vmovn_u16(h1))
+        }
+    };
+    let byte = |i: usize| crate::quant::quantize(input[i], inv, zp, 0.0, 255.0) as u8;
+    // SAFETY: as above.
+    unsafe { interleave(cin, points, flip, packed, load, byte) }
+}
+
+/// One tile's weights as the dot kernels read them, and each row's start (`128 · Σ w` for
+/// signed input, else 0) as two vectors of four rows.
+///
+/// # Safety
+/// `weights` holds `k4 · 8` words; the CPU has NEON.
+#[inline(always)]
+unsafe fn row_starts(level: Level, k4: usize, weights: &[i32]) -> [int32x4_t; 2] {
+    // SAFETY: `k4 · 8` words, read 4 at a time; NEON arithmetic (the caller has NEON).
+    unsafe {
+        let mut sums = [vdupq_n_s32(0); 2];
+        if level.flip() == 0 {
+            return sums;
+        }
+        let w = weights.as_ptr();
+        for g in 0..k4 {
+            for (h, s) in sums.iter_mut().enumerate() {
+                let v = vreinterpretq_s8_s32(vld1q_s32(w.add(g * ROWS + 4 * h)));
+                *s = vpadalq_s16(*s, vpaddlq_s8(v));
+            }
+        }
+        sums.map(|s| vshlq_n_s32::<7>(s))
+    }
+}
+
+/// `acc += x · w.4b[L]` (four products per lane), `sdot` or `usdot`; each names its extension
+/// so that it assembles in any function (only a level's own tile reaches it at run time).
+macro_rules! dot_lane {
+    ($usdot:expr, $acc:expr, $x:expr, $w:expr, $lane:literal) => {
+        if $usdot {
+            asm!(
+                ".arch_extension i8mm",
+                concat!("usdot {a:v}.4s, {x:v}.16b, {w:v}.4b[", $lane, "]"),
+                a = inout(vreg) $acc, x = in(vreg) $x, w = in(vreg) $w,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        } else {
+            asm!(
+                ".arch_extension dotprod",
+                concat!("sdot {a:v}.4s, {x:v}.16b, {w:v}.4b[", $lane, "]"),
+                a = inout(vreg) $acc, x = in(vreg) $x, w = in(vreg) $w,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        }
+    };
+}
+
+/// `acc[r][v] += Σ_g dot4(x[g·stride + 4v..][..4], w[g·8 + r])` for `g` in `0..k4`: 8 rows ×
+/// `V` vectors of 4 points.
+///
+/// # Safety
+/// `x` readable for `4V` words at each `g·stride`, `w` for `k4 · 8` words; the CPU has
+/// dotprod (and i8mm when `USDOT`).
+#[inline(always)]
+unsafe fn dot_steps<const V: usize, const USDOT: bool>(
+    mut acc: [[int32x4_t; V]; ROWS],
+    k4: usize,
+    x: *const u32,
+    stride: usize,
+    w: *const i32,
+) -> [[int32x4_t; V]; ROWS] {
+    // SAFETY: this fn's caller upholds its contract.
+    unsafe {
+        for g in 0..k4 {
+            let xg = x.add(g * stride);
+            let xv: [int8x16_t; V] = std::array::from_fn(|v| vld1q_s8(xg.add(4 * v) as *const i8));
+            let wl = vld1q_s8(w.add(g * ROWS) as *const i8);
+            let wh = vld1q_s8(w.add(g * ROWS + 4) as *const i8);
+            for v in 0..V {
+                dot_lane!(USDOT, acc[0][v], xv[v], wl, "0");
+                dot_lane!(USDOT, acc[1][v], xv[v], wl, "1");
+                dot_lane!(USDOT, acc[2][v], xv[v], wl, "2");
+                dot_lane!(USDOT, acc[3][v], xv[v], wl, "3");
+                dot_lane!(USDOT, acc[4][v], xv[v], wh, "0");
+                dot_lane!(USDOT, acc[5][v], xv[v], wh, "1");
+                dot_lane!(USDOT, acc[6][v], xv[v], wh, "2");
+                dot_lane!(USDOT, acc[7][v], xv[v], wh, "3");
+            }
+        }
+        acc
+    }
+}
+
+/// [`requantize16`] on `V ≤ 4` vectors: their `4V` bytes first (the rest unspecified).
+#[inline(always)]
+pub(crate) unsafe fn requantize_n<const V: usize>(
+    f: [float32x4_t; V],
+    q: Requantizer,
+) -> uint8x16_t {
+    // SAFETY: NEON arithmetic only; the caller has NEON.
+    unsafe {
+        if V == 4 {
+            return requantize16(std::array::from_fn(|v| f[v]), q);
+        }
+        let inv = vdupq_n_f32(q.inv_scale);
+        let zp = vdupq_n_s32(q.zero_point);
+        let i: [int32x4_t; V] = f.map(|v| vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(v, inv)), zp));
+        let low = vqmovn_s32(i[0]);
+        let h0 = if V > 1 {
+            vcombine_s16(low, vqmovn_s32(i[1 % V]))
+        } else {
+            vcombine_s16(low, low)
+        };
+        let h1 = if V > 2 {
+            vcombine_s16(vqmovn_s32(i[2 % V]), low)
+        } else {
+            h0
+        };
+        let b = vcombine_u8(vqmovun_s16(h0), vqmovun_s16(h1));
+        let lo = vdupq_n_u8((q.lo as i32 + q.zero_point) as u8);
+        let hi = vdupq_n_u8((q.hi as i32 + q.zero_point) as u8);
+        vminq_u8(vmaxq_u8(b, lo), hi)
+    }
+}
+
+/// [`Requantizer::apply`] on 16 values, as 16 bytes. The clamp is applied to the bytes: its
+/// bounds are whole numbers, so rounding and clamping commute, and the saturating conversion,
+/// add and narrowing moves keep values past `i32` or `0..=255` at the ends, where the clamp
+/// puts them anyway; same bytes as the plain rule.
+#[inline(always)]
+pub(crate) unsafe fn requantize16(f: [float32x4_t; 4], q: Requantizer) -> uint8x16_t {
+    // SAFETY: NEON arithmetic only; the caller has NEON.
+    unsafe {
+        let inv = vdupq_n_f32(q.inv_scale);
+        let zp = vdupq_n_s32(q.zero_point);
+        let i = f.map(|v| vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(v, inv)), zp));
+        let h0 = vcombine_s16(vqmovn_s32(i[0]), vqmovn_s32(i[1]));
+        let h1 = vcombine_s16(vqmovn_s32(i[2]), vqmovn_s32(i[3]));
+        let b = vcombine_u8(vqmovun_s16(h0), vqmovun_s16(h1));
+        let lo = vdupq_n_u8((q.lo as i32 + q.zero_point) as u8);
+        let hi = vdupq_n_u8((q.hi as i32 + q.zero_point) as u8);
+        vminq_u8(vmaxq_u8(b, lo), hi)
+    }
+}
+
+/// Words per k-segment of a tile's last partial vector (copied to the stack).
+const SEGMENT: usize = 256;
+
+/// [`crate::qpointwise::Kernel::tile`] on the dot levels.
+///
+/// # Safety
+/// As [`crate::qpointwise::Kernel::tile`]; the CPU has dotprod (and i8mm when `USDOT`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn dot_tile<const USDOT: bool>(
+    level: Level,
+    (k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs,
+) {
+    debug_assert!(weights.len() == k4 * ROWS && (1..=COLS).contains(&cols));
+    // SAFETY: this fn's caller upholds its contract; every read below stays inside `x`'s
+    // `cols` columns (the partial vector is copied) and every store inside the `rows × cols`.
+    unsafe {
+        let starts = row_starts(level, k4, weights);
+        let init: [int32x4_t; ROWS] = [
+            vdupq_laneq_s32::<0>(starts[0]),
+            vdupq_laneq_s32::<1>(starts[0]),
+            vdupq_laneq_s32::<2>(starts[0]),
+            vdupq_laneq_s32::<3>(starts[0]),
+            vdupq_laneq_s32::<0>(starts[1]),
+            vdupq_laneq_s32::<1>(starts[1]),
+            vdupq_laneq_s32::<2>(starts[1]),
+            vdupq_laneq_s32::<3>(starts[1]),
+        ];
+        let w = weights.as_ptr();
+        let sink = RowSink::new(out, clamp);
+        // every row written out so that each index into `acc` is a constant (a loop to `rows`
+        // would keep the accumulators in memory)
+        macro_rules! finish {
+            ($acc:expr, $c:expr, $n:expr) => {{
+                let acc = &$acc;
+                macro_rules! row {
+                    ($r:literal) => {
+                        if $r < rows {
+                            sink.row(acc[$r], (scale[$r], offset[$r]), $r * stride + $c, $n);
+                        }
+                    };
+                }
+                row!(0);
+                row!(1);
+                row!(2);
+                row!(3);
+                row!(4);
+                row!(5);
+                row!(6);
+                row!(7);
+            }};
+        }
+        macro_rules! run {
+            ($v:literal, $c:expr) => {{
+                let acc = dot_steps::<$v, USDOT>(init.map(|s| [s; $v]), k4, x.add($c), stride, w);
+                finish!(acc, $c, 4);
+            }};
+        }
+        let full = cols / 4;
+        let mut c = 0;
+        while c + 12 <= 4 * full {
+            run!(3, c);
+            c += 12;
+        }
+        match (4 * full - c) / 4 {
+            2 => run!(2, c),
+            1 => run!(1, c),
+            _ => {}
+        }
+        let rem = cols - 4 * full;
+        if rem > 0 {
+            let c = 4 * full;
+            let mut acc = init.map(|s| [s; 1]);
+            let mut local = [0u32; 4 * SEGMENT];
+            for g0 in (0..k4).step_by(SEGMENT) {
+                let n = (k4 - g0).min(SEGMENT);
+                for g in 0..n {
+                    std::ptr::copy_nonoverlapping(
+                        x.add((g0 + g) * stride + c),
+                        local.as_mut_ptr().add(4 * g),
+                        rem,
+                    );
+                }
+                acc = dot_steps::<1, USDOT>(acc, n, local.as_ptr(), 4, w.add(g0 * ROWS));
+            }
+            finish!(acc, c, rem);
+        }
+    }
+}
+
+/// Where a tile's rows go, decided once per tile: f32 values clamped (to ±∞ without a
+/// clamp), or the bytes of a requantizer.
+#[derive(Clone, Copy)]
+enum RowSink {
+    F32(*mut f32, float32x4_t, float32x4_t),
+    U8(*mut u8, Requantizer),
+}
+
+impl RowSink {
+    #[inline(always)]
+    unsafe fn new(out: TileOut, clamp: Option<(f32, f32)>) -> RowSink {
+        // SAFETY: NEON moves; the caller has NEON.
+        unsafe {
+            match out {
+                TileOut::F32(o) => {
+                    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                    RowSink::F32(o, vdupq_n_f32(lo), vdupq_n_f32(hi))
+                }
+                TileOut::U8(o, q) => RowSink::U8(o, q),
+            }
+        }
+    }
+
+    /// `V` vectors of one row's sums at `at`: `sum · scale + offset`, then the clamp or the
+    /// requantizer; the last vector holds `n ≤ 4` outputs.
+    ///
+    /// # Safety
+    /// The destination is writable for `4(V − 1) + n` values at `at`; the CPU has NEON.
+    #[inline(always)]
+    unsafe fn row<const V: usize>(
+        self,
+        sums: [int32x4_t; V],
+        (scale, offset): (f32, f32),
+        at: usize,
+        n: usize,
+    ) {
+        // SAFETY: the caller's bounds; NEON arithmetic.
+        unsafe {
+            let (s, b) = (vdupq_n_f32(scale), vdupq_n_f32(offset));
+            let f = sums.map(|a| vfmaq_f32(b, vcvtq_f32_s32(a), s));
+            match self {
+                RowSink::F32(o, lo, hi) => {
+                    let o = o.add(at);
+                    for (v, &x) in f.iter().enumerate() {
+                        let x = vminq_f32(vmaxq_f32(x, lo), hi);
+                        if v + 1 < V || n == 4 {
+                            vst1q_f32(o.add(4 * v), x);
+                        } else {
+                            let mut tmp = [0f32; 4];
+                            vst1q_f32(tmp.as_mut_ptr(), x);
+                            for (i, &t) in tmp.iter().enumerate().take(n) {
+                                *o.add(4 * v + i) = t;
+                            }
+                        }
+                    }
+                }
+                RowSink::U8(o, q) => {
+                    let o = o.add(at);
+                    let bytes = requantize_n(f, q);
+                    match (V, n) {
+                        (3, 4) => {
+                            vst1_u8(o, vget_low_u8(bytes));
+                            vst1q_lane_u32::<2>(o.add(8) as *mut u32, vreinterpretq_u32_u8(bytes));
+                        }
+                        (2, 4) => vst1_u8(o, vget_low_u8(bytes)),
+                        (1, 4) => vst1q_lane_u32::<0>(o as *mut u32, vreinterpretq_u32_u8(bytes)),
+                        _ => {
+                            let mut tmp = [0u8; 16];
+                            vst1q_u8(tmp.as_mut_ptr(), bytes);
+                            for (i, &t) in tmp.iter().enumerate().take(4 * (V - 1) + n) {
+                                *o.add(i) = t;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`crate::qpointwise::Kernel::tile`] with `sdot` (input packed signed).
+///
+/// # Safety
+/// As [`crate::qpointwise::Kernel::tile`]; the CPU has NEON and dotprod.
+#[target_feature(enable = "neon,dotprod")]
+pub unsafe fn tile_dot(args: TileArgs) {
+    // SAFETY: the caller's contract is the tile's.
+    unsafe { dot_tile::<false>(Level::Dot, args) }
+}
+
+/// [`crate::qpointwise::Kernel::tile`] with `usdot` (input packed as plain bytes).
+///
+/// # Safety
+/// As [`crate::qpointwise::Kernel::tile`]; the CPU has NEON, dotprod and i8mm.
+#[target_feature(enable = "neon,dotprod,i8mm")]
+pub unsafe fn tile_usdot(args: TileArgs) {
+    // SAFETY: the caller's contract is the tile's.
+    unsafe { dot_tile::<true>(Level::UsDot, args) }
+}
+
+/// The Armv8.0 steps for 4 points (`x`: 4 words at each `g·stride`): for each point, its word
+/// broadcast against the weights of rows 0–3 and 4–7; two words' products summed in i16
+/// (`smull` + `smlal`), then `sadalp` into `acc[p][h]` (lanes: row pairs × channel pairs).
+///
+/// # Safety
+/// `x` readable for 4 words at each `g·stride`, `w` for `k4 · 8` words; the CPU has NEON.
+#[inline(always)]
+unsafe fn neon_steps(
+    mut acc: [[int32x4_t; 4]; 4],
+    k4: usize,
+    x: *const u32,
+    stride: usize,
+    w: *const i32,
+) -> [[int32x4_t; 4]; 4] {
+    // SAFETY: this fn's caller upholds its contract.
+    unsafe {
+        let wv = |g: usize, h: usize| vld1q_s8(w.add(g * ROWS + 4 * h) as *const i8);
+        let xv = |g: usize| vld1q_s32(x.add(g * stride) as *const i32);
+        let mut g = 0;
+        while g + 2 <= k4 {
+            let (x0, x1) = (xv(g), xv(g + 1));
+            let w0 = [wv(g, 0), wv(g, 1)];
+            let w1 = [wv(g + 1, 0), wv(g + 1, 1)];
+            macro_rules! point {
+                ($p:literal) => {{
+                    let d0 = vreinterpretq_s8_s32(vdupq_laneq_s32::<$p>(x0));
+                    let d1 = vreinterpretq_s8_s32(vdupq_laneq_s32::<$p>(x1));
+                    for h in 0..2 {
+                        let lo = vmlal_s8(
+                            vmull_s8(vget_low_s8(w0[h]), vget_low_s8(d0)),
+                            vget_low_s8(w1[h]),
+                            vget_low_s8(d1),
+                        );
+                        let hi = vmlal_high_s8(vmull_high_s8(w0[h], d0), w1[h], d1);
+                        acc[$p][2 * h] = vpadalq_s16(acc[$p][2 * h], lo);
+                        acc[$p][2 * h + 1] = vpadalq_s16(acc[$p][2 * h + 1], hi);
+                    }
+                }};
+            }
+            point!(0);
+            point!(1);
+            point!(2);
+            point!(3);
+            g += 2;
+        }
+        if g < k4 {
+            let x0 = xv(g);
+            let w0 = [wv(g, 0), wv(g, 1)];
+            macro_rules! point {
+                ($p:literal) => {{
+                    let d0 = vreinterpretq_s8_s32(vdupq_laneq_s32::<$p>(x0));
+                    for h in 0..2 {
+                        let lo = vmull_s8(vget_low_s8(w0[h]), vget_low_s8(d0));
+                        let hi = vmull_high_s8(w0[h], d0);
+                        acc[$p][2 * h] = vpadalq_s16(acc[$p][2 * h], lo);
+                        acc[$p][2 * h + 1] = vpadalq_s16(acc[$p][2 * h + 1], hi);
+                    }
+                }};
+            }
+            point!(0);
+            point!(1);
+            point!(2);
+            point!(3);
+        }
+        acc
+    }
+}
+
+/// The NEON steps' sums (`acc[p][q]`: point `p`, lanes (row 2q, channel pair 0), (2q, 1),
+/// (2q + 1, 0), (2q + 1, 1)) as 8 rows × 4 points, each row's start added.
+#[inline(always)]
+unsafe fn rows_of(acc: [[int32x4_t; 4]; 4], starts: [int32x4_t; 2]) -> [int32x4_t; 8] {
+    // SAFETY: NEON arithmetic only; the caller has NEON.
+    unsafe {
+        // per point, rows 0–3 and 4–7 in lanes
+        let by_point: [[int32x4_t; 2]; 4] = acc.map(|a| {
+            [
+                vaddq_s32(vpaddq_s32(a[0], a[1]), starts[0]),
+                vaddq_s32(vpaddq_s32(a[2], a[3]), starts[1]),
+            ]
+        });
+        // transpose 4 points × 4 rows into 4 rows × 4 points, twice
+        let half = |h: usize| {
+            let (a, b, c, d) = (
+                by_point[0][h],
+                by_point[1][h],
+                by_point[2][h],
+                by_point[3][h],
+            );
+            let t0 = vreinterpretq_s64_s32(vtrn1q_s32(a, b));
+            let t1 = vreinterpretq_s64_s32(vtrn2q_s32(a, b));
+            let t2 = vreinterpretq_s64_s32(vtrn1q_s32(c, d));
+            let t3 = vreinterpretq_s64_s32(vtrn2q_s32(c, d));
+            [
+                vreinterpretq_s32_s64(vtrn1q_s64(t0, t2)),
+                vreinterpretq_s32_s64(vtrn1q_s64(t1, t3)),
+                vreinterpretq_s32_s64(vtrn2q_s64(t0, t2)),
+                vreinterpretq_s32_s64(vtrn2q_s64(t1, t3)),
+            ]
+        };
+        let (lo, hi) = (half(0), half(1));
+        [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
+    }
+}
+
+/// [`crate::qpointwise::Kernel::tile`] on plain NEON (input packed signed).
+///
+/// # Safety
+/// As [`crate::qpointwise::Kernel::tile`]; the CPU has NEON.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "neon")]
+pub unsafe fn tile_neon((k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs) {
+    debug_assert!(weights.len() == k4 * ROWS && (1..=COLS).contains(&cols));
+    // SAFETY: this fn's caller upholds its contract; the partial vector is copied, so reads
+    // stay inside `x`'s `cols` columns, and stores inside `rows × cols`.
+    unsafe {
+        let starts = row_starts(Level::Neon, k4, weights);
+        let w = weights.as_ptr();
+        // acc[p][q]: point p, lanes (row 2q, pair 0), (2q, 1), (2q+1, 0), (2q+1, 1)
+        let sink = RowSink::new(out, clamp);
+        let finish = |acc: [[int32x4_t; 4]; 4], c: usize, n: usize| {
+            let sums = rows_of(acc, starts);
+            // each row written out so that every index is a constant
+            macro_rules! row {
+                ($r:literal) => {
+                    if $r < rows {
+                        sink.row([sums[$r]], (scale[$r], offset[$r]), $r * stride + c, n);
+                    }
+                };
+            }
+            row!(0);
+            row!(1);
+            row!(2);
+            row!(3);
+            row!(4);
+            row!(5);
+            row!(6);
+            row!(7);
+        };
+        let zero = [[vdupq_n_s32(0); 4]; 4];
+        let full = cols / 4;
+        for v in 0..full {
+            let acc = neon_steps(zero, k4, x.add(4 * v), stride, w);
+            finish(acc, 4 * v, 4);
+        }
+        let rem = cols - 4 * full;
+        if rem > 0 {
+            let c = 4 * full;
+            let mut acc = zero;
+            let mut local = [0u32; 4 * SEGMENT];
+            for g0 in (0..k4).step_by(SEGMENT) {
+                let n = (k4 - g0).min(SEGMENT);
+                for g in 0..n {
+                    std::ptr::copy_nonoverlapping(
+                        x.add((g0 + g) * stride + c),
+                        local.as_mut_ptr().add(4 * g),
+                        rem,
+                    );
+                }
+                acc = neon_steps(acc, n, local.as_ptr(), 4, w.add(g0 * ROWS));
+            }
+            finish(acc, c, rem);
+        }
+    }
+}
