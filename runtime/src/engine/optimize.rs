@@ -42,6 +42,20 @@ fn keeps_channels_first(model: &TypedModel) -> bool {
         })
 }
 
+/// tract's declutter as [`optimize`] runs it (without `ChangeAxes` where
+/// [`keeps_channels_first`] says so), unguarded: for tests that substitute step by step.
+#[cfg(test)]
+pub(crate) fn declutter(mut model: TypedModel) -> TractResult<TypedModel> {
+    let mut declutter = Optimizer::declutter();
+    if keeps_channels_first(&model) {
+        declutter
+            .passes
+            .retain(|p| format!("{p:?}") != "ChangeAxes");
+    }
+    declutter.optimize(&mut model)?;
+    Ok(model)
+}
+
 /// Types, declutters, substitutes our kernels (unless `EDGE_CPU_OWN_KERNELS=0`) and optimizes.
 pub(crate) fn optimize(model: InferenceModel) -> TractResult<Optimized> {
     optimize_with(model, Vec::new())

@@ -445,18 +445,29 @@ mod tests {
             .unwrap()
             .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())
             .unwrap();
-        let mut plain = model.into_typed().unwrap().into_decluttered().unwrap();
+        // decluttered as the engine does it (on aarch64 a QDQ graph stays channel-first)
+        let mut plain = super::super::optimize::declutter(model.into_typed().unwrap()).unwrap();
         super::super::const_weights::substitute(&mut plain).unwrap();
         super::super::fake_quant::substitute(&mut plain).unwrap();
         let mut ours = plain.clone();
-        // its 34 1×1 layers and the classifier (a matrix–vector product over one point)
-        assert_eq!(super::super::pointwise::substitute(&mut ours).unwrap(), 35);
+        // its 34 1×1 layers and the classifier (a matrix–vector product over one point); kept
+        // channel-first on aarch64 the classifier reads a batched `[1, 1280]` that the
+        // matrix–vector matcher does not take yet, so there it stays on tract
+        let expected = if cfg!(target_arch = "aarch64") {
+            34
+        } else {
+            35
+        };
+        assert_eq!(
+            super::super::pointwise::substitute(&mut ours).unwrap(),
+            expected
+        );
         let integer = ours
             .nodes()
             .iter()
             .filter(|n| n.op_is::<QPointwise>())
             .count();
-        assert_eq!(integer, 35);
+        assert_eq!(integer, expected);
         let input = Tensor::from_shape(&[1, 3, 224, 224], &values(3 * 224 * 224, 13)).unwrap();
         // with the depthwise and first layers ours too, then linked through 8-bit tensors: every link
         // computes what the pair it replaces did, so the output keeps every bit
@@ -485,10 +496,17 @@ mod tests {
             assert_eq!(depthwise.len(), 17);
             assert!(depthwise.iter().all(|d| d.is_integer()));
         }
+        // every 8-bit output of our ops is a link (tract's own QuantizeLinear nodes, which a
+        // channel-first graph on aarch64 keeps in front of the first layer, are not ours)
+        let ours_op = |n: &TypedNode| {
+            n.op_is::<QPointwise>()
+                || n.op_is::<super::super::depthwise::DepthwiseConv>()
+                || n.op_is::<super::super::qdense_conv::QDenseConv>()
+        };
         let eight_bit = linked
             .nodes()
             .iter()
-            .filter(|n| n.outputs[0].fact.datum_type == u8::datum_type())
+            .filter(|n| ours_op(n) && n.outputs[0].fact.datum_type == u8::datum_type())
             .count();
         assert_eq!(eight_bit, links);
         let a = crate::engine::run_f32(unlinked, &input, true);
