@@ -159,6 +159,18 @@ pub unsafe fn gather_rows(plane: &BytePlane, scratch: &[u8], groups: &[Group], p
     }
 }
 
+/// [`plane_dot`]'s arguments: the plane, where its outputs go, the filled scratch, the groups,
+/// the channel's words, `(scale, offset)` and every sum's start.
+type PlaneArgs<'a, 'o> = (
+    &'a BytePlane,
+    Out<'o>,
+    &'a [u8],
+    &'a [Group],
+    &'a [i32],
+    (f32, f32),
+    i32,
+);
+
 /// Where a plane's outputs go.
 pub enum Out<'a> {
     /// f32, clamped to the range if any.
@@ -200,13 +212,7 @@ macro_rules! dot {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn plane_dot<const USDOT: bool, const G: usize>(
-    plane: &BytePlane,
-    out: Out,
-    scratch: &[u8],
-    groups: &[Group],
-    words: &[i32],
-    (scale, offset): (f32, f32),
-    start: i32,
+    (plane, out, scratch, groups, words, (scale, offset), start): PlaneArgs,
 ) {
     let g = &plane.geometry;
     let (ho, wo) = g.output();
@@ -311,6 +317,32 @@ pub fn signed_start(words: &[i32]) -> i32 {
         .sum::<i32>()
 }
 
+/// [`plane_dot`] with its group count fixed where it is 1 to 3 (held in registers).
+///
+/// # Safety
+/// As [`plane_dot`].
+#[inline(always)]
+unsafe fn plane_by_groups<const USDOT: bool>(
+    plane: &BytePlane,
+    out: Out,
+    scratch: &[u8],
+    groups: &[Group],
+    words: &[i32],
+    affine: (f32, f32),
+) {
+    let start = if USDOT { 0 } else { signed_start(words) };
+    let args = (plane, out, scratch, groups, words, affine, start);
+    // SAFETY: the caller's contract.
+    unsafe {
+        match groups.len() {
+            3 => plane_dot::<USDOT, 3>(args),
+            2 => plane_dot::<USDOT, 2>(args),
+            1 => plane_dot::<USDOT, 1>(args),
+            _ => plane_dot::<USDOT, 0>(args),
+        }
+    }
+}
+
 /// [`plane_dot`] with `sdot` (bytes flipped).
 ///
 /// # Safety
@@ -325,15 +357,7 @@ pub unsafe fn plane_sdot(
     affine: (f32, f32),
 ) {
     // SAFETY: the caller's contract.
-    unsafe {
-        let start = signed_start(words);
-        match groups.len() {
-            3 => plane_dot::<false, 3>(plane, out, scratch, groups, words, affine, start),
-            2 => plane_dot::<false, 2>(plane, out, scratch, groups, words, affine, start),
-            1 => plane_dot::<false, 1>(plane, out, scratch, groups, words, affine, start),
-            _ => plane_dot::<false, 0>(plane, out, scratch, groups, words, affine, start),
-        }
-    }
+    unsafe { plane_by_groups::<false>(plane, out, scratch, groups, words, affine) }
 }
 
 /// [`plane_dot`] with `usdot` (plain bytes).
@@ -350,12 +374,5 @@ pub unsafe fn plane_usdot(
     affine: (f32, f32),
 ) {
     // SAFETY: the caller's contract.
-    unsafe {
-        match groups.len() {
-            3 => plane_dot::<true, 3>(plane, out, scratch, groups, words, affine, 0),
-            2 => plane_dot::<true, 2>(plane, out, scratch, groups, words, affine, 0),
-            1 => plane_dot::<true, 1>(plane, out, scratch, groups, words, affine, 0),
-            _ => plane_dot::<true, 0>(plane, out, scratch, groups, words, affine, 0),
-        }
-    }
+    unsafe { plane_by_groups::<true>(plane, out, scratch, groups, words, affine) }
 }
