@@ -24,6 +24,9 @@
 //! arithmetic every vector kernel is held to bit for bit ([`quant`]). Every kernel is tested
 //! against its scalar version on every instruction-set level this machine has
 //! ([`Isa::levels`]); CI runs the same tests for aarch64 and armv7 under qemu.
+//!
+//! [`parallel`] holds the threads a multi-threaded run splits its parts over (helpers that spin
+//! while a run is on): scheduling, not arithmetic, but the kernels' callers are its only users.
 
 #![deny(missing_docs)]
 
@@ -62,6 +65,7 @@ pub mod byte_plane;
 pub mod geometry;
 pub mod isa;
 pub mod marker;
+pub mod parallel;
 pub mod quant;
 pub mod tile;
 pub mod trees;

@@ -265,6 +265,49 @@ fn a_model_is_shared_across_threads_and_two_threads_give_the_same_answers() {
     four_callers_get(std::sync::Arc::new(two), &x, &got);
 }
 
+/// int8 MobileNetV2 (our quantizer's QDQ graph: integer 1×1, depthwise and first-conv ops on
+/// x86 with AVX-512 VNNI and aarch64 with dotprod, float ones elsewhere) on two threads gives
+/// the one-thread answer bit for bit (each output is computed whole by one thread), also to
+/// four callers at once, who take turns on the model's workers.
+#[test]
+fn int8_mobilenetv2_on_two_threads_answers_four_callers_as_on_one() {
+    use edge_pack::quantize::{quantize, QuantizeOptions, RangeMethod};
+    let onnx = std::fs::read(models().join("mobilenetv2/model.onnx")).unwrap();
+    let x = read_npy("mobilenetv2/ref_input.npy");
+    let calibration = read_npy("mobilenetv2/calib_x.npy").rows(0, 2);
+    let options = QuantizeOptions {
+        weights_only: false,
+        range: RangeMethod::MinMax,
+    };
+    let (int8, _) = quantize(&onnx, &[vec![calibration]], &options).unwrap();
+    let signer = key();
+    let (_, trust) = trust_with(&key(), &[&signer], 1, u64::MAX);
+    let bytes = edge_pack::pack::pack(
+        &int8,
+        spec("mobilenetv2"),
+        None,
+        std::slice::from_ref(&signer),
+        now(),
+    )
+    .unwrap()
+    .0;
+    let on = |threads| {
+        let engine = EngineOptions {
+            threads: Some(threads),
+            ..Default::default()
+        };
+        let options = LoadOptions {
+            engine,
+            ..Default::default()
+        };
+        Model::load(&bytes, &trust, &options).unwrap()
+    };
+    let expected = on(1).run(vec![x.clone()]).unwrap();
+    let two = std::sync::Arc::new(on(2));
+    assert_eq!(two.run(vec![x.clone()]).unwrap(), expected);
+    four_callers_get(two, &x, &expected);
+}
+
 /// Four threads run `model` on `x` at once; each gets `expected`.
 fn four_callers_get(model: std::sync::Arc<Model>, x: &Tensor, expected: &[Tensor]) {
     let handles: Vec<_> = (0..4)

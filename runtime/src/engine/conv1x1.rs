@@ -5,8 +5,8 @@
 //! op share: their shapes, checks and blocked walk over output tiles ([`Channels`]), and the
 //! output pointer their threads share ([`SharedOut`]).
 
+use super::threads::par_rows;
 use edge_kernels::tile::{COLS, ROWS};
-use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
 
@@ -270,7 +270,7 @@ impl Channels {
 
     /// Calls `tile(t, c0, cols)` for every tile `t` of 8 output channels and every run of up to
     /// 48 points from `c0`, in column blocks whose input (`point_bytes` per point) fits in L2,
-    /// with the tiles split over the plan's thread pool (each tile on one thread).
+    /// with the tiles split over the run's threads (contiguous runs of tiles, one per thread).
     pub(crate) fn for_each_tile(
         &self,
         points: usize,
@@ -279,7 +279,7 @@ impl Channels {
     ) -> TractResult<()> {
         let block = (BLOCK_BYTES / point_bytes.max(1) / COLS).max(1) * COLS;
         let mut tiles: Vec<usize> = (0..self.cout.div_ceil(ROWS)).collect();
-        par_chunks_mut(&mut tiles, 1, self.cout * self.cin * points, |_, chunk| {
+        par_rows(&mut tiles, 1, self.cout * self.cin * points, |_, chunk| {
             for p0 in (0..points).step_by(block) {
                 let width = block.min(points - p0);
                 for &t in chunk.iter() {

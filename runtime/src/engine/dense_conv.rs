@@ -20,7 +20,7 @@
 //! Substituted only where that micro-kernel is vectorized (AVX-512F); elsewhere tract runs
 //! these.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use edge_kernels::geometry::{fill_phases, Plain};
 use edge_kernels::pointwise::Kernel;
@@ -190,13 +190,12 @@ impl DenseConv {
             /// The padded stride phases, kept between calls: zeroed per call (their padding is
             /// never written), but not freshly mapped (a new allocation this size page-faults
             /// on every page it touches).
-            static PHASES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+            static PHASES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
         }
-        PHASES.with(|phases| {
-            let mut phases = phases.borrow_mut();
+        super::scratch::with(&PHASES, |phases| {
             phases.clear();
             phases.resize(self.channels * g.scratch_len(), 0.0);
-            self.run_gathered(kind, input, output, &mut phases)
+            self.run_gathered(kind, input, output, phases)
         })
     }
 

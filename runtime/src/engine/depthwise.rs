@@ -15,11 +15,11 @@
 //! Channel-last graphs are left to tract: on aarch64 tract declutters MobileNet-style models to
 //! HWC and runs its own NEON channel-last depthwise kernel, which this op does not replace.
 
+use super::threads::par_rows;
 use edge_kernels::depthwise::Kernel;
 use edge_kernels::geometry::{fill_phases, Plain, Rounded};
 use edge_kernels::qdepthwise::PlaneOut;
 use edge_kernels::{Geometry, Isa, U8Form};
-use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 
@@ -254,7 +254,7 @@ impl DepthwiseConv {
         // until the next channel.
         let work = n * self.channels * plane_in * taps;
         match (output, self.output) {
-            (Dst::F32(output), None) => par_chunks_mut(output, plane_out, work, |first, chunk| {
+            (Dst::F32(output), None) => par_rows(output, plane_out, work, |first, chunk| {
                 let mut scratch = vec![0f32; g.scratch_len()];
                 let mut tap_ptrs = vec![std::ptr::null::<f32>(); taps];
                 for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
@@ -266,7 +266,7 @@ impl DepthwiseConv {
             }),
             (Dst::U8(output), Some(form)) => {
                 let q = form.requantizer(clamp);
-                par_chunks_mut(output, plane_out, work, |first, chunk| {
+                par_rows(output, plane_out, work, |first, chunk| {
                     let mut scratch = vec![0f32; g.scratch_len()];
                     let mut tap_ptrs = vec![std::ptr::null::<f32>(); taps];
                     // the f32 plane for kernels without a byte store (not AVX-512)
@@ -325,7 +325,7 @@ impl DepthwiseConv {
             Ok((words, (plan.scale.0[c], plan.offset.0[c])))
         };
         match (output, self.output) {
-            (Dst::F32(out), None) => par_chunks_mut(out, ho * wo, work, |first, chunk| {
+            (Dst::F32(out), None) => par_rows(out, ho * wo, work, |first, chunk| {
                 let mut scratch = kernel.scratch(&plan.plane);
                 for (ix, out) in chunk.chunks_exact_mut(ho * wo).enumerate() {
                     let (words, affine) = prepare(first + ix, &mut scratch)?;
@@ -336,7 +336,7 @@ impl DepthwiseConv {
             }),
             (Dst::U8(out), Some(form)) => {
                 let q = form.requantizer(clamp);
-                par_chunks_mut(out, ho * wo, work, |first, chunk| {
+                par_rows(out, ho * wo, work, |first, chunk| {
                     let mut scratch = kernel.scratch(&plan.plane);
                     for (ix, out) in chunk.chunks_exact_mut(ho * wo).enumerate() {
                         let (words, affine) = prepare(first + ix, &mut scratch)?;

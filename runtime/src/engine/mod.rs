@@ -30,6 +30,8 @@ pub mod qdense_conv;
 pub mod qdepthwise;
 mod qops;
 pub mod qpointwise;
+mod scratch;
+mod threads;
 pub mod u8_activations;
 
 use tract_onnx::prelude::{TValue, TVec};

@@ -374,11 +374,8 @@ mod tests {
             let mut one = vec![f32::NAN; cout * points];
             op.run(kind, &x, points, &mut one).unwrap();
             let mut two = vec![f32::NAN; cout * points];
-            tract_linalg::multithread::multithread_tract_scope(
-                tract_linalg::multithread::Executor::multithread(2),
-                || op.run(kind, &x, points, &mut two),
-            )
-            .unwrap();
+            let workers = edge_kernels::parallel::Workers::new(2, "test").unwrap();
+            workers.run(|| op.run(kind, &x, points, &mut two)).unwrap();
             assert!(
                 one.iter()
                     .zip(&two)

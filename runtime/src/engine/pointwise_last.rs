@@ -13,12 +13,12 @@
 //! panel stays in L2 while every group of points passes over it; panels are split over the
 //! plan's threads. tract ran these as its packed matmul, repacking the activations per call.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
+use super::threads::par_rows;
 use edge_kernels::pointwise::Kernel;
 use edge_kernels::tile::{COLS, ROWS};
 use edge_kernels::Isa;
-use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_hir::internal::*;
 
 use super::conv1x1::SharedOut;
@@ -187,12 +187,11 @@ impl PointwiseLast {
         }
         thread_local! {
             /// The channel-last output, before its transpose.
-            static LAST: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+            static LAST: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
         }
-        LAST.with(|last| {
-            let mut last = last.borrow_mut();
+        super::scratch::with(&LAST, |last| {
             last.resize(output.len(), 0.0);
-            self.run_last(kind, input, &mut last)?;
+            self.run_last(kind, input, last)?;
             let points = output.len() / self.cout;
             for (p, row) in last.chunks_exact(self.cout).enumerate() {
                 for (o, &v) in row.iter().enumerate() {
@@ -211,10 +210,9 @@ impl PointwiseLast {
         let groups = points.div_ceil(ROWS);
         thread_local! {
             /// The points' channels as the tile's broadcast rows: `[group][I + 1][8]`.
-            static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+            static PACKED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
         }
-        PACKED.with(|packed| {
-            let mut packed = packed.borrow_mut();
+        super::scratch::with(&PACKED, |packed| {
             packed.clear();
             packed.resize(groups * depth * ROWS, 0.0);
             for (g, group) in packed.chunks_exact_mut(depth * ROWS).enumerate() {
@@ -241,7 +239,7 @@ impl PointwiseLast {
             let packed = &packed[..];
             // (blocking the points so that their packed channels stay in L2 while every panel
             // passes was measured slower on the NHWC ResNet-50: 43 → 48 ms)
-            par_chunks_mut(&mut panels, 1, points * cin * cout, |_, chunk| {
+            par_rows(&mut panels, 1, points * cin * cout, |_, chunk| {
                 for &b in chunk.iter() {
                     let panel = &self.panels.0[b * depth * COLS..][..depth * COLS];
                     let (c0, cols) = (b * COLS, COLS.min(cout - b * COLS));

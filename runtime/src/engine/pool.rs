@@ -9,7 +9,7 @@
 //! runs ([`edge_kernels::pool`]); an average then multiplies by one over its divisor (the
 //! window's size, or its taps on the input when padding is not counted).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use edge_kernels::pool::{pool_planes, valid_taps, Reduce};
 use edge_kernels::Geometry;
@@ -119,13 +119,12 @@ impl Pool {
         ensure!(input.len() / (g.h * g.w).max(1) * ho * wo == output.len());
         thread_local! {
             /// The padded phases of one plane, kept between calls.
-            static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+            static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
         }
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
+        super::scratch::with(&SCRATCH, |scratch| {
             scratch.resize(g.scratch_len(), 0.0);
             let scale = self.scale.as_ref().map(|s| s.0.as_slice());
-            pool_planes(g, self.reduce, input, output, &mut scratch, scale);
+            pool_planes(g, self.reduce, input, output, scratch, scale);
         });
         Ok(())
     }

@@ -15,7 +15,7 @@
 //! On MobileNetV2's first layer (3 → 32 channels, 112×112 outputs) the float op ran 27 FMAs
 //! per output at the FMA units' peak; in words of four bytes the reduction is 9 `vpdpbusd`.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use edge_kernels::qdepthwise::Kernel;
 use edge_kernels::quant::integer_rows;
@@ -158,13 +158,12 @@ impl QDenseConv {
         let per_plane = self.plane.groups.len();
         thread_local! {
             /// The gathered taps, kept between calls (sized by the largest).
-            static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+            static PACKED: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
         }
         let permutes = self.kernel.permutes(&self.plane);
         let mut scratch = self.kernel.scratch(&self.plane);
         let mut output = output;
-        PACKED.with(|cell| {
-            let mut packed = cell.borrow_mut();
+        super::scratch::with(&PACKED, |packed| {
             packed.resize(self.channels * per_plane * points, 0);
             for (image, x) in input.chunks_exact(self.channels * plane_in).enumerate() {
                 for (c, words) in packed.chunks_exact_mut(per_plane * points).enumerate() {
@@ -180,7 +179,7 @@ impl QDenseConv {
                     Dst::U8(o) => Dst::U8(&mut o[at..][..self.outputs * points]),
                 };
                 self.product
-                    .multiply(&packed, self.kernel.flip(), points, out)?;
+                    .multiply(packed, self.kernel.flip(), points, out)?;
             }
             Ok(())
         })

@@ -18,7 +18,7 @@
 //! shape in integers: 8 output channels × 48 points of i32 sums, then `sum · s_x s_w[o] +
 //! offset[o]`, the clamp and one store per vector.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use edge_kernels::qpointwise::{pack_weights, Kernel, TileOut, ROWS};
 use edge_kernels::quant::integer_rows;
@@ -27,6 +27,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::activations::{Dst, Src};
 use super::conv1x1::{Channels, Conv1x1, SharedOut};
+use super::threads::par_rows;
 use super::Floats;
 
 /// The whole output: f32, or the 8-bit values of a form.
@@ -183,17 +184,23 @@ impl QPointwise {
         let k4 = cin.div_ceil(4);
         thread_local! {
             /// The quantized input in VNNI order, kept between calls (sized by the largest).
-            static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+            static PACKED: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
         }
-        PACKED.with(|cell| {
-            let mut packed = cell.borrow_mut();
+        super::scratch::with(&PACKED, |packed| {
             packed.resize(k4 * points, 0);
             let (inv, zp) = (self.input.inv_scale(), self.input.zero_point());
-            match input {
-                Src::F32(x) => kind.pack(x, cin, points, inv, zp, &mut packed),
-                Src::U8(x) => kind.pack_bytes(x, cin, points, &mut packed),
-            }
-            self.multiply_with(kind, &packed, points, output)
+            // packed rows (4 channels each) in one share per thread: the channels a thread
+            // packs are, for the most part, the ones it wrote in the layer before
+            par_rows(packed, points, cin * points, |first, rows| {
+                let channels = (4 * first)..(4 * (first + rows.len() / points)).min(cin);
+                let x = channels.start * points..channels.end * points;
+                match input {
+                    Src::F32(input) => kind.pack(&input[x], channels.len(), points, inv, zp, rows),
+                    Src::U8(input) => kind.pack_bytes(&input[x], channels.len(), points, rows),
+                }
+                Ok(())
+            })?;
+            self.multiply_with(kind, packed, points, output)
         })
     }
 
