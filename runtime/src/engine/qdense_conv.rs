@@ -27,6 +27,7 @@ use super::activations::{Dst, Src};
 use super::conv1x1::Channels;
 use super::conv2d::{constant_kernel_and_bias, conv_geometry, Planes};
 use super::qpointwise::QPointwise;
+use super::threads::par_rows;
 
 /// The integer op for the one-group convolution `conv` at `node` (its clamp `clamp` fused in)
 /// and the outlet it should read, or `None` when its input is not a pair's output, its weights
@@ -161,18 +162,23 @@ impl QDenseConv {
             static PACKED: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
         }
         let permutes = self.kernel.permutes(&self.plane);
-        let mut scratch = self.kernel.scratch(&self.plane);
         let mut output = output;
         super::scratch::with(&PACKED, |packed| {
             packed.resize(self.channels * per_plane * points, 0);
             for (image, x) in input.chunks_exact(self.channels * plane_in).enumerate() {
-                for (c, words) in packed.chunks_exact_mut(per_plane * points).enumerate() {
-                    let plane = &x[c * plane_in..][..plane_in];
-                    self.kernel
-                        .fill_quantized(&self.plane, plane, &mut scratch, self.input);
-                    self.kernel
-                        .gather_rows(&self.plane, &scratch, &permutes, words);
-                }
+                // the input channels' gathers, a share of channels per thread
+                let work = self.channels * per_plane * 4 * points;
+                par_rows(packed, per_plane * points, work, |first, channels| {
+                    let mut scratch = self.kernel.scratch(&self.plane);
+                    for (c, words) in channels.chunks_exact_mut(per_plane * points).enumerate() {
+                        let plane = &x[(first + c) * plane_in..][..plane_in];
+                        self.kernel
+                            .fill_quantized(&self.plane, plane, &mut scratch, self.input);
+                        self.kernel
+                            .gather_rows(&self.plane, &scratch, &permutes, words);
+                    }
+                    Ok(())
+                })?;
                 let at = image * self.outputs * points;
                 let out = match &mut output {
                     Dst::F32(o) => Dst::F32(&mut o[at..][..self.outputs * points]),
