@@ -70,6 +70,18 @@ struct Shared {
     wake: Condvar,
 }
 
+impl Shared {
+    /// Sets `flag` (`running` or `shutdown`) and wakes the parked helpers; under the park lock,
+    /// so a helper about to park sees it or is woken.
+    fn raise(&self, flag: &AtomicBool) {
+        {
+            let _parked = self.park.lock().unwrap_or_else(PoisonError::into_inner);
+            flag.store(true, Ordering::SeqCst);
+        }
+        self.wake.notify_all();
+    }
+}
+
 thread_local! {
     /// The workers of the run this thread is the caller of (null: none, or inside a part).
     static CURRENT: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
@@ -134,15 +146,7 @@ impl Workers {
             return run();
         }
         let _turn = self.run_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        {
-            let _parked = self
-                .shared
-                .park
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.shared.running.store(true, Ordering::SeqCst);
-        }
-        self.shared.wake.notify_all();
+        self.shared.raise(&self.shared.running);
         /// Ends the run (helpers may park) and restores the thread's previous workers, also
         /// when `run` unwinds.
         struct Ending<'a>(&'a Shared, *const Shared);
@@ -159,15 +163,7 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        {
-            let _parked = self
-                .shared
-                .park
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.shared.shutdown.store(true, Ordering::SeqCst);
-        }
-        self.shared.wake.notify_all();
+        self.shared.raise(&self.shared.shutdown);
         for helper in self.helpers.drain(..) {
             let _ = helper.join();
         }
