@@ -308,6 +308,31 @@ fn int8_mobilenetv2_on_two_threads_answers_four_callers_as_on_one() {
     four_callers_get(two, &x, &expected);
 }
 
+/// A thread count above the device's cores (a bundle's hint, an agent's setting) is capped at
+/// the cores: a multi-threaded run's helpers spin while it is on.
+#[test]
+fn threads_beyond_the_cores_are_capped_at_the_cores() {
+    let (_, bytes, _, trust) = digits();
+    let engine = EngineOptions {
+        threads: Some(100_000),
+        ..Default::default()
+    };
+    let options = LoadOptions {
+        engine,
+        ..Default::default()
+    };
+    let model = Model::load(&bytes, &trust, &options).unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let device = &model.engine_choice().device;
+    let expected = match cores {
+        1 => "cpu (1 thread;".to_string(),
+        n => format!("cpu ({n} threads;"),
+    };
+    assert!(device.starts_with(&expected), "{device}");
+    let x = read_npy("digits/test_x.npy").rows(0, 4);
+    assert_eq!(model.run(vec![x.clone()]).unwrap().len(), 1);
+}
+
 /// Four threads run `model` on `x` at once; each gets `expected`.
 fn four_callers_get(model: std::sync::Arc<Model>, x: &Tensor, expected: &[Tensor]) {
     let handles: Vec<_> = (0..4)

@@ -387,7 +387,7 @@ impl std::str::FromStr for EngineKind {
 pub struct EngineOptions {
     /// Engine to use; `None` = the bundle's hint, else cpu.
     pub kind: Option<EngineKind>,
-    /// Intra-op threads; `None` = the bundle's hint, else 1.
+    /// Intra-op threads; `None` = the bundle's hint, else 1; at most the device's cores.
     pub threads: Option<usize>,
 }
 
@@ -442,11 +442,14 @@ pub fn prepare(
             None => EngineKind::Cpu,
         },
     };
+    // never more than the device's cores: the helpers of a multi-threaded run spin while it is
+    // on, and more spinning threads than cores would slow every one of them
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = options
         .threads
         .or(hints.threads.map(|t| t as usize))
         .unwrap_or(1)
-        .max(1);
+        .clamp(1, cores);
     // auto: CUDA, then wgpu, then the CPU; each refusal is noted
     let accelerators: [(EngineKind, &'static str, Preparer); 2] = [
         (EngineKind::Cuda, "cuda", prepare_cuda),
