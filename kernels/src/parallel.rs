@@ -136,7 +136,7 @@ impl Workers {
 
     /// The threads of a run: the helpers and the caller.
     pub fn threads(&self) -> usize {
-        self.helpers.len() + 1
+        self.shared.threads
     }
 
     /// Runs `run` on the calling thread with the helpers standing by: [`for_each`] inside it
@@ -290,7 +290,7 @@ pub fn try_for_each_rows<T: Send, E: Send>(
         return f(0, out);
     }
     let per_part = rows.div_ceil(parts);
-    let base = SendPtr(out.as_mut_ptr());
+    let base = SharedOut(out.as_mut_ptr());
     let failed: Mutex<Option<E>> = Mutex::new(None);
     for_each(rows.div_ceil(per_part), |part| {
         let first = part * per_part;
@@ -311,17 +311,21 @@ pub fn try_for_each_rows<T: Send, E: Send>(
     }
 }
 
-/// `out`'s start, shared by the parts of [`try_for_each_rows`].
-struct SendPtr<T>(*mut T);
+/// An output's start, shared by the threads of a parallel part that each write their own
+/// disjoint rows through it ([`try_for_each_rows`], the runtime's tile walks).
+pub struct SharedOut<T>(pub *mut T);
 
-impl<T> SendPtr<T> {
+impl<T> SharedOut<T> {
     /// The pointer `n` values in (a method, so closures capture the whole `Sync` wrapper).
-    fn at(&self, n: usize) -> *mut T {
+    pub fn at(&self, n: usize) -> *mut T {
         self.0.wrapping_add(n)
     }
 }
-// SAFETY: each part writes its own rows through it (see `try_for_each_rows`).
-unsafe impl<T: Send> Sync for SendPtr<T> {}
+// SAFETY: every thread writes a disjoint set of rows through it; whoever writes through it
+// upholds that (each `unsafe` write names its rows).
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+// SAFETY: as for Sync: threads write disjoint rows, so the pointer may move between them.
+unsafe impl<T: Send> Send for SharedOut<T> {}
 
 #[cfg(test)]
 mod tests {

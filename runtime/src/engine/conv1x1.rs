@@ -6,6 +6,8 @@
 //! output pointer their threads share ([`SharedOut`]).
 
 use super::threads::par_rows;
+/// The output pointer, shared by the threads that each write their own tiles' rows.
+pub(crate) use edge_kernels::parallel::SharedOut;
 use edge_kernels::tile::{COLS, ROWS};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
@@ -320,20 +322,6 @@ fn channel_first_1x1(input: &str, weights: &str, output: &str) -> Option<(bool, 
     all.dedup();
     (all.len() == x.len() + 1).then_some((batched, batched_out))
 }
-
-/// The output pointer, shared by the threads that each write their own tiles' rows.
-pub(crate) struct SharedOut<T>(pub(crate) *mut T);
-
-impl<T> SharedOut<T> {
-    /// The pointer `n` values in (a method, so closures capture the whole `Sync` wrapper).
-    pub(crate) fn at(&self, n: usize) -> *mut T {
-        self.0.wrapping_add(n)
-    }
-}
-// SAFETY: every thread writes a disjoint set of rows through it (see `Pointwise::run`).
-unsafe impl<T> Sync for SharedOut<T> {}
-// SAFETY: as for Sync: threads write disjoint rows, so the pointer may move between them.
-unsafe impl<T> Send for SharedOut<T> {}
 
 #[cfg(test)]
 mod tests {
