@@ -9,7 +9,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::qpointwise::{quantize4, requantize16};
+use super::qpointwise::{quantize4, Bytes};
 use crate::byte_plane::BytePlane;
 use crate::quant::{Requantizer, U8Form};
 
@@ -40,25 +40,53 @@ pub unsafe fn fill_bytes(to: &BytePlane, plane: &[u8], scratch: &mut [u8], flip:
     let f = vdupq_n_u8(flip);
     for (iy, src) in plane.chunks_exact(w).enumerate() {
         let dst = &mut scratch[to.row_start(iy)..][..w];
-        let mut i = 0;
-        while i + 16 <= w {
-            // SAFETY: 16 bytes inside both rows.
-            unsafe {
-                let v = vld1q_u8(src.as_ptr().add(i));
-                vst1q_u8(dst.as_mut_ptr().add(i), veorq_u8(v, f));
+        // SAFETY: `src` and `dst` are `w` bytes each; the CPU has NEON.
+        unsafe { copy_flipped(src, dst, f) }
+    }
+}
+
+/// `dst = src ^ f` over one row: whole vectors (two a step), the row's end as one more vector that
+/// overlaps the last (each byte written is its own value), short rows as two halves that
+/// overlap.
+///
+/// # Safety
+/// `src.len() == dst.len()`; the CPU has NEON.
+#[inline(always)]
+unsafe fn copy_flipped(src: &[u8], dst: &mut [u8], f: uint8x16_t) {
+    let w = src.len();
+    debug_assert!(dst.len() == w);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    // SAFETY: every access below is inside `0..w` of both rows.
+    unsafe {
+        if w >= 16 {
+            let mut i = 0;
+            while i + 32 < w {
+                let v = vld1q_u8_x2(s.add(i));
+                vst1q_u8_x2(d.add(i), uint8x16x2_t(veorq_u8(v.0, f), veorq_u8(v.1, f)));
+                i += 32;
             }
-            i += 16;
-        }
-        if i + 8 <= w {
-            // SAFETY: 8 bytes inside both rows.
-            unsafe {
-                let v = vld1_u8(src.as_ptr().add(i));
-                vst1_u8(dst.as_mut_ptr().add(i), veor_u8(v, vget_low_u8(f)));
+            if i + 16 < w {
+                vst1q_u8(d.add(i), veorq_u8(vld1q_u8(s.add(i)), f));
             }
-            i += 8;
-        }
-        for (d, s) in dst[i..].iter_mut().zip(&src[i..]) {
-            *d = s ^ flip;
+            vst1q_u8(d.add(w - 16), veorq_u8(vld1q_u8(s.add(w - 16)), f));
+        } else if w >= 8 {
+            let f = vget_low_u8(f);
+            let (a, b) = (vld1_u8(s), vld1_u8(s.add(w - 8)));
+            vst1_u8(d, veor_u8(a, f));
+            vst1_u8(d.add(w - 8), veor_u8(b, f));
+        } else if w >= 4 {
+            let f = u32::from_ne_bytes([vgetq_lane_u8::<0>(f); 4]);
+            let (a, b) = (
+                (s as *const u32).read_unaligned(),
+                (s.add(w - 4) as *const u32).read_unaligned(),
+            );
+            (d as *mut u32).write_unaligned(a ^ f);
+            (d.add(w - 4) as *mut u32).write_unaligned(b ^ f);
+        } else {
+            let f = vgetq_lane_u8::<0>(f);
+            for i in 0..w {
+                *d.add(i) = *s.add(i) ^ f;
+            }
         }
     }
 }
@@ -211,7 +239,7 @@ macro_rules! dot {
 /// group), `out` holds the plane's outputs; the CPU has dotprod (and i8mm when `USDOT`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn plane_dot<const USDOT: bool, const G: usize>(
+unsafe fn plane_dot<const USDOT: bool, const G: usize, const SHARED: bool>(
     (plane, out, scratch, groups, words, (scale, offset), start): PlaneArgs,
 ) {
     let g = &plane.geometry;
@@ -220,16 +248,22 @@ unsafe fn plane_dot<const USDOT: bool, const G: usize>(
     // row's `wo` outputs (the last vector through a buffer).
     unsafe {
         // G > 0: exactly G groups, their indices, weights and bases held in registers (a
-        // 3×3 kernel's three); G = 0: any number, each group's read where it is used
+        // 3×3 kernel's three; SHARED: one index for all, as a kernel's rows mostly have);
+        // G = 0: any number, each group's read where it is used
         debug_assert!(G == 0 || groups.len() == G);
+        debug_assert!(!SHARED || groups.iter().all(|g| g.1 == groups[0].1));
         let fixed: [([uint8x16_t; 4], int8x16_t, usize); G] = std::array::from_fn(|k| {
             (
-                index4(&groups[k].1),
+                index4(&groups[if SHARED { 0 } else { k }].1),
                 vreinterpretq_s8_s32(vdupq_n_s32(words[k])),
                 groups[k].0,
             )
         });
         let (s, b) = (vdupq_n_f32(scale), vdupq_n_f32(offset));
+        let bytes_of = match &out {
+            Out::U8(_, q) => Some(Bytes::new(*q)),
+            Out::F32(..) => None,
+        };
         for y in 0..ho {
             let row = scratch.as_ptr().add(y * plane.row);
             let mut x = 0;
@@ -239,6 +273,7 @@ unsafe fn plane_dot<const USDOT: bool, const G: usize>(
                 if G > 0 {
                     for (ix4, wv, base) in &fixed {
                         let t = vld1q_u8_x4(at_x.add(*base));
+                        let ix4 = if SHARED { &fixed[0].0 } else { ix4 };
                         for (a, &ix) in acc.iter_mut().zip(ix4) {
                             let taps = vqtbl4q_u8(t, ix);
                             dot!(USDOT, *a, taps, *wv);
@@ -259,11 +294,8 @@ unsafe fn plane_dot<const USDOT: bool, const G: usize>(
                 // lanes land on later rows' outputs, which those rows then write; near the
                 // plane's end it stores through a buffer
                 let at = y * wo + x;
-                let n = if at + 16 <= ho * wo {
-                    16
-                } else {
-                    (wo - x).min(16)
-                };
+                // whole vectors but near the plane's end (the last row's last vector)
+                let whole = at + 16 <= ho * wo;
                 match &out {
                     Out::F32(o, clamp) => {
                         let f = match clamp {
@@ -274,7 +306,7 @@ unsafe fn plane_dot<const USDOT: bool, const G: usize>(
                             None => f,
                         };
                         let dst = o.as_ptr().add(at) as *mut f32;
-                        if n == 16 {
+                        if whole {
                             for (k, v) in f.into_iter().enumerate() {
                                 vst1q_f32(dst.add(4 * k), v);
                             }
@@ -283,20 +315,21 @@ unsafe fn plane_dot<const USDOT: bool, const G: usize>(
                             for (k, v) in f.into_iter().enumerate() {
                                 vst1q_f32(tail.as_mut_ptr().add(4 * k), v);
                             }
-                            for (i, &t) in tail.iter().enumerate().take(n) {
+                            for (i, &t) in tail.iter().enumerate().take(wo - x) {
                                 *dst.add(i) = t;
                             }
                         }
                     }
-                    Out::U8(o, q) => {
-                        let bytes = requantize16(f, *q);
+                    Out::U8(o, _) => {
+                        // `bytes_of` is set for a byte output (above)
+                        let bytes = bytes_of.unwrap_unchecked().of(f);
                         let dst = o.as_ptr().add(at) as *mut u8;
-                        if n == 16 {
+                        if whole {
                             vst1q_u8(dst, bytes);
                         } else {
                             let mut tail = [0u8; 16];
                             vst1q_u8(tail.as_mut_ptr(), bytes);
-                            for (i, &t) in tail.iter().enumerate().take(n) {
+                            for (i, &t) in tail.iter().enumerate().take(wo - x) {
                                 *dst.add(i) = t;
                             }
                         }
@@ -334,11 +367,13 @@ unsafe fn plane_by_groups<const USDOT: bool>(
     let args = (plane, out, scratch, groups, words, affine, start);
     // SAFETY: the caller's contract.
     unsafe {
-        match groups.len() {
-            3 => plane_dot::<USDOT, 3>(args),
-            2 => plane_dot::<USDOT, 2>(args),
-            1 => plane_dot::<USDOT, 1>(args),
-            _ => plane_dot::<USDOT, 0>(args),
+        let shared = groups.iter().all(|g| g.1 == groups[0].1);
+        match (groups.len(), shared) {
+            (3, true) => plane_dot::<USDOT, 3, true>(args),
+            (3, false) => plane_dot::<USDOT, 3, false>(args),
+            (2, _) => plane_dot::<USDOT, 2, false>(args),
+            (1, _) => plane_dot::<USDOT, 1, false>(args),
+            _ => plane_dot::<USDOT, 0, false>(args),
         }
     }
 }

@@ -269,70 +269,183 @@ unsafe fn dot_steps<const V: usize, const USDOT: bool>(
     }
 }
 
-/// [`requantize16`] on `V ≤ 4` vectors: their `4V` bytes first (the rest unspecified).
-#[inline(always)]
-pub(crate) unsafe fn requantize_n<const V: usize>(
-    f: [float32x4_t; V],
-    q: Requantizer,
-) -> uint8x16_t {
-    // SAFETY: NEON arithmetic only; the caller has NEON.
-    unsafe {
-        if V == 4 {
-            return requantize16(std::array::from_fn(|v| f[v]), q);
-        }
-        let inv = vdupq_n_f32(q.inv_scale);
-        let zp = vdupq_n_s32(q.zero_point);
-        let i: [int32x4_t; V] = f.map(|v| vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(v, inv)), zp));
-        let low = vqmovn_s32(i[0]);
-        let h0 = if V > 1 {
-            vcombine_s16(low, vqmovn_s32(i[1 % V]))
-        } else {
-            vcombine_s16(low, low)
-        };
-        let h1 = if V > 2 {
-            vcombine_s16(vqmovn_s32(i[2 % V]), low)
-        } else {
-            h0
-        };
-        let b = vcombine_u8(vqmovun_s16(h0), vqmovun_s16(h1));
-        let lo = vdupq_n_u8((q.lo as i32 + q.zero_point) as u8);
-        let hi = vdupq_n_u8((q.hi as i32 + q.zero_point) as u8);
-        vminq_u8(vmaxq_u8(b, lo), hi)
-    }
+/// A requantizer's constants in registers: `1/s`, the zero point (i16 lanes) and the clamp's
+/// bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct Bytes {
+    inv: float32x4_t,
+    zp: int16x8_t,
+    lo: uint8x16_t,
+    hi: uint8x16_t,
 }
 
-/// [`Requantizer::apply`] on 16 values, as 16 bytes. The clamp is applied to the bytes: its
-/// bounds are whole numbers, so rounding and clamping commute, and the saturating conversion,
-/// add and narrowing moves keep values past `i32` or `0..=255` at the ends, where the clamp
-/// puts them anyway; same bytes as the plain rule.
-#[inline(always)]
-pub(crate) unsafe fn requantize16(f: [float32x4_t; 4], q: Requantizer) -> uint8x16_t {
-    // SAFETY: NEON arithmetic only; the caller has NEON.
-    unsafe {
-        let inv = vdupq_n_f32(q.inv_scale);
-        let zp = vdupq_n_s32(q.zero_point);
-        let i = f.map(|v| vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(v, inv)), zp));
-        let h0 = vcombine_s16(vqmovn_s32(i[0]), vqmovn_s32(i[1]));
-        let h1 = vcombine_s16(vqmovn_s32(i[2]), vqmovn_s32(i[3]));
-        let b = vcombine_u8(vqmovun_s16(h0), vqmovun_s16(h1));
-        let lo = vdupq_n_u8((q.lo as i32 + q.zero_point) as u8);
-        let hi = vdupq_n_u8((q.hi as i32 + q.zero_point) as u8);
-        vminq_u8(vmaxq_u8(b, lo), hi)
+impl Bytes {
+    #[inline(always)]
+    pub(crate) unsafe fn new(q: Requantizer) -> Bytes {
+        // SAFETY: NEON moves; the caller has NEON.
+        unsafe {
+            Bytes {
+                inv: vdupq_n_f32(q.inv_scale),
+                zp: vdupq_n_s16(q.zero_point as i16),
+                lo: vdupq_n_u8((q.lo as i32 + q.zero_point) as u8),
+                hi: vdupq_n_u8((q.hi as i32 + q.zero_point) as u8),
+            }
+        }
+    }
+
+    /// [`Requantizer::apply`] on `V ≤ 4` vectors: their `4V` bytes first (the rest
+    /// unspecified). The clamp is applied to the bytes: its bounds are whole numbers, so
+    /// rounding and clamping commute. The zero point is added to the i16 lanes (saturating):
+    /// a value past `i16` ends at 0 or 255 either way, where the plain rule puts it too. Same
+    /// bytes as the plain rule.
+    #[inline(always)]
+    pub(crate) unsafe fn of<const V: usize>(self, f: [float32x4_t; V]) -> uint8x16_t {
+        // SAFETY: NEON arithmetic only; the caller has NEON.
+        unsafe {
+            let i: [int32x4_t; V] = f.map(|v| vcvtnq_s32_f32(vmulq_f32(v, self.inv)));
+            let h0 = vqmovn_s32(i[0]);
+            let h0 = if V > 1 {
+                vqmovn_high_s32(h0, i[1 % V])
+            } else {
+                vcombine_s16(h0, h0)
+            };
+            let b = vqmovun_s16(vqaddq_s16(h0, self.zp));
+            let b = if V > 2 {
+                let h1 = vqmovn_s32(i[2 % V]);
+                let h1 = if V > 3 {
+                    vqmovn_high_s32(h1, i[3 % V])
+                } else {
+                    vcombine_s16(h1, h1)
+                };
+                vqmovun_high_s16(b, vqaddq_s16(h1, self.zp))
+            } else {
+                vcombine_u8(b, b)
+            };
+            vminq_u8(vmaxq_u8(b, self.lo), self.hi)
+        }
     }
 }
 
 /// Words per k-segment of a tile's last partial vector (copied to the stack).
 const SEGMENT: usize = 256;
 
-/// [`crate::qpointwise::Kernel::tile`] on the dot levels.
+/// A tile's `scale` and `offset` per row, as two vectors of four rows each (rows past `rows`
+/// zero).
+#[derive(Clone, Copy)]
+struct Affine {
+    scale: [float32x4_t; 2],
+    offset: [float32x4_t; 2],
+}
+
+impl Affine {
+    #[inline(always)]
+    unsafe fn new(scale: &[f32], offset: &[f32], rows: usize) -> Affine {
+        let load = |v: &[f32]| {
+            let mut padded = [0f32; ROWS];
+            padded[..rows].copy_from_slice(&v[..rows]);
+            // SAFETY: 8 values; the caller has NEON.
+            unsafe {
+                [
+                    vld1q_f32(padded.as_ptr()),
+                    vld1q_f32(padded.as_ptr().add(4)),
+                ]
+            }
+        };
+        Affine {
+            scale: load(scale),
+            offset: load(offset),
+        }
+    }
+}
+
+/// Where a tile's rows go, its constants in registers for the whole tile.
+trait Rows: Copy {
+    /// `V` vectors of one row's values at `at`; the last vector holds `n ≤ 4` outputs.
+    ///
+    /// # Safety
+    /// The destination is writable for `4(V − 1) + n` values at `at`; the CPU has NEON.
+    unsafe fn store<const V: usize>(self, f: [float32x4_t; V], at: usize, n: usize);
+}
+
+/// f32 values, clamped (to ±∞ without a clamp).
+#[derive(Clone, Copy)]
+struct FloatRows(*mut f32, float32x4_t, float32x4_t);
+
+impl Rows for FloatRows {
+    #[inline(always)]
+    unsafe fn store<const V: usize>(self, f: [float32x4_t; V], at: usize, n: usize) {
+        // SAFETY: the caller's bounds; NEON arithmetic.
+        unsafe {
+            let FloatRows(o, lo, hi) = self;
+            let o = o.add(at);
+            for (v, &x) in f.iter().enumerate() {
+                let x = vminq_f32(vmaxq_f32(x, lo), hi);
+                if v + 1 < V || n == 4 {
+                    vst1q_f32(o.add(4 * v), x);
+                } else {
+                    let mut tmp = [0f32; 4];
+                    vst1q_f32(tmp.as_mut_ptr(), x);
+                    for (i, &t) in tmp.iter().enumerate().take(n) {
+                        *o.add(4 * v + i) = t;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The bytes of a requantizer.
+#[derive(Clone, Copy)]
+struct ByteRows(*mut u8, Bytes);
+
+impl Rows for ByteRows {
+    #[inline(always)]
+    unsafe fn store<const V: usize>(self, f: [float32x4_t; V], at: usize, n: usize) {
+        // SAFETY: the caller's bounds; NEON arithmetic.
+        unsafe {
+            let ByteRows(o, q) = self;
+            let o = o.add(at);
+            let bytes = q.of(f);
+            match (V, n) {
+                (3, 4) => {
+                    vst1_u8(o, vget_low_u8(bytes));
+                    vst1q_lane_u32::<2>(o.add(8) as *mut u32, vreinterpretq_u32_u8(bytes));
+                }
+                (2, 4) => vst1_u8(o, vget_low_u8(bytes)),
+                (1, 4) => vst1q_lane_u32::<0>(o as *mut u32, vreinterpretq_u32_u8(bytes)),
+                _ => {
+                    let mut tmp = [0u8; 16];
+                    vst1q_u8(tmp.as_mut_ptr(), bytes);
+                    for (i, &t) in tmp.iter().enumerate().take(4 * (V - 1) + n) {
+                        *o.add(i) = t;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row `R` of a tile (`R < 8`, a literal) from its `V` vectors of i32 sums: `sum · scale +
+/// offset`, then the sink's store.
+macro_rules! store_row {
+    ($sink:expr, $affine:expr, $sums:expr, $r:literal, $at:expr, $n:expr) => {{
+        let (s, b) = ($affine.scale[$r / 4], $affine.offset[$r / 4]);
+        let b = vdupq_laneq_f32::<{ $r % 4 }>(b);
+        let f = $sums.map(|a| vfmaq_laneq_f32::<{ $r % 4 }>(b, vcvtq_f32_s32(a), s));
+        $sink.store(f, $at, $n);
+    }};
+}
+
+/// The dot levels' tile, its sink chosen.
 ///
 /// # Safety
 /// As [`crate::qpointwise::Kernel::tile`]; the CPU has dotprod (and i8mm when `USDOT`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn dot_tile<const USDOT: bool>(
+unsafe fn dot_tile_to<const USDOT: bool, S: Rows>(
     level: Level,
-    (k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs,
+    (k4, x, stride, weights, scale, offset, _, rows, cols, _): TileArgs,
+    sink: S,
 ) {
     debug_assert!(weights.len() == k4 * ROWS && (1..=COLS).contains(&cols));
     // SAFETY: this fn's caller upholds its contract; every read below stays inside `x`'s
@@ -350,7 +463,7 @@ unsafe fn dot_tile<const USDOT: bool>(
             vdupq_laneq_s32::<3>(starts[1]),
         ];
         let w = weights.as_ptr();
-        let sink = RowSink::new(out, clamp);
+        let affine = Affine::new(scale, offset, rows);
         // every row written out so that each index into `acc` is a constant (a loop to `rows`
         // would keep the accumulators in memory)
         macro_rules! finish {
@@ -359,7 +472,7 @@ unsafe fn dot_tile<const USDOT: bool>(
                 macro_rules! row {
                     ($r:literal) => {
                         if $r < rows {
-                            sink.row(acc[$r], (scale[$r], offset[$r]), $r * stride + $c, $n);
+                            store_row!(sink, affine, acc[$r], $r, $r * stride + $c, $n);
                         }
                     };
                 }
@@ -411,83 +524,40 @@ unsafe fn dot_tile<const USDOT: bool>(
     }
 }
 
-/// Where a tile's rows go, decided once per tile: f32 values clamped (to ±∞ without a
-/// clamp), or the bytes of a requantizer.
-#[derive(Clone, Copy)]
-enum RowSink {
-    F32(*mut f32, float32x4_t, float32x4_t),
-    U8(*mut u8, Requantizer),
+/// A tile's body, run with the sink of its output (so that the sink is chosen once a tile,
+/// its constants in registers).
+trait TileBody {
+    /// # Safety
+    /// As [`crate::qpointwise::Kernel::tile`], for the body's level.
+    unsafe fn run<S: Rows>(self, args: TileArgs, sink: S);
 }
 
-impl RowSink {
-    #[inline(always)]
-    unsafe fn new(out: TileOut, clamp: Option<(f32, f32)>) -> RowSink {
-        // SAFETY: NEON moves; the caller has NEON.
-        unsafe {
-            match out {
-                TileOut::F32(o) => {
-                    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-                    RowSink::F32(o, vdupq_n_f32(lo), vdupq_n_f32(hi))
-                }
-                TileOut::U8(o, q) => RowSink::U8(o, q),
+/// Runs `body` with the sink of `args`' output.
+///
+/// # Safety
+/// As [`TileBody::run`].
+#[inline(always)]
+unsafe fn with_sink<B: TileBody>(body: B, args: TileArgs) {
+    // SAFETY: the caller's contract; NEON moves.
+    unsafe {
+        match args.6 {
+            TileOut::F32(o) => {
+                let (lo, hi) = args.9.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                body.run(args, FloatRows(o, vdupq_n_f32(lo), vdupq_n_f32(hi)))
             }
+            TileOut::U8(o, q) => body.run(args, ByteRows(o, Bytes::new(q))),
         }
     }
+}
 
-    /// `V` vectors of one row's sums at `at`: `sum · scale + offset`, then the clamp or the
-    /// requantizer; the last vector holds `n ≤ 4` outputs.
-    ///
-    /// # Safety
-    /// The destination is writable for `4(V − 1) + n` values at `at`; the CPU has NEON.
+/// The dot levels' body (`sdot`, or `usdot` when `USDOT`).
+struct DotBody<const USDOT: bool>(Level);
+
+impl<const USDOT: bool> TileBody for DotBody<USDOT> {
     #[inline(always)]
-    unsafe fn row<const V: usize>(
-        self,
-        sums: [int32x4_t; V],
-        (scale, offset): (f32, f32),
-        at: usize,
-        n: usize,
-    ) {
-        // SAFETY: the caller's bounds; NEON arithmetic.
-        unsafe {
-            let (s, b) = (vdupq_n_f32(scale), vdupq_n_f32(offset));
-            let f = sums.map(|a| vfmaq_f32(b, vcvtq_f32_s32(a), s));
-            match self {
-                RowSink::F32(o, lo, hi) => {
-                    let o = o.add(at);
-                    for (v, &x) in f.iter().enumerate() {
-                        let x = vminq_f32(vmaxq_f32(x, lo), hi);
-                        if v + 1 < V || n == 4 {
-                            vst1q_f32(o.add(4 * v), x);
-                        } else {
-                            let mut tmp = [0f32; 4];
-                            vst1q_f32(tmp.as_mut_ptr(), x);
-                            for (i, &t) in tmp.iter().enumerate().take(n) {
-                                *o.add(4 * v + i) = t;
-                            }
-                        }
-                    }
-                }
-                RowSink::U8(o, q) => {
-                    let o = o.add(at);
-                    let bytes = requantize_n(f, q);
-                    match (V, n) {
-                        (3, 4) => {
-                            vst1_u8(o, vget_low_u8(bytes));
-                            vst1q_lane_u32::<2>(o.add(8) as *mut u32, vreinterpretq_u32_u8(bytes));
-                        }
-                        (2, 4) => vst1_u8(o, vget_low_u8(bytes)),
-                        (1, 4) => vst1q_lane_u32::<0>(o as *mut u32, vreinterpretq_u32_u8(bytes)),
-                        _ => {
-                            let mut tmp = [0u8; 16];
-                            vst1q_u8(tmp.as_mut_ptr(), bytes);
-                            for (i, &t) in tmp.iter().enumerate().take(4 * (V - 1) + n) {
-                                *o.add(i) = t;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+    unsafe fn run<S: Rows>(self, args: TileArgs, sink: S) {
+        // SAFETY: the caller's contract.
+        unsafe { dot_tile_to::<USDOT, S>(self.0, args, sink) }
     }
 }
 
@@ -498,7 +568,7 @@ impl RowSink {
 #[target_feature(enable = "neon,dotprod")]
 pub unsafe fn tile_dot(args: TileArgs) {
     // SAFETY: the caller's contract is the tile's.
-    unsafe { dot_tile::<false>(Level::Dot, args) }
+    unsafe { with_sink(DotBody::<false>(Level::Dot), args) }
 }
 
 /// [`crate::qpointwise::Kernel::tile`] with `usdot` (input packed as plain bytes).
@@ -508,7 +578,7 @@ pub unsafe fn tile_dot(args: TileArgs) {
 #[target_feature(enable = "neon,dotprod,i8mm")]
 pub unsafe fn tile_usdot(args: TileArgs) {
     // SAFETY: the caller's contract is the tile's.
-    unsafe { dot_tile::<true>(Level::UsDot, args) }
+    unsafe { with_sink(DotBody::<true>(Level::UsDot), args) }
 }
 
 /// The Armv8.0 steps for 4 points (`x`: 4 words at each `g·stride`): for each point, its word
@@ -616,63 +686,77 @@ unsafe fn rows_of(acc: [[int32x4_t; 4]; 4], starts: [int32x4_t; 2]) -> [int32x4_
     }
 }
 
+/// The Armv8.0 body (`smull`/`smlal`/`sadalp`, input packed signed).
+struct NeonBody;
+
+impl TileBody for NeonBody {
+    #[inline(always)]
+    unsafe fn run<S: Rows>(
+        self,
+        (k4, x, stride, weights, scale, offset, _, rows, cols, _): TileArgs,
+        sink: S,
+    ) {
+        debug_assert!(weights.len() == k4 * ROWS && (1..=COLS).contains(&cols));
+        // SAFETY: this fn's caller upholds its contract; the partial vector is copied, so
+        // reads stay inside `x`'s `cols` columns, and stores inside `rows × cols`.
+        unsafe {
+            let starts = row_starts(Level::Neon, k4, weights);
+            let w = weights.as_ptr();
+            let affine = Affine::new(scale, offset, rows);
+            // acc[p][q]: point p, lanes (row 2q, pair 0), (2q, 1), (2q+1, 0), (2q+1, 1)
+            let finish = |acc: [[int32x4_t; 4]; 4], c: usize, n: usize| {
+                let sums = rows_of(acc, starts);
+                // each row written out so that every index is a constant
+                macro_rules! row {
+                    ($r:literal) => {
+                        if $r < rows {
+                            store_row!(sink, affine, [sums[$r]], $r, $r * stride + c, n);
+                        }
+                    };
+                }
+                row!(0);
+                row!(1);
+                row!(2);
+                row!(3);
+                row!(4);
+                row!(5);
+                row!(6);
+                row!(7);
+            };
+            let zero = [[vdupq_n_s32(0); 4]; 4];
+            let full = cols / 4;
+            for v in 0..full {
+                let acc = neon_steps(zero, k4, x.add(4 * v), stride, w);
+                finish(acc, 4 * v, 4);
+            }
+            let rem = cols - 4 * full;
+            if rem > 0 {
+                let c = 4 * full;
+                let mut acc = zero;
+                let mut local = [0u32; 4 * SEGMENT];
+                for g0 in (0..k4).step_by(SEGMENT) {
+                    let n = (k4 - g0).min(SEGMENT);
+                    for g in 0..n {
+                        std::ptr::copy_nonoverlapping(
+                            x.add((g0 + g) * stride + c),
+                            local.as_mut_ptr().add(4 * g),
+                            rem,
+                        );
+                    }
+                    acc = neon_steps(acc, n, local.as_ptr(), 4, w.add(g0 * ROWS));
+                }
+                finish(acc, c, rem);
+            }
+        }
+    }
+}
+
 /// [`crate::qpointwise::Kernel::tile`] on plain NEON (input packed signed).
 ///
 /// # Safety
 /// As [`crate::qpointwise::Kernel::tile`]; the CPU has NEON.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "neon")]
-pub unsafe fn tile_neon((k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs) {
-    debug_assert!(weights.len() == k4 * ROWS && (1..=COLS).contains(&cols));
-    // SAFETY: this fn's caller upholds its contract; the partial vector is copied, so reads
-    // stay inside `x`'s `cols` columns, and stores inside `rows × cols`.
-    unsafe {
-        let starts = row_starts(Level::Neon, k4, weights);
-        let w = weights.as_ptr();
-        // acc[p][q]: point p, lanes (row 2q, pair 0), (2q, 1), (2q+1, 0), (2q+1, 1)
-        let sink = RowSink::new(out, clamp);
-        let finish = |acc: [[int32x4_t; 4]; 4], c: usize, n: usize| {
-            let sums = rows_of(acc, starts);
-            // each row written out so that every index is a constant
-            macro_rules! row {
-                ($r:literal) => {
-                    if $r < rows {
-                        sink.row([sums[$r]], (scale[$r], offset[$r]), $r * stride + c, n);
-                    }
-                };
-            }
-            row!(0);
-            row!(1);
-            row!(2);
-            row!(3);
-            row!(4);
-            row!(5);
-            row!(6);
-            row!(7);
-        };
-        let zero = [[vdupq_n_s32(0); 4]; 4];
-        let full = cols / 4;
-        for v in 0..full {
-            let acc = neon_steps(zero, k4, x.add(4 * v), stride, w);
-            finish(acc, 4 * v, 4);
-        }
-        let rem = cols - 4 * full;
-        if rem > 0 {
-            let c = 4 * full;
-            let mut acc = zero;
-            let mut local = [0u32; 4 * SEGMENT];
-            for g0 in (0..k4).step_by(SEGMENT) {
-                let n = (k4 - g0).min(SEGMENT);
-                for g in 0..n {
-                    std::ptr::copy_nonoverlapping(
-                        x.add((g0 + g) * stride + c),
-                        local.as_mut_ptr().add(4 * g),
-                        rem,
-                    );
-                }
-                acc = neon_steps(acc, n, local.as_ptr(), 4, w.add(g0 * ROWS));
-            }
-            finish(acc, c, rem);
-        }
-    }
+pub unsafe fn tile_neon(args: TileArgs) {
+    // SAFETY: the caller's contract is the tile's.
+    unsafe { with_sink(NeonBody, args) }
 }
