@@ -102,6 +102,11 @@ impl Kernel {
             Kind::Avx512 => unsafe {
                 crate::x86_64::depthwise::fill_phases_u8(g, input, scratch, form)
             },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: an Avx2Fma kernel exists only where the CPU has AVX2.
+            Kind::Avx2Fma => unsafe {
+                crate::x86_64::depthwise::fill_phases_u8_avx2(g, input, scratch, form)
+            },
             _ => fill_phases(g, input, scratch, &form),
         }
     }
@@ -180,6 +185,11 @@ impl Kernel {
         floats.resize(out.len(), 0f32);
         // SAFETY: the caller's bounds, with `floats` the plane's size.
         unsafe { self.plane(floats, wo, in_row, flat, taps, weights, bias, None) };
+        #[cfg(target_arch = "x86_64")]
+        if self.0 == Kind::Avx2Fma {
+            // SAFETY: an Avx2Fma kernel exists only where the CPU has AVX2; equal lengths.
+            return unsafe { crate::x86_64::bytes_avx2::requantize_row(floats, out, q) };
+        }
         for (o, &v) in out.iter_mut().zip(floats.iter()) {
             *o = q.apply(v);
         }

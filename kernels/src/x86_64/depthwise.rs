@@ -22,6 +22,38 @@ macro_rules! clamp {
 
 crate::plane_fn!(plane_avx2, row_avx2, "avx2,fma");
 
+/// [`fill_phases`] from bytes on AVX2 (the row conversions of [`super::bytes_avx2`]).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn fill_phases_u8_avx2(g: &Geometry, input: &[u8], scratch: &mut [f32], form: U8Form) {
+    fill_phases(g, input, scratch, &Avx2Bytes(form))
+}
+
+/// [`PhaseValues`] for bytes with the AVX2 conversions, for `fill_phases_u8_avx2`.
+struct Avx2Bytes(U8Form);
+
+impl PhaseValues<u8> for Avx2Bytes {
+    #[inline(always)]
+    fn copy_row(&self, src: &[u8], dst: &mut [f32]) {
+        // SAFETY: only built inside `fill_phases_u8_avx2`, whose caller checked the features.
+        unsafe { super::bytes_avx2::dequantize_row(self.0.zero_point(), self.0.scale(), src, dst) }
+    }
+
+    #[inline(always)]
+    fn copy_pairs(&self, src: &[u8], even: &mut [f32], odd: &mut [f32]) {
+        let (zp, s) = (self.0.zero_point(), self.0.scale());
+        // SAFETY: as above; `fill_phases` passes `2·n` bytes and `n` floats each.
+        unsafe { super::bytes_avx2::dequantize_pairs(zp, s, src, even, odd) }
+    }
+
+    #[inline(always)]
+    fn value(&self, v: u8) -> f32 {
+        self.0.dequantize(v)
+    }
+}
+
 /// [`fill_phases`] from bytes, compiled for AVX-512 (the row conversions inline).
 ///
 /// # Safety

@@ -2,6 +2,7 @@
 //! Every function here is compiled for its features (`#[target_feature]`) and is `unsafe`: its
 //! caller has checked that the CPU has them (an [`crate::Isa`] that has the feature).
 
+pub mod bytes_avx2;
 pub mod convert;
 pub mod depthwise;
 pub mod elementwise;

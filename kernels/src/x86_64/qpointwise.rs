@@ -4,6 +4,7 @@
 
 use std::arch::x86_64::*;
 
+use super::bytes_avx2::Bytes;
 use super::lanes::{mask, quantize, store_row, store_row_u8};
 use crate::tile::{TileOut, ROWS};
 
@@ -241,6 +242,10 @@ pub unsafe fn tile_avx_vnni(
         };
         let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let bytes = match out {
+            TileOut::U8(_, q) => Some(Bytes::new(q)),
+            TileOut::F32(_) => None,
+        };
         let store = |acc: &[__m256i; 8], c: usize, n: usize| {
             for (r, &a) in acc.iter().enumerate().take(rows) {
                 let f = _mm256_fmadd_ps(
@@ -260,12 +265,8 @@ pub unsafe fn tile_avx_vnni(
                             std::ptr::copy_nonoverlapping(vals.as_ptr(), o.add(at), n);
                         }
                     }
-                    TileOut::U8(o, q) => {
-                        _mm256_storeu_ps(vals.as_mut_ptr(), f);
-                        for (i, &v) in vals.iter().enumerate().take(n) {
-                            *o.add(at + i) = q.apply(v);
-                        }
-                    }
+                    // `bytes` is set for a byte output (above)
+                    TileOut::U8(o, _) => bytes.unwrap_unchecked().store8(o.add(at), f, n),
                 }
             }
         };

@@ -47,7 +47,8 @@ impl Out {
 
 /// The integer op for `conv` reading `input`, with the outlet it should read (the pair's input
 /// when the pair has no other reader), or `None` when the input is not quantized, the weights
-/// are not int8 multiples or the CPU lacks AVX-512 VNNI.
+/// are not int8 multiples or no integer kernel of this CPU serves graphs
+/// ([`Kernel::serves_graphs`]).
 pub(crate) fn integer_variant(
     model: &TypedModel,
     input: OutletId,
