@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# edge-agent footprint: stripped release binary size, idle RSS with the digits model loaded
-# (sideloaded, no server), and idle CPU over a window (default 60 s), read from /proc.
+# edge-agent footprint: stripped binary size, idle RSS with the digits model loaded
+# (sideloaded, no server), and idle CPU over a window (default 60 s), read from /proc. The agent
+# is built with the `device` profile (what cross/build.sh ships; EDGE_AGENT_PROFILE=release for
+# the host's profile); edgectl packs the bundle.
 #
 #     bench/agent_footprint.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
-cargo build --release -p edgectl -p device-agent >&2
+PROFILE=${EDGE_AGENT_PROFILE:-device}
+cargo build --release -p edgectl >&2
+cargo build --profile "$PROFILE" -p device-agent --bin edge-agent >&2
+AGENT_BIN=target/$PROFILE/edge-agent
 E=target/release/edgectl
 W=$(mktemp -d)
 trap 'kill $AGENT 2>/dev/null || true; rm -rf "$W"' EXIT
@@ -17,7 +22,7 @@ $E trust init --root-key "$W/root.key" --signer "$W/signer.pub" --out "$W/trust.
 mkdir -p "$W/bundles"
 $E pack models/digits/model.onnx --spec models/digits/spec.toml --key "$W/signer.key" \
     --calibration models/digits/calib_x.npy --out "$W/bundles/digits.efb" >/dev/null
-cp target/release/edge-agent "$W/edge-agent.stripped"
+cp "$AGENT_BIN" "$W/edge-agent.stripped"
 strip "$W/edge-agent.stripped"
 PORT=${EDGE_AGENT_PORT:-18471}
 cat > "$W/agent.toml" <<TOML
@@ -30,7 +35,7 @@ listen = "127.0.0.1:$PORT"
 [sideload]
 dir = "$W/bundles"
 TOML
-target/release/edge-agent run --config "$W/agent.toml" 2> "$W/agent.log" &
+"$AGENT_BIN" run --config "$W/agent.toml" 2> "$W/agent.log" &
 AGENT=$!
 for _ in $(seq 200); do
     curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break

@@ -7,13 +7,15 @@
 #
 # Output in target/cross/TARGET/: edge-agent, edgectl (stripped), libedgefleet.so (stripped),
 # libedgefleet.a, include/edge_runtime.h, examples/predict (the C example, built with the cross gcc),
-# and sizes.txt. Set EDGE_CROSS_PROFILE=dev for a quicker unoptimized build (what .ci/run uses).
+# and sizes.txt. The `device` profile (Cargo.toml: fat LTO, one codegen unit, size-optimized but
+# for the inference crates); EDGE_CROSS_PROFILE=release for the host's profile, =dev for a quicker
+# unoptimized build (what .ci/run uses).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash cross/deps.sh
 source cross/env.sh "${1:-}"
 
-profile=${EDGE_CROSS_PROFILE:-release}
+profile=${EDGE_CROSS_PROFILE:-device}
 packages=(-p device-agent -p edge-runtime-capi)
 [ "${EDGE_CROSS_SKIP_EDGECTL:-0}" = 1 ] || packages+=(-p edgectl)
 echo "== cargo zigbuild --profile $profile --target $ZIG_TARGET ${packages[*]}" >&2
