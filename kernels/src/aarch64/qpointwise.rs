@@ -329,6 +329,39 @@ impl Bytes {
 /// Words per k-segment of a tile's last partial vector (copied to the stack).
 const SEGMENT: usize = 256;
 
+/// A tile's last partial vector of `rem < 4` points at `x` (words `g·stride`), copied to the
+/// stack `SEGMENT` words of k at a time so that no read leaves the caller's columns; `steps(acc,
+/// n, local, g0)` runs `n` steps over the copy (4 words a step) from step `g0`.
+///
+/// # Safety
+/// `x` readable for `rem` words at each `g·stride`, `g < k4`.
+#[inline(always)]
+unsafe fn partial_vector<A>(
+    mut acc: A,
+    k4: usize,
+    x: *const u32,
+    stride: usize,
+    rem: usize,
+    steps: impl Fn(A, usize, *const u32, usize) -> A,
+) -> A {
+    let mut local = [0u32; 4 * SEGMENT];
+    for g0 in (0..k4).step_by(SEGMENT) {
+        let n = (k4 - g0).min(SEGMENT);
+        for g in 0..n {
+            // SAFETY: the caller's bounds; `local` holds 4 words per step.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    x.add((g0 + g) * stride),
+                    local.as_mut_ptr().add(4 * g),
+                    rem,
+                )
+            };
+        }
+        acc = steps(acc, n, local.as_ptr(), g0);
+    }
+    acc
+}
+
 /// A tile's `scale` and `offset` per row, as two vectors of four rows each (rows past `rows`
 /// zero).
 #[derive(Clone, Copy)]
@@ -506,19 +539,14 @@ unsafe fn dot_tile_to<const USDOT: bool, S: Rows>(
         let rem = cols - 4 * full;
         if rem > 0 {
             let c = 4 * full;
-            let mut acc = init.map(|s| [s; 1]);
-            let mut local = [0u32; 4 * SEGMENT];
-            for g0 in (0..k4).step_by(SEGMENT) {
-                let n = (k4 - g0).min(SEGMENT);
-                for g in 0..n {
-                    std::ptr::copy_nonoverlapping(
-                        x.add((g0 + g) * stride + c),
-                        local.as_mut_ptr().add(4 * g),
-                        rem,
-                    );
-                }
-                acc = dot_steps::<1, USDOT>(acc, n, local.as_ptr(), 4, w.add(g0 * ROWS));
-            }
+            let acc = partial_vector(
+                init.map(|s| [s; 1]),
+                k4,
+                x.add(c),
+                stride,
+                rem,
+                |a, n, l, g0| dot_steps::<1, USDOT>(a, n, l, 4, w.add(g0 * ROWS)),
+            );
             finish!(acc, c, rem);
         }
     }
@@ -732,19 +760,9 @@ impl TileBody for NeonBody {
             let rem = cols - 4 * full;
             if rem > 0 {
                 let c = 4 * full;
-                let mut acc = zero;
-                let mut local = [0u32; 4 * SEGMENT];
-                for g0 in (0..k4).step_by(SEGMENT) {
-                    let n = (k4 - g0).min(SEGMENT);
-                    for g in 0..n {
-                        std::ptr::copy_nonoverlapping(
-                            x.add((g0 + g) * stride + c),
-                            local.as_mut_ptr().add(4 * g),
-                            rem,
-                        );
-                    }
-                    acc = neon_steps(acc, n, local.as_ptr(), 4, w.add(g0 * ROWS));
-                }
+                let acc = partial_vector(zero, k4, x.add(c), stride, rem, |a, n, l, g0| {
+                    neon_steps(a, n, l, 4, w.add(g0 * ROWS))
+                });
                 finish(acc, c, rem);
             }
         }
