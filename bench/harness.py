@@ -304,20 +304,21 @@ def main():
         "(below 1: we are faster). max |diff| is the largest output difference on the same input; "
         "\"ORT max |out|\" is the scale to read it against. \"tract only\" is the same engine with "
         "`EDGE_CPU_OWN_KERNELS=0` (every node on tract's kernels: the engine before our own kernels), "
-        "measured in the same run, and its ratio to the same ONNX Runtime figure.",
+        "measured in the same run, and its ratio to the same ONNX Runtime figure. \"payload\" is what "
+        "`edgectl pack` shipped (`nnef`: the optimized graph devices load without the ONNX front end).",
         "",
-        "| model | edgefleet p50 | ORT p50 | ratio | tract only p50 (ratio) | max \\|diff\\| | ORT max \\|out\\| | load ours / ORT | peak RSS ours / ORT (python) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | edgefleet p50 | ORT p50 | ratio | tract only p50 (ratio) | max \\|diff\\| | ORT max \\|out\\| | load ours / ORT | peak RSS ours / ORT (python) | payload |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['label']} | fails: {r['error'].replace('|', '/')[:160]} | | | | | | | |")
+            lines.append(f"| {r['label']} | fails: {r['error'].replace('|', '/')[:160]} | | | | | | | | |")
             continue
         lines.append(
             f"| {r['label']} | {r['p50_ms']:.3f} ms | {r['ort_p50_ms']:.3f} ms | {r['ratio']:.2f}× | "
             + (f"{r['tract_only_p50_ms']:.3f} ms ({r['tract_only_ratio']:.2f}×) | " if "tract_only_p50_ms" in r else "– | ")
             + f"{r['max_abs_diff']:.2e} | {r['ort_max_abs_output']:.2e} | {r['load_ms']:.0f} / {r['ort_load_ms']:.0f} ms | "
-            f"{r['peak_rss_mib']:.0f} / {r['ort_peak_rss_mib']:.0f} MiB |")
+            f"{r['peak_rss_mib']:.0f} / {r['ort_peak_rss_mib']:.0f} MiB | {r.get('payload', 'onnx')} |")
     lines += [
         "",
         f"Geometric mean ratio over the {len(ok)} models both runtimes ran: **{geo:.2f}×**"

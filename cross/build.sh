@@ -16,10 +16,14 @@ bash cross/deps.sh
 source cross/env.sh "${1:-}"
 
 profile=${EDGE_CROSS_PROFILE:-device}
-packages=(-p device-agent -p edge-runtime-capi)
-[ "${EDGE_CROSS_SKIP_EDGECTL:-0}" = 1 ] || packages+=(-p edgectl)
-echo "== cargo zigbuild --profile $profile --target $ZIG_TARGET ${packages[*]}" >&2
-cargo zigbuild --profile "$profile" --target "$ZIG_TARGET" "${packages[@]}"
+# the device artifacts in a build of their own: with edgectl in the same build, cargo would unify
+# features and link edgectl's (the ONNX front end, the packer) into the agent and the library
+for packages in "-p device-agent -p edge-runtime-capi" "-p edgectl"; do
+  [ "$packages" = "-p edgectl" ] && [ "${EDGE_CROSS_SKIP_EDGECTL:-0}" = 1 ] && continue
+  echo "== cargo zigbuild --profile $profile --target $ZIG_TARGET $packages" >&2
+  # shellcheck disable=SC2086
+  cargo zigbuild --profile "$profile" --target "$ZIG_TARGET" $packages
+done
 
 dir=target/$TARGET/$([ "$profile" = dev ] && echo debug || echo "$profile")
 out=target/cross/$TARGET

@@ -18,9 +18,32 @@ use edge_protocol::Histogram;
 #[cbor(index_only)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadFormat {
-    /// An ONNX protobuf graph.
+    /// An ONNX protobuf graph: the device translates and types it at load (needs the runtime's
+    /// `onnx` feature).
     #[n(0)]
     Onnx,
+    /// The pack-time optimized graph: tract's NNEF (an uncompressed tar of `graph.nnef`, the
+    /// quantization file and the weights as `.dat` tensors) with the `tract_core`, `tract_onnx`
+    /// and `edgefleet` extensions, translated from ONNX, typed and decluttered by `edgectl pack`.
+    /// The device loads it without the ONNX front end and runs only its own CPU passes on it.
+    #[n(1)]
+    Nnef,
+}
+
+impl PayloadFormat {
+    /// The name in `inspect`, reported capabilities and errors (`onnx`, `nnef`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadFormat::Onnx => "onnx",
+            PayloadFormat::Nnef => "nnef",
+        }
+    }
+}
+
+impl std::fmt::Display for PayloadFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Payload identity: format, sha256 and size. Signed with the manifest.
@@ -36,6 +59,24 @@ pub struct PayloadInfo {
     /// Payload length in bytes.
     #[n(2)]
     pub size: u64,
+    /// sha256 of the ONNX file the payload was translated from (an optimized payload's
+    /// provenance; absent when the payload is that file).
+    #[n(3)]
+    #[serde(
+        serialize_with = "hex_bytes_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_sha256: Option<ByteArray<32>>,
+}
+
+fn hex_bytes_opt<S: serde::Serializer, const N: usize>(
+    b: &Option<ByteArray<N>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => hex_bytes(b, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn hex_bytes<S: serde::Serializer, const N: usize>(

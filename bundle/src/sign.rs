@@ -5,7 +5,7 @@ use minicbor::bytes::ByteArray;
 use sha2::{Digest, Sha256};
 
 use super::container::{self, SignatureRecord};
-use super::manifest::{Manifest, PayloadFormat, PayloadInfo};
+use super::manifest::{Manifest, PayloadInfo};
 use crate::keys::KeyId;
 
 /// Domain-separation prefix of the signed message: a bundle signature can never be replayed as a
@@ -20,13 +20,14 @@ pub(crate) fn signed_message(manifest: &[u8]) -> Vec<u8> {
     m
 }
 
-/// Builds a bundle from a manifest (whose `payload` field is overwritten with the payload's real
-/// format, digest and size) and signs it with every key given.
+/// Builds a bundle from a manifest (whose `payload` digest and size are overwritten with the
+/// payload's real ones; its format and source digest are kept) and signs it with every key given.
 pub fn build(mut manifest: Manifest, payload: &[u8], keys: &[SigningKey]) -> Vec<u8> {
     manifest.payload = PayloadInfo {
-        format: PayloadFormat::Onnx,
+        format: manifest.payload.format,
         sha256: ByteArray::from(<[u8; 32]>::from(Sha256::digest(payload))),
         size: payload.len() as u64,
+        source_sha256: manifest.payload.source_sha256,
     };
     let manifest_bytes = minicbor::to_vec(&manifest).expect("encoding into a Vec cannot fail");
     let message = signed_message(&manifest_bytes);

@@ -235,6 +235,7 @@ impl Core {
             applied_generation: self.state.applied_generation()?,
             models,
             dropped_telemetry: self.outbox.stats()?.dropped_telemetry,
+            capabilities: Some(capabilities()),
         })
     }
 
@@ -261,4 +262,41 @@ pub fn read_trust(path: &Path, root_key: Option<&Path>) -> Result<TrustRoot> {
         .check_expiry(unix_now())
         .map_err(|e| anyhow!("trust root {}: {e}", path.display()))?;
     Ok(trust)
+}
+
+/// What this build can run, for the hello: the payload formats the runtime reads and the engines
+/// compiled in.
+pub fn capabilities() -> edge_protocol::Capabilities {
+    let mut engines = vec!["cpu".to_string()];
+    if cfg!(feature = "gpu") {
+        engines.push("gpu".into());
+    }
+    if cfg!(feature = "cuda") {
+        engines.push("cuda".into());
+    }
+    edge_protocol::Capabilities {
+        payload_formats: edge_runtime::engine::payload_formats()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect(),
+        engines,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The hello says what this build reads: the optimized payload always, ONNX exactly when
+    /// the runtime was built with its ONNX front end; the CPU engine always.
+    #[test]
+    fn capabilities_name_the_payload_formats_this_build_reads() {
+        let c = super::capabilities();
+        assert!(c.payload_formats.iter().any(|f| f == "nnef"), "{c:?}");
+        assert_eq!(
+            c.payload_formats.iter().any(|f| f == "onnx"),
+            edge_runtime::engine::payload_formats()
+                .contains(&edge_runtime::bundle::PayloadFormat::Onnx),
+            "{c:?}"
+        );
+        assert_eq!(c.engines[0], "cpu");
+    }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use device_agent::config::Config;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(name = "edge-agent", version, about = "edgefleet device agent")]
@@ -37,14 +39,31 @@ enum Command {
     },
 }
 
+/// The log filter from `EDGE_AGENT_LOG` (`info`, `debug`, `warn,device_agent=debug`: a level,
+/// and levels per module), `info` when unset. tracing's target filter, not its regex-based
+/// `EnvFilter`: the same syntax for levels and modules, a fraction of the code on the board.
+fn log_filter() -> Targets {
+    match std::env::var("EDGE_AGENT_LOG") {
+        Err(_) => Targets::new().with_default(LevelFilter::INFO),
+        Ok(text) => text.parse().unwrap_or_else(|e| {
+            eprintln!(
+                "EDGE_AGENT_LOG={text:?} is not a log filter ({e}); logging at info. \
+                 Write a level (error, warn, info, debug, trace) or module=level pairs, \
+                 comma-separated."
+            );
+            Targets::new().with_default(LevelFilter::INFO)
+        }),
+    }
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDGE_AGENT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(log_filter())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

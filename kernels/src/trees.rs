@@ -33,6 +33,19 @@ pub enum Cmp {
     Member,
 }
 
+impl Cmp {
+    /// Every comparison, in declaration order (a serialized forest numbers them so).
+    pub const ALL: [Cmp; 7] = [
+        Cmp::Leq,
+        Cmp::Lt,
+        Cmp::Gte,
+        Cmp::Gt,
+        Cmp::Eq,
+        Cmp::Neq,
+        Cmp::Member,
+    ];
+}
+
 /// One node as an exporter describes it (ONNX's per-node attribute arrays).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeSpec {
@@ -295,6 +308,58 @@ impl Forest {
     /// Trees.
     pub fn trees(&self) -> usize {
         self.trees.len()
+    }
+
+    /// The forest as node and leaf descriptions [`Forest::new`] makes the same forest from (a
+    /// serialized model's form): trees numbered in order, node ids their positions. Nodes no
+    /// walk reaches (a tree's unreachable cycle) are left out.
+    pub fn describe(&self) -> (Vec<NodeSpec>, Vec<LeafWeight>) {
+        let mut tree_of = vec![usize::MAX; self.nodes.len()];
+        for (t, &(root, _)) in self.trees.iter().enumerate() {
+            let mut stack = vec![root];
+            while let Some(at) = stack.pop() {
+                let at = at as usize;
+                if tree_of[at] != usize::MAX {
+                    continue;
+                }
+                tree_of[at] = t;
+                if self.modes[at].0.is_some() {
+                    stack.extend(self.nodes[at].child);
+                }
+            }
+        }
+        let (mut nodes, mut leaves) = (Vec::new(), Vec::new());
+        for (at, node) in self.nodes.iter().enumerate() {
+            let tree = tree_of[at];
+            if tree == usize::MAX {
+                continue;
+            }
+            let (cmp, missing_true) = self.modes[at];
+            nodes.push(NodeSpec {
+                tree,
+                id: at,
+                cmp,
+                feature: (node.feature & !NAN_TRUE) as usize,
+                threshold: node.threshold,
+                true_id: node.child[1] as usize,
+                false_id: node.child[0] as usize,
+                missing_true,
+                members: self.members.get(&(at as u32)).cloned().unwrap_or_default(),
+            });
+            let (from, to) = (
+                self.pair_start[at] as usize,
+                self.pair_start[at + 1] as usize,
+            );
+            for &(target, weight) in &self.pairs[from..to] {
+                leaves.push(LeafWeight {
+                    tree,
+                    node: at,
+                    target: target as usize,
+                    weight,
+                });
+            }
+        }
+        (nodes, leaves)
     }
 
     /// Outputs per row.
@@ -646,20 +711,28 @@ mod tests {
         (scores, seen)
     }
 
+    /// A forest rebuilt from its description is the same forest, for every comparison, NaN
+    /// routing and member set (the optimized payload stores forests so).
+    #[test]
+    fn a_forest_rebuilt_from_its_description_is_the_same() {
+        let mut rng = Rng(0x2545f4914f6cdd1d);
+        let all = [Cmp::Leq, Cmp::Gt, Cmp::Neq, Cmp::Member];
+        for (cmps, nan_true) in [(&all[..1], false), (&all[..], true)] {
+            for (trees, depth) in [(1, 0), (3, 4), (12, 6)] {
+                let (nodes, leaves) = random_forest(&mut rng, trees, depth, 5, 3, cmps, nan_true);
+                let forest = Forest::new(&nodes, &leaves, 3).unwrap();
+                let (n, l) = forest.describe();
+                assert_eq!(Forest::new(&n, &l, 3).unwrap(), forest);
+            }
+        }
+    }
+
     #[test]
     fn every_walk_gives_the_textbook_walks_leaves_in_tree_order() {
         let mut rng = Rng(0x9e3779b97f4a7c15);
         // (comparisons, targets, some node sends NaN true): one comparison and no NaN routing
         // take the compiled walks
-        let all = [
-            Cmp::Leq,
-            Cmp::Lt,
-            Cmp::Gte,
-            Cmp::Gt,
-            Cmp::Eq,
-            Cmp::Neq,
-            Cmp::Member,
-        ];
+        let all = Cmp::ALL;
         let cases: &[(&[Cmp], usize, bool)] = &[
             (&[Cmp::Leq], 1, false),
             (&[Cmp::Lt], 3, false),

@@ -145,6 +145,7 @@ impl<S: Store + ?Sized> Bundles<S> {
             size: bytes.len() as u64,
             min_version: m.min_version.clone(),
             task,
+            payload_format: m.payload.format.name().to_string(),
             signers: verified.signers().iter().map(|k| k.to_string()).collect(),
             uploaded_at: now,
             uploaded_by: by.to_string(),

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 pub use edge_protocol::rest::{DeviceMinute, Reported, ReportedModel};
 
-use crate::store::{put, Records, Store, StoreError, Table};
+use crate::store::{put, Records, Store, StoreError, Table, Write};
 
 /// A registered device.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -267,6 +267,7 @@ pub fn enroll<S: Store + ?Sized>(
         &record.id,
     ));
     writes.push(put(Table::Devices, &r.device_id, &record));
+    writes.push(journal(&record));
     records.store().write(writes)?;
     Ok(EnrollResponse {
         device_id: r.device_id.clone(),
@@ -298,6 +299,26 @@ pub fn authenticate_device<S: Store + ?Sized>(
 ) -> Result<Option<DeviceRecord>, StoreError> {
     let d: Option<DeviceRecord> = records.get(Table::Devices, device_id)?;
     Ok(d.filter(|d| d.token_hash == hash(token)))
+}
+
+/// The enrollment journal's prefix: `device/<id>/<token hash>`, one key per enrollment.
+pub const JOURNAL: &str = "device/";
+
+/// The journal write that goes with storing `record` (an enrollment): the engine reads it to
+/// place the device without listing the fleet.
+pub fn journal(record: &DeviceRecord) -> Write {
+    Write::Put(
+        Table::Changes,
+        format!("{JOURNAL}{}/{}", record.id, record.token_hash),
+        Vec::new(),
+    )
+}
+
+/// The device id of a journal key.
+pub fn journal_device(key: &str) -> Option<&str> {
+    key.strip_prefix(JOURNAL)?
+        .rsplit_once('/')
+        .map(|(id, _)| id)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //!   session) and hands messages to the ingest worker, which takes them in batches
 //!   ([`crate::ingest::ingest`]: one store transaction per batch).
 //! - A device that says hello gets its stored desired state re-published.
-//! - Every tick the engine ([`crate::engine::step`]) advances rollouts on their gates and
+//! - Every tick the engine ([`crate::engine::Engine`]) advances rollouts on their gates and
 //!   gives devices new desired generations; those are signed ([`crate::director`]) and
 //!   published retained on each device's desired topic. Telemetry series are compacted once a
 //!   minute ([`crate::series::compact`]).
@@ -72,6 +72,8 @@ pub struct Fleet<S: Store + ?Sized> {
     now: Arc<dyn Fn() -> u64 + Send + Sync>,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
     connected: Arc<AtomicBool>,
+    /// The rollout engine and what it remembers between ticks.
+    engine: std::sync::Mutex<engine::Engine>,
 }
 
 /// A message for the broker: topic and payload (published QoS 1, retained).
@@ -96,6 +98,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             now,
             publish,
             connected: config.ready.clone(),
+            engine: Default::default(),
         });
         let (uplink_tx, uplink_rx) = std::sync::mpsc::sync_channel::<Uplink>(8192);
         let f = fleet.clone();
@@ -137,13 +140,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             let desired: Vec<(String, DesiredRecord)> = chunk
                 .iter()
                 .map(|(device, bytes)| {
-                    serde_json::from_slice(bytes)
-                        .map(|r| (device.clone(), r))
-                        .map_err(|e| StoreError::Corrupt {
-                            table: Table::Desired.name(),
-                            key: device.clone(),
-                            reason: e.to_string(),
-                        })
+                    crate::store::decode(Table::Desired, device, bytes).map(|r| (device.clone(), r))
                 })
                 .collect::<Result<_, _>>()?;
             let signed =
@@ -160,7 +157,11 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
     /// One engine step, with its desired states signed and published.
     pub fn run_engine_once(&self) -> Result<engine::StepReport, StoreError> {
         let now = (self.now)();
-        let report = engine::step(&self.records, now, |sha| self.bundles.reference(sha))?;
+        let report = self
+            .engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .step(&self.records, now, |sha| self.bundles.reference(sha))?;
         for (rollout, t) in &report.transitions {
             tracing::info!(rollout = %rollout, from = ?t.from_status, to = ?t.to_status,
                 phase = t.to_phase, reason = %t.reason, "rollout transition");

@@ -13,22 +13,20 @@ use edge_bundle::ReferenceStats;
 use edge_protocol::{Histogram, TelemetryWindow};
 use serde::{Deserialize, Serialize};
 
-use crate::devices::DeviceRecord;
 use crate::rollout::{PhaseHealth, Rollout};
 use crate::store::{Records, Store, StoreError, Table};
 use crate::telemetry_keys::{installs_key, phase_key};
 
-/// The health of rollout `r`'s current phase now: its devices (of `devices`, those the rollout
+/// The health of rollout `r`'s current phase now: its devices (`in_phase`, those the rollout
 /// reaches at the current percentage), the phase's merged telemetry and install tally, and PSI
 /// against `reference`, the reference statistics of the rollout's bundle. What the gate judges
 /// is exactly what operators see.
 pub fn phase_health<S: Store + ?Sized>(
     records: &Records<S>,
     r: &Rollout,
-    devices: &[DeviceRecord],
+    in_phase: u64,
     reference: &ReferenceStats,
 ) -> Result<PhaseHealth, StoreError> {
-    let in_phase = devices.iter().filter(|d| r.reaches(&d.id, &d.tags)).count() as u64;
     let aggregate: PhaseAggregate = records
         .get(Table::Telemetry, &phase_key(&r.id, r.phase))?
         .unwrap_or_default();

@@ -448,5 +448,14 @@ fn reported(h: &Hello, now: u64) -> Reported {
             })
             .collect(),
         dropped_telemetry: h.dropped_telemetry,
+        payload_formats: match &h.capabilities {
+            Some(c) => c.payload_formats.clone(),
+            None => vec!["onnx".into()],
+        },
+        engines: h
+            .capabilities
+            .as_ref()
+            .map(|c| c.engines.clone())
+            .unwrap_or_default(),
     }
 }

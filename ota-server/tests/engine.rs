@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use edge_protocol::{Histogram, TelemetryWindow};
 use ota_server::bundles::BundleRecord;
+use ota_server::devices::journal;
 use ota_server::devices::DeviceRecord;
-use ota_server::engine::{step, DesiredRecord};
+use ota_server::engine::{step, DesiredRecord, Engine};
 use ota_server::health::PhaseAggregate;
 use ota_server::rollout::{Gates, OnGateFailure, Phase, Rollout, RolloutSpec, Status};
 use ota_server::selector::Selector;
-use ota_server::store::{Records, RedbStore, Table};
+use ota_server::store::{Records, RedbStore, Store, StoreError, Table, Write};
 use ota_server::telemetry_keys::phase_key;
 
 fn device(id: &str) -> DeviceRecord {
@@ -43,6 +44,7 @@ fn bundle(version: &str) -> BundleRecord {
         size: 1,
         min_version: None,
         task: "classification".into(),
+        payload_format: "onnx".into(),
         signers: vec![],
         uploaded_at: 0,
         uploaded_by: "t".into(),
@@ -70,6 +72,16 @@ fn rollout(id: &str, b: &BundleRecord, phases: Vec<Phase>, on_fail: OnGateFailur
 }
 
 fn report(records: &Records<RedbStore>, key: &str, device: &str, requests: u64, errors: u64) {
+    report_to(records, key, device, requests, errors)
+}
+
+fn report_to<S: Store + ?Sized>(
+    records: &Records<S>,
+    key: &str,
+    device: &str,
+    requests: u64,
+    errors: u64,
+) {
     let mut a: PhaseAggregate = records
         .get(Table::Telemetry, key)
         .unwrap()
@@ -94,7 +106,7 @@ fn report(records: &Records<RedbStore>, key: &str, device: &str, requests: u64, 
     records.put(Table::Telemetry, key, &a).unwrap();
 }
 
-fn desired_version(records: &Records<RedbStore>, device: &str) -> Option<String> {
+fn desired_version<S: Store + ?Sized>(records: &Records<S>, device: &str) -> Option<String> {
     records
         .get::<DesiredRecord>(Table::Desired, device)
         .unwrap()
@@ -224,5 +236,156 @@ fn phases_restart_late_devices_and_rollback() {
     assert!(
         generation_after > generation_before,
         "a new generation for the rollback"
+    );
+}
+
+/// A store that counts the records it hands out (what a step reads).
+struct Counting {
+    inner: RedbStore,
+    rows: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for Counting {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let v = self.inner.get(table, key)?;
+        self.rows.fetch_add(
+            usize::from(v.is_some()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(v)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let v = self.inner.scan(table, prefix, limit)?;
+        self.rows
+            .fetch_add(v.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(v)
+    }
+    fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.inner.write(writes)
+    }
+    fn reserve(&self, name: &str, n: u64) -> Result<u64, StoreError> {
+        self.inner.reserve(name, n)
+    }
+}
+
+/// Enrolls `id` as the server does: its record and its journal entry in one write.
+fn enroll<S: Store + ?Sized>(records: &Records<S>, id: &str) {
+    let mut d = device(id);
+    d.token_hash = format!("token-of-{id}");
+    records
+        .store()
+        .write(vec![
+            ota_server::store::put(Table::Devices, id, &d),
+            journal(&d),
+        ])
+        .unwrap();
+}
+
+/// The same life as `phases_restart_late_devices_and_rollback`, on one long-lived engine: after
+/// every step a fresh engine (everything from the store) finds nothing left to change, a step in
+/// which nothing changed computes no device and reads a handful of records whatever the fleet's
+/// size, and a late enrollment computes that device alone.
+#[test]
+fn the_incremental_engine_agrees_with_a_fresh_one_and_idles_without_touching_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Counting {
+        inner: RedbStore::open(&dir.path().join("server.redb")).unwrap(),
+        rows: Default::default(),
+    });
+    let records = Records::new(store.clone());
+    let none = |_: &str| Default::default();
+    let (v2, v3) = (bundle("2.0.0"), bundle("3.0.0"));
+    for i in 0..400 {
+        enroll(&records, &format!("dev-{i:03}"));
+    }
+    records.put(Table::Bundles, &v2.sha256, &v2).unwrap();
+    records.put(Table::Bundles, &v3.sha256, &v3).unwrap();
+    let phases = vec![
+        Phase {
+            percent: 10.0,
+            soak_seconds: 100,
+        },
+        Phase {
+            percent: 100.0,
+            soak_seconds: 0,
+        },
+    ];
+    let r1 = rollout("r-1", &v2, phases, OnGateFailure::Pause);
+    records.put(Table::Rollouts, "r-1", &r1).unwrap();
+
+    let mut engine = Engine::default();
+    let at = |engine: &mut Engine, now: u64| {
+        let report = engine.step(&records, now, none).unwrap();
+        let fresh = step(&records, now, none).unwrap();
+        assert!(
+            fresh.desired.is_empty() && fresh.transitions.is_empty(),
+            "at {now}, a fresh engine would still change {:?}",
+            fresh.desired.iter().map(|(d, _)| d).collect::<Vec<_>>()
+        );
+        report
+    };
+    let first = at(&mut engine, 0);
+    assert_eq!(
+        first.devices_computed, 400,
+        "the first step reads the fleet"
+    );
+    assert!((20..=60).contains(&first.desired.len()), "10% of 400");
+
+    // nothing changed: no device computed, a handful of records read
+    let before = store.rows.load(std::sync::atomic::Ordering::Relaxed);
+    let quiet = engine.step(&records, 10, none).unwrap();
+    let read = store.rows.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_eq!(quiet.devices_computed, 0);
+    assert!(quiet.desired.is_empty());
+    assert!(read <= 10, "a quiet step read {read} records");
+
+    let canary = first.desired[0].0.clone();
+    report_to(&records, &phase_key("r-1", 0), &canary, 100, 0);
+    let advanced = at(&mut engine, 100);
+    assert_eq!(advanced.transitions.len(), 1);
+    assert_eq!(
+        advanced.devices_computed, 400,
+        "a new phase places the fleet"
+    );
+    assert_eq!(advanced.desired.len(), 400 - first.desired.len());
+    report_to(&records, &phase_key("r-1", 1), "dev-000", 10, 0);
+    at(&mut engine, 101);
+    let r1: Rollout = records.get(Table::Rollouts, "r-1").unwrap().unwrap();
+    assert_eq!(r1.status, Status::Completed);
+
+    // a late enrollment: that device alone
+    enroll(&records, "dev-late");
+    let late = at(&mut engine, 200);
+    assert_eq!(late.devices_computed, 1);
+    assert_eq!(late.desired.len(), 1);
+    assert_eq!(
+        desired_version(&records, "dev-late").as_deref(),
+        Some("2.0.0")
+    );
+
+    // 3.0.0 to everyone, rolled back on its errors: everyone back on 2.0.0
+    let r2 = rollout(
+        "r-2",
+        &v3,
+        vec![Phase {
+            percent: 100.0,
+            soak_seconds: 0,
+        }],
+        OnGateFailure::Rollback,
+    );
+    records.put(Table::Rollouts, "r-2", &r2).unwrap();
+    assert_eq!(at(&mut engine, 300).desired.len(), 401);
+    report_to(&records, &phase_key("r-2", 0), "dev-007", 100, 20);
+    let failed = at(&mut engine, 301);
+    assert_eq!(failed.transitions[0].1.to_status, Status::RolledBack);
+    assert_eq!(failed.desired.len(), 401);
+    assert_eq!(
+        desired_version(&records, "dev-007").as_deref(),
+        Some("2.0.0")
     );
 }

@@ -50,10 +50,16 @@ fn serve(dir: &Path, trust: TrustRoot) -> (Server, Records<RedbStore>) {
 
 /// A trust root with fresh root and signing keys.
 fn ephemeral_trust() -> TrustRoot {
+    signed_trust().1
+}
+
+/// A fresh model-signing key and the trust root (fresh root key) that lists it.
+fn signed_trust() -> (SigningKey, TrustRoot) {
     let root = edge_bundle::keys::generate().unwrap();
     let signer = edge_bundle::keys::generate().unwrap();
     let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
-    TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap()
+    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+    (signer, trust)
 }
 
 fn agent() -> ureq::Agent {
@@ -588,10 +594,7 @@ fn the_rollout_view_shows_the_psi_the_gate_judged() {
     use ota_server::telemetry_keys::phase_key;
 
     let dir = tempfile::tempdir().unwrap();
-    let root = edge_bundle::keys::generate().unwrap();
-    let signer = edge_bundle::keys::generate().unwrap();
-    let doc = trust::create(&TrustSpec::ephemeral(&signer.verifying_key()), &root, None).unwrap();
-    let trust = TrustRoot::from_bytes(&doc, RootAnchor::Pinned(root.verifying_key())).unwrap();
+    let (signer, trust) = signed_trust();
     let (server, records) = serve(dir.path(), trust);
     let (operator, _) = create_token(&records, "ops", Role::Operator, 0).unwrap();
     let bytes = digits(&signer, "1.0.0");
@@ -783,4 +786,69 @@ fn every_route_has_request_and_response_schemas() {
     ] {
         assert!(schemas[s].is_object(), "schema {s}");
     }
+}
+
+/// A rollout of an optimized-payload (nnef) bundle is refused, before any device downloads it,
+/// while a targeted device's last hello says it reads only ONNX payloads; the refusal names it.
+/// Narrowing the selector past it (or a device that never said hello) lets the rollout start.
+#[test]
+fn a_rollout_some_targeted_device_cannot_read_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signer, trust) = signed_trust();
+    let (server, records) = serve(dir.path(), trust);
+    let (operator, _) = create_token(&records, "ops", Role::Operator, 0).unwrap();
+    let (code, text) = call(
+        "POST",
+        &format!("{}/v1/bundles", server.url),
+        Some(&operator),
+        Some(("application/octet-stream", digits(&signer, "1.0.0"))),
+        &[],
+    );
+    assert_eq!(code, 201, "{text}");
+    let bundle: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(bundle["payload_format"], "nnef", "{text}");
+    let sha = bundle["sha256"].as_str().unwrap().to_string();
+    let reporting = |id: &str, site: &str, formats: &[&str]| {
+        let mut d = common::device_record(id, &[("site", site)]);
+        d.reported = Some(edge_protocol::rest::Reported {
+            at: 1,
+            applied_generation: 0,
+            models: vec![],
+            dropped_telemetry: 0,
+            payload_formats: formats.iter().map(|f| f.to_string()).collect(),
+            engines: vec!["cpu".into()],
+        });
+        records.put(Table::Devices, id, &d).unwrap();
+    };
+    reporting("dev-new", "a", &["nnef"]);
+    reporting("dev-old", "b", &["onnx"]);
+    records
+        .put(
+            Table::Devices,
+            "dev-silent",
+            &common::device_record("dev-silent", &[("site", "a")]),
+        )
+        .unwrap();
+    let create = |selector: &str| {
+        let spec = serde_json::json!({
+            "bundle": format!("sha256:{sha}"),
+            "selector": selector,
+            "phases": [{"percent": 100.0, "soak_seconds": 0}],
+        });
+        call(
+            "POST",
+            &format!("{}/v1/rollouts", server.url),
+            Some(&operator),
+            Some(("application/json", spec.to_string().into_bytes())),
+            &[],
+        )
+    };
+    let (code, text) = create("");
+    assert_eq!(code, 409, "{text}");
+    assert!(
+        text.contains("dev-old") && !text.contains("dev-new") && text.contains("'nnef'"),
+        "{text}"
+    );
+    let (code, text) = create("site=a");
+    assert_eq!(code, 201, "{text}");
 }

@@ -64,6 +64,74 @@ pub struct PackSpec {
     /// Trial-window health limits.
     #[serde(default)]
     pub health: Option<bundle::HealthSpec>,
+    /// The payload to ship (`auto`, `nnef`, `onnx`; `edgectl pack --payload` overrides it).
+    #[serde(default)]
+    pub payload: PayloadChoice,
+}
+
+/// Which payload a bundle carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadChoice {
+    /// The optimized payload (NNEF), or the ONNX file when the graph has no NNEF form (the
+    /// report says why; such a bundle needs devices built with the `onnx` feature).
+    #[default]
+    Auto,
+    /// The optimized payload, or an error.
+    Nnef,
+    /// The ONNX file as given (devices need the `onnx` feature).
+    Onnx,
+}
+
+impl std::str::FromStr for PayloadChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(PayloadChoice::Auto),
+            "nnef" => Ok(PayloadChoice::Nnef),
+            "onnx" => Ok(PayloadChoice::Onnx),
+            other => Err(format!("payload '{other}': expected auto, nnef or onnx")),
+        }
+    }
+}
+
+/// The payload for `onnx` as `choice` asks: its bytes, its manifest entry (digest and size
+/// filled in when the bundle is built) and, for `auto` falling back to ONNX, why.
+pub fn payload_for(
+    onnx: &[u8],
+    inputs: &[InputSpec],
+    choice: PayloadChoice,
+) -> Result<(Vec<u8>, PayloadInfo, Option<String>), PackError> {
+    let onnx_info = PayloadInfo {
+        format: PayloadFormat::Onnx,
+        sha256: [0u8; 32].into(),
+        size: 0,
+        source_sha256: None,
+    };
+    if choice == PayloadChoice::Onnx {
+        return Ok((onnx.to_vec(), onnx_info, None));
+    }
+    match edge_runtime::engine::translate(onnx, inputs) {
+        Ok((nnef, _warnings)) => {
+            use sha2::Digest;
+            let source: [u8; 32] = sha2::Sha256::digest(onnx).into();
+            let info = PayloadInfo {
+                format: PayloadFormat::Nnef,
+                sha256: [0u8; 32].into(),
+                size: 0,
+                source_sha256: Some(source.into()),
+            };
+            Ok((nnef, info, None))
+        }
+        Err(e) if choice == PayloadChoice::Auto => Ok((
+            onnx.to_vec(),
+            onnx_info,
+            Some(format!(
+                "the payload is the ONNX file (devices need the `onnx` feature to run it): {e}"
+            )),
+        )),
+        Err(e) => Err(PackError::Model(e)),
+    }
 }
 
 /// `[self_test]` in the spec.
@@ -137,6 +205,10 @@ pub struct PackReport {
     pub calibration_coverage: Option<f64>,
     /// Bundle size in bytes.
     pub bundle_bytes: usize,
+    /// The payload's format.
+    pub payload_format: PayloadFormat,
+    /// Why the payload is not the optimized one, when `auto` fell back to ONNX.
+    pub payload_note: Option<String>,
 }
 
 /// Packing failures.
@@ -176,9 +248,22 @@ pub fn throwaway_bundle(
     output: &str,
     now: u64,
 ) -> Result<(Vec<u8>, TrustRoot), PackError> {
+    throwaway_bundle_with(onnx, name, inputs, output, now, PayloadChoice::Auto)
+}
+
+/// [`throwaway_bundle`] with the payload `choice` asks for.
+pub fn throwaway_bundle_with(
+    onnx: &[u8],
+    name: &str,
+    inputs: Vec<InputSpec>,
+    output: &str,
+    now: u64,
+    choice: PayloadChoice,
+) -> Result<(Vec<u8>, TrustRoot), PackError> {
     if inputs.is_empty() {
         return Err(PackError::Spec("the graph has no inputs".into()));
     }
+    let (payload, info, _) = payload_for(onnx, &inputs, choice)?;
     let name: String = name
         .chars()
         .map(|c| {
@@ -200,11 +285,7 @@ pub fn throwaway_bundle(
         created: now,
         expires: None,
         min_version: None,
-        payload: PayloadInfo {
-            format: PayloadFormat::Onnx,
-            sha256: [0u8; 32].into(),
-            size: 0,
-        },
+        payload: info,
         engine: EngineHints::default(),
         inputs,
         output: OutputSpec {
@@ -220,7 +301,7 @@ pub fn throwaway_bundle(
         health: None,
     };
     let (key, trust) = ephemeral_trust()?;
-    Ok((bundle::build(manifest, onnx, &[key]), trust))
+    Ok((bundle::build(manifest, &payload, &[key]), trust))
 }
 
 /// [`throwaway_bundle`] for ONNX bytes as they are: the inputs the graph declares, made concrete
@@ -230,6 +311,7 @@ pub fn throwaway_bundle_for_onnx(
     name: &str,
     shapes: &[(String, Vec<u64>)],
     now: u64,
+    choice: PayloadChoice,
 ) -> Result<(Vec<u8>, TrustRoot), PackError> {
     let itf = onnx_graph::interface(onnx).map_err(PackError::Spec)?;
     let inputs = onnx_graph::concrete_inputs(&itf, shapes).map_err(PackError::Spec)?;
@@ -237,7 +319,23 @@ pub fn throwaway_bundle_for_onnx(
         .outputs
         .first()
         .ok_or_else(|| PackError::Spec("the graph has no outputs".into()))?;
-    throwaway_bundle(onnx, name, inputs, &output.name, now)
+    throwaway_bundle_with(onnx, name, inputs, &output.name, now, choice)
+}
+
+/// One batch of [`synthetic_rows`] per input of `specs` (input `i` from seed `seed + i`), as many
+/// rows as a fixed first dim says, else one.
+pub fn synthetic_inputs(specs: &[InputSpec], seed: u64) -> Vec<Tensor> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let rows = match s.shape.first() {
+                Some(bundle::Dim::Fixed(n)) => *n as usize,
+                _ => 1,
+            };
+            synthetic_rows(s, rows, seed + i as u64)
+        })
+        .collect()
 }
 
 /// Deterministic synthetic inputs (xorshift from `seed`), shaped by `spec` with `rows` rows (a
@@ -371,6 +469,7 @@ pub fn pack(
             }
         }
     }
+    let (payload, info, payload_note) = payload_for(onnx, &inputs, spec.payload)?;
     let mut manifest = Manifest {
         name: spec.name.clone(),
         version: spec.version.clone(),
@@ -378,11 +477,7 @@ pub fn pack(
         created: now,
         expires: spec.expires_days.map(|d| now + d * 86_400),
         min_version: spec.min_version.clone(),
-        payload: PayloadInfo {
-            format: PayloadFormat::Onnx,
-            sha256: [0u8; 32].into(),
-            size: 0,
-        },
+        payload: info,
         engine: spec.engine.clone(),
         inputs,
         output,
@@ -397,7 +492,7 @@ pub fn pack(
 
     // 1. Load the provisional bundle as a device would.
     let (throwaway, trust) = ephemeral_trust()?;
-    let provisional = bundle::build(manifest.clone(), onnx, &[throwaway]);
+    let provisional = bundle::build(manifest.clone(), &payload, &[throwaway]);
     let policy = VerifyPolicy {
         now: Some(now),
         ..Default::default()
@@ -424,6 +519,8 @@ pub fn pack(
         interval_half_width: None,
         calibration_coverage: None,
         bundle_bytes: 0,
+        payload_format: manifest.payload.format,
+        payload_note,
     };
 
     // 2. Calibration: run every row, collect predictions for the reference statistics.
@@ -557,7 +654,7 @@ pub fn pack(
     }
 
     // 5. Sign the final manifest with the real keys.
-    let bytes = bundle::build(manifest, onnx, keys);
+    let bytes = bundle::build(manifest, &payload, keys);
     report.bundle_bytes = bytes.len();
     Ok((bytes, report))
 }

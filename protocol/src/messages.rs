@@ -75,6 +75,22 @@ pub struct Hello {
     /// Telemetry dropped because the outbox was full, since first boot.
     #[n(3)]
     pub dropped_telemetry: u64,
+    /// What this agent can run. Absent from agents older than the optimized payload, which read
+    /// only ONNX payloads.
+    #[n(4)]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// What an agent build can run: the server refuses a rollout whose bundle some targeted device
+/// cannot read, before any device downloads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Capabilities {
+    /// Bundle payload formats it reads (`nnef`; `onnx` with the agent's `onnx` feature).
+    #[n(0)]
+    pub payload_formats: Vec<String>,
+    /// Engines built in (`cpu`; `gpu`, `cuda` with those features).
+    #[n(1)]
+    pub engines: Vec<String>,
 }
 
 /// A step of reconciling one model.

@@ -427,6 +427,21 @@ pub struct Reported {
     pub models: Vec<ReportedModel>,
     /// Telemetry it dropped because its outbox was full, since first boot.
     pub dropped_telemetry: u64,
+    /// Bundle payload formats it reads (`nnef`, `onnx`); `["onnx"]` for an agent that reports
+    /// none (agents from before the optimized payload read only ONNX).
+    #[serde(default = "onnx_only")]
+    pub payload_formats: Vec<String>,
+    /// Engines it has built in (`cpu`, `gpu`, `cuda`); empty when it reports none.
+    #[serde(default)]
+    pub engines: Vec<String>,
+}
+
+fn onnx_format() -> String {
+    "onnx".into()
+}
+
+fn onnx_only() -> Vec<String> {
+    vec!["onnx".into()]
 }
 
 /// One minute of one device's telemetry for one model version.
@@ -556,6 +571,9 @@ pub struct Bundle {
     pub min_version: Option<String>,
     /// Task (`classification`, `regression`, `raw`).
     pub task: String,
+    /// The payload's format (`nnef`: the optimized payload; `onnx`).
+    #[serde(default = "onnx_format")]
+    pub payload_format: String,
     /// Signing key ids.
     pub signers: Vec<String>,
     /// Upload time, unix seconds.

@@ -101,6 +101,15 @@ pub enum ModelError {
     /// The manifest's specs are inconsistent.
     #[error("bundle spec is invalid: {0}")]
     Spec(String),
+    /// This build of the runtime cannot read the bundle's payload format (an ONNX payload on a
+    /// device build without the `onnx` feature).
+    #[error("this runtime cannot read the bundle's '{format}' payload: {hint}")]
+    UnsupportedPayload {
+        /// The payload format the manifest names.
+        format: crate::bundle::PayloadFormat,
+        /// What to do about it.
+        hint: String,
+    },
     /// The engine could not load or optimize the graph.
     #[error("engine '{engine}' cannot load the model: {reason}")]
     EngineLoad {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tract_onnx::prelude::{Datum, Tensor as TractTensor};
+use tract_nnef::prelude::{Datum, Tensor as TractTensor};
 
 use crate::bundle::InputSpec;
 use crate::error::{InputError, ModelError};

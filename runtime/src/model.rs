@@ -321,7 +321,7 @@ impl Model {
             }
             .into());
         }
-        let mut inputs = tract_onnx::prelude::TVec::new();
+        let mut inputs = tract_nnef::prelude::TVec::new();
         for (ix, (spec, buffer)) in specs.iter().zip(buffers.iter_mut()).enumerate() {
             let buffer: &mut InputBuffer = buffer.borrow_mut();
             if buffer.index() != ix {
@@ -342,7 +342,7 @@ impl Model {
                 &self.input_limits,
             )?;
             buffer.normalize(spec)?;
-            inputs.push(tract_onnx::prelude::TValue::from_const(
+            inputs.push(tract_nnef::prelude::TValue::from_const(
                 buffer.tensor.clone(),
             ));
         }

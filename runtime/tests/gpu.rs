@@ -108,7 +108,8 @@ fn every_sample_model_matches_the_cpu_engine_on_the_gpu_engine() {
 /// A plain ONNX file packed with a throwaway key, loaded on `kind`.
 fn load_onnx(onnx: &[u8], name: &str, kind: EngineKind) -> Model {
     let (bytes, trust) =
-        edge_pack::pack::throwaway_bundle_for_onnx(onnx, name, &[], now()).unwrap();
+        edge_pack::pack::throwaway_bundle_for_onnx(onnx, name, &[], now(), Default::default())
+            .unwrap();
     load(&bytes, &trust, kind)
 }
 

@@ -27,6 +27,7 @@ fn small_manifest() -> Manifest {
             format: PayloadFormat::Onnx,
             sha256: [0; 32].into(),
             size: 0,
+            source_sha256: None,
         },
         engine: EngineHints::default(),
         inputs: vec![InputSpec {

@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// seeded random data shaped by the model).
     #[arg(long)]
     input: Option<PathBuf>,
+    /// The payload a plain ONNX file is packed to: `auto` (the optimized NNEF payload a device
+    /// loads, else the ONNX file), `nnef` or `onnx` (the ONNX front end at load, as before).
+    #[arg(long, default_value = "auto", value_parser = parse_payload)]
+    payload: pack::PayloadChoice,
     /// Concrete shapes for inputs with symbolic dims: `NAME=1x3x224x224;NAME2=1x128`.
     #[arg(long)]
     shape: Option<String>,
@@ -76,6 +80,10 @@ fn mark(i: usize) {
     edge_runtime::engine::kernels::marker::mark(i as u32);
 }
 
+fn parse_payload(s: &str) -> Result<pack::PayloadChoice, String> {
+    s.parse()
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -86,7 +94,13 @@ fn unix_now() -> u64 {
 /// cost per inference (dispatch, synchronization, copies), apart from the model's own work.
 fn overhead_p50_ms(options: &LoadOptions, iterations: usize) -> Result<f64> {
     let onnx = onnx_graph::one_op_graph(16);
-    let (bytes, trust) = pack::throwaway_bundle_for_onnx(&onnx, "one_op", &[], unix_now())?;
+    let (bytes, trust) = pack::throwaway_bundle_for_onnx(
+        &onnx,
+        "one_op",
+        &[],
+        unix_now(),
+        pack::PayloadChoice::Auto,
+    )?;
     let model = Model::load(&bytes, &trust, options).context("loading the one-op graph")?;
     let x = Tensor {
         shape: vec![1, 16],
@@ -142,7 +156,8 @@ fn bundle_and_trust(
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("model");
-        let (bundle, trust) = pack::throwaway_bundle_for_onnx(&bytes, name, &shapes, unix_now())?;
+        let (bundle, trust) =
+            pack::throwaway_bundle_for_onnx(&bytes, name, &shapes, unix_now(), args.payload)?;
         return Ok((bundle, trust, VerifyPolicy::default()));
     }
     if args.shape.is_some() {
@@ -168,17 +183,7 @@ fn bench_inputs(args: &BenchArgs, model: &Model) -> Result<Vec<Tensor>> {
             .iter()
             .map(|t| t.to_tensor().context("a self-test input does not decode"))
             .collect::<Result<_>>()?,
-        _ => specs
-            .iter()
-            .enumerate()
-            .map(|(ix, s)| {
-                let rows = match s.shape.first() {
-                    Some(bundle::Dim::Fixed(n)) => *n as usize,
-                    _ => 1,
-                };
-                pack::synthetic_rows(s, rows, ix as u64 + 1)
-            })
-            .collect(),
+        _ => pack::synthetic_inputs(specs, 1),
     };
     if let Some(p) = &args.input {
         inputs[0] = crate::input::load(p, &specs[0])?;
@@ -196,10 +201,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let bytes = std::fs::read(&args.model)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
-    let t0 = Instant::now();
+    let packing = Instant::now();
+    let source = is_onnx(&args.model).then(|| bytes.clone());
     let (bundle_bytes, trust, policy) = bundle_and_trust(&args, bytes)?;
-    // a plain .onnx is packed and signed here first: not part of a device's load
-    let packing_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // a plain .onnx is packed and signed here first: not part of a device's load (`load_ms`)
+    let packing_ms = packing.elapsed().as_secs_f64() * 1e3;
+    let t0 = Instant::now();
     let options = LoadOptions {
         verify: policy.clone(),
         engine: EngineOptions {
@@ -210,9 +217,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let verified = bundle::verify_bytes(&bundle_bytes, &trust, &policy)
         .with_context(|| format!("cannot verify {}", args.model.display()))?;
-    let verify_ms = t0.elapsed().as_secs_f64() * 1e3 - packing_ms;
-    // ONNX Runtime gets the very payload the signature covers
-    let payload = args.compare_ort.then(|| verified.payload().to_vec());
+    let verify_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let payload_format = verified.manifest().payload.format;
+    let payload_bytes = verified.payload().len();
+    // ONNX Runtime gets the very payload the signature covers, or, for an optimized payload,
+    // the ONNX file it was translated from (its digest is the manifest's `source_sha256`)
+    let payload = if !args.compare_ort {
+        None
+    } else if verified.manifest().payload.format == bundle::PayloadFormat::Onnx {
+        Some(verified.payload().to_vec())
+    } else if let Some(onnx) = source {
+        Some(onnx)
+    } else {
+        bail!(
+            "--compare-ort needs the ONNX graph, and this bundle carries the optimized (nnef) \
+             payload: run it on the .onnx file the bundle was packed from"
+        );
+    };
     let model = Model::from_verified(verified, &options)
         .with_context(|| format!("cannot load {}", args.model.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -259,6 +280,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "model": model.model_ref().model,
         "version": model.model_ref().version,
         "engine": model.engine_name(),
+        "payload": payload_format.name(),
+        "payload_bytes": payload_bytes,
         "engine_requested": model.engine_choice().requested,
         "engine_device": model.engine_choice().device,
         "engine_reason": model.engine_choice().reason,
@@ -382,8 +405,9 @@ fn print_profile(ops: &[edge_runtime::engine::OpTime]) {
     println!("{:<32} {:>6} {:>10.3}", "total", "", total);
 }
 
-/// Where `load_ms` went, by step: packing a plain `.onnx` on the fly (`pack`, bench only),
-/// `verify` (signatures, digest), then the model's own steps (parse, optimize, plan, self-test).
+/// Where the load went, by step: packing a plain `.onnx` on the fly (`pack`, bench only, not in
+/// `load_ms`), `verify` (signatures, digest), then the model's own steps (`graph`: reading the
+/// payload, declutter, substitute, codegen, plan, self-test).
 fn load_steps(packing_ms: f64, verify_ms: f64, model: &Model) -> serde_json::Value {
     let mut steps = serde_json::Map::new();
     steps.insert("pack".into(), packing_ms.into());

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use edge_pack::pack::{pack, Calibration, PackSpec};
+use edge_pack::pack::{pack, Calibration, PackSpec, PayloadChoice};
 use edge_runtime::keys;
 
 /// Arguments of `edgectl pack`.
@@ -31,6 +31,11 @@ pub struct PackArgs {
     /// Override the spec's version.
     #[arg(long)]
     version: Option<String>,
+    /// The payload: `auto` (default: the optimized NNEF payload devices load without the ONNX
+    /// front end, else the ONNX file with a note why), `nnef` (or fail), `onnx` (the file as
+    /// given; devices need the agent's `onnx` feature). Overrides the spec's `payload`.
+    #[arg(long, value_parser = |s: &str| s.parse::<PayloadChoice>())]
+    payload: Option<PayloadChoice>,
 }
 
 /// Runs `edgectl pack`.
@@ -43,6 +48,9 @@ pub fn run(args: PackArgs) -> Result<()> {
         .with_context(|| format!("spec {} is invalid", args.spec.display()))?;
     if let Some(v) = args.version {
         spec.version = v;
+    }
+    if let Some(p) = args.payload {
+        spec.payload = p;
     }
     let keys = args
         .keys
@@ -73,9 +81,10 @@ pub fn run(args: PackArgs) -> Result<()> {
     std::fs::write(&args.out, &bytes)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
-        "{}: {name} {version}, {} bytes, {} signature(s), {} self-test vector(s), {} calibration row(s), {} feature histogram(s){}",
+        "{}: {name} {version}, {} bytes ({} payload), {} signature(s), {} self-test vector(s), {} calibration row(s), {} feature histogram(s){}",
         args.out.display(),
         bytes.len(),
+        report.payload_format,
         keys.len(),
         report.self_test_vectors,
         report.calibration_rows,
@@ -85,6 +94,9 @@ pub fn run(args: PackArgs) -> Result<()> {
             _ => String::new(),
         }
     );
+    if let Some(note) = &report.payload_note {
+        eprintln!("note: {note}");
+    }
     if calibration.is_none() {
         eprintln!("note: no --calibration given: self-test vectors use synthetic inputs and the bundle has no reference statistics (no drift detection on devices)");
     }

@@ -79,7 +79,8 @@ fn load(onnx: &[u8], row_shape: &[usize]) -> Result<Model> {
     let itf = onnx_graph::interface(onnx).map_err(anyhow::Error::msg)?;
     let name = itf.inputs.first().context("no graph input")?.name.clone();
     let shape = vec![(name, row_shape.iter().map(|d| *d as u64).collect())];
-    let (bundle, trust) = pack::throwaway_bundle_for_onnx(onnx, "eval", &shape, 0)?;
+    let (bundle, trust) =
+        pack::throwaway_bundle_for_onnx(onnx, "eval", &shape, 0, pack::PayloadChoice::Auto)?;
     Ok(Model::load(&bundle, &trust, &LoadOptions::default())?)
 }
 

@@ -141,6 +141,10 @@ impl Device {
                     bad_versions: vec![],
                 }],
                 dropped_telemetry: 0,
+                capabilities: Some(edge_protocol::Capabilities {
+                    payload_formats: vec!["nnef".into(), "onnx".into()],
+                    engines: vec!["cpu".into()],
+                }),
             },
         )
     }

@@ -78,11 +78,17 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
         println!("floor        {f}");
     }
     println!(
-        "payload      {:?} {} bytes sha256:{}",
+        "payload      {} {} bytes sha256:{}",
         m.payload.format,
         m.payload.size,
         hex::encode(&m.payload.sha256[..])
     );
+    if let Some(source) = &m.payload.source_sha256 {
+        println!(
+            "source       onnx sha256:{} (optimized at pack time)",
+            hex::encode(&source[..])
+        );
+    }
     println!(
         "signers      {}",
         i.signers

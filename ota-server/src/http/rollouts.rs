@@ -87,6 +87,32 @@ pub async fn create_rollout<S: Store + ?Sized + 'static>(
                 ));
             }
         }
+        let devices: Vec<DeviceRecord> = app
+            .records
+            .list(Table::Devices, "", usize::MAX)
+            .map_err(internal)?;
+        let unable = unable_to_read(&devices, &spec.selector, &bundle.payload_format);
+        if !unable.is_empty() {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!(
+                    "{} targeted device(s) cannot read this bundle's '{}' payload (they report \
+                     reading only {}): {}{}; repack the model with `edgectl pack --payload {}` \
+                     or update those agents, or narrow the selector",
+                    unable.len(),
+                    bundle.payload_format,
+                    unable[0].1.join(", "),
+                    unable
+                        .iter()
+                        .take(20)
+                        .map(|(id, _)| id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if unable.len() > 20 { ", ..." } else { "" },
+                    unable[0].1.first().map_or("onnx", String::as_str),
+                ),
+            ));
+        }
         let n = app.records.store().increment("rollout").map_err(internal)?;
         let id = format!("r-{n}");
         spec.bundle = format!("sha256:{sha}");
@@ -173,6 +199,25 @@ pub async fn show_rollout<S: Store + ?Sized + 'static>(
     .await
 }
 
+/// The devices `selector` targets whose last hello says they cannot read a `format` payload,
+/// with the formats they do read. Devices that never said hello are not judged (the agent
+/// refuses such a bundle itself, with the reason in its events).
+fn unable_to_read(
+    devices: &[DeviceRecord],
+    selector: &crate::selector::Selector,
+    format: &str,
+) -> Vec<(String, Vec<String>)> {
+    devices
+        .iter()
+        .filter(|d| selector.matches(&d.tags))
+        .filter_map(|d| {
+            let reported = d.reported.as_ref()?;
+            (!reported.payload_formats.iter().any(|f| f == format))
+                .then(|| (d.id.clone(), reported.payload_formats.clone()))
+        })
+        .collect()
+}
+
 /// A rollout with the live health of its current phase and its device counts.
 pub fn rollout_view<S: Store + ?Sized>(
     app: &AppState<S>,
@@ -182,8 +227,9 @@ pub fn rollout_view<S: Store + ?Sized>(
         .records
         .list(Table::Devices, "", usize::MAX)
         .map_err(internal)?;
+    let in_phase = devices.iter().filter(|d| r.reaches(&d.id, &d.tags)).count() as u64;
     let health =
-        phase_health(&app.records, &r, &devices, &reference_of(app, &r)).map_err(internal)?;
+        phase_health(&app.records, &r, in_phase, &reference_of(app, &r)).map_err(internal)?;
     let selected = devices
         .iter()
         .filter(|d| r.spec.selector.matches(&d.tags))

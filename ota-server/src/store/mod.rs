@@ -34,11 +34,14 @@ pub enum Table {
     Telemetry,
     /// Enrollment tokens (`token/<sha256>`) and pre-authorized keys (`key/<hex>`).
     Enrollment,
+    /// The engine's journal of enrollments (`device/<id>/<token sha256>`), consumed by its
+    /// next step ([`crate::devices::journal`]).
+    Changes,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Devices,
         Table::Bundles,
         Table::Rollouts,
@@ -48,6 +51,7 @@ impl Table {
         Table::Counters,
         Table::Telemetry,
         Table::Enrollment,
+        Table::Changes,
     ];
 
     /// Stable name (redb table name, PostgreSQL `table` column).
@@ -62,6 +66,7 @@ impl Table {
             Table::Counters => "counters",
             Table::Telemetry => "telemetry",
             Table::Enrollment => "enrollment",
+            Table::Changes => "changes",
         }
     }
 }
@@ -186,7 +191,8 @@ pub fn put<T: Serialize>(table: Table, key: &str, value: &T) -> Write {
     )
 }
 
-fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+/// A record's JSON as `T`, or [`StoreError::Corrupt`] naming it.
+pub fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table: table.name(),
         key: key.to_string(),

@@ -4,7 +4,7 @@
 //! the right type and hands the op both as slices.
 
 use edge_kernels::U8Form;
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
 /// An op's input values: f32, or the 8-bit form its link was given.
 #[derive(Debug, Clone, Copy)]

@@ -10,11 +10,11 @@
 //! the loop compiled for AVX2+FMA or AVX-512 when the CPU has them.
 
 use edge_kernels::Isa;
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
 use super::Floats;
-use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_hir::tract_core::ops::math::{Add, Mul, Sub};
+use tract_nnef::tract_core::ops::binary::TypedBinOp;
+use tract_nnef::tract_core::ops::math::{Add, Mul, Sub};
 
 /// Replaces every chain this op handles; returns how many it replaced.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
@@ -271,7 +271,7 @@ impl TypedOp for ChannelAffine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::tract_hir::tract_core::ops::math;
+    use tract_nnef::tract_core::ops::math;
 
     /// How a test chain's steps combine the running value with a constant.
     #[derive(Clone, Copy)]

@@ -9,8 +9,8 @@ use super::threads::par_rows;
 /// The output pointer, shared by the threads that each write their own tiles' rows.
 pub(crate) use edge_kernels::parallel::SharedOut;
 use edge_kernels::tile::{COLS, ROWS};
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::einsum::EinSum;
 
 use super::activations::{Dst, Src};
 use super::channel_affine::Step;
@@ -139,6 +139,40 @@ impl Conv1x1 {
 
 /// An einsum's constant input, its inputs' axis letters (`[input, constant]`) and its output's.
 pub(crate) type EinsumWithConstant = (Arc<Tensor>, [String; 2], String);
+
+/// Puts the constant operand of every two-input f32 einsum second (`mk,akbn->mbn` with the
+/// weights first becomes `akbn,mk->mbn`): the form [`f32_einsum_with_constant`] and every
+/// substitution after it read. tract's declutter of an ONNX convolution leaves the weights
+/// second; of the same convolution read back from the optimized payload, first. Returns how
+/// many it swapped.
+pub(crate) fn constant_operand_second(model: &mut TypedModel) -> TractResult<usize> {
+    let mut swapped = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(einsum) = node.op_as::<EinSum>() else {
+            continue;
+        };
+        if einsum.q_params.is_some()
+            || einsum.operating_dt != f32::datum_type()
+            || node.inputs.len() != 2
+            || model.outlet_fact(node.inputs[0])?.konst.is_none()
+            || model.outlet_fact(node.inputs[1])?.konst.is_some()
+        {
+            continue;
+        }
+        let (inputs, outputs) = einsum.axes.to_strs();
+        let axes = AxesMapping::from_strs(&[&inputs[1], &inputs[0]], &outputs)?;
+        let op = EinSum::new(axes, einsum.operating_dt);
+        let mut patch = TypedModelPatch::default();
+        let a = patch.tap_model(model, node.inputs[0])?;
+        let b = patch.tap_model(model, node.inputs[1])?;
+        let y = patch.wire_node(&node.name, op, &[b, a])?[0];
+        patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+        patch.apply(model)?;
+        swapped += 1;
+    }
+    Ok(swapped)
+}
 
 /// Node `id` when it is an f32 einsum (no quantization parameters) of an input and a constant:
 /// the constant, the inputs' axis letters (`[input, constant]`) and the output's.

@@ -4,9 +4,9 @@
 //! ([`Planes`]: check and allocate in `eval`, facts, cost).
 
 use edge_kernels::Geometry;
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec};
-use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec};
+use tract_nnef::tract_core::ops::nn::DataFormat;
 
 use super::activations::{eval_into, Dst, Src};
 

@@ -1,17 +1,18 @@
-//! The `cpu` engine: tract. Loads the ONNX payload with the input facts from the manifest
-//! (named dims become tract symbols), optimizes it once at load, and runs the plan on a
+//! The `cpu` engine: tract. Reads the payload as a typed graph ([`super::graph`]; named dims
+//! become tract symbols), optimizes it once at load, and runs the plan on a
 //! single-thread or a per-model thread-pool executor. With `threads > 1` each run is also a run
 //! of the engine's `edge_kernels::parallel::Workers` (one at a time): our ops split their
 //! parallel parts over those (helpers that spin while the run is on); tract's own ops over
 //! tract's rayon pool of the same size.
 
-use tract_onnx::prelude::multithread::Executor;
-use tract_onnx::prelude::*;
+use tract_nnef::prelude::multithread::Executor;
+use tract_nnef::prelude::*;
 
+use super::manifest_facts::load_err;
 use super::{Engine, OpTime};
-use crate::bundle::{Dim, InputSpec, VerifiedBundle};
+use crate::bundle::VerifiedBundle;
 use crate::error::ModelError;
-use crate::tensor::{DType, Tensor as EfTensor, TensorData};
+use crate::tensor::{Tensor as EfTensor, TensorData};
 
 /// The smallest element-wise op (elements) that tract splits over its threads, in processes
 /// with multi-threaded engines (a process-wide setting of tract's).
@@ -29,79 +30,11 @@ pub struct CpuEngine {
     load_steps: Vec<(&'static str, f64)>,
 }
 
-pub(crate) fn load_err(e: impl std::fmt::Display) -> ModelError {
-    ModelError::EngineLoad {
-        engine: "cpu",
-        reason: format!("{e:#}"),
-    }
-}
-
 fn run_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::EngineRun {
         engine: "cpu",
         reason: format!("{e:#}"),
     }
-}
-
-pub(crate) fn datum(dt: DType) -> DatumType {
-    match dt {
-        DType::F32 => f32::datum_type(),
-        DType::F64 => f64::datum_type(),
-        DType::I64 => i64::datum_type(),
-        DType::I32 => i32::datum_type(),
-        DType::U8 => u8::datum_type(),
-        DType::I8 => i8::datum_type(),
-    }
-}
-
-/// tract's parse of the verified payload, its inputs checked against the manifest (count, names).
-pub(crate) fn parse_checked(bundle: &VerifiedBundle) -> Result<InferenceModel, ModelError> {
-    let manifest = bundle.manifest();
-    let model = super::onnx_parser()
-        .model_for_read(&mut &bundle.payload()[..])
-        .map_err(load_err)?;
-    let graph_inputs = model.input_outlets().map_err(load_err)?.len();
-    if graph_inputs != manifest.inputs.len() {
-        return Err(ModelError::Spec(format!(
-            "the graph has {graph_inputs} input(s) but the manifest describes {}",
-            manifest.inputs.len()
-        )));
-    }
-    for (ix, spec) in manifest.inputs.iter().enumerate() {
-        let outlet = model.input_outlets().map_err(load_err)?[ix];
-        let graph_name = model.node(outlet.node).name.clone();
-        if graph_name != spec.name {
-            return Err(ModelError::Spec(format!(
-                "graph input {ix} is named '{graph_name}', the manifest says '{}'",
-                spec.name
-            )));
-        }
-    }
-    Ok(model)
-}
-
-/// Sets the input facts from the manifest: named dims become tract symbols, or, with `concrete`,
-/// the given shapes (one per input).
-pub(crate) fn set_input_facts(
-    model: &mut InferenceModel,
-    inputs: &[InputSpec],
-    concrete: Option<&[Vec<usize>]>,
-) -> TractResult<()> {
-    for (ix, spec) in inputs.iter().enumerate() {
-        let dims: TVec<TDim> = match concrete {
-            Some(shapes) => shapes[ix].iter().map(|&d| TDim::from(d as i64)).collect(),
-            None => spec
-                .shape
-                .iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => TDim::from(*n as i64),
-                    Dim::Named(s) => model.symbols.sym(s).into(),
-                })
-                .collect(),
-        };
-        model.set_input_fact(ix, InferenceFact::dt_shape(datum(spec.dtype), dims))?;
-    }
-    Ok(())
 }
 
 /// The graph's output names (labels, else node names), in output order.
@@ -119,13 +52,12 @@ pub(crate) fn output_labels(typed: &TypedModel) -> TractResult<Vec<String>> {
 }
 
 impl CpuEngine {
-    /// Parses, types and optimizes the verified payload.
+    /// Reads (an ONNX payload: parses and types) and optimizes the verified payload.
     pub fn prepare(bundle: &VerifiedBundle, threads: usize) -> Result<CpuEngine, ModelError> {
         let start = std::time::Instant::now();
-        let mut model = parse_checked(bundle)?;
-        set_input_facts(&mut model, &bundle.manifest().inputs, None).map_err(load_err)?;
-        let mut load_steps = vec![("parse", start.elapsed().as_secs_f64() * 1e3)];
-        let optimized = super::optimize::optimize(model).map_err(load_err)?;
+        let (model, decluttered) = super::graph::typed_and_decluttered(bundle)?;
+        let mut load_steps = vec![("graph", start.elapsed().as_secs_f64() * 1e3)];
+        let optimized = super::optimize::optimize(model, decluttered).map_err(load_err)?;
         load_steps.extend(optimized.steps);
         let planning = std::time::Instant::now();
         let typed = optimized.model;
@@ -326,7 +258,7 @@ impl CpuEngine {
                         edge_kernels::marker::mark(2 * node.id as u32);
                     }
                     let start = std::time::Instant::now();
-                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, values);
+                    let out = tract_nnef::tract_core::plan::eval(ctx, op_state, node, values);
                     node_times[node.id] += start.elapsed().as_secs_f64();
                     if counted {
                         edge_kernels::marker::mark(2 * node.id as u32 + 1);

@@ -7,10 +7,11 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::runtime::runtime_for_name;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::runtime::runtime_for_name;
 
-use super::cpu::{load_err, output_labels, parse_checked, run_plan, set_input_facts, tract_inputs};
+use super::cpu::{output_labels, run_plan, tract_inputs};
+use super::manifest_facts::load_err;
 use super::PinnedMemory;
 use super::{Engine, Unsupported};
 use crate::bundle::VerifiedBundle;
@@ -64,12 +65,9 @@ impl CudaEngine {
             Ok(Err(e)) => return unsupported(e.root_cause().to_string()),
             Err(p) => return unsupported(panic_text(p)),
         };
-        let mut model = parse_checked(bundle).map_err(Err)?;
-        set_input_facts(&mut model, &bundle.manifest().inputs, None)
-            .map_err(|e| Err(load_err(e)))?;
-        let typed = model
-            .into_typed()
-            .and_then(|m| m.into_decluttered())
+        let typed = super::graph::typed(bundle)
+            .map_err(Err)?
+            .into_decluttered()
             .map_err(|e| Err(load_err(e)))?;
         let outputs = output_labels(&typed).map_err(|e| Err(load_err(e)))?;
         let plan = match catch_unwind(AssertUnwindSafe(|| runtime.prepare(typed))) {

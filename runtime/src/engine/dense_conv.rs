@@ -25,8 +25,8 @@ use std::cell::Cell;
 use edge_kernels::geometry::{fill_phases, Plain};
 use edge_kernels::pointwise::Kernel;
 use edge_kernels::{Geometry, Isa};
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::cnn::Conv;
 
 use super::activations::f32_only;
 use super::conv2d::{constant_kernel_and_bias, conv_geometry, Planes};
@@ -282,7 +282,7 @@ impl TypedOp for DenseConv {
 mod tests {
     use super::*;
     use edge_kernels::testing::values;
-    use tract_onnx::tract_hir::tract_core::ops::cnn::PaddingSpec;
+    use tract_nnef::tract_core::ops::cnn::PaddingSpec;
 
     /// The textbook loop over the padded input, in f64.
     fn reference(

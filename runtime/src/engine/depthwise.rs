@@ -20,8 +20,8 @@ use edge_kernels::depthwise::Kernel;
 use edge_kernels::geometry::{fill_phases, Plain, Rounded};
 use edge_kernels::qdepthwise::PlaneOut;
 use edge_kernels::{Geometry, Isa, U8Form};
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::cnn::Conv;
 
 use super::activations::{Dst, Src};
 use super::conv2d::{constant_kernel_and_bias, conv_geometry, Planes};
@@ -416,6 +416,8 @@ impl TypedOp for DepthwiseConv {
 mod tests {
     use super::*;
     use edge_kernels::testing::geometries;
+    #[allow(unused_imports)]
+    use tract_onnx::prelude::{InferenceFact, InferenceModelExt};
 
     /// The textbook loop.
     fn reference(op: &DepthwiseConv, input: &[f32], n: usize) -> Vec<f32> {
@@ -665,7 +667,7 @@ mod tests {
 #[cfg(test)]
 mod model_tests {
     use super::*;
-    use tract_onnx::tract_hir::tract_core::ops::cnn::PaddingSpec;
+    use tract_nnef::tract_core::ops::cnn::PaddingSpec;
 
     /// Same outputs as tract's own depthwise convolution, for paddings tract computes itself.
     #[test]
@@ -760,6 +762,7 @@ mod model_tests {
     /// keeps those).
     #[test]
     fn mobilenetv2_runs_its_depthwise_layers_here_with_relu6_fused() {
+        use tract_onnx::prelude::InferenceModelExt;
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../models/mobilenetv2/model.onnx"

@@ -14,26 +14,16 @@
 //! does, both casts are dropped.
 
 use edge_kernels::{elementwise, Isa};
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::cast::Cast;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::cast::Cast;
 
 /// Replaces tract's `DynamicQuantizeLinearU8` by [`DynamicQuantize`] and drops every
 /// [`IntegralToI32`] → `Cast(f32)` round trip; returns how many nodes it replaced or dropped.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    let mut changed = 0;
+    let mut changed = replace_tracts_op(model)?;
     for id in model.eval_order()? {
         let node = model.node(id);
-        // matched by name: tract-onnx keeps the op's type private
-        if node.op.name() == "DynamicQuantizeLinearU8" && node.outputs.len() == 3 {
-            let mut patch = TypedModelPatch::default();
-            let tap = patch.tap_model(model, node.inputs[0])?;
-            let wires = patch.wire_node(&node.name, DynamicQuantize, &[tap])?;
-            for (slot, wire) in wires.iter().enumerate() {
-                patch.shunt_outside(model, OutletId::new(id, slot), *wire)?;
-            }
-            patch.apply(model)?;
-            changed += 1;
-        } else if node.op_is::<IntegralToI32>() {
+        if node.op_is::<IntegralToI32>() {
             let from = OutletId::new(id, 0);
             let outputs = model.output_outlets()?;
             let succ = &node.outputs[0].successors;
@@ -51,6 +41,28 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
                 patch.apply(model)?;
                 changed += 1;
             }
+        }
+    }
+    Ok(changed)
+}
+
+/// Replaces tract-onnx's `DynamicQuantizeLinearU8` by [`DynamicQuantize`] (same values, any
+/// instruction set): the packer's step too, since tract's op lives in tract-onnx, which device
+/// builds do not link. Returns how many it replaced.
+pub fn replace_tracts_op(model: &mut TypedModel) -> TractResult<usize> {
+    let mut changed = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        // matched by name: tract-onnx keeps the op's type private
+        if node.op.name() == "DynamicQuantizeLinearU8" && node.outputs.len() == 3 {
+            let mut patch = TypedModelPatch::default();
+            let tap = patch.tap_model(model, node.inputs[0])?;
+            let wires = patch.wire_node(&node.name, DynamicQuantize, &[tap])?;
+            for (slot, wire) in wires.iter().enumerate() {
+                patch.shunt_outside(model, OutletId::new(id, slot), *wire)?;
+            }
+            patch.apply(model)?;
+            changed += 1;
         }
     }
     Ok(changed)
@@ -146,14 +158,16 @@ impl TypedOp for IntegralToI32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use tract_onnx::prelude::{InferenceFact, InferenceModelExt};
 
     /// tract's own `DynamicQuantizeLinearU8` (its type is private: parsed from a one-node
     /// ONNX graph) on an f32 input of `len` values.
     fn tracts_op(len: usize) -> TypedModel {
+        use tract_nnef::prelude::Framework;
         use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
         use tract_onnx::pb::{type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
         use tract_onnx::pb::{TensorShapeProto, TypeProto, ValueInfoProto};
-        use tract_onnx::prelude::Framework;
         let info = |name: &str| ValueInfoProto {
             name: name.into(),
             ..Default::default()

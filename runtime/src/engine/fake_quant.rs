@@ -10,12 +10,10 @@
 //! AVX2 or any target elsewhere).
 
 use edge_kernels::{Isa, Pair, U8Form};
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
-use tract_onnx::tract_hir::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_hir::tract_core::ops::quant::{
-    DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8,
-};
+use tract_nnef::tract_core::ops::element_wise::ElementWiseOp;
+use tract_nnef::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8};
 
 /// Replaces every `DequantizeLinearF32` fed by a `QuantizeLinear` of an f32 value by one op on
 /// that value; returns how many it replaced.
@@ -183,7 +181,7 @@ impl TypedOp for FakeQuant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::tract_hir::tract_core::ops::quant::{quantize_linear_i8, quantize_linear_u8};
+    use tract_nnef::tract_core::ops::quant::{quantize_linear_i8, quantize_linear_u8};
 
     /// tract's own pair and ours give the same values, including ties, saturation both ways
     /// and a NaN. (Not ±∞ or |x/s| past i32: tract's own pair overflows there.)

@@ -7,15 +7,21 @@
 //! `y = x · (bias + α/size · Σ)^−β`, with `β = 0.75` (every model above) as
 //! `1 / (√b · √√b)` and `β = 0.5, 1` likewise, so the loops vectorize; other β use `powf`.
 
-use tract_onnx::model::{OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
+#[cfg(feature = "onnx")]
+use tract_onnx::{
+    model::{OnnxOpRegister, ParsingContext},
+    pb::NodeProto,
+    tract_hir::internal::*,
+};
 
 /// Registers `LRN` into an ONNX parser's registry.
+#[cfg(feature = "onnx")]
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("LRN", parse);
 }
 
+#[cfg(feature = "onnx")]
 fn parse(
     _ctx: &ParsingContext,
     node: &NodeProto,
@@ -30,6 +36,7 @@ fn parse(
     Ok((inference_wrap(op, 1, rules), vec![]))
 }
 
+#[cfg(feature = "onnx")]
 fn rules<'p>(
     _op: &dyn Op,
     s: &mut Solver,
@@ -41,6 +48,44 @@ fn rules<'p>(
     s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
     s.equals(&inputs[0].shape, &outputs[0].shape)?;
     Ok(())
+}
+
+/// Registers [`Lrn`]'s NNEF form (`edgefleet_lrn`, the parameters of `tract_onnx_lrn`) for the
+/// optimized payload.
+pub(crate) fn register_nnef(reg: &mut tract_nnef::internal::Registry) {
+    use tract_nnef::internal::*;
+    use tract_nnef::ser::{invocation, numeric};
+    reg.register_dumper(|ast, node, op: &Lrn| {
+        let input = ast.mapping[&node.inputs[0]].clone();
+        let f = f32::from_bits;
+        Ok(Some(invocation(
+            "edgefleet_lrn",
+            &[input],
+            &[
+                ("alpha", numeric(f(op.alpha))),
+                ("beta", numeric(f(op.beta))),
+                ("bias", numeric(f(op.bias))),
+                ("size", numeric(op.size)),
+            ],
+        )))
+    });
+    reg.register_primitive(
+        "edgefleet_lrn",
+        &tract_onnx_opl::lrn::parameters(),
+        &[("output", TypeName::Scalar.tensor())],
+        |builder, call| {
+            let input = call.named_arg_as(builder, "input")?;
+            let size: usize = call.named_arg_as(builder, "size")?;
+            ensure!(size > 0, "LRN size must be positive");
+            let op = Lrn::new(
+                call.named_arg_as(builder, "alpha")?,
+                call.named_arg_as(builder, "beta")?,
+                call.named_arg_as(builder, "bias")?,
+                size,
+            );
+            builder.wire(op, &[input])
+        },
+    );
 }
 
 /// Local response normalization over axis 1; f32 parameters kept as bits (ops are `Eq + Hash`).

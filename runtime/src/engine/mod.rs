@@ -19,8 +19,13 @@ pub mod dynamic_quant;
 pub mod fake_quant;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+mod graph;
 pub mod lrn;
+mod manifest_facts;
 pub mod ml;
+pub mod nnef;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 mod optimize;
 pub mod plane_softmax;
 pub mod pointwise;
@@ -28,46 +33,35 @@ pub mod pointwise_last;
 pub mod pool;
 pub mod qdense_conv;
 pub mod qdepthwise;
+#[cfg(feature = "onnx")]
 mod qops;
 pub mod qpointwise;
 mod scratch;
 mod threads;
 pub mod u8_activations;
 
-use tract_onnx::prelude::{TValue, TVec};
-use tract_onnx::tract_hir::internal::{
+use tract_nnef::prelude::{TValue, TVec};
+use tract_nnef::tract_core::internal::{
     Datum, OutletId, TractResult, TypedModel, TypedModelPatch, TypedOp,
 };
-use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_hir::tract_core::ops::math::{Max, Min};
+use tract_nnef::tract_core::ops::binary::TypedBinOp;
+use tract_nnef::tract_core::ops::math::{Max, Min};
 
 use crate::bundle::VerifiedBundle;
 use crate::error::ModelError;
 use crate::tensor::Tensor;
 
-pub(crate) use cpu::datum;
 pub use cpu::CpuEngine;
 /// The CPU kernels our ops run (`edge-kernels`), for benchmarks and tools.
 pub use edge_kernels as kernels;
+pub use graph::payload_formats;
+pub(crate) use manifest_facts::datum;
+#[cfg(feature = "onnx")]
+pub use onnx::{onnx_parser, translate};
 
 /// Page-locked memory registered with an engine's device ([`Engine::pin`]); unregisters when
 /// dropped.
 pub trait PinnedMemory: Send + Sync {}
-
-/// tract's ONNX parser as the runtime uses it everywhere (engine, quantizer): with the operators
-/// the runtime adds (QOperator ops, a vectorizable LRN) and the shape hints in the file ignored
-/// (tract loads models with symbolic dims reliably only so; the runtime sets the input facts
-/// itself).
-pub fn onnx_parser() -> tract_onnx::Onnx {
-    let mut onnx = tract_onnx::onnx();
-    qops::register(&mut onnx.op_register);
-    ml::register(&mut onnx.op_register);
-    if own_kernels() {
-        lrn::register(&mut onnx.op_register);
-    }
-    onnx.with_ignore_output_shapes(true)
-        .with_ignore_value_info(true)
-}
 
 /// Whether the CPU engine uses our own kernels where tract's are slow (depthwise, 1×1 and
 /// other convolutions, integer 1×1 convolution in QDQ graphs with 8-bit tensors between our
@@ -173,8 +167,8 @@ pub(crate) fn following_clamp(
 pub(crate) fn map_f32_in_place(
     value: TValue,
     f: impl FnOnce(&mut [f32]),
-) -> tract_onnx::prelude::TractResult<TValue> {
-    use tract_onnx::prelude::*;
+) -> tract_nnef::prelude::TractResult<TValue> {
+    use tract_nnef::prelude::*;
     let mut data = value.into_tensor();
     {
         let mut plain = data.try_as_plain_ram_mut()?;
@@ -187,11 +181,11 @@ pub(crate) fn map_f32_in_place(
 /// input and returns its first output as f32 values.
 #[cfg(test)]
 pub(crate) fn run_f32(
-    model: tract_onnx::prelude::TypedModel,
-    input: &tract_onnx::prelude::Tensor,
+    model: tract_nnef::prelude::TypedModel,
+    input: &tract_nnef::prelude::Tensor,
     optimize: bool,
 ) -> Vec<f32> {
-    use tract_onnx::prelude::*;
+    use tract_nnef::prelude::*;
     let model = if optimize {
         model.into_optimized().unwrap()
     } else {
@@ -215,17 +209,17 @@ pub(crate) struct TestConv {
     pub kernel: [usize; 2],
     pub strides: [usize; 2],
     pub dilations: [usize; 2],
-    pub padding: tract_onnx::tract_hir::tract_core::ops::cnn::PaddingSpec,
+    pub padding: tract_nnef::tract_core::ops::cnn::PaddingSpec,
     pub clamp: Option<f32>,
 }
 
 #[cfg(test)]
 impl TestConv {
-    pub(crate) fn model(&self) -> tract_onnx::prelude::TypedModel {
-        use tract_onnx::prelude::*;
-        use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec};
-        use tract_onnx::tract_hir::tract_core::ops::math;
-        use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
+    pub(crate) fn model(&self) -> tract_nnef::prelude::TypedModel {
+        use tract_nnef::prelude::*;
+        use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec};
+        use tract_nnef::tract_core::ops::math;
+        use tract_nnef::tract_core::ops::nn::DataFormat;
         let [_, c, _, _] = self.shape;
         let [kh, kw] = self.kernel;
         let per_group = c / self.group;
@@ -268,7 +262,7 @@ impl TestConv {
 pub(crate) use edge_kernels::testing::{assert_close, values as test_values};
 
 /// A tensor's values as f32 (any numeric type, any layout).
-pub fn f32_values(t: &tract_onnx::prelude::Tensor) -> tract_onnx::prelude::TractResult<Vec<f32>> {
+pub fn f32_values(t: &tract_nnef::prelude::Tensor) -> tract_nnef::prelude::TractResult<Vec<f32>> {
     // a tensor's values are contiguous: one slice copy (an ndarray iterator over dynamic dims
     // costs an index update per value)
     Ok(t.cast_to::<f32>()?

@@ -6,8 +6,8 @@
 //! tract's (its kernel is already a contiguous one).
 
 use edge_kernels::Isa;
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::nn::{Softmax, SoftmaxKind};
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 /// Smallest run of values after the axis worth replacing tract's softmax for.
 const MIN_INNER: usize = 8;

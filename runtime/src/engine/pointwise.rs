@@ -19,7 +19,7 @@
 
 use edge_kernels::pointwise::{pack_weights, Kernel, ROWS};
 use edge_kernels::Isa;
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
 use super::activations::f32_only;
 use super::conv1x1::{Channels, Conv1x1, InOutShapes, SharedOut};
@@ -298,6 +298,8 @@ impl TypedOp for Pointwise {
 mod tests {
     use super::*;
     use edge_kernels::testing::values;
+    #[allow(unused_imports)]
+    use tract_onnx::prelude::{InferenceFact, InferenceModelExt};
 
     fn reference(
         cin: usize,

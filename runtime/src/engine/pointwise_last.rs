@@ -19,7 +19,7 @@ use super::threads::par_rows;
 use edge_kernels::pointwise::Kernel;
 use edge_kernels::tile::{COLS, ROWS};
 use edge_kernels::Isa;
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
 use super::conv1x1::SharedOut;
 use super::Floats;
@@ -392,8 +392,8 @@ mod tests {
     /// and a ReLU: substituted (bias and clamp fused) and equal to tract's evaluation.
     #[test]
     fn replaces_the_einsums_of_channel_last_graphs() {
-        use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
-        use tract_onnx::tract_hir::tract_core::ops::math;
+        use tract_nnef::tract_core::ops::einsum::EinSum;
+        use tract_nnef::tract_core::ops::math;
         if !Kernel::best(Isa::host()).is_vector() {
             return;
         }

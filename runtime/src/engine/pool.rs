@@ -13,8 +13,8 @@ use std::cell::Cell;
 
 use edge_kernels::pool::{pool_planes, valid_taps, Reduce};
 use edge_kernels::Geometry;
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::cnn::{MaxPool, SumPool};
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::cnn::{MaxPool, SumPool};
 
 use super::activations::f32_only;
 use super::conv2d::{plane_geometry, Planes};
@@ -177,8 +177,8 @@ impl TypedOp for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::tract_hir::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
-    use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
+    use tract_nnef::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+    use tract_nnef::tract_core::ops::nn::DataFormat;
 
     fn pool_model(
         shape: [usize; 4],

@@ -20,8 +20,8 @@ use std::cell::Cell;
 use edge_kernels::qdepthwise::Kernel;
 use edge_kernels::quant::integer_rows;
 use edge_kernels::{BytePlane, Geometry, Isa, U8Form};
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::cnn::Conv;
 
 use super::activations::{Dst, Src};
 use super::conv1x1::Channels;

@@ -13,6 +13,7 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
+use super::const_weights::{dequantized_constant, QuantizedWeights};
 use super::dynamic_quant::IntegralToI32;
 use super::f32_values;
 use tract_onnx::tract_hir::ops::cnn::Conv as HirConv;
@@ -45,6 +46,13 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("DequantizeLinear", dequantize_linear);
 }
 
+/// [`register`] for the packer's translation: constant `DequantizeLinear` inputs stay quantized
+/// ([`QuantizedWeights`]), so the optimized payload keeps a QDQ model's weights in 8 bits.
+pub fn register_for_translation(reg: &mut OnnxOpRegister) {
+    register(reg);
+    reg.insert("DequantizeLinear", dequantize_linear_kept);
+}
+
 /// `DequantizeLinear`, parsed as tract parses it; its constant inputs (a QDQ model's weights)
 /// folded here in one pass ([`dequantized_constant`]) instead of through tract's broadcasting
 /// `Cast → Sub → Mul` constant evaluation (most of an int8 MobileNetV2's load: ~140 of ~300 ms).
@@ -52,17 +60,15 @@ fn dequantize_linear(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let block_size = node.get_attr_opt::<i64>("block_size")?.unwrap_or(0);
-    ensure!(
-        block_size == 0,
-        "{}: blocked quantization is not supported",
-        node.op_type
-    );
-    let op = Dequantize {
-        axis: node.get_attr_opt("axis")?.unwrap_or(1),
-        zero_point: node.input.len() == 3,
-    };
-    Ok((expand(op), vec![]))
+    Ok((expand(Dequantize::of(node, false)?), vec![]))
+}
+
+/// [`dequantize_linear`] keeping constant inputs quantized (see [`register_for_translation`]).
+fn dequantize_linear_kept(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(Dequantize::of(node, true)?), vec![]))
 }
 
 /// See [`dequantize_linear`]; a non-constant input becomes tract's `DequantizeLinearF32`
@@ -71,11 +77,37 @@ fn dequantize_linear(
 struct Dequantize {
     axis: i64,
     zero_point: bool,
+    /// A constant input becomes [`QuantizedWeights`] (folded on the device) instead of an f32
+    /// constant.
+    keep: bool,
+}
+
+impl Dequantize {
+    /// The op for an ONNX `DequantizeLinear` node (blocked quantization refused).
+    fn of(node: &NodeProto, keep: bool) -> TractResult<Dequantize> {
+        let block_size = node.get_attr_opt::<i64>("block_size")?.unwrap_or(0);
+        ensure!(
+            block_size == 0,
+            "{}: blocked quantization is not supported",
+            node.op_type
+        );
+        Ok(Dequantize {
+            axis: node.get_attr_opt("axis")?.unwrap_or(1),
+            zero_point: node.input.len() == 3,
+            keep,
+        })
+    }
 }
 
 impl Expansion for Dequantize {
     fn name(&self) -> StaticName {
         "DequantizeLinear".into()
+    }
+
+    /// Kept constants must reach the typed graph as [`QuantizedWeights`]: tract's inference
+    /// analysis would otherwise evaluate the node on its constant input into an f32 constant.
+    fn runs_out_of_plan(&self) -> bool {
+        !self.keep
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -120,6 +152,10 @@ impl Expansion for Dequantize {
         );
         let axis = axis as usize;
         if let Some(k) = target.outlet_fact(inputs[0])?.konst.clone() {
+            if self.keep {
+                let op = QuantizedWeights::new(k, scale, zp, axis, false)?;
+                return target.wire_node(prefix, op, &[]);
+            }
             let k = dequantized_constant(&k, &scale, &zp, axis)?;
             return Ok(tvec!(target.add_const(prefix, k)?));
         }
@@ -521,37 +557,6 @@ fn dequantize(
     );
     let op = DequantizeLinearF32::new(scale[0], zp[0] as i32);
     Ok(target.wire_node(format!("{prefix}.dequantize"), op, &[x])?[0])
-}
-
-/// `(k − zp) · scale` for a constant, the parameters one value or one per index of `axis`.
-fn dequantized_constant(k: &Tensor, scale: &[f32], zp: &[f32], axis: usize) -> TractResult<Tensor> {
-    ensure!(
-        !scale.is_empty() && !zp.is_empty(),
-        "empty scale or zero point"
-    );
-    let shape = k.shape().to_vec();
-    let mut values = f32_values(k)?;
-    let per = if scale.len() > 1 || zp.len() > 1 {
-        ensure!(
-            axis < shape.len(),
-            "per-axis parameters on a rank {} tensor",
-            shape.len()
-        );
-        shape[axis]
-    } else {
-        1
-    };
-    let inner: usize = shape[axis.min(shape.len())..].iter().skip(1).product();
-    // one run of `inner` values per index of `axis` (no division per value)
-    for (j, run) in values.chunks_mut(inner.max(1)).enumerate() {
-        let c = if per > 1 { j % per } else { 0 };
-        let s = scale[c.min(scale.len() - 1)];
-        let z = zp[c.min(zp.len() - 1)];
-        for v in run {
-            *v = (*v - z) * s;
-        }
-    }
-    Ok(tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tensor())
 }
 
 fn quantize(

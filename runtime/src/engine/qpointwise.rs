@@ -23,7 +23,7 @@ use std::cell::Cell;
 use edge_kernels::qpointwise::{pack_weights, Kernel, TileOut, ROWS};
 use edge_kernels::quant::integer_rows;
 use edge_kernels::{Isa, Requantizer, U8Form};
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
 use super::activations::{Dst, Src};
 use super::conv1x1::{Channels, Conv1x1, SharedOut};
@@ -336,6 +336,8 @@ impl TypedOp for QPointwise {
 mod tests {
     use super::*;
     use edge_kernels::testing::{int8_weights, values};
+    #[allow(unused_imports)]
+    use tract_onnx::prelude::{InferenceFact, InferenceModelExt};
 
     /// The float path the op replaces: the pair, then the float convolution.
     #[allow(clippy::too_many_arguments)]

@@ -12,7 +12,7 @@
 //! writes). Splitting the 1×1 layers by points instead of output channels was slower still
 //! (2.84–2.90 ms).
 use edge_kernels::parallel;
-use tract_onnx::prelude::TractResult;
+use tract_nnef::prelude::TractResult;
 
 /// Work (multiply-adds, elements) below which a part runs on the calling thread alone.
 const SERIAL_BELOW: usize = 32 * 1024;

@@ -17,7 +17,7 @@
 //! evaluate on are [`super::activations`].
 
 use edge_kernels::U8Form;
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
 use super::depthwise::DepthwiseConv;
 use super::fake_quant::FakeQuant;

@@ -361,7 +361,9 @@ impl Executable {
 
 #[cfg(test)]
 mod tests {
-    use tract_onnx::prelude::*;
+    use tract_nnef::prelude::*;
+    #[allow(unused_imports)]
+    use tract_onnx::prelude::{InferenceFact, InferenceModelExt};
 
     use super::super::kernels::Kernel;
 

@@ -7,12 +7,12 @@
 //! quantizer emits is rewritten: unit scales, a zero output offset and bias, constant weights,
 //! one zero point per operand; any other stays and the lowering reports it.
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::tract_core::ops::cast::cast;
-use tract_onnx::tract_hir::tract_core::ops::change_axes::wire_with_rank_broadcast;
-use tract_onnx::tract_hir::tract_core::ops::change_axes::InOut;
-use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_hir::tract_core::ops::math;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::ops::cast::cast;
+use tract_nnef::tract_core::ops::change_axes::wire_with_rank_broadcast;
+use tract_nnef::tract_core::ops::change_axes::InOut;
+use tract_nnef::tract_core::ops::einsum::EinSum;
+use tract_nnef::tract_core::ops::math;
 
 use crate::engine::dynamic_quant::IntegralToI32;
 use crate::engine::f32_values;

@@ -8,27 +8,25 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::tract_core::ops::array::{
-    Gather, GatherNd, MultiBroadcastTo, Slice, TypedConcat,
-};
-use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_hir::tract_core::ops::cast::Cast;
-use tract_onnx::tract_hir::tract_core::ops::change_axes::AxisOp;
-use tract_onnx::tract_hir::tract_core::ops::cnn::{
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::ops::array::{Gather, GatherNd, MultiBroadcastTo, Slice, TypedConcat};
+use tract_nnef::tract_core::ops::binary::TypedBinOp;
+use tract_nnef::tract_core::ops::cast::Cast;
+use tract_nnef::tract_core::ops::change_axes::AxisOp;
+use tract_nnef::tract_core::ops::cnn::{
     Conv, Deconv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool,
 };
-use tract_onnx::tract_hir::tract_core::ops::downsample::Downsample;
-use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_hir::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_hir::tract_core::ops::logic::Iff;
-use tract_onnx::tract_hir::tract_core::ops::nn::{
+use tract_nnef::tract_core::ops::downsample::Downsample;
+use tract_nnef::tract_core::ops::einsum::EinSum;
+use tract_nnef::tract_core::ops::element_wise::ElementWiseOp;
+use tract_nnef::tract_core::ops::logic::Iff;
+use tract_nnef::tract_core::ops::nn::{
     DataFormat, LeakyRelu, NearestUpsample, Reduce, Reducer, Resize, RmsNorm, Softmax, SoftmaxKind,
 };
-use tract_onnx::tract_hir::tract_core::ops::quant::{
+use tract_nnef::tract_core::ops::quant::{
     DequantizeLinearF32, LookupTable, QuantizeLinearI8, QuantizeLinearU8,
 };
-use tract_onnx::tract_hir::tract_core::ops::source::TypedSource;
+use tract_nnef::tract_core::ops::source::TypedSource;
 
 use super::kernels::{
     BinaryOp, Kernel, PoolOp, ReduceOp, RowOp, UnaryOp, KERNEL_PARAMS, MATMUL_TILE, MAX_RANK,

@@ -1,4 +1,4 @@
-//! The `gpu` engine: tract parses and declutters the graph, the exact quantization rewrites make
+//! The `gpu` engine: the typed graph ([`super::graph`]) made concrete and decluttered, the exact quantization rewrites make
 //! its tensors f32 (`fold_quantization`, `integer_matmul`), `lower` turns it into WGSL compute
 //! dispatches (kernels in `kernels`), `exec` plans the device buffers once and runs one command
 //! submission per inference. Shapes are fixed per plan: the manifest's shapes with named dims at
@@ -12,9 +12,10 @@ mod lower;
 
 use std::sync::{Arc, Mutex};
 
-use tract_onnx::prelude::*;
+use tract_nnef::prelude::*;
 
-use super::cpu::{load_err, output_labels, parse_checked, set_input_facts};
+use super::cpu::output_labels;
+use super::manifest_facts::load_err;
 use super::{Engine, Unsupported};
 use crate::bundle::{Dim, InputSpec, VerifiedBundle};
 use crate::error::ModelError;
@@ -28,7 +29,8 @@ const MAX_PLANS: usize = 4;
 /// wgpu compute.
 pub struct GpuEngine {
     gpu: Arc<device::Gpu>,
-    parsed: InferenceModel,
+    /// The bundle's typed graph, named dims symbolic (made concrete per plan).
+    typed: TypedModel,
     bundle_inputs: Vec<InputSpec>,
     outputs: Vec<String>,
     /// Each output's element type (integer outputs come back from the device as exact f32).
@@ -88,12 +90,36 @@ fn integers_as_f32(
         .map(std::borrow::Cow::Owned)
 }
 
+/// `typed` with each named input dim set to its size in `shapes` (one shape per input).
+fn concrete(
+    typed: &TypedModel,
+    inputs: &[InputSpec],
+    shapes: &[Vec<usize>],
+) -> TractResult<TypedModel> {
+    let mut values = std::collections::HashMap::new();
+    for (spec, shape) in inputs.iter().zip(shapes) {
+        tract_nnef::tract_core::internal::ensure!(
+            spec.shape.len() == shape.len(),
+            "input '{}' has rank {}, not {}",
+            spec.name,
+            shape.len(),
+            spec.shape.len()
+        );
+        for (d, &n) in spec.shape.iter().zip(shape) {
+            if let Dim::Named(name) = d {
+                values.insert(typed.symbols.sym(name), TDim::Val(n as i64));
+            }
+        }
+    }
+    typed.set_symbols(&values)
+}
+
 impl GpuEngine {
     /// Plans the bundle's graph on the device. `Err(Ok(reason))`: the model should run on the
     /// CPU instead (no device, or an op the kernels lack); `Err(Err(e))`: the model is bad.
     pub fn prepare(bundle: &VerifiedBundle) -> Result<GpuEngine, Result<Unsupported, ModelError>> {
         let gpu = device::gpu().map_err(|e| Ok(Unsupported(e)))?;
-        let parsed = parse_checked(bundle).map_err(Err)?;
+        let typed = super::graph::typed(bundle).map_err(Err)?;
         let bundle_inputs = bundle.manifest().inputs.clone();
         let shapes: Vec<Vec<usize>> = bundle_inputs
             .iter()
@@ -109,7 +135,7 @@ impl GpuEngine {
             .collect();
         let mut engine = GpuEngine {
             gpu,
-            parsed,
+            typed,
             bundle_inputs,
             outputs: Vec::new(),
             output_types: Vec::new(),
@@ -134,11 +160,7 @@ impl GpuEngine {
         &self,
         shapes: &[Vec<usize>],
     ) -> Result<(TypedModel, Executable), Result<Unsupported, ModelError>> {
-        let mut model = self.parsed.clone();
-        set_input_facts(&mut model, &self.bundle_inputs, Some(shapes))
-            .map_err(|e| Err(load_err(e)))?;
-        let typed = model
-            .into_typed()
+        let typed = concrete(&self.typed, &self.bundle_inputs, shapes)
             .and_then(|m| m.into_decluttered())
             .and_then(fold_quantization)
             .map_err(|e| Err(load_err(e)))?;

@@ -7,40 +7,12 @@
 
 use std::collections::HashMap;
 
-use tract_onnx::model::{OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::cast::cast;
+use tract_nnef::tract_core::internal::*;
 
-use super::rows::{parsed, Out, RowOp, Rows};
-
-/// Registers the transforms.
-pub fn register(reg: &mut OnnxOpRegister) {
-    reg.insert("Scaler", scaler);
-    reg.insert("Normalizer", normalizer);
-    reg.insert("Imputer", imputer);
-    reg.insert("Binarizer", binarizer);
-    reg.insert("OneHotEncoder", one_hot);
-    reg.insert("LabelEncoder", label_encoder);
-    reg.insert("ArrayFeatureExtractor", |_, _| {
-        Ok((expand(ArrayFeatureExtractor), vec![]))
-    });
-    reg.insert("FeatureVectorizer", feature_vectorizer);
-    reg.insert("ZipMap", |_, _| Ok((expand(ZipMap), vec![])));
-}
-
-/// The rules of an operator whose one output has its one input's type and shape.
-fn same_as_input<'r, 'p: 'r>(
-    s: &mut Solver<'r>,
-    inputs: &'p [TensorProxy],
-    outputs: &'p [TensorProxy],
-) -> InferenceResult {
-    check_input_arity(inputs, 1)?;
-    check_output_arity(outputs, 1)?;
-    s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-    s.equals(&outputs[0].shape, &inputs[0].shape)?;
-    Ok(())
-}
+use super::record::{NnefForm, Reader, Record};
+use super::rows::{Out, Rows};
+#[cfg(feature = "onnx")]
+pub use parse::register;
 
 /// `value[i]`, or `value[0]` for every `i` when there is one value.
 fn per_column(values: &[f32], i: usize) -> f32 {
@@ -61,29 +33,35 @@ fn check_width(name: &str, what: &str, values: &[f32], features: usize) -> Tract
     Ok(())
 }
 
-fn scaler(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let offset = node
-        .get_attr_opt_vec::<f32>("offset")?
-        .unwrap_or_else(|| vec![0.0]);
-    let scale = node
-        .get_attr_opt_vec::<f32>("scale")?
-        .unwrap_or_else(|| vec![1.0]);
-    ensure!(
-        !offset.is_empty() && !scale.is_empty(),
-        "Scaler '{}': empty offset or scale",
-        node.name
-    );
-    parsed(Scaler { offset, scale })
-}
-
 /// `Scaler`: `(x − offset) · scale` per column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scaler {
     offset: Vec<f32>,
     scale: Vec<f32>,
+}
+
+impl Scaler {
+    /// `offset` and `scale`: one value for every column, or one per column.
+    pub fn new(offset: Vec<f32>, scale: Vec<f32>) -> TractResult<Scaler> {
+        ensure!(
+            !offset.is_empty() && !scale.is_empty(),
+            "empty offset or scale"
+        );
+        Ok(Scaler { offset, scale })
+    }
+}
+
+impl NnefForm for Scaler {
+    const KIND: &'static str = "Scaler";
+
+    fn write(&self, r: &mut Record) {
+        r.floats(&self.offset);
+        r.floats(&self.scale);
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        Scaler::new(r.floats("offset")?, r.floats("scale")?)
+    }
 }
 
 impl Rows for Scaler {
@@ -114,22 +92,6 @@ impl Rows for Scaler {
     }
 }
 
-fn normalizer(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let norm = match node.get_attr_opt::<&str>("norm")?.unwrap_or("MAX") {
-        "MAX" => Norm::Max,
-        "L1" => Norm::L1,
-        "L2" => Norm::L2,
-        other => bail!(
-            "Normalizer '{}': norm '{other}' (expected MAX, L1 or L2)",
-            node.name
-        ),
-    };
-    parsed(Normalizer(norm))
-}
-
 /// How `Normalizer` measures a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Norm {
@@ -141,9 +103,42 @@ pub enum Norm {
     L2,
 }
 
+impl Norm {
+    /// From the attribute's text (`MAX`, `L1`, `L2`).
+    pub fn parse(text: &str) -> TractResult<Norm> {
+        Ok(match text {
+            "MAX" => Norm::Max,
+            "L1" => Norm::L1,
+            "L2" => Norm::L2,
+            other => bail!("norm '{other}' (expected MAX, L1 or L2)"),
+        })
+    }
+
+    /// [`Norm::parse`]'s inverse.
+    pub fn name(self) -> &'static str {
+        match self {
+            Norm::Max => "MAX",
+            Norm::L1 => "L1",
+            Norm::L2 => "L2",
+        }
+    }
+}
+
 /// `Normalizer`: each row over its norm (unchanged when the norm is 0).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalizer(Norm);
+
+impl NnefForm for Normalizer {
+    const KIND: &'static str = "Normalizer";
+
+    fn write(&self, r: &mut Record) {
+        r.text(self.0.name());
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        Ok(Normalizer(Norm::parse(&r.text("norm")?)?))
+    }
+}
 
 impl Rows for Normalizer {
     fn name(&self) -> &'static str {
@@ -186,41 +181,32 @@ impl Rows for Normalizer {
     }
 }
 
-fn imputer(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let floats = node.get_attr_opt_vec::<f32>("imputed_value_floats")?;
-    let ints = node.get_attr_opt_vec::<i64>("imputed_value_int64s")?;
-    let (imputed, replaced) = match (floats, ints) {
-        (Some(f), None) => (
-            f,
-            node.get_attr_opt::<f32>("replaced_value_float")?
-                .unwrap_or(0.0),
-        ),
-        (None, Some(i)) => (
-            i.iter().map(|&v| v as f32).collect(),
-            node.get_attr_opt::<i64>("replaced_value_int64")?
-                .unwrap_or(0) as f32,
-        ),
-        _ => bail!(
-            "Imputer '{}': set exactly one of imputed_value_floats and imputed_value_int64s",
-            node.name
-        ),
-    };
-    ensure!(
-        !imputed.is_empty(),
-        "Imputer '{}': no imputed values",
-        node.name
-    );
-    Ok((expand(SameType(Imputer { imputed, replaced })), vec![]))
-}
-
 /// `Imputer`: values equal to `replaced` (NaN: NaN values) become the column's imputed value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Imputer {
     imputed: Vec<f32>,
     replaced: f32,
+}
+
+impl Imputer {
+    /// One imputed value for every column, or one per column; `replaced` marks a missing value.
+    pub fn new(imputed: Vec<f32>, replaced: f32) -> TractResult<Imputer> {
+        ensure!(!imputed.is_empty(), "no imputed values");
+        Ok(Imputer { imputed, replaced })
+    }
+}
+
+impl NnefForm for Imputer {
+    const KIND: &'static str = "Imputer";
+
+    fn write(&self, r: &mut Record) {
+        r.floats(&self.imputed);
+        r.float(self.replaced);
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        Imputer::new(r.floats("imputed")?, r.float("replaced")?)
+    }
 }
 
 impl Rows for Imputer {
@@ -256,17 +242,21 @@ impl Rows for Imputer {
     }
 }
 
-fn binarizer(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let threshold = node.get_attr_opt::<f32>("threshold")?.unwrap_or(0.0);
-    Ok((expand(SameType(Binarizer(threshold))), vec![]))
-}
-
 /// `Binarizer`: 1 where `x > threshold`, else 0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Binarizer(f32);
+
+impl NnefForm for Binarizer {
+    const KIND: &'static str = "Binarizer";
+
+    fn write(&self, r: &mut Record) {
+        r.float(self.0);
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        Ok(Binarizer(r.float("threshold")?))
+    }
+}
 
 impl Rows for Binarizer {
     fn name(&self) -> &'static str {
@@ -283,72 +273,33 @@ impl Rows for Binarizer {
     }
 }
 
-/// A row operator whose output keeps the input's type and shape (computed in f32, cast back).
-#[derive(Debug, Clone)]
-struct SameType<R: Rows>(R);
-
-impl<R: Rows> Expansion for SameType<R> {
-    fn name(&self) -> StaticName {
-        self.0.name().into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        same_as_input(s, inputs, outputs)
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        let fact = model.outlet_fact(inputs[0])?.clone();
-        let mut x = inputs[0];
-        if fact.rank() == 1 {
-            x = model.wire_node(format!("{prefix}.row"), AxisOp::Add(0), &[x])?[0];
-        }
-        let mut y = model.wire_node(prefix, RowOp(self.0.clone()), &[x])?[0];
-        if fact.rank() == 1 {
-            y = model.wire_node(format!("{prefix}.unrow"), AxisOp::Rm(0), &[y])?[0];
-        }
-        if fact.datum_type != f32::datum_type() {
-            y = model.wire_node(format!("{prefix}.cast"), cast(fact.datum_type), &[y])?[0];
-        }
-        Ok(tvec!(y))
-    }
-}
-
-fn one_hot(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let Some(cats) = node.get_attr_opt_vec::<i64>("cats_int64s")? else {
-        bail!(
-            "OneHotEncoder '{}': string categories (cats_strings) need string inputs, which this \
-             runtime does not take; encode the column as integers before export",
-            node.name
-        );
-    };
-    ensure!(
-        !cats.is_empty(),
-        "OneHotEncoder '{}': no categories",
-        node.name
-    );
-    let zeros = node.get_attr_opt::<i64>("zeros")?.unwrap_or(1) != 0;
-    Ok((expand(OneHot { cats, zeros }), vec![]))
-}
-
 /// `OneHotEncoder` over integer categories: output `input shape + [categories]`, f32.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OneHot {
     cats: Vec<i64>,
     /// An unknown value gives a row of zeros (else it is an error).
     zeros: bool,
+}
+
+impl OneHot {
+    /// Over `cats`; `zeros`: an unknown value gives zeros instead of an error.
+    pub fn new(cats: Vec<i64>, zeros: bool) -> TractResult<OneHot> {
+        ensure!(!cats.is_empty(), "no categories");
+        Ok(OneHot { cats, zeros })
+    }
+}
+
+impl NnefForm for OneHot {
+    const KIND: &'static str = "OneHotEncoder";
+
+    fn write(&self, r: &mut Record) {
+        r.ints(&self.cats);
+        r.int(i64::from(self.zeros));
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        OneHot::new(r.ints("categories")?, r.int("zeros")? != 0)
+    }
 }
 
 impl Op for OneHot {
@@ -392,77 +343,6 @@ impl TypedOp for OneHot {
     }
 
     as_op!();
-}
-
-impl Expansion for OneHot {
-    fn name(&self) -> StaticName {
-        "OneHotEncoder".into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].rank, inputs[0].rank.bex() + 1)?;
-        s.given(&inputs[0].rank, move |s, rank| {
-            for ax in 0..rank as usize {
-                s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
-            }
-            s.equals(&outputs[0].shape[rank as usize], self.cats.len().to_dim())
-        })
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
-}
-
-fn label_encoder(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let what = || format!("LabelEncoder '{}'", node.name);
-    let keys = match (
-        node.get_attr_opt_vec::<i64>("keys_int64s")?,
-        node.get_attr_opt_vec::<f32>("keys_floats")?,
-    ) {
-        (Some(k), None) => Keys::Ints(k),
-        (None, Some(k)) => Keys::Floats(k),
-        _ => bail!(
-            "{}: only numeric keys (keys_int64s or keys_floats) are supported: string keys need \
-             string inputs, which this runtime does not take",
-            what()
-        ),
-    };
-    let values = match (
-        node.get_attr_opt_vec::<i64>("values_int64s")?,
-        node.get_attr_opt_vec::<f32>("values_floats")?,
-    ) {
-        (Some(v), None) => {
-            Values::Ints(v, node.get_attr_opt::<i64>("default_int64")?.unwrap_or(-1))
-        }
-        (None, Some(v)) => Values::Floats(
-            v,
-            node.get_attr_opt::<f32>("default_float")?.unwrap_or(-0.0),
-        ),
-        _ => bail!(
-            "{}: only numeric values (values_int64s or values_floats) are supported",
-            what()
-        ),
-    };
-    let (nk, nv) = (keys.len(), values.len());
-    ensure!(nk == nv, "{}: {nk} keys for {nv} values", what());
-    Ok((expand(LabelEncoder { keys, values }), vec![]))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -512,6 +392,13 @@ pub struct LabelEncoder {
 }
 
 impl LabelEncoder {
+    /// As many keys as values.
+    fn new(keys: Keys, values: Values) -> TractResult<LabelEncoder> {
+        let (nk, nv) = (keys.len(), values.len());
+        ensure!(nk == nv, "{nk} keys for {nv} values");
+        Ok(LabelEncoder { keys, values })
+    }
+
     /// The position of the key of `v`, if any.
     fn find(&self, v: f64) -> Option<usize> {
         match &self.keys {
@@ -520,6 +407,47 @@ impl LabelEncoder {
                 .iter()
                 .position(|&x| x as f64 == v || (x.is_nan() && v.is_nan())),
         }
+    }
+}
+
+impl NnefForm for LabelEncoder {
+    const KIND: &'static str = "LabelEncoder";
+
+    fn write(&self, r: &mut Record) {
+        match &self.keys {
+            Keys::Ints(k) => {
+                r.int(0);
+                r.ints(k);
+            }
+            Keys::Floats(k) => {
+                r.int(1);
+                r.floats(k);
+            }
+        }
+        match &self.values {
+            Values::Ints(v, d) => {
+                r.int(0);
+                r.ints(v);
+                r.int(*d);
+            }
+            Values::Floats(v, d) => {
+                r.int(1);
+                r.floats(v);
+                r.float(*d);
+            }
+        }
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        let keys = match r.int("the key type")? {
+            0 => Keys::Ints(r.ints("keys")?),
+            _ => Keys::Floats(r.floats("keys")?),
+        };
+        let values = match r.int("the value type")? {
+            0 => Values::Ints(r.ints("values")?, r.int("default")?),
+            _ => Values::Floats(r.floats("values")?, r.float("default")?),
+        };
+        LabelEncoder::new(keys, values)
     }
 }
 
@@ -568,37 +496,19 @@ impl TypedOp for LabelEncoder {
     as_op!();
 }
 
-impl Expansion for LabelEncoder {
-    fn name(&self) -> StaticName {
-        "LabelEncoder".into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, self.values.datum())?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)?;
-        Ok(())
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
-}
-
 /// `ArrayFeatureExtractor`: `X[…, indices]` (a rank-1 `X` gives `[1, indices]`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ArrayFeatureExtractor;
+
+impl NnefForm for ArrayFeatureExtractor {
+    const KIND: &'static str = "ArrayFeatureExtractor";
+
+    fn write(&self, _: &mut Record) {}
+
+    fn read(_: &mut Reader) -> TractResult<Self> {
+        Ok(ArrayFeatureExtractor)
+    }
+}
 
 impl Op for ArrayFeatureExtractor {
     fn name(&self) -> StaticName {
@@ -674,68 +584,26 @@ impl TypedOp for ArrayFeatureExtractor {
     as_op!();
 }
 
-impl Expansion for ArrayFeatureExtractor {
-    fn name(&self) -> StaticName {
-        "ArrayFeatureExtractor".into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 2)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.given(&inputs[0].rank, move |s, rank| {
-            let rank = rank as usize;
-            s.equals(&outputs[0].rank, rank.max(2) as i64)?;
-            for ax in 0..rank.saturating_sub(1) {
-                s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
-            }
-            Ok(())
-        })
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
-}
-
-fn feature_vectorizer(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let dims: Vec<usize> = node
-        .get_attr_opt_vec::<i64>("inputdimensions")?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| {
-            usize::try_from(d)
-                .map_err(|_| format_err!("FeatureVectorizer '{}': input dimension {d}", node.name))
-        })
-        .collect::<TractResult<_>>()?;
-    ensure!(
-        dims.len() == node.input.len(),
-        "FeatureVectorizer '{}': {} dimensions for {} inputs",
-        node.name,
-        dims.len(),
-        node.input.len()
-    );
-    Ok((expand(FeatureVectorizer { dims }), vec![]))
-}
-
 /// `FeatureVectorizer`: the inputs (each `[N, d]` or `[N]`, cast to f32) side by side, input
 /// `i` cut or zero-padded to `dims[i]` columns.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FeatureVectorizer {
     dims: Vec<usize>,
+}
+
+impl NnefForm for FeatureVectorizer {
+    const KIND: &'static str = "FeatureVectorizer";
+
+    fn write(&self, r: &mut Record) {
+        let dims: Vec<i64> = self.dims.iter().map(|&d| d as i64).collect();
+        r.ints(&dims);
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        Ok(FeatureVectorizer {
+            dims: r.sizes("input dimensions")?,
+        })
+    }
 }
 
 impl Op for FeatureVectorizer {
@@ -776,6 +644,12 @@ impl EvalOp for FeatureVectorizer {
 
 impl TypedOp for FeatureVectorizer {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs.len() == self.dims.len() && !inputs.is_empty(),
+            "FeatureVectorizer: {} inputs for {} input dimensions",
+            inputs.len(),
+            self.dims.len()
+        );
         let n = inputs[0]
             .shape
             .iter()
@@ -791,71 +665,382 @@ impl TypedOp for FeatureVectorizer {
     as_op!();
 }
 
-impl Expansion for FeatureVectorizer {
-    fn name(&self) -> StaticName {
-        "FeatureVectorizer".into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, self.dims.len())?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].rank, 2)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(
-            &outputs[0].shape[1],
-            self.dims.iter().sum::<usize>().to_dim(),
-        )?;
-        Ok(())
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
-}
-
-/// `ZipMap`: the probabilities it was given, as a tensor (its labels belong in the bundle's
-/// output spec).
-#[derive(Debug, Clone)]
-pub struct ZipMap;
-
-impl Expansion for ZipMap {
-    fn name(&self) -> StaticName {
-        "ZipMap".into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        same_as_input(s, inputs, outputs)
-    }
-
-    fn wire(
-        &self,
-        _prefix: &str,
-        _model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        Ok(inputs.into())
-    }
-}
-
 // f32 parameters: see `rows`' module doc on `Eq`
 impl Eq for Scaler {}
 impl Eq for Normalizer {}
 impl Eq for Imputer {}
 impl Eq for Binarizer {}
 impl Eq for LabelEncoder {}
+
+#[cfg(feature = "onnx")]
+mod parse {
+    use tract_nnef::tract_core::ops::cast::cast;
+    use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+    use tract_onnx::pb::NodeProto;
+    use tract_onnx::tract_hir::internal::*;
+
+    use super::super::rows::{parsed, RowOp, Rows};
+    use super::*;
+
+    /// Registers the transforms.
+    pub fn register(reg: &mut OnnxOpRegister) {
+        reg.insert("Scaler", scaler);
+        reg.insert("Normalizer", normalizer);
+        reg.insert("Imputer", imputer);
+        reg.insert("Binarizer", binarizer);
+        reg.insert("OneHotEncoder", one_hot);
+        reg.insert("LabelEncoder", label_encoder);
+        reg.insert("ArrayFeatureExtractor", |_, _| {
+            Ok((expand(ArrayFeatureExtractor), vec![]))
+        });
+        reg.insert("FeatureVectorizer", feature_vectorizer);
+        reg.insert("ZipMap", |_, _| Ok((expand(ZipMap), vec![])));
+    }
+
+    /// The rules of an operator whose one output has its one input's type and shape.
+    fn same_as_input<'r, 'p: 'r>(
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)?;
+        Ok(())
+    }
+
+    fn scaler(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let offset = node
+            .get_attr_opt_vec::<f32>("offset")?
+            .unwrap_or_else(|| vec![0.0]);
+        let scale = node
+            .get_attr_opt_vec::<f32>("scale")?
+            .unwrap_or_else(|| vec![1.0]);
+        parsed(Scaler::new(offset, scale).with_context(|| format!("Scaler '{}'", node.name))?)
+    }
+
+    fn normalizer(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let norm = Norm::parse(node.get_attr_opt::<&str>("norm")?.unwrap_or("MAX"))
+            .with_context(|| format!("Normalizer '{}'", node.name))?;
+        parsed(Normalizer(norm))
+    }
+
+    fn imputer(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let floats = node.get_attr_opt_vec::<f32>("imputed_value_floats")?;
+        let ints = node.get_attr_opt_vec::<i64>("imputed_value_int64s")?;
+        let (imputed, replaced) = match (floats, ints) {
+            (Some(f), None) => (
+                f,
+                node.get_attr_opt::<f32>("replaced_value_float")?
+                    .unwrap_or(0.0),
+            ),
+            (None, Some(i)) => (
+                i.iter().map(|&v| v as f32).collect(),
+                node.get_attr_opt::<i64>("replaced_value_int64")?
+                    .unwrap_or(0) as f32,
+            ),
+            _ => bail!(
+                "Imputer '{}': set exactly one of imputed_value_floats and imputed_value_int64s",
+                node.name
+            ),
+        };
+        let imputer =
+            Imputer::new(imputed, replaced).with_context(|| format!("Imputer '{}'", node.name))?;
+        Ok((expand(SameType(imputer)), vec![]))
+    }
+
+    fn binarizer(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let threshold = node.get_attr_opt::<f32>("threshold")?.unwrap_or(0.0);
+        Ok((expand(SameType(Binarizer(threshold))), vec![]))
+    }
+
+    /// A row operator whose output keeps the input's type and shape (computed in f32, cast back).
+    #[derive(Debug, Clone)]
+    struct SameType<R: Rows>(R);
+
+    impl<R: Rows> Expansion for SameType<R> {
+        fn name(&self) -> StaticName {
+            self.0.name().into()
+        }
+
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            same_as_input(s, inputs, outputs)
+        }
+
+        fn wire(
+            &self,
+            prefix: &str,
+            model: &mut TypedModel,
+            inputs: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            let fact = model.outlet_fact(inputs[0])?.clone();
+            let mut x = inputs[0];
+            if fact.rank() == 1 {
+                x = model.wire_node(format!("{prefix}.row"), AxisOp::Add(0), &[x])?[0];
+            }
+            let mut y = model.wire_node(prefix, RowOp(self.0.clone()), &[x])?[0];
+            if fact.rank() == 1 {
+                y = model.wire_node(format!("{prefix}.unrow"), AxisOp::Rm(0), &[y])?[0];
+            }
+            if fact.datum_type != f32::datum_type() {
+                y = model.wire_node(format!("{prefix}.cast"), cast(fact.datum_type), &[y])?[0];
+            }
+            Ok(tvec!(y))
+        }
+    }
+
+    fn one_hot(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let Some(cats) = node.get_attr_opt_vec::<i64>("cats_int64s")? else {
+            bail!(
+                "OneHotEncoder '{}': string categories (cats_strings) need string inputs, which this \
+                 runtime does not take; encode the column as integers before export",
+                node.name
+            );
+        };
+        let zeros = node.get_attr_opt::<i64>("zeros")?.unwrap_or(1) != 0;
+        let op =
+            OneHot::new(cats, zeros).with_context(|| format!("OneHotEncoder '{}'", node.name))?;
+        Ok((expand(op), vec![]))
+    }
+
+    impl Expansion for OneHot {
+        fn name(&self) -> StaticName {
+            "OneHotEncoder".into()
+        }
+
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            check_input_arity(inputs, 1)?;
+            check_output_arity(outputs, 1)?;
+            s.equals(&outputs[0].datum_type, f32::datum_type())?;
+            s.equals(&outputs[0].rank, inputs[0].rank.bex() + 1)?;
+            s.given(&inputs[0].rank, move |s, rank| {
+                for ax in 0..rank as usize {
+                    s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
+                }
+                s.equals(&outputs[0].shape[rank as usize], self.cats.len().to_dim())
+            })
+        }
+
+        fn wire(
+            &self,
+            prefix: &str,
+            model: &mut TypedModel,
+            inputs: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            model.wire_node(prefix, self.clone(), inputs)
+        }
+    }
+
+    fn label_encoder(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let what = || format!("LabelEncoder '{}'", node.name);
+        let keys = match (
+            node.get_attr_opt_vec::<i64>("keys_int64s")?,
+            node.get_attr_opt_vec::<f32>("keys_floats")?,
+        ) {
+            (Some(k), None) => Keys::Ints(k),
+            (None, Some(k)) => Keys::Floats(k),
+            _ => bail!(
+                "{}: only numeric keys (keys_int64s or keys_floats) are supported: string keys need \
+                 string inputs, which this runtime does not take",
+                what()
+            ),
+        };
+        let values = match (
+            node.get_attr_opt_vec::<i64>("values_int64s")?,
+            node.get_attr_opt_vec::<f32>("values_floats")?,
+        ) {
+            (Some(v), None) => {
+                Values::Ints(v, node.get_attr_opt::<i64>("default_int64")?.unwrap_or(-1))
+            }
+            (None, Some(v)) => Values::Floats(
+                v,
+                node.get_attr_opt::<f32>("default_float")?.unwrap_or(-0.0),
+            ),
+            _ => bail!(
+                "{}: only numeric values (values_int64s or values_floats) are supported",
+                what()
+            ),
+        };
+        Ok((
+            expand(LabelEncoder::new(keys, values).with_context(what)?),
+            vec![],
+        ))
+    }
+
+    impl Expansion for LabelEncoder {
+        fn name(&self) -> StaticName {
+            "LabelEncoder".into()
+        }
+
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            check_input_arity(inputs, 1)?;
+            check_output_arity(outputs, 1)?;
+            s.equals(&outputs[0].datum_type, self.values.datum())?;
+            s.equals(&outputs[0].shape, &inputs[0].shape)?;
+            Ok(())
+        }
+
+        fn wire(
+            &self,
+            prefix: &str,
+            model: &mut TypedModel,
+            inputs: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            model.wire_node(prefix, self.clone(), inputs)
+        }
+    }
+
+    impl Expansion for ArrayFeatureExtractor {
+        fn name(&self) -> StaticName {
+            "ArrayFeatureExtractor".into()
+        }
+
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            check_input_arity(inputs, 2)?;
+            check_output_arity(outputs, 1)?;
+            s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+            s.given(&inputs[0].rank, move |s, rank| {
+                let rank = rank as usize;
+                s.equals(&outputs[0].rank, rank.max(2) as i64)?;
+                for ax in 0..rank.saturating_sub(1) {
+                    s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
+                }
+                Ok(())
+            })
+        }
+
+        fn wire(
+            &self,
+            prefix: &str,
+            model: &mut TypedModel,
+            inputs: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            model.wire_node(prefix, self.clone(), inputs)
+        }
+    }
+
+    fn feature_vectorizer(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let dims: Vec<usize> = node
+            .get_attr_opt_vec::<i64>("inputdimensions")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| {
+                usize::try_from(d).map_err(|_| {
+                    format_err!("FeatureVectorizer '{}': input dimension {d}", node.name)
+                })
+            })
+            .collect::<TractResult<_>>()?;
+        ensure!(
+            dims.len() == node.input.len(),
+            "FeatureVectorizer '{}': {} dimensions for {} inputs",
+            node.name,
+            dims.len(),
+            node.input.len()
+        );
+        Ok((expand(FeatureVectorizer { dims }), vec![]))
+    }
+
+    impl Expansion for FeatureVectorizer {
+        fn name(&self) -> StaticName {
+            "FeatureVectorizer".into()
+        }
+
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            check_input_arity(inputs, self.dims.len())?;
+            check_output_arity(outputs, 1)?;
+            s.equals(&outputs[0].datum_type, f32::datum_type())?;
+            s.equals(&outputs[0].rank, 2)?;
+            s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+            s.equals(
+                &outputs[0].shape[1],
+                self.dims.iter().sum::<usize>().to_dim(),
+            )?;
+            Ok(())
+        }
+
+        fn wire(
+            &self,
+            prefix: &str,
+            model: &mut TypedModel,
+            inputs: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            model.wire_node(prefix, self.clone(), inputs)
+        }
+    }
+
+    /// `ZipMap`: the probabilities it was given, as a tensor (its labels belong in the bundle's
+    /// output spec).
+    #[derive(Debug, Clone)]
+    pub struct ZipMap;
+
+    impl Expansion for ZipMap {
+        fn name(&self) -> StaticName {
+            "ZipMap".into()
+        }
+
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            same_as_input(s, inputs, outputs)
+        }
+
+        fn wire(
+            &self,
+            _prefix: &str,
+            _model: &mut TypedModel,
+            inputs: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            Ok(inputs.into())
+        }
+    }
+}

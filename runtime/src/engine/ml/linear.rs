@@ -3,18 +3,13 @@
 //! label (the largest score; one score against zero for a single class) and the post-transform
 //! (one score takes only `PROBIT`, or becomes `[1 − s, s]` for a two-label classifier).
 
-use tract_onnx::model::{OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
-use super::rows::{parsed, Out, Rows};
+use super::record::{NnefForm, Reader, Record};
+use super::rows::{Out, Rows};
 use super::{probit, Labels, Post};
-
-/// Registers both (in place of tract's).
-pub fn register(reg: &mut OnnxOpRegister) {
-    reg.insert("LinearClassifier", classifier);
-    reg.insert("LinearRegressor", regressor);
-}
+#[cfg(feature = "onnx")]
+pub use parse::register;
 
 /// `x · Wᵀ + b` for each row: `w` is `[targets, features]`.
 fn affine(x: &[f32], features: usize, w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
@@ -29,65 +24,6 @@ fn affine(x: &[f32], features: usize, w: &[f32], b: Option<&[f32]>) -> Vec<f32> 
     out
 }
 
-fn classifier(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let what = || format!("LinearClassifier '{}'", node.name);
-    let coefficients = node.get_attr_vec::<f32>("coefficients")?;
-    let intercepts = node
-        .get_attr_opt_vec::<f32>("intercepts")?
-        .unwrap_or_default();
-    let labels = Labels::of(node, "classlabels_ints", "classlabels_strings")?
-        .with_context(|| format!("{}: no classlabels_ints or classlabels_strings", what()))?;
-    let classes = intercepts.len();
-    ensure!(
-        classes > 0,
-        "{}: no intercepts (the class count is read from them)",
-        what()
-    );
-    ensure!(
-        !coefficients.is_empty() && coefficients.len() % classes == 0,
-        "{}: {} coefficients for {classes} classes",
-        what(),
-        coefficients.len()
-    );
-    parsed(LinearClassifier {
-        features: coefficients.len() / classes,
-        coefficients,
-        intercepts,
-        second_class: classes == 1 && labels.len() == 2,
-        labels,
-        post: Post::of(node)?,
-    })
-}
-
-fn regressor(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let what = || format!("LinearRegressor '{}'", node.name);
-    let coefficients = node.get_attr_vec::<f32>("coefficients")?;
-    let targets = node.get_attr_opt::<i64>("targets")?.unwrap_or(1);
-    ensure!(targets > 0, "{}: targets {targets}", what());
-    let targets = targets as usize;
-    ensure!(
-        !coefficients.is_empty() && coefficients.len() % targets == 0,
-        "{}: {} coefficients for {targets} targets",
-        what(),
-        coefficients.len()
-    );
-    let intercepts = node
-        .get_attr_opt_vec::<f32>("intercepts")?
-        .unwrap_or_default();
-    parsed(LinearRegressor {
-        features: coefficients.len() / targets,
-        coefficients,
-        intercepts: (intercepts.len() == targets).then_some(intercepts),
-        post: Post::of(node)?,
-    })
-}
-
 /// `LinearClassifier`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearClassifier {
@@ -98,6 +34,55 @@ pub struct LinearClassifier {
     /// One score and two labels: the scores are `[1 − s, s]`.
     second_class: bool,
     post: Post,
+}
+
+impl LinearClassifier {
+    /// `coefficients` `[classes, features]` (the class count is `intercepts`' length).
+    pub fn new(
+        coefficients: Vec<f32>,
+        intercepts: Vec<f32>,
+        labels: Labels,
+        post: Post,
+    ) -> TractResult<LinearClassifier> {
+        let classes = intercepts.len();
+        ensure!(
+            classes > 0,
+            "no intercepts (the class count is read from them)"
+        );
+        ensure!(
+            !coefficients.is_empty() && coefficients.len().is_multiple_of(classes),
+            "{} coefficients for {classes} classes",
+            coefficients.len()
+        );
+        Ok(LinearClassifier {
+            features: coefficients.len() / classes,
+            coefficients,
+            intercepts,
+            second_class: classes == 1 && labels.len() == 2,
+            labels,
+            post,
+        })
+    }
+}
+
+impl NnefForm for LinearClassifier {
+    const KIND: &'static str = "LinearClassifier";
+
+    fn write(&self, r: &mut Record) {
+        r.floats(&self.coefficients);
+        r.floats(&self.intercepts);
+        r.labels(&self.labels);
+        r.text(self.post.name());
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        LinearClassifier::new(
+            r.floats("coefficients")?,
+            r.floats("intercepts")?,
+            r.labels()?,
+            r.post()?,
+        )
+    }
 }
 
 impl Rows for LinearClassifier {
@@ -167,6 +152,50 @@ pub struct LinearRegressor {
     post: Post,
 }
 
+impl LinearRegressor {
+    /// `coefficients` `[targets, features]`; `intercepts` apply when there is one per target.
+    pub fn new(
+        coefficients: Vec<f32>,
+        targets: i64,
+        intercepts: Vec<f32>,
+        post: Post,
+    ) -> TractResult<LinearRegressor> {
+        ensure!(targets > 0, "targets {targets}");
+        let targets = targets as usize;
+        ensure!(
+            !coefficients.is_empty() && coefficients.len().is_multiple_of(targets),
+            "{} coefficients for {targets} targets",
+            coefficients.len()
+        );
+        Ok(LinearRegressor {
+            features: coefficients.len() / targets,
+            coefficients,
+            intercepts: (intercepts.len() == targets).then_some(intercepts),
+            post,
+        })
+    }
+}
+
+impl NnefForm for LinearRegressor {
+    const KIND: &'static str = "LinearRegressor";
+
+    fn write(&self, r: &mut Record) {
+        r.floats(&self.coefficients);
+        r.int((self.coefficients.len() / self.features) as i64);
+        r.floats(self.intercepts.as_deref().unwrap_or_default());
+        r.text(self.post.name());
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        LinearRegressor::new(
+            r.floats("coefficients")?,
+            r.int("targets")?,
+            r.floats("intercepts")?,
+            r.post()?,
+        )
+    }
+}
+
 impl Rows for LinearRegressor {
     fn name(&self) -> &'static str {
         "LinearRegressor"
@@ -197,3 +226,53 @@ impl Rows for LinearRegressor {
 // f32 parameters: see `rows`' module doc on `Eq`
 impl Eq for LinearClassifier {}
 impl Eq for LinearRegressor {}
+
+#[cfg(feature = "onnx")]
+mod parse {
+    use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+    use tract_onnx::pb::NodeProto;
+    use tract_onnx::tract_hir::internal::*;
+
+    use super::super::rows::parsed;
+    use super::super::{Labels, Post};
+    use super::{LinearClassifier, LinearRegressor};
+
+    /// Registers both (in place of tract's).
+    pub fn register(reg: &mut OnnxOpRegister) {
+        reg.insert("LinearClassifier", classifier);
+        reg.insert("LinearRegressor", regressor);
+    }
+
+    fn classifier(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let what = || format!("LinearClassifier '{}'", node.name);
+        let coefficients = node.get_attr_vec::<f32>("coefficients")?;
+        let intercepts = node
+            .get_attr_opt_vec::<f32>("intercepts")?
+            .unwrap_or_default();
+        let labels = Labels::of(node, "classlabels_ints", "classlabels_strings")?
+            .with_context(|| format!("{}: no classlabels_ints or classlabels_strings", what()))?;
+        parsed(
+            LinearClassifier::new(coefficients, intercepts, labels, Post::of(node)?)
+                .with_context(what)?,
+        )
+    }
+
+    fn regressor(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let what = || format!("LinearRegressor '{}'", node.name);
+        let coefficients = node.get_attr_vec::<f32>("coefficients")?;
+        let targets = node.get_attr_opt::<i64>("targets")?.unwrap_or(1);
+        let intercepts = node
+            .get_attr_opt_vec::<f32>("intercepts")?
+            .unwrap_or_default();
+        parsed(
+            LinearRegressor::new(coefficients, targets, intercepts, Post::of(node)?)
+                .with_context(what)?,
+        )
+    }
+}

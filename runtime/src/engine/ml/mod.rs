@@ -13,15 +13,30 @@
 
 pub mod features;
 pub mod linear;
+mod nnef_form;
+mod record;
 mod rows;
 pub mod svm;
 pub mod trees;
 
-use tract_onnx::model::OnnxOpRegister;
-use tract_onnx::pb::{tensor_proto, NodeProto, TensorProto};
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
+#[cfg(feature = "onnx")]
+use tract_onnx::{
+    model::OnnxOpRegister,
+    pb::{tensor_proto, NodeProto, TensorProto},
+};
+
+/// The NNEF forms of the operators, which device builds read: [`trees::Trees`] as its own
+/// primitive, the others through [`nnef_form`].
+pub(crate) use nnef_form::inputs_array;
+
+pub(crate) fn register_nnef(reg: &mut tract_nnef::internal::Registry) {
+    trees::register_nnef(reg);
+    nnef_form::register_nnef(reg);
+}
 
 /// Adds the operators to an ONNX parser's registry (in place of tract's own where it has one).
+#[cfg(feature = "onnx")]
 pub fn register(reg: &mut OnnxOpRegister) {
     trees::register(reg);
     svm::register(reg);
@@ -59,7 +74,19 @@ impl Post {
         })
     }
 
+    /// The attribute's text ([`Post::parse`]'s inverse).
+    pub fn name(self) -> &'static str {
+        match self {
+            Post::None => "NONE",
+            Post::Logistic => "LOGISTIC",
+            Post::Softmax => "SOFTMAX",
+            Post::SoftmaxZero => "SOFTMAX_ZERO",
+            Post::Probit => "PROBIT",
+        }
+    }
+
     /// From `post_transform` of `node` (default `NONE`).
+    #[cfg(feature = "onnx")]
     pub fn of(node: &NodeProto) -> TractResult<Post> {
         Post::parse(
             node.get_attr_opt::<&str>("post_transform")?
@@ -141,6 +168,7 @@ pub enum Labels {
 
 impl Labels {
     /// From `NAME_int64s` / `NAME_strings` (e.g. `classlabels`), or `None` when neither is set.
+    #[cfg(feature = "onnx")]
     pub fn of(node: &NodeProto, ints: &str, strings: &str) -> TractResult<Option<Labels>> {
         let i = node.get_attr_opt_slice::<i64>(ints)?;
         let s = node.get_attr_opt_tvec::<String>(strings)?;
@@ -210,6 +238,7 @@ pub fn rows_f32(input: &TValue) -> TractResult<(Vec<f32>, usize, usize)> {
 }
 
 /// The floats of a tensor attribute (f32, f64 or f16; in the typed fields or as raw bytes).
+#[cfg(feature = "onnx")]
 pub fn tensor_floats(t: &TensorProto) -> TractResult<Vec<f32>> {
     use tensor_proto::DataType;
     let raw = &t.raw_data;
@@ -242,6 +271,7 @@ pub fn tensor_floats(t: &TensorProto) -> TractResult<Vec<f32>> {
 }
 
 /// The bytes of a uint8 tensor attribute.
+#[cfg(feature = "onnx")]
 pub fn tensor_bytes(t: &TensorProto) -> TractResult<Vec<u8>> {
     use tensor_proto::DataType;
     match DataType::try_from(t.data_type) {
@@ -258,6 +288,7 @@ pub fn tensor_bytes(t: &TensorProto) -> TractResult<Vec<u8>> {
 }
 
 /// An attribute array that must have `n` entries.
+#[cfg(feature = "onnx")]
 pub fn exactly<T>(node: &NodeProto, name: &str, v: Vec<T>, n: usize) -> TractResult<Vec<T>> {
     ensure!(
         v.len() == n,

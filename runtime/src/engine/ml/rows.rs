@@ -1,14 +1,16 @@
 //! What most `ai.onnx.ml` operators are: a function of each row of an `[N, F]` input (cast to
 //! f32, as ONNX Runtime does) giving one or two outputs of `[N, columns]`. [`RowOp`] is the
-//! tract op and [`RowExpansion`] the parser's view for any such [`Rows`] function, so each
+//! tract op and `RowExpansion` the parser's view for any such [`Rows`] function, so each
 //! operator writes only its arithmetic.
 //!
 //! The operators hold f32 parameters and declare `Eq` (tract compares ops to merge copies of
 //! one): a NaN parameter only makes an op unequal to itself, which keeps two copies apart.
 
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
 use super::rows_f32;
+#[cfg(feature = "onnx")]
+pub use parse::parsed;
 
 /// An output of a row function: its type and its columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,75 +94,82 @@ impl<R: Rows> TypedOp for RowOp<R> {
     as_op!();
 }
 
-/// The parser's view of a [`Rows`] operator: one input, its outputs' types and shapes.
-#[derive(Debug, Clone)]
-pub struct RowExpansion<R: Rows>(pub R);
+#[cfg(feature = "onnx")]
+mod parse {
+    use tract_onnx::tract_hir::internal::*;
 
-impl<R: Rows> Expansion for RowExpansion<R> {
-    fn name(&self) -> StaticName {
-        self.0.name().into()
-    }
+    use super::{Out, RowOp, Rows};
 
-    fn nboutputs(&self) -> TractResult<usize> {
-        Ok(self.0.outputs().len())
-    }
+    /// The parser's view of a [`Rows`] operator: one input, its outputs' types and shapes.
+    #[derive(Debug, Clone)]
+    pub struct RowExpansion<R: Rows>(pub R);
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        let outs = self.0.outputs();
-        check_output_arity(outputs, outs.len())?;
-        for (proxy, out) in outputs.iter().zip(outs) {
-            match out {
-                Out::Label => {
-                    s.equals(&proxy.datum_type, i64::datum_type())?;
-                    s.equals(&proxy.rank, 1)?;
-                }
-                Out::F32(c) => {
-                    s.equals(&proxy.datum_type, f32::datum_type())?;
-                    s.equals(&proxy.rank, 2)?;
-                    s.equals(&proxy.shape[1], c.to_dim())?;
-                }
-                Out::F32SameWidth => {
-                    s.equals(&proxy.datum_type, f32::datum_type())?;
-                    s.equals(&proxy.rank, 2)?;
-                }
-            }
+    impl<R: Rows> Expansion for RowExpansion<R> {
+        fn name(&self) -> StaticName {
+            self.0.name().into()
         }
-        s.given(&inputs[0].rank, move |s, rank| {
-            for (proxy, out) in outputs.iter().zip(self.0.outputs()) {
-                if rank == 2 {
-                    s.equals(&proxy.shape[0], &inputs[0].shape[0])?;
-                    if out == Out::F32SameWidth {
-                        s.equals(&proxy.shape[1], &inputs[0].shape[1])?;
+
+        fn nboutputs(&self) -> TractResult<usize> {
+            Ok(self.0.outputs().len())
+        }
+
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            check_input_arity(inputs, 1)?;
+            let outs = self.0.outputs();
+            check_output_arity(outputs, outs.len())?;
+            for (proxy, out) in outputs.iter().zip(outs) {
+                match out {
+                    Out::Label => {
+                        s.equals(&proxy.datum_type, i64::datum_type())?;
+                        s.equals(&proxy.rank, 1)?;
                     }
-                } else {
-                    s.equals(&proxy.shape[0], 1.to_dim())?;
-                    if out == Out::F32SameWidth {
-                        s.equals(&proxy.shape[1], &inputs[0].shape[0])?;
+                    Out::F32(c) => {
+                        s.equals(&proxy.datum_type, f32::datum_type())?;
+                        s.equals(&proxy.rank, 2)?;
+                        s.equals(&proxy.shape[1], c.to_dim())?;
+                    }
+                    Out::F32SameWidth => {
+                        s.equals(&proxy.datum_type, f32::datum_type())?;
+                        s.equals(&proxy.rank, 2)?;
                     }
                 }
             }
+            s.given(&inputs[0].rank, move |s, rank| {
+                for (proxy, out) in outputs.iter().zip(self.0.outputs()) {
+                    if rank == 2 {
+                        s.equals(&proxy.shape[0], &inputs[0].shape[0])?;
+                        if out == Out::F32SameWidth {
+                            s.equals(&proxy.shape[1], &inputs[0].shape[1])?;
+                        }
+                    } else {
+                        s.equals(&proxy.shape[0], 1.to_dim())?;
+                        if out == Out::F32SameWidth {
+                            s.equals(&proxy.shape[1], &inputs[0].shape[0])?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
             Ok(())
-        })?;
-        Ok(())
+        }
+
+        fn wire(
+            &self,
+            prefix: &str,
+            model: &mut TypedModel,
+            inputs: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            model.wire_node(prefix, RowOp(self.0.clone()), inputs)
+        }
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, RowOp(self.0.clone()), inputs)
+    /// Boxes a [`Rows`] operator for the parser's registry.
+    pub fn parsed<R: Rows>(rows: R) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        Ok((expand(RowExpansion(rows)), vec![]))
     }
-}
-
-/// Boxes a [`Rows`] operator for the parser's registry.
-pub fn parsed<R: Rows>(rows: R) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((expand(RowExpansion(rows)), vec![]))
 }

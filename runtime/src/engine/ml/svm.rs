@@ -4,18 +4,13 @@
 //! support vectors) are one linear score per class. As ONNX Runtime computes them
 //! (`svmclassifier.cc`, `svmregressor.cc`), including its binary label rule.
 
-use tract_onnx::model::{OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
 
-use super::rows::{parsed, Out, Rows};
+use super::record::{NnefForm, Reader, Record};
+use super::rows::{Out, Rows};
 use super::{logistic, Labels, Post};
-
-/// Registers both.
-pub fn register(reg: &mut OnnxOpRegister) {
-    reg.insert("SVMClassifier", classifier);
-    reg.insert("SVMRegressor", regressor);
-}
+#[cfg(feature = "onnx")]
+pub use parse::register;
 
 /// The kernel between an input row and a support vector (or a coefficient row): `gamma`,
 /// `coef0` and `degree` are `kernel_params`.
@@ -33,35 +28,38 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    fn of(node: &NodeProto) -> TractResult<Kernel> {
-        let p = node
-            .get_attr_opt_vec::<f32>("kernel_params")?
-            .unwrap_or_default();
-        let (gamma, coef0, degree) = match p[..] {
+    /// From `kernel_type` and `kernel_params` (`[gamma, coef0, degree]`, or none).
+    pub fn new(kind: &str, params: &[f32]) -> TractResult<Kernel> {
+        let (gamma, coef0, degree) = match params[..] {
             [] => (0.0, 0.0, 0.0),
             [g, c, d, ..] => (g, c, d),
-            _ => bail!(
-                "{} '{}': kernel_params needs gamma, coef0 and degree",
-                node.op_type,
-                node.name
-            ),
+            _ => bail!("kernel_params needs gamma, coef0 and degree"),
         };
-        Ok(
-            match node
-                .get_attr_opt::<&str>("kernel_type")?
-                .unwrap_or("LINEAR")
-            {
-                "LINEAR" => Kernel::Linear,
-                "POLY" => Kernel::Poly {
-                    gamma,
-                    coef0,
-                    degree,
-                },
-                "RBF" => Kernel::Rbf { gamma },
-                "SIGMOID" => Kernel::Sigmoid { gamma, coef0 },
-                other => bail!("kernel_type '{other}' (expected LINEAR, POLY, RBF or SIGMOID)"),
+        Ok(match kind {
+            "LINEAR" => Kernel::Linear,
+            "POLY" => Kernel::Poly {
+                gamma,
+                coef0,
+                degree,
             },
-        )
+            "RBF" => Kernel::Rbf { gamma },
+            "SIGMOID" => Kernel::Sigmoid { gamma, coef0 },
+            other => bail!("kernel_type '{other}' (expected LINEAR, POLY, RBF or SIGMOID)"),
+        })
+    }
+
+    /// Its `kernel_type` and `kernel_params` ([`Kernel::new`]'s inverse).
+    fn describe(self) -> (&'static str, [f32; 3]) {
+        match self {
+            Kernel::Linear => ("LINEAR", [0.0; 3]),
+            Kernel::Poly {
+                gamma,
+                coef0,
+                degree,
+            } => ("POLY", [gamma, coef0, degree]),
+            Kernel::Rbf { gamma } => ("RBF", [gamma, 0.0, 0.0]),
+            Kernel::Sigmoid { gamma, coef0 } => ("SIGMOID", [gamma, coef0, 0.0]),
+        }
     }
 
     /// The kernel of `x` and every row of `vectors` (`x.len()` values each), plus `c` for
@@ -92,139 +90,6 @@ impl Kernel {
     }
 }
 
-fn classifier(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let what = || format!("SVMClassifier '{}'", node.name);
-    let labels = Labels::of(node, "classlabels_ints", "classlabels_strings")?
-        .with_context(|| format!("{}: no classlabels_ints or classlabels_strings", what()))?;
-    let classes = labels.len();
-    ensure!(classes > 0, "{}: no class labels", what());
-    let per_class: Vec<usize> = node
-        .get_attr_opt_vec::<i64>("vectors_per_class")?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|v| usize::try_from(v).map_err(|_| format_err!("{}: vectors_per_class {v}", what())))
-        .collect::<TractResult<_>>()?;
-    let vectors: usize = per_class.iter().sum();
-    let support = node
-        .get_attr_opt_vec::<f32>("support_vectors")?
-        .unwrap_or_default();
-    let coefficients = node.get_attr_vec::<f32>("coefficients")?;
-    let rho = node.get_attr_vec::<f32>("rho")?;
-    let prob_a = node.get_attr_opt_vec::<f32>("prob_a")?.unwrap_or_default();
-    let prob_b = node.get_attr_opt_vec::<f32>("prob_b")?.unwrap_or_default();
-    ensure!(
-        prob_a.len() == prob_b.len(),
-        "{}: prob_a and prob_b differ in length",
-        what()
-    );
-    ensure!(
-        !coefficients.is_empty() && !rho.is_empty(),
-        "{}: no coefficients or rho",
-        what()
-    );
-    let pairs = classes * (classes - 1) / 2;
-    let (kernel, features, mode) = if vectors > 0 {
-        ensure!(
-            per_class.len() == classes,
-            "{}: vectors_per_class has {} entries for {classes} classes",
-            what(),
-            per_class.len()
-        );
-        ensure!(
-            support.len() % vectors == 0,
-            "{}: {} support vector values for {vectors} vectors",
-            what(),
-            support.len()
-        );
-        ensure!(
-            coefficients.len() >= (classes - 1) * vectors,
-            "{}: {} coefficients, expected {}",
-            what(),
-            coefficients.len(),
-            (classes - 1) * vectors
-        );
-        ensure!(
-            rho.len() >= pairs,
-            "{}: {} rho values for {pairs} class pairs",
-            what(),
-            rho.len()
-        );
-        ensure!(
-            prob_a.is_empty() || prob_a.len() >= pairs,
-            "{}: {} prob_a values for {pairs} class pairs",
-            what(),
-            prob_a.len()
-        );
-        (Kernel::of(node)?, support.len() / vectors, Mode::Svc)
-    } else {
-        ensure!(
-            coefficients.len() % classes == 0,
-            "{}: {} coefficients for {classes} classes",
-            what(),
-            coefficients.len()
-        );
-        (Kernel::Linear, coefficients.len() / classes, Mode::Linear)
-    };
-    parsed(SvmClassifier {
-        all_positive: coefficients.iter().all(|&c| c >= 0.0),
-        kernel,
-        features,
-        mode,
-        per_class,
-        support,
-        coefficients,
-        rho,
-        prob_a,
-        prob_b,
-        labels,
-        post: Post::of(node)?,
-    })
-}
-
-fn regressor(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let what = || format!("SVMRegressor '{}'", node.name);
-    let vectors = node.get_attr::<i64>("n_supports")?;
-    let vectors =
-        usize::try_from(vectors).map_err(|_| format_err!("{}: n_supports {vectors}", what()))?;
-    let support = node
-        .get_attr_opt_vec::<f32>("support_vectors")?
-        .unwrap_or_default();
-    let coefficients = node.get_attr_vec::<f32>("coefficients")?;
-    let rho = node.get_attr_vec::<f32>("rho")?;
-    ensure!(
-        !coefficients.is_empty() && !rho.is_empty(),
-        "{}: no coefficients or rho",
-        what()
-    );
-    let (kernel, features) = if vectors > 0 {
-        ensure!(
-            support.len() % vectors == 0 && coefficients.len() >= vectors,
-            "{}: {} support values, {} coefficients for {vectors} vectors",
-            what(),
-            support.len(),
-            coefficients.len()
-        );
-        (Kernel::of(node)?, support.len() / vectors)
-    } else {
-        (Kernel::Linear, coefficients.len())
-    };
-    parsed(SvmRegressor {
-        kernel,
-        features,
-        vectors,
-        support,
-        coefficients,
-        rho: rho[0],
-        one_class: node.get_attr_opt::<i64>("one_class")?.unwrap_or(0) != 0,
-    })
-}
-
 /// libsvm (support vectors) or liblinear (a coefficient row per class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -249,7 +114,103 @@ pub struct SvmClassifier {
     post: Post,
 }
 
+/// `SVMClassifier`'s attributes (the ONNX names), before they are checked.
+#[derive(Debug, Clone, Default)]
+#[allow(missing_docs)]
+pub struct SvmClassifierSpec {
+    pub classlabels: Option<Labels>,
+    pub vectors_per_class: Vec<i64>,
+    pub support_vectors: Vec<f32>,
+    pub coefficients: Vec<f32>,
+    pub rho: Vec<f32>,
+    pub prob_a: Vec<f32>,
+    pub prob_b: Vec<f32>,
+    pub kernel_type: String,
+    pub kernel_params: Vec<f32>,
+    pub post_transform: String,
+}
+
 impl SvmClassifier {
+    /// Checks `spec` and builds the classifier.
+    pub fn new(spec: SvmClassifierSpec) -> TractResult<SvmClassifier> {
+        let labels = spec
+            .classlabels
+            .context("no classlabels_ints or classlabels_strings")?;
+        let classes = labels.len();
+        ensure!(classes > 0, "no class labels");
+        let per_class: Vec<usize> = spec
+            .vectors_per_class
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| format_err!("vectors_per_class {v}")))
+            .collect::<TractResult<_>>()?;
+        let vectors: usize = per_class.iter().sum();
+        let (support, coefficients, rho) = (spec.support_vectors, spec.coefficients, spec.rho);
+        let (prob_a, prob_b) = (spec.prob_a, spec.prob_b);
+        ensure!(
+            prob_a.len() == prob_b.len(),
+            "prob_a and prob_b differ in length"
+        );
+        ensure!(
+            !coefficients.is_empty() && !rho.is_empty(),
+            "no coefficients or rho"
+        );
+        let pairs = classes * (classes - 1) / 2;
+        let (kernel, features, mode) = if vectors > 0 {
+            ensure!(
+                per_class.len() == classes,
+                "vectors_per_class has {} entries for {classes} classes",
+                per_class.len()
+            );
+            ensure!(
+                support.len() % vectors == 0,
+                "{} support vector values for {vectors} vectors",
+                support.len()
+            );
+            ensure!(
+                coefficients.len() >= (classes - 1) * vectors,
+                "{} coefficients, expected {}",
+                coefficients.len(),
+                (classes - 1) * vectors
+            );
+            ensure!(
+                rho.len() >= pairs,
+                "{} rho values for {pairs} class pairs",
+                rho.len()
+            );
+            ensure!(
+                prob_a.is_empty() || prob_a.len() >= pairs,
+                "{} prob_a values for {pairs} class pairs",
+                prob_a.len()
+            );
+            (
+                Kernel::new(&spec.kernel_type, &spec.kernel_params)?,
+                support.len() / vectors,
+                Mode::Svc,
+            )
+        } else {
+            ensure!(
+                coefficients.len() % classes == 0,
+                "{} coefficients for {classes} classes",
+                coefficients.len()
+            );
+            (Kernel::Linear, coefficients.len() / classes, Mode::Linear)
+        };
+        Ok(SvmClassifier {
+            all_positive: coefficients.iter().all(|&c| c >= 0.0),
+            kernel,
+            features,
+            mode,
+            per_class,
+            support,
+            coefficients,
+            rho,
+            prob_a,
+            prob_b,
+            labels,
+            post: Post::parse(&spec.post_transform)?,
+        })
+    }
+
     fn classes(&self) -> usize {
         self.labels.len()
     }
@@ -411,6 +372,40 @@ fn multiclass_probability(k: usize, r: &[f32]) -> Vec<f32> {
     p
 }
 
+impl NnefForm for SvmClassifier {
+    const KIND: &'static str = "SVMClassifier";
+
+    fn write(&self, r: &mut Record) {
+        let (kind, params) = self.kernel.describe();
+        r.labels(&self.labels);
+        let per_class: Vec<i64> = self.per_class.iter().map(|&v| v as i64).collect();
+        r.ints(&per_class);
+        r.floats(&self.support);
+        r.floats(&self.coefficients);
+        r.floats(&self.rho);
+        r.floats(&self.prob_a);
+        r.floats(&self.prob_b);
+        r.text(kind);
+        r.floats(&params);
+        r.text(self.post.name());
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        SvmClassifier::new(SvmClassifierSpec {
+            classlabels: Some(r.labels()?),
+            vectors_per_class: r.ints("vectors_per_class")?,
+            support_vectors: r.floats("support_vectors")?,
+            coefficients: r.floats("coefficients")?,
+            rho: r.floats("rho")?,
+            prob_a: r.floats("prob_a")?,
+            prob_b: r.floats("prob_b")?,
+            kernel_type: r.text("kernel_type")?,
+            kernel_params: r.floats("kernel_params")?,
+            post_transform: r.text("post_transform")?,
+        })
+    }
+}
+
 impl Rows for SvmClassifier {
     fn name(&self) -> &'static str {
         "SVMClassifier"
@@ -448,6 +443,78 @@ pub struct SvmRegressor {
     coefficients: Vec<f32>,
     rho: f32,
     one_class: bool,
+}
+
+impl SvmRegressor {
+    /// From `n_supports`, `support_vectors`, `coefficients`, `rho`, the kernel and `one_class`.
+    pub fn new(
+        n_supports: i64,
+        support: Vec<f32>,
+        coefficients: Vec<f32>,
+        rho: &[f32],
+        kernel: (&str, &[f32]),
+        one_class: bool,
+    ) -> TractResult<SvmRegressor> {
+        let vectors =
+            usize::try_from(n_supports).map_err(|_| format_err!("n_supports {n_supports}"))?;
+        ensure!(
+            !coefficients.is_empty() && !rho.is_empty(),
+            "no coefficients or rho"
+        );
+        let (kernel, features) = if vectors > 0 {
+            ensure!(
+                support.len().is_multiple_of(vectors) && coefficients.len() >= vectors,
+                "{} support values, {} coefficients for {vectors} vectors",
+                support.len(),
+                coefficients.len()
+            );
+            (Kernel::new(kernel.0, kernel.1)?, support.len() / vectors)
+        } else {
+            (Kernel::Linear, coefficients.len())
+        };
+        Ok(SvmRegressor {
+            kernel,
+            features,
+            vectors,
+            support,
+            coefficients,
+            rho: rho[0],
+            one_class,
+        })
+    }
+}
+
+impl NnefForm for SvmRegressor {
+    const KIND: &'static str = "SVMRegressor";
+
+    fn write(&self, r: &mut Record) {
+        let (kind, params) = self.kernel.describe();
+        r.int(self.vectors as i64);
+        r.floats(&self.support);
+        r.floats(&self.coefficients);
+        r.float(self.rho);
+        r.text(kind);
+        r.floats(&params);
+        r.int(i64::from(self.one_class));
+    }
+
+    fn read(r: &mut Reader) -> TractResult<Self> {
+        let vectors = r.int("n_supports")?;
+        let support = r.floats("support_vectors")?;
+        let coefficients = r.floats("coefficients")?;
+        let rho = r.floats("rho")?;
+        let kind = r.text("kernel_type")?;
+        let params = r.floats("kernel_params")?;
+        let one_class = r.int("one_class")? != 0;
+        SvmRegressor::new(
+            vectors,
+            support,
+            coefficients,
+            &rho,
+            (&kind, &params),
+            one_class,
+        )
+    }
 }
 
 impl Rows for SvmRegressor {
@@ -494,3 +561,77 @@ impl Rows for SvmRegressor {
 impl Eq for SvmClassifier {}
 impl Eq for SvmRegressor {}
 impl Eq for Kernel {}
+
+#[cfg(feature = "onnx")]
+mod parse {
+    use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+    use tract_onnx::pb::NodeProto;
+    use tract_onnx::tract_hir::internal::*;
+
+    use super::super::rows::parsed;
+    use super::super::Labels;
+    use super::{SvmClassifier, SvmClassifierSpec, SvmRegressor};
+
+    /// Registers both.
+    pub fn register(reg: &mut OnnxOpRegister) {
+        reg.insert("SVMClassifier", classifier);
+        reg.insert("SVMRegressor", regressor);
+    }
+
+    /// `kernel_type` (default `LINEAR`) and `kernel_params`.
+    fn kernel(node: &NodeProto) -> TractResult<(String, Vec<f32>)> {
+        Ok((
+            node.get_attr_opt::<&str>("kernel_type")?
+                .unwrap_or("LINEAR")
+                .to_string(),
+            node.get_attr_opt_vec::<f32>("kernel_params")?
+                .unwrap_or_default(),
+        ))
+    }
+
+    fn classifier(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let floats = |name: &str| -> TractResult<Vec<f32>> {
+            Ok(node.get_attr_opt_vec::<f32>(name)?.unwrap_or_default())
+        };
+        let (kernel_type, kernel_params) = kernel(node)?;
+        let spec = SvmClassifierSpec {
+            classlabels: Labels::of(node, "classlabels_ints", "classlabels_strings")?,
+            vectors_per_class: node
+                .get_attr_opt_vec::<i64>("vectors_per_class")?
+                .unwrap_or_default(),
+            support_vectors: floats("support_vectors")?,
+            coefficients: node.get_attr_vec::<f32>("coefficients")?,
+            rho: node.get_attr_vec::<f32>("rho")?,
+            prob_a: floats("prob_a")?,
+            prob_b: floats("prob_b")?,
+            kernel_type,
+            kernel_params,
+            post_transform: node
+                .get_attr_opt::<&str>("post_transform")?
+                .unwrap_or("NONE")
+                .to_string(),
+        };
+        parsed(SvmClassifier::new(spec).with_context(|| format!("SVMClassifier '{}'", node.name))?)
+    }
+
+    fn regressor(
+        _: &ParsingContext,
+        node: &NodeProto,
+    ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+        let (kernel_type, kernel_params) = kernel(node)?;
+        let op = SvmRegressor::new(
+            node.get_attr::<i64>("n_supports")?,
+            node.get_attr_opt_vec::<f32>("support_vectors")?
+                .unwrap_or_default(),
+            node.get_attr_vec::<f32>("coefficients")?,
+            &node.get_attr_vec::<f32>("rho")?,
+            (&kernel_type, &kernel_params),
+            node.get_attr_opt::<i64>("one_class")?.unwrap_or(0) != 0,
+        )
+        .with_context(|| format!("SVMRegressor '{}'", node.name))?;
+        parsed(op)
+    }
+}

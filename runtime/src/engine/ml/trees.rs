@@ -14,12 +14,19 @@
 use std::sync::Arc;
 
 use edge_kernels::trees::{Aggregate, Cmp, Forest, LeafWeight, NodeSpec};
-use tract_onnx::model::{OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::{NodeProto, TensorProto};
-use tract_onnx::tract_hir::internal::*;
+use tract_nnef::tract_core::internal::*;
+#[cfg(feature = "onnx")]
+use tract_onnx::{
+    model::{OnnxOpRegister, ParsingContext},
+    pb::{NodeProto, TensorProto},
+    tract_hir::internal::*,
+};
 
-use super::{exactly, rows_f32, tensor_bytes, tensor_floats, Labels, Post};
+#[cfg(feature = "onnx")]
+use super::{exactly, tensor_bytes, tensor_floats};
+use super::{rows_f32, Labels, Post};
 
+#[cfg(feature = "onnx")]
 /// Registers the three operators.
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("TreeEnsembleClassifier", classifier);
@@ -27,6 +34,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("TreeEnsemble", ensemble_v5);
 }
 
+#[cfg(feature = "onnx")]
 /// A float attribute array, or its `_as_tensor` form (ai.onnx.ml 3).
 fn floats(node: &NodeProto, name: &str) -> TractResult<Option<Vec<f32>>> {
     if let Some(v) = node.get_attr_opt_vec::<f32>(name)? {
@@ -38,6 +46,7 @@ fn floats(node: &NodeProto, name: &str) -> TractResult<Option<Vec<f32>>> {
     }
 }
 
+#[cfg(feature = "onnx")]
 fn ints(node: &NodeProto, name: &str) -> TractResult<Vec<i64>> {
     Ok(node
         .get_attr_opt_slice::<i64>(name)?
@@ -45,6 +54,7 @@ fn ints(node: &NodeProto, name: &str) -> TractResult<Vec<i64>> {
         .unwrap_or_default())
 }
 
+#[cfg(feature = "onnx")]
 /// A non-negative id attribute array of `n` entries.
 fn ids(node: &NodeProto, name: &str, n: usize) -> TractResult<Vec<usize>> {
     let v = exactly(node, name, ints(node, name)?, n)?;
@@ -56,6 +66,7 @@ fn ids(node: &NodeProto, name: &str, n: usize) -> TractResult<Vec<usize>> {
         .collect()
 }
 
+#[cfg(feature = "onnx")]
 fn cmp_of(mode: &str) -> TractResult<Option<Cmp>> {
     Ok(Some(match mode {
         "LEAF" => return Ok(None),
@@ -69,6 +80,7 @@ fn cmp_of(mode: &str) -> TractResult<Option<Cmp>> {
     }))
 }
 
+#[cfg(feature = "onnx")]
 /// The nodes of an ai.onnx.ml 1–3 ensemble.
 fn nodes_v3(node: &NodeProto) -> TractResult<Vec<NodeSpec>> {
     let n = ints(node, "nodes_nodeids")?.len();
@@ -109,6 +121,7 @@ fn nodes_v3(node: &NodeProto) -> TractResult<Vec<NodeSpec>> {
         .collect()
 }
 
+#[cfg(feature = "onnx")]
 /// The leaf weights of an ai.onnx.ml 1–3 ensemble (`class_*` or `target_*`).
 fn leaves_v3(node: &NodeProto, prefix: &str) -> TractResult<Vec<LeafWeight>> {
     let n = ints(node, &format!("{prefix}_ids"))?.len();
@@ -127,6 +140,7 @@ fn leaves_v3(node: &NodeProto, prefix: &str) -> TractResult<Vec<LeafWeight>> {
         .collect())
 }
 
+#[cfg(feature = "onnx")]
 fn forest(
     node: &NodeProto,
     nodes: &[NodeSpec],
@@ -138,6 +152,7 @@ fn forest(
         .map_err(|e| format_err!("{} '{}': {e}", node.op_type, node.name))
 }
 
+#[cfg(feature = "onnx")]
 fn classifier(
     _: &ParsingContext,
     node: &NodeProto,
@@ -190,6 +205,7 @@ fn aggregate_of(text: &str) -> TractResult<Aggregate> {
     })
 }
 
+#[cfg(feature = "onnx")]
 fn regressor(
     _: &ParsingContext,
     node: &NodeProto,
@@ -220,6 +236,7 @@ fn regressor(
     ))
 }
 
+#[cfg(feature = "onnx")]
 /// ai.onnx.ml 5 `TreeEnsemble`: nodes are array positions, children are nodes or leaves (one
 /// target and weight each), modes a uint8 tensor, `BRANCH_MEMBER` sets NaN-separated.
 fn ensemble_v5(
@@ -641,6 +658,7 @@ impl TypedOp for Trees {
     as_op!();
 }
 
+#[cfg(feature = "onnx")]
 /// The parser's view of the op: its outputs' types and ranks, then the typed op (and, for
 /// `TreeEnsemble`, a cast back to the input's float type).
 #[derive(Debug, Clone)]
@@ -649,6 +667,7 @@ struct TreesExpansion {
     cast_to_input: bool,
 }
 
+#[cfg(feature = "onnx")]
 impl Expansion for TreesExpansion {
     fn name(&self) -> StaticName {
         "TreeEnsemble".into()
@@ -702,7 +721,7 @@ impl Expansion for TreesExpansion {
             let last = outs.len() - 1;
             outs[last] = model.wire_node(
                 format!("{prefix}.cast"),
-                tract_onnx::tract_hir::tract_core::ops::cast::cast(dt),
+                tract_nnef::tract_core::ops::cast::cast(dt),
                 &[outs[last]],
             )?[0];
         }
@@ -713,3 +732,208 @@ impl Expansion for TreesExpansion {
 // f32 parameters: see `rows`' module doc on `Eq`
 impl Eq for Trees {}
 impl Eq for Classify {}
+
+/// The NNEF form of [`Trees`] (`edgefleet_tree_ensemble`): the forest as its description
+/// ([`Forest::describe`]) in tensors — `nodes` `[n, 7]` i64 (tree, id, comparison or -1 for a
+/// leaf, feature, true id, false id, NaN goes true), `thresholds`, the member sets (`members`,
+/// `member_counts`), `leaves` `[m, 3]` i64 (tree, node, target) and `weights` — and the rest as
+/// attributes; read back through [`Forest::new`], which checks it as it checks a parsed model.
+pub(crate) fn register_nnef(reg: &mut tract_nnef::internal::Registry) {
+    use tract_nnef::internal::*;
+    use tract_nnef::ser::{array, invocation, logical, numeric, string};
+    const CMPS: [Cmp; 7] = Cmp::ALL;
+    reg.register_dumper(|ast, node, op: &Trees| {
+        let (nodes, leaves) = op.forest.describe();
+        let mut table = Vec::with_capacity(nodes.len() * 7);
+        let (mut members, mut counts) = (Vec::new(), Vec::with_capacity(nodes.len()));
+        for n in &nodes {
+            let cmp = n.cmp.map_or(-1, |c| {
+                CMPS.iter().position(|&k| k == c).unwrap_or(0) as i64
+            });
+            table.extend([
+                n.tree as i64,
+                n.id as i64,
+                cmp,
+                n.feature as i64,
+                n.true_id as i64,
+                n.false_id as i64,
+                n.missing_true as i64,
+            ]);
+            counts.push(n.members.len() as i64);
+            members.extend_from_slice(&n.members);
+        }
+        let leaf_table: Vec<i64> = leaves
+            .iter()
+            .flat_map(|l| [l.tree as i64, l.node as i64, l.target as i64])
+            .collect();
+        let weights: Vec<f32> = leaves.iter().map(|l| l.weight).collect();
+        let name = &node.name;
+        let mut konst = |suffix: &str, t: Tensor| {
+            ast.konst_variable(format!("{name}.{suffix}"), &t.into_arc_tensor())
+        };
+        let nodes_t = konst("nodes", Tensor::from_shape(&[nodes.len(), 7], &table)?)?;
+        let thresholds: Vec<f32> = nodes.iter().map(|n| n.threshold).collect();
+        let thresholds = konst("thresholds", tensor1(&thresholds))?;
+        let members = konst("members", tensor1(&members))?;
+        let counts = konst("member_counts", tensor1(&counts))?;
+        let leaves_t = konst(
+            "leaves",
+            Tensor::from_shape(&[leaves.len(), 3], &leaf_table)?,
+        )?;
+        let weights = konst("weights", tensor1(&weights))?;
+        let base = konst("base", tensor1(&op.base))?;
+        let (labels, label_names, binary_case, all_positive) = match &op.classify {
+            None => (vec![], vec![], false, false),
+            Some(c) => match &c.labels {
+                Labels::Ints(v) => (v.clone(), vec![], c.binary_case, c.all_positive),
+                Labels::Strings(v) => (vec![], v.clone(), c.binary_case, c.all_positive),
+            },
+        };
+        let labels = konst("labels", tensor1(&labels))?;
+        let input = ast.mapping[&node.inputs[0]].clone();
+        Ok(Some(invocation(
+            "edgefleet_tree_ensemble",
+            &[
+                input, nodes_t, thresholds, members, counts, leaves_t, weights, base, labels,
+            ],
+            &[
+                ("targets", numeric(op.forest.targets())),
+                ("aggregate", string(aggregate_name(op.aggregate))),
+                ("post", string(op.post.name())),
+                ("classifier", logical(op.classify.is_some())),
+                (
+                    "label_names",
+                    array(label_names.iter().map(string).collect::<Vec<_>>()),
+                ),
+                ("binary_case", logical(binary_case)),
+                ("all_positive", logical(all_positive)),
+            ],
+        )))
+    });
+    let tensor = |name: &str| TypeName::Scalar.tensor().named(name);
+    reg.register_primitive(
+        "edgefleet_tree_ensemble",
+        &[
+            tensor("input"),
+            TypeName::Integer.tensor().named("nodes"),
+            tensor("thresholds"),
+            tensor("members"),
+            TypeName::Integer.tensor().named("member_counts"),
+            TypeName::Integer.tensor().named("leaves"),
+            tensor("weights"),
+            tensor("base"),
+            TypeName::Integer.tensor().named("labels"),
+            TypeName::Integer.named("targets"),
+            TypeName::String.named("aggregate"),
+            TypeName::String.named("post"),
+            TypeName::Logical.named("classifier"),
+            TypeName::String.array().named("label_names"),
+            TypeName::Logical.named("binary_case"),
+            TypeName::Logical.named("all_positive"),
+        ],
+        &[("output", TypeName::Scalar.tensor())],
+        |builder, call| {
+            fn values<T: Datum + Copy>(t: &Arc<Tensor>) -> TractResult<Vec<T>> {
+                Ok(t.try_as_plain_ram()?.as_slice::<T>()?.to_vec())
+            }
+            let get = |builder: &mut ModelBuilder, name: &str| -> TractResult<Arc<Tensor>> {
+                call.named_arg_as(builder, name)
+            };
+            let input = call.named_arg_as(builder, "input")?;
+            let table = values::<i64>(&get(builder, "nodes")?)?;
+            let thresholds = values::<f32>(&get(builder, "thresholds")?)?;
+            let members = values::<f32>(&get(builder, "members")?)?;
+            let counts = values::<i64>(&get(builder, "member_counts")?)?;
+            let leaf_table = values::<i64>(&get(builder, "leaves")?)?;
+            let weights = values::<f32>(&get(builder, "weights")?)?;
+            let n = thresholds.len();
+            ensure!(
+                table.len() == n * 7 && counts.len() == n,
+                "tree ensemble: {} node entries for {n} thresholds",
+                table.len()
+            );
+            ensure!(
+                leaf_table.len() == weights.len() * 3,
+                "tree ensemble: {} leaf entries for {} weights",
+                leaf_table.len(),
+                weights.len()
+            );
+            let id = |v: i64| usize::try_from(v).map_err(|_| format_err!("tree ensemble: {v}"));
+            let mut nodes = Vec::with_capacity(n);
+            let mut from = 0usize;
+            for (k, row) in table.chunks_exact(7).enumerate() {
+                let count = id(counts[k])?;
+                ensure!(
+                    from + count <= members.len(),
+                    "tree ensemble: member sets overrun"
+                );
+                let cmp = match row[2] {
+                    -1 => None,
+                    c => Some(*CMPS.get(id(c)?).context("tree ensemble: comparison")?),
+                };
+                nodes.push(NodeSpec {
+                    tree: id(row[0])?,
+                    id: id(row[1])?,
+                    cmp,
+                    feature: id(row[3])?,
+                    threshold: thresholds[k],
+                    true_id: id(row[4])?,
+                    false_id: id(row[5])?,
+                    missing_true: row[6] != 0,
+                    members: members[from..from + count].to_vec(),
+                });
+                from += count;
+            }
+            let leaves = leaf_table
+                .chunks_exact(3)
+                .zip(&weights)
+                .map(|(l, &weight)| {
+                    Ok(LeafWeight {
+                        tree: id(l[0])?,
+                        node: id(l[1])?,
+                        target: id(l[2])?,
+                        weight,
+                    })
+                })
+                .collect::<TractResult<Vec<_>>>()?;
+            let targets: usize = call.named_arg_as(builder, "targets")?;
+            let forest = Forest::new(&nodes, &leaves, targets)
+                .map_err(|e| format_err!("tree ensemble: {e}"))?;
+            let aggregate: String = call.named_arg_as(builder, "aggregate")?;
+            let post: String = call.named_arg_as(builder, "post")?;
+            let classify = if call.named_arg_as::<bool>(builder, "classifier")? {
+                let ints = values::<i64>(&get(builder, "labels")?)?;
+                let names: TVec<String> = call.named_arg_as(builder, "label_names")?;
+                Some(Classify {
+                    labels: if names.is_empty() {
+                        Labels::Ints(ints)
+                    } else {
+                        Labels::Strings(names.into_iter().collect())
+                    },
+                    binary_case: call.named_arg_as(builder, "binary_case")?,
+                    all_positive: call.named_arg_as(builder, "all_positive")?,
+                })
+            } else {
+                None
+            };
+            let op = Trees {
+                forest: Arc::new(forest),
+                aggregate: aggregate_of(&aggregate)?,
+                post: Post::parse(&post)?,
+                base: values::<f32>(&get(builder, "base")?)?,
+                classify,
+            };
+            builder.wire(op, &[input])
+        },
+    );
+}
+
+/// [`aggregate_of`]'s inverse.
+fn aggregate_name(a: Aggregate) -> &'static str {
+    match a {
+        Aggregate::Sum => "SUM",
+        Aggregate::Average => "AVERAGE",
+        Aggregate::Min => "MIN",
+        Aggregate::Max => "MAX",
+    }
+}
