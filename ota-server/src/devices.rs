@@ -307,10 +307,11 @@ pub const JOURNAL: &str = "device/";
 /// The journal write that goes with storing `record` (an enrollment): the engine reads it to
 /// place the device without listing the fleet.
 pub fn journal(record: &DeviceRecord) -> Write {
-    Write::Put(
+    // the key is the entry; the value is JSON null (every store record is JSON)
+    crate::store::put(
         Table::Changes,
-        format!("{JOURNAL}{}/{}", record.id, record.token_hash),
-        Vec::new(),
+        &format!("{JOURNAL}{}/{}", record.id, record.token_hash),
+        &(),
     )
 }
 

@@ -148,12 +148,31 @@ struct Batch<'a, S: Store + ?Sized> {
     aggregates: BTreeMap<String, PhaseAggregate>,
     tallies: BTreeMap<String, InstallTally>,
     events: Vec<Write>,
+    /// Every record the batch read, as read: its commit is refused if another server changed
+    /// one of them meanwhile (replicas ingesting the same device or phase), and it runs again.
+    guards: Vec<Write>,
 }
 
 impl<S: Store + ?Sized> Batch<'_, S> {
+    /// A record as stored, its read guarded.
+    fn read<T: serde::de::DeserializeOwned>(
+        &mut self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let bytes = self.records.store().get(table, key)?;
+        let value = bytes
+            .as_deref()
+            .map(|b| crate::store::decode(table, key, b))
+            .transpose()?;
+        self.guards
+            .push(Write::Expect(table, key.to_string(), bytes));
+        Ok(value)
+    }
+
     fn device(&mut self, id: &str) -> Result<Option<&mut DeviceRecord>, StoreError> {
         if !self.devices.contains_key(id) {
-            let d = self.records.get(Table::Devices, id)?;
+            let d = self.read(Table::Devices, id)?;
             self.devices.insert(id.to_string(), d);
         }
         Ok(self.devices.get_mut(id).and_then(Option::as_mut))
@@ -161,10 +180,7 @@ impl<S: Store + ?Sized> Batch<'_, S> {
 
     fn aggregate(&mut self, key: String) -> Result<&mut PhaseAggregate, StoreError> {
         if !self.aggregates.contains_key(&key) {
-            let a = self
-                .records
-                .get(Table::Telemetry, &key)?
-                .unwrap_or_default();
+            let a = self.read(Table::Telemetry, &key)?.unwrap_or_default();
             self.aggregates.insert(key.clone(), a);
         }
         Ok(self.aggregates.get_mut(&key).expect("inserted"))
@@ -172,19 +188,43 @@ impl<S: Store + ?Sized> Batch<'_, S> {
 
     fn tally(&mut self, key: String) -> Result<&mut InstallTally, StoreError> {
         if !self.tallies.contains_key(&key) {
-            let t = self
-                .records
-                .get(Table::Telemetry, &key)?
-                .unwrap_or_default();
+            let t = self.read(Table::Telemetry, &key)?.unwrap_or_default();
             self.tallies.insert(key.clone(), t);
         }
         Ok(self.tallies.get_mut(&key).expect("inserted"))
     }
 }
 
+/// How often a batch is ingested again after another server changed what it read.
+const CONFLICT_RETRIES: usize = 8;
+
 /// Ingests a batch of broker messages at `now` (unix seconds): verifies, drops what must be
-/// dropped, and writes everything the rest changed in one transaction.
+/// dropped, and writes everything the rest changed in one transaction, guarded by what it read
+/// (so a message two replicas both receive counts once: the second finds the sequence number
+/// taken). A batch that lost a race to another server is read and applied again.
 pub fn ingest<S: Store + ?Sized>(
+    records: &Records<S>,
+    messages: Vec<Uplink>,
+    now: u64,
+) -> Result<Outcome, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match ingest_once(records, messages.clone(), now) {
+            Err(StoreError::Conflict { table, key }) if attempt < CONFLICT_RETRIES => {
+                attempt += 1;
+                tracing::debug!(
+                    table,
+                    key,
+                    attempt,
+                    "ingest batch raced another server; again"
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+fn ingest_once<S: Store + ?Sized>(
     records: &Records<S>,
     messages: Vec<Uplink>,
     now: u64,
@@ -200,6 +240,7 @@ pub fn ingest<S: Store + ?Sized>(
         aggregates: BTreeMap::new(),
         tallies: BTreeMap::new(),
         events: Vec::new(),
+        guards: Vec::new(),
     };
     let mut out = Outcome::default();
     for message in messages {
@@ -230,7 +271,9 @@ pub fn ingest<S: Store + ?Sized>(
         writes.push(put(Table::Telemetry, key, t));
     }
     if !writes.is_empty() {
-        records.store().write(writes)?;
+        let mut guarded = batch.guards;
+        guarded.append(&mut writes);
+        records.store().write(guarded)?;
     }
     Ok(out)
 }

@@ -5,11 +5,10 @@
 mod common;
 
 use common::digits;
-use std::sync::Arc;
 
 use edge_bundle::trust::{self, RootAnchor, TrustRoot, TrustSpec};
 use ota_server::bundles::{BundleError, Bundles};
-use ota_server::store::{Records, RedbStore};
+use ota_server::store::Records;
 
 #[test]
 fn only_trusted_bundles_are_kept_and_they_survive_a_restart() {
@@ -23,7 +22,7 @@ fn only_trusted_bundles_are_kept_and_they_survive_a_restart() {
     let good = digits(&signer, "1.0.0");
     let sha;
     {
-        let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+        let records = Records::new(common::open_store(&db));
         let bundles = Bundles::new(records, &files, 64 << 20).unwrap();
         let r = bundles.upload(&good, &trust, "ci", 100).unwrap();
         assert_eq!(
@@ -60,9 +59,7 @@ fn only_trusted_bundles_are_kept_and_they_survive_a_restart() {
             Err(BundleError::Refused(_))
         ));
         let small = Bundles::new(
-            Records::new(Arc::new(
-                RedbStore::open(&dir.path().join("other.redb")).unwrap(),
-            )),
+            Records::new(common::open_store(&dir.path().join("other.redb"))),
             &files,
             1000,
         )
@@ -80,7 +77,7 @@ fn only_trusted_bundles_are_kept_and_they_survive_a_restart() {
         let e = bundles.delete(&sha, Some("r-7")).unwrap_err();
         assert!(e.to_string().contains("r-7"), "{e}");
     }
-    let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+    let records = Records::new(common::open_store(&db));
     let bundles = Bundles::new(records, &files, 64 << 20).unwrap();
     assert_eq!(bundles.get(&sha).unwrap().unwrap().version, "1.0.0");
     bundles.delete(&sha, None).unwrap();

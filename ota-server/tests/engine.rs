@@ -3,6 +3,8 @@
 //! enrolls late is placed at the next step; a failing gate rolls devices back to what they ran
 //! before; generations only grow, and only for devices whose desired models changed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use ota_server::engine::{step, DesiredRecord, Engine};
 use ota_server::health::PhaseAggregate;
 use ota_server::rollout::{Gates, OnGateFailure, Phase, Rollout, RolloutSpec, Status};
 use ota_server::selector::Selector;
-use ota_server::store::{Records, RedbStore, Store, StoreError, Table, Write};
+use ota_server::store::{Records, Store, StoreError, Table, Write};
 use ota_server::telemetry_keys::phase_key;
 
 fn device(id: &str) -> DeviceRecord {
@@ -71,7 +73,7 @@ fn rollout(id: &str, b: &BundleRecord, phases: Vec<Phase>, on_fail: OnGateFailur
     )
 }
 
-fn report(records: &Records<RedbStore>, key: &str, device: &str, requests: u64, errors: u64) {
+fn report(records: &Records<dyn Store>, key: &str, device: &str, requests: u64, errors: u64) {
     report_to(records, key, device, requests, errors)
 }
 
@@ -120,7 +122,7 @@ fn phases_restart_late_devices_and_rollback() {
     let none = |_: &str| Default::default();
     let (v2, v3) = (bundle("2.0.0"), bundle("3.0.0"));
     {
-        let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+        let records = Records::new(common::open_store(&db));
         for i in 0..500 {
             records
                 .put(
@@ -167,7 +169,7 @@ fn phases_restart_late_devices_and_rollback() {
         assert!(step(&records, 50, none).unwrap().transitions.is_empty());
     } // the server stops mid-phase
 
-    let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+    let records = Records::new(common::open_store(&db));
     let resumed = step(&records, 100, none).unwrap();
     assert_eq!(
         resumed.transitions.len(),
@@ -241,7 +243,7 @@ fn phases_restart_late_devices_and_rollback() {
 
 /// A store that counts the records it hands out (what a step reads).
 struct Counting {
-    inner: RedbStore,
+    inner: Arc<dyn Store>,
     rows: std::sync::atomic::AtomicUsize,
 }
 
@@ -271,6 +273,14 @@ impl Store for Counting {
     fn reserve(&self, name: &str, n: u64) -> Result<u64, StoreError> {
         self.inner.reserve(name, n)
     }
+    fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner.lease(name, holder, ttl)
+    }
 }
 
 /// Enrolls `id` as the server does: its record and its journal entry in one write.
@@ -294,7 +304,7 @@ fn enroll<S: Store + ?Sized>(records: &Records<S>, id: &str) {
 fn the_incremental_engine_agrees_with_a_fresh_one_and_idles_without_touching_devices() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Counting {
-        inner: RedbStore::open(&dir.path().join("server.redb")).unwrap(),
+        inner: common::open_store(&dir.path().join("server.redb")),
         rows: Default::default(),
     });
     let records = Records::new(store.clone());

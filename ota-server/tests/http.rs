@@ -18,15 +18,15 @@ use ota_server::bundles::Bundles;
 use ota_server::desired::Target;
 use ota_server::engine::DesiredRecord;
 use ota_server::http::{router, AppState};
-use ota_server::store::{Records, RedbStore, Table};
+use ota_server::store::{Records, Store, Table};
 
 struct Server {
     url: String,
     _rt: tokio::runtime::Runtime,
 }
 
-fn serve(dir: &Path, trust: TrustRoot) -> (Server, Records<RedbStore>) {
-    let records = Records::new(Arc::new(RedbStore::open(&dir.join("server.redb")).unwrap()));
+fn serve(dir: &Path, trust: TrustRoot) -> (Server, Records<dyn Store>) {
+    let records = Records::new(common::open_store(&dir.join("server.redb")));
     let bundles = Bundles::new(records.clone(), &dir.join("artifacts"), 8 << 20).unwrap();
     let app = Arc::new(AppState::new(
         records.clone(),

@@ -3,8 +3,9 @@
 //! device on another's topic dropped, telemetry merged into the phase aggregate of the rollout
 //! that reaches the device, install outcomes counted for the gate, series compacted.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use edge_bundle::SigningKey;
 use edge_protocol::envelope::EnvelopeError;
@@ -17,7 +18,7 @@ use ota_server::ingest::{ingest, Dropped, EventRecord, InstallTally, Uplink};
 use ota_server::rollout::{Gates, OnGateFailure, Phase, Rollout, RolloutSpec};
 use ota_server::selector::Selector;
 use ota_server::series::{self, Retention};
-use ota_server::store::{Records, RedbStore, Table};
+use ota_server::store::{Records, Table};
 use ota_server::telemetry_keys::{installs_key, phase_key};
 
 fn device(id: &str, key: &SigningKey) -> DeviceRecord {
@@ -81,7 +82,7 @@ fn signed_messages_in_replays_and_forgeries_out() {
         SigningKey::from_bytes(&[1; 32]),
         SigningKey::from_bytes(&[2; 32]),
     );
-    let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+    let records = Records::new(common::open_store(&db));
     records
         .put(Table::Devices, "dev-a", &device("dev-a", &ka))
         .unwrap();
@@ -227,7 +228,7 @@ fn signed_messages_in_replays_and_forgeries_out() {
 
     // the high-water mark is stored: after a restart the same message is still a replay
     drop(records);
-    let records = Records::new(Arc::new(RedbStore::open(&db).unwrap()));
+    let records = Records::new(common::open_store(&db));
     let out = ingest(&records, vec![up("dev-a", events)], 1_031).unwrap();
     assert_eq!(out.accepted, 0);
     assert!(matches!(
@@ -274,4 +275,98 @@ fn signed_messages_in_replays_and_forgeries_out() {
     let done = series::compact(&records, 1_100 + 40 * 86_400, Retention::default()).unwrap();
     assert!(done.expired >= 1);
     assert!(series::points(&records, &s).unwrap().is_empty(), "expired");
+}
+
+/// Two replicas sharing the store both receive every message (a device that reconnected to
+/// the other one and resent), concurrently, into the same phase aggregate: each message counts
+/// once, no update is lost.
+#[test]
+fn replicas_sharing_a_store_count_every_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.redb");
+    let store = common::open_store(&db);
+    let first = Records::new(store.clone());
+    let second = Records::new(common::open_replica(&db, &store));
+    let keys: Vec<SigningKey> = (0..6u8)
+        .map(|i| SigningKey::from_bytes(&[10 + i; 32]))
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        let id = format!("dev-{i}");
+        first.put(Table::Devices, &id, &device(&id, k)).unwrap();
+    }
+    let mut r = Rollout::new(
+        "r-1".into(),
+        "digits".into(),
+        "2.0.0".into(),
+        RolloutSpec {
+            bundle: format!("sha256:{}", "0".repeat(64)),
+            selector: Selector::parse("site=lab").unwrap(),
+            phases: vec![Phase {
+                percent: 100.0,
+                soak_seconds: 60,
+            }],
+            gates: Gates::default(),
+            on_gate_failure: OnGateFailure::Pause,
+        },
+        500,
+    );
+    r.phase_started = 500;
+    first.put(Table::Rollouts, "r-1", &r).unwrap();
+    const MESSAGES: u64 = 12;
+    // every device's messages in order, as each replica receives them
+    let batches: Vec<Vec<Uplink>> = (1..=MESSAGES)
+        .map(|seq| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let id = format!("dev-{i}");
+                    let t = Telemetry {
+                        windows: vec![window("2.0.0", 3, 0)],
+                    };
+                    up(&id, seal(k, header(&id, seq, Kind::Telemetry), &t))
+                })
+                .collect()
+        })
+        .collect();
+    let accepted: Vec<usize> = std::thread::scope(|s| {
+        let runs: Vec<_> = [&first, &second]
+            .into_iter()
+            .map(|records| {
+                let batches = batches.clone();
+                s.spawn(move || {
+                    batches
+                        .into_iter()
+                        .map(|b| ingest(records, b, 1_030).unwrap().accepted)
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total = keys.len() * MESSAGES as usize;
+    assert_eq!(
+        accepted.iter().sum::<usize>(),
+        total,
+        "each message accepted by exactly one replica: {accepted:?}"
+    );
+    for i in 0..keys.len() {
+        let d: DeviceRecord = first
+            .get(Table::Devices, &format!("dev-{i}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d.last_seq, d.messages, d.duplicates, d.requests),
+            (MESSAGES, MESSAGES, MESSAGES, 3 * MESSAGES),
+            "dev-{i}"
+        );
+    }
+    let aggregate: PhaseAggregate = first
+        .get(Table::Telemetry, &phase_key("r-1", 0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        aggregate.requests,
+        3 * total as u64,
+        "every prediction in the phase aggregate once"
+    );
 }

@@ -1,14 +1,19 @@
 //! The server's state behind one small trait (DESIGN decision 9): tables of keyed JSON records,
-//! with atomic multi-record writes. redb backs it on one machine ([`RedbStore`]); a
-//! PostgreSQL implementation (one `(table, key, value jsonb)` relation) can back several
-//! stateless replicas without the rest of the server changing.
+//! with atomic multi-record writes, compare-and-set guards, counters and leases. redb backs it
+//! on one machine ([`RedbStore`], the default); PostgreSQL backs several stateless replicas
+//! ([`PgStore`]: one relation per table, versioned migrations) without the rest of the server
+//! changing.
 //!
 //! [`Records`] adds the typed layer the server uses: serde records per table, keys chosen so a
 //! prefix scan lists a device's events in sequence order.
 
+mod postgres;
 mod redb_store;
 
+pub use postgres::PgStore;
 pub use redb_store::RedbStore;
+
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -37,11 +42,13 @@ pub enum Table {
     /// The engine's journal of enrollments (`device/<id>/<token sha256>`), consumed by its
     /// next step ([`crate::devices::journal`]).
     Changes,
+    /// Leases (the engine's leadership), by name ([`LeaseRecord`]).
+    Leases,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Devices,
         Table::Bundles,
         Table::Rollouts,
@@ -52,6 +59,7 @@ impl Table {
         Table::Telemetry,
         Table::Enrollment,
         Table::Changes,
+        Table::Leases,
     ];
 
     /// Stable name (redb table name, PostgreSQL `table` column).
@@ -67,6 +75,7 @@ impl Table {
             Table::Telemetry => "telemetry",
             Table::Enrollment => "enrollment",
             Table::Changes => "changes",
+            Table::Leases => "leases",
         }
     }
 }
@@ -78,6 +87,20 @@ pub enum Write {
     Put(Table, String, Vec<u8>),
     /// Delete (absent is fine).
     Delete(Table, String),
+    /// A guard, not a change: the batch applies only if the record is still these bytes as
+    /// read (`None`: still absent); otherwise the whole batch fails with
+    /// [`StoreError::Conflict`] and the caller reads again. How replicas that share a database
+    /// update the same record without losing one another's writes.
+    Expect(Table, String, Option<Vec<u8>>),
+    /// A guard: the batch applies only while the lease `name` is still held with this
+    /// fencing token ([`Store::lease`]); otherwise [`StoreError::Fenced`]. A leader that was
+    /// paused past its lease writes nothing.
+    Fence {
+        /// Lease name.
+        name: String,
+        /// The token [`Store::lease`] returned.
+        token: u64,
+    },
 }
 
 /// Store failures.
@@ -95,6 +118,23 @@ pub enum StoreError {
         key: String,
         /// Why.
         reason: String,
+    },
+    /// A [`Write::Expect`] guard failed: another writer changed the record since it was read.
+    #[error("store: {table}/{key} was changed by another writer; read it again")]
+    Conflict {
+        /// Table name.
+        table: &'static str,
+        /// Key.
+        key: String,
+    },
+    /// A [`Write::Fence`] guard failed: the lease moved on (or expired) since the token was
+    /// taken.
+    #[error("store: write refused: lease '{name}' token {token} is no longer held (another replica leads, or the lease expired)")]
+    Fenced {
+        /// Lease name.
+        name: String,
+        /// The stale token.
+        token: u64,
     },
 }
 
@@ -118,6 +158,22 @@ pub trait Store: Send + Sync {
     /// Adds `n` (at least 1) to a counter atomically and returns the new value: the caller owns
     /// the `n` values ending there (one commit for a block of sequence numbers).
     fn reserve(&self, name: &str, n: u64) -> Result<u64, StoreError>;
+    /// Takes or keeps the lease `name` for `holder` for `ttl` from now: `Some(token)` while
+    /// `holder` holds it, `None` while another holder's lease has not expired. The fencing
+    /// token grows by one each time the lease changes hands, never otherwise; writes guarded by
+    /// [`Write::Fence`] with an older token are refused.
+    fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError>;
+}
+
+/// A lease as stored: who holds it, its fencing token, until when (unix milliseconds).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LeaseRecord {
+    /// Holder (a replica's id).
+    pub holder: String,
+    /// Fencing token.
+    pub token: u64,
+    /// Expiry, unix milliseconds.
+    pub expires_ms: u64,
 }
 
 /// Typed records over a [`Store`].

@@ -2,10 +2,11 @@
 //! durable write transaction.
 
 use std::path::Path;
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Store, StoreError, Table, Write};
+use super::{LeaseRecord, Store, StoreError, Table, Write};
 
 fn def(t: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(t.name())
@@ -69,6 +70,29 @@ impl Store for RedbStore {
         let tx = self.db.begin_write().map_err(backend)?;
         for w in &writes {
             match w {
+                Write::Expect(table, key, expected) => {
+                    let t = tx.open_table(def(*table)).map_err(backend)?;
+                    let now = t.get(key.as_str()).map_err(backend)?;
+                    if now.as_ref().map(|v| v.value()) != expected.as_deref() {
+                        return Err(StoreError::Conflict {
+                            table: table.name(),
+                            key: key.clone(),
+                        });
+                    }
+                }
+                Write::Fence { name, token } => {
+                    let t = tx.open_table(def(Table::Leases)).map_err(backend)?;
+                    let held = t
+                        .get(name.as_str())
+                        .map_err(backend)?
+                        .and_then(|v| serde_json::from_slice::<LeaseRecord>(v.value()).ok());
+                    if !held.is_some_and(|l| l.token == *token && l.expires_ms > now_ms()) {
+                        return Err(StoreError::Fenced {
+                            name: name.clone(),
+                            token: *token,
+                        });
+                    }
+                }
                 Write::Put(table, key, value) => {
                     let mut t = tx.open_table(def(*table)).map_err(backend)?;
                     t.insert(key.as_str(), value.as_slice()).map_err(backend)?;
@@ -100,6 +124,45 @@ impl Store for RedbStore {
         tx.commit().map_err(backend)?;
         Ok(next)
     }
+
+    fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_write().map_err(backend)?;
+        let now = now_ms();
+        let taken = {
+            let mut t = tx.open_table(def(Table::Leases)).map_err(backend)?;
+            let current = t
+                .get(name)
+                .map_err(backend)?
+                .map(|v| super::decode::<LeaseRecord>(Table::Leases, name, v.value()))
+                .transpose()?;
+            let next = match current {
+                Some(l) if l.holder == holder && l.expires_ms > now => Some(l.token),
+                Some(l) if l.expires_ms > now => None,
+                Some(l) if l.holder == holder => Some(l.token),
+                Some(l) => Some(l.token + 1),
+                None => Some(1),
+            };
+            if let Some(token) = next {
+                let record = LeaseRecord {
+                    holder: holder.to_string(),
+                    token,
+                    expires_ms: now + ttl.as_millis() as u64,
+                };
+                let bytes = serde_json::to_vec(&record).expect("lease serializes");
+                t.insert(name, bytes.as_slice()).map_err(backend)?;
+            }
+            next
+        };
+        tx.commit().map_err(backend)?;
+        Ok(taken)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -32,3 +32,34 @@ pub fn device_record(id: &str, tags: &[(&str, &str)]) -> ota_server::devices::De
         recent: vec![],
     }
 }
+
+/// The store the server's tests run on: redb at `path` by default; with
+/// `EDGEFLEET_TEST_POSTGRES` set to a PostgreSQL URL (`.ci/run` sets it after
+/// `scripts/cluster.sh up`), a schema of that database named after `path`, so every test gets
+/// its own records and opening the same path again opens the same ones (the same suite, both
+/// stores).
+pub fn open_store(path: &std::path::Path) -> std::sync::Arc<dyn ota_server::store::Store> {
+    use std::hash::{Hash, Hasher};
+    match std::env::var("EDGEFLEET_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            path.hash(&mut h);
+            let schema = format!("test_{:016x}", h.finish());
+            std::sync::Arc::new(ota_server::store::PgStore::connect(&url, &schema).unwrap())
+        }
+        _ => std::sync::Arc::new(ota_server::store::RedbStore::open(path).unwrap()),
+    }
+}
+
+/// A second handle on the records [`open_store`] opened at `path`, as another server replica
+/// has: on PostgreSQL its own connections to the same schema; redb allows one process per
+/// file, so there it is the same store shared by two threads.
+pub fn open_replica(
+    path: &std::path::Path,
+    first: &std::sync::Arc<dyn ota_server::store::Store>,
+) -> std::sync::Arc<dyn ota_server::store::Store> {
+    match std::env::var("EDGEFLEET_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => open_store(path),
+        _ => first.clone(),
+    }
+}
