@@ -71,6 +71,9 @@ pub fn step<S: Store + ?Sized>(
 #[derive(Default)]
 pub struct Engine {
     cache: Option<Cache>,
+    /// The lease this engine leads under (name, fencing token): every write it makes is
+    /// refused once another replica holds the lease ([`crate::store::Write::Fence`]).
+    fence: Option<(String, u64)>,
 }
 
 /// What placement depends on, as of the last step that committed.
@@ -145,9 +148,28 @@ impl Engine {
         reference: impl Fn(&str) -> edge_bundle::ReferenceStats,
     ) -> Result<StepReport, StoreError> {
         let cache = self.cache.take();
-        let (report, cache) = step_with(records, now, reference, cache)?;
+        let fence = self
+            .fence
+            .clone()
+            .map(|(name, token)| Write::Fence { name, token });
+        let (report, cache) = step_with(records, now, reference, cache, fence)?;
         self.cache = Some(cache);
         Ok(report)
+    }
+
+    /// Leads under lease `name` with fencing `token` from now on. A token other than the one
+    /// it led under drops what it remembers: another replica may have led in between.
+    pub fn lead(&mut self, name: &str, token: u64) {
+        if self.fence.as_ref().map(|(n, t)| (n.as_str(), *t)) != Some((name, token)) {
+            self.cache = None;
+            self.fence = Some((name.to_string(), token));
+        }
+    }
+
+    /// Stops leading (the lease went to another replica): the next lead starts from the store.
+    pub fn follow(&mut self) {
+        self.cache = None;
+        self.fence = None;
     }
 }
 
@@ -156,8 +178,17 @@ fn step_with<S: Store + ?Sized>(
     now: u64,
     reference: impl Fn(&str) -> edge_bundle::ReferenceStats,
     cache: Option<Cache>,
+    fence: Option<Write>,
 ) -> Result<(StepReport, Cache), StoreError> {
-    let mut rollouts: Vec<Rollout> = records.list(Table::Rollouts, "", usize::MAX)?;
+    // the rollouts as read: a transition is written only over the record it was computed from
+    // (an operator's action on another replica in between makes the step fail and run again)
+    let rollout_rows = records.store().scan(Table::Rollouts, "", usize::MAX)?;
+    let mut rollouts: Vec<Rollout> = rollout_rows
+        .iter()
+        .map(|(k, v)| decode(Table::Rollouts, k, v))
+        .collect::<Result<_, _>>()?;
+    let read_as: HashMap<&str, &Vec<u8>> =
+        rollout_rows.iter().map(|(k, v)| (k.as_str(), v)).collect();
     rollouts.sort_by_key(|r| creation_order(&r.id));
     let bundles: HashMap<String, BundleRecord> = records
         .list::<BundleRecord>(Table::Bundles, "", usize::MAX)?
@@ -219,7 +250,14 @@ fn step_with<S: Store + ?Sized>(
         cache.in_phase.insert(r.id.clone(), (digest, in_phase));
         let health = phase_health(records, r, in_phase, &reference(&sha))?;
         if let Some(t) = r.tick(now, &health) {
-            records.put(Table::Rollouts, &r.id, &*r)?;
+            let mut writes: Vec<Write> = fence.iter().cloned().collect();
+            writes.push(Write::Expect(
+                Table::Rollouts,
+                r.id.clone(),
+                read_as.get(r.id.as_str()).map(|v| v.to_vec()),
+            ));
+            writes.push(put(Table::Rollouts, &r.id, &*r));
+            records.store().write(writes)?;
             report.transitions.push((r.id.clone(), t));
         }
     }
@@ -326,6 +364,7 @@ fn step_with<S: Store + ?Sized>(
             .map(|(key, _)| Write::Delete(Table::Changes, key)),
     );
     if !writes.is_empty() {
+        writes.extend(fence);
         records.store().write(writes)?;
     }
     // committed: remember it

@@ -11,6 +11,13 @@
 //!   minute ([`crate::series::compact`]).
 //! - At each (re)connect every stored desired state is published again, retained: a broker that
 //!   restarted (the embedded one restarts with the server) has lost its retained messages.
+//!
+//! Replicas (several servers on one PostgreSQL store): the engine runs on the one holding the
+//! store's `engine` lease, renewed every tick, its writes fenced with the lease's token; the
+//! others serve the API, the artifacts and their own devices. Every replica follows the store's
+//! feed of desired states ([`Store::desired_after`]) and publishes each one, retained, to its
+//! own broker, so a device gets its desired state whichever replica it is connected to, now or
+//! after it moves. Ingest batches that meet a vanished database are retried, not dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,7 +68,19 @@ pub struct FleetConfig {
     /// Set while the server's client is connected and subscribed (the device gate admits
     /// devices only then: a hello sent before the server listens would be lost).
     pub ready: Arc<AtomicBool>,
+    /// This server's name among replicas (the engine lease's holder).
+    pub replica: String,
+    /// How long the engine lease lasts unless renewed (each tick renews it): how soon another
+    /// replica takes over from a leader that died.
+    pub lease_ttl: Duration,
 }
+
+/// The lease whose holder runs the rollout engine.
+pub const ENGINE_LEASE: &str = "engine";
+
+/// How long an ingest batch is retried while the store is unreachable before its messages are
+/// given up (logged as lost).
+const INGEST_RETRY_FOR: Duration = Duration::from_secs(600);
 
 /// What the fleet loop shares with the rest of the server.
 pub struct Fleet<S: Store + ?Sized> {
@@ -74,10 +93,25 @@ pub struct Fleet<S: Store + ?Sized> {
     connected: Arc<AtomicBool>,
     /// The rollout engine and what it remembers between ticks.
     engine: std::sync::Mutex<engine::Engine>,
+    /// This replica holds the engine lease now.
+    leading: AtomicBool,
+    /// The store has a feed of desired states: every replica publishes from it, the engine
+    /// does not publish itself.
+    follows_feed: bool,
+    /// Set at each broker connect: the feed starts again from the beginning (a restarted broker
+    /// lost its retained messages).
+    feed_from_start: AtomicBool,
+    replica: String,
 }
 
 /// A message for the broker: topic and payload (published QoS 1, retained).
 type Outgoing = (String, Vec<u8>);
+
+/// Desired states read from the feed at a time.
+const FEED_BATCH: usize = 4096;
+
+/// How often a replica looks at the feed.
+const FEED_POLL: Duration = Duration::from_millis(250);
 
 impl<S: Store + ?Sized + 'static> Fleet<S> {
     /// Starts the loop's tasks on the current tokio runtime.
@@ -90,6 +124,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         config: FleetConfig,
     ) -> Arc<Fleet<S>> {
         let (publish, outgoing) = mpsc::unbounded_channel();
+        let follows_feed = matches!(records.store().desired_after(u64::MAX, 1), Ok(Some(_)));
         let fleet = Arc::new(Fleet {
             records,
             bundles,
@@ -99,6 +134,10 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             publish,
             connected: config.ready.clone(),
             engine: Default::default(),
+            leading: AtomicBool::new(false),
+            follows_feed,
+            feed_from_start: AtomicBool::new(true),
+            replica: config.replica.clone(),
         });
         let (uplink_tx, uplink_rx) = std::sync::mpsc::sync_channel::<Uplink>(8192);
         let f = fleet.clone();
@@ -112,8 +151,80 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 .clone()
                 .mqtt_task(config.broker.clone(), uplink_tx, outgoing),
         );
-        tokio::spawn(fleet.clone().engine_task(config.tick, config.retention));
+        tokio::spawn(
+            fleet
+                .clone()
+                .engine_task(config.tick, config.retention, config.lease_ttl),
+        );
+        if follows_feed {
+            tokio::spawn(fleet.clone().feed_task());
+        }
         fleet
+    }
+
+    /// Whether this replica runs the rollout engine now.
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the feed's desired states to this replica's broker as they are written.
+    async fn feed_task(self: Arc<Self>) {
+        let mut after = 0u64;
+        loop {
+            if !self.connected() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            if self.feed_from_start.swap(false, Ordering::Relaxed) {
+                after = 0;
+            }
+            let f = self.clone();
+            let step = tokio::task::spawn_blocking(move || f.publish_feed(after)).await;
+            match step {
+                Ok(Ok((last, n))) => {
+                    if n > 0 {
+                        tracing::debug!(
+                            devices = n,
+                            upto = last,
+                            "desired states from the feed published"
+                        );
+                    }
+                    after = last;
+                    if n == FEED_BATCH {
+                        continue; // more waiting
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading the desired-state feed; again shortly")
+                }
+                Err(e) => tracing::error!(error = %e, "desired-state feed step panicked"),
+            }
+            tokio::time::sleep(FEED_POLL).await;
+        }
+    }
+
+    /// One read of the feed after change `after`, signed and published: the last change number
+    /// seen and how many states.
+    fn publish_feed(&self, after: u64) -> Result<(u64, usize), StoreError> {
+        let rows = self
+            .records
+            .store()
+            .desired_after(after, FEED_BATCH)?
+            .unwrap_or_default();
+        let last = rows.last().map_or(after, |(change, _, _)| *change);
+        let desired: Vec<(String, DesiredRecord)> = rows
+            .iter()
+            .map(|(_, device, bytes)| {
+                crate::store::decode(Table::Desired, device, bytes).map(|r| (device.clone(), r))
+            })
+            .collect::<Result<_, _>>()?;
+        let signed =
+            crate::director::sign_all(&self.records, &self.director, &desired, (self.now)())?;
+        Metrics::add(&self.metrics.desired_published, signed.len() as u64);
+        for ((device, _), bytes) in desired.iter().zip(signed) {
+            let _ = self.publish.send((topics::desired(device), bytes));
+        }
+        Ok((last, rows.len()))
     }
 
     fn send_desired(&self, device: &str, record: &DesiredRecord) -> Result<(), StoreError> {
@@ -170,11 +281,13 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             &self.metrics.rollout_transitions,
             report.transitions.len() as u64,
         );
-        let signed =
-            crate::director::sign_all(&self.records, &self.director, &report.desired, now)?;
-        Metrics::add(&self.metrics.desired_published, signed.len() as u64);
-        for ((device, _), bytes) in report.desired.iter().zip(signed) {
-            let _ = self.publish.send((topics::desired(device), bytes));
+        if !self.follows_feed {
+            let signed =
+                crate::director::sign_all(&self.records, &self.director, &report.desired, now)?;
+            Metrics::add(&self.metrics.desired_published, signed.len() as u64);
+            for ((device, _), bytes) in report.desired.iter().zip(signed) {
+                let _ = self.publish.send((topics::desired(device), bytes));
+            }
         }
         Ok(report)
     }
@@ -196,7 +309,21 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 }
             }
             let started = Instant::now();
-            match ingest(&self.records, batch, (self.now)()) {
+            let mut wait = Duration::from_millis(250);
+            let result = loop {
+                match ingest(&self.records, batch.clone(), (self.now)()) {
+                    Err(StoreError::Backend(e)) if started.elapsed() < INGEST_RETRY_FOR => {
+                        // the database went away (restart, failover): the broker holds what
+                        // arrives meanwhile; this batch is applied once it is back
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "ingest batch waits for the store");
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                    other => break other,
+                }
+            };
+            match result {
                 Ok(out) => {
                     let m = &self.metrics;
                     Metrics::add(&m.ingest_batches, 1);
@@ -226,7 +353,35 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         }
     }
 
-    async fn engine_task(self: Arc<Self>, tick: Duration, retention: Retention) {
+    /// Takes or renews the engine lease: whether this replica leads now.
+    fn hold_lease(&self, ttl: Duration) -> Result<bool, StoreError> {
+        let held = self
+            .records
+            .store()
+            .lease(ENGINE_LEASE, &self.replica, ttl)?;
+        let mut engine = self
+            .engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let was = self.leading.swap(held.is_some(), Ordering::Relaxed);
+        match held {
+            Some(token) => {
+                if !was {
+                    tracing::info!(replica = %self.replica, token, "leading the rollout engine");
+                }
+                engine.lead(ENGINE_LEASE, token);
+            }
+            None => {
+                if was {
+                    tracing::warn!(replica = %self.replica, "lost the engine lease to another replica");
+                }
+                engine.follow();
+            }
+        }
+        Ok(held.is_some())
+    }
+
+    async fn engine_task(self: Arc<Self>, tick: Duration, retention: Retention, ttl: Duration) {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_compaction = 0u64;
@@ -234,10 +389,10 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             interval.tick().await;
             let f = self.clone();
             let compact = (self.now)() >= last_compaction + 60;
-            if compact {
-                last_compaction = (self.now)();
-            }
             let result = tokio::task::spawn_blocking(move || {
+                if !f.hold_lease(ttl)? {
+                    return Ok(None);
+                }
                 let report = f.run_engine_once()?;
                 if compact {
                     let done = series::compact(&f.records, (f.now)(), retention)?;
@@ -245,12 +400,17 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                         tracing::debug!(?done, "telemetry series compacted");
                     }
                 }
-                Ok::<_, StoreError>(report)
+                Ok::<_, StoreError>(Some(report))
             })
             .await;
-            Metrics::add(&self.metrics.engine_steps, 1);
             match result {
-                Ok(Ok(_)) => {}
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(_))) => {
+                    Metrics::add(&self.metrics.engine_steps, 1);
+                    if compact {
+                        last_compaction = (self.now)();
+                    }
+                }
                 Ok(Err(e)) => {
                     Metrics::add(&self.metrics.engine_errors, 1);
                     tracing::error!(error = %e, "engine step failed; retrying next tick");
@@ -310,6 +470,10 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                             if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
                                 tracing::error!(error = %e, "subscribe");
                             }
+                        }
+                        if self.follows_feed {
+                            self.feed_from_start.store(true, Ordering::Relaxed);
+                            continue;
                         }
                         let f = self.clone();
                         match tokio::task::spawn_blocking(move || f.republish_all()).await {

@@ -17,7 +17,7 @@ use ota_server::fleet::{BrokerLink, Fleet, FleetConfig};
 use ota_server::gate::{self, DeviceAuth};
 use ota_server::http::{router, AppState};
 use ota_server::ratelimit::RateLimiter;
-use ota_server::store::{Records, RedbStore};
+use ota_server::store::{PgStore, Records, RedbStore, Store};
 use ota_server::{broker, devices, tls};
 
 #[derive(Parser)]
@@ -50,6 +50,8 @@ enum TokenCommand {
         /// Data directory.
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreOptions,
         /// viewer, operator or admin.
         #[arg(long)]
         role: Role,
@@ -101,6 +103,8 @@ struct InitOptions {
     /// Data directory (created).
     #[arg(long)]
     data: PathBuf,
+    #[command(flatten)]
+    store: StoreOptions,
     /// Fleet trust document (`edgectl trust init`).
     #[arg(long)]
     trust: PathBuf,
@@ -129,7 +133,7 @@ fn init(o: InitOptions) -> Result<()> {
         o.director_key.as_path(),
         o.root.as_deref(),
     );
-    if data.join("server.redb").exists() {
+    if data.join("server.redb").exists() || data.join("director.key").exists() {
         bail!(
             "{} already holds a server; pick another directory",
             data.display()
@@ -177,7 +181,7 @@ fn init(o: InitOptions) -> Result<()> {
             )
         }
     };
-    let records = Records::new(Arc::new(RedbStore::open(&data.join("server.redb"))?));
+    let records = o.store.open(data)?;
     let (token, _) = create_token(&records, "init", Role::Admin, now())?;
     write_private(&data.join("admin.token"), format!("{token}\n").as_bytes())?;
     println!(
@@ -188,12 +192,52 @@ fn init(o: InitOptions) -> Result<()> {
     Ok(())
 }
 
+/// Where the server's records live.
+#[derive(clap::Args, Clone)]
+struct StoreOptions {
+    /// The system of record: `postgres://user:password@host:port/database` for replicas that
+    /// share it (see docs/cluster.md); default: redb in DATA/server.redb (one server).
+    #[arg(long, env = "OTA_SERVER_STORE")]
+    store: Option<String>,
+    /// The PostgreSQL schema the server's tables live in (created and migrated at start).
+    #[arg(long, default_value = "edgefleet")]
+    store_schema: String,
+}
+
+impl StoreOptions {
+    fn open(&self, data: &Path) -> Result<Records<dyn Store>> {
+        let store: Arc<dyn Store> = match &self.store {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let pg = PgStore::connect(url, &self.store_schema)?;
+                tracing::info!(target = pg.target(), schema = %self.store_schema, "store: PostgreSQL");
+                Arc::new(pg)
+            }
+            Some(other) => bail!("--store '{other}': use postgres://user:password@host:port/database, or leave it out for the embedded store"),
+            None => Arc::new(RedbStore::open(&data.join("server.redb"))?),
+        };
+        Ok(Records::new(store))
+    }
+}
+
 /// Options of `serve`.
 #[derive(clap::Args)]
 struct ServeOptions {
     /// Data directory made by `init`.
     #[arg(long)]
     data: PathBuf,
+    #[command(flatten)]
+    store: StoreOptions,
+    /// Where bundles are kept, by sha256 (default DATA/artifacts). Replicas share one: a
+    /// shared filesystem every replica mounts (bundles are too large for database rows).
+    #[arg(long)]
+    artifacts: Option<PathBuf>,
+    /// This server's name among replicas (default: host name and process id).
+    #[arg(long)]
+    replica_id: Option<String>,
+    /// Seconds the engine lease lasts unless renewed (every tick renews it): how long the
+    /// rollout engine may stand still after its replica died, before another takes over.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
     /// HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: String,
@@ -238,12 +282,25 @@ fn parse_broker_url(url: &str) -> Result<(String, u16)> {
 async fn serve(o: ServeOptions) -> Result<()> {
     let trust = load_trust(&o.data)?;
     let director = edge_bundle::keys::read_secret_key(&o.data.join("director.key"))?;
-    let records = Records::new(Arc::new(RedbStore::open(&o.data.join("server.redb"))?));
-    let bundles = Bundles::new(
-        records.clone(),
-        &o.data.join("artifacts"),
-        o.max_bundle_bytes as u64,
-    )?;
+    let records = o.store.open(&o.data)?;
+    let artifacts = o
+        .artifacts
+        .clone()
+        .unwrap_or_else(|| o.data.join("artifacts"));
+    let bundles = Bundles::new(records.clone(), &artifacts, o.max_bundle_bytes as u64)?;
+    let replica = o.replica_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let tick = Duration::from_secs(o.tick_seconds.max(1));
+    let lease_ttl = Duration::from_secs(o.lease_seconds.max(1));
+    if lease_ttl < tick * 2 {
+        bail!(
+            "--lease-seconds {} must be at least twice --tick-seconds {} (each tick renews the lease)",
+            o.lease_seconds,
+            o.tick_seconds
+        );
+    }
     let tls_config = if o.plaintext {
         None
     } else {
@@ -332,11 +389,13 @@ async fn serve(o: ServeOptions) -> Result<()> {
         clock,
         FleetConfig {
             broker: link,
-            tick: std::time::Duration::from_secs(o.tick_seconds.max(1)),
+            tick,
             retention: Default::default(),
             max_batch: 512,
             batch_wait: Duration::from_millis(50),
             ready,
+            replica,
+            lease_ttl,
         },
     );
     let f = fleet.clone();
@@ -404,9 +463,15 @@ fn main() {
             .map_err(Into::into)
             .and_then(|rt| rt.block_on(serve(o))),
         Command::Token {
-            command: TokenCommand::Create { data, role, name },
+            command:
+                TokenCommand::Create {
+                    data,
+                    store,
+                    role,
+                    name,
+                },
         } => (|| {
-            let records = Records::new(Arc::new(RedbStore::open(&data.join("server.redb"))?));
+            let records = store.open(&data)?;
             let (token, _) = create_token(&records, &name, role, now())?;
             println!("{token}");
             Ok(())

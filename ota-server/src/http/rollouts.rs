@@ -288,12 +288,31 @@ async fn act<S: Store + ?Sized + 'static>(
     action: fn(&mut Rollout, u64, &str) -> Result<edge_protocol::rest::Transition, String>,
 ) -> Response {
     blocking(move || {
-        let mut r = load_rollout(&app, &id)?;
-        action(&mut r, (app.now)(), &who).map_err(|e| error(StatusCode::CONFLICT, e))?;
-        app.records
-            .put(Table::Rollouts, &id, &r)
-            .map_err(internal)?;
-        Ok(Json(r))
+        // guarded on the record as read: a replica's engine step that moved the rollout in
+        // between makes this read it again rather than undo that step
+        for _ in 0..8 {
+            let read = app
+                .records
+                .store()
+                .get(Table::Rollouts, &id)
+                .map_err(internal)?
+                .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no rollout '{id}'")))?;
+            let mut r: Rollout =
+                crate::store::decode(Table::Rollouts, &id, &read).map_err(internal)?;
+            action(&mut r, (app.now)(), &who).map_err(|e| error(StatusCode::CONFLICT, e))?;
+            match app.records.store().write(vec![
+                crate::store::Write::Expect(Table::Rollouts, id.clone(), Some(read)),
+                crate::store::put(Table::Rollouts, &id, &r),
+            ]) {
+                Ok(()) => return Ok(Json(r)),
+                Err(crate::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        Err(error(
+            StatusCode::CONFLICT,
+            format!("rollout '{id}' keeps changing under this action; try again"),
+        ))
     })
     .await
 }

@@ -163,6 +163,18 @@ pub trait Store: Send + Sync {
     /// token grows by one each time the lease changes hands, never otherwise; writes guarded by
     /// [`Write::Fence`] with an older token are refused.
     fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError>;
+    /// The desired states written after change number `after`, oldest first, at most `limit`:
+    /// (change number, device, record). How replicas that did not compute a desired state learn
+    /// of it and publish it to the devices connected to them. `None` where the store serves a
+    /// single server (redb), which publishes what its own engine computed.
+    fn desired_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<(u64, String, Vec<u8>)>>, StoreError> {
+        let _ = (after, limit);
+        Ok(None)
+    }
 }
 
 /// A lease as stored: who holds it, its fencing token, until when (unix milliseconds).

@@ -7,7 +7,11 @@
 //! scan is an index range (a device's events by sequence, a series' minutes by time). Records
 //! are `jsonb`, with the fields queries select on lifted into indexed generated columns
 //! (devices by tag and by online, desired states by generation). Counters and leases are typed
-//! rows.
+//! rows. Every write of a desired state takes the next value of a sequence (`change`, indexed):
+//! the feed [`Store::desired_after`] serves replicas. Only the leading engine writes desired
+//! states, in one transaction a step, and a new leader's lease waits for the old leader's
+//! fenced transaction (`FOR SHARE` on the lease row), so change numbers commit in order and a
+//! reader that saw change n has seen every change below it.
 //!
 //! The trait is synchronous (redb is); each call runs on this store's own small tokio runtime
 //! over a connection pool and the caller waits for its answer, so it may be called from any
@@ -38,11 +42,21 @@ CREATE TABLE devices (
 );
 CREATE INDEX devices_by_tag ON devices USING gin (tags jsonb_path_ops);
 CREATE INDEX devices_online ON devices (key) WHERE online;
+CREATE SEQUENCE desired_change;
 CREATE TABLE desired (
     key text COLLATE "C" PRIMARY KEY,
     body jsonb NOT NULL,
-    generation numeric GENERATED ALWAYS AS ((body ->> 'generation')::numeric) STORED
+    generation numeric GENERATED ALWAYS AS ((body ->> 'generation')::numeric) STORED,
+    change bigint NOT NULL DEFAULT nextval('desired_change')
 );
+CREATE INDEX desired_by_change ON desired (change);
+CREATE FUNCTION desired_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.change := nextval('desired_change');
+    RETURN NEW;
+END $$;
+CREATE TRIGGER desired_changed BEFORE UPDATE ON desired
+    FOR EACH ROW EXECUTE FUNCTION desired_changed();
 CREATE TABLE bundles (key text COLLATE "C" PRIMARY KEY, body jsonb NOT NULL);
 CREATE TABLE rollouts (
     key text COLLATE "C" PRIMARY KEY,
@@ -516,6 +530,35 @@ impl Store for PgStore {
                 )
                 .await?;
             Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        })
+    }
+
+    fn desired_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<(u64, String, Vec<u8>)>>, StoreError> {
+        let after = after.min(i64::MAX as u64) as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.call(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT change, key, body::text FROM desired WHERE change > $1 \
+                     ORDER BY change LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?;
+            Ok(Some(
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r.get::<_, i64>(0) as u64,
+                            r.get::<_, String>(1),
+                            r.get::<_, String>(2).into_bytes(),
+                        )
+                    })
+                    .collect(),
+            ))
         })
     }
 }
