@@ -1,5 +1,7 @@
 //! TCP proxies on loopback between a device and its server or broker: [`CutProxy`], which a test
-//! takes down (open connections cut, new ones refused) and brings back; and [`FlakyProxy`], which
+//! takes down (open connections cut, new ones refused) and brings back; [`Balancer`], the load
+//! balancer in front of server replicas (each new connection to the next replica that accepts
+//! it, so devices spread over the replicas and move off one that died); and [`FlakyProxy`], which
 //! cuts connections at random moments (mid-message, mid-handshake) and stalls them (one
 //! direction stops forwarding for a while). TLS passes through both untouched: the agent still
 //! talks to the server's certificate, only the path between them is bad. The flaky proxy's
@@ -71,6 +73,47 @@ impl CutProxy {
 }
 
 /// Copies `from` to `to` until either closes, then closes both ways.
+/// A TCP load balancer over server replicas, as a fleet puts in front of them: each new
+/// connection goes to the next target in turn that accepts it (a dead replica is skipped).
+pub struct Balancer {
+    /// The loopback port it listens on.
+    pub port: u16,
+}
+
+impl Balancer {
+    /// Balances `127.0.0.1:{port}` over `127.0.0.1:{targets}`.
+    pub fn start(targets: Vec<u16>) -> Result<Balancer> {
+        anyhow::ensure!(!targets.is_empty(), "a balancer needs a target");
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        std::thread::spawn(move || {
+            let mut next = 0usize;
+            for client in listener.incoming().flatten() {
+                let server = (0..targets.len()).find_map(|i| {
+                    let target = targets[(next + i) % targets.len()];
+                    let s = TcpStream::connect_timeout(
+                        &([127, 0, 0, 1], target).into(),
+                        Duration::from_secs(1),
+                    )
+                    .ok()?;
+                    next = (next + i + 1) % targets.len();
+                    Some(s)
+                });
+                let Some(server) = server else {
+                    continue; // every replica down: the device retries
+                };
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                for (from, to) in [(c2, s2), (server, client)] {
+                    std::thread::spawn(move || pump(from, to));
+                }
+            }
+        });
+        Ok(Balancer { port })
+    }
+}
+
 fn pump(mut from: TcpStream, mut to: TcpStream) {
     let mut buf = [0u8; 16384];
     loop {

@@ -48,8 +48,19 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// `ota-server init` of `data` with `keys` (the fleet CA and admin token are made there).
     pub fn init(server_bin: &Path, data: &Path, keys: &FleetKeys) -> Result<()> {
+        ServerProcess::init_with(server_bin, data, keys, &[])
+    }
+
+    /// [`ServerProcess::init`] with more arguments (`--store URL` for replicas).
+    pub fn init_with(
+        server_bin: &Path,
+        data: &Path,
+        keys: &FleetKeys,
+        extra: &[&str],
+    ) -> Result<()> {
         let out = Command::new(server_bin)
             .arg("init")
+            .args(extra)
             .arg("--data")
             .arg(data)
             .arg("--trust")

@@ -73,6 +73,8 @@ pub struct FleetConfig {
     /// How long the engine lease lasts unless renewed (each tick renews it): how soon another
     /// replica takes over from a leader that died.
     pub lease_ttl: Duration,
+    /// Where committed messages are announced (the device gate holds PUBACKs on them).
+    pub acks: Arc<crate::acks::IngestAcks>,
 }
 
 /// The lease whose holder runs the rollout engine.
@@ -102,6 +104,7 @@ pub struct Fleet<S: Store + ?Sized> {
     /// lost its retained messages).
     feed_from_start: AtomicBool,
     replica: String,
+    acks: Arc<crate::acks::IngestAcks>,
 }
 
 /// A message for the broker: topic and payload (published QoS 1, retained).
@@ -138,6 +141,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             follows_feed,
             feed_from_start: AtomicBool::new(true),
             replica: config.replica.clone(),
+            acks: config.acks.clone(),
         });
         let (uplink_tx, uplink_rx) = std::sync::mpsc::sync_channel::<Uplink>(8192);
         let f = fleet.clone();
@@ -309,6 +313,16 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 }
             }
             let started = Instant::now();
+            // what this batch settles, per device: its highest claimed sequence number
+            let mut settles: std::collections::HashMap<String, u64> = Default::default();
+            for m in &batch {
+                if let Uplink::Up { device, payload } = m {
+                    if let Some(seq) = edge_protocol::envelope::unverified_seq(payload) {
+                        let at = settles.entry(device.clone()).or_insert(0);
+                        *at = (*at).max(seq);
+                    }
+                }
+            }
             let mut wait = Duration::from_millis(250);
             let result = loop {
                 match ingest(&self.records, batch.clone(), (self.now)()) {
@@ -323,6 +337,11 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                     other => break other,
                 }
             };
+            if result.is_ok() {
+                // committed, or refused for good: the gate may acknowledge them to the devices
+                self.acks
+                    .done(settles.iter().map(|(d, s)| (d.as_str(), *s)));
+            }
             match result {
                 Ok(out) => {
                     let m = &self.metrics;

@@ -7,7 +7,11 @@
 //! - reads the CONNECT: the client id must equal the username, the password must be that
 //!   device's token, a will (if any) must be on the device's own status topic; otherwise it
 //!   answers CONNACK "bad username or password" / "not authorized" and closes;
-//! - forwards everything the broker sends unchanged;
+//! - forwards everything the broker sends unchanged, except that the PUBACK of a message on the
+//!   device's `up` topic is held until the server's ingest has committed that message
+//!   ([`crate::acks`]): the device keeps a message in its outbox until it is in the store, so a
+//!   server killed in between loses nothing (after a minute without the commit the gate closes
+//!   the connection and the device sends the message again);
 //! - parses every packet the device sends: a PUBLISH only to its `up` or `status` topic, a
 //!   SUBSCRIBE only to its `desired` topic; anything else closes the connection (MQTT 3.1.1 has
 //!   no way to refuse a single publish);
@@ -16,6 +20,7 @@
 //!
 //! The gate runs over any byte stream: with TLS (the default) it wraps the accepted socket.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +29,8 @@ use std::time::{Duration, Instant};
 use edge_protocol::topics;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::acks::IngestAcks;
 
 /// Checks a device's credentials: `(device id, token) → allowed`.
 pub type DeviceAuth = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
@@ -101,6 +108,22 @@ impl Packet {
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+/// How long the gate holds a PUBACK for the ingest before it gives up on the connection.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// The packet id and claimed sequence number of a QoS 1 PUBLISH on `device`'s up topic.
+fn held_publish(device: &str, p: &Packet) -> Option<(u16, u64)> {
+    if p.kind() != 3 || (p.first >> 1) & 3 != 1 {
+        return None;
+    }
+    let mut f = Fields(&p.body);
+    if f.string().ok()? != topics::up(device) {
+        return None;
+    }
+    let id = f.u16().ok()?;
+    Some((id, edge_protocol::envelope::unverified_seq(f.0)?))
 }
 
 /// Reads one packet; `Ok(None)` at a clean end of stream.
@@ -288,6 +311,7 @@ pub async fn serve_connection<C>(
     auth: DeviceAuth,
     limits: Limits,
     ready: Arc<AtomicBool>,
+    acks: Option<Arc<IngestAcks>>,
 ) -> Result<(), Refused>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -347,10 +371,38 @@ where
         .map_err(|e| Refused::Protocol(e.to_string()))?;
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut broker_rx, mut broker_tx) = broker.into_split();
-    let down = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut broker_rx, &mut client_tx).await;
-        let _ = client_tx.shutdown().await;
-    });
+    // packet id → sequence number of the device's publishes whose PUBACK waits for the ingest
+    let held: Arc<std::sync::Mutex<HashMap<u16, u64>>> = Arc::default();
+    let down = {
+        let (held, device) = (held.clone(), device.clone());
+        tokio::spawn(async move {
+            match acks {
+                None => {
+                    let _ = tokio::io::copy(&mut broker_rx, &mut client_tx).await;
+                }
+                Some(acks) => loop {
+                    let Ok(Some(packet)) = read_packet(&mut broker_rx, usize::MAX).await else {
+                        break;
+                    };
+                    if packet.kind() == 4 && packet.body.len() >= 2 {
+                        let id = u16::from_be_bytes([packet.body[0], packet.body[1]]);
+                        let seq = held.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        if let Some(seq) = seq {
+                            if !acks.wait(&device, seq, ACK_WAIT).await {
+                                tracing::warn!(%device, seq, "message not ingested in time; \
+                                    closing the connection (the device sends it again)");
+                                break;
+                            }
+                        }
+                    }
+                    if client_tx.write_all(&packet.encode()).await.is_err() {
+                        break;
+                    }
+                },
+            }
+            let _ = client_tx.shutdown().await;
+        })
+    };
     let mut bucket = limits.publish_burst;
     let mut refilled = Instant::now();
     let result = loop {
@@ -361,6 +413,11 @@ where
         };
         if let Err(e) = check(&device, &packet) {
             break Err(e);
+        }
+        if let Some((id, seq)) = held_publish(&device, &packet) {
+            held.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, seq);
         }
         if packet.kind() == 3 {
             let now = Instant::now();
@@ -393,6 +450,7 @@ pub async fn run(
     limits: Limits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     ready: Arc<AtomicBool>,
+    acks: Option<Arc<IngestAcks>>,
 ) {
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -404,7 +462,7 @@ pub async fn run(
             }
         };
         let _ = socket.set_nodelay(true);
-        let (auth, tls, ready) = (auth.clone(), tls.clone(), ready.clone());
+        let (auth, tls, ready, acks) = (auth.clone(), tls.clone(), ready.clone(), acks.clone());
         tokio::spawn(async move {
             let result = match tls {
                 Some(acceptor) => {
@@ -412,13 +470,13 @@ pub async fn run(
                         .await
                     {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, upstream, auth, limits, ready).await
+                            serve_connection(stream, upstream, auth, limits, ready, acks).await
                         }
                         Ok(Err(e)) => Err(Refused::Protocol(format!("TLS handshake: {e}"))),
                         Err(_) => Err(Refused::Protocol("TLS handshake timed out".into())),
                     }
                 }
-                None => serve_connection(socket, upstream, auth, limits, ready).await,
+                None => serve_connection(socket, upstream, auth, limits, ready, acks).await,
             };
             if let Err(e) = result {
                 tracing::warn!(%peer, reason = %e, "mqtt connection closed by the gate");

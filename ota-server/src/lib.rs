@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod acks;
 pub mod auth;
 pub mod broker;
 pub mod bundles;

@@ -321,6 +321,7 @@ async fn serve(o: ServeOptions) -> Result<()> {
         })
     };
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acks = Arc::new(ota_server::acks::IngestAcks::default());
     let link = match &o.broker {
         Some(url) => {
             let (host, port) = parse_broker_url(url)?;
@@ -372,6 +373,7 @@ async fn serve(o: ServeOptions) -> Result<()> {
                 limits,
                 acceptor.clone(),
                 ready.clone(),
+                Some(acks.clone()),
             ));
             BrokerLink {
                 host: embedded.addr.ip().to_string(),
@@ -381,6 +383,7 @@ async fn serve(o: ServeOptions) -> Result<()> {
             }
         }
     };
+    let replica_name = replica.clone();
     let fleet = Fleet::start(
         records,
         state.bundles.clone(),
@@ -394,12 +397,15 @@ async fn serve(o: ServeOptions) -> Result<()> {
             max_batch: 512,
             batch_wait: Duration::from_millis(50),
             ready,
-            replica,
+            replica: replica.clone(),
             lease_ttl,
+            acks,
         },
     );
     let f = fleet.clone();
     state.broker_connected = Some(Arc::new(move || f.connected()));
+    let f = fleet.clone();
+    state.engine_leader = Some((Arc::new(move || f.leading()), replica_name));
     let app = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(&o.http)
         .await

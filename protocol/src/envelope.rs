@@ -206,6 +206,18 @@ pub fn open_raw(
     Ok((signed.header, signed.body.into()))
 }
 
+/// The sequence number a message claims, read **without verifying it**: only for flow control
+/// that a forged number can hurt no one but its sender (the server's gate holds a device's
+/// PUBACK until the message of that number has been ingested). `None` if it does not decode.
+pub fn unverified_seq(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
+    let env: Envelope = minicbor::decode(bytes).ok()?;
+    let signed: Signed = minicbor::decode(&env.signed).ok()?;
+    Some(signed.header.seq)
+}
+
 /// Last accepted sequence number per sender: accepts only strictly newer messages. Receivers
 /// persist [`ReplayGuard::last`] so a restart does not reopen the window.
 #[derive(Clone, Debug, Default)]

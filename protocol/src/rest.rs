@@ -782,6 +782,13 @@ pub struct Healthz {
     pub store: bool,
     /// Whether the fleet loop is connected to the broker (`None`: no fleet loop).
     pub broker_connected: Option<bool>,
+    /// Whether this server runs the rollout engine now (holds the engine lease; among replicas
+    /// exactly one does). `None`: no fleet loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_leader: Option<bool>,
+    /// This server's replica name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 // ---------------------------------------------------------------- the agent's local API

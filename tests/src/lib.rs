@@ -23,6 +23,7 @@ pub use edge_fleet_kit::proxy;
 pub use edge_fleet_kit::wait::wait_for;
 
 pub mod mosquitto;
+pub mod postgres;
 pub mod staged;
 pub mod webdriver;
 
@@ -112,7 +113,12 @@ impl DerefMut for Server {
 impl Server {
     /// `init`s `data` with `keys`.
     pub fn init(data: &Path, keys: &Keys) {
-        ServerProcess::init(&binary("ota-server"), data, keys).unwrap();
+        Server::init_with(data, keys, &[]);
+    }
+
+    /// [`Server::init`] with more `init` arguments (`--store URL`).
+    pub fn init_with(data: &Path, keys: &Keys, extra: &[&str]) {
+        ServerProcess::init_with(&binary("ota-server"), data, keys, extra).unwrap();
         CAS.lock()
             .unwrap()
             .extend(std::fs::read(data.join("tls/ca.pem")).unwrap());

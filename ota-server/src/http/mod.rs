@@ -55,6 +55,8 @@ pub struct AppState<S: Store + ?Sized> {
     pub device_limiter: RateLimiter,
     /// Whether the fleet loop is connected to the broker (`None`: no fleet loop).
     pub broker_connected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Whether this server leads the rollout engine now, and its replica name (set by `serve`).
+    pub engine_leader: Option<(Arc<dyn Fn() -> bool + Send + Sync>, String)>,
 }
 
 impl<S: Store + ?Sized> AppState<S> {
@@ -74,6 +76,7 @@ impl<S: Store + ?Sized> AppState<S> {
             metrics: Arc::new(Metrics::default()),
             device_limiter: RateLimiter::new(20.0, 100.0),
             broker_connected: None,
+            engine_leader: None,
         }
     }
 }

@@ -86,6 +86,8 @@ pub async fn healthz<S: Store + ?Sized + 'static>(State(app): State<App<S>>) -> 
             status: if store_ok { "ok" } else { "store unavailable" }.to_string(),
             store: store_ok,
             broker_connected: broker,
+            engine_leader: app.engine_leader.as_ref().map(|(f, _)| f()),
+            replica: app.engine_leader.as_ref().map(|(_, r)| r.clone()),
         }),
     )
         .into_response()

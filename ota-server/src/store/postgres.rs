@@ -115,7 +115,9 @@ impl PgStore {
             ))
         })?;
         config
-            .options(format!("-c search_path={schema}"))
+            .options(format!(
+                "-c search_path={schema} -c client_min_messages=warning"
+            ))
             .application_name("ota-server")
             .connect_timeout(Duration::from_secs(5));
         let target = {
