@@ -36,6 +36,8 @@ pub(crate) struct LocalServer {
     pub keys: FleetKeys,
     /// The server process: its data directory, where devices connect (`mqtt_url`), its log.
     pub process: ServerProcess,
+    /// More replicas of it on the same PostgreSQL store ([`LocalServer::start_replicas`]).
+    pub replicas: Vec<ServerProcess>,
 }
 
 impl LocalServer {
@@ -65,7 +67,95 @@ impl LocalServer {
             ca: Some(process.ca()),
             json: false,
         };
-        Ok(LocalServer { api, keys, process })
+        Ok(LocalServer {
+            api,
+            keys,
+            process,
+            replicas: Vec::new(),
+        })
+    }
+
+    /// `count` replicas sharing the PostgreSQL at `store` (schema `edgefleet_local`, emptied
+    /// first): keys made in `root`, `init` once, the data directory copied per replica, bundles
+    /// in one shared `root/artifacts`; each serves on its own free ports.
+    pub fn start_replicas(
+        root: &Path,
+        server_bin: &Path,
+        store: &str,
+        count: usize,
+        extra: &[String],
+        deadline: Instant,
+    ) -> Result<LocalServer> {
+        anyhow::ensure!(count >= 1, "at least one replica");
+        let schema = "edgefleet_local";
+        let keys = FleetKeys::create(root)?;
+        let seed = root.join("server");
+        drop_schema(store, schema)?;
+        ServerProcess::init_with(
+            server_bin,
+            &seed,
+            &keys,
+            &["--store", store, "--store-schema", schema],
+        )?;
+        let artifacts = root.join("artifacts");
+        let mut processes = Vec::new();
+        for i in 0..count {
+            let data = if i == 0 {
+                seed.clone()
+            } else {
+                let d = root.join(format!("server-{i}"));
+                copy_dir(&seed, &d)?;
+                d
+            };
+            let mut args = extra.to_vec();
+            args.extend(
+                [
+                    "--store",
+                    store,
+                    "--store-schema",
+                    schema,
+                    "--artifacts",
+                    &artifacts.to_string_lossy(),
+                    "--replica-id",
+                    &format!("replica-{i}"),
+                ]
+                .map(String::from),
+            );
+            let options = ServeOptions {
+                extra: args,
+                log: Some(root.join(format!("server-{i}.log"))),
+                ..ServeOptions::default()
+            };
+            processes.push(ServerProcess::serve(server_bin, &data, &options, deadline)?);
+        }
+        let process = processes.remove(0);
+        let api = ServerArgs {
+            server: process.url.clone(),
+            token: process.admin.clone(),
+            ca: Some(process.ca()),
+            json: false,
+        };
+        Ok(LocalServer {
+            api,
+            keys,
+            process,
+            replicas: processes,
+        })
+    }
+
+    /// Every replica's process (the first is [`LocalServer::process`]).
+    pub fn processes(&self) -> impl Iterator<Item = &ServerProcess> {
+        std::iter::once(&self.process).chain(&self.replicas)
+    }
+
+    /// Every replica's API as admin.
+    pub fn apis(&self) -> Vec<ServerArgs> {
+        self.processes()
+            .map(|p| ServerArgs {
+                server: p.url.clone(),
+                ..self.api.clone()
+            })
+            .collect()
     }
 
     /// Where devices connect (`mqtts://` to the embedded gate, or the external broker).
@@ -88,9 +178,33 @@ impl LocalServer {
         )?;
         Ok(v.token)
     }
+}
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.process.child.id()
+/// Removes `schema` from the PostgreSQL at `url` (a fresh run), with `psql`.
+fn drop_schema(url: &str, schema: &str) -> Result<()> {
+    let out = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+        .output()
+        .map_err(|e| anyhow::anyhow!("psql (the PostgreSQL client) is needed: {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if !entry.file_name().to_string_lossy().ends_with(".log") {
+            std::fs::copy(entry.path(), &target)?;
+        }
     }
+    Ok(())
 }

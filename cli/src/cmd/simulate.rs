@@ -62,13 +62,23 @@ pub struct SimulateArgs {
     /// Print only the JSON report.
     #[arg(long)]
     pub json: bool,
+    /// Run this many `ota-server` replicas on the PostgreSQL of `--store` (devices spread over
+    /// them, each replica's MQTT port in turn; `scripts/cluster.sh up` starts a PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// The PostgreSQL the replicas share (`postgres://…`); needed with `--replicas` above 1.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 /// What the simulated fleet has done, shared by every device task.
 struct Fleet {
     server: ServerArgs,
+    /// Every replica's API (metrics are summed over them).
+    servers: Vec<ServerArgs>,
     http: ureq::Agent,
-    mqtt: (String, u16, bool),
+    /// Where devices connect: device i to `mqtt[i % len]`.
+    mqtt: Vec<(String, u16, bool)>,
     ca: Vec<u8>,
     director: VerifyingKey,
     trust: TrustRoot,
@@ -82,6 +92,8 @@ struct Fleet {
     connect_errors: AtomicU64,
     desired_received: AtomicU64,
     desired_at: Mutex<Vec<Instant>>,
+    /// The same receipts, unix milliseconds (set against the server's phase start times).
+    desired_wall_ms: Mutex<Vec<u64>>,
     downloads: AtomicU64,
     download_errors: AtomicU64,
     telemetry_sent: AtomicU64,
@@ -95,6 +107,13 @@ fn version_index(v: &str) -> u8 {
     v.split('.')
         .next()
         .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -244,6 +263,7 @@ fn on_desired(
     }
     fleet.desired_received.fetch_add(1, Ordering::Relaxed);
     fleet.desired_at.lock().unwrap().push(Instant::now());
+    fleet.desired_wall_ms.lock().unwrap().push(now_ms());
     let Some(model) = desired.models.into_iter().find(|m| m.name == "digits") else {
         return;
     };
@@ -346,7 +366,7 @@ async fn run_device(fleet: Arc<Fleet>, index: usize) -> Result<()> {
     };
     fleet.enrolled.fetch_add(1, Ordering::Relaxed);
 
-    let (host, port, tls) = fleet.mqtt.clone();
+    let (host, port, tls) = fleet.mqtt[index % fleet.mqtt.len()].clone();
     let mut options = MqttOptions::new(device.id.clone(), host, port);
     options
         .set_keep_alive(Duration::from_secs(60))
@@ -476,6 +496,11 @@ fn proc_usage(pid: u32) -> Option<(u64, f64)> {
 }
 
 /// A counter from the server's /metrics.
+/// A counter summed over every replica.
+fn metric_total(servers: &[ServerArgs], name: &str) -> Option<f64> {
+    servers.iter().map(|s| metric(s, name)).sum()
+}
+
 fn metric(server: &ServerArgs, name: &str) -> Option<f64> {
     let url = format!("{}/metrics", server.server);
     let mut r = client(server.ca.as_ref())
@@ -493,34 +518,39 @@ fn metric(server: &ServerArgs, name: &str) -> Option<f64> {
         .ok()
 }
 
-/// Server usage sampled every second: peak RSS, CPU seconds at each mark.
+/// Server usage (all replicas together) sampled every half second: peak RSS, CPU seconds at
+/// each mark.
 struct Monitor {
-    pid: u32,
+    pids: Vec<u32>,
     peak_rss_kb: Arc<AtomicU64>,
 }
 
+fn total_usage(pids: &[u32]) -> (u64, f64) {
+    pids.iter()
+        .filter_map(|&p| proc_usage(p))
+        .fold((0, 0.0), |(r, c), (r1, c1)| (r + r1, c + c1))
+}
+
 impl Monitor {
-    fn start(pid: u32, stop: Arc<AtomicBool>) -> Monitor {
+    fn start(pids: Vec<u32>, stop: Arc<AtomicBool>) -> Monitor {
         let peak = Arc::new(AtomicU64::new(0));
-        let p = peak.clone();
+        let (p, watched) = (peak.clone(), pids.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Some((rss, _)) = proc_usage(pid) {
-                    p.fetch_max(rss, Ordering::Relaxed);
-                }
+                p.fetch_max(total_usage(&watched).0, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(500));
             }
         });
         Monitor {
-            pid,
+            pids,
             peak_rss_kb: peak,
         }
     }
     fn cpu(&self) -> f64 {
-        proc_usage(self.pid).map_or(0.0, |(_, c)| c)
+        total_usage(&self.pids).1
     }
     fn rss_mb(&self) -> f64 {
-        proc_usage(self.pid).map_or(0.0, |(r, _)| r as f64 / 1024.0)
+        total_usage(&self.pids).0 as f64 / 1024.0
     }
 }
 
@@ -568,21 +598,34 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     };
     // every simulated device comes from this one address: no per-address HTTP limit
     let extra = ["--device-rate".to_string(), "0".to_string()];
-    let local = LocalServer::start(
-        dir.path(),
-        &server_bin,
-        a.broker.as_deref(),
-        &extra,
-        deadline,
-    )?;
-    say(&format!(
-        "ota-server {} (pid {}), devices connect to {}",
-        local.api.server,
-        local.pid(),
-        local.mqtt_url()
-    ));
+    let local = match (&a.store, a.replicas) {
+        (Some(store), n) => {
+            if a.broker.is_some() {
+                bail!("--store runs replicas with their embedded brokers: leave out --broker");
+            }
+            LocalServer::start_replicas(dir.path(), &server_bin, store, n, &extra, deadline)?
+        }
+        (None, 1) => LocalServer::start(
+            dir.path(),
+            &server_bin,
+            a.broker.as_deref(),
+            &extra,
+            deadline,
+        )?,
+        (None, _) => bail!(
+            "--replicas share a PostgreSQL: pass --store postgres://… (scripts/cluster.sh up starts one)"
+        ),
+    };
+    for p in local.processes() {
+        say(&format!(
+            "ota-server {} (pid {}), devices connect to {}",
+            p.url,
+            p.child.id(),
+            p.mqtt_url
+        ));
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    let monitor = Monitor::start(local.pid(), stop.clone());
+    let monitor = Monitor::start(local.processes().map(|p| p.child.id()).collect(), stop.clone());
     let shas = push_versions(&local)?;
     let fleet = Arc::new(fleet_state(&a, &local)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -631,7 +674,11 @@ fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
     Ok(Fleet {
         http: client(server.ca.as_ref())?,
         server,
-        mqtt: parse_mqtt(local.mqtt_url())?,
+        servers: local.apis(),
+        mqtt: local
+            .processes()
+            .map(|p| parse_mqtt(&p.mqtt_url))
+            .collect::<Result<_>>()?,
         ca: std::fs::read(local.ca())?,
         director: local.keys.director.verifying_key(),
         trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(local.keys.root))?,
@@ -644,6 +691,7 @@ fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
         connect_errors: AtomicU64::new(0),
         desired_received: AtomicU64::new(0),
         desired_at: Mutex::new(Vec::new()),
+        desired_wall_ms: Mutex::new(Vec::new()),
         downloads: AtomicU64::new(0),
         download_errors: AtomicU64::new(0),
         telemetry_sent: AtomicU64::new(0),
@@ -711,12 +759,14 @@ impl Watch<'_> {
             "v2 in three phases (10 % → 50 % → 100 %, soak {soak} s) on all {n} devices in {:.1} s",
             v2_time.as_secs_f64()
         ));
-        let server = &fleet.server;
-        let published = metric(server, "edgefleet_desired_published_total").unwrap_or(0.0);
+        let published =
+            metric_total(&fleet.servers, "edgefleet_desired_published_total").unwrap_or(0.0);
         let steady_rss = steady["server_rss_mb"].as_f64().unwrap_or(0.0);
         Ok(json!({
             "devices": n,
             "broker": a.broker.clone().unwrap_or_else(|| "embedded (TLS gate)".into()),
+            "replicas": fleet.servers.len(),
+            "store": if a.store.is_some() { "postgres" } else { "redb" },
             "connected": fleet.connected.load(Ordering::Relaxed),
             "connect_seconds": connect_time.as_secs_f64(),
             "reconnects": fleet.connects.load(Ordering::Relaxed).saturating_sub(n),
@@ -789,7 +839,7 @@ impl Watch<'_> {
     /// One rollout, from creation until every device runs `version`: (time, server cores
     /// busy, desired-state delivery).
     fn measure(&self, sha: &str, version: u8, phases: Value) -> Result<(Duration, f64, Value)> {
-        let (t, cpu) = (Instant::now(), self.monitor.cpu());
+        let (t, cpu, created_ms) = (Instant::now(), self.monitor.cpu(), now_ms());
         let id = self.roll(sha, phases)?;
         self.wait(&format!("v{version} on every device"), &|| {
             count(self.fleet, version) as u64 >= self.devices
@@ -797,15 +847,57 @@ impl Watch<'_> {
         })?;
         let took = t.elapsed();
         let cores = (self.monitor.cpu() - cpu) / took.as_secs_f64();
-        let delivered = delivery(&self.fleet.desired_at.lock().unwrap(), t);
+        let mut delivered = delivery(&self.fleet.desired_at.lock().unwrap(), t);
+        delivered["per_phase"] = self.push_latency(&id, created_ms)?;
         Ok((took, cores, delivered))
+    }
+
+    /// Per phase of rollout `id`: how long after the phase opened its devices received their
+    /// desired state (receipts set against phase start times: phase 0 when the rollout was
+    /// created, the others at their transitions, which the server records in whole seconds).
+    fn push_latency(&self, id: &str, created_ms: u64) -> Result<Value> {
+        let r: edge_protocol::rest::Rollout =
+            call(&self.fleet.server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+        let mut starts = vec![created_ms];
+        for t in &r.transitions {
+            if t.to_phase > t.from_phase && t.to_phase == starts.len() {
+                starts.push(t.at * 1000);
+            }
+        }
+        let receipts: Vec<u64> = self
+            .fleet
+            .desired_wall_ms
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|&ms| ms >= created_ms)
+            .collect();
+        let mut out = Vec::new();
+        for (k, &start) in starts.iter().enumerate() {
+            let end = starts.get(k + 1).copied().unwrap_or(u64::MAX);
+            let mut lat: Vec<f64> = receipts
+                .iter()
+                .filter(|&&ms| ms >= start && ms < end)
+                .map(|&ms| (ms - start) as f64 / 1000.0)
+                .collect();
+            lat.sort_by(f64::total_cmp);
+            let q = |p: f64| {
+                lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                    .copied()
+            };
+            out.push(json!({"phase": k, "devices": lat.len(), "p50_s": q(0.5), "p99_s": q(0.99),
+                            "max_s": lat.last()}));
+        }
+        Ok(json!(out))
     }
 
     /// Three telemetry windows with nothing else going on: sent and ingested per second, the
     /// server's CPU and RSS.
     fn steady(&self, window_seconds: u64) -> Result<Value> {
-        let (fleet, monitor, server) = (self.fleet, self.monitor, &self.fleet.server);
-        let accepted = || metric(server, "edgefleet_messages_accepted_total").unwrap_or(0.0);
+        let (fleet, monitor, servers) = (self.fleet, self.monitor, &self.fleet.servers);
+        let accepted =
+            || metric_total(servers, "edgefleet_messages_accepted_total").unwrap_or(0.0);
         let (m0, c0, s0) = (
             accepted(),
             monitor.cpu(),
