@@ -363,7 +363,9 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                         }
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "ingest batch failed; its messages are lost"),
+                Err(e) => {
+                    tracing::error!(error = %e, "ingest batch failed; its messages stay unacknowledged (devices send them again)")
+                }
             }
             Metrics::add(
                 &self.metrics.ingest_micros,

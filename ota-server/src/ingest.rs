@@ -207,6 +207,9 @@ pub fn ingest<S: Store + ?Sized>(
     messages: Vec<Uplink>,
     now: u64,
 ) -> Result<Outcome, StoreError> {
+    // one replica at a time reads and rewrites the shared aggregates (optimistic retries alone
+    // starve a replica when every batch touches the same hot phase and series records)
+    let _exclusive = records.store().lock("ingest")?;
     let mut attempt = 0;
     loop {
         match ingest_once(records, messages.clone(), now) {
@@ -242,6 +245,31 @@ fn ingest_once<S: Store + ?Sized>(
         events: Vec::new(),
         guards: Vec::new(),
     };
+    // every device of the batch in one read
+    let ids: Vec<String> = {
+        let mut ids: Vec<String> = messages
+            .iter()
+            .map(|m| match m {
+                Uplink::Up { device, .. } | Uplink::Status { device, .. } => device.clone(),
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    for (id, bytes) in ids
+        .iter()
+        .zip(records.store().get_many(Table::Devices, &ids)?)
+    {
+        let device = bytes
+            .as_deref()
+            .map(|b| crate::store::decode(Table::Devices, id, b))
+            .transpose()?;
+        batch
+            .guards
+            .push(Write::Expect(Table::Devices, id.clone(), bytes));
+        batch.devices.insert(id.clone(), device);
+    }
     let mut out = Outcome::default();
     for message in messages {
         match message {

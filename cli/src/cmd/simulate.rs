@@ -625,7 +625,10 @@ pub fn run(a: SimulateArgs) -> Result<()> {
         ));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let monitor = Monitor::start(local.processes().map(|p| p.child.id()).collect(), stop.clone());
+    let monitor = Monitor::start(
+        local.processes().map(|p| p.child.id()).collect(),
+        stop.clone(),
+    );
     let shas = push_versions(&local)?;
     let fleet = Arc::new(fleet_state(&a, &local)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -856,8 +859,12 @@ impl Watch<'_> {
     /// desired state (receipts set against phase start times: phase 0 when the rollout was
     /// created, the others at their transitions, which the server records in whole seconds).
     fn push_latency(&self, id: &str, created_ms: u64) -> Result<Value> {
-        let r: edge_protocol::rest::Rollout =
-            call(&self.fleet.server, "GET", &format!("/v1/rollouts/{id}"), None)?;
+        let r: edge_protocol::rest::Rollout = call(
+            &self.fleet.server,
+            "GET",
+            &format!("/v1/rollouts/{id}"),
+            None,
+        )?;
         let mut starts = vec![created_ms];
         for t in &r.transitions {
             if t.to_phase > t.from_phase && t.to_phase == starts.len() {
@@ -886,8 +893,10 @@ impl Watch<'_> {
                 lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
                     .copied()
             };
-            out.push(json!({"phase": k, "devices": lat.len(), "p50_s": q(0.5), "p99_s": q(0.99),
-                            "max_s": lat.last()}));
+            out.push(
+                json!({"phase": k, "devices": lat.len(), "p50_s": q(0.5), "p99_s": q(0.99),
+                            "max_s": lat.last()}),
+            );
         }
         Ok(json!(out))
     }
@@ -896,8 +905,7 @@ impl Watch<'_> {
     /// server's CPU and RSS.
     fn steady(&self, window_seconds: u64) -> Result<Value> {
         let (fleet, monitor, servers) = (self.fleet, self.monitor, &self.fleet.servers);
-        let accepted =
-            || metric_total(servers, "edgefleet_messages_accepted_total").unwrap_or(0.0);
+        let accepted = || metric_total(servers, "edgefleet_messages_accepted_total").unwrap_or(0.0);
         let (m0, c0, s0) = (
             accepted(),
             monitor.cpu(),

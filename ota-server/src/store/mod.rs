@@ -163,6 +163,18 @@ pub trait Store: Send + Sync {
     /// token grows by one each time the lease changes hands, never otherwise; writes guarded by
     /// [`Write::Fence`] with an older token are refused.
     fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError>;
+    /// Several records of one table at once (one round trip on PostgreSQL), in `keys`' order.
+    fn get_many(&self, table: Table, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get(table, k)).collect()
+    }
+    /// Holds the lock `name` among every server sharing this store until the guard is dropped
+    /// (or the server dies): for work whose reads and writes must not interleave with another
+    /// replica's, such as the ingest's read-modify-write of shared aggregates. A single server
+    /// (redb) has nothing to exclude: a no-op guard.
+    fn lock(&self, name: &str) -> Result<LockGuard, StoreError> {
+        let _ = name;
+        Ok(LockGuard(None))
+    }
     /// The desired states written after change number `after`, oldest first, at most `limit`:
     /// (change number, device, record). How replicas that did not compute a desired state learn
     /// of it and publish it to the devices connected to them. `None` where the store serves a
@@ -174,6 +186,15 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<Vec<(u64, String, Vec<u8>)>>, StoreError> {
         let _ = (after, limit);
         Ok(None)
+    }
+}
+
+/// A held [`Store::lock`]; released when dropped (the box's own `Drop` unlocks).
+pub struct LockGuard(#[allow(dead_code)] pub(crate) Option<Box<dyn Send>>);
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockGuard")
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use super::{LeaseRecord, Store, StoreError, Table, Write};
+use super::{LeaseRecord, LockGuard, Store, StoreError, Table, Write};
 
 /// The schema's versions, applied in order; a version once released is never edited.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -261,6 +261,27 @@ impl Drop for PgStore {
     }
 }
 
+/// A held advisory lock: unlocked on its connection when dropped (the connection then goes
+/// back to the pool).
+struct AdvisoryLock {
+    client: Option<deadpool_postgres::Object>,
+    key: i64,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let key = self.key;
+            self.handle.spawn(async move {
+                let _ = client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                    .await;
+            });
+        }
+    }
+}
+
 /// The database's own message (the driver's Display is often just "db error").
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -438,27 +459,37 @@ impl Store for PgStore {
                     }));
                 }
             }
-            for (table, key, expected) in &plan.expects {
-                let now: Option<Vec<u8>> = match table {
-                    Table::Counters => tx
-                        .query_opt(
-                            "SELECT value FROM counters WHERE key = $1 FOR UPDATE",
-                            &[key],
-                        )
-                        .await?
-                        .map(|r| (r.get::<_, i64>(0) as u64).to_le_bytes().to_vec()),
-                    _ => tx
-                        .query_opt(
-                            &format!(
-                                "SELECT body::text FROM {} WHERE key = $1 FOR UPDATE",
-                                relation(*table)
-                            ),
-                            &[key],
-                        )
-                        .await?
-                        .map(|r| r.get::<_, String>(0).into_bytes()),
+            // the guarded records, locked, one query per table
+            let mut by_table: BTreeMap<&'static str, (Table, Vec<String>)> = BTreeMap::new();
+            for (table, key, _) in &plan.expects {
+                by_table
+                    .entry(relation(*table))
+                    .or_insert_with(|| (*table, Vec::new()))
+                    .1
+                    .push(key.clone());
+            }
+            let mut now: std::collections::HashMap<(&'static str, String), Vec<u8>> =
+                Default::default();
+            for (name, (table, keys)) in &by_table {
+                let sql = match table {
+                    Table::Counters => "SELECT key, value::text FROM counters \
+                         WHERE key = ANY($1) FOR UPDATE"
+                        .to_string(),
+                    _ => {
+                        format!("SELECT key, body::text FROM {name} WHERE key = ANY($1) FOR UPDATE")
+                    }
                 };
-                if now != *expected {
+                for row in tx.query(&sql, &[keys]).await? {
+                    let (key, text): (String, String) = (row.get(0), row.get(1));
+                    let bytes = match table {
+                        Table::Counters => text.parse::<u64>().unwrap_or(0).to_le_bytes().to_vec(),
+                        _ => text.into_bytes(),
+                    };
+                    now.insert((*name, key), bytes);
+                }
+            }
+            for (table, key, expected) in &plan.expects {
+                if now.get(&(relation(*table), key.clone())) != expected.as_ref() {
                     return Ok(Some(StoreError::Conflict {
                         table: table.name(),
                         key: key.clone(),
@@ -533,6 +564,49 @@ impl Store for PgStore {
                 .await?;
             Ok(row.map(|r| r.get::<_, i64>(0) as u64))
         })
+    }
+
+    fn get_many(&self, table: Table, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if matches!(table, Table::Counters | Table::Leases) {
+            return keys.iter().map(|k| self.get(table, k)).collect();
+        }
+        let wanted = keys.to_vec();
+        let found = self.call(move |client| async move {
+            let sql = format!(
+                "SELECT key, body::text FROM {} WHERE key = ANY($1)",
+                relation(table)
+            );
+            let rows = client.query(&sql, &[&wanted]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1).into_bytes()))
+                .collect::<std::collections::HashMap<_, _>>())
+        })?;
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    fn lock(&self, name: &str) -> Result<LockGuard, StoreError> {
+        // an advisory lock held by one pooled connection, released by it (or by its death)
+        let key = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        }) as i64;
+        let client = self.call(move |client| async move {
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await?;
+            Ok(client)
+        })?;
+        let handle = self
+            .runtime
+            .as_ref()
+            .expect("runtime lives until drop")
+            .handle()
+            .clone();
+        Ok(LockGuard(Some(Box::new(AdvisoryLock {
+            client: Some(client),
+            key,
+            handle,
+        }))))
     }
 
     fn desired_after(

@@ -1,7 +1,8 @@
 //! The C example cross-built for a board (`cross/build.sh TARGET` leaves it in
 //! `target/cross/TARGET/examples/predict`, linked against that target's `libedgefleet.so`), run
-//! under qemu-user on the x86-64 digits bundle: it must print the right digit and the logits
-//! x86-64 computed, within 1e-5.
+//! under qemu-user on a digits bundle packed here as devices get them (the optimized NNEF
+//! payload: board builds have no ONNX reader): it must print the right digit and the logits the
+//! host computes from the same bundle, within 1e-5.
 //!
 //! Ignored in a plain `cargo test` (it needs the cross build); cross/test.sh runs it with
 //! `EDGE_CROSS_TARGET=TARGET cargo test -p edge-runtime-capi --test cross_c_example -- --ignored`.
@@ -11,7 +12,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use edge_runtime::TensorData;
+use edge_runtime::trust::{RootAnchor, TrustRoot};
+use edge_runtime::{LoadOptions, Model, TensorData};
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -29,23 +31,15 @@ fn the_cross_built_c_example_predicts_under_qemu() {
     let out_dir = workspace().join("target/cross").join(&target);
     let predict = out_dir.join("examples/predict");
     assert!(predict.exists(), "run cross/build.sh {target} first");
-    let data = workspace().join("runtime/tests/data");
+    let fleet = common::digits_fleet();
+    let trust = TrustRoot::from_bytes(
+        &fleet.trust,
+        RootAnchor::Pinned(edge_runtime::keys::parse_public_key(&fleet.root_pub, "root").unwrap()),
+    )
+    .unwrap();
+    let host = Model::load(&fleet.bundle, &trust, &LoadOptions::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let golden = edge_runtime::npy::read(
-        std::fs::File::open(data.join("digits-golden-logits.npy")).unwrap(),
-        1 << 20,
-    )
-    .unwrap();
-    let TensorData::F32(golden) = golden.data else {
-        panic!("f32 logits")
-    };
     let labels = common::read_npy("digits/test_y.npy").to_f64_vec();
-    let other_root = edge_runtime::keys::generate().unwrap();
-    std::fs::write(
-        tmp.path().join("other-root.pub"),
-        edge_runtime::keys::public_key_text(&other_root.verifying_key()),
-    )
-    .unwrap();
 
     let run = |row: usize, root: PathBuf| {
         let input = tmp.path().join(format!("digit{row}.npy"));
@@ -53,8 +47,8 @@ fn the_cross_built_c_example_predicts_under_qemu() {
         Command::new(qemu)
             .args(["-L", sysroot])
             .arg(&predict)
-            .arg(data.join("digits-golden.efb"))
-            .arg(data.join("trust.cbor"))
+            .arg(fleet.path("digits.efb"))
+            .arg(fleet.path("trust.cbor"))
             .arg(root)
             .arg(&input)
             .env("LD_LIBRARY_PATH", &out_dir)
@@ -62,7 +56,7 @@ fn the_cross_built_c_example_predicts_under_qemu() {
             .unwrap()
     };
     for row in 0..3 {
-        let out = run(row, data.join("root.pub"));
+        let out = run(row, fleet.path("root.pub"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -82,13 +76,17 @@ fn the_cross_built_c_example_predicts_under_qemu() {
             .split(' ')
             .map(|v| v.parse().unwrap())
             .collect();
-        for (got, want) in logits.iter().zip(&golden[row * 10..row * 10 + 10]) {
+        let outputs = host.run(vec![common::digit(row)]).unwrap();
+        let TensorData::F32(want) = &outputs[0].data else {
+            panic!("f32 logits")
+        };
+        for (got, want) in logits.iter().zip(want) {
             assert!(
                 (got - want).abs() <= 1e-5 * want.abs().max(1.0),
                 "{target}: logit {got} vs x86-64 {want}"
             );
         }
     }
-    let out = run(0, tmp.path().join("other-root.pub"));
+    let out = run(0, fleet.path("other-root.pub"));
     assert_eq!(out.status.code(), Some(4), "EDGE_ERR_TRUST under {qemu}");
 }
