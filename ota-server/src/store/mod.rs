@@ -183,11 +183,14 @@ pub trait Store: Send + Sync {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Option<Vec<(u64, String, Vec<u8>)>>, StoreError> {
+    ) -> Result<Option<Vec<DesiredChange>>, StoreError> {
         let _ = (after, limit);
         Ok(None)
     }
 }
+
+/// One entry of the desired-state feed: change number, device, the record's bytes.
+pub type DesiredChange = (u64, String, Vec<u8>);
 
 /// A held [`Store::lock`]; released when dropped (the box's own `Drop` unlocks).
 pub struct LockGuard(#[allow(dead_code)] pub(crate) Option<Box<dyn Send>>);

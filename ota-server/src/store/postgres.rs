@@ -27,7 +27,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use super::{LeaseRecord, LockGuard, Store, StoreError, Table, Write};
+use super::{DesiredChange, LeaseRecord, LockGuard, Store, StoreError, Table, Write};
 
 /// The schema's versions, applied in order; a version once released is never edited.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -324,7 +324,9 @@ struct Plan {
 
 impl Plan {
     fn of(writes: Vec<Write>) -> Result<Plan, StoreError> {
-        let mut last: BTreeMap<(&'static str, String), (Table, Option<Vec<u8>>)> = BTreeMap::new();
+        // (relation, key) → the batch's last word on it
+        type Last = BTreeMap<(&'static str, String), (Table, Option<Vec<u8>>)>;
+        let mut last: Last = BTreeMap::new();
         let mut plan = Plan::default();
         for w in writes {
             match w {
@@ -613,7 +615,7 @@ impl Store for PgStore {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Option<Vec<(u64, String, Vec<u8>)>>, StoreError> {
+    ) -> Result<Option<Vec<DesiredChange>>, StoreError> {
         let after = after.min(i64::MAX as u64) as i64;
         let limit = limit.min(i64::MAX as usize) as i64;
         self.call(move |client| async move {

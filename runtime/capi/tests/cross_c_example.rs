@@ -55,7 +55,7 @@ fn the_cross_built_c_example_predicts_under_qemu() {
             .output()
             .unwrap()
     };
-    for row in 0..3 {
+    for (row, label) in labels.iter().enumerate().take(3) {
         let out = run(row, fleet.path("root.pub"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -67,7 +67,7 @@ fn the_cross_built_c_example_predicts_under_qemu() {
         let mut lines = stdout.lines();
         let answer: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
         println!("{target} digit {row}: {}", answer["results"][0]);
-        assert_eq!(answer["results"][0]["class_index"], labels[row] as u64);
+        assert_eq!(answer["results"][0]["class_index"], *label as u64);
         let logits: Vec<f32> = lines
             .next()
             .unwrap()
