@@ -216,9 +216,18 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             .desired_after(after, FEED_BATCH)?
             .unwrap_or_default();
         let last = rows.last().map_or(after, |(change, _, _)| *change);
+        self.sign_and_publish(rows.iter().map(|(_, device, bytes)| (device, bytes)))?;
+        Ok((last, rows.len()))
+    }
+
+    /// Stored desired records (device, bytes) decoded, signed in one block and published: how
+    /// many.
+    fn sign_and_publish<'a>(
+        &self,
+        rows: impl Iterator<Item = (&'a String, &'a Vec<u8>)>,
+    ) -> Result<usize, StoreError> {
         let desired: Vec<(String, DesiredRecord)> = rows
-            .iter()
-            .map(|(_, device, bytes)| {
+            .map(|(device, bytes)| {
                 crate::store::decode(Table::Desired, device, bytes).map(|r| (device.clone(), r))
             })
             .collect::<Result<_, _>>()?;
@@ -228,7 +237,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         for ((device, _), bytes) in desired.iter().zip(signed) {
             let _ = self.publish.send((topics::desired(device), bytes));
         }
-        Ok((last, rows.len()))
+        Ok(desired.len())
     }
 
     fn send_desired(&self, device: &str, record: &DesiredRecord) -> Result<(), StoreError> {
@@ -251,20 +260,8 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
     fn republish_all(&self) -> Result<usize, StoreError> {
         let all = self.records.store().scan(Table::Desired, "", usize::MAX)?;
         let mut n = 0;
-        for chunk in all.chunks(4096) {
-            let desired: Vec<(String, DesiredRecord)> = chunk
-                .iter()
-                .map(|(device, bytes)| {
-                    crate::store::decode(Table::Desired, device, bytes).map(|r| (device.clone(), r))
-                })
-                .collect::<Result<_, _>>()?;
-            let signed =
-                crate::director::sign_all(&self.records, &self.director, &desired, (self.now)())?;
-            Metrics::add(&self.metrics.desired_published, signed.len() as u64);
-            for ((device, _), bytes) in desired.iter().zip(signed) {
-                let _ = self.publish.send((topics::desired(device), bytes));
-            }
-            n += desired.len();
+        for chunk in all.chunks(FEED_BATCH) {
+            n += self.sign_and_publish(chunk.iter().map(|(device, bytes)| (device, bytes)))?;
         }
         Ok(n)
     }

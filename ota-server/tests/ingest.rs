@@ -67,6 +67,28 @@ fn window(version: &str, requests: u64, errors: u64) -> TelemetryWindow {
     }
 }
 
+/// A running rollout of digits 2.0.0 to every lab device, in its first phase since t=500.
+fn lab_rollout() -> Rollout {
+    let mut r = Rollout::new(
+        "r-1".into(),
+        "digits".into(),
+        "2.0.0".into(),
+        RolloutSpec {
+            bundle: format!("sha256:{}", "0".repeat(64)),
+            selector: Selector::parse("site=lab").unwrap(),
+            phases: vec![Phase {
+                percent: 100.0,
+                soak_seconds: 60,
+            }],
+            gates: Gates::default(),
+            on_gate_failure: OnGateFailure::Pause,
+        },
+        500,
+    );
+    r.phase_started = 500;
+    r
+}
+
 fn up(device: &str, payload: Vec<u8>) -> Uplink {
     Uplink::Up {
         device: device.into(),
@@ -89,24 +111,7 @@ fn signed_messages_in_replays_and_forgeries_out() {
     records
         .put(Table::Devices, "dev-b", &device("dev-b", &kb))
         .unwrap();
-    // a running rollout of digits 2.0.0 to every lab device, in its first phase since t=500
-    let mut r = Rollout::new(
-        "r-1".into(),
-        "digits".into(),
-        "2.0.0".into(),
-        RolloutSpec {
-            bundle: format!("sha256:{}", "0".repeat(64)),
-            selector: Selector::parse("site=lab").unwrap(),
-            phases: vec![Phase {
-                percent: 100.0,
-                soak_seconds: 60,
-            }],
-            gates: Gates::default(),
-            on_gate_failure: OnGateFailure::Pause,
-        },
-        500,
-    );
-    r.phase_started = 500;
+    let r = lab_rollout();
     records.put(Table::Rollouts, "r-1", &r).unwrap();
 
     let telemetry = |seq: u64, version: &str, requests: u64| {
@@ -294,23 +299,7 @@ fn replicas_sharing_a_store_count_every_message_once() {
         let id = format!("dev-{i}");
         first.put(Table::Devices, &id, &device(&id, k)).unwrap();
     }
-    let mut r = Rollout::new(
-        "r-1".into(),
-        "digits".into(),
-        "2.0.0".into(),
-        RolloutSpec {
-            bundle: format!("sha256:{}", "0".repeat(64)),
-            selector: Selector::parse("site=lab").unwrap(),
-            phases: vec![Phase {
-                percent: 100.0,
-                soak_seconds: 60,
-            }],
-            gates: Gates::default(),
-            on_gate_failure: OnGateFailure::Pause,
-        },
-        500,
-    );
-    r.phase_started = 500;
+    let r = lab_rollout();
     first.put(Table::Rollouts, "r-1", &r).unwrap();
     const MESSAGES: u64 = 12;
     // every device's messages in order, as each replica receives them

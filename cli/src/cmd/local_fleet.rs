@@ -61,12 +61,7 @@ impl LocalServer {
             ..ServeOptions::default()
         };
         let process = ServerProcess::serve(server_bin, &data, &options, deadline)?;
-        let api = ServerArgs {
-            server: process.url.clone(),
-            token: process.admin.clone(),
-            ca: Some(process.ca()),
-            json: false,
-        };
+        let api = admin_api(&process);
         Ok(LocalServer {
             api,
             keys,
@@ -129,12 +124,7 @@ impl LocalServer {
             processes.push(ServerProcess::serve(server_bin, &data, &options, deadline)?);
         }
         let process = processes.remove(0);
-        let api = ServerArgs {
-            server: process.url.clone(),
-            token: process.admin.clone(),
-            ca: Some(process.ca()),
-            json: false,
-        };
+        let api = admin_api(&process);
         Ok(LocalServer {
             api,
             keys,
@@ -150,12 +140,7 @@ impl LocalServer {
 
     /// Every replica's API as admin.
     pub fn apis(&self) -> Vec<ServerArgs> {
-        self.processes()
-            .map(|p| ServerArgs {
-                server: p.url.clone(),
-                ..self.api.clone()
-            })
-            .collect()
+        self.processes().map(admin_api).collect()
     }
 
     /// Where devices connect (`mqtts://` to the embedded gate, or the external broker).
@@ -177,6 +162,16 @@ impl LocalServer {
             Some(("application/json", spec.to_string().into_bytes())),
         )?;
         Ok(v.token)
+    }
+}
+
+/// A server's API as its admin.
+fn admin_api(process: &ServerProcess) -> ServerArgs {
+    ServerArgs {
+        server: process.url.clone(),
+        token: process.admin.clone(),
+        ca: Some(process.ca()),
+        json: false,
     }
 }
 
