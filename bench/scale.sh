@@ -19,7 +19,7 @@ if [ "$n" -gt 15000 ]; then
 fi
 replicas=${SCALE_REPLICAS:-$(( (n + 4999) / 5000 ))}
 cargo build --release -q -p edgectl -p ota-server
-url=$(scripts/cluster.sh up)
+url=$(scripts/cluster.sh pg)
 out=target/scale
 mkdir -p "$out"
 echo "== $n devices over $replicas replicas on $url" >&2

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# A PostgreSQL for replicated ota-servers on loopback, for local use and tests.
+# Replicated ota-servers on loopback, for local use and tests: a PostgreSQL and N replicas on it.
 #
-#   scripts/cluster.sh up       # install PostgreSQL if missing, init and start it; prints the URL
+#   scripts/cluster.sh up [N]   # PostgreSQL (installed if missing) and N replicas (default 3):
+#                               # fleet keys, `ota-server init` once, each replica its own copy
+#                               # of the data directory, one shared artifacts directory; prints
+#                               # the replicas' URLs, the admin token and the fleet CA
+#   scripts/cluster.sh pg       # PostgreSQL alone; prints its URL (what the tests use)
 #   scripts/cluster.sh url      # the URL to pass as `ota-server serve --store URL`
-#   scripts/cluster.sh restart  # stop and start again (tests: the database goes away and back)
-#   scripts/cluster.sh down     # stop it (the data stays in $EDGEFLEET_CLUSTER_DIR/pg)
-#   scripts/cluster.sh destroy  # stop it and delete the data
+#   scripts/cluster.sh restart  # PostgreSQL stopped and started again (it goes away and back)
+#   scripts/cluster.sh down     # replicas stopped, PostgreSQL stopped (data kept)
+#   scripts/cluster.sh destroy  # down, and every file deleted
 #
 # Environment: EDGEFLEET_CLUSTER_DIR (default /tmp/edgefleet-cluster), EDGEFLEET_PG_PORT
-# (default 15432: below the ephemeral port range, so load tests cannot collide with it).
-# PostgreSQL refuses to run as root: as root the server runs as the `postgres` user the
-# package creates.
+# (default 15432: below the ephemeral port range, so load tests cannot collide with it); the
+# replicas serve HTTPS on 18080+i and MQTT over TLS on 18880+i. PostgreSQL refuses to run as
+# root: as root it runs as the `postgres` user the package creates.
 set -euo pipefail
 
 dir=${EDGEFLEET_CLUSTER_DIR:-/tmp/edgefleet-cluster}
@@ -71,6 +75,57 @@ EOF
     fi
 }
 
+replicas_up() {
+    local n=$1 root
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    cargo build --release -q --manifest-path "$root/Cargo.toml" -p ota-server -p edgectl
+    local S=$root/target/release/ota-server E=$root/target/release/edgectl
+    local keys=$dir/keys seed=$dir/seed
+    if [ ! -f "$keys/trust.cbor" ]; then
+        mkdir -p "$keys"
+        for k in root signer director; do "$E" keygen --out "$keys" --name $k >/dev/null; done
+        "$E" trust init --root-key "$keys/root.key" --signer "$keys/signer.pub" \
+            --director "$keys/director.pub" --out "$keys/trust.cbor" >/dev/null
+    fi
+    if [ ! -f "$seed/director.key" ]; then
+        "$S" init --data "$seed" --store "$url" --trust "$keys/trust.cbor" \
+            --director-key "$keys/director.key" --root "$keys/root.pub" >"$dir/init.log" 2>&1 \
+            || { cat "$dir/init.log" >&2; exit 1; }
+    fi
+    mkdir -p "$dir/artifacts"
+    for i in $(seq 0 $((n - 1))); do
+        local data=$dir/replica-$i
+        [ -d "$data" ] || cp -r "$seed" "$data"
+        if [ -f "$data/pid" ] && kill -0 "$(cat "$data/pid")" 2>/dev/null; then continue; fi
+        "$S" serve --data "$data" --store "$url" --artifacts "$dir/artifacts" \
+            --replica-id "replica-$i" --http "127.0.0.1:$((18080 + i))" \
+            --mqtt "127.0.0.1:$((18880 + i))" >"$data/server.log" 2>&1 &
+        echo $! >"$data/pid"
+    done
+    for i in $(seq 0 $((n - 1))); do
+        local ok=""
+        for _ in $(seq 1 100); do
+            if curl -sf --cacert "$seed/tls/ca.pem" "https://127.0.0.1:$((18080 + i))/healthz" \
+                | grep -q '"broker_connected":true'; then ok=1; break; fi
+            sleep 0.2
+        done
+        [ -n "$ok" ] || { echo "cluster.sh: replica-$i did not come up; see $dir/replica-$i/server.log" >&2; exit 1; }
+        echo "replica-$i  https://127.0.0.1:$((18080 + i))  mqtts://127.0.0.1:$((18880 + i))"
+    done
+    echo "admin token: $(cat "$seed/admin.token")"
+    echo "fleet CA:    $seed/tls/ca.pem"
+    echo "store:       $url"
+}
+
+replicas_down() {
+    local p
+    for p in "$dir"/replica-*/pid; do
+        [ -f "$p" ] || continue
+        kill "$(cat "$p")" 2>/dev/null || true
+        rm -f "$p"
+    done
+}
+
 pg_stop() {
     if bin=$(find_bin) && [ -f "$pgdata/PG_VERSION" ]; then
         as_pg "$bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null 2>&1 || true
@@ -78,9 +133,13 @@ pg_stop() {
 }
 
 case "${1:-}" in
-up)
+pg)
     pg_start
     echo "$url"
+    ;;
+up)
+    pg_start
+    replicas_up "${2:-3}"
     ;;
 url) echo "$url" ;;
 restart)
@@ -88,13 +147,17 @@ restart)
     pg_start
     echo "$url"
     ;;
-down) pg_stop ;;
-destroy)
+down)
+    replicas_down
     pg_stop
-    rm -rf "$pgdata"
+    ;;
+destroy)
+    replicas_down
+    pg_stop
+    rm -rf "$pgdata" "$dir"/replica-* "$dir/seed" "$dir/keys" "$dir/artifacts"
     ;;
 *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,19p' "$0" >&2
     exit 2
     ;;
 esac

@@ -23,7 +23,7 @@ impl Postgres {
             dir: dir.to_path_buf(),
             port: free_port(),
         };
-        pg.url = pg.run("up");
+        pg.url = pg.run("pg");
         pg
     }
 

@@ -63,7 +63,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub json: bool,
     /// Run this many `ota-server` replicas on the PostgreSQL of `--store` (devices spread over
-    /// them, each replica's MQTT port in turn; `scripts/cluster.sh up` starts a PostgreSQL).
+    /// them, each replica's MQTT port in turn; `scripts/cluster.sh pg` starts a PostgreSQL).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
     /// The PostgreSQL the replicas share (`postgres://…`); needed with `--replicas` above 1.
@@ -613,7 +613,7 @@ pub fn run(a: SimulateArgs) -> Result<()> {
             deadline,
         )?,
         (None, _) => bail!(
-            "--replicas share a PostgreSQL: pass --store postgres://… (scripts/cluster.sh up starts one)"
+            "--replicas share a PostgreSQL: pass --store postgres://… (scripts/cluster.sh pg starts one)"
         ),
     };
     for p in local.processes() {

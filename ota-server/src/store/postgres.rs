@@ -190,7 +190,7 @@ impl PgStore {
                     pg_error(
                         &target,
                         format!(
-                            "no connection ({e}); is PostgreSQL running? (scripts/cluster.sh up starts one)"
+                            "no connection ({e}); is PostgreSQL running? (scripts/cluster.sh pg starts one)"
                         ),
                     )
                 })?;

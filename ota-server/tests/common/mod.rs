@@ -35,7 +35,7 @@ pub fn device_record(id: &str, tags: &[(&str, &str)]) -> ota_server::devices::De
 
 /// The store the server's tests run on: redb at `path` by default; with
 /// `EDGEFLEET_TEST_POSTGRES` set to a PostgreSQL URL (`.ci/run` sets it after
-/// `scripts/cluster.sh up`), a schema of that database named after `path`, so every test gets
+/// `scripts/cluster.sh pg`), a schema of that database named after `path`, so every test gets
 /// its own records and opening the same path again opens the same ones (the same suite, both
 /// stores).
 pub fn open_store(path: &std::path::Path) -> std::sync::Arc<dyn ota_server::store::Store> {
