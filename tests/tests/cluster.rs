@@ -250,9 +250,11 @@ fn replicas_survive_a_killed_leader_a_paused_leader_and_a_database_restart() {
         replicas[second].log_text()
     );
 
-    // 3. PostgreSQL restarted under the running fleet
+    // 3. PostgreSQL restarted under the running fleet, mid-rollout
+    let before = replicas[third].api("GET", &format!("/v1/rollouts/{r2}"), None);
+    assert_eq!(before["status"], "running", "{before}");
     pg.restart();
-    eprintln!("PostgreSQL restarted");
+    eprintln!("PostgreSQL restarted in phase {}", before["phase"]);
 
     wait_converged(
         &replicas[third],
