@@ -40,6 +40,7 @@ pub mod desired;
 pub mod devices;
 pub mod director;
 pub mod engine;
+pub mod experiment;
 pub mod fleet;
 pub mod gate;
 pub mod health;
