@@ -592,9 +592,13 @@ impl Store for PgStore {
         let key = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         }) as i64;
+        // the server gives up waiting before this call's own timeout would abandon the query
+        // (an abandoned wait could take the lock on a connection gone back to the pool)
         let client = self.call(move |client| async move {
             client
-                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .batch_execute(&format!(
+                    "SET lock_timeout = '20s'; SELECT pg_advisory_lock({key}); RESET lock_timeout"
+                ))
                 .await?;
             Ok(client)
         })?;
