@@ -191,6 +191,22 @@ impl ServerProcess {
     }
 }
 
+/// A copy of an `init`ed data directory for another replica of the same server (same fleet CA,
+/// director key and trust document; its logs left behind).
+pub fn copy_data_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_data_dir(&entry.path(), &target)?;
+        } else if !entry.file_name().to_string_lossy().ends_with(".log") {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         if std::thread::panicking() {

@@ -4,7 +4,6 @@
 //! write nothing), and PostgreSQL is restarted. The rollout completes on every device; every
 //! prediction is counted exactly once; no device ever runs the new version ahead of its phase.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,19 +19,6 @@ use ota_server::cohort::in_phase;
 use serde_json::{json, Value};
 
 const LEASE_SECONDS: u64 = 3;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn healthz(server: &Server) -> Option<Value> {
     let (code, body) = call("GET", &server.u("/healthz"), None, None);
@@ -94,7 +80,7 @@ fn replicas_survive_a_killed_leader_a_paused_leader_and_a_database_restart() {
     let replicas: Vec<Server> = (0..3)
         .map(|i| {
             let data = dir.path().join(format!("replica-{i}"));
-            copy_dir(&seed, &data);
+            edge_fleet_kit::server::copy_data_dir(&seed, &data).unwrap();
             let replica = format!("replica-{i}");
             let lease = LEASE_SECONDS.to_string();
             let mut args = store.to_vec();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use edge_fleet_kit::fixtures::{quick_trial, Digits};
 use edge_fleet_kit::keys::FleetKeys;
-use edge_fleet_kit::server::{ServeOptions, ServerProcess};
+use edge_fleet_kit::server::{copy_data_dir, ServeOptions, ServerProcess};
 use edge_runtime::{SigningKey, Tensor};
 
 use super::fleet::{call, ServerArgs};
@@ -99,7 +99,7 @@ impl LocalServer {
                 seed.clone()
             } else {
                 let d = root.join(format!("server-{i}"));
-                copy_dir(&seed, &d)?;
+                copy_data_dir(&seed, &d)?;
                 d
             };
             let mut args = extra.to_vec();
@@ -187,19 +187,5 @@ fn drop_schema(url: &str, schema: &str) -> Result<()> {
         "psql {url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else if !entry.file_name().to_string_lossy().ends_with(".log") {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
     Ok(())
 }

@@ -88,10 +88,6 @@ pub struct PgStore {
     target: String,
 }
 
-fn relation(t: Table) -> &'static str {
-    t.name()
-}
-
 fn pg_error(target: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("postgres at {target}: {e}"))
 }
@@ -331,10 +327,10 @@ impl Plan {
         for w in writes {
             match w {
                 Write::Put(t, k, v) => {
-                    last.insert((relation(t), k), (t, Some(v)));
+                    last.insert((t.name(), k), (t, Some(v)));
                 }
                 Write::Delete(t, k) => {
-                    last.insert((relation(t), k), (t, None));
+                    last.insert((t.name(), k), (t, None));
                 }
                 Write::Expect(t, k, v) => plan.expects.push((t, k, v)),
                 Write::Fence { name, token } => plan.fences.push((name, token as i64)),
@@ -391,7 +387,7 @@ impl Store for PgStore {
                     .map(|r| lease_json(r.get(0), r.get(1), r.get(2))),
                 _ => client
                     .query_opt(
-                        &format!("SELECT body::text FROM {} WHERE key = $1", relation(table)),
+                        &format!("SELECT body::text FROM {} WHERE key = $1", table.name()),
                         &[&key],
                     )
                     .await?
@@ -419,7 +415,7 @@ impl Store for PgStore {
                     .to_string(),
                 _ => format!(
                     "SELECT key, body::text FROM {} WHERE key LIKE $1 ORDER BY key LIMIT $2",
-                    relation(table)
+                    table.name()
                 ),
             };
             let rows = client.query(&sql, &[&pattern, &limit]).await?;
@@ -465,7 +461,7 @@ impl Store for PgStore {
             let mut by_table: BTreeMap<&'static str, (Table, Vec<String>)> = BTreeMap::new();
             for (table, key, _) in &plan.expects {
                 by_table
-                    .entry(relation(*table))
+                    .entry(table.name())
                     .or_insert_with(|| (*table, Vec::new()))
                     .1
                     .push(key.clone());
@@ -491,7 +487,7 @@ impl Store for PgStore {
                 }
             }
             for (table, key, expected) in &plan.expects {
-                if now.get(&(relation(*table), key.clone())) != expected.as_ref() {
+                if now.get(&(table.name(), key.clone())) != expected.as_ref() {
                     return Ok(Some(StoreError::Conflict {
                         table: table.name(),
                         key: key.clone(),
@@ -576,7 +572,7 @@ impl Store for PgStore {
         let found = self.call(move |client| async move {
             let sql = format!(
                 "SELECT key, body::text FROM {} WHERE key = ANY($1)",
-                relation(table)
+                table.name()
             );
             let rows = client.query(&sql, &[&wanted]).await?;
             Ok(rows

@@ -5,7 +5,7 @@
 
 use tract_nnef::prelude::*;
 
-use super::manifest_facts::{datum, load_err, manifest_dims};
+use super::manifest_facts::{check_input_names, datum, load_err, manifest_dims};
 use crate::bundle::{InputSpec, PayloadFormat, VerifiedBundle};
 use crate::error::ModelError;
 
@@ -71,21 +71,12 @@ fn onnx_typed(_: &VerifiedBundle) -> Result<TypedModel, ModelError> {
 /// element types and ranks, and equal fixed dims (a named dim is the symbol of that name).
 fn check_inputs(model: &TypedModel, inputs: &[InputSpec]) -> Result<(), ModelError> {
     let outlets = model.input_outlets().map_err(load_err)?;
-    if outlets.len() != inputs.len() {
-        return Err(ModelError::Spec(format!(
-            "the graph has {} input(s) but the manifest describes {}",
-            outlets.len(),
-            inputs.len()
-        )));
-    }
-    for (ix, (outlet, spec)) in outlets.iter().zip(inputs).enumerate() {
+    check_input_names(
+        outlets.iter().map(|o| model.node(o.node).name.as_str()),
+        inputs,
+    )?;
+    for (outlet, spec) in outlets.iter().zip(inputs) {
         let name = &model.node(outlet.node).name;
-        if *name != spec.name {
-            return Err(ModelError::Spec(format!(
-                "graph input {ix} is named '{name}', the manifest says '{}'",
-                spec.name
-            )));
-        }
         let fact = model.outlet_fact(*outlet).map_err(load_err)?;
         let want = manifest_dims(spec, &model.symbols);
         if fact.datum_type.unquantized() != datum(spec.dtype) || fact.shape.to_tvec() != want {

@@ -39,3 +39,26 @@ pub(crate) fn manifest_dims(spec: &InputSpec, symbols: &SymbolScope) -> TVec<TDi
         })
         .collect()
 }
+
+/// The graph's input names (in order) against the manifest's inputs: as many, the same names.
+pub(crate) fn check_input_names<'a>(
+    names: impl ExactSizeIterator<Item = &'a str>,
+    inputs: &[InputSpec],
+) -> Result<(), ModelError> {
+    if names.len() != inputs.len() {
+        return Err(ModelError::Spec(format!(
+            "the graph has {} input(s) but the manifest describes {}",
+            names.len(),
+            inputs.len()
+        )));
+    }
+    for (ix, (name, spec)) in names.zip(inputs).enumerate() {
+        if name != spec.name {
+            return Err(ModelError::Spec(format!(
+                "graph input {ix} is named '{name}', the manifest says '{}'",
+                spec.name
+            )));
+        }
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@
 
 use tract_onnx::prelude::*;
 
-use super::manifest_facts::{datum, load_err, manifest_dims};
+use super::manifest_facts::{check_input_names, datum, load_err, manifest_dims};
 use crate::bundle::{InputSpec, VerifiedBundle};
 use crate::error::ModelError;
 
@@ -42,21 +42,11 @@ fn typed(
 ) -> Result<TypedModel, ModelError> {
     let mut model = parser.model_for_read(&mut &onnx[..]).map_err(load_err)?;
     let outlets = model.input_outlets().map_err(load_err)?.to_vec();
-    if outlets.len() != inputs.len() {
-        return Err(ModelError::Spec(format!(
-            "the graph has {} input(s) but the manifest describes {}",
-            outlets.len(),
-            inputs.len()
-        )));
-    }
-    for (ix, (outlet, spec)) in outlets.iter().zip(inputs).enumerate() {
-        let graph_name = &model.node(outlet.node).name;
-        if *graph_name != spec.name {
-            return Err(ModelError::Spec(format!(
-                "graph input {ix} is named '{graph_name}', the manifest says '{}'",
-                spec.name
-            )));
-        }
+    check_input_names(
+        outlets.iter().map(|o| model.node(o.node).name.as_str()),
+        inputs,
+    )?;
+    for (ix, spec) in inputs.iter().enumerate() {
         let dims = manifest_dims(spec, &model.symbols);
         model
             .set_input_fact(ix, InferenceFact::dt_shape(datum(spec.dtype), dims))
