@@ -4,7 +4,13 @@
 //!   for models with several inputs; optional `"top_k"`, `"raw"`), or the raw form for speed:
 //!   `Content-Type: application/octet-stream`, the first input's little-endian bytes, its shape
 //!   in an `X-Shape: 1,1,8,8` header. The answer names the model, version and bundle that
-//!   produced it, with `latency_ms`.
+//!   produced it, with `latency_ms` and a `prediction_id`.
+//! - `POST /v1/models/{name}/feedback`: ground truth for an answer, `{"prediction_id": ..,
+//!   "label": ..}` (classification; a string or a class number), `{"prediction_id": ..,
+//!   "value": ..}` (regression) or `{"prediction_id": .., "reward": ..}` (any task), with
+//!   `"row"` for a batch answer (default 0). Joined to the answer kept on the device and counted
+//!   in the telemetry of the version that answered; 404 for an id no longer kept, 409 for a row
+//!   that already has its truth.
 //! - `GET /v1/models`, `GET /v1/status`, `GET /healthz`, `GET /metrics` (Prometheus).
 //! - Errors are JSON `{"error": "..."}` with a 4xx naming the problem (404 unknown model, 400
 //!   bad input, 413 body over `api.max_body_bytes`, 415 unknown content type); 500 only when the
@@ -20,7 +26,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use edge_protocol::rest::PredictRequest;
+use edge_protocol::rest::{FeedbackAnswer, FeedbackRequest, PredictRequest};
+use edge_runtime::feedback::{FeedbackError, Truth};
 use edge_runtime::json_input::tensor_from_json;
 use edge_runtime::{DType, ModelError, PredictOptions, Tensor};
 use serde_json::{json, Value};
@@ -62,6 +69,7 @@ pub fn router(api: Arc<Api>) -> Router {
     let max = api.core.config.api.max_body_bytes;
     Router::new()
         .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/models/{name}/feedback", post(feedback))
         .route("/v1/models", get(models))
         .route("/v1/sensors", get(sensors))
         .route("/v1/sensors/{name}", get(sensor))
@@ -227,7 +235,9 @@ async fn predict(
         }
     };
     let _permit = api.limit.acquire().await;
-    let answer = tokio::task::spawn_blocking(move || model.predict_with(inputs, &options)).await;
+    let core = api.core.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || core.host.serve(&model, inputs, &options)).await;
     match answer {
         Ok(Ok(r)) => Json(r).into_response(),
         Ok(Err(e @ (ModelError::Input(_) | ModelError::Output(_)))) => {
@@ -238,6 +248,62 @@ async fn predict(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("inference task failed: {e}"),
         ),
+    }
+}
+
+/// `POST /v1/models/{name}/feedback`.
+async fn feedback(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    body: Result<Json<FeedbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            api.refused.bad_request.fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body is not a feedback request: {}", rejection.body_text()),
+            );
+        }
+    };
+    let truth = match (request.label, request.value, request.reward) {
+        (Some(label), None, None) => match label {
+            Value::String(s) => Truth::Label(s),
+            Value::Number(n) if n.is_u64() => Truth::Label(n.to_string()),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("\"label\" must be a label text or a class number, not {other}"),
+                )
+            }
+        },
+        (None, Some(v), None) => Truth::Value(v),
+        (None, None, Some(r)) => Truth::Reward(r),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of \"label\", \"value\" or \"reward\"".into(),
+            )
+        }
+    };
+    if api.core.host.get(&name).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no model named '{name}' is loaded on this device"),
+        );
+    }
+    let log = api.core.host.feedback(&name);
+    match log.join(&request.prediction_id, request.row, truth) {
+        Ok((version, correct)) => Json(FeedbackAnswer {
+            prediction_id: request.prediction_id,
+            version,
+            correct,
+        })
+        .into_response(),
+        Err(e @ FeedbackError::Unknown { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ FeedbackError::AlreadyJoined(..)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
@@ -267,7 +333,13 @@ pub fn models_json(core: &Core) -> Value {
                 "task": serde_json::to_value(&m.manifest().output.task).ok().and_then(|v| v.get("task").cloned()),
                 "inputs": m.manifest().inputs.iter().map(|i| json!({"name": i.name, "dtype": i.dtype.to_string()})).collect::<Vec<_>>(),
             })),
-            "slots": {"active": slot(&s.active), "trial": slot(&s.trial), "previous": slot(&s.previous)},
+            "slots": {"active": slot(&s.active), "trial": slot(&s.trial), "previous": slot(&s.previous), "shadow": slot(&s.shadow)},
+            "shadow": core.host.shadow(&name).map(|sh| json!({
+                "version": sh.slot.version,
+                "sample": f64::from(sh.sample_ppm) / 1e6,
+                "cpu_budget": sh.budget,
+                "requests": sh.model.stats().requests,
+            })),
             "floor": s.floor,
             "bad_versions": s.bad,
         }));

@@ -51,6 +51,9 @@ pub struct Config {
     /// Trial window and crash-loop policy.
     #[serde(default)]
     pub trial: TrialConfig,
+    /// Answers kept for ground truth from apps (`POST /v1/models/{name}/feedback`).
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
     /// Threads for inference per model (default: the bundle's hint, else the engine's).
     #[serde(default)]
     pub inference_threads: Option<u32>,
@@ -165,6 +168,45 @@ impl Default for TelemetryConfig {
             outbox_max_bytes: default_outbox_bytes(),
         }
     }
+}
+
+/// `[feedback]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackConfig {
+    /// Answers kept per model for feedback (the oldest forgotten first); 0 turns it off.
+    #[serde(default = "default_feedback_answers")]
+    pub keep_answers: usize,
+    /// Longest an answer is kept, seconds.
+    #[serde(default = "default_feedback_seconds")]
+    pub keep_seconds: u64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        FeedbackConfig {
+            keep_answers: default_feedback_answers(),
+            keep_seconds: default_feedback_seconds(),
+        }
+    }
+}
+
+impl FeedbackConfig {
+    /// As the runtime's limits.
+    pub fn limits(&self) -> edge_runtime::feedback::FeedbackLimits {
+        edge_runtime::feedback::FeedbackLimits {
+            answers: self.keep_answers,
+            max_age: std::time::Duration::from_secs(self.keep_seconds),
+        }
+    }
+}
+
+fn default_feedback_answers() -> usize {
+    10_000
+}
+
+fn default_feedback_seconds() -> u64 {
+    3600
 }
 
 /// `[trial]`
@@ -300,6 +342,9 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        if self.feedback.keep_answers > 1_000_000 {
+            return Err("feedback.keep_answers must be at most 1000000".into());
+        }
         if self.telemetry.window_seconds == 0 {
             return Err("telemetry.window_seconds must be at least 1".into());
         }

@@ -104,6 +104,7 @@ impl Core {
         let mut load_options = LoadOptions::default();
         load_options.engine.threads = config.inference_threads.map(|t| t as usize);
         load_options.engine.kind = config.inference_engine;
+        let host = ModelHost::new(config.feedback.limits());
         Ok(Core {
             config,
             device_id,
@@ -112,7 +113,7 @@ impl Core {
             slots,
             outbox,
             state,
-            host: ModelHost::new(),
+            host,
             load_options,
             trials: Mutex::new(HashMap::new()),
             outbox_signal: tokio::sync::Notify::new(),
@@ -161,7 +162,10 @@ impl Core {
             }
             _ => tracing::info!(model, version, generation, ?step, detail = ?detail, "reconcile"),
         }
-        let slots_changed = matches!(step, Step::Activated | Step::Committed | Step::RolledBack);
+        let slots_changed = matches!(
+            step,
+            Step::Activated | Step::Committed | Step::RolledBack | Step::Shadowing
+        );
         let body = Events {
             events: vec![Event {
                 at: unix_now(),
@@ -228,6 +232,7 @@ impl Core {
                 previous: s.previous.as_ref().and_then(digest),
                 trial: s.trial.as_ref().and_then(digest),
                 bad_versions: s.bad.clone(),
+                shadow: s.shadow.as_ref().and_then(digest),
             })
             .collect();
         Ok(Hello {

@@ -4,12 +4,19 @@
 //! replaces the handle under a short write lock. Requests already running finish on the model they
 //! started with; new requests get the new one. None fail because of a swap (DESIGN decision 6).
 //! The old model is freed when its last request returns.
+//!
+//! Every answer goes through [`ModelHost::serve`]: it is kept for feedback (its prediction id,
+//! [`edge_runtime::feedback`]) and, when a shadow of that model runs and the request is sampled,
+//! its input and answer go to the shadow worker ([`crate::shadow`]) once it has been made.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use edge_protocol::PredictResponse;
+use edge_runtime::feedback::{FeedbackLimits, FeedbackLog};
 use edge_runtime::{Model, ModelError, PredictOptions, Tensor};
+
+use crate::shadow::{Shadow, ShadowRunner};
 
 /// Why a request could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -22,16 +29,110 @@ pub enum HostError {
     Model(#[from] ModelError),
 }
 
-/// The active model per name.
+/// The active model per name, its shadow and its feedback log.
 #[derive(Default)]
 pub struct ModelHost {
     active: RwLock<HashMap<String, Arc<Model>>>,
+    shadows: RwLock<HashMap<String, Arc<Shadow>>>,
+    feedback: RwLock<HashMap<String, Arc<FeedbackLog>>>,
+    feedback_limits: FeedbackLimits,
+    runner: OnceLock<ShadowRunner>,
 }
 
 impl ModelHost {
-    /// An empty host.
-    pub fn new() -> ModelHost {
-        ModelHost::default()
+    /// An empty host keeping answers for feedback within `feedback_limits`.
+    pub fn new(feedback_limits: FeedbackLimits) -> ModelHost {
+        ModelHost {
+            feedback_limits,
+            ..ModelHost::default()
+        }
+    }
+
+    /// The feedback log of a model name (made at its first answer).
+    pub fn feedback(&self, name: &str) -> Arc<FeedbackLog> {
+        if let Some(log) = self
+            .feedback
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return log.clone();
+        }
+        self.feedback
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(FeedbackLog::new(self.feedback_limits)))
+            .clone()
+    }
+
+    /// Every model name's feedback log.
+    pub fn feedback_logs(&self) -> Vec<(String, Arc<FeedbackLog>)> {
+        self.feedback
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The shadow running beside a model name.
+    pub fn shadow(&self, name: &str) -> Option<Arc<Shadow>> {
+        self.shadows
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every shadow, by model name.
+    pub fn shadows(&self) -> Vec<(String, Arc<Shadow>)> {
+        let mut v: Vec<_> = self
+            .shadows
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Runs `shadow` beside its model name's active model from now on (the worker starts with
+    /// the first shadow); returns the one it replaced.
+    pub fn set_shadow(&self, name: &str, shadow: Shadow) -> Option<Arc<Shadow>> {
+        self.runner.get_or_init(ShadowRunner::start);
+        self.shadows
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), Arc::new(shadow))
+    }
+
+    /// Stops a model name's shadow; returns it.
+    pub fn remove_shadow(&self, name: &str) -> Option<Arc<Shadow>> {
+        self.shadows
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
+    /// Answers with `model` (the active model of its name, taken by the caller): the answer is
+    /// kept for feedback, and mirrored to the name's shadow when sampled.
+    pub fn serve(
+        &self,
+        model: &Model,
+        inputs: Vec<Tensor>,
+        options: &PredictOptions,
+    ) -> Result<PredictResponse, ModelError> {
+        let name = &model.model_ref().model;
+        let shadow = self.shadow(name).filter(|s| s.admit());
+        let mirrored = shadow.as_ref().map(|_| inputs.clone());
+        let mut answer = model.predict_with(inputs, options)?;
+        self.feedback(name).record(&mut answer);
+        if let (Some(shadow), Some(inputs), Some(runner)) = (shadow, mirrored, self.runner.get()) {
+            runner.submit(shadow, inputs, options.clone(), answer.clone());
+        }
+        Ok(answer)
     }
 
     /// The active model of that name (a handle that stays valid across swaps).
@@ -83,6 +184,6 @@ impl ModelHost {
         let model = self
             .get(name)
             .ok_or_else(|| HostError::UnknownModel(name.to_string()))?;
-        Ok(model.predict_with(inputs, options)?)
+        Ok(self.serve(&model, inputs, options)?)
     }
 }

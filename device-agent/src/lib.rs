@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod reconcile;
 pub mod sensor;
+pub mod shadow;
 pub mod slots;
 pub mod state;
 pub mod tls;

@@ -11,19 +11,23 @@
 //! - [`boot`]: at start, load what the slots say (trial, else active, else previous: the first
 //!   that verifies), roll back crash-looping trials, restart interrupted trials.
 //! - [`sideload`]: bundles shipped in the image are verified and installed with no server.
+//! - Shadows (a rollout's shadow phase): a desired shadow is downloaded and verified the same
+//!   way, loaded and self-tested, recorded in the model's second slot and run beside the active
+//!   model by [`crate::shadow`]; a shadow no longer desired is stopped.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use edge_protocol::{envelope, DesiredModel, DesiredState, Kind, Step};
+use edge_protocol::{envelope, DesiredModel, DesiredShadow, DesiredState, Kind, Step};
 use edge_runtime::bundle::inspect;
 use edge_runtime::Model;
 
 use crate::core::{Core, RunningTrial};
 use crate::download::Downloader;
 use crate::failpoint;
+use crate::shadow::Shadow;
 use crate::slots::SlotRef;
 use crate::trial::TrialWindow;
 
@@ -102,8 +106,15 @@ pub fn apply(core: &Core, doc: &DesiredState, downloader: Option<&Downloader>, f
     let keep: Vec<String> = doc
         .models
         .iter()
+        .chain(doc.shadows.iter().map(|s| &s.model))
         .map(|m| hex::encode(m.bundle_sha256.as_ref()))
         .collect();
+    // shadows no longer desired stop first (a shadow promoted to a trial is loaded again)
+    for (name, _) in core.host.shadows() {
+        if !doc.shadows.iter().any(|s| s.model.name == name) {
+            stop_shadow(core, &name);
+        }
+    }
     for m in &doc.models {
         if fresh {
             if let Err(e) = core.slots.clear_bad(&m.name) {
@@ -121,9 +132,124 @@ pub fn apply(core: &Core, doc: &DesiredState, downloader: Option<&Downloader>, f
             ),
         }
     }
+    for shadow in &doc.shadows {
+        match downloader {
+            Some(d) => reconcile_shadow(core, doc.generation, shadow, d),
+            None => core.event(
+                doc.generation,
+                &shadow.model.name,
+                &shadow.model.version,
+                Step::Failed,
+                Some("no server configured to download the shadow from".into()),
+            ),
+        }
+    }
     if let Some(d) = downloader {
         d.clean(&keep);
     }
+}
+
+/// Stops a model's shadow (served nothing, so nothing to roll back).
+fn stop_shadow(core: &Core, name: &str) {
+    if let Some(s) = core.host.remove_shadow(name) {
+        tracing::info!(model = %name, version = %s.slot.version, "shadow stopped");
+    }
+    match core.slots.set_shadow(name, None) {
+        Ok(_) => {
+            if let Err(e) = core.queue_hello() {
+                tracing::error!(error = %e, "cannot queue the reported state");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "slot store"),
+    }
+}
+
+/// Brings one model's shadow to the desired candidate: download, verify, load, self-test, then
+/// run it beside the active model.
+fn reconcile_shadow(core: &Core, generation: u64, want: &DesiredShadow, downloader: &Downloader) {
+    let m = &want.model;
+    let sha = hex::encode(m.bundle_sha256.as_ref());
+    let slot = SlotRef {
+        version: m.version.clone(),
+        sha256: sha.clone(),
+    };
+    let fail = |detail: String| {
+        core.event(generation, &m.name, &m.version, Step::Failed, Some(detail));
+    };
+    if let Some(current) = core.host.shadow(&m.name) {
+        if current.slot == slot
+            && current.sample_ppm == want.sample_ppm
+            && (current.budget * 1000.0).round() as u32 == want.cpu_millicores
+        {
+            return; // already running as desired
+        }
+        if current.slot == slot {
+            // the same candidate with another share or budget: no reload
+            core.host.set_shadow(
+                &m.name,
+                Shadow::new(
+                    current.model.clone(),
+                    slot,
+                    generation,
+                    want.sample_ppm,
+                    want.cpu_millicores,
+                ),
+            );
+            return;
+        }
+    }
+    let stored = core.slots.bundle_path(&sha);
+    if !stored.exists() {
+        core.event(generation, &m.name, &m.version, Step::Downloading, None);
+        let fetched = downloader.fetch(&sha, m.size, |attempt, e, pause| {
+            tracing::warn!(model = %m.name, attempt, error = %e, pause_ms = pause.as_millis() as u64, "shadow download failed; retrying");
+        });
+        match fetched.map(|p| core.slots.adopt_file(&p, &sha)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return fail(format!("store: {e}")),
+            Err(e) => return fail(format!("download: {e}")),
+        }
+    }
+    let bytes = match core.slots.read_bundle(&slot) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("read back: {e}")),
+    };
+    let model = match Model::load(&bytes, &core.trust, &core.load_options_for(&m.name)) {
+        Ok(model) => model,
+        Err(e) => return fail(format!("shadow not started: {e}")),
+    };
+    if model.manifest().name != m.name || model.manifest().version != m.version {
+        return fail(format!(
+            "bundle is {} {}, but {} {} was expected",
+            model.manifest().name,
+            model.manifest().version,
+            m.name,
+            m.version
+        ));
+    }
+    if let Err(e) = core.slots.set_shadow(&m.name, Some(slot.clone())) {
+        return fail(format!("slot store: {e}"));
+    }
+    let shadow = Shadow::new(
+        Arc::new(model),
+        slot,
+        generation,
+        want.sample_ppm,
+        want.cpu_millicores,
+    );
+    let detail = format!(
+        "shadow beside the active model: {:.1} % of requests, {:.2} cores",
+        f64::from(shadow.sample_ppm) / 1e4,
+        shadow.budget
+    );
+    core.host.set_shadow(&m.name, shadow);
+    core.event(
+        generation,
+        &m.name,
+        &m.version,
+        Step::Shadowing,
+        Some(detail),
+    );
 }
 
 /// Brings one model to the desired version, from `source`.

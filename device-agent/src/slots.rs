@@ -56,6 +56,10 @@ pub struct ModelSlots {
     /// Versions rolled back, not retried until the desired generation changes.
     #[n(5)]
     pub bad: Vec<String>,
+    /// A candidate running as a shadow beside the active bundle (the second slot in a shadow
+    /// phase; it answers nothing).
+    #[n(6)]
+    pub shadow: Option<SlotRef>,
 }
 
 /// Slot store failures.
@@ -217,9 +221,21 @@ impl Slots {
         Ok(next)
     }
 
-    /// Records that `slot` was activated and its trial window started.
+    /// Records the shadow running beside a model (`None`: none).
+    pub fn set_shadow(&self, model: &str, slot: Option<SlotRef>) -> Result<ModelSlots, SlotError> {
+        self.update(model, |s| {
+            s.shadow = slot;
+            Ok(())
+        })
+    }
+
+    /// Records that `slot` was activated and its trial window started (a shadow of the same
+    /// bundle is over: it is the trial now).
     pub fn begin_trial(&self, model: &str, slot: SlotRef) -> Result<ModelSlots, SlotError> {
         self.update(model, |s| {
+            if s.shadow.as_ref() == Some(&slot) {
+                s.shadow = None;
+            }
             s.trial = Some(slot);
             s.trial_boots = 0;
             Ok(())
@@ -388,7 +404,7 @@ impl Slots {
         let keep: Vec<String> = self
             .models()?
             .into_iter()
-            .flat_map(|(_, s)| [s.active, s.previous, s.trial])
+            .flat_map(|(_, s)| [s.active, s.previous, s.trial, s.shadow])
             .flatten()
             .map(|r| format!("{}.efb", r.sha256))
             .collect();

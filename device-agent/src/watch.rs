@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_protocol::{Step, Telemetry, TelemetryWindow};
-use edge_runtime::stats::StatsSnapshot;
+use edge_runtime::stats::{Histogram, StatsSnapshot, LATENCY_BUCKETS_MS};
 use edge_runtime::Model;
 
 use crate::core::{unix_now, Core, RunningTrial};
 use crate::failpoint;
+use crate::shadow::Shadow;
 use crate::slots::BootPlan;
 use crate::trial::{minus, minus_counts, Verdict};
 
@@ -148,42 +149,53 @@ impl TelemetryWindows {
             last: HashMap::new(),
             window_start: unix_now(),
         };
-        for (name, _) in core.host.list() {
-            if let Some(m) = core.host.get(&name) {
-                let s = m.stats();
-                w.last.insert(m.model_ref().bundle.clone(), (m, s));
-            }
+        for (key, m, _) in counted(core) {
+            let s = m.stats();
+            w.last.insert(key, (m, s));
         }
         w
     }
 
-    /// Closes the window: one [`TelemetryWindow`] per model version that served requests.
+    /// Closes the window: one [`TelemetryWindow`] per model version that served requests, one
+    /// per shadow that ran (with its agreement), and the feedback joined to each version.
     pub fn close(&mut self, core: &Core) -> Telemetry {
         let now_secs = unix_now();
-        let mut current: HashMap<String, Arc<Model>> = HashMap::new();
-        for (name, _) in core.host.list() {
-            if let Some(m) = core.host.get(&name) {
-                current.insert(m.model_ref().bundle.clone(), m);
-            }
-        }
+        let current: HashMap<String, (Arc<Model>, Option<Arc<Shadow>>)> = counted(core)
+            .into_iter()
+            .map(|(k, m, s)| (k, (m, s)))
+            .collect();
         // models swapped out during the window still report their last requests
-        let mut all: Vec<(String, Arc<Model>)> = current
+        let mut all: Vec<(String, Arc<Model>, Option<Arc<Shadow>>)> = current
             .iter()
-            .map(|(k, m)| (k.clone(), m.clone()))
+            .map(|(k, (m, s))| (k.clone(), m.clone(), s.clone()))
             .collect();
         let mut before: HashMap<String, StatsSnapshot> = HashMap::new();
         for (k, (m, stats)) in std::mem::take(&mut self.last) {
             if !current.contains_key(&k) {
-                all.push((k.clone(), m));
+                all.push((k.clone(), m, None));
             }
             before.insert(k, stats);
         }
         let mut windows = Vec::new();
         let mut next = HashMap::new();
-        for (bundle, model) in all {
+        for (key, model, shadow) in all {
             let now = model.stats();
-            let d = delta(&now, before.get(&bundle));
-            if d.requests > 0 {
+            let d = delta(&now, before.get(&key));
+            let agreement = shadow.as_ref().map(|s| {
+                let mut a = s.take();
+                a.active_version = core
+                    .host
+                    .get(&model.model_ref().model)
+                    .map(|m| m.model_ref().version.clone())
+                    .unwrap_or_default();
+                a
+            });
+            let ran_as_shadow = key.starts_with(SHADOW_KEY);
+            if d.requests > 0
+                || agreement
+                    .as_ref()
+                    .is_some_and(|a| a.skipped_budget + a.skipped_busy > 0)
+            {
                 let classification = !model.manifest().reference.class_counts.is_empty()
                     || !d.class_counts.is_empty();
                 windows.push(TelemetryWindow {
@@ -198,20 +210,76 @@ impl TelemetryWindows {
                     class_counts: d.class_counts,
                     prediction: d.prediction,
                     features: d.features,
+                    shadow: if ran_as_shadow {
+                        Some(agreement.unwrap_or_default())
+                    } else {
+                        None
+                    },
+                    feedback: None,
                 });
             }
             // a swapped-out model stays counted while anything else holds it (a request that
             // began before the swap may still finish on it): its last requests land in a later
             // window instead of being lost (a staged-rollout test saw 1 of 2593 go missing)
-            if current.contains_key(&bundle) || Arc::strong_count(&model) > 1 {
-                next.insert(bundle, (model, now));
+            if current.contains_key(&key) || Arc::strong_count(&model) > 1 {
+                next.insert(key, (model, now));
+            }
+        }
+        for (name, log) in core.host.feedback_logs() {
+            for (version, stats) in log.take() {
+                let served = windows
+                    .iter_mut()
+                    .find(|w| w.model == name && w.version == version && w.shadow.is_none());
+                match served {
+                    Some(w) => w.feedback = Some(stats),
+                    None => windows.push(TelemetryWindow {
+                        model: name.clone(),
+                        version,
+                        window_start: self.window_start,
+                        window_secs: now_secs.saturating_sub(self.window_start).max(1) as u32,
+                        requests: 0,
+                        errors: 0,
+                        latency_ms: Histogram::with_edges(LATENCY_BUCKETS_MS.to_vec()),
+                        confidence: None,
+                        class_counts: Vec::new(),
+                        prediction: None,
+                        features: Vec::new(),
+                        shadow: None,
+                        feedback: Some(stats),
+                    }),
+                }
             }
         }
         self.last = next;
         self.window_start = now_secs;
-        windows.sort_by(|a, b| (&a.model, &a.version).cmp(&(&b.model, &b.version)));
+        windows.sort_by(|a, b| {
+            (&a.model, &a.version, a.shadow.is_some()).cmp(&(
+                &b.model,
+                &b.version,
+                b.shadow.is_some(),
+            ))
+        });
         Telemetry { windows }
     }
+}
+
+/// Key prefix of a shadow's counters (its bundle may also be loaded as the trial).
+const SHADOW_KEY: &str = "shadow:";
+
+/// Every model counted in telemetry: the served ones by bundle, the shadows by
+/// [`SHADOW_KEY`] + bundle, with their shadow.
+fn counted(core: &Core) -> Vec<(String, Arc<Model>, Option<Arc<Shadow>>)> {
+    let mut out = Vec::new();
+    for (name, _) in core.host.list() {
+        if let Some(m) = core.host.get(&name) {
+            out.push((m.model_ref().bundle.clone(), m, None));
+        }
+    }
+    for (_, s) in core.host.shadows() {
+        let key = format!("{SHADOW_KEY}{}", s.model.model_ref().bundle);
+        out.push((key, s.model.clone(), Some(s)));
+    }
+    out
 }
 
 /// The watcher loop: trials every `trial.check_interval_ms`, telemetry every

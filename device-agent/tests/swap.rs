@@ -50,7 +50,7 @@ fn twenty_swaps_under_load_fail_no_request_and_every_answer_names_its_version() 
     let (e1, e2) = (expected(&load(&v1)), expected(&load(&v2)));
     assert_ne!(e1, e2, "the two versions must be distinguishable");
 
-    let host = Arc::new(ModelHost::new());
+    let host = Arc::new(ModelHost::new(Default::default()));
     host.activate(load(&v1));
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Vec::new()));

@@ -122,10 +122,7 @@ fn main() {
         RolloutSpec {
             bundle: format!("sha256:{}", bundle.sha256),
             selector: ota_server::selector::Selector::parse("hw=jetson-orin").unwrap(),
-            phases: vec![Phase {
-                percent: 100.0,
-                soak_seconds: 1_000_000,
-            }],
+            phases: vec![Phase::canary(100.0, 1_000_000)],
             gates: Gates::default(),
             on_gate_failure: OnGateFailure::Pause,
         },
@@ -196,6 +193,8 @@ fn main() {
             class_counts: vec![requests / 10; 10],
             prediction: None,
             features: vec![],
+            shadow: None,
+            feedback: None,
         }
     };
     let mut rates = Vec::new();

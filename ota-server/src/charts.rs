@@ -2,8 +2,9 @@
 //! the rollout reached, its minute points (the telemetry of that phase's devices on the new
 //! version), and the whole-fleet points of the new version and of the version it replaces, each
 //! point reduced to the gate metrics (error rate, p99 latency, PSI against the bundle's
-//! reference, mean confidence, reporting devices; install failure rate in the phase points),
-//! plus the gate thresholds and the decision log.
+//! reference, mean confidence, reporting devices; install failure rate in the phase points;
+//! shadow agreement and accuracy on app feedback where there are any), plus the gate thresholds
+//! and the decision log.
 
 use edge_bundle::ReferenceStats;
 use edge_protocol::rest::{ChartPoint, PhaseSeries, RolloutCharts, VersionSeries};
@@ -34,6 +35,8 @@ pub fn point(
         installs: a.installs,
         install_failure_rate: (a.installs > 0)
             .then(|| a.install_failures as f64 / a.installs as f64),
+        shadow_agreement: h.shadow.and_then(|s| s.agreement),
+        accuracy: h.feedback.and_then(|f| f.accuracy),
     }
 }
 

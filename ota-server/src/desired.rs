@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::rollout::Rollout;
+use edge_protocol::rest::PhaseRole;
 
 /// A model version as the desired state names it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,6 +22,26 @@ pub struct Target {
     pub sha256: String,
     /// Bundle size.
     pub size: u64,
+}
+
+/// A candidate a device runs as a shadow (a rollout's shadow phase).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShadowTarget {
+    /// The candidate.
+    pub target: Target,
+    /// Share of requests mirrored, parts per million.
+    pub sample_ppm: u32,
+    /// CPU budget, thousandths of a core.
+    pub cpu_millicores: u32,
+}
+
+/// What a device should run: its models and its shadows, both sorted by name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Wanted {
+    /// Models to run.
+    pub models: Vec<Target>,
+    /// Candidates to run as shadows.
+    pub shadows: Vec<ShadowTarget>,
 }
 
 /// A rollout with what the engine needs to place devices.
@@ -38,25 +59,56 @@ pub fn reaches(p: &Placed<'_>, device_id: &str, tags: &BTreeMap<String, String>)
     p.rollout.reaches(device_id, tags)
 }
 
-/// The device's desired models, sorted by name. `rollouts` must be in creation order.
+/// The device's desired models and shadows. `rollouts` must be in creation order. A rollout in
+/// a shadow phase gives its version as a shadow (the newest such rollout of a model wins); in
+/// an experiment phase, only to the devices of the candidate's arm (the others keep what the
+/// earlier rollouts gave them).
 pub fn desired_for(
     device_id: &str,
     tags: &BTreeMap<String, String>,
     rollouts: &[Placed<'_>],
-) -> Vec<Target> {
+) -> Wanted {
     let mut by_model: BTreeMap<String, Option<Target>> = BTreeMap::new();
+    let mut shadows: BTreeMap<String, ShadowTarget> = BTreeMap::new();
     for p in rollouts {
         if !reaches(p, device_id, tags) {
             continue;
         }
         let slot = by_model.entry(p.target.name.clone()).or_default();
-        if p.rollout.delivers() {
-            *slot = Some(p.target.clone());
-        } else if slot.is_none() {
-            *slot = p.baselines.get(device_id).cloned();
+        if !p.rollout.delivers() {
+            if slot.is_none() {
+                *slot = p.baselines.get(device_id).cloned();
+            }
+            continue;
+        }
+        match p.rollout.role(device_id) {
+            PhaseRole::Candidate => {
+                *slot = Some(p.target.clone());
+                shadows.remove(&p.target.name);
+            }
+            PhaseRole::Incumbent => {}
+            PhaseRole::Shadow => {
+                let spec = p.rollout.current_phase().shadow.clone().unwrap_or(
+                    edge_protocol::rest::ShadowPhase {
+                        sample: 1.0,
+                        cpu_budget: 0.5,
+                    },
+                );
+                shadows.insert(
+                    p.target.name.clone(),
+                    ShadowTarget {
+                        target: p.target.clone(),
+                        sample_ppm: (spec.sample * 1e6).round() as u32,
+                        cpu_millicores: (spec.cpu_budget * 1e3).round() as u32,
+                    },
+                );
+            }
         }
     }
-    by_model.into_values().flatten().collect()
+    Wanted {
+        models: by_model.into_values().flatten().collect(),
+        shadows: shadows.into_values().collect(),
+    }
 }
 
 #[cfg(test)]
@@ -86,10 +138,7 @@ mod tests {
             RolloutSpec {
                 bundle: "sha256:00".into(),
                 selector,
-                phases: vec![Phase {
-                    percent,
-                    soak_seconds: 0,
-                }],
+                phases: vec![Phase::canary(percent, 0)],
                 gates: Default::default(),
                 on_gate_failure: Default::default(),
             },
@@ -118,7 +167,7 @@ mod tests {
                     baselines: &none,
                 },
             ];
-            desired_for("dev-1", &tags, &list)
+            desired_for("dev-1", &tags, &list).models
         };
         assert_eq!(placed(&r2), vec![t2.clone()]);
         r2.rollback(1, "op").unwrap();
@@ -136,7 +185,7 @@ mod tests {
                 baselines: &none,
             },
         ];
-        assert_eq!(desired_for("dev-1", &tags, &list), vec![t1]);
+        assert_eq!(desired_for("dev-1", &tags, &list).models, vec![t1]);
     }
 
     #[test]
@@ -151,9 +200,12 @@ mod tests {
             target: &t2,
             baselines: &baselines,
         }];
-        assert_eq!(desired_for("dev-1", &tags, &list), vec![target("0.9.0")]);
         assert_eq!(
-            desired_for("dev-2", &tags, &list),
+            desired_for("dev-1", &tags, &list).models,
+            vec![target("0.9.0")]
+        );
+        assert_eq!(
+            desired_for("dev-2", &tags, &list).models,
             vec![],
             "no baseline: left as it is"
         );
@@ -171,7 +223,11 @@ mod tests {
             baselines: &none,
         }];
         let reached = (0..1000)
-            .filter(|i| !desired_for(&format!("dev-{i}"), &tags, &list).is_empty())
+            .filter(|i| {
+                !desired_for(&format!("dev-{i}"), &tags, &list)
+                    .models
+                    .is_empty()
+            })
             .count();
         assert!(
             (20..=80).contains(&reached),

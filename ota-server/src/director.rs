@@ -4,7 +4,7 @@
 //! whose sequence number is not newer than the last one it accepted.
 
 use edge_bundle::SigningKey;
-use edge_protocol::{seal, DesiredModel, DesiredState, Header, Kind};
+use edge_protocol::{seal, DesiredModel, DesiredShadow, DesiredState, Header, Kind};
 use minicbor::bytes::ByteArray;
 
 use crate::desired::Target;
@@ -20,6 +20,15 @@ pub fn desired_state(device: &str, record: &DesiredRecord) -> DesiredState {
         device_id: device.to_string(),
         generation: record.generation,
         models: record.models.iter().map(desired_model).collect(),
+        shadows: record
+            .shadows
+            .iter()
+            .map(|s| DesiredShadow {
+                model: desired_model(&s.target),
+                sample_ppm: s.sample_ppm,
+                cpu_millicores: s.cpu_millicores,
+            })
+            .collect(),
     }
 }
 
@@ -95,6 +104,7 @@ mod tests {
         let record = DesiredRecord {
             generation: 4,
             models: vec![],
+            shadows: vec![],
         };
         let batch: Vec<(String, DesiredRecord)> = (0..3)
             .map(|i| (format!("dev-{i}"), record.clone()))

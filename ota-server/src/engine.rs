@@ -22,7 +22,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::bundles::BundleRecord;
-use crate::desired::{desired_for, reaches, Placed, Target};
+use crate::desired::{desired_for, reaches, Placed, ShadowTarget, Target};
 use crate::devices::{journal_device, DeviceRecord, JOURNAL};
 use crate::health::phase_health;
 use crate::rollout::{Lifecycle, Rollout, Status, Transition};
@@ -30,12 +30,15 @@ use crate::store::{decode, put, Records, Store, StoreError, Table, Write};
 use crate::telemetry_keys::baselines_key;
 
 /// A device's stored desired state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DesiredRecord {
     /// Generation (per device, increasing).
     pub generation: u64,
     /// Models.
     pub models: Vec<Target>,
+    /// Candidates to run as shadows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<ShadowTarget>,
 }
 
 /// What one step did.
@@ -121,6 +124,7 @@ fn rollout_digest(r: &Rollout, target: Option<&Target>) -> u64 {
     r.id.hash(&mut h);
     format!("{:?}", r.status).hash(&mut h);
     r.percent().to_bits().hash(&mut h);
+    r.phase.hash(&mut h);
     serde_json::to_string(&r.spec.selector)
         .unwrap_or_default()
         .hash(&mut h);
@@ -235,7 +239,7 @@ fn step_with<S: Store + ?Sized>(
         let sha = r.spec.bundle.trim_start_matches("sha256:").to_string();
         let digest = rollout_digest(r, None);
         let reached =
-            |id: &str, tags: &Option<Tags>| tags.as_ref().is_some_and(|t| r.reaches(id, t));
+            |id: &str, tags: &Option<Tags>| tags.as_ref().is_some_and(|t| r.judged_on(id, t));
         let in_phase = match cache.in_phase.get(&r.id) {
             // the count of the last step, moved by the enrollments since
             Some(&(d, n)) if d == digest => updates.iter().fold(n, |n, (id, before, now)| {
@@ -244,12 +248,19 @@ fn step_with<S: Store + ?Sized>(
             _ => cache
                 .members
                 .iter()
-                .filter(|(id, tags)| r.reaches(id, tags))
+                .filter(|(id, tags)| r.judged_on(id, tags))
                 .count() as u64,
         };
         cache.in_phase.insert(r.id.clone(), (digest, in_phase));
-        let health = phase_health(records, r, in_phase, &reference(&sha))?;
-        if let Some(t) = r.tick(now, &health) {
+        let health = phase_health(records, r, in_phase, &reference(&sha), now)?;
+        // an experiment's look is kept when its samples changed (the chart of its confidence
+        // sequence), and with the transition it decided
+        let looked = health
+            .experiment
+            .clone()
+            .is_some_and(|look| r.record_look(look));
+        let transition = r.tick(now, &health);
+        if transition.is_some() || looked {
             let mut writes: Vec<Write> = fence.iter().cloned().collect();
             writes.push(Write::Expect(
                 Table::Rollouts,
@@ -258,7 +269,9 @@ fn step_with<S: Store + ?Sized>(
             ));
             writes.push(put(Table::Rollouts, &r.id, &*r));
             records.store().write(writes)?;
-            report.transitions.push((r.id.clone(), t));
+            if let Some(t) = transition {
+                report.transitions.push((r.id.clone(), t));
+            }
         }
     }
 
@@ -318,7 +331,7 @@ fn step_with<S: Store + ?Sized>(
     let mut desired_writes = Vec::new();
     for id in to_compute {
         let tags = &cache.members[id];
-        let models = desired_for(id, tags, &placed);
+        let wanted = desired_for(id, tags, &placed);
         let current = cache.desired.get(id);
         // a device first reached by a rollout: remember what it was told before (its baseline)
         for p in &placed {
@@ -336,13 +349,18 @@ fn step_with<S: Store + ?Sized>(
             }
         }
         let unchanged = match current {
-            Some(c) => c.models == models,
-            None => models.is_empty(), // never told anything, nothing to tell
+            Some(c) => c.models == wanted.models && c.shadows == wanted.shadows,
+            // never told anything, nothing to tell
+            None => wanted.models.is_empty() && wanted.shadows.is_empty(),
         };
         if !unchanged {
             // the record is the only place a device's generation lives: one more than the last
             let generation = current.map_or(0, |c| c.generation) + 1;
-            let record = DesiredRecord { generation, models };
+            let record = DesiredRecord {
+                generation,
+                models: wanted.models,
+                shadows: wanted.shadows,
+            };
             desired_writes.push(put(Table::Desired, id, &record));
             report.desired.push((id.clone(), record));
         }

@@ -10,22 +10,28 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use edge_bundle::stats::psi;
 use edge_bundle::ReferenceStats;
-use edge_protocol::{Histogram, TelemetryWindow};
+use edge_protocol::rest::{
+    ArmSummary, ExperimentLook, ExperimentMetric, FeedbackHealth, ShadowHealth,
+};
+use edge_protocol::{FeedbackStats, Histogram, ShadowAgreement, TelemetryWindow};
 use serde::{Deserialize, Serialize};
 
+use crate::experiment::{self, Arm, Better, Experiment};
 use crate::rollout::{PhaseHealth, Rollout};
 use crate::store::{Records, Store, StoreError, Table};
-use crate::telemetry_keys::{installs_key, phase_key};
+use crate::telemetry_keys::{arms_key, installs_key, phase_key};
 
 /// The health of rollout `r`'s current phase now: its devices (`in_phase`, those the rollout
 /// reaches at the current percentage), the phase's merged telemetry and install tally, and PSI
-/// against `reference`, the reference statistics of the rollout's bundle. What the gate judges
-/// is exactly what operators see.
+/// against `reference`, the reference statistics of the rollout's bundle; in an experiment
+/// phase, the sequential test's look at its arms at `now`. What the gate judges is exactly what
+/// operators see.
 pub fn phase_health<S: Store + ?Sized>(
     records: &Records<S>,
     r: &Rollout,
     in_phase: u64,
     reference: &ReferenceStats,
+    now: u64,
 ) -> Result<PhaseHealth, StoreError> {
     let aggregate: PhaseAggregate = records
         .get(Table::Telemetry, &phase_key(&r.id, r.phase))?
@@ -34,7 +40,187 @@ pub fn phase_health<S: Store + ?Sized>(
         .get(Table::Telemetry, &installs_key(&r.id, r.phase))?
         .unwrap_or_default();
     let (installed, failed) = installs.counts();
-    Ok(aggregate.health(in_phase, installed, failed, reference))
+    let mut health = aggregate.health(in_phase, installed, failed, reference);
+    if let Some(spec) = &r.current_phase().experiment {
+        let arms: ArmsAggregate = records
+            .get(Table::Telemetry, &arms_key(&r.id, r.phase))?
+            .unwrap_or_default();
+        let mut look = arms.look(spec, r.phase, now);
+        // the always-valid p-value is the running minimum over the phase's looks
+        look.p_value = r
+            .looks
+            .iter()
+            .filter(|l| l.phase == r.phase)
+            .map(|l| l.p_value)
+            .fold(look.p_value, f64::min);
+        health.experiment = Some(look);
+    }
+    // a shadow phase is judged on its shadow runs (none yet is a verdict to wait for), the
+    // others never are
+    health.shadow = match r.current_phase().shadow {
+        Some(_) => Some(health.shadow.unwrap_or_default()),
+        None => None,
+    };
+    Ok(health)
+}
+
+/// One experiment arm: the devices that reported and the metric's samples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArmTally {
+    /// Devices that reported for this arm.
+    pub devices: BTreeSet<String>,
+    /// The metric's samples, as sums.
+    pub samples: Arm,
+}
+
+impl ArmTally {
+    fn summary(&self) -> ArmSummary {
+        ArmSummary {
+            devices: self.devices.len() as u64,
+            samples: self.samples.n,
+            mean: (self.samples.n > 0).then(|| self.samples.mean()),
+        }
+    }
+}
+
+/// The arms of one experiment phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArmsAggregate {
+    /// The incumbent's arm (A): devices that kept their version.
+    pub incumbent: ArmTally,
+    /// The candidate's arm (B).
+    pub candidate: ArmTally,
+}
+
+/// A window's samples of an experiment metric (`None`: the window has none).
+pub fn metric_samples(metric: ExperimentMetric, w: &TelemetryWindow) -> Option<Arm> {
+    let f = w.feedback.clone().unwrap_or_default();
+    let (n, sum, sum_sq) = match metric {
+        ExperimentMetric::Accuracy => (f.labelled, f.correct as f64, f.correct as f64),
+        ExperimentMetric::ErrorRate => (w.requests, w.errors as f64, w.errors as f64),
+        ExperimentMetric::MeanReward => (f.rewards, f.reward_sum, f.reward_sq_sum),
+        ExperimentMetric::Mae => (f.values, f.abs_error, f.sq_error),
+    };
+    (n > 0 && sum.is_finite() && sum_sq.is_finite()).then_some(Arm { n, sum, sum_sq })
+}
+
+impl ArmsAggregate {
+    /// Adds one device's samples to an arm.
+    pub fn observe(&mut self, candidate: bool, device: &str, samples: &Arm) {
+        let arm = if candidate {
+            &mut self.candidate
+        } else {
+            &mut self.incumbent
+        };
+        arm.samples.merge(samples);
+        if !arm.devices.contains(device) {
+            arm.devices.insert(device.to_string());
+        }
+    }
+
+    /// The sequential test's look at the arms now.
+    pub fn look(
+        &self,
+        spec: &edge_protocol::rest::ExperimentPhase,
+        phase: usize,
+        at: u64,
+    ) -> ExperimentLook {
+        let better = if spec.metric.higher_is_better() {
+            Better::Higher
+        } else {
+            Better::Lower
+        };
+        let test = Experiment::new(experiment::Spec {
+            alpha: spec.alpha,
+            tau: spec.tau,
+            min_samples: spec.min_samples,
+            better,
+        });
+        let look = test.map(|mut t| t.look(&self.incumbent.samples, &self.candidate.samples));
+        let (estimate, interval, p_value, verdict) = match look {
+            Ok(l) => (
+                l.estimate,
+                l.interval.0.is_finite().then_some(l.interval),
+                l.p_value,
+                match l.verdict {
+                    experiment::Verdict::Continue => "continue",
+                    experiment::Verdict::CandidateBetter => "candidate_better",
+                    experiment::Verdict::CandidateWorse => "candidate_worse",
+                },
+            ),
+            // a spec out of range was refused when the rollout was created
+            Err(_) => (0.0, None, 1.0, "continue"),
+        };
+        ExperimentLook {
+            at,
+            phase,
+            metric: spec.metric,
+            incumbent: self.incumbent.summary(),
+            candidate: self.candidate.summary(),
+            estimate,
+            interval,
+            p_value,
+            verdict: verdict.to_string(),
+        }
+    }
+}
+
+/// Merged shadow runs of one rollout phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShadowAggregate {
+    /// Devices that reported shadow runs.
+    pub devices: BTreeSet<String>,
+    /// Mirrored requests run.
+    pub requests: u64,
+    /// Failed.
+    pub errors: u64,
+    /// The candidate's latency.
+    pub latency_ms: Option<Histogram>,
+    /// The comparison counts.
+    pub agreement: ShadowAgreement,
+}
+
+impl ShadowAggregate {
+    fn health(&self) -> ShadowHealth {
+        let a = &self.agreement;
+        let classified = a.compared.saturating_sub(a.values);
+        let ratio = |x: f64, n: u64| (n > 0).then(|| x / n as f64);
+        ShadowHealth {
+            reporting_devices: self.devices.len() as u64,
+            requests: self.requests,
+            errors: self.errors,
+            compared: a.compared,
+            agreement: if classified > 0 {
+                ratio(a.agreed as f64, classified)
+            } else {
+                ratio(a.inside_interval as f64, a.with_interval)
+            },
+            topk_overlap: ratio(a.topk_overlap, classified),
+            mean_abs_delta: ratio(a.abs_delta, a.values),
+            p99_ms: self.latency_ms.as_ref().and_then(|h| h.quantile(0.99)),
+            skipped: a.skipped_budget + a.skipped_busy,
+        }
+    }
+}
+
+/// What the apps' ground truth says, as the gates and operators see it.
+pub fn feedback_health(f: &FeedbackStats) -> FeedbackHealth {
+    let ratio = |x: f64, n: u64| (n > 0).then(|| x / n as f64);
+    FeedbackHealth {
+        labelled: f.labelled,
+        accuracy: ratio(f.correct as f64, f.labelled),
+        recall: f
+            .per_class
+            .iter()
+            .filter(|(_, n, _)| *n > 0)
+            .map(|(label, n, ok)| (label.clone(), *ok as f64 / *n as f64))
+            .collect(),
+        values: f.values,
+        mae: ratio(f.abs_error, f.values),
+        interval_coverage: ratio(f.inside_interval as f64, f.with_interval),
+        rewards: f.rewards,
+        mean_reward: ratio(f.reward_sum, f.rewards),
+    }
 }
 
 /// Installs seen in one rollout phase: the last outcome per device (committed = true; failed
@@ -78,6 +264,12 @@ pub struct PhaseAggregate {
     /// Of those, failures and rollbacks.
     #[serde(default)]
     pub install_failures: u64,
+    /// Ground truth joined to the answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackStats>,
+    /// Shadow runs (a shadow phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowAggregate>,
 }
 
 /// Whether `h` can be merged into `slot` (the same bins, or nothing yet).
@@ -142,8 +334,36 @@ impl PhaseAggregate {
         }
         self.requests = self.requests.saturating_add(w.requests);
         self.errors = self.errors.saturating_add(w.errors);
+        if let Some(f) = &w.feedback {
+            self.feedback.get_or_insert_with(Default::default).merge(f);
+        }
         if !self.devices.contains(device) {
             self.devices.insert(device.to_string());
+        }
+        Ok(())
+    }
+
+    /// Adds one device's shadow window (checked like a served one, kept apart from the served
+    /// requests).
+    pub fn observe_shadow(&mut self, device: &str, w: &TelemetryWindow) -> Result<(), String> {
+        if w.errors > w.requests {
+            return Err(format!("{} errors in {} requests", w.errors, w.requests));
+        }
+        let a = w.shadow.clone().unwrap_or_default();
+        if a.agreed > a.compared || a.inside_interval > a.with_interval || a.values > a.compared {
+            return Err("shadow agreement counts are inconsistent".into());
+        }
+        if !(a.topk_overlap.is_finite() && a.abs_delta.is_finite()) {
+            return Err("shadow agreement sums are not finite".into());
+        }
+        let shadow = self.shadow.get_or_insert_with(Default::default);
+        check_merge(&shadow.latency_ms, &w.latency_ms, "shadow latency")?;
+        merge_into(&mut shadow.latency_ms, &w.latency_ms);
+        shadow.requests = shadow.requests.saturating_add(w.requests);
+        shadow.errors = shadow.errors.saturating_add(w.errors);
+        shadow.agreement.merge(&a);
+        if !shadow.devices.contains(device) {
+            shadow.devices.insert(device.to_string());
         }
         Ok(())
     }
@@ -176,6 +396,21 @@ impl PhaseAggregate {
         self.installs = self.installs.saturating_add(other.installs);
         self.install_failures = self.install_failures.saturating_add(other.install_failures);
         self.devices.extend(other.devices.iter().cloned());
+        if let Some(f) = &other.feedback {
+            self.feedback.get_or_insert_with(Default::default).merge(f);
+        }
+        if let Some(o) = &other.shadow {
+            let mine = self.shadow.get_or_insert_with(Default::default);
+            if let Some(h) = &o.latency_ms {
+                if check_merge(&mine.latency_ms, h, "").is_ok() {
+                    merge_into(&mut mine.latency_ms, h);
+                }
+            }
+            mine.requests = mine.requests.saturating_add(o.requests);
+            mine.errors = mine.errors.saturating_add(o.errors);
+            mine.agreement.merge(&o.agreement);
+            mine.devices.extend(o.devices.iter().cloned());
+        }
     }
 
     /// The phase's health, for the gates.
@@ -207,6 +442,9 @@ impl PhaseAggregate {
                 .confidence
                 .as_ref()
                 .and_then(|h| h.mean_within(0.0, 1.0)),
+            feedback: self.feedback.as_ref().map(feedback_health),
+            shadow: self.shadow.as_ref().map(ShadowAggregate::health),
+            experiment: None,
         }
     }
 }
@@ -236,6 +474,8 @@ mod tests {
             class_counts: classes,
             prediction: None,
             features: vec![],
+            shadow: None,
+            feedback: None,
         }
     }
 

@@ -23,11 +23,11 @@ use edge_protocol::envelope::{decode_body, open_raw, EnvelopeError};
 use edge_protocol::{Events, Hello, Kind, Step, Telemetry};
 
 use crate::devices::{DeviceRecord, Reported, ReportedModel};
-use crate::health::PhaseAggregate;
+use crate::health::{metric_samples, ArmsAggregate, PhaseAggregate};
 use crate::rollout::Rollout;
 use crate::series;
 use crate::store::{event_key, put, Records, Store, StoreError, Table, Write};
-use crate::telemetry_keys::{installs_key, phase_key};
+use crate::telemetry_keys::{arms_key, installs_key, phase_key};
 
 pub use crate::health::InstallTally;
 pub use edge_protocol::rest::{EventEntry, EventRecord};
@@ -119,6 +119,7 @@ fn event_record(seq: u64, received_at: u64, events: &Events) -> EventRecord {
                     Step::Committed => "committed",
                     Step::RolledBack => "rolled_back",
                     Step::Failed => "failed",
+                    Step::Shadowing => "shadowing",
                 }
                 .to_string(),
                 detail: e.detail.clone(),
@@ -147,6 +148,7 @@ struct Batch<'a, S: Store + ?Sized> {
     devices: HashMap<String, Option<DeviceRecord>>,
     aggregates: BTreeMap<String, PhaseAggregate>,
     tallies: BTreeMap<String, InstallTally>,
+    arms: BTreeMap<String, ArmsAggregate>,
     events: Vec<Write>,
     /// Every record the batch read, as read: its commit is refused if another server changed
     /// one of them meanwhile (replicas ingesting the same device or phase), and it runs again.
@@ -184,6 +186,14 @@ impl<S: Store + ?Sized> Batch<'_, S> {
             self.aggregates.insert(key.clone(), a);
         }
         Ok(self.aggregates.get_mut(&key).expect("inserted"))
+    }
+
+    fn arms(&mut self, key: String) -> Result<&mut ArmsAggregate, StoreError> {
+        if !self.arms.contains_key(&key) {
+            let a = self.read(Table::Telemetry, &key)?.unwrap_or_default();
+            self.arms.insert(key.clone(), a);
+        }
+        Ok(self.arms.get_mut(&key).expect("inserted"))
     }
 
     fn tally(&mut self, key: String) -> Result<&mut InstallTally, StoreError> {
@@ -242,6 +252,7 @@ fn ingest_once<S: Store + ?Sized>(
         devices: HashMap::new(),
         aggregates: BTreeMap::new(),
         tallies: BTreeMap::new(),
+        arms: BTreeMap::new(),
         events: Vec::new(),
         guards: Vec::new(),
     };
@@ -297,6 +308,9 @@ fn ingest_once<S: Store + ?Sized>(
     }
     for (key, t) in &batch.tallies {
         writes.push(put(Table::Telemetry, key, t));
+    }
+    for (key, a) in &batch.arms {
+        writes.push(put(Table::Telemetry, key, a));
     }
     if !writes.is_empty() {
         let mut guarded = batch.guards;
@@ -404,7 +418,7 @@ impl<S: Store + ?Sized> Batch<'_, S> {
     ) -> Result<(), StoreError> {
         for e in &events.events {
             let ok = match e.step {
-                Step::Committed => true,
+                Step::Committed | Step::Shadowing => true,
                 Step::Failed | Step::RolledBack => false,
                 _ => continue,
             };
@@ -445,8 +459,18 @@ impl<S: Store + ?Sized> Batch<'_, S> {
     ) -> Result<(), StoreError> {
         for w in &t.windows {
             let window_end = w.window_start.saturating_add(u64::from(w.window_secs));
-            let mut keys: Vec<String> = reaching(rollouts, device, &w.model, &w.version)
+            let refused = |reason| Dropped::BadWindow {
+                device: device.id.clone(),
+                model: w.model.clone(),
+                version: w.version.clone(),
+                reason,
+            };
+            let shadow = w.shadow.is_some();
+            let live: Vec<&Rollout> = reaching(rollouts, device, &w.model, &w.version)
                 .filter(|r| window_end >= r.phase_started)
+                .collect();
+            let mut keys: Vec<String> = live
+                .iter()
                 .flat_map(|r| {
                     [
                         phase_key(&r.id, r.phase),
@@ -454,35 +478,62 @@ impl<S: Store + ?Sized> Batch<'_, S> {
                     ]
                 })
                 .collect();
-            keys.push(series::minute_key(
-                &series::version_series(&w.model, &w.version),
-                now,
-            ));
-            let refused = |reason| Dropped::BadWindow {
-                device: device.id.clone(),
-                model: w.model.clone(),
-                version: w.version.clone(),
-                reason,
+            if !shadow {
+                keys.push(series::minute_key(
+                    &series::version_series(&w.model, &w.version),
+                    now,
+                ));
+            }
+            let observe = |a: &mut PhaseAggregate| {
+                if shadow {
+                    a.observe_shadow(&device.id, w)
+                } else {
+                    a.observe(&device.id, w)
+                }
             };
             // all or nothing per window: check it merges before touching any aggregate
-            if let Err(reason) = PhaseAggregate::default().observe(&device.id, w) {
+            if let Err(reason) = observe(&mut PhaseAggregate::default()) {
                 out.dropped.push(refused(reason));
                 continue;
             }
             let mut merged = true;
             for key in keys {
-                if let Err(reason) = self.aggregate(key)?.observe(&device.id, w) {
+                if let Err(reason) = observe(self.aggregate(key)?) {
                     // bins changed against earlier windows of this series
                     out.dropped.push(refused(reason));
                     merged = false;
                 }
             }
-            if merged {
-                out.windows += 1;
-                let d = self.device(&device.id)?.expect("loaded by open");
-                d.requests += w.requests;
-                d.note_window(now, w);
+            if !merged {
+                continue;
             }
+            out.windows += 1;
+            if shadow {
+                continue;
+            }
+            // experiment phases: the window's samples go to the device's arm, the candidate's
+            // version in the candidate's arm, any other version of the model in the incumbent's
+            for r in rollouts.iter().filter(|r| {
+                r.model == w.model
+                    && !r.status.is_final()
+                    && window_end >= r.phase_started
+                    && r.reaches(&device.id, &device.tags)
+            }) {
+                let Some(spec) = &r.current_phase().experiment else {
+                    continue;
+                };
+                let candidate = r.candidate_arm(&device.id);
+                if candidate != (w.version == r.version) {
+                    continue; // not yet switched, or switched back: not this arm's version
+                }
+                if let Some(samples) = metric_samples(spec.metric, w) {
+                    self.arms(arms_key(&r.id, r.phase))?
+                        .observe(candidate, &device.id, &samples);
+                }
+            }
+            let d = self.device(&device.id)?.expect("loaded by open");
+            d.requests += w.requests;
+            d.note_window(now, w);
         }
         Ok(())
     }

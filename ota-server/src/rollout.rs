@@ -8,8 +8,8 @@
 //! it back (per `on_gate_failure`). Operators can pause, resume, abort and roll back.
 
 pub use edge_protocol::rest::{
-    Gates, OnGateFailure, Phase, PhaseHealth, Rollout, RolloutSpec, RolloutStatus as Status,
-    Transition,
+    Gates, Inconclusive, OnGateFailure, Phase, PhaseHealth, Rollout, RolloutSpec,
+    RolloutStatus as Status, ShadowHealth, Transition,
 };
 
 /// A gate verdict.
@@ -23,8 +23,12 @@ pub enum GateVerdict {
     Fail(String),
 }
 
-/// Judges a phase's health against the gates.
+/// Judges a phase's health against the gates: a shadow phase (its health has `shadow`) on the
+/// candidate's shadow runs, the others on the answers it served and the apps' feedback.
 pub fn evaluate(gates: &Gates, h: &PhaseHealth) -> GateVerdict {
+    if let Some(shadow) = &h.shadow {
+        return evaluate_shadow(gates, h, shadow);
+    }
     if h.installs > 0 {
         if let Some(max) = gates.max_install_failure_rate {
             let rate = h.install_failures as f64 / h.installs as f64;
@@ -78,7 +82,106 @@ pub fn evaluate(gates: &Gates, h: &PhaseHealth) -> GateVerdict {
             return GateVerdict::Fail(format!("mean confidence {c:.3} under {min}"));
         }
     }
+    evaluate_feedback(gates, h)
+}
+
+/// The gates on the apps' ground truth: accuracy and MAE, once `min_labels` arrived.
+fn evaluate_feedback(gates: &Gates, h: &PhaseHealth) -> GateVerdict {
+    let f = h.feedback.clone().unwrap_or_default();
+    if gates.min_accuracy.is_some() && f.labelled < gates.min_labels {
+        return GateVerdict::Wait(format!(
+            "{} of {} labels received",
+            f.labelled, gates.min_labels
+        ));
+    }
+    if gates.max_mae.is_some() && f.values < gates.min_labels {
+        return GateVerdict::Wait(format!(
+            "{} of {} true values received",
+            f.values, gates.min_labels
+        ));
+    }
+    if let (Some(min), Some(a)) = (gates.min_accuracy, f.accuracy) {
+        if a < min {
+            return GateVerdict::Fail(format!(
+                "accuracy {a:.4} on {} labels under {min}",
+                f.labelled
+            ));
+        }
+    }
+    if let (Some(max), Some(mae)) = (gates.max_mae, f.mae) {
+        if mae > max {
+            return GateVerdict::Fail(format!("MAE {mae:.4} on {} values over {max}", f.values));
+        }
+    }
     GateVerdict::Pass
+}
+
+/// A shadow phase's gates: enough devices and mirrored requests, then the candidate's error
+/// rate, its own p99 and its agreement with the active model.
+fn evaluate_shadow(gates: &Gates, h: &PhaseHealth, s: &ShadowHealth) -> GateVerdict {
+    if h.installs > 0 {
+        if let Some(max) = gates.max_install_failure_rate {
+            let rate = h.install_failures as f64 / h.installs as f64;
+            if rate > max {
+                return GateVerdict::Fail(format!(
+                    "shadow install failure rate {rate:.3} ({} of {}) over {max}",
+                    h.install_failures, h.installs
+                ));
+            }
+        }
+    }
+    if h.devices == 0 {
+        return GateVerdict::Pass;
+    }
+    let needed = gates.min_reporting_devices.min(h.devices);
+    if s.reporting_devices < needed {
+        return GateVerdict::Wait(format!(
+            "{} of {needed} devices reporting shadow runs",
+            s.reporting_devices
+        ));
+    }
+    if s.requests < gates.min_shadow_requests.max(1) {
+        return GateVerdict::Wait(format!(
+            "{} of {} shadow requests run",
+            s.requests,
+            gates.min_shadow_requests.max(1)
+        ));
+    }
+    if let Some(max) = gates.max_error_rate {
+        let rate = s.errors as f64 / s.requests as f64;
+        if rate > max {
+            return GateVerdict::Fail(format!("shadow error rate {rate:.4} over {max}"));
+        }
+    }
+    if let (Some(max), Some(p99)) = (gates.max_shadow_p99_ms, s.p99_ms) {
+        if p99 > max {
+            return GateVerdict::Fail(format!("shadow p99 latency {p99:.2} ms over {max} ms"));
+        }
+    }
+    if let Some(min) = gates.min_shadow_agreement {
+        match s.agreement {
+            Some(a) if a < min => {
+                return GateVerdict::Fail(format!(
+                    "shadow agreement {a:.4} on {} compared answers under {min}",
+                    s.compared
+                ))
+            }
+            Some(_) => {}
+            None => return GateVerdict::Wait("no shadow answers compared yet".into()),
+        }
+    }
+    GateVerdict::Pass
+}
+
+/// The decision log's account of a look: estimate, interval, p-value and samples.
+pub fn experiment_summary(l: &edge_protocol::rest::ExperimentLook) -> String {
+    let interval = l
+        .interval
+        .map_or("-".to_string(), |(lo, hi)| format!("[{lo:+.4}, {hi:+.4}]"));
+    format!(
+        "{:?} B−A {:+.4}, confidence sequence {interval}, p {:.4}, samples A {} / B {}",
+        l.metric, l.estimate, l.p_value, l.incumbent.samples, l.candidate.samples
+    )
 }
 
 /// The rollout state machine over the stored [`Rollout`]: engine ticks and operator actions,
@@ -95,6 +198,8 @@ pub trait Lifecycle {
     ) -> Transition;
     /// One engine step: with the current phase's health at `now`, advance, fail or wait.
     fn tick(&mut self, now: u64, health: &PhaseHealth) -> Option<Transition>;
+    /// To the next phase, or completed after the last one.
+    fn advance(&mut self, now: u64, reason: String, health: &PhaseHealth) -> Option<Transition>;
     /// Operator: pause a running rollout.
     fn pause(&mut self, now: u64, who: &str) -> Result<Transition, String>;
     /// Operator: resume a paused rollout (the phase's soak starts over).
@@ -136,50 +241,89 @@ impl Lifecycle for Rollout {
         if self.status != Status::Running {
             return None;
         }
-        match evaluate(&self.spec.gates, health) {
-            GateVerdict::Fail(reason) => {
-                let to = match self.spec.on_gate_failure {
-                    OnGateFailure::Pause => Status::Paused,
-                    OnGateFailure::Rollback => Status::RolledBack,
+        let verdict = evaluate(&self.spec.gates, health);
+        if let GateVerdict::Fail(reason) = verdict {
+            let to = match self.spec.on_gate_failure {
+                OnGateFailure::Pause => Status::Paused,
+                OnGateFailure::Rollback => Status::RolledBack,
+            };
+            return Some(self.go(
+                now,
+                self.phase,
+                to,
+                format!("gate failed in phase {}: {reason}", self.phase),
+                Some(health.clone()),
+            ));
+        }
+        let soaked = now
+            >= self
+                .phase_started
+                .saturating_add(self.spec.phases[self.phase].soak_seconds);
+        let reason = match self.current_phase().experiment.clone() {
+            // an experiment phase: the sequential test decides, within its maximum duration
+            Some(spec) => {
+                let look = health.experiment.as_ref()?;
+                let summary = experiment_summary(look);
+                let expired = now >= self.phase_started.saturating_add(spec.max_seconds);
+                let phase = self.phase;
+                let roll_back = |why: String| (Status::RolledBack, why);
+                let decided = match look.verdict.as_str() {
+                    "candidate_worse" => Some(roll_back(format!(
+                        "experiment in phase {phase}: the candidate is worse ({summary})"
+                    ))),
+                    "candidate_better" if verdict == GateVerdict::Pass && soaked => {
+                        return self.advance(
+                            now,
+                            format!(
+                                "experiment in phase {phase}: the candidate is better ({summary})"
+                            ),
+                            health,
+                        );
+                    }
+                    _ if expired => match spec.on_inconclusive {
+                        Inconclusive::Promote => {
+                            return self.advance(
+                                now,
+                                format!(
+                                    "experiment in phase {phase} undecided after {} s; promoted \
+                                     as the spec says ({summary})",
+                                    spec.max_seconds
+                                ),
+                                health,
+                            )
+                        }
+                        Inconclusive::Rollback => Some(roll_back(format!(
+                            "experiment in phase {phase} undecided after {} s; rolled back as \
+                             the spec says ({summary})",
+                            spec.max_seconds
+                        ))),
+                    },
+                    _ => None,
                 };
-                Some(self.go(
-                    now,
-                    self.phase,
-                    to,
-                    format!("gate failed in phase {}: {reason}", self.phase),
-                    Some(health.clone()),
-                ))
+                let (to, why) = decided?;
+                return Some(self.go(now, phase, to, why, Some(health.clone())));
             }
-            GateVerdict::Wait(_) => None,
-            GateVerdict::Pass => {
-                let soak = self.spec.phases[self.phase].soak_seconds;
-                if now < self.phase_started.saturating_add(soak) {
+            None => {
+                if verdict != GateVerdict::Pass || !soaked {
                     return None;
                 }
-                let reason = format!(
+                format!(
                     "phase {} passed its gates after {} s of soak",
                     self.phase,
                     now - self.phase_started
-                );
-                if self.phase + 1 < self.spec.phases.len() {
-                    Some(self.go(
-                        now,
-                        self.phase + 1,
-                        Status::Running,
-                        reason,
-                        Some(health.clone()),
-                    ))
-                } else {
-                    Some(self.go(
-                        now,
-                        self.phase,
-                        Status::Completed,
-                        reason,
-                        Some(health.clone()),
-                    ))
-                }
+                )
             }
-        }
+        };
+        self.advance(now, reason, health)
+    }
+
+    fn advance(&mut self, now: u64, reason: String, health: &PhaseHealth) -> Option<Transition> {
+        let (to_phase, to_status) = if self.phase + 1 < self.spec.phases.len() {
+            (self.phase + 1, Status::Running)
+        } else {
+            (self.phase, Status::Completed)
+        };
+        Some(self.go(now, to_phase, to_status, reason, Some(health.clone())))
     }
 
     fn pause(&mut self, now: u64, who: &str) -> Result<Transition, String> {
@@ -246,18 +390,9 @@ mod tests {
             bundle: "sha256:00".into(),
             selector: Default::default(),
             phases: vec![
-                Phase {
-                    percent: 5.0,
-                    soak_seconds: 600,
-                },
-                Phase {
-                    percent: 25.0,
-                    soak_seconds: 1800,
-                },
-                Phase {
-                    percent: 100.0,
-                    soak_seconds: 0,
-                },
+                Phase::canary(5.0, 600),
+                Phase::canary(25.0, 1800),
+                Phase::canary(100.0, 0),
             ],
             gates: Gates {
                 max_install_failure_rate: Some(0.05),
@@ -267,6 +402,7 @@ mod tests {
                 min_mean_confidence: Some(0.6),
                 min_reporting_devices: 3,
                 min_requests: 0,
+                ..Default::default()
             },
             on_gate_failure: on_fail,
         }
@@ -283,6 +419,7 @@ mod tests {
             p99_ms: Some(20.0),
             psi: Some(0.05),
             mean_confidence: Some(0.9),
+            ..Default::default()
         }
     }
 

@@ -12,6 +12,11 @@ pub fn installs_key(rollout: &str, phase: usize) -> String {
     format!("installs/{}", phase_key(rollout, phase))
 }
 
+/// Key of an experiment phase's arms ([`crate::health::ArmsAggregate`]).
+pub fn arms_key(rollout: &str, phase: usize) -> String {
+    format!("arms/{}", phase_key(rollout, phase))
+}
+
 /// Key of a rollout's baselines: what each device it reached was told before.
 pub fn baselines_key(rollout: &str) -> String {
     format!("baselines/{rollout}")
@@ -27,5 +32,6 @@ mod tests {
         assert_eq!(phase_key("r-7", 2), "r-7/0002");
         assert_eq!(installs_key("r-7", 2), "installs/r-7/0002");
         assert_eq!(baselines_key("r-7"), "baselines/r-7");
+        assert_eq!(arms_key("r-7", 2), "arms/r-7/0002");
     }
 }

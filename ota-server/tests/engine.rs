@@ -102,6 +102,8 @@ fn report_to<S: Store + ?Sized>(
             class_counts: vec![],
             prediction: None,
             features: vec![],
+            shadow: None,
+            feedback: None,
         },
     )
     .unwrap();
@@ -136,16 +138,7 @@ fn phases_restart_late_devices_and_rollback() {
         let r = rollout(
             "r-1",
             &v2,
-            vec![
-                Phase {
-                    percent: 10.0,
-                    soak_seconds: 100,
-                },
-                Phase {
-                    percent: 100.0,
-                    soak_seconds: 0,
-                },
-            ],
+            vec![Phase::canary(10.0, 100), Phase::canary(100.0, 0)],
             OnGateFailure::Pause,
         );
         records.put(Table::Rollouts, "r-1", &r).unwrap();
@@ -204,10 +197,7 @@ fn phases_restart_late_devices_and_rollback() {
     let r2 = rollout(
         "r-2",
         &v3,
-        vec![Phase {
-            percent: 100.0,
-            soak_seconds: 0,
-        }],
+        vec![Phase::canary(100.0, 0)],
         OnGateFailure::Rollback,
     );
     records.put(Table::Rollouts, "r-2", &r2).unwrap();
@@ -315,16 +305,7 @@ fn the_incremental_engine_agrees_with_a_fresh_one_and_idles_without_touching_dev
     }
     records.put(Table::Bundles, &v2.sha256, &v2).unwrap();
     records.put(Table::Bundles, &v3.sha256, &v3).unwrap();
-    let phases = vec![
-        Phase {
-            percent: 10.0,
-            soak_seconds: 100,
-        },
-        Phase {
-            percent: 100.0,
-            soak_seconds: 0,
-        },
-    ];
+    let phases = vec![Phase::canary(10.0, 100), Phase::canary(100.0, 0)];
     let r1 = rollout("r-1", &v2, phases, OnGateFailure::Pause);
     records.put(Table::Rollouts, "r-1", &r1).unwrap();
 
@@ -382,10 +363,7 @@ fn the_incremental_engine_agrees_with_a_fresh_one_and_idles_without_touching_dev
     let r2 = rollout(
         "r-2",
         &v3,
-        vec![Phase {
-            percent: 100.0,
-            soak_seconds: 0,
-        }],
+        vec![Phase::canary(100.0, 0)],
         OnGateFailure::Rollback,
     );
     records.put(Table::Rollouts, "r-2", &r2).unwrap();

@@ -181,6 +181,7 @@ fn authorization_matrix_bad_input_artifacts_and_restart() {
                     sha256: sha.clone(),
                     size: bundle.len() as u64,
                 }],
+                shadows: vec![],
             },
         )
         .unwrap();
@@ -658,6 +659,8 @@ fn the_rollout_view_shows_the_psi_the_gate_judged() {
                 class_counts: classes,
                 prediction: None,
                 features: vec![],
+                shadow: None,
+                feedback: None,
             },
         )
         .unwrap();

@@ -64,6 +64,8 @@ fn window(version: &str, requests: u64, errors: u64) -> TelemetryWindow {
         class_counts: vec![requests, 0],
         prediction: None,
         features: vec![],
+        shadow: None,
+        feedback: None,
     }
 }
 
@@ -76,10 +78,7 @@ fn lab_rollout() -> Rollout {
         RolloutSpec {
             bundle: format!("sha256:{}", "0".repeat(64)),
             selector: Selector::parse("site=lab").unwrap(),
-            phases: vec![Phase {
-                percent: 100.0,
-                soak_seconds: 60,
-            }],
+            phases: vec![Phase::canary(100.0, 60)],
             gates: Gates::default(),
             on_gate_failure: OnGateFailure::Pause,
         },

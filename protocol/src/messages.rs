@@ -5,6 +5,7 @@
 
 use minicbor::bytes::ByteArray;
 use minicbor::{Decode, Encode};
+use serde::{Deserialize, Serialize};
 
 use crate::histogram::Histogram;
 
@@ -37,6 +38,30 @@ pub struct DesiredState {
     /// The models to run; a model not listed is left as it is.
     #[n(2)]
     pub models: Vec<DesiredModel>,
+    /// Candidates to run beside the active model of the same name, on a share of live requests,
+    /// never answering (a rollout's shadow phase). A model not listed runs no shadow.
+    #[n(3)]
+    #[cbor(default, skip_if = "no_shadows")]
+    pub shadows: Vec<DesiredShadow>,
+}
+
+fn no_shadows(v: &[DesiredShadow]) -> bool {
+    v.is_empty()
+}
+
+/// A candidate the device loads into its second slot and runs beside the active model, after
+/// each sampled answer has gone back; its answers are compared, never returned.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct DesiredShadow {
+    /// The candidate bundle.
+    #[n(0)]
+    pub model: DesiredModel,
+    /// Share of answered requests mirrored to the candidate, in parts per million.
+    #[n(1)]
+    pub sample_ppm: u32,
+    /// CPU time the candidate may use, in thousandths of one core (over any stretch of time).
+    #[n(2)]
+    pub cpu_millicores: u32,
 }
 
 /// Where one model stands on the device.
@@ -57,6 +82,9 @@ pub struct ReportedModel {
     /// Versions marked bad for the current generation.
     #[n(4)]
     pub bad_versions: Vec<String>,
+    /// A candidate running as a shadow beside the active version.
+    #[n(5)]
+    pub shadow: Option<(String, ByteArray<32>)>,
 }
 
 /// Device → server at connect: identity, agent version and reported state. The server answers
@@ -114,6 +142,9 @@ pub enum Step {
     /// A step failed (download, verify, self-test, ...).
     #[n(5)]
     Failed,
+    /// Self-test passed; loaded as a shadow beside the active model (answers nothing).
+    #[n(6)]
+    Shadowing,
 }
 
 /// One reconcile event.
@@ -183,6 +214,134 @@ pub struct TelemetryWindow {
     /// Per-feature counts over the bundle's reference bins (for input PSI).
     #[n(10)]
     pub features: Vec<Histogram>,
+    /// Present when this version ran as a shadow: its requests were mirrored live requests it
+    /// did not answer, and this is how its answers compared with the active model's.
+    #[n(11)]
+    pub shadow: Option<ShadowAgreement>,
+    /// Ground truth the apps sent for this version's answers in the window.
+    #[n(12)]
+    pub feedback: Option<FeedbackStats>,
+}
+
+/// How a shadow's answers compared with the active model's on the same inputs, in one window.
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode, Serialize, Deserialize)]
+pub struct ShadowAgreement {
+    /// The active version it was compared with.
+    #[n(0)]
+    pub active_version: String,
+    /// Rows compared.
+    #[n(1)]
+    pub compared: u64,
+    /// Classification rows whose top-1 label was the same.
+    #[n(2)]
+    pub agreed: u64,
+    /// Sum over classification rows of the top-k overlap (shared labels / k).
+    #[n(3)]
+    pub topk_overlap: f64,
+    /// Regression rows compared.
+    #[n(4)]
+    pub values: u64,
+    /// Sum over regression rows of |shadow − active|.
+    #[n(5)]
+    pub abs_delta: f64,
+    /// Regression rows where the shadow's value fell inside the active model's interval.
+    #[n(6)]
+    pub inside_interval: u64,
+    /// Regression rows whose active answer had an interval.
+    #[n(7)]
+    pub with_interval: u64,
+    /// Sampled requests not mirrored because the shadow was over its CPU budget.
+    #[n(8)]
+    pub skipped_budget: u64,
+    /// Sampled requests not mirrored because the shadow's queue was full.
+    #[n(9)]
+    pub skipped_busy: u64,
+}
+
+/// Ground truth joined to one version's answers (per window; sums, so windows merge).
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode, Serialize, Deserialize)]
+pub struct FeedbackStats {
+    /// Classification answers given a label.
+    #[n(0)]
+    pub labelled: u64,
+    /// Of those, predicted right (top-1).
+    #[n(1)]
+    pub correct: u64,
+    /// Per true label: (label, labelled, correct), sorted by label.
+    #[n(2)]
+    pub per_class: Vec<(String, u64, u64)>,
+    /// Regression answers given a true value.
+    #[n(3)]
+    pub values: u64,
+    /// Sum of |prediction − truth|.
+    #[n(4)]
+    pub abs_error: f64,
+    /// Sum of (prediction − truth)².
+    #[n(5)]
+    pub sq_error: f64,
+    /// True values inside the answer's interval.
+    #[n(6)]
+    pub inside_interval: u64,
+    /// Answers with an interval that were given a true value.
+    #[n(7)]
+    pub with_interval: u64,
+    /// Answers given a reward.
+    #[n(8)]
+    pub rewards: u64,
+    /// Sum of rewards.
+    #[n(9)]
+    pub reward_sum: f64,
+    /// Sum of squared rewards.
+    #[n(10)]
+    pub reward_sq_sum: f64,
+}
+
+impl FeedbackStats {
+    /// Whether nothing was joined.
+    pub fn is_empty(&self) -> bool {
+        self.labelled == 0 && self.values == 0 && self.rewards == 0
+    }
+
+    /// Adds another window's sums.
+    pub fn merge(&mut self, o: &FeedbackStats) {
+        self.labelled += o.labelled;
+        self.correct += o.correct;
+        for (label, n, ok) in &o.per_class {
+            match self.per_class.binary_search_by(|(l, _, _)| l.cmp(label)) {
+                Ok(i) => {
+                    self.per_class[i].1 += n;
+                    self.per_class[i].2 += ok;
+                }
+                Err(i) => self.per_class.insert(i, (label.clone(), *n, *ok)),
+            }
+        }
+        self.values += o.values;
+        self.abs_error += o.abs_error;
+        self.sq_error += o.sq_error;
+        self.inside_interval += o.inside_interval;
+        self.with_interval += o.with_interval;
+        self.rewards += o.rewards;
+        self.reward_sum += o.reward_sum;
+        self.reward_sq_sum += o.reward_sq_sum;
+    }
+}
+
+impl ShadowAgreement {
+    /// Adds another window's counts (the active version of the latest is kept).
+    pub fn merge(&mut self, o: &ShadowAgreement) {
+        if !o.active_version.is_empty() {
+            self.active_version = o.active_version.clone();
+        }
+        self.compared += o.compared;
+        self.agreed += o.agreed;
+        self.topk_overlap += o.topk_overlap;
+        self.values += o.values;
+        self.abs_delta += o.abs_delta;
+        self.inside_interval += o.inside_interval;
+        self.with_interval += o.with_interval;
+        self.skipped_budget += o.skipped_budget;
+        self.skipped_busy += o.skipped_busy;
+    }
 }
 
 /// A batch of telemetry windows.

@@ -28,6 +28,10 @@ pub struct PredictResponse {
     /// The model's raw output tensors, only when the caller asked for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub raw: Vec<RawOutput>,
+    /// The id to send ground truth for this answer with (`POST /v1/models/{name}/feedback`),
+    /// when the server that answered keeps answers for feedback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_id: Option<String>,
 }
 
 /// One row's prediction, by task.
@@ -116,6 +120,7 @@ mod tests {
             }],
             latency_ms: 1.5,
             raw: vec![],
+            prediction_id: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(

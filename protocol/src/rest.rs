@@ -28,6 +28,120 @@ pub struct Phase {
     /// Time to watch the phase before it may advance (0 for the last phase is usual).
     #[serde(default)]
     pub soak_seconds: u64,
+    /// A shadow phase: the phase's devices run the candidate beside their active model on a
+    /// share of live requests without answering; the shadow gates judge it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowPhase>,
+    /// An A/B experiment phase: the phase's devices are split into arms by a stable hash, the
+    /// candidate's arm runs the new version, and a sequential test on `metric` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentPhase>,
+}
+
+impl Phase {
+    /// A plain (canary) phase.
+    pub fn canary(percent: f64, soak_seconds: u64) -> Phase {
+        Phase {
+            percent,
+            soak_seconds,
+            shadow: None,
+            experiment: None,
+        }
+    }
+}
+
+/// How a shadow phase mirrors live requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ShadowPhase {
+    /// Share of answered requests also run on the candidate, (0, 1]. Default 1.
+    #[serde(default = "one_f64")]
+    pub sample: f64,
+    /// CPU the candidate may use, in cores (over any stretch of time), (0, 1]. Default 0.5.
+    #[serde(default = "half")]
+    pub cpu_budget: f64,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+/// The metric an experiment compares its arms on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ExperimentMetric {
+    /// Share of labelled answers that were right (feedback `label`); higher is better.
+    Accuracy,
+    /// Failed predictions / predictions; lower is better.
+    ErrorRate,
+    /// Mean of the rewards apps sent (feedback `reward`); higher is better.
+    MeanReward,
+    /// Mean absolute error against true values (feedback `value`); lower is better.
+    Mae,
+}
+
+impl ExperimentMetric {
+    /// Whether a larger value is better.
+    pub fn higher_is_better(self) -> bool {
+        matches!(
+            self,
+            ExperimentMetric::Accuracy | ExperimentMetric::MeanReward
+        )
+    }
+}
+
+/// What an experiment does when its maximum duration ends undecided.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Inconclusive {
+    /// Go on to the next phase (the candidate is not worse by what could be seen).
+    Promote,
+    /// Roll the candidate back.
+    #[default]
+    Rollback,
+}
+
+/// How an experiment phase is judged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentPhase {
+    /// The metric compared.
+    pub metric: ExperimentMetric,
+    /// False-positive rate the test keeps however often it looks, (0, 1). Default 0.05.
+    #[serde(default = "five_percent")]
+    pub alpha: f64,
+    /// The difference the test is tuned to find, in the metric's units (e.g. 0.02 for two
+    /// points of accuracy). Default 0.02.
+    #[serde(default = "two_points")]
+    pub tau: f64,
+    /// Samples each arm needs before a look counts. Default 100.
+    #[serde(default = "hundred")]
+    pub min_samples: u64,
+    /// Longest the experiment runs before `on_inconclusive` applies.
+    pub max_seconds: u64,
+    /// What happens when it ends undecided. Default `rollback`.
+    #[serde(default)]
+    pub on_inconclusive: Inconclusive,
+}
+
+fn five_percent() -> f64 {
+    0.05
+}
+
+fn two_points() -> f64 {
+    0.02
+}
+
+fn hundred() -> u64 {
+    100
 }
 
 /// Health limits of a phase. (`Default`, for a spec without `gates`, has no limits and
@@ -59,6 +173,29 @@ pub struct Gates {
     /// rate, latency, PSI, confidence are noise on a handful of requests). Default 0.
     #[serde(default)]
     pub min_requests: u64,
+    /// Shadow phases: share of compared answers on which the candidate agreed with the active
+    /// model (top-1 label; for regression, the share inside the active model's interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_shadow_agreement: Option<f64>,
+    /// Shadow phases: p99 of the candidate's own latency, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_shadow_p99_ms: Option<f64>,
+    /// Shadow phases: mirrored requests the candidate must have run before a verdict.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_shadow_requests: u64,
+    /// Share of labelled answers that were right (app feedback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_accuracy: Option<f64>,
+    /// Mean absolute error against true values (app feedback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mae: Option<f64>,
+    /// Labelled answers (labels, values) needed before a verdict on accuracy or MAE.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_labels: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn one() -> u64 {
@@ -118,12 +255,18 @@ impl RolloutSpec {
                 ));
             }
             last = p.percent;
+            p.check().map_err(|e| format!("phase {i}: {e}"))?;
+        }
+        if self.phases.last().is_some_and(|p| p.shadow.is_some()) {
+            return Err("the last phase cannot be a shadow phase: nothing would ship".into());
         }
         let g = &self.gates;
         for (name, v) in [
             ("max_install_failure_rate", g.max_install_failure_rate),
             ("max_error_rate", g.max_error_rate),
             ("min_mean_confidence", g.min_mean_confidence),
+            ("min_shadow_agreement", g.min_shadow_agreement),
+            ("min_accuracy", g.min_accuracy),
         ] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
@@ -134,11 +277,45 @@ impl RolloutSpec {
         for (name, v) in [
             ("max_p99_latency_ms", g.max_p99_latency_ms),
             ("max_psi", g.max_psi),
+            ("max_shadow_p99_ms", g.max_shadow_p99_ms),
+            ("max_mae", g.max_mae),
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v >= 0.0) {
                     return Err(format!("gates.{name} {v} must be a non-negative number"));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Phase {
+    /// Checks the phase's kind: at most one of shadow and experiment, values in range.
+    pub fn check(&self) -> Result<(), String> {
+        if self.shadow.is_some() && self.experiment.is_some() {
+            return Err("a phase is a shadow phase or an experiment, not both".into());
+        }
+        if let Some(s) = &self.shadow {
+            if !(s.sample > 0.0 && s.sample <= 1.0) {
+                return Err(format!("shadow.sample {} is not in (0, 1]", s.sample));
+            }
+            if !(s.cpu_budget > 0.0 && s.cpu_budget <= 1.0) {
+                return Err(format!(
+                    "shadow.cpu_budget {} is not in (0, 1] cores",
+                    s.cpu_budget
+                ));
+            }
+        }
+        if let Some(e) = &self.experiment {
+            if !(e.alpha > 0.0 && e.alpha < 1.0) {
+                return Err(format!("experiment.alpha {} is not in (0, 1)", e.alpha));
+            }
+            if !(e.tau > 0.0 && e.tau.is_finite()) {
+                return Err(format!("experiment.tau {} must be positive", e.tau));
+            }
+            if e.max_seconds == 0 {
+                return Err("experiment.max_seconds must be positive".into());
             }
         }
         Ok(())
@@ -195,6 +372,98 @@ pub struct PhaseHealth {
     pub psi: Option<f64>,
     /// Mean top-1 confidence.
     pub mean_confidence: Option<f64>,
+    /// Ground truth the apps sent for the phase's answers of the new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackHealth>,
+    /// A shadow phase: how the candidate ran beside the active model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowHealth>,
+    /// An experiment phase: the arms and the test's latest look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentLook>,
+}
+
+/// Ground truth joined to a version's answers (model-performance monitoring).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FeedbackHealth {
+    /// Labelled classification answers.
+    pub labelled: u64,
+    /// Right / labelled.
+    pub accuracy: Option<f64>,
+    /// Per true label: right / labelled.
+    pub recall: BTreeMap<String, f64>,
+    /// Regression answers given a true value.
+    pub values: u64,
+    /// Mean absolute error.
+    pub mae: Option<f64>,
+    /// Share of true values inside the answer's interval.
+    pub interval_coverage: Option<f64>,
+    /// Answers given a reward.
+    pub rewards: u64,
+    /// Mean reward.
+    pub mean_reward: Option<f64>,
+}
+
+/// A shadow phase's candidate as it ran beside the active model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ShadowHealth {
+    /// Devices that reported shadow runs.
+    pub reporting_devices: u64,
+    /// Mirrored requests the candidate ran.
+    pub requests: u64,
+    /// Of those, failed.
+    pub errors: u64,
+    /// Rows compared with the active model's answers.
+    pub compared: u64,
+    /// Agreement: top-1 equal rate (classification) or share inside the active model's
+    /// interval (regression).
+    pub agreement: Option<f64>,
+    /// Mean top-k overlap (classification).
+    pub topk_overlap: Option<f64>,
+    /// Mean |shadow − active| (regression).
+    pub mean_abs_delta: Option<f64>,
+    /// p99 of the candidate's latency, ms.
+    pub p99_ms: Option<f64>,
+    /// Sampled requests not mirrored (CPU budget spent, queue full).
+    pub skipped: u64,
+}
+
+/// One experiment arm at a look.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ArmSummary {
+    /// Devices of the arm that reported.
+    pub devices: u64,
+    /// Samples of the metric.
+    pub samples: u64,
+    /// The metric's mean.
+    pub mean: Option<f64>,
+}
+
+/// One look of an experiment's sequential test (its decision log and its chart).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExperimentLook {
+    /// Unix seconds.
+    pub at: u64,
+    /// The phase.
+    pub phase: usize,
+    /// The metric.
+    pub metric: ExperimentMetric,
+    /// The incumbent's arm (A).
+    pub incumbent: ArmSummary,
+    /// The candidate's arm (B).
+    pub candidate: ArmSummary,
+    /// `mean_B − mean_A`.
+    pub estimate: f64,
+    /// The confidence sequence at this look (absent before each arm has `min_samples`).
+    pub interval: Option<(f64, f64)>,
+    /// The always-valid p-value so far.
+    pub p_value: f64,
+    /// `continue`, `candidate_better` or `candidate_worse`.
+    pub verdict: String,
 }
 
 /// One transition of a rollout (its decision log).
@@ -237,9 +506,42 @@ pub struct Rollout {
     pub phase_started: u64,
     /// Every transition, oldest first.
     pub transitions: Vec<Transition>,
+    /// Experiment phases: the test's looks, oldest first (thinned to at most
+    /// [`Rollout::MAX_LOOKS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub looks: Vec<ExperimentLook>,
 }
 
 impl Rollout {
+    /// Looks kept per rollout (older ones are thinned, every other one dropped).
+    pub const MAX_LOOKS: usize = 240;
+
+    /// The current phase.
+    pub fn current_phase(&self) -> &Phase {
+        &self.spec.phases[self.phase.min(self.spec.phases.len() - 1)]
+    }
+
+    /// Records a look when its samples differ from the last one's; true if it was recorded.
+    pub fn record_look(&mut self, look: ExperimentLook) -> bool {
+        let same = self.looks.last().is_some_and(|l| {
+            l.phase == look.phase
+                && l.incumbent.samples == look.incumbent.samples
+                && l.candidate.samples == look.candidate.samples
+        });
+        if same {
+            return false;
+        }
+        if self.looks.len() >= Self::MAX_LOOKS {
+            let mut i = 0;
+            self.looks.retain(|_| {
+                i += 1;
+                i % 2 == 0
+            });
+        }
+        self.looks.push(look);
+        true
+    }
+
     /// A new rollout, running its first phase from `now`.
     pub fn new(id: String, model: String, version: String, spec: RolloutSpec, now: u64) -> Rollout {
         Rollout {
@@ -251,6 +553,7 @@ impl Rollout {
             phase: 0,
             phase_started: now,
             transitions: Vec::new(),
+            looks: Vec::new(),
         }
     }
 
@@ -275,6 +578,44 @@ impl Rollout {
     pub fn reaches(&self, device: &str, tags: &BTreeMap<String, String>) -> bool {
         self.reaches_at(device, tags, self.percent())
     }
+
+    /// Whether the current phase's gates count a device: reached, and running the new version
+    /// (as a shadow, or not in the incumbent's arm of an experiment).
+    pub fn judged_on(&self, device: &str, tags: &BTreeMap<String, String>) -> bool {
+        self.reaches(device, tags) && self.role(device) != PhaseRole::Incumbent
+    }
+
+    /// Whether a device is in the candidate's arm of this rollout's experiments (a stable
+    /// half of its devices, independent of the phase buckets).
+    pub fn candidate_arm(&self, device: &str) -> bool {
+        in_phase(device, &format!("{}/arm", self.id), 50.0)
+    }
+
+    /// How the current phase gives the rollout's version to a device it reaches.
+    pub fn role(&self, device: &str) -> PhaseRole {
+        let phase = self.current_phase();
+        if phase.shadow.is_some() && self.status != RolloutStatus::Completed {
+            PhaseRole::Shadow
+        } else if phase.experiment.is_some()
+            && self.status != RolloutStatus::Completed
+            && !self.candidate_arm(device)
+        {
+            PhaseRole::Incumbent
+        } else {
+            PhaseRole::Candidate
+        }
+    }
+}
+
+/// What a rollout asks of a device it reaches in the current phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhaseRole {
+    /// Run the new version (a canary phase, or the candidate's arm of an experiment).
+    Candidate,
+    /// Run the new version as a shadow beside the active one.
+    Shadow,
+    /// Keep the version it runs (the incumbent's arm of an experiment).
+    Incumbent,
 }
 
 /// Progress of one phase (cumulative, as phases are).
@@ -351,6 +692,12 @@ pub struct ChartPoint {
     pub installs: u64,
     /// Failed installs / installs.
     pub install_failure_rate: Option<f64>,
+    /// Shadow phases: the candidate's agreement with the active model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_agreement: Option<f64>,
+    /// Accuracy on the labels apps sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
 }
 
 /// One phase's chart.
@@ -814,4 +1161,39 @@ pub struct PredictRequest {
     /// Also return the raw output tensors.
     #[serde(default)]
     pub raw: bool,
+}
+
+/// The device agent's `POST /v1/models/{name}/feedback`: ground truth for one answer (one row of
+/// it), exactly one of `label`, `value` and `reward`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    /// The `prediction_id` of the answer.
+    pub prediction_id: String,
+    /// The row of a batch answer (default 0).
+    #[serde(default)]
+    pub row: usize,
+    /// The true label (classification): its text, or the class number.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub label: Option<serde_json::Value>,
+    /// The true value (regression).
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// A reward for the answer (any task).
+    #[serde(default)]
+    pub reward: Option<f64>,
+}
+
+/// The answer to a feedback request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FeedbackAnswer {
+    /// The answer's id.
+    pub prediction_id: String,
+    /// The version that answered.
+    pub version: String,
+    /// Whether the answer was right (labels; absent for values and rewards).
+    pub correct: Option<bool>,
 }

@@ -21,6 +21,7 @@ fn desired(generation: u64) -> DesiredState {
             bundle_sha256: [0xab; 32].into(),
             size: 84_228,
         }],
+        shadows: vec![],
     }
 }
 
@@ -155,4 +156,23 @@ fn replays_and_stale_messages_are_dropped() {
     restarted.restore("director", guard.last("director").unwrap());
     assert!(restarted.accept(&header(3, Kind::Desired)).is_err());
     assert!(restarted.accept(&header(4, Kind::Desired)).is_ok());
+}
+
+/// A desired state with a shadow round-trips, and one without keeps the bytes it always had (the
+/// field is left out, so agents that predate shadows read today's desired states).
+#[test]
+fn shadows_are_an_optional_trailing_field() {
+    let plain = minicbor::to_vec(desired(3)).unwrap();
+    let mut with = desired(3);
+    with.shadows.push(edge_protocol::DesiredShadow {
+        model: with.models[0].clone(),
+        sample_ppm: 500_000,
+        cpu_millicores: 250,
+    });
+    let bytes = minicbor::to_vec(&with).unwrap();
+    assert!(bytes.len() > plain.len());
+    let back: DesiredState = minicbor::decode(&bytes).unwrap();
+    assert_eq!(back, with);
+    let old: DesiredState = minicbor::decode(&plain).unwrap();
+    assert!(old.shadows.is_empty());
 }

@@ -39,6 +39,7 @@ pub use edge_bundle::{keys, npy, tensor, trust};
 
 pub mod engine;
 pub mod error;
+pub mod feedback;
 pub mod input_buffer;
 pub mod json_input;
 mod model;

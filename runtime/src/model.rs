@@ -366,6 +366,7 @@ impl Model {
                     results: answers.predictions,
                     latency_ms: latency.as_secs_f64() * 1e3,
                     raw,
+                    prediction_id: None,
                 })
             }
             Err(e) => {

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use edge_protocol::rest::{
     ApiError, Bundle, DeviceEvents, DeviceList, DeviceView, Gates, OnGateFailure, Phase, Rollout,
-    RolloutList, RolloutSpec, RolloutStatus, RolloutView,
+    RolloutList, RolloutSpec, RolloutStatus, RolloutView, ShadowPhase,
 };
 use edge_protocol::selector::Selector;
 use serde::de::DeserializeOwned;
@@ -105,11 +105,15 @@ pub struct CreateArgs {
     /// Device selector, e.g. "hw=jetson-orin,site in (berlin,paris)".
     #[arg(long, default_value = "")]
     pub selector: String,
-    /// A phase as PERCENT[:SOAK_SECONDS]; repeat in order, e.g. --phase 5:600 --phase 100.
+    /// A phase as PERCENT[:SOAK_SECONDS[:shadow[=SAMPLE[/CPU_CORES]]]]; repeat in order, e.g.
+    /// --phase 20:300:shadow=0.5/0.25 --phase 5:600 --phase 100. Experiment phases are given
+    /// in a --spec file (docs/guide.md).
     #[arg(long = "phase", required_unless_present = "spec")]
     pub phases: Vec<String>,
     /// A gate as NAME=VALUE (max_install_failure_rate, max_error_rate, max_p99_latency_ms,
-    /// max_psi, min_mean_confidence, min_reporting_devices, min_requests); repeat.
+    /// max_psi, min_mean_confidence, min_reporting_devices, min_requests,
+    /// min_shadow_agreement, max_shadow_p99_ms, min_shadow_requests, min_accuracy, max_mae,
+    /// min_labels); repeat.
     #[arg(long = "gate")]
     pub gates: Vec<String>,
     /// pause or rollback.
@@ -250,21 +254,47 @@ fn bundle_ref(arg: &str) -> Result<String> {
     bail!("--bundle '{arg}' is neither sha256:<hex> nor a file")
 }
 
+/// `shadow`, `shadow=SAMPLE` or `shadow=SAMPLE/CPU_CORES`.
+fn shadow_flag(kind: &str) -> Result<ShadowPhase> {
+    let mut shadow = ShadowPhase {
+        sample: 1.0,
+        cpu_budget: 0.5,
+    };
+    let rest = kind.strip_prefix("shadow").context("not shadow")?;
+    if let Some(values) = rest.strip_prefix('=') {
+        let (sample, cpu) = values.split_once('/').unwrap_or((values, ""));
+        shadow.sample = sample.parse().context("SAMPLE is not a number")?;
+        if !cpu.is_empty() {
+            shadow.cpu_budget = cpu.parse().context("CPU_CORES is not a number")?;
+        }
+    } else if !rest.is_empty() {
+        bail!("unexpected '{rest}'");
+    }
+    Ok(shadow)
+}
+
 fn spec_from_flags(a: &CreateArgs) -> Result<RolloutSpec> {
     let bundle = bundle_ref(a.bundle.as_deref().unwrap_or_default())?;
     let mut phases = Vec::new();
     for p in &a.phases {
-        let (percent, soak) = p.split_once(':').unwrap_or((p, "0"));
-        let percent: f64 = percent
+        let mut parts = p.splitn(3, ':');
+        let percent: f64 = parts
+            .next()
+            .unwrap_or_default()
             .parse()
             .with_context(|| format!("--phase '{p}': percent is not a number"))?;
-        let soak_seconds: u64 = soak
+        let soak_seconds: u64 = parts
+            .next()
+            .unwrap_or("0")
             .parse()
             .with_context(|| format!("--phase '{p}': soak seconds is not a whole number"))?;
-        phases.push(Phase {
-            percent,
-            soak_seconds,
-        });
+        let mut phase = Phase::canary(percent, soak_seconds);
+        if let Some(kind) = parts.next() {
+            phase.shadow = Some(shadow_flag(kind).with_context(|| {
+                format!("--phase '{p}': the kind is shadow[=SAMPLE[/CPU_CORES]]")
+            })?);
+        }
+        phases.push(phase);
     }
     // a gates object as the server reads it (its defaults: min_reporting_devices 1)
     let mut gates = serde_json::Map::new();
@@ -275,7 +305,10 @@ fn spec_from_flags(a: &CreateArgs) -> Result<RolloutSpec> {
         let value: f64 = value
             .parse()
             .with_context(|| format!("--gate '{g}': value is not a number"))?;
-        let value = if matches!(name, "min_reporting_devices" | "min_requests") {
+        let value = if matches!(
+            name,
+            "min_reporting_devices" | "min_requests" | "min_shadow_requests" | "min_labels"
+        ) {
             json!(value as u64)
         } else {
             json!(value)

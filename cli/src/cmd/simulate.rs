@@ -158,6 +158,7 @@ impl Device {
                     previous: None,
                     trial: None,
                     bad_versions: vec![],
+                    shadow: None,
                 }],
                 dropped_telemetry: 0,
                 capabilities: Some(edge_protocol::Capabilities {
@@ -345,6 +346,8 @@ fn window(device: &Device, secs: u64) -> Option<Telemetry> {
             class_counts: vec![],
             prediction: None,
             features: vec![],
+            shadow: None,
+            feedback: None,
         }],
     })
 }

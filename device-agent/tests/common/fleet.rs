@@ -381,6 +381,7 @@ impl Fleet {
                 device_id: device.into(),
                 generation,
                 models,
+                shadows: vec![],
             },
         )
     }

@@ -227,9 +227,13 @@ pub fn rollout_view<S: Store + ?Sized>(
         .records
         .list(Table::Devices, "", usize::MAX)
         .map_err(internal)?;
-    let in_phase = devices.iter().filter(|d| r.reaches(&d.id, &d.tags)).count() as u64;
+    let in_phase = devices
+        .iter()
+        .filter(|d| r.judged_on(&d.id, &d.tags))
+        .count() as u64;
+    let now = (app.now)();
     let health =
-        phase_health(&app.records, &r, in_phase, &reference_of(app, &r)).map_err(internal)?;
+        phase_health(&app.records, &r, in_phase, &reference_of(app, &r), now).map_err(internal)?;
     let selected = devices
         .iter()
         .filter(|d| r.spec.selector.matches(&d.tags))

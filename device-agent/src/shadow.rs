@@ -1,0 +1,284 @@
+//! Shadow evaluation (a rollout's shadow phase): a candidate loaded beside the active model runs
+//! on a sampled share of live requests **after** their answer was made, on one worker thread of
+//! its own, and never answers. Its answers are compared with the active model's
+//! ([`ShadowAgreement`]); its own requests, errors and latency are its model's counters, so the
+//! telemetry window of a shadow is the candidate's window plus the agreement.
+//!
+//! The shadow's CPU is bounded by a budget in cores: a leaky bucket of busy time drains at the
+//! budget's rate, and a sampled request is skipped while the bucket is over its burst (so over
+//! any stretch of time the shadow uses at most `budget` of one core, plus one burst). The queue
+//! to the worker is short; a request that finds it full is skipped, never waited for.
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edge_protocol::{PredictResponse, Prediction, ShadowAgreement};
+use edge_runtime::{Model, PredictOptions, Tensor};
+
+use crate::slots::SlotRef;
+
+/// Requests waiting for the shadow worker at most.
+const QUEUE: usize = 8;
+
+/// Busy time the bucket may run ahead of the budget.
+const BURST: Duration = Duration::from_millis(250);
+
+/// A candidate running as a shadow.
+pub struct Shadow {
+    /// The candidate.
+    pub model: Arc<Model>,
+    /// Its bundle.
+    pub slot: SlotRef,
+    /// Generation that asked for it.
+    pub generation: u64,
+    /// Share of requests mirrored, parts per million.
+    pub sample_ppm: u32,
+    /// CPU budget, cores.
+    pub budget: f64,
+    state: Mutex<ShadowState>,
+}
+
+struct ShadowState {
+    /// Sampling credit, in ppm: a request is mirrored each time it passes a million.
+    credit: u64,
+    /// Busy time not yet drained, seconds.
+    debt: f64,
+    last_drain: Instant,
+    /// Counts since the last window.
+    agreement: ShadowAgreement,
+}
+
+impl Shadow {
+    /// A shadow of `model` mirroring `sample_ppm` of requests within `cpu_millicores`.
+    pub fn new(
+        model: Arc<Model>,
+        slot: SlotRef,
+        generation: u64,
+        sample_ppm: u32,
+        cpu_millicores: u32,
+    ) -> Shadow {
+        Shadow {
+            model,
+            slot,
+            generation,
+            sample_ppm: sample_ppm.min(1_000_000),
+            budget: (f64::from(cpu_millicores) / 1000.0).clamp(0.001, 1.0),
+            state: Mutex::new(ShadowState {
+                credit: 0,
+                debt: 0.0,
+                last_drain: Instant::now(),
+                agreement: ShadowAgreement::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShadowState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this request is mirrored: sampled, and the budget allows (a sampled request
+    /// over budget is counted as skipped).
+    pub fn admit(&self) -> bool {
+        let mut s = self.lock();
+        s.credit += u64::from(self.sample_ppm);
+        if s.credit < 1_000_000 {
+            return false;
+        }
+        s.credit -= 1_000_000;
+        let now = Instant::now();
+        let drained = now.duration_since(s.last_drain).as_secs_f64() * self.budget;
+        s.debt = (s.debt - drained).max(0.0);
+        s.last_drain = now;
+        if s.debt > BURST.as_secs_f64() {
+            s.agreement.skipped_budget += 1;
+            return false;
+        }
+        true
+    }
+
+    fn note_busy(&self) {
+        self.lock().agreement.skipped_busy += 1;
+    }
+
+    /// Runs the candidate on `inputs` and compares with the active model's `answer`.
+    fn run(&self, inputs: Vec<Tensor>, options: &PredictOptions, answer: &PredictResponse) {
+        let start = Instant::now();
+        let mine = self.model.predict_with(inputs, options);
+        let busy = start.elapsed().as_secs_f64();
+        let mut s = self.lock();
+        s.debt += busy;
+        if let Ok(mine) = mine {
+            compare(answer, &mine, &mut s.agreement);
+        }
+    }
+
+    /// The agreement counts since the last take.
+    pub fn take(&self) -> ShadowAgreement {
+        let mut s = self.lock();
+        let mut out = std::mem::take(&mut s.agreement);
+        out.active_version.clear();
+        out
+    }
+}
+
+/// Adds the comparison of one pair of answers, row by row.
+pub fn compare(active: &PredictResponse, shadow: &PredictResponse, into: &mut ShadowAgreement) {
+    for (a, s) in active.results.iter().zip(&shadow.results) {
+        into.compared += 1;
+        match (a, s) {
+            (
+                Prediction::Classification {
+                    label: la,
+                    predictions: pa,
+                    ..
+                },
+                Prediction::Classification {
+                    label: ls,
+                    predictions: ps,
+                    ..
+                },
+            ) => {
+                into.agreed += u64::from(la == ls);
+                let k = pa.len().max(ps.len()).max(1);
+                let shared = pa
+                    .iter()
+                    .filter(|x| ps.iter().any(|y| y.label == x.label))
+                    .count();
+                into.topk_overlap += shared as f64 / k as f64;
+            }
+            (
+                Prediction::Regression {
+                    value: va,
+                    interval,
+                },
+                Prediction::Regression { value: vs, .. },
+            ) => {
+                into.values += 1;
+                into.abs_delta += (va - vs).abs();
+                if let Some(i) = interval {
+                    into.with_interval += 1;
+                    into.inside_interval += u64::from(i.lower <= *vs && *vs <= i.upper);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Job {
+    shadow: Arc<Shadow>,
+    inputs: Vec<Tensor>,
+    options: PredictOptions,
+    answer: PredictResponse,
+}
+
+/// The shadow worker: one thread, a short queue.
+pub struct ShadowRunner {
+    queue: SyncSender<Job>,
+}
+
+impl ShadowRunner {
+    /// Starts the worker thread (it ends when the runner is dropped).
+    pub fn start() -> ShadowRunner {
+        let (queue, jobs) = sync_channel::<Job>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("shadow".into())
+            .spawn(move || {
+                for job in jobs {
+                    job.shadow.run(job.inputs, &job.options, &job.answer);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the shadow worker; shadows will skip");
+        }
+        ShadowRunner { queue }
+    }
+
+    /// Hands a mirrored request to the worker; a full queue skips it.
+    pub fn submit(
+        &self,
+        shadow: Arc<Shadow>,
+        inputs: Vec<Tensor>,
+        options: PredictOptions,
+        answer: PredictResponse,
+    ) {
+        let job = Job {
+            shadow,
+            inputs,
+            options,
+            answer,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                job.shadow.note_busy()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_protocol::{ClassProbability, Interval, ModelRef};
+
+    fn answer(results: Vec<Prediction>) -> PredictResponse {
+        PredictResponse {
+            model: ModelRef {
+                model: "m".into(),
+                version: "1".into(),
+                bundle: "sha256:00".into(),
+            },
+            results,
+            latency_ms: 1.0,
+            raw: vec![],
+            prediction_id: None,
+        }
+    }
+
+    fn class(top: &[&str]) -> Prediction {
+        Prediction::Classification {
+            label: top[0].into(),
+            class_index: 0,
+            probability: 0.5,
+            predictions: top
+                .iter()
+                .map(|l| ClassProbability {
+                    label: (*l).into(),
+                    probability: 0.5,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn answers_compare_by_top1_topk_and_interval() {
+        let mut agg = ShadowAgreement::default();
+        compare(
+            &answer(vec![class(&["1", "2"]), class(&["3", "4"])]),
+            &answer(vec![class(&["1", "5"]), class(&["4", "3"])]),
+            &mut agg,
+        );
+        assert_eq!((agg.compared, agg.agreed), (2, 1));
+        assert!((agg.topk_overlap - 1.5).abs() < 1e-12);
+        let reg = |v: f64| Prediction::Regression {
+            value: v,
+            interval: Some(Interval {
+                lower: v - 1.0,
+                upper: v + 1.0,
+                coverage: 0.9,
+            }),
+        };
+        compare(
+            &answer(vec![reg(10.0), reg(10.0)]),
+            &answer(vec![reg(10.5), reg(12.0)]),
+            &mut agg,
+        );
+        assert_eq!(
+            (agg.values, agg.with_interval, agg.inside_interval),
+            (2, 2, 1)
+        );
+        assert!((agg.abs_delta - 2.5).abs() < 1e-12);
+    }
+}
