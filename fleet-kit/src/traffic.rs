@@ -1,5 +1,7 @@
 //! Digits predictions sent to agents' local APIs from a background thread, until stopped or
-//! dropped: the traffic a trial window and a phase's health need.
+//! dropped: the traffic a trial window and a phase's health need. With feedback on, each answer
+//! to a test row is followed by its true label (`POST /v1/models/digits/feedback`), as an app
+//! that later learns the truth would send it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,9 +29,16 @@ pub struct TrafficPlan {
     pause: Duration,
     images: Images,
     record: bool,
+    feedback: bool,
 }
 
 impl TrafficPlan {
+    /// Sending the true label of every answered test row as feedback.
+    pub fn feedback(mut self) -> TrafficPlan {
+        self.feedback = true;
+        self
+    }
+
     /// Every `pause` (after each round over the agents).
     pub fn every(mut self, pause: Duration) -> TrafficPlan {
         self.pause = pause;
@@ -66,16 +75,15 @@ impl TrafficPlan {
     fn run(self, stop: &AtomicBool, ok: &AtomicU64, answers: &Mutex<Answers>) {
         let client = crate::http::client(None);
         let xs = crate::fixtures::test_rows().to_f64_vec();
+        let labels = crate::fixtures::test_labels().to_f64_vec();
         let rows = xs.len() / 64;
         let constant: Vec<f64> = (0..64).map(|i| (i / 8) as f64).collect();
         let mut round = 0usize;
         while !stop.load(Ordering::Relaxed) {
             for (k, api) in self.apis.iter().enumerate() {
+                let r = (round + k * 7) % rows;
                 let image = match self.images {
-                    Images::TestRows => {
-                        let r = (round + k * 7) % rows;
-                        &xs[r * 64..(r + 1) * 64]
-                    }
+                    Images::TestRows => &xs[r * 64..(r + 1) * 64],
                     Images::Constant => &constant[..],
                 };
                 let rows: Vec<&[f64]> = image.chunks(8).collect();
@@ -86,8 +94,16 @@ impl TrafficPlan {
                 if code == 200 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 }
+                let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                if self.feedback && code == 200 && self.images == Images::TestRows {
+                    if let Some(id) = v["prediction_id"].as_str() {
+                        let truth = json!({"prediction_id": id, "label": labels[r] as u64});
+                        let url = format!("http://{api}/v1/models/digits/feedback");
+                        let body = Some(("application/json", truth.to_string().into_bytes()));
+                        crate::http::call(&client, "POST", &url, &[], body);
+                    }
+                }
                 if self.record && code != 0 {
-                    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
                     answers.lock().unwrap().push((code, v));
                 }
             }
@@ -114,6 +130,7 @@ impl Traffic {
             pause: Duration::from_millis(20),
             images: Images::TestRows,
             record: false,
+            feedback: false,
         }
     }
 

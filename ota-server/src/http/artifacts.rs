@@ -55,10 +55,14 @@ pub async fn artifact<S: Store + ?Sized + 'static>(
         let sha = sha_param(&sha)?;
         match who {
             Caller::Device(d) => {
-                // a device fetches only what it is told to run
+                // a device fetches only what it is told to run (a model or a shadow)
                 let desired: Option<DesiredRecord> =
                     app2.records.get(Table::Desired, &d.id).map_err(internal)?;
-                if !desired.is_some_and(|r| r.models.iter().any(|m| m.sha256 == sha)) {
+                let wanted = |r: &DesiredRecord| {
+                    let shadows = r.shadows.iter().map(|s| &s.target);
+                    r.models.iter().chain(shadows).any(|m| m.sha256 == sha)
+                };
+                if !desired.is_some_and(|r| wanted(&r)) {
                     return Err(error(
                         StatusCode::FORBIDDEN,
                         format!("bundle {sha} is not in device '{}''s desired state", d.id),
