@@ -234,4 +234,70 @@ mod tests {
             "5% of 1000 devices: {reached}"
         );
     }
+
+    #[test]
+    fn shadow_phases_send_shadows_and_experiments_split_devices_into_arms() {
+        let tags = BTreeMap::new();
+        let (t1, t2) = (target("1.0.0"), target("2.0.0"));
+        let none = HashMap::new();
+        let r1 = rollout("r1", 100.0);
+        let mut r2 = rollout("r2", 100.0);
+        r2.spec.phases = vec![
+            Phase {
+                shadow: Some(edge_protocol::rest::ShadowPhase {
+                    sample: 0.25,
+                    cpu_budget: 0.5,
+                }),
+                ..Phase::canary(100.0, 0)
+            },
+            Phase {
+                experiment: Some(edge_protocol::rest::ExperimentPhase {
+                    metric: edge_protocol::rest::ExperimentMetric::Accuracy,
+                    alpha: 0.05,
+                    tau: 0.02,
+                    min_samples: 10,
+                    max_seconds: 60,
+                    on_inconclusive: Default::default(),
+                }),
+                ..Phase::canary(100.0, 0)
+            },
+        ];
+        let list = |r2: &Rollout, id: &str| {
+            let l = [
+                Placed {
+                    rollout: &r1,
+                    target: &t1,
+                    baselines: &none,
+                },
+                Placed {
+                    rollout: r2,
+                    target: &t2,
+                    baselines: &none,
+                },
+            ];
+            desired_for(id, &tags, &l)
+        };
+        let w = list(&r2, "dev-1");
+        assert_eq!(
+            w.models,
+            vec![t1.clone()],
+            "a shadow phase keeps the active model"
+        );
+        assert_eq!(w.shadows.len(), 1);
+        assert_eq!(
+            (w.shadows[0].sample_ppm, w.shadows[0].cpu_millicores),
+            (250_000, 500)
+        );
+        r2.phase = 1;
+        let versions: Vec<Vec<Target>> = (0..200)
+            .map(|i| list(&r2, &format!("dev-{i}")).models)
+            .collect();
+        let candidates = versions.iter().filter(|m| m[0] == t2).count();
+        assert!(
+            (70..=130).contains(&candidates),
+            "half in each arm: {candidates}"
+        );
+        assert!(versions.iter().all(|m| m[0] == t2 || m[0] == t1));
+        assert!((0..200).all(|i| list(&r2, &format!("dev-{i}")).shadows.is_empty()));
+    }
 }

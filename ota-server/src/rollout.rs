@@ -546,6 +546,182 @@ mod tests {
         assert!(matches!(evaluate(&gates, &h), GateVerdict::Fail(m) if m.contains("PSI")));
     }
 
+    fn shadow_health(requests: u64, agreement: f64) -> PhaseHealth {
+        PhaseHealth {
+            devices: 4,
+            installs: 4,
+            shadow: Some(ShadowHealth {
+                reporting_devices: 4,
+                requests,
+                compared: requests,
+                agreement: Some(agreement),
+                p99_ms: Some(3.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shadow_phases_are_judged_on_their_shadow_runs() {
+        let gates = Gates {
+            min_shadow_agreement: Some(0.9),
+            max_shadow_p99_ms: Some(10.0),
+            min_shadow_requests: 100,
+            min_reporting_devices: 4,
+            ..Default::default()
+        };
+        assert!(matches!(
+            evaluate(&gates, &shadow_health(99, 0.1)),
+            GateVerdict::Wait(m) if m.contains("99 of 100 shadow requests")
+        ));
+        assert!(matches!(
+            evaluate(&gates, &shadow_health(100, 0.5)),
+            GateVerdict::Fail(m) if m.contains("shadow agreement 0.5000")
+        ));
+        assert_eq!(
+            evaluate(&gates, &shadow_health(100, 0.95)),
+            GateVerdict::Pass
+        );
+        let mut slow = shadow_health(100, 0.95);
+        slow.shadow.as_mut().unwrap().p99_ms = Some(25.0);
+        assert!(
+            matches!(evaluate(&gates, &slow), GateVerdict::Fail(m) if m.contains("shadow p99"))
+        );
+        let mut few = shadow_health(100, 0.95);
+        few.shadow.as_mut().unwrap().reporting_devices = 3;
+        assert!(matches!(evaluate(&gates, &few), GateVerdict::Wait(_)));
+        // the served-answer gates do not judge a shadow phase (its candidate answered nothing)
+        let strict = Gates {
+            min_requests: 1000,
+            ..gates.clone()
+        };
+        assert_eq!(
+            evaluate(&strict, &shadow_health(100, 0.95)),
+            GateVerdict::Pass
+        );
+    }
+
+    #[test]
+    fn feedback_gates_wait_for_labels_then_judge_accuracy_and_mae() {
+        let gates = Gates {
+            min_accuracy: Some(0.9),
+            max_mae: Some(2.0),
+            min_labels: 50,
+            ..Default::default()
+        };
+        let mut h = healthy();
+        h.feedback = Some(edge_protocol::rest::FeedbackHealth {
+            labelled: 49,
+            accuracy: Some(0.5),
+            values: 60,
+            mae: Some(1.0),
+            ..Default::default()
+        });
+        assert!(matches!(evaluate(&gates, &h), GateVerdict::Wait(m) if m.contains("49 of 50")));
+        h.feedback.as_mut().unwrap().labelled = 50;
+        assert!(
+            matches!(evaluate(&gates, &h), GateVerdict::Fail(m) if m.contains("accuracy 0.5000"))
+        );
+        h.feedback.as_mut().unwrap().accuracy = Some(0.95);
+        h.feedback.as_mut().unwrap().mae = Some(3.0);
+        assert!(matches!(evaluate(&gates, &h), GateVerdict::Fail(m) if m.contains("MAE 3.0000")));
+    }
+
+    fn experiment_rollout(on_inconclusive: Inconclusive) -> Rollout {
+        let mut s = spec(OnGateFailure::Pause);
+        s.phases[0].experiment = Some(edge_protocol::rest::ExperimentPhase {
+            metric: edge_protocol::rest::ExperimentMetric::Accuracy,
+            alpha: 0.05,
+            tau: 0.02,
+            min_samples: 100,
+            max_seconds: 3600,
+            on_inconclusive,
+        });
+        s.phases[0].soak_seconds = 0;
+        s.check().unwrap();
+        Rollout::new("r".into(), "m".into(), "2".into(), s, 0)
+    }
+
+    fn with_look(verdict: &str) -> PhaseHealth {
+        let mut h = healthy();
+        h.experiment = Some(edge_protocol::rest::ExperimentLook {
+            at: 0,
+            phase: 0,
+            metric: edge_protocol::rest::ExperimentMetric::Accuracy,
+            incumbent: Default::default(),
+            candidate: Default::default(),
+            estimate: 0.02,
+            interval: Some((0.01, 0.03)),
+            p_value: 0.01,
+            verdict: verdict.into(),
+        });
+        h
+    }
+
+    #[test]
+    fn experiments_advance_roll_back_or_follow_the_spec_when_undecided() {
+        let mut r = experiment_rollout(Inconclusive::Rollback);
+        assert_eq!(
+            r.tick(10, &with_look("continue")),
+            None,
+            "undecided, within time"
+        );
+        let t = r.tick(11, &with_look("candidate_better")).unwrap();
+        assert_eq!((t.to_phase, r.status), (1, Status::Running));
+        assert!(t.reason.contains("candidate is better") && t.reason.contains("p 0.0100"));
+
+        let mut r = experiment_rollout(Inconclusive::Promote);
+        let t = r.tick(20, &with_look("candidate_worse")).unwrap();
+        assert_eq!(
+            r.status,
+            Status::RolledBack,
+            "worse rolls back whatever on_gate_failure says"
+        );
+        assert!(t.reason.contains("candidate is worse"));
+
+        let mut r = experiment_rollout(Inconclusive::Promote);
+        let t = r.tick(3600, &with_look("continue")).unwrap();
+        assert_eq!((t.to_phase, r.status), (1, Status::Running));
+        assert!(t.reason.contains("promoted"));
+        let mut r = experiment_rollout(Inconclusive::Rollback);
+        r.tick(3600, &with_look("continue")).unwrap();
+        assert_eq!(r.status, Status::RolledBack);
+
+        // a failing gate still fails the phase, and "better" waits for the gates to pass
+        let mut r = experiment_rollout(Inconclusive::Rollback);
+        let mut bad = with_look("candidate_better");
+        bad.errors = 500;
+        r.tick(5, &bad).unwrap();
+        assert_eq!(r.status, Status::Paused);
+        let mut r = experiment_rollout(Inconclusive::Rollback);
+        let mut waiting = with_look("candidate_better");
+        waiting.reporting_devices = 0;
+        assert_eq!(r.tick(5, &waiting), None);
+    }
+
+    #[test]
+    fn phase_kinds_are_checked() {
+        let mut s = spec(OnGateFailure::Pause);
+        s.phases[2].shadow = Some(edge_protocol::rest::ShadowPhase {
+            sample: 1.0,
+            cpu_budget: 0.5,
+        });
+        assert!(s.check().unwrap_err().contains("last phase"));
+        let mut s = spec(OnGateFailure::Pause);
+        s.phases[0].shadow = Some(edge_protocol::rest::ShadowPhase {
+            sample: 0.0,
+            cpu_budget: 0.5,
+        });
+        assert!(s.check().unwrap_err().contains("shadow.sample"));
+        let json = r#"{"bundle":"sha256:ab","phases":[{"percent":10,"shadow":{}},
+            {"percent":50,"experiment":{"metric":"mean_reward","max_seconds":600}},{"percent":100}]}"#;
+        let s: RolloutSpec = serde_json::from_str(json).unwrap();
+        s.check().unwrap();
+        assert_eq!(s.phases[0].shadow.as_ref().unwrap().cpu_budget, 0.5);
+        assert_eq!(s.phases[1].experiment.as_ref().unwrap().alpha, 0.05);
+    }
+
     proptest! {
         /// Whatever the health sequence, a rollout never skips a phase, never advances before its
         /// soak, never advances on a failing gate, and ends Completed only from the last phase.
