@@ -125,12 +125,13 @@ impl ModelHost {
         options: &PredictOptions,
     ) -> Result<PredictResponse, ModelError> {
         let name = &model.model_ref().model;
-        let shadow = self.shadow(name).filter(|s| s.admit());
-        let mirrored = shadow.as_ref().map(|_| inputs.clone());
+        let mirror = self
+            .shadow(name)
+            .and_then(|s| s.admit().map(|admission| (s, admission, inputs.clone())));
         let mut answer = model.predict_with(inputs, options)?;
         self.feedback(name).record(&mut answer);
-        if let (Some(shadow), Some(inputs), Some(runner)) = (shadow, mirrored, self.runner.get()) {
-            runner.submit(shadow, inputs, options.clone(), answer.clone());
+        if let (Some((shadow, admission, inputs)), Some(runner)) = (mirror, self.runner.get()) {
+            runner.submit(shadow, admission, inputs, options.clone(), answer.clone());
         }
         Ok(answer)
     }

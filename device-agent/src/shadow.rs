@@ -5,9 +5,11 @@
 //! telemetry window of a shadow is the candidate's window plus the agreement.
 //!
 //! The shadow's CPU is bounded by a budget in cores: a leaky bucket of busy time drains at the
-//! budget's rate, and a sampled request is skipped while the bucket is over its burst (so over
-//! any stretch of time the shadow uses at most `budget` of one core, plus one burst). The queue
-//! to the worker is short; a request that finds it full is skipped, never waited for.
+//! budget's rate; a sampled request is charged its expected cost (the running mean of the
+//! shadow's runs) when admitted, the difference when it has run, and is skipped when the charge
+//! would take the bucket over its burst (so over any stretch of time the shadow uses at most
+//! `budget` of one core, plus one burst). The queue to the worker is short; a request that
+//! finds it full is skipped, never waited for.
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,12 @@ use crate::slots::SlotRef;
 const QUEUE: usize = 8;
 
 /// Busy time the bucket may run ahead of the budget.
-const BURST: Duration = Duration::from_millis(250);
+const BURST: Duration = Duration::from_millis(100);
+
+/// What a job costs the worker besides its run (the queue hand-off, waking the thread): charged
+/// with every run, or a model that answers in tens of microseconds would overrun its budget by
+/// a third (`bench/shadow.sh`, digits: 0.65 cores used of 0.5 before this charge).
+const JOB_OVERHEAD: Duration = Duration::from_micros(20);
 
 /// A candidate running as a shadow.
 pub struct Shadow {
@@ -42,9 +49,11 @@ pub struct Shadow {
 struct ShadowState {
     /// Sampling credit, in ppm: a request is mirrored each time it passes a million.
     credit: u64,
-    /// Busy time not yet drained, seconds.
+    /// Busy time not yet drained (and charged for admitted runs), seconds.
     debt: f64,
     last_drain: Instant,
+    /// Running mean of a run's time, seconds (what an admitted request is charged).
+    cost: f64,
     /// Counts since the last window.
     agreement: ShadowAgreement,
 }
@@ -68,6 +77,7 @@ impl Shadow {
                 credit: 0,
                 debt: 0.0,
                 last_drain: Instant::now(),
+                cost: 0.0,
                 agreement: ShadowAgreement::default(),
             }),
         }
@@ -78,39 +88,59 @@ impl Shadow {
     }
 
     /// Whether this request is mirrored: sampled, and the budget allows (a sampled request
-    /// over budget is counted as skipped).
-    pub fn admit(&self) -> bool {
+    /// over budget is counted as skipped). An admitted request is charged its expected cost,
+    /// returned as its [`Admission`].
+    pub fn admit(&self) -> Option<Admission> {
         let mut s = self.lock();
         s.credit += u64::from(self.sample_ppm);
         if s.credit < 1_000_000 {
-            return false;
+            return None;
         }
         s.credit -= 1_000_000;
         let now = Instant::now();
         let drained = now.duration_since(s.last_drain).as_secs_f64() * self.budget;
         s.debt = (s.debt - drained).max(0.0);
         s.last_drain = now;
-        if s.debt > BURST.as_secs_f64() {
+        if s.debt + s.cost > BURST.as_secs_f64() {
             s.agreement.skipped_budget += 1;
-            return false;
+            return None;
         }
-        true
+        s.debt += s.cost;
+        Some(Admission { charged: s.cost })
     }
 
-    fn note_busy(&self) {
-        self.lock().agreement.skipped_busy += 1;
+    /// A run that was admitted but not run gives its charge back.
+    fn refund(&self, admission: Admission) {
+        let mut s = self.lock();
+        s.debt = (s.debt - admission.charged).max(0.0);
+        s.agreement.skipped_busy += 1;
     }
 
     /// Runs the candidate on `inputs` and compares with the active model's `answer`.
-    fn run(&self, inputs: Vec<Tensor>, options: &PredictOptions, answer: &PredictResponse) {
+    fn run(
+        &self,
+        admission: Admission,
+        inputs: Vec<Tensor>,
+        options: &PredictOptions,
+        answer: &PredictResponse,
+    ) {
         let start = Instant::now();
         let mine = self.model.predict_with(inputs, options);
-        let busy = start.elapsed().as_secs_f64();
-        let mut s = self.lock();
-        s.debt += busy;
-        if let Ok(mine) = mine {
-            compare(answer, &mine, &mut s.agreement);
+        let mut compared = ShadowAgreement::default();
+        if let Ok(mine) = &mine {
+            compare(answer, mine, &mut compared);
         }
+        drop(mine);
+        // the whole job is charged: inference, comparison, freeing the answer, the hand-off
+        let busy = (start.elapsed() + JOB_OVERHEAD).as_secs_f64();
+        let mut s = self.lock();
+        s.debt = (s.debt + busy - admission.charged).max(0.0);
+        s.cost = if s.cost == 0.0 {
+            busy
+        } else {
+            0.9 * s.cost + 0.1 * busy
+        };
+        s.agreement.merge(&compared);
     }
 
     /// The agreement counts since the last take.
@@ -120,6 +150,12 @@ impl Shadow {
         out.active_version.clear();
         out
     }
+}
+
+/// A mirrored request's charge against the budget.
+#[derive(Clone, Copy, Debug)]
+pub struct Admission {
+    charged: f64,
 }
 
 /// Adds the comparison of one pair of answers, row by row.
@@ -168,6 +204,7 @@ pub fn compare(active: &PredictResponse, shadow: &PredictResponse, into: &mut Sh
 
 struct Job {
     shadow: Arc<Shadow>,
+    admission: Admission,
     inputs: Vec<Tensor>,
     options: PredictOptions,
     answer: PredictResponse,
@@ -186,7 +223,8 @@ impl ShadowRunner {
             .name("shadow".into())
             .spawn(move || {
                 for job in jobs {
-                    job.shadow.run(job.inputs, &job.options, &job.answer);
+                    job.shadow
+                        .run(job.admission, job.inputs, &job.options, &job.answer);
                 }
             });
         if let Err(e) = spawned {
@@ -199,12 +237,14 @@ impl ShadowRunner {
     pub fn submit(
         &self,
         shadow: Arc<Shadow>,
+        admission: Admission,
         inputs: Vec<Tensor>,
         options: PredictOptions,
         answer: PredictResponse,
     ) {
         let job = Job {
             shadow,
+            admission,
             inputs,
             options,
             answer,
@@ -212,7 +252,7 @@ impl ShadowRunner {
         match self.queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                job.shadow.note_busy()
+                job.shadow.refund(job.admission)
             }
         }
     }

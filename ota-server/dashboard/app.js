@@ -171,6 +171,45 @@ async function rolloutPage(id) {
     // installs happen only in the rollout's phases: one line over all of them
     + chart("Install failure rate", [{ cls: "new", points: s.phases.flatMap((p) => metricSeries(p.points, "install_failure_rate")).sort((a, b) => a.t - b.t) }], gates.max_install_failure_rate, { max: 1, format: (v) => (100 * v).toFixed(0) + "%" });
   const installRate = h.installs ? h.install_failures / h.installs : null;
+  return rolloutHtml(r, s, h, gates, phases, buttons, confirm, charts, installRate) + judgedHtml(r, s, h, gates);
+}
+
+// shadow agreement, accuracy on app labels, and an experiment's arms with its confidence
+// sequence narrowing look by look (issue 27); nothing when the rollout has none of them
+function judgedHtml(r, s, h, gates) {
+  const phasePts = (key) => s.phases.flatMap((p) => metricSeries(p.points, key)).filter((p) => p.v !== null && p.v !== undefined).sort((a, b) => a.t - b.t);
+  const shadowPts = phasePts("shadow_agreement");
+  const accNew = metricSeries(s.new.points, "accuracy"), accOld = metricSeries(s.previous.points, "accuracy");
+  const charts = [];
+  if (shadowPts.length) charts.push(chart("Shadow agreement", [{ cls: "new", points: shadowPts }], gates.min_shadow_agreement, { max: 1 }));
+  if (accNew.concat(accOld).some((p) => p.v !== null && p.v !== undefined)) charts.push(chart("Accuracy (app labels)", [{ cls: "new", points: accNew }, { cls: "old", points: accOld }], gates.min_accuracy, { max: 1 }));
+  const looks = (r.looks || []).concat(h.experiment ? [h.experiment] : []);
+  let out = "";
+  if (h.shadow) {
+    const sh = h.shadow;
+    out += `<h2>Shadow</h2><div class="scroll"><table id="shadow"><tr><th>devices</th><th>mirrored requests</th><th>errors</th><th>compared</th><th>agreement</th><th>top-k overlap</th><th>mean |Δ|</th><th>shadow p99</th><th>skipped</th></tr>
+    <tr><td>${fmt(sh.reporting_devices)}</td><td>${fmt(sh.requests)}${gates.min_shadow_requests ? ` <span class="muted">(≥ ${gates.min_shadow_requests})</span>` : ""}</td><td>${fmt(sh.errors)}</td><td>${fmt(sh.compared)}</td>
+    <td>${pct(sh.agreement)}${gates.min_shadow_agreement ? ` <span class="muted">(≥ ${pct(gates.min_shadow_agreement)})</span>` : ""}</td><td>${pct(sh.topk_overlap)}</td><td>${fmt(sh.mean_abs_delta, 3)}</td><td>${fmt(sh.p99_ms)} ms</td><td>${fmt(sh.skipped)}</td></tr></table></div>`;
+  }
+  if (h.feedback) {
+    const f = h.feedback;
+    out += `<h2>Ground truth from apps</h2><p id="feedback">${fmt(f.labelled)} labels, accuracy ${pct(f.accuracy)}${gates.min_accuracy ? ` <span class="muted">(≥ ${pct(gates.min_accuracy)})</span>` : ""} · ${fmt(f.values)} true values, MAE ${fmt(f.mae, 3)} · ${fmt(f.rewards)} rewards, mean ${fmt(f.mean_reward, 3)}</p>`;
+  }
+  if (looks.length) {
+    const last = looks[looks.length - 1];
+    const est = looks.map((l) => ({ t: l.at, v: l.estimate }));
+    const lo = looks.map((l) => ({ t: l.at, v: l.interval ? l.interval[0] : null }));
+    const hi = looks.map((l) => ({ t: l.at, v: l.interval ? l.interval[1] : null }));
+    charts.push(chart(`Experiment: ${last.metric} B − A`, [{ cls: "band", points: lo }, { cls: "band", points: hi }, { cls: "new", points: est }], 0, { format: (v) => fmt(v, 3) }));
+    const arm = (name, a) => `<tr><td>${name}</td><td>${fmt(a.devices)}</td><td>${fmt(a.samples)}</td><td>${fmt(a.mean, 4)}</td></tr>`;
+    out += `<h2>Experiment</h2><p id="experiment">${esc(last.metric)}: B − A ${fmt(last.estimate, 4)}, confidence sequence ${last.interval ? `[${fmt(last.interval[0], 4)}, ${fmt(last.interval[1], 4)}]` : "(each arm needs its minimum samples)"}, always-valid p ${fmt(last.p_value, 4)} → <b>${esc(String(last.verdict).replace("_", " "))}</b></p>
+    <div class="scroll"><table id="arms"><tr><th>arm</th><th>devices</th><th>samples</th><th>mean</th></tr>${arm("A (incumbent)", last.incumbent)}${arm("B (candidate)", last.candidate)}</table></div>`;
+  }
+  if (charts.length) out += `<h2>The model's own signals</h2><div class="charts">${charts.join("")}</div>`;
+  return out;
+}
+
+function rolloutHtml(r, s, h, gates, phases, buttons, confirm, charts, installRate) {
   return `<h1>Rollout ${esc(r.id)}: ${esc(r.model)} ${esc(r.version)} ${pill(r.status)}</h1>
   <p class="muted">selector <code>${esc(r.spec.selector)}</code> · ${r.selected_devices} devices selected · on gate failure: ${esc(r.spec.on_gate_failure)} · phase <span id="phase-number">${r.phase + 1}</span> of ${r.spec.phases.length}, started ${ago(r.phase_started)}</p>
   <div class="actions" id="actions">${buttons.map(([a, l]) => `<button class="${a === "pause" || a === "resume" ? "" : "danger"}" data-action="${a}" data-label="${l}">${l}</button>`).join("")}</div>${confirm}

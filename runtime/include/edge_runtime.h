@@ -50,6 +50,9 @@ typedef enum EdgeStatus {
   EDGE_ERR_ENGINE = 8,
   // A bug inside the library (a Rust panic, caught at the boundary). Please report it.
   EDGE_ERR_PANIC = 9,
+  // Feedback not joined: no answer with that prediction id is kept (too old, or the library
+  // was reloaded), the row already has its truth, or the truth does not fit the answer.
+  EDGE_ERR_FEEDBACK = 10,
 } EdgeStatus;
 
 // The answer to one [`edge_predict`] call (opaque).
@@ -59,7 +62,7 @@ typedef struct EdgeAnswer EdgeAnswer;
 // [`edge_input_buffer_new`].
 typedef struct EdgeInputBuffer EdgeInputBuffer;
 
-// A verified, self-tested model (opaque).
+// A verified, self-tested model (opaque), with the answers it keeps for feedback.
 typedef struct EdgeModel EdgeModel;
 
 // A caller-owned input tensor: `rank` dimensions at `shape`, elements row-major at `data`
@@ -205,6 +208,14 @@ void edge_input_buffer_free(struct EdgeInputBuffer *buffer);
 // `answer` is NULL or a live answer.
 const char *edge_answer_json(const struct EdgeAnswer *answer);
 
+// The answer's prediction id, to send its ground truth with ([`edge_feedback_label`],
+// [`edge_feedback_value`], [`edge_feedback_reward`]); `""` for NULL. Valid until the answer is
+// freed.
+//
+// # Safety
+// `answer` is NULL or a live answer.
+const char *edge_answer_prediction_id(const struct EdgeAnswer *answer);
+
 // Rows in the answer (the input's batch size); 0 for NULL.
 //
 // # Safety
@@ -253,6 +264,42 @@ enum EdgeStatus edge_model_info_json(const struct EdgeModel *model, char **out);
 // # Safety
 // `model` is a live model, `out` points to writable storage for a pointer.
 enum EdgeStatus edge_model_stats_json(const struct EdgeModel *model, char **out);
+
+// Ground truth for row `row` of the answer `prediction_id`: its true class label (the label's
+// text, e.g. `"7"`). Counted in [`edge_model_feedback_json`].
+//
+// # Safety
+// `model` is a live model; `prediction_id` and `label` are NUL-terminated strings.
+enum EdgeStatus edge_feedback_label(const struct EdgeModel *model,
+                                    const char *prediction_id,
+                                    size_t row,
+                                    const char *label);
+
+// Ground truth for row `row` of the regression answer `prediction_id`: the true value.
+//
+// # Safety
+// `model` is a live model; `prediction_id` is a NUL-terminated string.
+enum EdgeStatus edge_feedback_value(const struct EdgeModel *model,
+                                    const char *prediction_id,
+                                    size_t row,
+                                    double value);
+
+// A reward for row `row` of the answer `prediction_id` (any task, e.g. 1 for a click).
+//
+// # Safety
+// `model` is a live model; `prediction_id` is a NUL-terminated string.
+enum EdgeStatus edge_feedback_reward(const struct EdgeModel *model,
+                                     const char *prediction_id,
+                                     size_t row,
+                                     double reward);
+
+// The ground truth joined since the last call, per model version, as JSON: `{"1.0.0":
+// {"labelled": …, "correct": …, "per_class": [[label, labelled, correct], …], "values": …,
+// "abs_error": …, …}}`. `*out` is a string to free with [`edge_string_free`].
+//
+// # Safety
+// `model` is a live model, `out` points to writable storage for a pointer.
+enum EdgeStatus edge_model_feedback_json(const struct EdgeModel *model, char **out);
 
 // Frees a string returned through an `out` parameter (NULL is ignored).
 //

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use edge_fleet_kit::traffic::Traffic;
 use fleet_tests::{wait_for, Agent, Server};
+
 use ota_server::cohort::in_phase;
 use serde_json::{json, Value};
 
@@ -254,6 +255,11 @@ fn shadow_phases_and_experiments_decide_on_the_models_own_signals() {
     assert!(look["incumbent"]["mean"].as_f64().unwrap() < 0.8, "{look}");
     assert!(look["interval"][0].as_f64().unwrap() > 0.0, "{look}");
     assert!(!v["looks"].as_array().unwrap().is_empty(), "looks kept");
+    let (ok, shown) = fleet_tests::edgectl(&server, &["rollout", "show", &r4]);
+    assert!(
+        ok && shown.contains("experiment (arm A") && shown.contains("candidate_better"),
+        "{shown}"
+    );
     wait_versions(&agents, |_| "4.0.0", "every device on 4.0.0");
 
     // 5. an experiment the candidate loses: rolled back

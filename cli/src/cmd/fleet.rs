@@ -355,6 +355,48 @@ fn show_rollout(v: &RolloutView) {
         v.selected_devices, v.phase_devices, h.reporting_devices, h.installs,
         h.install_failures, h.requests, h.errors, js(&h.p99_ms), js(&h.mean_confidence), js(&h.psi),
     );
+    if let Some(s) = &h.shadow {
+        println!(
+            "  shadow: {} devices, {} mirrored requests (errors {}), {} answers compared; agreement {}, top-k overlap {}, mean |delta| {}; shadow p99 {} ms; skipped {}",
+            s.reporting_devices, s.requests, s.errors, s.compared, js(&s.agreement),
+            js(&s.topk_overlap), js(&s.mean_abs_delta), js(&s.p99_ms), s.skipped,
+        );
+    }
+    if let Some(f) = &h.feedback {
+        println!(
+            "  feedback: {} labels, accuracy {}; {} true values, MAE {}, interval coverage {}; {} rewards, mean {}",
+            f.labelled, js(&f.accuracy), f.values, js(&f.mae), js(&f.interval_coverage),
+            f.rewards, js(&f.mean_reward),
+        );
+        if !f.recall.is_empty() {
+            let recall: Vec<String> = f
+                .recall
+                .iter()
+                .map(|(label, r)| format!("{label} {r:.3}"))
+                .collect();
+            println!("  recall by label: {}", recall.join(", "));
+        }
+    }
+    let looks: Vec<_> = v.rollout.looks.iter().chain(&h.experiment).collect();
+    if !looks.is_empty() {
+        println!("  experiment (arm A incumbent, B candidate; B-A with its confidence sequence):");
+        // the looks kept, thinned to a screen's worth, and the current one
+        let step = looks.len().div_ceil(12).max(1);
+        for (i, l) in looks.iter().enumerate() {
+            if i % step != 0 && i + 1 != looks.len() {
+                continue;
+            }
+            let interval = l.interval.map_or("(not yet)".to_string(), |(lo, hi)| {
+                format!("[{lo:+.4}, {hi:+.4}]")
+            });
+            println!(
+                "    phase {} at {}: A {} devices {} samples mean {} | B {} devices {} samples mean {} | B-A {:+.4} {interval} p {:.4} -> {}",
+                l.phase, l.at, l.incumbent.devices, l.incumbent.samples, js(&l.incumbent.mean),
+                l.candidate.devices, l.candidate.samples, js(&l.candidate.mean), l.estimate,
+                l.p_value, l.verdict,
+            );
+        }
+    }
     for t in &v.rollout.transitions {
         println!(
             "  at {}: {} phase {} -> {} phase {}: {}",

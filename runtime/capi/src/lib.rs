@@ -41,6 +41,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use edge_protocol::PredictResponse;
 use edge_runtime::error::{BundleError, KeyError, ModelError};
+use edge_runtime::feedback::{FeedbackLimits, FeedbackLog, Truth};
 use edge_runtime::trust::{RootAnchor, TrustRoot};
 use edge_runtime::{DType, InputBuffer, LoadOptions, Model, PredictOptions, Tensor, TensorData};
 
@@ -68,6 +69,9 @@ pub enum EdgeStatus {
     EdgeErrEngine = 8,
     /// A bug inside the library (a Rust panic, caught at the boundary). Please report it.
     EdgeErrPanic = 9,
+    /// Feedback not joined: no answer with that prediction id is kept (too old, or the library
+    /// was reloaded), the row already has its truth, or the truth does not fit the answer.
+    EdgeErrFeedback = 10,
 }
 
 /// Element type: 32-bit float.
@@ -114,14 +118,16 @@ pub struct EdgeOutputView {
     pub len: usize,
 }
 
-/// A verified, self-tested model (opaque).
+/// A verified, self-tested model (opaque), with the answers it keeps for feedback.
 pub struct EdgeModel {
     model: Model,
+    feedback: FeedbackLog,
 }
 
 /// The answer to one [`edge_predict`] call (opaque).
 pub struct EdgeAnswer {
     json: CString,
+    prediction_id: CString,
     rows: usize,
     latency_ms: f64,
     outputs: Vec<OwnedOutput>,
@@ -221,6 +227,13 @@ unsafe fn c_bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]
 
 /// # Safety
 /// `model` is NULL or a live model.
+unsafe fn live_handle<'a>(model: *const EdgeModel) -> Result<&'a EdgeModel, Failure> {
+    // SAFETY: the caller promises NULL or a live model.
+    unsafe { model.as_ref() }.ok_or_else(|| Failure::argument("model is NULL"))
+}
+
+/// # Safety
+/// `model` is NULL or a live model.
 unsafe fn live_model<'a>(model: *const EdgeModel) -> Result<&'a Model, Failure> {
     // SAFETY: the caller promises NULL or a live model.
     unsafe { model.as_ref() }
@@ -249,7 +262,10 @@ fn load(
     let trust = TrustRoot::from_bytes(trust, RootAnchor::Pinned(root))
         .map_err(|e| Failure(EdgeStatus::EdgeErrTrust, e.to_string()))?;
     let model = Model::load(bundle, &trust, &LoadOptions::default())?;
-    Ok(Box::new(EdgeModel { model }))
+    Ok(Box::new(EdgeModel {
+        model,
+        feedback: FeedbackLog::new(FeedbackLimits::default()),
+    }))
 }
 
 /// The library version (`"0.1.0"`), a static string.
@@ -431,7 +447,8 @@ pub unsafe extern "C" fn edge_predict(
     boundary(|| {
         out_ptr(out)?;
         // SAFETY: the caller promises a live model.
-        let model = unsafe { live_model(model)? };
+        let handle = unsafe { live_handle(model)? };
+        let model = &handle.model;
         if n_inputs > 0 && inputs.is_null() {
             return Err(Failure::argument("inputs is NULL"));
         }
@@ -447,7 +464,8 @@ pub unsafe extern "C" fn edge_predict(
             // SAFETY: the caller promises each view's pointers are valid for the call.
             .map(|(i, v)| unsafe { tensor_from_view(v, i) })
             .collect::<Result<Vec<_>, _>>()?;
-        let response = model.predict_with(tensors, &RAW_OUTPUTS)?;
+        let mut response = model.predict_with(tensors, &RAW_OUTPUTS)?;
+        handle.feedback.record(&mut response);
         let answer = Box::into_raw(Box::new(answer_of(response)?));
         // SAFETY: `out` is not NULL (checked) and the caller promises it is writable.
         unsafe { *out = answer };
@@ -474,6 +492,7 @@ fn answer_of(mut response: PredictResponse) -> Result<EdgeAnswer, Failure> {
         .map_err(|e| Failure(EdgeStatus::EdgeErrModel, e.to_string()))?;
     Ok(EdgeAnswer {
         json: CString::new(json).unwrap_or_default(),
+        prediction_id: CString::new(response.prediction_id.unwrap_or_default()).unwrap_or_default(),
         rows: response.results.len(),
         latency_ms: response.latency_ms,
         outputs,
@@ -591,7 +610,8 @@ pub unsafe extern "C" fn edge_predict_buffers(
     boundary(|| {
         out_ptr(out)?;
         // SAFETY: the caller promises a live model.
-        let model = unsafe { live_model(model)? };
+        let handle = unsafe { live_handle(model)? };
+        let model = &handle.model;
         if n_buffers > 0 && buffers.is_null() {
             return Err(Failure::argument("buffers is NULL"));
         }
@@ -615,7 +635,8 @@ pub unsafe extern "C" fn edge_predict_buffers(
             // buffers no other call is using: one unique borrow each.
             .map(|&p| unsafe { &mut (*p).buffer })
             .collect();
-        let response = model.predict_buffers(&mut borrowed, &RAW_OUTPUTS)?;
+        let mut response = model.predict_buffers(&mut borrowed, &RAW_OUTPUTS)?;
+        handle.feedback.record(&mut response);
         let answer = Box::into_raw(Box::new(answer_of(response)?));
         // SAFETY: `out` is not NULL (checked) and the caller promises it is writable.
         unsafe { *out = answer };
@@ -645,6 +666,21 @@ pub unsafe extern "C" fn edge_answer_json(answer: *const EdgeAnswer) -> *const c
     // SAFETY: the caller promises NULL or a live answer.
     match unsafe { answer.as_ref() } {
         Some(a) => a.json.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+
+/// The answer's prediction id, to send its ground truth with ([`edge_feedback_label`],
+/// [`edge_feedback_value`], [`edge_feedback_reward`]); `""` for NULL. Valid until the answer is
+/// freed.
+///
+/// # Safety
+/// `answer` is NULL or a live answer.
+#[no_mangle]
+pub unsafe extern "C" fn edge_answer_prediction_id(answer: *const EdgeAnswer) -> *const c_char {
+    // SAFETY: the caller promises NULL or a live answer.
+    match unsafe { answer.as_ref() } {
+        Some(a) => a.prediction_id.as_ptr(),
         None => c"".as_ptr(),
     }
 }
@@ -793,6 +829,88 @@ pub unsafe extern "C" fn edge_model_stats_json(
         // SAFETY: the caller promises a live model.
         let model = unsafe { live_model(model)? };
         let json = serde_json::to_string(&model.stats())
+            .map_err(|e| Failure(EdgeStatus::EdgeErrModel, e.to_string()))?;
+        give_string(json, out)
+    })
+}
+
+fn join(model: *const EdgeModel, id: *const c_char, row: usize, truth: Truth) -> EdgeStatus {
+    boundary(|| {
+        // SAFETY: the caller promises a live model.
+        let handle = unsafe { live_handle(model)? };
+        // SAFETY: the caller promises NULL or a NUL-terminated string.
+        let id = unsafe { c_str(id, "prediction_id")? };
+        handle
+            .feedback
+            .join(id, row, truth)
+            .map(|_| ())
+            .map_err(|e| Failure(EdgeStatus::EdgeErrFeedback, e.to_string()))
+    })
+}
+
+/// Ground truth for row `row` of the answer `prediction_id`: its true class label (the label's
+/// text, e.g. `"7"`). Counted in [`edge_model_feedback_json`].
+///
+/// # Safety
+/// `model` is a live model; `prediction_id` and `label` are NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn edge_feedback_label(
+    model: *const EdgeModel,
+    prediction_id: *const c_char,
+    row: usize,
+    label: *const c_char,
+) -> EdgeStatus {
+    // SAFETY: the caller promises NULL or a NUL-terminated string.
+    match unsafe { c_str(label, "label") } {
+        Ok(l) => join(model, prediction_id, row, Truth::Label(l.to_string())),
+        Err(f) => boundary(|| Err(f)),
+    }
+}
+
+/// Ground truth for row `row` of the regression answer `prediction_id`: the true value.
+///
+/// # Safety
+/// `model` is a live model; `prediction_id` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn edge_feedback_value(
+    model: *const EdgeModel,
+    prediction_id: *const c_char,
+    row: usize,
+    value: f64,
+) -> EdgeStatus {
+    join(model, prediction_id, row, Truth::Value(value))
+}
+
+/// A reward for row `row` of the answer `prediction_id` (any task, e.g. 1 for a click).
+///
+/// # Safety
+/// `model` is a live model; `prediction_id` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn edge_feedback_reward(
+    model: *const EdgeModel,
+    prediction_id: *const c_char,
+    row: usize,
+    reward: f64,
+) -> EdgeStatus {
+    join(model, prediction_id, row, Truth::Reward(reward))
+}
+
+/// The ground truth joined since the last call, per model version, as JSON: `{"1.0.0":
+/// {"labelled": …, "correct": …, "per_class": [[label, labelled, correct], …], "values": …,
+/// "abs_error": …, …}}`. `*out` is a string to free with [`edge_string_free`].
+///
+/// # Safety
+/// `model` is a live model, `out` points to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn edge_model_feedback_json(
+    model: *const EdgeModel,
+    out: *mut *mut c_char,
+) -> EdgeStatus {
+    boundary(|| {
+        out_ptr(out)?;
+        // SAFETY: the caller promises a live model.
+        let handle = unsafe { live_handle(model)? };
+        let json = serde_json::to_string(&handle.feedback.take())
             .map_err(|e| Failure(EdgeStatus::EdgeErrModel, e.to_string()))?;
         give_string(json, out)
     })

@@ -450,3 +450,71 @@ fn the_version_is_the_crate_version() {
     let v = unsafe { CStr::from_ptr(edge_version()) }.to_str().unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn ground_truth_is_joined_to_answers_by_prediction_id() {
+    let fleet = common::digits_fleet();
+    let (status, model) = load(&fleet, &fleet.root_pub, &fleet.bundle);
+    assert_eq!(status, EdgeStatus::EdgeOk, "{}", last_error());
+    let digit = common::digit(0);
+    let TensorData::F32(pixels) = &digit.data else {
+        panic!("f32 digits")
+    };
+    let input = view(pixels, &digit.shape);
+    let mut answer = null_mut();
+    assert_eq!(
+        unsafe { edge_predict(model, &input, 1, &mut answer) },
+        EdgeStatus::EdgeOk
+    );
+    let id = unsafe { CStr::from_ptr(edge_answer_prediction_id(answer)) }.to_owned();
+    let json: serde_json::Value = serde_json::from_str(
+        unsafe { CStr::from_ptr(edge_answer_json(answer)) }
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["prediction_id"].as_str(), id.to_str().ok());
+    let predicted = CString::new(json["results"][0]["label"].as_str().unwrap()).unwrap();
+    unsafe { edge_answer_free(answer) };
+
+    let st = unsafe { edge_feedback_label(model, id.as_ptr(), 0, predicted.as_ptr()) };
+    assert_eq!(st, EdgeStatus::EdgeOk, "{}", last_error());
+    // the same row twice, a row that does not exist, an id never given, a value for a class
+    let again = unsafe { edge_feedback_label(model, id.as_ptr(), 0, predicted.as_ptr()) };
+    assert_eq!(again, EdgeStatus::EdgeErrFeedback);
+    assert!(
+        last_error().contains("already has feedback"),
+        "{}",
+        last_error()
+    );
+    let no_row = unsafe { edge_feedback_reward(model, id.as_ptr(), 3, 1.0) };
+    assert_eq!(no_row, EdgeStatus::EdgeErrFeedback);
+    let bogus = CString::new("nope-1").unwrap();
+    let unknown = unsafe { edge_feedback_reward(model, bogus.as_ptr(), 0, 1.0) };
+    assert_eq!(unknown, EdgeStatus::EdgeErrFeedback);
+    assert!(
+        last_error().contains("no answer with prediction id"),
+        "{}",
+        last_error()
+    );
+    let wrong = unsafe { edge_feedback_value(model, id.as_ptr(), 0, 3.0) };
+    assert_eq!(wrong, EdgeStatus::EdgeErrFeedback);
+    let null_label = unsafe { edge_feedback_label(model, id.as_ptr(), 0, null()) };
+    assert_eq!(null_label, EdgeStatus::EdgeErrArgument);
+    assert_eq!(
+        unsafe { edge_feedback_reward(null(), id.as_ptr(), 0, 1.0) },
+        EdgeStatus::EdgeErrArgument
+    );
+
+    let mut text = null_mut();
+    let sums = take_string(unsafe { edge_model_feedback_json(model, &mut text) }, text);
+    let version = sums.as_object().unwrap().values().next().unwrap().clone();
+    assert_eq!(
+        (version["labelled"].as_u64(), version["correct"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let mut text = null_mut();
+    let empty = take_string(unsafe { edge_model_feedback_json(model, &mut text) }, text);
+    assert_eq!(empty, serde_json::json!({}), "taken by the first call");
+    unsafe { edge_model_free(model) };
+}
