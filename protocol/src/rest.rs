@@ -224,7 +224,7 @@ pub struct RolloutSpec {
     /// Cohort selector over device tags; parsed when read, refused if it does not parse.
     #[serde(default)]
     pub selector: Selector,
-    /// Phases, increasing percentages.
+    /// Phases, increasing percentages (shadow phases excepted: they ship nothing).
     pub phases: Vec<Phase>,
     /// Gates for every phase.
     #[serde(default)]
@@ -248,13 +248,16 @@ impl RolloutSpec {
                     p.percent
                 ));
             }
-            if p.percent < last {
-                return Err(format!(
-                    "phase {i}: percent {} is below the previous phase's {last}",
-                    p.percent
-                ));
+            // the phases that ship grow; a shadow phase ships nothing and may reach any share
+            if p.shadow.is_none() {
+                if p.percent < last {
+                    return Err(format!(
+                        "phase {i}: percent {} is below the previous phase's {last}",
+                        p.percent
+                    ));
+                }
+                last = p.percent;
             }
-            last = p.percent;
             p.check().map_err(|e| format!("phase {i}: {e}"))?;
         }
         if self.phases.last().is_some_and(|p| p.shadow.is_some()) {

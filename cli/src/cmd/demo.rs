@@ -1,10 +1,14 @@
 //! `edgectl demo`: the whole loop on one machine. Keys and a trust root in a temporary
 //! directory, `ota-server` (embedded broker, TLS), N `edge-agent` processes in three cohorts with
-//! prediction traffic, then three rollouts: v1 to everyone, v2 in phases 10 % → 50 % → 100 %
-//! gated on health, and a bad v3 (its reference statistics say it should predict mostly one
-//! class, so live predictions drift far from it: PSI) that must stop at its canary phase and roll
-//! back, with no other device touched. Live progress on the terminal; with `--non-interactive` a
-//! JSON summary at the end and exit 0 only if every expectation held.
+//! prediction traffic (each answer's true label sent back as feedback, as an app that learns it
+//! would), then four rollouts: v1 to everyone; v2 first as a shadow beside v1 on every device
+//! (it must agree with v1), then in phases 10 % → 50 % → 100 % gated on health; a bad v3 (its
+//! reference statistics say it should predict mostly one class, so live predictions drift far
+//! from it: PSI) that must stop at its canary phase and roll back, with no other device touched;
+//! and v4, which fixes a label mix-up v1 and v2 shipped with (their "5" and "6" swapped), in an
+//! A/B experiment against v2 that the sequential test decides on the apps' labels. Live progress
+//! on the terminal; with `--non-interactive` a JSON summary at the end and exit 0 only if every
+//! expectation held.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -37,7 +41,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub non_interactive: bool,
     /// Give up after this many seconds.
-    #[arg(long, default_value_t = 170)]
+    #[arg(long, default_value_t = 240)]
     pub timeout: u64,
 }
 
@@ -138,14 +142,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
     ));
     let test_x = test_rows();
     let apis = agents.iter().map(|a| a.process.api.clone()).collect();
-    let traffic = Traffic::to(apis).every(Duration::from_millis(30)).start();
+    let traffic = Traffic::to(apis)
+        .every(Duration::from_millis(30))
+        .feedback()
+        .start();
     // 3. bundles
     let shas = push_bundles(&fleet, &test_x)?;
-    n.say("pushed digits 1.0.0, 2.0.0 and 3.0.0 (3.0.0 is bad: its predictions drift far from its reference)");
+    n.say("pushed digits 1.0.0, 2.0.0, 3.0.0 (bad: its predictions drift far from its reference) and 4.0.0 (fixes the 5/6 label mix-up of 1.0.0 and 2.0.0)");
     // 4. the rollouts, each followed until it settles
     let mut summary = Vec::new();
     let mut ever_v3: BTreeMap<String, bool> = BTreeMap::new();
-    for (version, phases, expect) in rollout_plan() {
+    for (version, phases, expect) in rollout_plan(&ids) {
         let followed = Followed {
             a: &a,
             fleet: &fleet,
@@ -256,12 +263,13 @@ fn push_bundles(fleet: &LocalServer, test_x: &Tensor) -> Result<BTreeMap<&'stati
     let calib = calibration_rows();
     let bad_reference = rows_of_class(test_x, &test_labels(), 1);
     let mut shas = BTreeMap::new();
-    for (version, calibration) in [
-        ("1.0.0", calib.clone()),
-        ("2.0.0", calib),
-        ("3.0.0", bad_reference),
+    for (version, calibration, mixed_up) in [
+        ("1.0.0", calib.clone(), true),
+        ("2.0.0", calib.clone(), true),
+        ("3.0.0", bad_reference, true),
+        ("4.0.0", calib, false),
     ] {
-        let bytes = bundle(&fleet.keys.signer, version, calibration)?;
+        let bytes = bundle(&fleet.keys.signer, version, calibration, mixed_up)?;
         let v: Bundle = call(
             &fleet.api,
             "POST",
@@ -273,8 +281,10 @@ fn push_bundles(fleet: &LocalServer, test_x: &Tensor) -> Result<BTreeMap<&'stati
     Ok(shas)
 }
 
-/// The three rollouts: version, phases, the status each must end in.
-fn rollout_plan() -> [(&'static str, Value, &'static str); 3] {
+/// The four rollouts: version, phases, the status each must end in.
+fn rollout_plan(ids: &[String]) -> [(&'static str, Value, &'static str); 4] {
+    // the experiment runs on every device when there are few, on half of them otherwise
+    let experiment_share = if ids.len() < 8 { 100 } else { 50 };
     [
         (
             "1.0.0",
@@ -283,13 +293,21 @@ fn rollout_plan() -> [(&'static str, Value, &'static str); 3] {
         ),
         (
             "2.0.0",
-            json!([{"percent": CANARY, "soak_seconds": 6}, {"percent": 50, "soak_seconds": 6}, {"percent": 100}]),
+            json!([{"percent": 100, "soak_seconds": 4, "shadow": {"sample": 0.5, "cpu_budget": 0.25}},
+                   {"percent": CANARY, "soak_seconds": 6}, {"percent": 50, "soak_seconds": 6}, {"percent": 100}]),
             "completed",
         ),
         (
             "3.0.0",
             json!([{"percent": CANARY, "soak_seconds": 6}, {"percent": 50, "soak_seconds": 6}, {"percent": 100}]),
             "rolled_back",
+        ),
+        (
+            "4.0.0",
+            json!([{"percent": experiment_share, "experiment": {"metric": "accuracy", "alpha": 0.05,
+                     "tau": 0.05, "min_samples": 100, "max_seconds": 90, "on_inconclusive": "rollback"}},
+                   {"percent": 100}]),
+            "completed",
         ),
     ]
 }
@@ -317,7 +335,8 @@ impl Followed<'_> {
         let server = &self.fleet.api;
         let gates = json!({"max_install_failure_rate": 0.0, "max_error_rate": 0.02, "max_p99_latency_ms": 200,
                            "max_psi": 0.5, "min_mean_confidence": 0.5, "min_reporting_devices": 1,
-                           "min_requests": 200});
+                           "min_requests": 200, "min_shadow_agreement": 0.9, "min_shadow_requests": 200,
+                           "max_shadow_p99_ms": 200});
         let spec = json!({"bundle": sha, "selector": "hw=x86", "phases": phases, "gates": gates,
                           "on_gate_failure": "rollback"});
         let r: Rollout = call(
@@ -350,6 +369,26 @@ impl Followed<'_> {
             }
             if !self.a.non_interactive {
                 println!("  {}   devices {}", progress(&r, now), versions_line(&v));
+                if let Some(s) = &r.health.shadow {
+                    println!(
+                        "      shadow: {} mirrored requests, agreement {}",
+                        s.requests,
+                        s.agreement
+                            .map_or("-".into(), |a| format!("{:.1} %", 100.0 * a))
+                    );
+                }
+                if let Some(l) = &r.health.experiment {
+                    println!(
+                        "      experiment: accuracy A {} ({} labels) vs B {} ({} labels), B-A {:+.3} {}, p {:.4}",
+                        l.incumbent.mean.map_or("-".into(), |m| format!("{m:.3}")),
+                        l.incumbent.samples,
+                        l.candidate.mean.map_or("-".into(), |m| format!("{m:.3}")),
+                        l.candidate.samples,
+                        l.estimate,
+                        l.interval.map_or("(gathering)".into(), |(lo, hi)| format!("[{lo:+.3}, {hi:+.3}]")),
+                        l.p_value,
+                    );
+                }
             }
             let settled = match r.rollout.status {
                 RolloutStatus::Completed => v.get(version).map_or(0, Vec::len) == self.a.devices,
@@ -368,6 +407,9 @@ impl Followed<'_> {
             "rollout {id}: {status}; devices {}",
             versions_line(&v)
         ));
+        for t in &r.rollout.transitions {
+            n.say(&format!("  {id} decision: {}", t.reason));
+        }
         Ok(json!({
             "rollout": id, "version": version, "status": status,
             "phases_reached": r.rollout.phase + 1,
@@ -391,17 +433,29 @@ fn verdict(
     root: &std::path::Path,
 ) -> Value {
     let final_versions = versions(agents);
-    let all_v2 = final_versions.get("2.0.0").map_or(0, Vec::len) == a.devices;
+    let v2 = summary.get(1).cloned().unwrap_or(Value::Null);
+    let all_v2 = v2["devices_per_version"]["2.0.0"] == json!(a.devices);
+    // v2's first phase: the shadow, passed on its agreement with v1
+    let shadow = v2["decisions"][0]["health"]["shadow"].clone();
+    let shadow_passed = v2["decisions"][0]["to_phase"] == 1
+        && shadow["agreement"].as_f64().is_some_and(|x| x >= 0.9);
+    let v4 = summary.get(3).cloned().unwrap_or(Value::Null);
+    let look = v4["decisions"][0]["health"]["experiment"].clone();
+    let experiment_decided = look["verdict"] == "candidate_better";
+    let all_v4 = final_versions.get("4.0.0").map_or(0, Vec::len) == a.devices;
     let v3 = summary.get(2).cloned().unwrap_or(Value::Null);
     let halted_at_canary = v3["status"] == "rolled_back" && v3["phases_reached"] == 1;
     let canary: Vec<String> = ever_v3.keys().cloned().collect();
     let phase_one: Vec<&String> = ids.iter().filter(|d| in_phase(d, "r-3", CANARY)).collect();
     let only_canary = !canary.is_empty() && canary.iter().all(|d| phase_one.contains(&d));
-    let ok = summary.len() == 3
+    let ok = summary.len() == 4
         && summary.iter().all(|s| s["status"] == s["expected"])
         && all_v2
+        && shadow_passed
         && halted_at_canary
-        && only_canary;
+        && only_canary
+        && experiment_decided
+        && all_v4;
     json!({
         "ok": ok,
         "devices": a.devices,
@@ -409,8 +463,18 @@ fn verdict(
         "rollouts": summary,
         "final_devices_per_version": final_versions,
         "devices_that_ever_ran_3.0.0": canary,
-        "checks": {"v2_on_all_devices": all_v2, "v3_halted_at_first_phase": halted_at_canary,
-                   "v3_only_on_canary_devices": only_canary},
+        "shadow": {"version": "2.0.0", "beside": "1.0.0", "requests": shadow["requests"],
+                   "agreement": shadow["agreement"], "passed": shadow_passed},
+        "experiment": {"incumbent": "2.0.0", "candidate": "4.0.0", "metric": "accuracy",
+                       "incumbent_accuracy": look["incumbent"]["mean"],
+                       "candidate_accuracy": look["candidate"]["mean"],
+                       "labels": [look["incumbent"]["samples"], look["candidate"]["samples"]],
+                       "estimate": look["estimate"], "interval": look["interval"],
+                       "p_value": look["p_value"], "verdict": look["verdict"]},
+        "checks": {"v2_on_all_devices": all_v2, "v2_shadow_passed": shadow_passed,
+                   "v3_halted_at_first_phase": halted_at_canary,
+                   "v3_only_on_canary_devices": only_canary,
+                   "v4_decided_by_the_experiment": experiment_decided, "v4_on_all_devices": all_v4},
         "work_dir": root.display().to_string(),
         "dashboard": format!("{}/", fleet.api.server),
         "api": fleet.api.server,
@@ -422,22 +486,35 @@ const CANARY: f64 = 10.0;
 
 /// `n` device ids, chosen so that the canary phase of the v2 and v3 rollouts (`r-2`, `r-3` on
 /// the fresh server) reaches at least one device and at most a quarter of them (cohorts are
-/// stable hashes: with a dozen devices, 10 % could otherwise be nobody).
+/// stable hashes: with a dozen devices, 10 % could otherwise be nobody), and both arms of the
+/// v4 experiment (`r-4`) have a device in its phase.
 fn device_ids(n: usize) -> Vec<String> {
     let canary = |id: &String| in_phase(id, "r-2", CANARY) && in_phase(id, "r-3", CANARY);
     let outside = |id: &String| !in_phase(id, "r-2", CANARY) && !in_phase(id, "r-3", CANARY);
+    let share = if n < 8 { 100.0 } else { 50.0 };
+    let arm = |id: &String, candidate: bool| {
+        in_phase(id, "r-4", share) && in_phase(id, "r-4/arm", 50.0) == candidate
+    };
     let want_canaries = (n / 10).clamp(1, n.max(1));
     let mut ids: Vec<String> = (0..)
         .map(|i| format!("demo-{i:03}"))
         .filter(canary)
         .take(want_canaries.min(n))
         .collect();
-    ids.extend(
-        (0..)
-            .map(|i| format!("demo-{i:03}"))
-            .filter(outside)
-            .take(n - ids.len()),
-    );
+    for candidate in [true, false] {
+        if ids.len() < n && !ids.iter().any(|id| arm(id, candidate)) {
+            let pick = (0..)
+                .map(|i| format!("demo-{i:03}"))
+                .find(|id| outside(id) && arm(id, candidate) && !ids.contains(id));
+            ids.extend(pick);
+        }
+    }
+    let more: Vec<String> = (0..)
+        .map(|i| format!("demo-{i:03}"))
+        .filter(|id| outside(id) && !ids.contains(id))
+        .take(n - ids.len())
+        .collect();
+    ids.extend(more);
     ids.sort();
     ids
 }

@@ -20,11 +20,33 @@ pub(crate) use edge_fleet_kit::fixtures::{calibration_rows, test_labels, test_ro
 
 /// The digits bundle at `version`, with `calibration` rows as its reference data and a 2 s
 /// trial (drift is the server's call: its PSI gate over the phase's devices).
-pub(crate) fn bundle(signer: &SigningKey, version: &str, calibration: Tensor) -> Result<Vec<u8>> {
+pub(crate) fn bundle(
+    signer: &SigningKey,
+    version: &str,
+    calibration: Tensor,
+    mixed_up: bool,
+) -> Result<Vec<u8>> {
     Digits::new()
         .version(version)
         .health(quick_trial(2, 5))
         .calibration(calibration)
+        .edit(|spec| {
+            if mixed_up {
+                // the labels "5" and "6" swapped: the model answers as well, its names are wrong
+                let mut output = serde_json::to_value(&spec.output).unwrap_or_default();
+                let labels: Vec<String> = (0..10)
+                    .map(|c: usize| match c {
+                        5 => "6".into(),
+                        6 => "5".into(),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                output["labels"] = serde_json::json!(labels);
+                if let Ok(o) = serde_json::from_value(output) {
+                    spec.output = o;
+                }
+            }
+        })
         .pack(signer)
 }
 

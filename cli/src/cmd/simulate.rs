@@ -659,7 +659,7 @@ fn push_versions(local: &LocalServer) -> Result<Vec<String>> {
     let calib = calibration_rows();
     let mut shas = Vec::new();
     for version in ["1.0.0", "2.0.0"] {
-        let bytes = bundle(&local.keys.signer, version, calib.clone())?;
+        let bytes = bundle(&local.keys.signer, version, calib.clone(), false)?;
         let v: edge_protocol::rest::Bundle = call(
             &local.api,
             "POST",
