@@ -597,8 +597,12 @@ impl Rollout {
     /// How the current phase gives the rollout's version to a device it reaches.
     pub fn role(&self, device: &str) -> PhaseRole {
         let phase = self.current_phase();
-        if phase.shadow.is_some() && self.status != RolloutStatus::Completed {
-            PhaseRole::Shadow
+        if phase.shadow.is_some() {
+            // an aborted rollout's shadows stop: they would otherwise run for good
+            match self.status {
+                RolloutStatus::Aborted => PhaseRole::Incumbent,
+                _ => PhaseRole::Shadow,
+            }
         } else if phase.experiment.is_some()
             && self.status != RolloutStatus::Completed
             && !self.candidate_arm(device)
