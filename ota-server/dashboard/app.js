@@ -131,6 +131,13 @@ async function overview() {
 }
 
 // the gates a phase's health fails now (the engine decides at the end of the soak; this warns early)
+// a shadow or experiment phase says so on its card
+function phaseKind(spec) {
+  if (spec?.shadow) return ` · <span class="kind">shadow ${pct(spec.shadow.sample)} of requests, ${fmt(spec.shadow.cpu_budget)} cores</span>`;
+  if (spec?.experiment) return ` · <span class="kind">A/B on ${esc(spec.experiment.metric)}, α ${fmt(spec.experiment.alpha)}</span>`;
+  return "";
+}
+
 function failingGates(h, g) {
   const out = [];
   const set = (v) => v !== null && v !== undefined;
@@ -155,7 +162,7 @@ async function rolloutPage(id) {
   const phases = (r.phases_detail || []).map((p) => {
     const w = (n) => (p.targeted ? (100 * n) / p.targeted : 0);
     return `<div class="phase ${p.phase === r.phase && !["completed", "rolled_back", "aborted"].includes(r.status) ? "current" : ""}" data-phase="${p.phase}">
-      <b>Phase ${p.phase + 1}</b> · ${p.percent} %${p.soak_seconds ? ` · soak ${p.soak_seconds} s` : ""}
+      <b>Phase ${p.phase + 1}</b> · ${p.percent} %${p.soak_seconds ? ` · soak ${p.soak_seconds} s` : ""}${phaseKind(r.spec.phases[p.phase])}
       <div class="bar"><span class="healthy" data-w="${w(p.healthy)}"></span><span class="updated" data-w="${w(p.updated - p.healthy)}"></span><span class="back" data-w="${w(p.rolled_back)}"></span></div>
       <span class="muted">${p.targeted} targeted · ${p.updated} updated · ${p.healthy} healthy · ${p.rolled_back} rolled back</span></div>`;
   }).join("");

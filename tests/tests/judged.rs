@@ -13,6 +13,9 @@
 //!    accuracy; the sequential test finds it better and the rollout completes.
 //! 5. An A/B experiment decided against: v5 (the swapped labels again) against v4; the test
 //!    finds it worse and the rollout rolls back, the candidate's arm back on v4.
+//!
+//! The dashboard (headless Chromium) then draws the experiment's arms, its confidence sequence
+//! and the shadow's agreement.
 
 use std::time::Duration;
 
@@ -287,6 +290,34 @@ fn shadow_phases_and_experiments_decide_on_the_models_own_signals() {
         "{decided}"
     );
     wait_versions(&agents, |_| "4.0.0", "every device back on 4.0.0");
+
+    // the dashboard draws the experiment's arms and confidence sequence, and shadow agreement
+    let browser = fleet_tests::webdriver::Browser::start(1280, 900);
+    browser.goto(&server.u("/"));
+    browser.type_into("#token", &server.admin);
+    browser.click("#login");
+    browser.wait("#online", Duration::from_secs(20));
+    browser.goto(&server.u(&format!("/#/rollouts/{r4}")));
+    browser.wait("#experiment", Duration::from_secs(20));
+    assert!(
+        browser.text("#experiment").contains("candidate better"),
+        "{}",
+        browser.text("main")
+    );
+    assert!(browser.text("#arms").contains("B (candidate)"));
+    assert!(browser
+        .find("[data-chart='Experiment: accuracy B − A'] svg path.new")
+        .is_some());
+    assert!(browser
+        .find("[data-chart='Accuracy (app labels)'] svg")
+        .is_some());
+    browser
+        .screenshot(&fleet_tests::workspace().join("target/dashboard-screenshots/experiment.png"));
+    browser.goto(&server.u(&format!("/#/rollouts/{r3}")));
+    browser.wait(
+        "[data-chart='Shadow agreement'] svg path.new",
+        Duration::from_secs(20),
+    );
 
     for id in [&r2, &r3, &r4, &r5] {
         for t in view(&server, id)["transitions"].as_array().unwrap() {
