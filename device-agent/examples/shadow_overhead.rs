@@ -1,11 +1,12 @@
 //! What a shadow costs the answered requests: one app thread asks the agent's model host for
-//! predictions in a closed loop, in alternating blocks with a shadow of the same size running
-//! beside the model (every request mirrored, within its CPU budget) and without one, in the
-//! same run; answered latency p50/p99 per condition, and the CPU the shadow worker thread used
-//! against its budget (from /proc/self/task/*/stat).
+//! predictions, in a closed loop or with a pause after each answer (a camera's frame gap), in
+//! alternating blocks with a shadow of the same size running beside the model (every request
+//! mirrored, within its CPU budget) and without one, in the same run; answered latency p50/p99
+//! per condition, and the CPU the shadow worker thread used against its budget (from
+//! /proc/self/task/*/stat).
 //!
 //!     cargo run --release -p device-agent --example shadow_overhead -- \
-//!         [MODEL=digits|mobilenetv2] [REQUESTS_PER_BLOCK] [BLOCKS] [BUDGET_CORES]
+//!         [MODEL=digits|mobilenetv2] [REQUESTS_PER_BLOCK] [BLOCKS] [BUDGET_CORES] [GAP_MS]
 //!
 //! Prints one JSON line. `bench/shadow.sh` runs it for both sample models.
 
@@ -57,6 +58,8 @@ fn main() {
     let per_block: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(400);
     let blocks: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let budget: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.5);
+    let gap_ms: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.0);
+    let gap = Duration::from_secs_f64(gap_ms / 1e3);
     let dir = tempfile::tempdir().expect("temp dir");
     let keys = FleetKeys::create(dir.path()).expect("keys");
     let bundle = pack_sample(&name, &keys.signer).expect("pack the sample model");
@@ -132,6 +135,9 @@ fn main() {
             } else {
                 off.push(ms)
             }
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
         }
         if shadowing {
             // the shadow's queue drains before the block is closed: its CPU counts in full
@@ -158,6 +164,7 @@ fn main() {
         "{}",
         json!({
             "model": name,
+            "gap_ms": gap_ms,
             "requests_per_condition": off.len(),
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "answered_p50_ms": {"shadow_off": p50_off, "shadow_on": p50_on, "ratio": p50_on / p50_off},

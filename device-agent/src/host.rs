@@ -16,7 +16,7 @@ use edge_protocol::PredictResponse;
 use edge_runtime::feedback::{FeedbackLimits, FeedbackLog};
 use edge_runtime::{Model, ModelError, PredictOptions, Tensor};
 
-use crate::shadow::{Shadow, ShadowRunner};
+use crate::shadow::{Activity, Shadow, ShadowRunner};
 
 /// Why a request could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,7 @@ pub struct ModelHost {
     feedback: RwLock<HashMap<String, Arc<FeedbackLog>>>,
     feedback_limits: FeedbackLimits,
     runner: OnceLock<ShadowRunner>,
+    activity: Arc<Activity>,
 }
 
 impl ModelHost {
@@ -101,7 +102,8 @@ impl ModelHost {
     /// Runs `shadow` beside its model name's active model from now on (the worker starts with
     /// the first shadow); returns the one it replaced.
     pub fn set_shadow(&self, name: &str, shadow: Shadow) -> Option<Arc<Shadow>> {
-        self.runner.get_or_init(ShadowRunner::start);
+        self.runner
+            .get_or_init(|| ShadowRunner::start(self.activity.clone()));
         self.shadows
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -128,7 +130,10 @@ impl ModelHost {
         let mirror = self
             .shadow(name)
             .and_then(|s| s.admit().map(|admission| (s, admission, inputs.clone())));
-        let mut answer = model.predict_with(inputs, options)?;
+        let answering = self.activity.answering();
+        let answered = model.predict_with(inputs, options);
+        drop(answering);
+        let mut answer = answered?;
         self.feedback(name).record(&mut answer);
         if let (Some((shadow, admission, inputs)), Some(runner)) = (mirror, self.runner.get()) {
             runner.submit(shadow, admission, inputs, options.clone(), answer.clone());

@@ -10,7 +10,14 @@
 //! would take the bucket over its burst (so over any stretch of time the shadow uses at most
 //! `budget` of one core, plus one burst). The queue to the worker is short; a request that
 //! finds it full is skipped, never waited for.
+//!
+//! The worker yields to answered requests: it starts a run only once no answered request has
+//! been running for [`QUIET`] (the gap between an app's frames), waiting at most [`PATIENCE`]
+//! before it runs anyway (a device busy all the time still gets its shadow sampled, slowly).
+//! Both models on one machine share its caches and memory bandwidth, so a run that overlaps an
+//! answered request slows it (`bench/shadow.sh`).
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +29,65 @@ use crate::slots::SlotRef;
 
 /// Requests waiting for the shadow worker at most.
 const QUEUE: usize = 8;
+
+/// How long no answered request must have been running before a shadow run starts.
+pub const QUIET: Duration = Duration::from_millis(1);
+
+/// The longest a shadow run waits for [`QUIET`] before it runs anyway.
+pub const PATIENCE: Duration = Duration::from_millis(250);
+
+/// Answered requests running now and when the last one ended: what the worker yields to.
+#[derive(Debug)]
+pub struct Activity {
+    running: AtomicUsize,
+    /// Microseconds since `epoch` at which the last answered request ended.
+    last_end_us: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            running: AtomicUsize::new(0),
+            last_end_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// An answered request in progress (ends when dropped).
+pub struct Answering<'a>(&'a Activity);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        let now = self.0.epoch.elapsed().as_micros() as u64;
+        self.0.last_end_us.store(now, Ordering::Release);
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    /// Marks an answered request as running until the guard is dropped.
+    pub fn answering(&self) -> Answering<'_> {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        Answering(self)
+    }
+
+    /// Whether no answered request has run for [`QUIET`].
+    fn quiet(&self) -> bool {
+        let idle_since = self.last_end_us.load(Ordering::Acquire);
+        self.running.load(Ordering::Acquire) == 0
+            && self.epoch.elapsed().as_micros() as u64 >= idle_since + QUIET.as_micros() as u64
+    }
+
+    /// Waits for [`QUIET`], at most [`PATIENCE`].
+    fn wait_quiet(&self) {
+        let start = Instant::now();
+        while !self.quiet() && start.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
 
 /// Busy time the bucket may run ahead of the budget.
 const BURST: Duration = Duration::from_millis(100);
@@ -216,13 +282,15 @@ pub struct ShadowRunner {
 }
 
 impl ShadowRunner {
-    /// Starts the worker thread (it ends when the runner is dropped).
-    pub fn start() -> ShadowRunner {
+    /// Starts the worker thread (it ends when the runner is dropped); it yields to the answered
+    /// requests `activity` counts.
+    pub fn start(activity: Arc<Activity>) -> ShadowRunner {
         let (queue, jobs) = sync_channel::<Job>(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("shadow".into())
             .spawn(move || {
                 for job in jobs {
+                    activity.wait_quiet();
                     job.shadow
                         .run(job.admission, job.inputs, &job.options, &job.answer);
                 }
