@@ -146,6 +146,29 @@ mod tests {
         )
     }
 
+    /// What `id` is told by two rollouts of the model, `r1` (giving `t1`) then `r2` (`t2`).
+    fn two_rollouts(
+        id: &str,
+        tags: &BTreeMap<String, String>,
+        (r1, t1): (&Rollout, &Target),
+        (r2, t2): (&Rollout, &Target),
+    ) -> Wanted {
+        let none = HashMap::new();
+        let list = [
+            Placed {
+                rollout: r1,
+                target: t1,
+                baselines: &none,
+            },
+            Placed {
+                rollout: r2,
+                target: t2,
+                baselines: &none,
+            },
+        ];
+        desired_for(id, tags, &list)
+    }
+
     #[test]
     fn newest_reaching_rollout_wins_and_rollback_returns_to_the_earlier_one() {
         let tags: BTreeMap<String, String> = [("hw".to_string(), "x86".to_string())].into();
@@ -154,21 +177,7 @@ mod tests {
         let none = HashMap::new();
         let r1 = rollout("r1", 100.0);
         let mut r2 = rollout("r2", 100.0);
-        let placed = |r2: &Rollout| -> Vec<Target> {
-            let list = [
-                Placed {
-                    rollout: &r1,
-                    target: &t1,
-                    baselines: &none,
-                },
-                Placed {
-                    rollout: r2,
-                    target: &t2,
-                    baselines: &none,
-                },
-            ];
-            desired_for("dev-1", &tags, &list).models
-        };
+        let placed = |r2: &Rollout| two_rollouts("dev-1", &tags, (&r1, &t1), (r2, &t2)).models;
         assert_eq!(placed(&r2), vec![t2.clone()]);
         r2.rollback(1, "op").unwrap();
         assert_eq!(placed(&r2), vec![t1.clone()]);
@@ -239,7 +248,6 @@ mod tests {
     fn shadow_phases_send_shadows_and_experiments_split_devices_into_arms() {
         let tags = BTreeMap::new();
         let (t1, t2) = (target("1.0.0"), target("2.0.0"));
-        let none = HashMap::new();
         let r1 = rollout("r1", 100.0);
         let mut r2 = rollout("r2", 100.0);
         r2.spec.phases = vec![
@@ -262,21 +270,7 @@ mod tests {
                 ..Phase::canary(100.0, 0)
             },
         ];
-        let list = |r2: &Rollout, id: &str| {
-            let l = [
-                Placed {
-                    rollout: &r1,
-                    target: &t1,
-                    baselines: &none,
-                },
-                Placed {
-                    rollout: r2,
-                    target: &t2,
-                    baselines: &none,
-                },
-            ];
-            desired_for(id, &tags, &l)
-        };
+        let list = |r2: &Rollout, id: &str| two_rollouts(id, &tags, (&r1, &t1), (r2, &t2));
         let w = list(&r2, "dev-1");
         assert_eq!(
             w.models,

@@ -368,6 +368,18 @@ impl Fleet {
         generation: u64,
         models: Vec<DesiredModel>,
     ) -> Vec<u8> {
+        self.seal_desired_state(key, device, generation, models, vec![])
+    }
+
+    /// A desired state with shadows, sealed by `key`.
+    pub fn seal_desired_state(
+        &self,
+        key: &SigningKey,
+        device: &str,
+        generation: u64,
+        models: Vec<DesiredModel>,
+        shadows: Vec<edge_protocol::DesiredShadow>,
+    ) -> Vec<u8> {
         let seq = self.director_seq.fetch_add(1, Ordering::SeqCst);
         envelope::seal(
             key,
@@ -381,7 +393,7 @@ impl Fleet {
                 device_id: device.into(),
                 generation,
                 models,
-                shadows: vec![],
+                shadows,
             },
         )
     }
@@ -402,6 +414,33 @@ impl Fleet {
         let b = self.seal_desired(device, generation, models);
         self.send_desired_bytes(device, b.clone());
         b
+    }
+
+    /// Sends a desired state with `shadows` beside `models`.
+    pub fn send_desired_shadows(
+        &self,
+        device: &str,
+        generation: u64,
+        models: Vec<DesiredModel>,
+        shadows: Vec<edge_protocol::DesiredShadow>,
+    ) {
+        let b =
+            self.seal_desired_state(&self.director.clone(), device, generation, models, shadows);
+        self.send_desired_bytes(device, b);
+    }
+
+    /// Telemetry windows received, in arrival order.
+    pub fn windows(&self) -> Vec<edge_protocol::TelemetryWindow> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|u| match u {
+                Up::Telemetry(_, t) => Some(t.windows.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
     }
 
     /// Events received from `device`, in arrival order.
