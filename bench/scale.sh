@@ -7,22 +7,20 @@
 # second, server RSS per device and CPU, all replicas together. Reports also land in
 # target/scale/N.json. SCALE_REPLICAS=K overrides the replica count.
 #
-# One simulator process holds one socket per device, so N is at most ~15,000 here: the 30,000
-# and 100,000 runs of issue 26 need the simulator split over processes (not done yet; see
-# docs/benchmarks.md).
+# One simulator process holds one socket per device (20,000 descriptors at most here), so the
+# devices run in ceil(N / 12,000) simulator worker processes (`simulate --workers`);
+# SCALE_WORKERS=K overrides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
-if [ "$n" -gt 15000 ]; then
-    echo "scale.sh: $n devices need more than one simulator process (20,000 descriptors each); not supported yet" >&2
-    exit 2
-fi
+workers=${SCALE_WORKERS:-$(( (n + 11999) / 12000 ))}
 replicas=${SCALE_REPLICAS:-$(( (n + 4999) / 5000 ))}
 cargo build --release -q -p edgectl -p ota-server
 url=$(scripts/cluster.sh pg)
 out=target/scale
 mkdir -p "$out"
-echo "== $n devices over $replicas replicas on $url" >&2
+echo "== $n devices over $replicas replicas on $url, $workers simulator processes" >&2
 target/release/edgectl simulate --json --devices "$n" --replicas "$replicas" --store "$url" \
+    --workers "$workers" \
     --timeout "${SCALE_TIMEOUT:-900}" >"$out/$n.json" 2>"$out/$n.log"
 cat "$out/$n.json"

@@ -1,6 +1,7 @@
 //! `edgectl simulate` end to end at a small size: its own server, 60 simulated devices that
 //! enroll, connect over TLS, install v1 and then v2 through three phases; the JSON report
-//! accounts for every device and every download, and the server ingested what they sent.
+//! accounts for every device and every download, and the server ingested what they sent; the
+//! same with the devices split over worker processes (`--workers`, how 30,000 and more run).
 
 use std::process::Command;
 
@@ -9,9 +10,19 @@ use serde_json::Value;
 
 #[test]
 fn the_simulator_drives_a_fleet_through_both_rollouts_and_reports() {
+    simulate(1);
+}
+
+#[test]
+fn the_simulator_splits_its_devices_over_worker_processes() {
+    simulate(3);
+}
+
+fn simulate(workers: usize) {
     let out = Command::new(binary("edgectl"))
         .args(["simulate", "--devices", "60", "--window-seconds", "1"])
         .args(["--soak-seconds", "1", "--timeout", "150", "--json"])
+        .args(["--workers", &workers.to_string()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

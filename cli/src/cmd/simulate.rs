@@ -10,6 +10,11 @@
 //! phase, measures steady telemetry, then rolls v2 out in three phases (10 % → 50 % → 100 %) and
 //! reports: devices connected, desired states delivered per second, telemetry messages ingested
 //! per second, the time each rollout took to converge, and the server's RSS and CPU.
+//!
+//! One process may hold 20,000 descriptors here, one per simulated device: with `--workers K`
+//! the devices run in K child processes (`edgectl simulate --worker SPEC`, each a slice of the
+//! fleet) that report their counters as JSON lines every half second; this process sums them
+//! and runs the scenario as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -69,6 +74,46 @@ pub struct SimulateArgs {
     /// The PostgreSQL the replicas share (`postgres://…`); needed with `--replicas` above 1.
     #[arg(long)]
     pub store: Option<String>,
+    /// Run the devices in this many child processes (one socket per device; one process may
+    /// hold 20,000 descriptors here).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Internal: run as a worker of another `edgectl simulate`, the devices its spec names.
+    #[arg(long, hide = true)]
+    pub worker: Option<std::path::PathBuf>,
+}
+
+/// What a worker process needs to run its slice of the fleet (written by the orchestrator).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WorkerSpec {
+    server: String,
+    token: String,
+    ca: std::path::PathBuf,
+    mqtt: Vec<(String, u16, bool)>,
+    director: String,
+    trust: std::path::PathBuf,
+    root: String,
+    enrollment_token: String,
+    window_seconds: u64,
+    connect_rate: u64,
+    first: usize,
+    devices: usize,
+}
+
+/// A worker's counters, every half second (receipts: the desired states received since the
+/// last line, unix milliseconds).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct WorkerReport {
+    enrolled: u64,
+    connected: u64,
+    connects: u64,
+    connect_errors: u64,
+    desired_received: u64,
+    downloads: u64,
+    download_errors: u64,
+    telemetry_sent: u64,
+    versions: Vec<usize>,
+    receipts: Vec<u64>,
 }
 
 /// What the simulated fleet has done, shared by every device task.
@@ -86,6 +131,10 @@ struct Fleet {
     window: Duration,
     /// Version index per device: 0 none, 1 = 1.0.0, 2 = 2.0.0 ...
     versions: Vec<AtomicU8>,
+    /// Index of this process's first device (a worker runs a slice of the fleet).
+    first: usize,
+    /// Devices per version index, summed over the workers (when the devices run in workers).
+    tally: Mutex<Option<Vec<usize>>>,
     enrolled: AtomicU64,
     connected: AtomicU64,
     connects: AtomicU64,
@@ -309,7 +358,7 @@ fn on_desired(
                 events.push(event(Step::Activated, None));
                 events.push(event(Step::Committed, None));
                 *device.active.lock().unwrap() = Some((model.version.clone(), sha));
-                fleet.versions[device.index]
+                fleet.versions[device.index - fleet.first]
                     .store(version_index(&model.version), Ordering::Relaxed);
                 device.applied.store(desired.generation, Ordering::Relaxed);
             }
@@ -588,6 +637,9 @@ fn delivery(times: &[Instant], since: Instant) -> Value {
 /// Runs the simulation: the server, the devices, v1 in one phase, steady telemetry, v2 in three
 /// phases; prints the JSON report.
 pub fn run(a: SimulateArgs) -> Result<()> {
+    if let Some(spec) = &a.worker {
+        return run_worker(spec);
+    }
     let server_bin = binary("ota-server")?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(a.timeout);
@@ -638,7 +690,13 @@ pub fn run(a: SimulateArgs) -> Result<()> {
         .enable_all()
         .max_blocking_threads(32)
         .build()?;
-    bring_up(&runtime, &fleet, a.devices, a.connect_rate);
+    let _workers = if a.workers > 1 {
+        say(&format!("devices in {} worker processes", a.workers));
+        Some(start_workers(&a, &local, &fleet, dir.path())?)
+    } else {
+        bring_up(&runtime, &fleet, a.devices, a.connect_rate);
+        None
+    };
     let watch = Watch {
         fleet: &fleet,
         monitor: &monitor,
@@ -651,6 +709,227 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     println!("{}", serde_json::to_string_pretty(&report?)?);
     runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// Worker processes, killed when dropped.
+struct Workers(Vec<std::process::Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `--workers` child processes, each running a slice of the devices, and a thread per
+/// worker that folds its report lines into `fleet`'s counters.
+fn start_workers(
+    a: &SimulateArgs,
+    local: &LocalServer,
+    fleet: &Arc<Fleet>,
+    dir: &std::path::Path,
+) -> Result<Workers> {
+    let k = a.workers.min(a.devices.max(1));
+    let per = a.devices.div_ceil(k);
+    let reports: Arc<Mutex<Vec<WorkerReport>>> = Arc::new(Mutex::new(
+        (0..k).map(|_| WorkerReport::default()).collect(),
+    ));
+    *fleet.tally.lock().unwrap() = Some(Vec::new());
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for w in 0..k {
+        let first = w * per;
+        let devices = per.min(a.devices.saturating_sub(first));
+        let spec = WorkerSpec {
+            server: local.api.server.clone(),
+            token: local.api.token.clone(),
+            ca: local.ca(),
+            mqtt: fleet.mqtt.clone(),
+            director: hex::encode(fleet.director.to_bytes()),
+            trust: local.keys.trust.clone(),
+            root: hex::encode(local.keys.root.to_bytes()),
+            enrollment_token: fleet.token.clone(),
+            window_seconds: fleet.window.as_secs(),
+            // the fleet comes up at the rate asked for, spread over the workers
+            connect_rate: (a.connect_rate / k as u64).max(1),
+            first,
+            devices,
+        };
+        let path = dir.join(format!("worker-{w}.json"));
+        std::fs::write(&path, serde_json::to_vec(&spec)?)?;
+        let mut child = std::process::Command::new(&exe)
+            .args(["simulate", "--worker"])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join(format!("worker-{w}.log")))?)
+            .spawn()
+            .context("cannot start a simulator worker")?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        let (fleet, reports) = (fleet.clone(), reports.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(report) = serde_json::from_str::<WorkerReport>(&line) else {
+                    continue;
+                };
+                fold(&fleet, &reports, w, report);
+            }
+        });
+        children.push(child);
+    }
+    Ok(Workers(children))
+}
+
+/// Folds worker `w`'s latest report into the orchestrator's counters (sums over the workers;
+/// receipts appended, set against this process's clock).
+fn fold(fleet: &Fleet, reports: &Mutex<Vec<WorkerReport>>, w: usize, mut report: WorkerReport) {
+    let receipts = std::mem::take(&mut report.receipts);
+    let (now, now_wall) = (Instant::now(), now_ms());
+    {
+        let mut at = fleet.desired_at.lock().unwrap();
+        let mut wall = fleet.desired_wall_ms.lock().unwrap();
+        for ms in receipts {
+            at.push(now - Duration::from_millis(now_wall.saturating_sub(ms)));
+            wall.push(ms);
+        }
+    }
+    let mut all = reports.lock().unwrap();
+    all[w] = report;
+    let sum = |f: &dyn Fn(&WorkerReport) -> u64| all.iter().map(f).sum::<u64>();
+    fleet
+        .enrolled
+        .store(sum(&|r| r.enrolled), Ordering::Relaxed);
+    fleet
+        .connected
+        .store(sum(&|r| r.connected), Ordering::Relaxed);
+    fleet
+        .connects
+        .store(sum(&|r| r.connects), Ordering::Relaxed);
+    fleet
+        .connect_errors
+        .store(sum(&|r| r.connect_errors), Ordering::Relaxed);
+    fleet
+        .desired_received
+        .store(sum(&|r| r.desired_received), Ordering::Relaxed);
+    fleet
+        .downloads
+        .store(sum(&|r| r.downloads), Ordering::Relaxed);
+    fleet
+        .download_errors
+        .store(sum(&|r| r.download_errors), Ordering::Relaxed);
+    fleet
+        .telemetry_sent
+        .store(sum(&|r| r.telemetry_sent), Ordering::Relaxed);
+    let mut tally = vec![0usize; 8];
+    for r in all.iter() {
+        for (v, n) in r.versions.iter().enumerate().take(8) {
+            tally[v] += n;
+        }
+    }
+    *fleet.tally.lock().unwrap() = Some(tally);
+}
+
+/// A worker: runs the devices its spec names and prints a [`WorkerReport`] line every half
+/// second, until its standard input closes (the orchestrator ended).
+fn run_worker(path: &std::path::Path) -> Result<()> {
+    let spec: WorkerSpec = serde_json::from_slice(&std::fs::read(path)?)
+        .with_context(|| format!("{}: not a worker spec", path.display()))?;
+    let key = |text: &str| -> Result<VerifyingKey> {
+        let bytes: [u8; 32] = hex::decode(text)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a key is 32 bytes"))?;
+        Ok(VerifyingKey::from_bytes(&bytes)?)
+    };
+    let root = key(&spec.root)?;
+    let server = ServerArgs {
+        server: spec.server.clone(),
+        token: spec.token.clone(),
+        ca: Some(spec.ca.clone()),
+        json: true,
+    };
+    let trust_bytes = std::fs::read(&spec.trust)?;
+    let fleet = Arc::new(Fleet {
+        http: client(server.ca.as_ref())?,
+        servers: vec![server.clone()],
+        server,
+        mqtt: spec.mqtt.clone(),
+        ca: std::fs::read(&spec.ca)?,
+        director: key(&spec.director)?,
+        trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(root))?,
+        token: spec.enrollment_token.clone(),
+        window: Duration::from_secs(spec.window_seconds.max(1)),
+        versions: (0..spec.devices).map(|_| AtomicU8::new(0)).collect(),
+        first: spec.first,
+        tally: Mutex::new(None),
+        enrolled: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+        connects: AtomicU64::new(0),
+        connect_errors: AtomicU64::new(0),
+        desired_received: AtomicU64::new(0),
+        desired_at: Mutex::new(Vec::new()),
+        desired_wall_ms: Mutex::new(Vec::new()),
+        downloads: AtomicU64::new(0),
+        download_errors: AtomicU64::new(0),
+        telemetry_sent: AtomicU64::new(0),
+        verified: Mutex::new(HashMap::new()),
+        downloads_at_once: Semaphore::new(16),
+        enrolls_at_once: Semaphore::new(8),
+        stop: AtomicBool::new(false),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()?;
+    bring_up_range(
+        &runtime,
+        &fleet,
+        spec.first,
+        spec.devices,
+        spec.connect_rate,
+    );
+    // the orchestrator closing our standard input (or dying) ends the worker
+    let closed = Arc::new(AtomicBool::new(false));
+    let c = closed.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        c.store(true, Ordering::Relaxed);
+    });
+    let mut sent = 0usize;
+    while !closed.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(500));
+        let receipts: Vec<u64> = {
+            let wall = fleet.desired_wall_ms.lock().unwrap();
+            let new = wall[sent..].to_vec();
+            sent = wall.len();
+            new
+        };
+        let mut versions = vec![0usize; 8];
+        for v in &fleet.versions {
+            if let Some(n) = versions.get_mut(usize::from(v.load(Ordering::Relaxed))) {
+                *n += 1;
+            }
+        }
+        let report = WorkerReport {
+            enrolled: fleet.enrolled.load(Ordering::Relaxed),
+            connected: fleet.connected.load(Ordering::Relaxed),
+            connects: fleet.connects.load(Ordering::Relaxed),
+            connect_errors: fleet.connect_errors.load(Ordering::Relaxed),
+            desired_received: fleet.desired_received.load(Ordering::Relaxed),
+            downloads: fleet.downloads.load(Ordering::Relaxed),
+            download_errors: fleet.download_errors.load(Ordering::Relaxed),
+            telemetry_sent: fleet.telemetry_sent.load(Ordering::Relaxed),
+            versions,
+            receipts,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    fleet.stop.store(true, Ordering::Relaxed);
+    runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }
 
@@ -691,6 +970,8 @@ fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
         token,
         window: Duration::from_secs(a.window_seconds.max(1)),
         versions: (0..a.devices).map(|_| AtomicU8::new(0)).collect(),
+        first: 0,
+        tally: Mutex::new(None),
         enrolled: AtomicU64::new(0),
         connected: AtomicU64::new(0),
         connects: AtomicU64::new(0),
@@ -710,9 +991,20 @@ fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
 
 /// Starts the `devices` device tasks, `rate` new ones per second.
 fn bring_up(runtime: &tokio::runtime::Runtime, fleet: &Arc<Fleet>, devices: usize, rate: u64) {
+    bring_up_range(runtime, fleet, 0, devices, rate)
+}
+
+/// Starts device tasks `first..first + devices`, `rate` new ones per second.
+fn bring_up_range(
+    runtime: &tokio::runtime::Runtime,
+    fleet: &Arc<Fleet>,
+    first: usize,
+    devices: usize,
+    rate: u64,
+) {
     let (fleet, rate) = (fleet.clone(), rate.max(1));
     runtime.spawn(async move {
-        for i in 0..devices {
+        for i in first..first + devices {
             let f = fleet.clone();
             tokio::spawn(async move {
                 if let Err(e) = run_device(f, i).await {
@@ -934,6 +1226,9 @@ impl Watch<'_> {
 }
 
 fn count(fleet: &Fleet, version: u8) -> usize {
+    if let Some(tally) = fleet.tally.lock().unwrap().as_ref() {
+        return tally.get(usize::from(version)).copied().unwrap_or(0);
+    }
     fleet
         .versions
         .iter()
