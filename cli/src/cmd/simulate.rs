@@ -707,7 +707,15 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     let report = watch.scenario(&a, &shas);
     fleet.stop.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    println!("{}", serde_json::to_string_pretty(&report?)?);
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            // the servers' and workers' logs are what explains a failed run: keep them
+            let kept = dir.keep();
+            return Err(e.context(format!("logs kept in {}", kept.display())));
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }
