@@ -369,14 +369,6 @@ impl Followed<'_> {
             }
             if !self.a.non_interactive {
                 println!("  {}   devices {}", progress(&r, now), versions_line(&v));
-                if let Some(s) = &r.health.shadow {
-                    println!(
-                        "      shadow: {} mirrored requests, agreement {}",
-                        s.requests,
-                        s.agreement
-                            .map_or("-".into(), |a| format!("{:.1} %", 100.0 * a))
-                    );
-                }
                 if let Some(l) = &r.health.experiment {
                     println!(
                         "      experiment: accuracy A {} ({} labels) vs B {} ({} labels), B-A {:+.3} {}, p {:.4}",

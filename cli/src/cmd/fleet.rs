@@ -428,7 +428,7 @@ pub(crate) fn progress(v: &RolloutView, now: u64) -> String {
     let soak = r.spec.phases.get(r.phase).map_or(0, |p| p.soak_seconds);
     let elapsed = now.saturating_sub(r.phase_started);
     let h = &v.health;
-    format!(
+    let mut line = format!(
         "{} {} {:<10} soak {}/{} s  reporting {}/{}  requests {} errors {}  p99 {} ms",
         r.id,
         bar,
@@ -440,7 +440,21 @@ pub(crate) fn progress(v: &RolloutView, now: u64) -> String {
         h.requests,
         h.errors,
         js(&h.p99_ms),
-    )
+    );
+    if let Some(s) = &h.shadow {
+        line += &format!(
+            "  shadow {} runs, agreement {}",
+            s.requests,
+            js(&s.agreement)
+        );
+    }
+    if let Some(l) = &h.experiment {
+        line += &format!(
+            "  A/B {} vs {} samples, B-A {:+.4}, p {:.4}",
+            l.incumbent.samples, l.candidate.samples, l.estimate, l.p_value
+        );
+    }
+    line
 }
 
 /// `edgectl rollout …`.
