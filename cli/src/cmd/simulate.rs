@@ -104,14 +104,8 @@ struct WorkerSpec {
 /// last line, unix milliseconds).
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct WorkerReport {
-    enrolled: u64,
-    connected: u64,
-    connects: u64,
-    connect_errors: u64,
-    desired_received: u64,
-    downloads: u64,
-    download_errors: u64,
-    telemetry_sent: u64,
+    /// [`Fleet::counters`], in that order.
+    counters: Vec<u64>,
     versions: Vec<usize>,
     receipts: Vec<u64>,
 }
@@ -150,6 +144,68 @@ struct Fleet {
     downloads_at_once: Semaphore,
     enrolls_at_once: Semaphore,
     stop: AtomicBool,
+}
+
+/// Where a fleet's devices connect and what they trust (the rest of [`Fleet`] starts at zero).
+struct FleetParts {
+    server: ServerArgs,
+    servers: Vec<ServerArgs>,
+    mqtt: Vec<(String, u16, bool)>,
+    ca: Vec<u8>,
+    director: VerifyingKey,
+    trust: TrustRoot,
+    token: String,
+    window: Duration,
+    /// Devices this process runs, from index `first`.
+    devices: usize,
+    first: usize,
+}
+
+impl Fleet {
+    fn new(p: FleetParts) -> Result<Fleet> {
+        Ok(Fleet {
+            http: client(p.server.ca.as_ref())?,
+            server: p.server,
+            servers: p.servers,
+            mqtt: p.mqtt,
+            ca: p.ca,
+            director: p.director,
+            trust: p.trust,
+            token: p.token,
+            window: p.window,
+            versions: (0..p.devices).map(|_| AtomicU8::new(0)).collect(),
+            first: p.first,
+            tally: Mutex::new(None),
+            enrolled: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            desired_received: AtomicU64::new(0),
+            desired_at: Mutex::new(Vec::new()),
+            desired_wall_ms: Mutex::new(Vec::new()),
+            downloads: AtomicU64::new(0),
+            download_errors: AtomicU64::new(0),
+            telemetry_sent: AtomicU64::new(0),
+            verified: Mutex::new(HashMap::new()),
+            downloads_at_once: Semaphore::new(16),
+            enrolls_at_once: Semaphore::new(8),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// The counters a worker reports and the orchestrator sums, in one order.
+    fn counters(&self) -> [&AtomicU64; 8] {
+        [
+            &self.enrolled,
+            &self.connected,
+            &self.connects,
+            &self.connect_errors,
+            &self.desired_received,
+            &self.downloads,
+            &self.download_errors,
+            &self.telemetry_sent,
+        ]
+    }
 }
 
 fn version_index(v: &str) -> u8 {
@@ -808,31 +864,13 @@ fn fold(fleet: &Fleet, reports: &Mutex<Vec<WorkerReport>>, w: usize, mut report:
     }
     let mut all = reports.lock().unwrap();
     all[w] = report;
-    let sum = |f: &dyn Fn(&WorkerReport) -> u64| all.iter().map(f).sum::<u64>();
-    fleet
-        .enrolled
-        .store(sum(&|r| r.enrolled), Ordering::Relaxed);
-    fleet
-        .connected
-        .store(sum(&|r| r.connected), Ordering::Relaxed);
-    fleet
-        .connects
-        .store(sum(&|r| r.connects), Ordering::Relaxed);
-    fleet
-        .connect_errors
-        .store(sum(&|r| r.connect_errors), Ordering::Relaxed);
-    fleet
-        .desired_received
-        .store(sum(&|r| r.desired_received), Ordering::Relaxed);
-    fleet
-        .downloads
-        .store(sum(&|r| r.downloads), Ordering::Relaxed);
-    fleet
-        .download_errors
-        .store(sum(&|r| r.download_errors), Ordering::Relaxed);
-    fleet
-        .telemetry_sent
-        .store(sum(&|r| r.telemetry_sent), Ordering::Relaxed);
+    for (i, counter) in fleet.counters().into_iter().enumerate() {
+        let total = all
+            .iter()
+            .map(|r| r.counters.get(i).copied().unwrap_or(0))
+            .sum();
+        counter.store(total, Ordering::Relaxed);
+    }
     let mut tally = vec![0usize; 8];
     for r in all.iter() {
         for (v, n) in r.versions.iter().enumerate().take(8) {
@@ -861,8 +899,7 @@ fn run_worker(path: &std::path::Path) -> Result<()> {
         json: true,
     };
     let trust_bytes = std::fs::read(&spec.trust)?;
-    let fleet = Arc::new(Fleet {
-        http: client(server.ca.as_ref())?,
+    let fleet = Arc::new(Fleet::new(FleetParts {
         servers: vec![server.clone()],
         server,
         mqtt: spec.mqtt.clone(),
@@ -871,24 +908,9 @@ fn run_worker(path: &std::path::Path) -> Result<()> {
         trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(root))?,
         token: spec.enrollment_token.clone(),
         window: Duration::from_secs(spec.window_seconds.max(1)),
-        versions: (0..spec.devices).map(|_| AtomicU8::new(0)).collect(),
+        devices: spec.devices,
         first: spec.first,
-        tally: Mutex::new(None),
-        enrolled: AtomicU64::new(0),
-        connected: AtomicU64::new(0),
-        connects: AtomicU64::new(0),
-        connect_errors: AtomicU64::new(0),
-        desired_received: AtomicU64::new(0),
-        desired_at: Mutex::new(Vec::new()),
-        desired_wall_ms: Mutex::new(Vec::new()),
-        downloads: AtomicU64::new(0),
-        download_errors: AtomicU64::new(0),
-        telemetry_sent: AtomicU64::new(0),
-        verified: Mutex::new(HashMap::new()),
-        downloads_at_once: Semaphore::new(16),
-        enrolls_at_once: Semaphore::new(8),
-        stop: AtomicBool::new(false),
-    });
+    })?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(32)
@@ -923,14 +945,11 @@ fn run_worker(path: &std::path::Path) -> Result<()> {
             }
         }
         let report = WorkerReport {
-            enrolled: fleet.enrolled.load(Ordering::Relaxed),
-            connected: fleet.connected.load(Ordering::Relaxed),
-            connects: fleet.connects.load(Ordering::Relaxed),
-            connect_errors: fleet.connect_errors.load(Ordering::Relaxed),
-            desired_received: fleet.desired_received.load(Ordering::Relaxed),
-            downloads: fleet.downloads.load(Ordering::Relaxed),
-            download_errors: fleet.download_errors.load(Ordering::Relaxed),
-            telemetry_sent: fleet.telemetry_sent.load(Ordering::Relaxed),
+            counters: fleet
+                .counters()
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
             versions,
             receipts,
         };
@@ -964,9 +983,7 @@ fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
     let server = local.api.clone();
     let token = local.enrollment_token(json!({"name": "simulated", "tags": {"hw": "sim"}}))?;
     let trust_bytes = std::fs::read(&local.keys.trust)?;
-    Ok(Fleet {
-        http: client(server.ca.as_ref())?,
-        server,
+    Fleet::new(FleetParts {
         servers: local.apis(),
         mqtt: local
             .processes()
@@ -977,23 +994,9 @@ fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
         trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(local.keys.root))?,
         token,
         window: Duration::from_secs(a.window_seconds.max(1)),
-        versions: (0..a.devices).map(|_| AtomicU8::new(0)).collect(),
+        devices: a.devices,
         first: 0,
-        tally: Mutex::new(None),
-        enrolled: AtomicU64::new(0),
-        connected: AtomicU64::new(0),
-        connects: AtomicU64::new(0),
-        connect_errors: AtomicU64::new(0),
-        desired_received: AtomicU64::new(0),
-        desired_at: Mutex::new(Vec::new()),
-        desired_wall_ms: Mutex::new(Vec::new()),
-        downloads: AtomicU64::new(0),
-        download_errors: AtomicU64::new(0),
-        telemetry_sent: AtomicU64::new(0),
-        verified: Mutex::new(HashMap::new()),
-        downloads_at_once: Semaphore::new(16),
-        enrolls_at_once: Semaphore::new(8),
-        stop: AtomicBool::new(false),
+        server,
     })
 }
 
