@@ -107,7 +107,7 @@ struct WorkerReport {
     /// [`Fleet::counters`], in that order.
     counters: Vec<u64>,
     versions: Vec<usize>,
-    receipts: Vec<u64>,
+    receipts: Vec<(u64, usize)>,
 }
 
 /// What the simulated fleet has done, shared by every device task.
@@ -136,7 +136,7 @@ struct Fleet {
     desired_received: AtomicU64,
     desired_at: Mutex<Vec<Instant>>,
     /// The same receipts, unix milliseconds (set against the server's phase start times).
-    desired_wall_ms: Mutex<Vec<u64>>,
+    desired_wall_ms: Mutex<Vec<(u64, usize)>>,
     downloads: AtomicU64,
     download_errors: AtomicU64,
     telemetry_sent: AtomicU64,
@@ -369,7 +369,11 @@ fn on_desired(
     }
     fleet.desired_received.fetch_add(1, Ordering::Relaxed);
     fleet.desired_at.lock().unwrap().push(Instant::now());
-    fleet.desired_wall_ms.lock().unwrap().push(now_ms());
+    fleet
+        .desired_wall_ms
+        .lock()
+        .unwrap()
+        .push((now_ms(), device.index));
     let Some(model) = desired.models.into_iter().find(|m| m.name == "digits") else {
         return;
     };
@@ -857,9 +861,9 @@ fn fold(fleet: &Fleet, reports: &Mutex<Vec<WorkerReport>>, w: usize, mut report:
     {
         let mut at = fleet.desired_at.lock().unwrap();
         let mut wall = fleet.desired_wall_ms.lock().unwrap();
-        for ms in receipts {
+        for (ms, device) in receipts {
             at.push(now - Duration::from_millis(now_wall.saturating_sub(ms)));
-            wall.push(ms);
+            wall.push((ms, device));
         }
     }
     let mut all = reports.lock().unwrap();
@@ -932,7 +936,7 @@ fn run_worker(path: &std::path::Path) -> Result<()> {
     let mut sent = 0usize;
     while !closed.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(500));
-        let receipts: Vec<u64> = {
+        let receipts: Vec<(u64, usize)> = {
             let wall = fleet.desired_wall_ms.lock().unwrap();
             let new = wall[sent..].to_vec();
             sent = wall.len();
@@ -1162,8 +1166,9 @@ impl Watch<'_> {
     }
 
     /// Per phase of rollout `id`: how long after the phase opened its devices received their
-    /// desired state (receipts set against phase start times: phase 0 when the rollout was
-    /// created, the others at their transitions, which the server records in whole seconds).
+    /// desired state. A device counts in the phase that first reached it (its stable bucket,
+    /// as the server places it), whenever its receipt arrived; phase 0 opened when the rollout
+    /// was created, the others at their transitions (which the server records in whole seconds).
     fn push_latency(&self, id: &str, created_ms: u64) -> Result<Value> {
         let r: edge_protocol::rest::Rollout = call(
             &self.fleet.server,
@@ -1177,23 +1182,23 @@ impl Watch<'_> {
                 starts.push(t.at * 1000);
             }
         }
-        let receipts: Vec<u64> = self
-            .fleet
-            .desired_wall_ms
-            .lock()
-            .unwrap()
-            .iter()
-            .copied()
-            .filter(|&ms| ms >= created_ms)
-            .collect();
-        let mut out = Vec::new();
-        for (k, &start) in starts.iter().enumerate() {
-            let end = starts.get(k + 1).copied().unwrap_or(u64::MAX);
-            let mut lat: Vec<f64> = receipts
+        let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); starts.len()];
+        for &(ms, device) in self.fleet.desired_wall_ms.lock().unwrap().iter() {
+            if ms < created_ms {
+                continue;
+            }
+            let name = format!("sim-{device:05}");
+            let phase = r
+                .spec
+                .phases
                 .iter()
-                .filter(|&&ms| ms >= start && ms < end)
-                .map(|&ms| (ms - start) as f64 / 1000.0)
-                .collect();
+                .position(|p| edge_protocol::cohort::in_phase(&name, id, p.percent));
+            if let Some(k) = phase.filter(|k| *k < starts.len()) {
+                latencies[k].push(ms.saturating_sub(starts[k]) as f64 / 1000.0);
+            }
+        }
+        let mut out = Vec::new();
+        for (k, mut lat) in latencies.into_iter().enumerate() {
             lat.sort_by(f64::total_cmp);
             let q = |p: f64| {
                 lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
@@ -1201,7 +1206,7 @@ impl Watch<'_> {
             };
             out.push(
                 json!({"phase": k, "devices": lat.len(), "p50_s": q(0.5), "p99_s": q(0.99),
-                            "max_s": lat.last()}),
+                       "max_s": lat.last()}),
             );
         }
         Ok(json!(out))
