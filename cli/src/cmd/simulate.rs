@@ -112,17 +112,9 @@ struct WorkerReport {
 
 /// What the simulated fleet has done, shared by every device task.
 struct Fleet {
-    server: ServerArgs,
-    /// Every replica's API (metrics are summed over them).
-    servers: Vec<ServerArgs>,
+    /// Where the devices connect and what they trust.
+    link: FleetLink,
     http: ureq::Agent,
-    /// Where devices connect: device i to `mqtt[i % len]`.
-    mqtt: Vec<(String, u16, bool)>,
-    ca: Vec<u8>,
-    director: VerifyingKey,
-    trust: TrustRoot,
-    token: String,
-    window: Duration,
     /// Version index per device: 0 none, 1 = 1.0.0, 2 = 2.0.0 ...
     versions: Vec<AtomicU8>,
     /// Index of this process's first device (a worker runs a slice of the fleet).
@@ -146,35 +138,29 @@ struct Fleet {
     stop: AtomicBool,
 }
 
-/// Where a fleet's devices connect and what they trust (the rest of [`Fleet`] starts at zero).
-struct FleetParts {
+/// Where a fleet's devices connect and what they trust.
+struct FleetLink {
     server: ServerArgs,
+    /// Every replica's API (metrics are summed over them).
     servers: Vec<ServerArgs>,
+    /// Where devices connect: device i to `mqtt[i % len]`.
     mqtt: Vec<(String, u16, bool)>,
     ca: Vec<u8>,
     director: VerifyingKey,
     trust: TrustRoot,
     token: String,
     window: Duration,
-    /// Devices this process runs, from index `first`.
-    devices: usize,
-    first: usize,
 }
 
 impl Fleet {
-    fn new(p: FleetParts) -> Result<Fleet> {
+    /// A fleet over `link` whose counters start at zero, running devices `first..first +
+    /// devices` in this process.
+    fn new(link: FleetLink, first: usize, devices: usize) -> Result<Fleet> {
         Ok(Fleet {
-            http: client(p.server.ca.as_ref())?,
-            server: p.server,
-            servers: p.servers,
-            mqtt: p.mqtt,
-            ca: p.ca,
-            director: p.director,
-            trust: p.trust,
-            token: p.token,
-            window: p.window,
-            versions: (0..p.devices).map(|_| AtomicU8::new(0)).collect(),
-            first: p.first,
+            http: client(link.server.ca.as_ref())?,
+            link,
+            versions: (0..devices).map(|_| AtomicU8::new(0)).collect(),
+            first,
             tally: Mutex::new(None),
             enrolled: AtomicU64::new(0),
             connected: AtomicU64::new(0),
@@ -280,16 +266,16 @@ fn enroll(fleet: &Fleet, device: &Device) -> Result<String> {
     let public = device.key.verifying_key().to_bytes();
     let proof = device
         .key
-        .sign_message(&proof_message(&device.id, &public, &fleet.token));
+        .sign_message(&proof_message(&device.id, &public, &fleet.link.token));
     let request = EnrollRequest {
         device_id: device.id.clone(),
         public_key: hex::encode(public),
-        token: fleet.token.clone(),
+        token: fleet.link.token.clone(),
         tags: [("site".to_string(), format!("site-{}", device.index % 20))].into(),
         agent_version: "simulated".into(),
         proof: hex::encode(proof),
     };
-    let url = format!("{}{ENROLL_PATH}", fleet.server.server);
+    let url = format!("{}{ENROLL_PATH}", fleet.link.server.server);
     let body = serde_json::to_vec(&request)?;
     for attempt in 0..20 {
         match fleet
@@ -323,7 +309,7 @@ impl SignMessage for SigningKey {
 fn fetch(fleet: &Fleet, token: &str, sha: &[u8; 32]) -> Result<()> {
     let url = format!(
         "{}{ARTIFACTS_PATH}/{}",
-        fleet.server.server,
+        fleet.link.server.server,
         hex::encode(sha)
     );
     let mut r = fleet
@@ -340,7 +326,8 @@ fn fetch(fleet: &Fleet, token: &str, sha: &[u8; 32]) -> Result<()> {
     }
     let mut verified = fleet.verified.lock().unwrap();
     let ok = *verified.entry(*sha).or_insert_with(|| {
-        edge_runtime::bundle::verify_bytes(&bytes, &fleet.trust, &VerifyPolicy::default()).is_ok()
+        edge_runtime::bundle::verify_bytes(&bytes, &fleet.link.trust, &VerifyPolicy::default())
+            .is_ok()
     });
     if !ok {
         bail!("bundle refused by the trust root");
@@ -357,7 +344,7 @@ fn on_desired(
     payload: &[u8],
 ) {
     let opened = open::<DesiredState>(payload, Kind::Desired, |sender| {
-        (sender == "director").then_some(fleet.director)
+        (sender == "director").then_some(fleet.link.director)
     });
     let Ok((_, desired)) = opened else {
         return;
@@ -478,7 +465,7 @@ async fn run_device(fleet: Arc<Fleet>, index: usize) -> Result<()> {
     };
     fleet.enrolled.fetch_add(1, Ordering::Relaxed);
 
-    let (host, port, tls) = fleet.mqtt[index % fleet.mqtt.len()].clone();
+    let (host, port, tls) = fleet.link.mqtt[index % fleet.link.mqtt.len()].clone();
     let mut options = MqttOptions::new(device.id.clone(), host, port);
     options
         .set_keep_alive(Duration::from_secs(60))
@@ -492,7 +479,7 @@ async fn run_device(fleet: Arc<Fleet>, index: usize) -> Result<()> {
             false,
         ));
     if tls {
-        options.set_transport(transport(&fleet.ca)?);
+        options.set_transport(transport(&fleet.link.ca)?);
     }
     let (client, mut eventloop) = AsyncClient::new(options, 64);
 
@@ -501,16 +488,16 @@ async fn run_device(fleet: Arc<Fleet>, index: usize) -> Result<()> {
         let (fleet, device, client) = (fleet.clone(), device.clone(), client.clone());
         tokio::spawn(async move {
             let offset = Duration::from_millis(
-                (index as u64 * 7919) % (fleet.window.as_millis() as u64).max(1),
+                (index as u64 * 7919) % (fleet.link.window.as_millis() as u64).max(1),
             );
             tokio::time::sleep(offset).await;
-            let mut tick = tokio::time::interval(fleet.window);
+            let mut tick = tokio::time::interval(fleet.link.window);
             loop {
                 tick.tick().await;
                 if fleet.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                if let Some(t) = window(&device, fleet.window.as_secs()) {
+                if let Some(t) = window(&device, fleet.link.window.as_secs()) {
                     let m = device.seal(Kind::Telemetry, &t);
                     if client
                         .publish(topics::up(&device.id), QoS::AtLeastOnce, false, m)
@@ -815,12 +802,12 @@ fn start_workers(
             server: local.api.server.clone(),
             token: local.api.token.clone(),
             ca: local.ca(),
-            mqtt: fleet.mqtt.clone(),
-            director: hex::encode(fleet.director.to_bytes()),
+            mqtt: fleet.link.mqtt.clone(),
+            director: hex::encode(fleet.link.director.to_bytes()),
             trust: local.keys.trust.clone(),
             root: hex::encode(local.keys.root.to_bytes()),
-            enrollment_token: fleet.token.clone(),
-            window_seconds: fleet.window.as_secs(),
+            enrollment_token: fleet.link.token.clone(),
+            window_seconds: fleet.link.window.as_secs(),
             // the fleet comes up at the rate asked for, spread over the workers
             connect_rate: (a.connect_rate / k as u64).max(1),
             first,
@@ -903,7 +890,7 @@ fn run_worker(path: &std::path::Path) -> Result<()> {
         json: true,
     };
     let trust_bytes = std::fs::read(&spec.trust)?;
-    let fleet = Arc::new(Fleet::new(FleetParts {
+    let link = FleetLink {
         servers: vec![server.clone()],
         server,
         mqtt: spec.mqtt.clone(),
@@ -912,9 +899,8 @@ fn run_worker(path: &std::path::Path) -> Result<()> {
         trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(root))?,
         token: spec.enrollment_token.clone(),
         window: Duration::from_secs(spec.window_seconds.max(1)),
-        devices: spec.devices,
-        first: spec.first,
-    })?);
+    };
+    let fleet = Arc::new(Fleet::new(link, spec.first, spec.devices)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(32)
@@ -987,7 +973,7 @@ fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
     let server = local.api.clone();
     let token = local.enrollment_token(json!({"name": "simulated", "tags": {"hw": "sim"}}))?;
     let trust_bytes = std::fs::read(&local.keys.trust)?;
-    Fleet::new(FleetParts {
+    let link = FleetLink {
         servers: local.apis(),
         mqtt: local
             .processes()
@@ -998,10 +984,9 @@ fn fleet_state(a: &SimulateArgs, local: &LocalServer) -> Result<Fleet> {
         trust: TrustRoot::from_bytes(&trust_bytes, RootAnchor::Pinned(local.keys.root))?,
         token,
         window: Duration::from_secs(a.window_seconds.max(1)),
-        devices: a.devices,
-        first: 0,
         server,
-    })
+    };
+    Fleet::new(link, 0, a.devices)
 }
 
 /// Starts the `devices` device tasks, `rate` new ones per second.
@@ -1073,12 +1058,12 @@ impl Watch<'_> {
             v2_time.as_secs_f64()
         ));
         let published =
-            metric_total(&fleet.servers, "edgefleet_desired_published_total").unwrap_or(0.0);
+            metric_total(&fleet.link.servers, "edgefleet_desired_published_total").unwrap_or(0.0);
         let steady_rss = steady["server_rss_mb"].as_f64().unwrap_or(0.0);
         Ok(json!({
             "devices": n,
             "broker": a.broker.clone().unwrap_or_else(|| "embedded (TLS gate)".into()),
-            "replicas": fleet.servers.len(),
+            "replicas": fleet.link.servers.len(),
             "store": if a.store.is_some() { "postgres" } else { "redb" },
             "connected": fleet.connected.load(Ordering::Relaxed),
             "connect_seconds": connect_time.as_secs_f64(),
@@ -1133,7 +1118,7 @@ impl Watch<'_> {
         let spec = json!({"bundle": sha, "selector": "hw=sim", "phases": phases, "gates": gates,
                           "on_gate_failure": "pause"});
         let v: edge_protocol::rest::Rollout = call(
-            &self.fleet.server,
+            &self.fleet.link.server,
             "POST",
             "/v1/rollouts",
             Some(("application/json", spec.to_string().into_bytes())),
@@ -1144,7 +1129,7 @@ impl Watch<'_> {
     /// A rollout's status (`running`, `completed`, ...; empty when the server does not answer).
     fn rollout_state(&self, id: &str) -> String {
         let path = format!("/v1/rollouts/{id}");
-        call::<edge_protocol::rest::Rollout>(&self.fleet.server, "GET", &path, None)
+        call::<edge_protocol::rest::Rollout>(&self.fleet.link.server, "GET", &path, None)
             .map(|v| json!(v.status).as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
     }
@@ -1171,7 +1156,7 @@ impl Watch<'_> {
     /// was created, the others at their transitions (which the server records in whole seconds).
     fn push_latency(&self, id: &str, created_ms: u64) -> Result<Value> {
         let r: edge_protocol::rest::Rollout = call(
-            &self.fleet.server,
+            &self.fleet.link.server,
             "GET",
             &format!("/v1/rollouts/{id}"),
             None,
@@ -1215,7 +1200,7 @@ impl Watch<'_> {
     /// Three telemetry windows with nothing else going on: sent and ingested per second, the
     /// server's CPU and RSS.
     fn steady(&self, window_seconds: u64) -> Result<Value> {
-        let (fleet, monitor, servers) = (self.fleet, self.monitor, &self.fleet.servers);
+        let (fleet, monitor, servers) = (self.fleet, self.monitor, &self.fleet.link.servers);
         let accepted = || metric_total(servers, "edgefleet_messages_accepted_total").unwrap_or(0.0);
         let (m0, c0, s0) = (
             accepted(),
@@ -1223,7 +1208,7 @@ impl Watch<'_> {
             fleet.telemetry_sent.load(Ordering::Relaxed),
         );
         let ts = Instant::now();
-        std::thread::sleep(fleet.window * 3);
+        std::thread::sleep(fleet.link.window * 3);
         let secs = ts.elapsed().as_secs_f64();
         let ingested = (accepted() - m0) / secs;
         let sent = (fleet.telemetry_sent.load(Ordering::Relaxed) - s0) as f64 / secs;
