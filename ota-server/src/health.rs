@@ -180,11 +180,28 @@ pub struct ShadowAggregate {
     pub agreement: ShadowAgreement,
 }
 
+/// `x / n`, none of nothing.
+fn ratio(x: f64, n: u64) -> Option<f64> {
+    (n > 0).then(|| x / n as f64)
+}
+
 impl ShadowAggregate {
+    /// Adds another's runs (a latency histogram with other bins is left out).
+    fn absorb(&mut self, o: &ShadowAggregate) {
+        if let Some(h) = &o.latency_ms {
+            if check_merge(&self.latency_ms, h, "").is_ok() {
+                merge_into(&mut self.latency_ms, h);
+            }
+        }
+        self.requests = self.requests.saturating_add(o.requests);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.agreement.merge(&o.agreement);
+        self.devices.extend(o.devices.iter().cloned());
+    }
+
     fn health(&self) -> ShadowHealth {
         let a = &self.agreement;
         let classified = a.compared.saturating_sub(a.values);
-        let ratio = |x: f64, n: u64| (n > 0).then(|| x / n as f64);
         ShadowHealth {
             reporting_devices: self.devices.len() as u64,
             requests: self.requests,
@@ -205,7 +222,6 @@ impl ShadowAggregate {
 
 /// What the apps' ground truth says, as the gates and operators see it.
 pub fn feedback_health(f: &FeedbackStats) -> FeedbackHealth {
-    let ratio = |x: f64, n: u64| (n > 0).then(|| x / n as f64);
     FeedbackHealth {
         labelled: f.labelled,
         accuracy: ratio(f.correct as f64, f.labelled),
@@ -356,15 +372,18 @@ impl PhaseAggregate {
         if !(a.topk_overlap.is_finite() && a.abs_delta.is_finite()) {
             return Err("shadow agreement sums are not finite".into());
         }
-        let shadow = self.shadow.get_or_insert_with(Default::default);
-        check_merge(&shadow.latency_ms, &w.latency_ms, "shadow latency")?;
-        merge_into(&mut shadow.latency_ms, &w.latency_ms);
-        shadow.requests = shadow.requests.saturating_add(w.requests);
-        shadow.errors = shadow.errors.saturating_add(w.errors);
-        shadow.agreement.merge(&a);
-        if !shadow.devices.contains(device) {
-            shadow.devices.insert(device.to_string());
-        }
+        let earlier = self.shadow.as_ref().map_or(&None, |s| &s.latency_ms);
+        check_merge(earlier, &w.latency_ms, "shadow latency")?;
+        let window = ShadowAggregate {
+            devices: [device.to_string()].into(),
+            requests: w.requests,
+            errors: w.errors,
+            latency_ms: Some(w.latency_ms.clone()),
+            agreement: a,
+        };
+        self.shadow
+            .get_or_insert_with(Default::default)
+            .absorb(&window);
         Ok(())
     }
 
@@ -400,16 +419,7 @@ impl PhaseAggregate {
             self.feedback.get_or_insert_with(Default::default).merge(f);
         }
         if let Some(o) = &other.shadow {
-            let mine = self.shadow.get_or_insert_with(Default::default);
-            if let Some(h) = &o.latency_ms {
-                if check_merge(&mine.latency_ms, h, "").is_ok() {
-                    merge_into(&mut mine.latency_ms, h);
-                }
-            }
-            mine.requests = mine.requests.saturating_add(o.requests);
-            mine.errors = mine.errors.saturating_add(o.errors);
-            mine.agreement.merge(&o.agreement);
-            mine.devices.extend(o.devices.iter().cloned());
+            self.shadow.get_or_insert_with(Default::default).absorb(o);
         }
     }
 

@@ -155,53 +155,55 @@ struct Batch<'a, S: Store + ?Sized> {
     guards: Vec<Write>,
 }
 
-impl<S: Store + ?Sized> Batch<'_, S> {
-    /// A record as stored, its read guarded.
-    fn read<T: serde::de::DeserializeOwned>(
-        &mut self,
-        table: Table,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let bytes = self.records.store().get(table, key)?;
-        let value = bytes
-            .as_deref()
-            .map(|b| crate::store::decode(table, key, b))
-            .transpose()?;
-        self.guards
-            .push(Write::Expect(table, key.to_string(), bytes));
-        Ok(value)
-    }
+/// A record as stored, its read guarded (added to `guards`).
+fn read_guarded<S: Store + ?Sized, T: serde::de::DeserializeOwned>(
+    records: &Records<S>,
+    guards: &mut Vec<Write>,
+    table: Table,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let bytes = records.store().get(table, key)?;
+    let value = bytes
+        .as_deref()
+        .map(|b| crate::store::decode(table, key, b))
+        .transpose()?;
+    guards.push(Write::Expect(table, key.to_string(), bytes));
+    Ok(value)
+}
 
+/// A telemetry record of the batch: read (guarded) the first time, then the batch's copy.
+fn cached<'m, S: Store + ?Sized, T: serde::de::DeserializeOwned + Default>(
+    records: &Records<S>,
+    guards: &mut Vec<Write>,
+    map: &'m mut BTreeMap<String, T>,
+    key: String,
+) -> Result<&'m mut T, StoreError> {
+    if !map.contains_key(&key) {
+        let value = read_guarded(records, guards, Table::Telemetry, &key)?.unwrap_or_default();
+        map.insert(key.clone(), value);
+    }
+    Ok(map.get_mut(&key).expect("inserted"))
+}
+
+impl<S: Store + ?Sized> Batch<'_, S> {
     fn device(&mut self, id: &str) -> Result<Option<&mut DeviceRecord>, StoreError> {
         if !self.devices.contains_key(id) {
-            let d = self.read(Table::Devices, id)?;
+            let d = read_guarded(self.records, &mut self.guards, Table::Devices, id)?;
             self.devices.insert(id.to_string(), d);
         }
         Ok(self.devices.get_mut(id).and_then(Option::as_mut))
     }
 
     fn aggregate(&mut self, key: String) -> Result<&mut PhaseAggregate, StoreError> {
-        if !self.aggregates.contains_key(&key) {
-            let a = self.read(Table::Telemetry, &key)?.unwrap_or_default();
-            self.aggregates.insert(key.clone(), a);
-        }
-        Ok(self.aggregates.get_mut(&key).expect("inserted"))
+        cached(self.records, &mut self.guards, &mut self.aggregates, key)
     }
 
     fn arms(&mut self, key: String) -> Result<&mut ArmsAggregate, StoreError> {
-        if !self.arms.contains_key(&key) {
-            let a = self.read(Table::Telemetry, &key)?.unwrap_or_default();
-            self.arms.insert(key.clone(), a);
-        }
-        Ok(self.arms.get_mut(&key).expect("inserted"))
+        cached(self.records, &mut self.guards, &mut self.arms, key)
     }
 
     fn tally(&mut self, key: String) -> Result<&mut InstallTally, StoreError> {
-        if !self.tallies.contains_key(&key) {
-            let t = self.read(Table::Telemetry, &key)?.unwrap_or_default();
-            self.tallies.insert(key.clone(), t);
-        }
-        Ok(self.tallies.get_mut(&key).expect("inserted"))
+        cached(self.records, &mut self.guards, &mut self.tallies, key)
     }
 }
 
@@ -466,11 +468,8 @@ impl<S: Store + ?Sized> Batch<'_, S> {
                 reason,
             };
             let shadow = w.shadow.is_some();
-            let live: Vec<&Rollout> = reaching(rollouts, device, &w.model, &w.version)
+            let mut keys: Vec<String> = reaching(rollouts, device, &w.model, &w.version)
                 .filter(|r| window_end >= r.phase_started)
-                .collect();
-            let mut keys: Vec<String> = live
-                .iter()
                 .flat_map(|r| {
                     [
                         phase_key(&r.id, r.phase),
