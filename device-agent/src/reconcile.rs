@@ -198,16 +198,13 @@ fn reconcile_shadow(core: &Core, generation: u64, want: &DesiredShadow, download
             return;
         }
     }
-    let stored = core.slots.bundle_path(&sha);
-    if !stored.exists() {
-        core.event(generation, &m.name, &m.version, Step::Downloading, None);
-        let fetched = downloader.fetch(&sha, m.size, |attempt, e, pause| {
-            tracing::warn!(model = %m.name, attempt, error = %e, pause_ms = pause.as_millis() as u64, "shadow download failed; retrying");
-        });
-        match fetched.map(|p| core.slots.adopt_file(&p, &sha)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return fail(format!("store: {e}")),
-            Err(e) => return fail(format!("download: {e}")),
+    if !core.slots.bundle_path(&sha).exists() {
+        let file = match download(core, generation, m, downloader) {
+            Ok(f) => f,
+            Err(e) => return fail(e),
+        };
+        if let Err(e) = core.slots.adopt_file(&file, &sha) {
+            return fail(format!("store: {e}"));
         }
     }
     let bytes = match core.slots.read_bundle(&slot) {
@@ -218,14 +215,8 @@ fn reconcile_shadow(core: &Core, generation: u64, want: &DesiredShadow, download
         Ok(model) => model,
         Err(e) => return fail(format!("shadow not started: {e}")),
     };
-    if model.manifest().name != m.name || model.manifest().version != m.version {
-        return fail(format!(
-            "bundle is {} {}, but {} {} was expected",
-            model.manifest().name,
-            model.manifest().version,
-            m.name,
-            m.version
-        ));
+    if let Err(e) = check_identity(&model, &m.name, &m.version) {
+        return fail(e);
     }
     if let Err(e) = core.slots.set_shadow(&m.name, Some(slot.clone())) {
         return fail(format!("slot store: {e}"));
@@ -307,22 +298,10 @@ pub fn reconcile_model(core: &Core, generation: u64, want: &DesiredModel, source
     let stored = core.slots.bundle_path(&sha);
     let file = match source {
         Source::Server(_) if stored.exists() => stored,
-        Source::Server(d) => {
-            core.event(
-                generation,
-                &want.name,
-                &want.version,
-                Step::Downloading,
-                None,
-            );
-            let fetched = d.fetch(&sha, want.size, |attempt, e, pause| {
-                tracing::warn!(model = %want.name, attempt, error = %e, pause_ms = pause.as_millis() as u64, "download failed; retrying");
-            });
-            match fetched {
-                Ok(p) => p,
-                Err(e) => return fail(format!("download: {e}")),
-            }
-        }
+        Source::Server(d) => match download(core, generation, want, d) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        },
         Source::File(p) => p,
     };
     install(
@@ -334,6 +313,41 @@ pub fn reconcile_model(core: &Core, generation: u64, want: &DesiredModel, source
         &file,
         downloaded,
     );
+}
+
+/// Downloads `want`'s bundle (resuming, retrying), announced by a `Downloading` event; the
+/// complete, digest-checked file, or why not.
+fn download(
+    core: &Core,
+    generation: u64,
+    want: &DesiredModel,
+    downloader: &Downloader,
+) -> Result<PathBuf, String> {
+    let sha = hex::encode(want.bundle_sha256.as_ref());
+    core.event(
+        generation,
+        &want.name,
+        &want.version,
+        Step::Downloading,
+        None,
+    );
+    downloader
+        .fetch(&sha, want.size, |attempt, e, pause| {
+            tracing::warn!(model = %want.name, attempt, error = %e, pause_ms = pause.as_millis() as u64, "download failed; retrying");
+        })
+        .map_err(|e| format!("download: {e}"))
+}
+
+/// Whether a loaded bundle is the model and version that was asked for.
+fn check_identity(model: &Model, name: &str, version: &str) -> Result<(), String> {
+    let m = model.manifest();
+    if m.name != name || m.version != version {
+        return Err(format!(
+            "bundle is {} {}, but {name} {version} was expected",
+            m.name, m.version
+        ));
+    }
+    Ok(())
 }
 
 /// Stores, verifies, loads, self-tests and activates a complete bundle file, then starts its
@@ -383,13 +397,9 @@ fn install(
         }
     };
     drop(bytes);
-    if model.manifest().name != name || model.manifest().version != version {
+    if let Err(e) = check_identity(&model, name, version) {
         let _ = core.slots.mark_bad(name, version);
-        return fail(format!(
-            "bundle is {} {}, but {name} {version} was expected",
-            model.manifest().name,
-            model.manifest().version
-        ));
+        return fail(e);
     }
     let choice = model.engine_choice();
     let engine_note = choice
