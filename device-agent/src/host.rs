@@ -130,7 +130,8 @@ impl ModelHost {
         let mirror = self
             .shadow(name)
             .and_then(|s| s.admit().map(|admission| (s, admission, inputs.clone())));
-        let answering = self.activity.answering();
+        // what the shadow worker yields to (tracked once a shadow has ever run here)
+        let answering = self.runner.get().map(|_| self.activity.answering());
         let answered = model.predict_with(inputs, options);
         drop(answering);
         let mut answer = answered?;
