@@ -8,9 +8,12 @@
 //! it back (per `on_gate_failure`). Operators can pause, resume, abort and roll back.
 
 pub use edge_protocol::rest::{
-    Gates, Inconclusive, OnGateFailure, Phase, PhaseHealth, Rollout, RolloutSpec,
+    ExperimentLook, Gates, Inconclusive, OnGateFailure, Phase, PhaseHealth, Rollout, RolloutSpec,
     RolloutStatus as Status, ShadowHealth, Transition,
 };
+
+/// Looks kept per rollout (past it, every other older one is dropped).
+pub const MAX_LOOKS: usize = 240;
 
 /// A gate verdict.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,9 +29,6 @@ pub enum GateVerdict {
 /// Judges a phase's health against the gates: a shadow phase (its health has `shadow`) on the
 /// candidate's shadow runs, the others on the answers it served and the apps' feedback.
 pub fn evaluate(gates: &Gates, h: &PhaseHealth) -> GateVerdict {
-    if let Some(shadow) = &h.shadow {
-        return evaluate_shadow(gates, h, shadow);
-    }
     if h.installs > 0 {
         if let Some(max) = gates.max_install_failure_rate {
             let rate = h.install_failures as f64 / h.installs as f64;
@@ -43,6 +43,9 @@ pub fn evaluate(gates: &Gates, h: &PhaseHealth) -> GateVerdict {
     }
     if h.devices == 0 {
         return GateVerdict::Pass; // nobody to judge: the phase is empty
+    }
+    if let Some(shadow) = &h.shadow {
+        return evaluate_shadow(gates, h, shadow);
     }
     let needed = gates.min_reporting_devices.min(h.devices);
     if h.reporting_devices < needed {
@@ -116,23 +119,10 @@ fn evaluate_feedback(gates: &Gates, h: &PhaseHealth) -> GateVerdict {
     GateVerdict::Pass
 }
 
-/// A shadow phase's gates: enough devices and mirrored requests, then the candidate's error
-/// rate, its own p99 and its agreement with the active model.
+/// A shadow phase's gates (after the install gate every phase has): enough devices and
+/// mirrored requests, then the candidate's error rate, its own p99 and its agreement with the
+/// active model.
 fn evaluate_shadow(gates: &Gates, h: &PhaseHealth, s: &ShadowHealth) -> GateVerdict {
-    if h.installs > 0 {
-        if let Some(max) = gates.max_install_failure_rate {
-            let rate = h.install_failures as f64 / h.installs as f64;
-            if rate > max {
-                return GateVerdict::Fail(format!(
-                    "shadow install failure rate {rate:.3} ({} of {}) over {max}",
-                    h.install_failures, h.installs
-                ));
-            }
-        }
-    }
-    if h.devices == 0 {
-        return GateVerdict::Pass;
-    }
     let needed = gates.min_reporting_devices.min(h.devices);
     if s.reporting_devices < needed {
         return GateVerdict::Wait(format!(
@@ -200,6 +190,9 @@ pub trait Lifecycle {
     fn tick(&mut self, now: u64, health: &PhaseHealth) -> Option<Transition>;
     /// To the next phase, or completed after the last one.
     fn advance(&mut self, now: u64, reason: String, health: &PhaseHealth) -> Option<Transition>;
+    /// Keeps an experiment's look when its samples differ from the last one's (older looks are
+    /// thinned past [`MAX_LOOKS`]); true if it was kept.
+    fn record_look(&mut self, look: ExperimentLook) -> bool;
     /// Operator: pause a running rollout.
     fn pause(&mut self, now: u64, who: &str) -> Result<Transition, String>;
     /// Operator: resume a paused rollout (the phase's soak starts over).
@@ -315,6 +308,26 @@ impl Lifecycle for Rollout {
             }
         };
         self.advance(now, reason, health)
+    }
+
+    fn record_look(&mut self, look: ExperimentLook) -> bool {
+        let same = self.looks.last().is_some_and(|l| {
+            l.phase == look.phase
+                && l.incumbent.samples == look.incumbent.samples
+                && l.candidate.samples == look.candidate.samples
+        });
+        if same {
+            return false;
+        }
+        if self.looks.len() >= MAX_LOOKS {
+            let mut i = 0;
+            self.looks.retain(|_| {
+                i += 1;
+                i % 2 == 0
+            });
+        }
+        self.looks.push(look);
+        true
     }
 
     fn advance(&mut self, now: u64, reason: String, health: &PhaseHealth) -> Option<Transition> {

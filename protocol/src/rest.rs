@@ -509,40 +509,16 @@ pub struct Rollout {
     pub phase_started: u64,
     /// Every transition, oldest first.
     pub transitions: Vec<Transition>,
-    /// Experiment phases: the test's looks, oldest first (thinned to at most
-    /// [`Rollout::MAX_LOOKS`]).
+    /// Experiment phases: the test's looks, oldest first (the server thins them to a few
+    /// hundred).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub looks: Vec<ExperimentLook>,
 }
 
 impl Rollout {
-    /// Looks kept per rollout (older ones are thinned, every other one dropped).
-    pub const MAX_LOOKS: usize = 240;
-
     /// The current phase.
     pub fn current_phase(&self) -> &Phase {
         &self.spec.phases[self.phase.min(self.spec.phases.len() - 1)]
-    }
-
-    /// Records a look when its samples differ from the last one's; true if it was recorded.
-    pub fn record_look(&mut self, look: ExperimentLook) -> bool {
-        let same = self.looks.last().is_some_and(|l| {
-            l.phase == look.phase
-                && l.incumbent.samples == look.incumbent.samples
-                && l.candidate.samples == look.candidate.samples
-        });
-        if same {
-            return false;
-        }
-        if self.looks.len() >= Self::MAX_LOOKS {
-            let mut i = 0;
-            self.looks.retain(|_| {
-                i += 1;
-                i % 2 == 0
-            });
-        }
-        self.looks.push(look);
-        true
     }
 
     /// A new rollout, running its first phase from `now`.
