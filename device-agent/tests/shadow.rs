@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::fleet::{free_port, http_post, Agent, Fleet, Traffic};
+use edge_fleet_kit::fixtures::relabel;
 use edge_protocol::{DesiredShadow, Step};
 
 const T: Duration = Duration::from_secs(60);
@@ -47,12 +48,7 @@ fn a_shadow_runs_beside_the_active_model_never_answers_and_survives_a_restart() 
     traffic.stop();
 
     // the candidate names every class one off
-    let flipped = fleet.digits("2.0.0", |s| {
-        let mut output = serde_json::to_value(&s.output).unwrap();
-        let labels: Vec<String> = (0..10).map(|c| ((c + 1) % 10).to_string()).collect();
-        output["labels"] = serde_json::json!(labels);
-        s.output = serde_json::from_value(output).unwrap();
-    });
+    let flipped = fleet.digits("2.0.0", |s| relabel(s, |c| (c + 1) % 10));
     let v2 = fleet.publish_artifact(&flipped);
     let shadow = DesiredShadow {
         model: v2,

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use edge_pack::pack::{pack, Calibration, PackSpec};
-use edge_runtime::bundle::HealthSpec;
+use edge_runtime::bundle::{HealthSpec, Task};
 use edge_runtime::{SigningKey, Tensor};
 
 /// The digits model (ONNX).
@@ -42,6 +42,15 @@ pub fn quick_trial(trial_seconds: u32, min_requests: u64) -> HealthSpec {
         max_error_rate: 0.05,
         max_p99_ms: None,
         max_psi: 1e9,
+    }
+}
+
+/// Names the classes of a classification spec anew: class `c` is labelled `label_of(c)` (a
+/// model that answers as before under other names: a label mix-up, a candidate that flips
+/// labels).
+pub fn relabel(spec: &mut PackSpec, label_of: impl Fn(usize) -> usize) {
+    if let Task::Classification { labels, .. } = &mut spec.output.task {
+        *labels = (0..labels.len()).map(|c| label_of(c).to_string()).collect();
     }
 }
 

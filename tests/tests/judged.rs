@@ -19,15 +19,12 @@
 
 use std::time::Duration;
 
+use edge_fleet_kit::fixtures::relabel;
 use edge_fleet_kit::traffic::Traffic;
 use fleet_tests::{wait_for, Agent, Server};
 
 use ota_server::cohort::in_phase;
 use serde_json::{json, Value};
-
-fn labels(f: impl Fn(usize) -> usize) -> Vec<String> {
-    (0..10).map(|c| f(c).to_string()).collect()
-}
 
 fn rollout(server: &Server, spec: Value) -> String {
     server.api(
@@ -125,19 +122,14 @@ fn shadow_phases_and_experiments_decide_on_the_models_own_signals() {
         .recording()
         .start();
 
-    let half_swapped = labels(|c| if c < 6 { c ^ 1 } else { c });
-    let with_labels = |version: &str, l: Vec<String>| {
-        let bundle = keys.digits(version, |s| {
-            // the output spec as JSON: its task's labels replaced
-            let mut output = serde_json::to_value(&s.output).unwrap();
-            output["labels"] = json!(l);
-            s.output = serde_json::from_value(output).unwrap();
-        });
+    let half_swapped = |c: usize| if c < 6 { c ^ 1 } else { c };
+    let with_labels = |version: &str, label_of: &dyn Fn(usize) -> usize| {
+        let bundle = keys.digits(version, |s| relabel(s, label_of));
         format!("sha256:{}", server.push(bundle))
     };
 
     // 1. the mediocre incumbent everywhere
-    let v1 = with_labels("1.0.0", half_swapped.clone());
+    let v1 = with_labels("1.0.0", &half_swapped);
     let r1 = rollout(
         &server,
         json!({"bundle": v1, "selector": "hw=x86", "phases": [{"percent": 100}]}),
@@ -146,7 +138,7 @@ fn shadow_phases_and_experiments_decide_on_the_models_own_signals() {
     wait_versions(&agents, |_| "1.0.0", "every device on 1.0.0");
 
     // 2. a shadow that flips labels fails on agreement
-    let v2 = with_labels("2.0.0", labels(|c| (c + 1) % 10));
+    let v2 = with_labels("2.0.0", &|c| (c + 1) % 10);
     let r2 = rollout(
         &server,
         json!({"bundle": v2, "selector": "hw=x86",
@@ -186,7 +178,7 @@ fn shadow_phases_and_experiments_decide_on_the_models_own_signals() {
     );
 
     // 3. a shadow that agrees passes, and while it shadows, v1 still answers
-    let v3 = with_labels("3.0.0", half_swapped.clone());
+    let v3 = with_labels("3.0.0", &half_swapped);
     let r3 = rollout(
         &server,
         json!({"bundle": v3, "selector": "hw=x86",
@@ -221,7 +213,7 @@ fn shadow_phases_and_experiments_decide_on_the_models_own_signals() {
     wait_versions(&agents, |_| "3.0.0", "every device on 3.0.0");
 
     // 4. an experiment the candidate wins on accuracy
-    let v4 = with_labels("4.0.0", labels(|c| c));
+    let v4 = with_labels("4.0.0", &|c| c);
     let experiment = json!({"metric": "accuracy", "alpha": 0.05, "tau": 0.1, "min_samples": 30,
                             "max_seconds": 120, "on_inconclusive": "rollback"});
     let r4 = rollout(
@@ -266,7 +258,7 @@ fn shadow_phases_and_experiments_decide_on_the_models_own_signals() {
     wait_versions(&agents, |_| "4.0.0", "every device on 4.0.0");
 
     // 5. an experiment the candidate loses: rolled back
-    let v5 = with_labels("5.0.0", half_swapped);
+    let v5 = with_labels("5.0.0", &half_swapped);
     let r5 = rollout(
         &server,
         json!({"bundle": v5, "selector": "hw=x86",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
-use edge_fleet_kit::fixtures::{quick_trial, Digits};
+use edge_fleet_kit::fixtures::{quick_trial, relabel, Digits};
 use edge_fleet_kit::keys::FleetKeys;
 use edge_fleet_kit::server::{copy_data_dir, ServeOptions, ServerProcess};
 use edge_runtime::{SigningKey, Tensor};
@@ -33,18 +33,11 @@ pub(crate) fn bundle(
         .edit(|spec| {
             if mixed_up {
                 // the labels "5" and "6" swapped: the model answers as well, its names are wrong
-                let mut output = serde_json::to_value(&spec.output).unwrap_or_default();
-                let labels: Vec<String> = (0..10)
-                    .map(|c: usize| match c {
-                        5 => "6".into(),
-                        6 => "5".into(),
-                        c => c.to_string(),
-                    })
-                    .collect();
-                output["labels"] = serde_json::json!(labels);
-                if let Ok(o) = serde_json::from_value(output) {
-                    spec.output = o;
-                }
+                relabel(spec, |c| match c {
+                    5 => 6,
+                    6 => 5,
+                    c => c,
+                });
             }
         })
         .pack(signer)
