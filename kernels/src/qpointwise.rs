@@ -6,7 +6,8 @@
 //! ([`pack_weights`]), then `sum · scale[o] + offset[o]`, the clamp and one store per vector, as
 //! f32 or as the bytes of the next pair. One point (a classifier's matrix–vector product) runs
 //! across output channels instead ([`Kernel::gemv`]). AVX-512 VNNI, AVX-VNNI (8 points per
-//! vector); on aarch64 `usdot` (i8mm),
+//! vector), plain AVX2 (`vpmaddwd` on 16-bit pairs, its weights laid out as such:
+//! [`Kernel::lay_out_weights`]); on aarch64 `usdot` (i8mm),
 //! `sdot` (dotprod) and `smull`/`sadalp` (NEON), the last two on input packed with each
 //! byte's top bit flipped ([`Kernel::flip`]); the plain Rust kernels are the reference.
 
@@ -29,6 +30,9 @@ pub struct Kernel(Kind);
 enum Kind {
     /// Plain Rust, any target (the reference).
     Scalar,
+    /// AVX2 without VNNI: `vpmaddwd` on 16-bit lanes (weights laid out as 16-bit pairs).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     /// AVX2 with AVX-VNNI (`vpdpbusd` on 256 bits).
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
@@ -61,6 +65,9 @@ impl Kernel {
         let mut all = vec![Kernel::SCALAR];
         #[cfg(target_arch = "x86_64")]
         {
+            if isa.has(Feature::Avx2Fma) {
+                all.push(Kernel(Kind::Avx2));
+            }
             if isa.has_all(&[Feature::Avx2Fma, Feature::AvxVnni]) {
                 all.push(Kernel(Kind::AvxVnni));
             }
@@ -101,9 +108,9 @@ impl Kernel {
 
     /// Whether a graph's int8 layers are worth running on it: a vector kernel whose level also
     /// has the rest of the 8-bit path vectorized (pack, byte stores, the depthwise layers' byte
-    /// fills). AVX-VNNI does since its AVX2 byte path (`x86_64::bytes_avx2`): a whole int8
-    /// MobileNetV2 ran 20.5 ms with that path in plain Rust, 7.6 ms with it vectorized, against
-    /// 14.1 ms for fp32 at the same level (docs/benchmarks.md).
+    /// fills). The AVX2 levels do since their byte path (`x86_64::bytes_avx2`): a whole int8
+    /// MobileNetV2 ran 20.5 ms on AVX-VNNI with that path in plain Rust, 7.6 ms with it
+    /// vectorized, against 14.1 ms for fp32 at the same level (docs/benchmarks.md).
     pub fn serves_graphs(self) -> bool {
         // every vector level has it now
         self.is_vector()
@@ -113,6 +120,8 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self.0 {
             Kind::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
             Kind::AvxVnni => "avx-vnni",
             #[cfg(target_arch = "x86_64")]
@@ -124,6 +133,48 @@ impl Kernel {
             #[cfg(target_arch = "aarch64")]
             Kind::UsDot => "i8mm",
         }
+    }
+
+    /// Words per group of four input channels and output row in the weights this kernel's
+    /// tiles read: 2 on plain AVX2 (16-bit pairs), 1 elsewhere (four bytes).
+    pub fn weight_words(self) -> usize {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx2 => 2,
+            _ => 1,
+        }
+    }
+
+    /// [`pack_weights`]' words as this kernel's tiles read them: the same words, or on plain
+    /// AVX2 each word `b0 b1 b2 b3` as two, `(b0, b2)` and `(b1, b3)` sign-extended to 16 bits
+    /// (the input's channels 0, 2 and 1, 3 as `vpmaddwd` pairs them).
+    pub fn lay_out_weights(self, packed: Vec<i32>) -> Vec<i32> {
+        if self.weight_words() == 1 {
+            return packed;
+        }
+        let pair = |a: i32, b: i32| a as i8 as i16 as u16 as u32 | (b as i8 as i16 as u32) << 16;
+        packed
+            .iter()
+            .flat_map(|&w| {
+                let b = w.to_le_bytes().map(|v| v as i32);
+                [pair(b[0], b[2]) as i32, pair(b[1], b[3]) as i32]
+            })
+            .collect()
+    }
+
+    /// [`pack_weights`]' words back from [`Kernel::lay_out_weights`]' (for running one op's
+    /// weights on another kernel).
+    pub fn packed_weights(self, laid_out: &[i32]) -> Vec<i32> {
+        if self.weight_words() == 1 {
+            return laid_out.to_vec();
+        }
+        laid_out
+            .chunks_exact(2)
+            .map(|w| {
+                let (e, o) = (w[0].to_le_bytes(), w[1].to_le_bytes());
+                i32::from_le_bytes([e[0], o[0], e[2], o[2]])
+            })
+            .collect()
     }
 
     /// `packed[g·points + p]` = the four quantized values (`clamp(round_even(x · inv) + zp,
@@ -142,9 +193,9 @@ impl Kernel {
         match self.0 {
             Kind::Scalar => scalar::qpointwise::pack(input, cin, points, inv, zp, packed),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: an AvxVnni kernel exists only where the CPU has AVX2; the lengths are
-            // checked above.
-            Kind::AvxVnni => unsafe {
+            // SAFETY: an Avx2 or AvxVnni kernel exists only where the CPU has AVX2; the
+            // lengths are checked above.
+            Kind::Avx2 | Kind::AvxVnni => unsafe {
                 crate::x86_64::bytes_avx2::pack(input, cin, points, inv, zp, packed)
             },
             #[cfg(target_arch = "x86_64")]
@@ -168,9 +219,9 @@ impl Kernel {
         match self.0 {
             Kind::Scalar => scalar::qpointwise::pack_bytes(input, cin, points, packed),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: an AvxVnni kernel exists only where the CPU has AVX2; the lengths are
-            // checked above.
-            Kind::AvxVnni => unsafe {
+            // SAFETY: an Avx2 or AvxVnni kernel exists only where the CPU has AVX2; the
+            // lengths are checked above.
+            Kind::Avx2 | Kind::AvxVnni => unsafe {
                 crate::x86_64::bytes_avx2::pack_bytes(input, cin, points, packed)
             },
             #[cfg(target_arch = "x86_64")]
@@ -190,11 +241,12 @@ impl Kernel {
 
     /// `out[r·stride + c] = clamp(Σ_g dot4(x[g·stride + c], w[g·8 + r]) · scale[r] +
     /// offset[r])` for `r < rows`, `c < cols` (as f32 or in the output's 8-bit form);
-    /// `weights` is one tile of [`pack_weights`]' output.
+    /// `weights` is one tile of [`pack_weights`]' output laid out for this kernel
+    /// ([`Kernel::lay_out_weights`]).
     ///
     /// # Safety
     /// `x` readable at `g·stride + c`, `out` writable at `r·stride + c` for those indices;
-    /// `weights` holds `k4 · 8` words, `scale` and `offset` 8 values; `rows ≤ 8`, `1 ≤ cols ≤ 48`
+    /// `weights` holds `k4 · 8 · weight_words()` words, `scale` and `offset` 8 values; `rows ≤ 8`, `1 ≤ cols ≤ 48`
     /// (checked only in debug builds: this is the innermost call).
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -210,7 +262,8 @@ impl Kernel {
         cols: usize,
         clamp: Option<(f32, f32)>,
     ) {
-        debug_assert!(weights.len() == k4 * ROWS && scale.len() == ROWS && offset.len() == ROWS);
+        debug_assert!(weights.len() == k4 * ROWS * self.weight_words());
+        debug_assert!(scale.len() == ROWS && offset.len() == ROWS);
         debug_assert!(rows <= ROWS && (1..=COLS).contains(&cols));
         // SAFETY: the kernel exists only where the CPU has its features (see `available`);
         // the caller's bounds are each kernel's.
@@ -227,6 +280,10 @@ impl Kernel {
                     cols,
                     clamp,
                 ),
+                #[cfg(target_arch = "x86_64")]
+                Kind::Avx2 => crate::x86_64::qpointwise::tile_avx2((
+                    k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
+                )),
                 #[cfg(target_arch = "x86_64")]
                 Kind::AvxVnni => crate::x86_64::qpointwise::tile_avx_vnni((
                     k4, x, stride, weights, scale, offset, out, rows, cols, clamp,
@@ -273,8 +330,8 @@ impl Kernel {
         cout: usize,
         clamp: Option<(f32, f32)>,
     ) {
-        let tiles = cout.div_ceil(ROWS);
-        assert!(weights.len() == tiles * x.len() * ROWS);
+        let (tiles, words) = (cout.div_ceil(ROWS), self.weight_words());
+        assert!(weights.len() == tiles * x.len() * ROWS * words);
         assert!(scale.len() >= tiles * ROWS && offset.len() >= tiles * ROWS);
         // SAFETY: the kernel exists only where the CPU has its features; the lengths are
         // checked above and `out` is the caller's.
@@ -297,7 +354,7 @@ impl Kernel {
                             k4,
                             x.as_ptr(),
                             1,
-                            &weights[t * k4 * ROWS..][..k4 * ROWS],
+                            &weights[t * k4 * ROWS * words..][..k4 * ROWS * words],
                             (&scale[t * ROWS..][..ROWS], &offset[t * ROWS..][..ROWS]),
                             out.at(t * ROWS),
                             ROWS.min(cout - t * ROWS),
@@ -375,6 +432,8 @@ mod tests {
             let packed_w = pack_weights(&qw, cin, cout);
             let (scale, offset) = (vec![1f32; ROWS], vec![0f32; ROWS]);
             let run = |kernel: Kernel| {
+                let packed_w = kernel.lay_out_weights(packed_w.clone());
+                let words = k4 * ROWS * kernel.weight_words();
                 let mut packed = vec![0u32; k4 * points];
                 kernel.pack_bytes(&bytes, cin, points, &mut packed);
                 let mut out = vec![f32::NAN; cout * points];
@@ -386,7 +445,7 @@ mod tests {
                                 k4,
                                 packed.as_ptr().add(c0),
                                 points,
-                                &packed_w[t * k4 * ROWS..][..k4 * ROWS],
+                                &packed_w[t * words..][..words],
                                 (&scale, &offset),
                                 TileOut::F32(out.as_mut_ptr().add(t * ROWS * points + c0)),
                                 ROWS.min(cout - t * ROWS),
@@ -401,6 +460,23 @@ mod tests {
             let want = run(Kernel::SCALAR);
             for kernel in Kernel::available(Isa::host()) {
                 assert_eq!(run(kernel), want, "{kernel:?} {cin}->{cout} over {points}");
+            }
+        }
+    }
+
+    /// A kernel's weight layout gives back the packed words it was made from.
+    #[test]
+    fn weight_layouts_round_trip() {
+        let qw: Vec<i8> = (0..13 * 37)
+            .map(|i| ((i * 53) % 255) as i8)
+            .map(|v| v.max(-127))
+            .collect();
+        let packed = pack_weights(&qw, 37, 13);
+        for isa in Isa::host().levels() {
+            for kernel in Kernel::available(isa) {
+                let laid = kernel.lay_out_weights(packed.clone());
+                assert_eq!(laid.len(), packed.len() * kernel.weight_words());
+                assert_eq!(kernel.packed_weights(&laid), packed, "{kernel:?}");
             }
         }
     }
@@ -439,6 +515,8 @@ mod tests {
             // the clamp folded into the byte store, as the ops do
             let out_form = U8Form::new(1.0 / 0.07, 90.0, 0.07).requantizer(Some((-1.0, 1.0)));
             let run = |kernel: Kernel, packed: &[u32], f32_out: bool| -> (Vec<f32>, Vec<u8>) {
+                let packed_w = kernel.lay_out_weights(packed_w.clone());
+                let words = k4 * ROWS * kernel.weight_words();
                 let (mut f, mut b) = (vec![f32::NAN; cout * points], vec![0u8; cout * points]);
                 let out = if f32_out {
                     TileOut::F32(f.as_mut_ptr())
@@ -453,7 +531,7 @@ mod tests {
                                 k4,
                                 packed.as_ptr().add(c0),
                                 points,
-                                &packed_w[t * k4 * ROWS..][..k4 * ROWS],
+                                &packed_w[t * words..][..words],
                                 (&scale[t * ROWS..][..ROWS], &offset[t * ROWS..][..ROWS]),
                                 out.at(t * ROWS * points + c0),
                                 ROWS.min(cout - t * ROWS),
@@ -514,7 +592,7 @@ mod tests {
                         unsafe {
                             kernel.gemv(
                                 &packed,
-                                &packed_w,
+                                &kernel.lay_out_weights(packed_w.clone()),
                                 (&scale, &offset),
                                 TileOut::F32(one.as_mut_ptr()),
                                 cout,

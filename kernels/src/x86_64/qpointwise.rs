@@ -214,86 +214,141 @@ pub unsafe fn gemv(
     }
 }
 
+/// The mask of the first `n ≤ 8` 32-bit lanes (for `vpmaskmovd`/`vmaskmovps`).
+///
+/// # Safety
+/// The CPU has AVX.
+#[inline(always)]
+unsafe fn lanes_below(n: usize) -> __m256i {
+    const TABLE: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+    debug_assert!(n <= 8);
+    // SAFETY: `8 − n ≤ 8`, so the 8 lanes read lie inside the table; the caller has AVX.
+    unsafe { _mm256_loadu_si256(TABLE.as_ptr().add(8 - n) as *const __m256i) }
+}
+
+/// The 256-bit tile both AVX2 kernels share, expanded inside each one's `#[target_feature]`
+/// function (a closure inherits its function's features; a shared helper's closures would
+/// not, and their intrinsics became calls: 3× slower): 8 rows × 8 points of i32 sums per step
+/// (the 16 registers hold 8 accumulators, the points and the broadcast weights), `step(x, w,
+/// acc)` adding one group's products (`x`: 8 points' words, `w`: the group's `8 · words` weight
+/// words), the tile's last partial vector of points by masked loads and stores, so that no
+/// access leaves the caller's bounds. Same sums and epilogue order as the AVX-512 kernel (`fmadd`, then the
+/// clamp or the pair's rounding). The caller's contract: as
+/// [`crate::qpointwise::Kernel::tile`], with `weights` holding `k4 · 8 · words` words.
+macro_rules! tile_256 {
+    ($args:expr, $words:expr, $step:expr) => {{
+        let (k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs = $args;
+        let words: usize = $words;
+        let step = $step;
+        // SAFETY: the caller upholds the tile's contract; `step` reads one group's weights;
+        // the partial vector is masked, so reads stay inside `x`'s `cols` columns, and
+        // stores inside `rows × cols`.
+        unsafe {
+            let w = weights.as_ptr();
+            // one group's products for 8 points from column `c` (`mask`: the points there are)
+            let group = |acc: &mut [__m256i; 8], g: usize, c: usize, mask: Option<__m256i>| {
+                let at = x.add(g * stride + c);
+                let xv = match mask {
+                    None => _mm256_loadu_si256(at as *const __m256i),
+                    Some(m) => _mm256_maskload_epi32(at as *const i32, m),
+                };
+                step(xv, w.add(g * ROWS * words), acc);
+            };
+            let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+            let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+            let bytes = match out {
+                TileOut::U8(_, q) => Some(Bytes::new(q)),
+                TileOut::F32(_) => None,
+            };
+            let store = |acc: &[__m256i; 8], c: usize, n: usize| {
+                for (r, &a) in acc.iter().enumerate().take(rows) {
+                    let f = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(a),
+                        _mm256_set1_ps(scale[r]),
+                        _mm256_set1_ps(offset[r]),
+                    );
+                    let at = r * stride + c;
+                    match out {
+                        TileOut::F32(o) => {
+                            let f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+                            if n == 8 {
+                                _mm256_storeu_ps(o.add(at), f);
+                            } else {
+                                _mm256_maskstore_ps(o.add(at), lanes_below(n), f);
+                            }
+                        }
+                        // `bytes` is set for a byte output (above)
+                        TileOut::U8(o, _) => bytes.unwrap_unchecked().store8(o.add(at), f, n),
+                    }
+                }
+            };
+            let full = cols / 8;
+            for v in 0..full {
+                let mut acc = [_mm256_setzero_si256(); 8];
+                for g in 0..k4 {
+                    group(&mut acc, g, 8 * v, None);
+                }
+                store(&acc, 8 * v, 8);
+            }
+            let rem = cols - 8 * full;
+            if rem > 0 {
+                // the last points by masked loads (`vpmaskmovd` reads nothing past `rem`)
+                let c = 8 * full;
+                let m = lanes_below(rem);
+                let mut acc = [_mm256_setzero_si256(); 8];
+                for g in 0..k4 {
+                    group(&mut acc, g, c, Some(m));
+                }
+                store(&acc, c, rem);
+            }
+        }
+    }};
+}
+
 /// [`crate::qpointwise::Kernel::tile`] on AVX2 with AVX-VNNI (`vpdpbusd` on 256 bits, VEX
-/// encoded: Alder Lake and later, Gracemont N-series gateways, Sapphire Rapids): 8 rows × 8
-/// points of i32 sums per step (the 16 registers hold 8 accumulators, the points and a
-/// broadcast weight), the tile's last partial vector of points through a copy so that no read
-/// leaves the caller's bounds. Same sums and epilogue order as the AVX-512 kernel (`fmadd`,
-/// then the clamp or the pair's rounding).
+/// encoded: Alder Lake and later, Gracemont N-series gateways, Sapphire Rapids, Zen 4): one
+/// instruction per row for four input channels of 8 points.
 ///
 /// # Safety
 /// As [`crate::qpointwise::Kernel::tile`]; the CPU has AVX2, FMA and AVX-VNNI.
 #[target_feature(enable = "avx2,fma,avxvnni")]
-pub unsafe fn tile_avx_vnni(
-    (k4, x, stride, weights, scale, offset, out, rows, cols, clamp): TileArgs,
-) {
-    // SAFETY: this fn's caller upholds its contract; the partial vector is copied, so reads
-    // stay inside `x`'s `cols` columns, and stores inside `rows × cols`.
-    unsafe {
-        let w = weights.as_ptr();
-        let sums = |x: *const u32, stride: usize, acc: &mut [__m256i; 8], g0: usize, n: usize| {
-            for g in 0..n {
-                let xv = _mm256_loadu_si256(x.add(g * stride) as *const __m256i);
-                let wg = w.add((g0 + g) * ROWS);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_dpbusd_avx_epi32(*a, xv, _mm256_set1_epi32(*wg.add(r)));
-                }
-            }
-        };
-        let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        let bytes = match out {
-            TileOut::U8(_, q) => Some(Bytes::new(q)),
-            TileOut::F32(_) => None,
-        };
-        let store = |acc: &[__m256i; 8], c: usize, n: usize| {
-            for (r, &a) in acc.iter().enumerate().take(rows) {
-                let f = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(a),
-                    _mm256_set1_ps(scale[r]),
-                    _mm256_set1_ps(offset[r]),
-                );
-                let mut vals = [0f32; 8];
-                let at = r * stride + c;
-                match out {
-                    TileOut::F32(o) => {
-                        let f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
-                        if n == 8 {
-                            _mm256_storeu_ps(o.add(at), f);
-                        } else {
-                            _mm256_storeu_ps(vals.as_mut_ptr(), f);
-                            std::ptr::copy_nonoverlapping(vals.as_ptr(), o.add(at), n);
-                        }
-                    }
-                    // `bytes` is set for a byte output (above)
-                    TileOut::U8(o, _) => bytes.unwrap_unchecked().store8(o.add(at), f, n),
-                }
-            }
-        };
-        let full = cols / 8;
-        for v in 0..full {
-            let mut acc = [_mm256_setzero_si256(); 8];
-            sums(x.add(8 * v), stride, &mut acc, 0, k4);
-            store(&acc, 8 * v, 8);
+pub unsafe fn tile_avx_vnni(args: TileArgs) {
+    tile_256!(args, 1, |xv: __m256i,
+                        wg: *const i32,
+                        acc: &mut [__m256i; 8]| {
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `wg` is the group's 8 weight words (the tile's contract)
+            let w = unsafe { *wg.add(r) };
+            *a = _mm256_dpbusd_avx_epi32(*a, xv, _mm256_set1_epi32(w));
         }
-        let rem = cols - 8 * full;
-        if rem > 0 {
-            const SEGMENT: usize = 256;
-            let c = 8 * full;
-            let mut acc = [_mm256_setzero_si256(); 8];
-            let mut local = [0u32; 8 * SEGMENT];
-            for g0 in (0..k4).step_by(SEGMENT) {
-                let n = (k4 - g0).min(SEGMENT);
-                for g in 0..n {
-                    std::ptr::copy_nonoverlapping(
-                        x.add((g0 + g) * stride + c),
-                        local.as_mut_ptr().add(8 * g),
-                        rem,
-                    );
-                }
-                sums(local.as_ptr(), 8, &mut acc, g0, n);
-            }
-            store(&acc, c, rem);
+    })
+}
+
+/// [`crate::qpointwise::Kernel::tile`] on plain AVX2 (Haswell to Comet Lake, the x86
+/// gateways without VNNI): `vpmaddwd` on 16-bit lanes, exact. The input's words (four bytes
+/// of four channels) split into channels 0, 2 (`and`) and 1, 3 (`psrlw`) as zero-extended
+/// 16-bit pairs; each row's weights are two words of sign-extended 16-bit pairs, the same
+/// channels' ([`crate::qpointwise::Kernel::lay_out_weights`]); two `vpmaddwd` and two adds a
+/// row, 32 products (255 · 127 · 2 fits an i32 lane; `vpmaddubsw`, ONNX Runtime's AVX2
+/// instruction, saturates at 16 bits on full-range int8 weights).
+///
+/// # Safety
+/// As [`crate::qpointwise::Kernel::tile`], `weights` laid out for this kernel (`k4 · 16`
+/// words); the CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn tile_avx2(args: TileArgs) {
+    let low_bytes = _mm256_set1_epi16(0x00ff);
+    tile_256!(args, 2, |xv: __m256i,
+                        wg: *const i32,
+                        acc: &mut [__m256i; 8]| {
+        let even = _mm256_and_si256(xv, low_bytes);
+        let odd = _mm256_srli_epi16::<8>(xv);
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `wg` is the group's 16 weight words (the tile's contract)
+            let (we, wo) = unsafe { (*wg.add(2 * r), *wg.add(2 * r + 1)) };
+            let lo = _mm256_madd_epi16(even, _mm256_set1_epi32(we));
+            let hi = _mm256_madd_epi16(odd, _mm256_set1_epi32(wo));
+            *a = _mm256_add_epi32(*a, _mm256_add_epi32(lo, hi));
         }
-    }
+    })
 }

@@ -1,8 +1,8 @@
-//! Integer 1×1 convolution for QDQ models on AVX-512 VNNI: where a channel-first 1×1
-//! convolution reads a quantize→dequantize pair ([`super::fake_quant`]) and its weights are
-//! int8 values times a per-channel scale (what `DequantizeLinear` of int8 weights leaves after
-//! tract folds it), the products are computed on the 8-bit values instead of their float
-//! images, four multiply-adds per lane per instruction (`vpdpbusd`: u8 × i8 summed into i32).
+//! Integer 1×1 convolution for QDQ models: where a channel-first 1×1 convolution reads a
+//! quantize→dequantize pair ([`super::fake_quant`]) and its weights are int8 values times a
+//! per-channel scale (what `DequantizeLinear` of int8 weights leaves after tract folds it), the
+//! products are computed on the 8-bit values instead of their float images (`vpdpbusd` on
+//! AVX-512 VNNI and AVX-VNNI, `vpmaddwd` on AVX2, `sdot`/`usdot`/`smull` on aarch64).
 //!
 //! Exact rewrite, not an approximation: with `x̂ = s_x (q_x − z_x)` and `W = s_w[o] q_w`,
 //! `bias + Σ_i W x̂ = bias − s_x s_w[o] z_x Σ_i q_w + s_x s_w[o] Σ_i q_w q_x`; the integer sum
@@ -74,7 +74,7 @@ pub(crate) fn integer_variant(
 pub struct QPointwise {
     shape: Channels,
     /// `[⌈O/8⌉][⌈I/4⌉][8]` words of four int8 weights (input channels `4k..4k+4`), zeros past
-    /// `O` and `I`.
+    /// `O` and `I`, laid out for `kind` ([`Kernel::lay_out_weights`]).
     packed: Vec<i32>,
     /// `[⌈O/8⌉·8]`: `s_x · s_w[o]`.
     scale: Floats,
@@ -110,7 +110,8 @@ impl QPointwise {
         let Channels { cin, cout, .. } = shape;
         ensure!(cin > 0 && cout > 0 && qw.len() == cin * cout && sw.len() == cout);
         let tiles = cout.div_ceil(ROWS);
-        let packed = pack_weights(qw, cin, cout);
+        let kind = Kernel::best(Isa::host());
+        let packed = kind.lay_out_weights(pack_weights(qw, cin, cout));
         let mut scale = vec![0f32; tiles * ROWS];
         let mut offset = vec![0f32; tiles * ROWS];
         for o in 0..cout {
@@ -128,7 +129,7 @@ impl QPointwise {
             input_u8: false,
             output: None,
             clamp: clamp.map(|(lo, hi)| (lo.to_bits(), hi.to_bits())),
-            kind: Kernel::best(Isa::host()),
+            kind,
         })
     }
 
@@ -245,6 +246,16 @@ impl QPointwise {
             (Dst::U8(o), Some(form)) => Out::U8(SharedOut(o.as_mut_ptr()), form.requantizer(clamp)),
             (Dst::U8(_), None) => bail!("8-bit output without a form"),
         };
+        // the weights as `kind` reads them (another layout only where a test runs the op on
+        // a kernel other than its own)
+        let relaid;
+        let packed_weights = if kind.weight_words() == self.kind.weight_words() {
+            &self.packed
+        } else {
+            relaid = kind.lay_out_weights(self.kind.packed_weights(&self.packed));
+            &relaid
+        };
+        let words = k4 * ROWS * kind.weight_words();
         if points == 1 {
             // one point (a classifier's matrix–vector product, a squeeze-excite 1×1): the
             // tile would use one lane in 48; this kernel runs across output channels instead
@@ -252,7 +263,7 @@ impl QPointwise {
             unsafe {
                 kind.gemv(
                     &packed[..k4],
-                    &self.packed,
+                    packed_weights,
                     (&self.scale.0, &self.offset.0),
                     out.at(0),
                     cout,
@@ -263,7 +274,7 @@ impl QPointwise {
         }
         self.shape.for_each_tile(points, 4 * k4, |t, c0, cols| {
             let rows = ROWS.min(cout - t * ROWS);
-            let weights = &self.packed[t * k4 * ROWS..][..k4 * ROWS];
+            let weights = &packed_weights[t * words..][..words];
             let scale = &self.scale.0[t * ROWS..][..ROWS];
             let offset = &self.offset.0[t * ROWS..][..ROWS];
             // SAFETY: rows `t·8..t·8 + rows` of the output belong to this tile alone; the reads
@@ -532,5 +543,37 @@ mod tests {
         assert!(worst <= 0.01 * top, "off by {worst} (max |out| {top})");
         let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
         assert_eq!(argmax(&want), argmax(&got));
+    }
+
+    /// The test above again at each x86 level below this machine's, in a child process with
+    /// `EDGE_ISA` (the level is fixed once per process): the 256-bit tiles of AVX-VNNI and
+    /// plain AVX2 (`vpmaddwd`, its own weight layout) run a whole quantized MobileNetV2.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_quantized_mobilenetv2_runs_in_integers_at_every_lower_x86_level() {
+        if std::env::var_os("EDGE_ISA").is_some() {
+            return; // a child of this test, or a run capped by hand
+        }
+        let host = Isa::host();
+        let mut seen = vec![host];
+        for level in ["avx2", "avx-vnni"] {
+            let isa = host.capped(level).unwrap();
+            if seen.contains(&isa) || !Kernel::best(isa).serves_graphs() {
+                continue;
+            }
+            seen.push(isa);
+            let test = "engine::qpointwise::tests::a_quantized_mobilenetv2_runs_its_1x1_layers_in_integers";
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", test, "--test-threads", "1"])
+                .env("EDGE_ISA", level)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "at EDGE_ISA={level}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
