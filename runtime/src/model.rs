@@ -60,6 +60,8 @@ impl Model {
         trust: &TrustRoot,
         options: &LoadOptions,
     ) -> Result<Model, ModelError> {
+        // the optimized payload's reader is built while the signatures and digests are checked
+        crate::engine::prefetch_payload_reader();
         let verified = verify_bytes(bundle, trust, &options.verify)?;
         Model::from_verified(verified, options)
     }
@@ -71,7 +73,9 @@ impl Model {
     ) -> Result<Model, ModelError> {
         let manifest = bundle.manifest().clone();
         check_spec(&manifest)?;
-        let (engine, engine_choice) = engine::prepare(&bundle, &options.engine)?;
+        let prepared = engine::prepare(&bundle, &options.engine);
+        engine::forget_payload_reader();
+        let (engine, engine_choice) = prepared?;
         let (classes, prediction_edges) = match &manifest.output.task {
             Task::Classification { labels, .. } => (labels.len(), None),
             Task::Regression { .. } => (

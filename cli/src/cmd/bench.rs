@@ -215,6 +215,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         },
         ..Default::default()
     };
+    // as `Model::load` does it: the payload's reader built while the bundle is verified
+    edge_runtime::engine::prefetch_payload_reader();
     let verified = bundle::verify_bytes(&bundle_bytes, &trust, &policy)
         .with_context(|| format!("cannot verify {}", args.model.display()))?;
     let verify_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -95,7 +95,6 @@ pub(crate) fn dequantized_constant(
         "empty scale or zero point"
     );
     let shape = k.shape().to_vec();
-    let mut values = super::f32_values(k)?;
     let per = if scale.len() > 1 || zp.len() > 1 {
         ensure!(
             axis < shape.len(),
@@ -106,17 +105,69 @@ pub(crate) fn dequantized_constant(
     } else {
         1
     };
-    let inner: usize = shape[axis.min(shape.len())..].iter().skip(1).product();
+    let inner = shape[axis.min(shape.len())..]
+        .iter()
+        .skip(1)
+        .product::<usize>()
+        .max(1);
+    // written straight into the tensor's own storage, 8-bit values widened on the way (tract's
+    // generic cast and the copy of a vector into a tensor were ~15 % of a QDQ model's load)
+    let mut out = Tensor::zero::<f32>(&shape)?;
+    dequantize_into(
+        out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+        k,
+        (scale, zp),
+        per,
+        inner,
+    )?;
+    Ok(out)
+}
+
+/// [`dequantized_constant`]'s values written into `dst`.
+fn dequantize_into(
+    dst: &mut [f32],
+    k: &Tensor,
+    (scale, zp): (&[f32], &[f32]),
+    per: usize,
+    inner: usize,
+) -> TractResult<()> {
+    let plain = k.try_as_plain_ram()?;
+    let widened;
+    let src: Source = match k.datum_type().unquantized() {
+        DatumType::I8 => Source::I8(plain.as_slice::<i8>()?),
+        DatumType::U8 => Source::U8(plain.as_slice::<u8>()?),
+        _ => {
+            widened = super::f32_values(k)?;
+            Source::F32(&widened)
+        }
+    };
     // one run of `inner` values per index of `axis` (no division per value)
-    for (j, run) in values.chunks_mut(inner.max(1)).enumerate() {
+    for (j, run) in dst.chunks_mut(inner).enumerate() {
         let c = if per > 1 { j % per } else { 0 };
-        let s = scale[c.min(scale.len() - 1)];
-        let z = zp[c.min(zp.len() - 1)];
-        for v in run {
-            *v = (*v - z) * s;
+        let (s, z) = (scale[c.min(scale.len() - 1)], zp[c.min(zp.len() - 1)]);
+        let at = j * inner;
+        match src {
+            Source::I8(v) => dequantize_run(run, &v[at..][..run.len()], s, z),
+            Source::U8(v) => dequantize_run(run, &v[at..][..run.len()], s, z),
+            Source::F32(v) => dequantize_run(run, &v[at..][..run.len()], s, z),
         }
     }
-    Ok(tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tensor())
+    Ok(())
+}
+
+/// A constant's values as [`dequantized_constant`] reads them.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    I8(&'a [i8]),
+    U8(&'a [u8]),
+    F32(&'a [f32]),
+}
+
+/// `dst[i] = (src[i] − z) · s`.
+fn dequantize_run<T: Copy + Into<f32>>(dst: &mut [f32], src: &[T], s: f32, z: f32) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = (v.into() - z) * s;
+    }
 }
 
 /// Constant 8-bit weights and their dequantization, as one op without inputs: how the optimized

@@ -419,6 +419,18 @@ impl EngineChoice {
     }
 }
 
+/// Starts building the optimized payload's reader on another thread, to overlap with the
+/// bundle's verification ([`nnef::prefetch_framework`]): [`crate::Model::load`] does it, and a
+/// caller that verifies first and then calls [`crate::Model::from_verified`] may too.
+pub fn prefetch_payload_reader() {
+    nnef::prefetch_framework()
+}
+
+/// Drops a payload reader that the last load did not use.
+pub(crate) fn forget_payload_reader() {
+    nnef::forget_prefetched()
+}
+
 /// Prepares the engine for a verified bundle.
 pub fn prepare(
     bundle: &VerifiedBundle,

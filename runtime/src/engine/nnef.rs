@@ -36,9 +36,43 @@ pub fn framework() -> Nnef {
     nnef
 }
 
-/// Reads an optimized payload into a typed graph.
+/// Reads an optimized payload into a typed graph (with the reader [`prefetch_framework`]
+/// started, if any).
 pub(crate) fn load(payload: &[u8]) -> TractResult<TypedModel> {
-    framework().model_for_read(&mut &payload[..])
+    let started = PREFETCHED.lock().ok().and_then(|mut slot| slot.take());
+    let nnef = match started.map(|thread| thread.join()) {
+        Some(Ok(nnef)) => nnef,
+        _ => framework(),
+    };
+    nnef.model_for_read(&mut &payload[..])
+}
+
+/// Drops a reader [`prefetch_framework`] started that no [`load`] took (an ONNX payload's
+/// load, or one that failed first): its thread finishes on its own.
+pub(crate) fn forget_prefetched() {
+    if let Ok(mut slot) = PREFETCHED.lock() {
+        slot.take();
+    }
+}
+
+/// The reader [`prefetch_framework`] is building, for the next [`load`].
+static PREFETCHED: std::sync::Mutex<Option<std::thread::JoinHandle<Nnef>>> =
+    std::sync::Mutex::new(None);
+
+/// Starts building the NNEF reader on another thread, for a load that verifies the bundle
+/// first: building it (tract parses its NNEF standard library and registers every op) is ~10
+/// ms, about what the verification takes, and the two overlap on a board's second core. The
+/// next [`load`] takes it; at most one waits (nothing is kept once a load has taken it).
+pub(crate) fn prefetch_framework() {
+    let Ok(mut slot) = PREFETCHED.lock() else {
+        return;
+    };
+    if slot.is_none() {
+        *slot = std::thread::Builder::new()
+            .name("edge-nnef-reader".into())
+            .spawn(framework)
+            .ok();
+    }
 }
 
 /// Writes `model` as an optimized payload: deterministic (fixed timestamps), uncompressed (the
