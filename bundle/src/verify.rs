@@ -66,19 +66,28 @@ impl VerifiedBundle {
     }
 }
 
-/// Hashes everything read through it (the whole-file digest).
+/// Hashes everything read through it (the whole-file digest), unless that digest is taken
+/// elsewhere (`None`).
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
+
+/// From this size on, [`verify_bytes`] takes the whole-file digest on a second thread. Below
+/// it the hash is a few milliseconds, and a load already runs one helper beside verification
+/// (the payload reader's build, ~10 ms): on a two-core board a third thread made a 4 MB int8
+/// bundle's verification slower (4.3 → 3.5–7.9 ms), a 14 MB fp32 one faster (19 → 13 ms).
+const PARALLEL_DIGEST_BYTES: usize = 8 << 20;
 
 pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -93,7 +102,25 @@ pub fn verify_bytes(
     trust: &TrustRoot,
     policy: &VerifyPolicy,
 ) -> Result<VerifiedBundle, BundleError> {
-    verify(bytes, trust, policy)
+    if bytes.len() < PARALLEL_DIGEST_BYTES {
+        return verify(bytes, trust, policy);
+    }
+    // the whole file's digest (the bundle's content address) on a second core while the
+    // payload's own is checked: the two hashes of the same bytes were half of a 14 MB
+    // model's load; where no thread can be started, one pass hashes both
+    std::thread::scope(|scope| {
+        let whole = std::thread::Builder::new()
+            .name("edge-bundle-digest".into())
+            .spawn_scoped(scope, || -> [u8; 32] { Sha256::digest(bytes).into() });
+        let Ok(whole) = whole else {
+            return verify(bytes, trust, policy);
+        };
+        let mut verified = verify_hashing(bytes, trust, policy, false)?;
+        verified.digest = whole
+            .join()
+            .unwrap_or_else(|_| Sha256::digest(bytes).into());
+        Ok(verified)
+    })
 }
 
 /// Verifies a bundle read from `reader` against `trust`.
@@ -102,11 +129,22 @@ pub fn verify(
     trust: &TrustRoot,
     policy: &VerifyPolicy,
 ) -> Result<VerifiedBundle, BundleError> {
+    verify_hashing(reader, trust, policy, true)
+}
+
+/// [`verify`], taking the whole-file digest as it reads when `whole_file` (else the caller
+/// sets [`VerifiedBundle::digest`]).
+fn verify_hashing(
+    reader: impl Read,
+    trust: &TrustRoot,
+    policy: &VerifyPolicy,
+    whole_file: bool,
+) -> Result<VerifiedBundle, BundleError> {
     let now = policy.now.unwrap_or_else(now_unix);
     let limits = &policy.limits;
     let mut r = HashingReader {
         inner: reader,
-        hasher: Sha256::new(),
+        hasher: whole_file.then(Sha256::new),
     };
 
     // 0. The trust root must itself be current.
@@ -196,7 +234,7 @@ pub fn verify(
         });
     }
 
-    let digest = r.hasher.finalize().into();
+    let digest = r.hasher.map(|h| h.finalize().into()).unwrap_or_default();
     Ok(VerifiedBundle {
         manifest,
         version,

@@ -90,6 +90,27 @@ fn the_untouched_bundle_verifies() {
     assert_eq!(v.signers().len(), 1);
 }
 
+/// A bundle past 8 MiB takes its whole-file digest on a second thread: the same digest as
+/// the streaming path's, and a flipped payload byte is still the payload's digest error.
+#[test]
+fn a_large_bundle_has_the_streaming_digest_and_still_catches_a_flipped_payload_byte() {
+    let f = fixture();
+    let big: Vec<u8> = (0..9u32 << 20).map(|i| (i * 131 % 251) as u8).collect();
+    let bundle = bundle::build(small_manifest(), &big, std::slice::from_ref(&f.signer));
+    let parallel = verify(&bundle, &f.trust).unwrap();
+    let streaming = bundle::verify(&bundle[..], &f.trust, &VerifyPolicy::default()).unwrap();
+    assert_eq!(parallel.digest(), streaming.digest());
+    assert_ne!(parallel.digest(), [0; 32]);
+    assert_eq!(parallel.payload(), &big[..]);
+    let mut flipped = bundle.clone();
+    let at = flipped.len() - 1000;
+    flipped[at] ^= 1;
+    assert!(matches!(
+        verify(&flipped, &f.trust),
+        Err(BundleError::PayloadDigestMismatch { .. })
+    ));
+}
+
 #[test]
 fn every_single_byte_flip_is_rejected_with_the_error_of_its_section() {
     let f = fixture();
