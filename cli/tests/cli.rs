@@ -523,6 +523,29 @@ fn quantized_digits_keep_their_accuracy_within_one_point_and_pack_like_the_float
         (acc["accuracy"].as_f64().unwrap() - qa).abs() < 1e-9,
         "{acc}"
     );
+    // a quantized graph's self-test allows 2 % of its outputs' range (the spec says 1e-4: a
+    // device with other kernels than the packer's lands a step or two apart), a float one not
+    let inspect = |bundle: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&["inspect", bundle, "--json"])).unwrap()
+    };
+    let tolerance = inspect(&bundle)["manifest"]["self_test"]["tolerance"]
+        .as_f64()
+        .unwrap();
+    assert!(tolerance > 1e-3, "tolerance {tolerance}");
+    let float = s.p("digits.f32.efb");
+    ok(&[
+        "pack",
+        &m("digits/model.onnx"),
+        "--spec",
+        &m("digits/spec.toml"),
+        "--key",
+        &s.p("signer.key"),
+        "--calibration",
+        &m("digits/calib_x.npy"),
+        "--out",
+        &float,
+    ]);
+    assert_eq!(inspect(&float)["manifest"]["self_test"]["tolerance"], 1e-4);
 
     // clear errors
     let msg = fails(&["quantize", &m("digits/model.onnx"), "--out", &s.p("x.onnx")]);

@@ -128,6 +128,26 @@ pub fn class_labels(onnx: &[u8]) -> Result<Option<Vec<String>>, String> {
     Ok(found)
 }
 
+/// Whether the graph quantizes anywhere (QDQ, QOperator or dynamic quantization): then its
+/// outputs differ between our instruction-set paths by more than float rounding (a value one
+/// float bit apart can land one 8-bit step apart at a pair, and the step travels on).
+pub fn is_quantized(onnx: &[u8]) -> Result<bool, String> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &onnx[..])
+        .map_err(|e| format!("not an ONNX model: {e}"))?;
+    let graph = proto.graph.ok_or("the ONNX model has no graph")?;
+    Ok(graph.node.iter().any(|n| {
+        matches!(
+            n.op_type.as_str(),
+            "QuantizeLinear"
+                | "DequantizeLinear"
+                | "DynamicQuantizeLinear"
+                | "ConvInteger"
+                | "MatMulInteger"
+        ) || n.op_type.starts_with("QLinear")
+    }))
+}
+
 /// Input specs for the graph inputs with every dim made concrete: `shapes` gives a full shape
 /// by input name; otherwise a symbolic leading dim becomes 1 and any other symbolic dim is an
 /// error naming the input (the caller passes `--shape NAME=1x3x224x224`).

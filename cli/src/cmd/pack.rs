@@ -94,7 +94,10 @@ pub fn run(args: PackArgs) -> Result<()> {
             _ => String::new(),
         }
     );
-    if let Some(note) = &report.payload_note {
+    for note in [&report.payload_note, &report.tolerance_note]
+        .into_iter()
+        .flatten()
+    {
         eprintln!("note: {note}");
     }
     if calibration.is_none() {
