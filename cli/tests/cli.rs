@@ -505,19 +505,22 @@ fn quantized_digits_keep_their_accuracy_within_one_point_and_pack_like_the_float
     assert!(fa >= 0.97 && qa >= fa - 0.01, "float {fa}, int8 {qa}");
     // the quantized model is really different (int8 weights), and still packs, self-tests, serves
     assert!(e["max_abs_diff"].as_f64().unwrap() > 0.0);
+    let pack = |model: &str, out: &str| {
+        ok(&[
+            "pack",
+            model,
+            "--spec",
+            &m("digits/spec.toml"),
+            "--key",
+            &s.p("signer.key"),
+            "--calibration",
+            &m("digits/calib_x.npy"),
+            "--out",
+            out,
+        ])
+    };
     let bundle = s.p("digits.int8.efb");
-    ok(&[
-        "pack",
-        &out_path,
-        "--spec",
-        &m("digits/spec.toml"),
-        "--key",
-        &s.p("signer.key"),
-        "--calibration",
-        &m("digits/calib_x.npy"),
-        "--out",
-        &bundle,
-    ]);
+    pack(&out_path, &bundle);
     let acc = eval_digits_test_split(&bundle);
     assert!(
         (acc["accuracy"].as_f64().unwrap() - qa).abs() < 1e-9,
@@ -533,18 +536,7 @@ fn quantized_digits_keep_their_accuracy_within_one_point_and_pack_like_the_float
         .unwrap();
     assert!(tolerance > 1e-3, "tolerance {tolerance}");
     let float = s.p("digits.f32.efb");
-    ok(&[
-        "pack",
-        &m("digits/model.onnx"),
-        "--spec",
-        &m("digits/spec.toml"),
-        "--key",
-        &s.p("signer.key"),
-        "--calibration",
-        &m("digits/calib_x.npy"),
-        "--out",
-        &float,
-    ]);
+    pack(&m("digits/model.onnx"), &float);
     assert_eq!(inspect(&float)["manifest"]["self_test"]["tolerance"], 1e-4);
 
     // clear errors
