@@ -102,23 +102,40 @@ pub fn verify_bytes(
     trust: &TrustRoot,
     policy: &VerifyPolicy,
 ) -> Result<VerifiedBundle, BundleError> {
-    if bytes.len() < PARALLEL_DIGEST_BYTES {
+    let limits = &policy.limits;
+    let most = limits.max_manifest_bytes + limits.max_payload_bytes + (1 << 20);
+    if bytes.len() < PARALLEL_DIGEST_BYTES || bytes.len() as u64 > most {
+        // small, or past every limit (the streaming path refuses it at its header)
         return verify(bytes, trust, policy);
     }
     // the whole file's digest (the bundle's content address) on a second core while the
     // payload's own is checked: the two hashes of the same bytes were half of a 14 MB
-    // model's load; where no thread can be started, one pass hashes both
+    // model's load; where no thread can be started, one pass hashes both. A refused bundle
+    // stops the second hash at its next megabyte.
+    let refused = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let whole = std::thread::Builder::new()
             .name("edge-bundle-digest".into())
-            .spawn_scoped(scope, || -> [u8; 32] { Sha256::digest(bytes).into() });
+            .spawn_scoped(scope, || {
+                let mut hasher = Sha256::new();
+                for chunk in bytes.chunks(1 << 20) {
+                    if refused.load(std::sync::atomic::Ordering::Relaxed) {
+                        return None;
+                    }
+                    hasher.update(chunk);
+                }
+                Some(<[u8; 32]>::from(hasher.finalize()))
+            });
         let Ok(whole) = whole else {
             return verify(bytes, trust, policy);
         };
-        let mut verified = verify_hashing(bytes, trust, policy, false)?;
-        verified.digest = whole
-            .join()
-            .unwrap_or_else(|_| Sha256::digest(bytes).into());
+        let mut verified = verify_hashing(bytes, trust, policy, false).inspect_err(|_| {
+            refused.store(true, std::sync::atomic::Ordering::Relaxed);
+        })?;
+        verified.digest = match whole.join() {
+            Ok(Some(digest)) => digest,
+            _ => Sha256::digest(bytes).into(),
+        };
         Ok(verified)
     })
 }

@@ -109,6 +109,18 @@ fn a_large_bundle_has_the_streaming_digest_and_still_catches_a_flipped_payload_b
         verify(&flipped, &f.trust),
         Err(BundleError::PayloadDigestMismatch { .. })
     ));
+    // signed by a key the trust root does not list: refused on its signatures, as when small
+    let stranger = bundle::build(small_manifest(), &big, &[key()]);
+    let small = bundle::build(small_manifest(), &payload(), &[key()]);
+    let (large_error, small_error) = (
+        verify(&stranger, &f.trust).unwrap_err(),
+        verify(&small, &f.trust).unwrap_err(),
+    );
+    assert_eq!(
+        std::mem::discriminant(&large_error),
+        std::mem::discriminant(&small_error),
+        "{large_error} / {small_error}"
+    );
 }
 
 #[test]
