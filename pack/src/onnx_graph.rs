@@ -74,12 +74,19 @@ fn value(v: &tract_onnx::pb::ValueInfoProto) -> GraphValue {
     }
 }
 
-/// Reads the graph interface of ONNX bytes.
-pub fn interface(onnx: &[u8]) -> Result<GraphInterface, String> {
+/// The graph of ONNX bytes (what the readers below look at).
+fn graph(onnx: &[u8]) -> Result<tract_onnx::pb::GraphProto, String> {
     let proto = tract_onnx::onnx()
         .proto_model_for_read(&mut &onnx[..])
         .map_err(|e| format!("not an ONNX model: {e}"))?;
-    let graph = proto.graph.ok_or("the ONNX model has no graph")?;
+    proto
+        .graph
+        .ok_or_else(|| "the ONNX model has no graph".to_string())
+}
+
+/// Reads the graph interface of ONNX bytes.
+pub fn interface(onnx: &[u8]) -> Result<GraphInterface, String> {
+    let graph = graph(onnx)?;
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     Ok(GraphInterface {
@@ -98,10 +105,7 @@ pub fn interface(onnx: &[u8]) -> Result<GraphInterface, String> {
 /// text), in the order of its probability columns; `None` when the graph has no such node.
 /// Several classifiers must agree (a graph that disagrees gets no labels from here).
 pub fn class_labels(onnx: &[u8]) -> Result<Option<Vec<String>>, String> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &onnx[..])
-        .map_err(|e| format!("not an ONNX model: {e}"))?;
-    let graph = proto.graph.ok_or("the ONNX model has no graph")?;
+    let graph = graph(onnx)?;
     let mut found: Option<Vec<String>> = None;
     for node in graph.node.iter().filter(|n| {
         n.domain == "ai.onnx.ml"
@@ -132,10 +136,7 @@ pub fn class_labels(onnx: &[u8]) -> Result<Option<Vec<String>>, String> {
 /// outputs differ between our instruction-set paths by more than float rounding (a value one
 /// float bit apart can land one 8-bit step apart at a pair, and the step travels on).
 pub fn is_quantized(onnx: &[u8]) -> Result<bool, String> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &onnx[..])
-        .map_err(|e| format!("not an ONNX model: {e}"))?;
-    let graph = proto.graph.ok_or("the ONNX model has no graph")?;
+    let graph = graph(onnx)?;
     Ok(graph.node.iter().any(|n| {
         matches!(
             n.op_type.as_str(),

@@ -61,7 +61,7 @@ impl Model {
         options: &LoadOptions,
     ) -> Result<Model, ModelError> {
         // the optimized payload's reader is built while the signatures and digests are checked
-        crate::engine::prefetch_payload_reader();
+        let _reader = engine::PayloadReader::prefetch();
         let verified = verify_bytes(bundle, trust, &options.verify)?;
         Model::from_verified(verified, options)
     }
@@ -73,9 +73,7 @@ impl Model {
     ) -> Result<Model, ModelError> {
         let manifest = bundle.manifest().clone();
         check_spec(&manifest)?;
-        let prepared = engine::prepare(&bundle, &options.engine);
-        engine::forget_payload_reader();
-        let (engine, engine_choice) = prepared?;
+        let (engine, engine_choice) = engine::prepare(&bundle, &options.engine)?;
         let (classes, prediction_edges) = match &manifest.output.task {
             Task::Classification { labels, .. } => (labels.len(), None),
             Task::Regression { .. } => (

@@ -216,7 +216,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ..Default::default()
     };
     // as `Model::load` does it: the payload's reader built while the bundle is verified
-    edge_runtime::engine::prefetch_payload_reader();
+    let reader = edge_runtime::engine::PayloadReader::prefetch();
     let verified = bundle::verify_bytes(&bundle_bytes, &trust, &policy)
         .with_context(|| format!("cannot verify {}", args.model.display()))?;
     let verify_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -238,6 +238,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let model = Model::from_verified(verified, &options)
         .with_context(|| format!("cannot load {}", args.model.display()))?;
+    drop(reader);
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     drop(bundle_bytes);
 

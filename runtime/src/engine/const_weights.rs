@@ -113,60 +113,31 @@ pub(crate) fn dequantized_constant(
     // written straight into the tensor's own storage, 8-bit values widened on the way (tract's
     // generic cast and the copy of a vector into a tensor were ~15 % of a QDQ model's load)
     let mut out = Tensor::zero::<f32>(&shape)?;
-    dequantize_into(
-        out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        k,
-        (scale, zp),
-        per,
-        inner,
-    )?;
+    let mut view = out.try_as_plain_ram_mut()?;
+    let dst = view.as_slice_mut::<f32>()?;
+    let plain = k.try_as_plain_ram()?;
+    let params = (scale, zp, per, inner);
+    match k.datum_type().unquantized() {
+        DatumType::I8 => dequantize_runs(dst, plain.as_slice::<i8>()?, params),
+        DatumType::U8 => dequantize_runs(dst, plain.as_slice::<u8>()?, params),
+        _ => dequantize_runs(dst, &super::f32_values(k)?, params),
+    }
     Ok(out)
 }
 
-/// [`dequantized_constant`]'s values written into `dst`.
-fn dequantize_into(
+/// `dst = (src − z) · s`, one run of `inner` values per index of the axis (`per` of them, or
+/// one set of parameters for the whole tensor when `per` is 1): no division per value.
+fn dequantize_runs<T: Copy + Into<f32>>(
     dst: &mut [f32],
-    k: &Tensor,
-    (scale, zp): (&[f32], &[f32]),
-    per: usize,
-    inner: usize,
-) -> TractResult<()> {
-    let plain = k.try_as_plain_ram()?;
-    let widened;
-    let src: Source = match k.datum_type().unquantized() {
-        DatumType::I8 => Source::I8(plain.as_slice::<i8>()?),
-        DatumType::U8 => Source::U8(plain.as_slice::<u8>()?),
-        _ => {
-            widened = super::f32_values(k)?;
-            Source::F32(&widened)
-        }
-    };
-    // one run of `inner` values per index of `axis` (no division per value)
-    for (j, run) in dst.chunks_mut(inner).enumerate() {
+    src: &[T],
+    (scale, zp, per, inner): (&[f32], &[f32], usize, usize),
+) {
+    for (j, (run, src)) in dst.chunks_mut(inner).zip(src.chunks(inner)).enumerate() {
         let c = if per > 1 { j % per } else { 0 };
         let (s, z) = (scale[c.min(scale.len() - 1)], zp[c.min(zp.len() - 1)]);
-        let at = j * inner;
-        match src {
-            Source::I8(v) => dequantize_run(run, &v[at..][..run.len()], s, z),
-            Source::U8(v) => dequantize_run(run, &v[at..][..run.len()], s, z),
-            Source::F32(v) => dequantize_run(run, &v[at..][..run.len()], s, z),
+        for (d, &v) in run.iter_mut().zip(src) {
+            *d = (v.into() - z) * s;
         }
-    }
-    Ok(())
-}
-
-/// A constant's values as [`dequantized_constant`] reads them.
-#[derive(Clone, Copy)]
-enum Source<'a> {
-    I8(&'a [i8]),
-    U8(&'a [u8]),
-    F32(&'a [f32]),
-}
-
-/// `dst[i] = (src[i] − z) · s`.
-fn dequantize_run<T: Copy + Into<f32>>(dst: &mut [f32], src: &[T], s: f32, z: f32) {
-    for (d, &v) in dst.iter_mut().zip(src) {
-        *d = (v.into() - z) * s;
     }
 }
 

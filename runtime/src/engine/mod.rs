@@ -419,16 +419,26 @@ impl EngineChoice {
     }
 }
 
-/// Starts building the optimized payload's reader on another thread, to overlap with the
-/// bundle's verification ([`nnef::prefetch_framework`]): [`crate::Model::load`] does it, and a
-/// caller that verifies first and then calls [`crate::Model::from_verified`] may too.
-pub fn prefetch_payload_reader() {
-    nnef::prefetch_framework()
+/// The optimized payload's reader, built on another thread while the bundle is verified
+/// ([`nnef::prefetch_framework`]); the load's payload read takes it. Held for the whole load
+/// ([`crate::Model::load`] does; a caller that verifies first and then calls
+/// [`crate::Model::from_verified`] may too): when it goes, a reader the load did not take (an
+/// ONNX payload, a refused bundle) goes with it.
+#[must_use = "the reader is dropped with this guard"]
+pub struct PayloadReader(());
+
+impl PayloadReader {
+    /// Starts building the reader.
+    pub fn prefetch() -> PayloadReader {
+        nnef::prefetch_framework();
+        PayloadReader(())
+    }
 }
 
-/// Drops a payload reader that the last load did not use.
-pub(crate) fn forget_payload_reader() {
-    nnef::forget_prefetched()
+impl Drop for PayloadReader {
+    fn drop(&mut self) {
+        nnef::forget_prefetched()
+    }
 }
 
 /// Prepares the engine for a verified bundle.

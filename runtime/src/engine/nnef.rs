@@ -48,7 +48,8 @@ pub(crate) fn load(payload: &[u8]) -> TractResult<TypedModel> {
 }
 
 /// Drops a reader [`prefetch_framework`] started that no [`load`] took (an ONNX payload's
-/// load, or one that failed first): its thread finishes on its own.
+/// load, or one that failed first; [`super::PayloadReader`] does it): its thread finishes on
+/// its own.
 pub(crate) fn forget_prefetched() {
     if let Ok(mut slot) = PREFETCHED.lock() {
         slot.take();
