@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Replicated servers under load (issue 26): `bench/scale.sh [N]` starts a local PostgreSQL
 # (scripts/cluster.sh, installed if missing), runs `edgectl simulate --devices N` against
-# ceil(N / 5000) `ota-server` replicas on it (a replica's embedded broker costs three descriptors
-# a device, and one process may hold 20,000), and prints the simulator's JSON report last:
+# ceil(N / 15000) `ota-server` replicas on it (a replica holds a descriptor per connected device,
+# and one process may hold 20,000), and prints the simulator's JSON report last:
 # devices, connected, per-phase desired-state push latency (p50/p99), telemetry ingested per
 # second, server RSS per device and CPU, all replicas together. Reports also land in
 # target/scale/N.json. SCALE_REPLICAS=K overrides the replica count.
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
 workers=${SCALE_WORKERS:-$(( (n + 11999) / 12000 ))}
-replicas=${SCALE_REPLICAS:-$(( (n + 4999) / 5000 ))}
+replicas=${SCALE_REPLICAS:-$(( (n + 14999) / 15000 ))}
 cargo build --release -q -p edgectl -p ota-server
 url=$(scripts/cluster.sh pg)
 out=target/scale

@@ -1,6 +1,6 @@
 //! `ota-server` on loopback: `init` a data directory with a fleet's keys, `serve` it (TLS on
-//! both listeners, the embedded broker or an external one) and wait until it is connected to
-//! its broker. Killed when dropped.
+//! both listeners; devices on its own MQTT endpoint or an external broker) and wait until it
+//! listens to its devices. Killed when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,9 +15,9 @@ use crate::keys::FleetKeys;
 pub struct ServeOptions {
     /// HTTP port (`0`: a free one).
     pub http_port: u16,
-    /// The embedded broker's device port (`0`: a free one); unused with `broker`.
+    /// The server's own MQTT port for devices (`0`: a free one); unused with `broker`.
     pub mqtt_port: u16,
-    /// An external broker's URL (`--broker`) instead of the embedded one.
+    /// An external broker's URL (`--broker`) instead of the server's own endpoint.
     pub broker: Option<String>,
     /// More `serve` arguments.
     pub extra: Vec<String>,
@@ -35,9 +35,9 @@ pub struct ServerProcess {
     pub data: PathBuf,
     /// The HTTP base URL (`https://127.0.0.1:PORT`).
     pub url: String,
-    /// Where devices connect: `mqtts://` to the embedded broker, or the external broker's URL.
+    /// Where devices connect: `mqtts://` to the server itself, or the external broker's URL.
     pub mqtt_url: String,
-    /// The embedded broker's port (the external broker's when there is one).
+    /// The server's MQTT port (the external broker's when there is one).
     pub mqtt_port: u16,
     /// The admin token `init` wrote.
     pub admin: String,
@@ -111,7 +111,7 @@ impl ServerProcess {
         };
         let child = serve
             .args(&options.extra)
-            .env("OTA_SERVER_LOG", "info,rumqttd=warn")
+            .env("OTA_SERVER_LOG", "info")
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

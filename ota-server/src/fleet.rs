@@ -1,22 +1,23 @@
-//! The fleet loop of a running server: its MQTT client (to the embedded broker or an external
-//! one), the ingest worker, and the engine timer.
+//! The fleet loop of a running server: where its devices' messages come from and its desired
+//! states go (the in-process device [`Hub`] behind the gate, or an MQTT client to an external
+//! broker), the ingest worker, and the engine timer.
 //!
-//! - The client subscribes to every device's uplink and status topic (QoS 1, persistent
-//!   session) and hands messages to the ingest worker, which takes them in batches
-//!   ([`crate::ingest::ingest`]: one store transaction per batch).
+//! - Device messages (from the hub, or from the client's subscription to every device's uplink
+//!   and status topic, QoS 1, persistent session) go to the ingest worker, which takes them in
+//!   batches ([`crate::ingest::ingest`]: one store transaction per batch).
 //! - A device that says hello gets its stored desired state re-published.
 //! - Every tick the engine ([`crate::engine::Engine`]) advances rollouts on their gates and
 //!   gives devices new desired generations; those are signed ([`crate::director`]) and
 //!   published retained on each device's desired topic. Telemetry series are compacted once a
 //!   minute ([`crate::series::compact`]).
-//! - At each (re)connect every stored desired state is published again, retained: a broker that
-//!   restarted (the embedded one restarts with the server) has lost its retained messages.
+//! - At start (the hub) and at each broker (re)connect every stored desired state is published
+//!   again, retained: a restarted hub or broker has lost its retained messages.
 //!
 //! Replicas (several servers on one PostgreSQL store): the engine runs on the one holding the
 //! store's `engine` lease, renewed every tick, its writes fenced with the lease's token; the
 //! others serve the API, the artifacts and their own devices. Every replica follows the store's
 //! feed of desired states ([`Store::desired_after`]) and publishes each one, retained, to its
-//! own broker, so a device gets its desired state whichever replica it is connected to, now or
+//! own hub, so a device gets its desired state whichever replica it is connected to, now or
 //! after it moves. Ingest batches that meet a vanished database are retried, not dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::bundles::Bundles;
 use crate::engine::{self, DesiredRecord};
+use crate::hub::Hub;
 use crate::ingest::{ingest, Dropped, Uplink};
 use crate::metrics::Metrics;
 use crate::series::{self, Retention};
@@ -49,11 +51,20 @@ pub struct BrokerLink {
     pub client_id: String,
 }
 
+/// Where devices' messages come from and desired states go.
+#[derive(Clone)]
+pub enum Transport {
+    /// The server's own device connections (the gate and its hub): the default.
+    Hub(Arc<Hub>),
+    /// An external MQTT broker (Mosquitto, EMQX) the server's client connects to.
+    Broker(BrokerLink),
+}
+
 /// Fleet loop settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FleetConfig {
-    /// The broker.
-    pub broker: BrokerLink,
+    /// Where devices are.
+    pub transport: Transport,
     /// Engine period.
     pub tick: Duration,
     /// Telemetry retention.
@@ -65,8 +76,9 @@ pub struct FleetConfig {
     /// message per batch would spend a core on rewrites; gathering for a few tens of
     /// milliseconds keeps the batch count, not the message count, bounded.
     pub batch_wait: Duration,
-    /// Set while the server's client is connected and subscribed (the device gate admits
-    /// devices only then: a hello sent before the server listens would be lost).
+    /// Set while the fleet loop listens to devices (the hub's client connected and subscribed,
+    /// or the hub attached; the gate admits devices only then: a hello sent before the server
+    /// listens would be lost).
     pub ready: Arc<AtomicBool>,
     /// This server's name among replicas (the engine lease's holder).
     pub replica: String,
@@ -107,7 +119,7 @@ pub struct Fleet<S: Store + ?Sized> {
     acks: Arc<crate::acks::IngestAcks>,
 }
 
-/// A message for the broker: topic and payload (published QoS 1, retained).
+/// A desired state to send: device and signed payload (published QoS 1, retained).
 type Outgoing = (String, Vec<u8>);
 
 /// Desired states read from the feed at a time.
@@ -150,11 +162,14 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             .name("ingest".into())
             .spawn(move || f.ingest_worker(uplink_rx, max_batch, batch_wait))
             .expect("spawn ingest thread");
-        tokio::spawn(
-            fleet
-                .clone()
-                .mqtt_task(config.broker.clone(), uplink_tx, outgoing),
-        );
+        match config.transport {
+            Transport::Hub(hub) => {
+                tokio::spawn(fleet.clone().hub_task(hub, uplink_tx, outgoing));
+            }
+            Transport::Broker(link) => {
+                tokio::spawn(fleet.clone().mqtt_task(link, uplink_tx, outgoing));
+            }
+        }
         tokio::spawn(
             fleet
                 .clone()
@@ -235,7 +250,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             crate::director::sign_all(&self.records, &self.director, &desired, (self.now)())?;
         Metrics::add(&self.metrics.desired_published, signed.len() as u64);
         for ((device, _), bytes) in desired.iter().zip(signed) {
-            let _ = self.publish.send((topics::desired(device), bytes));
+            let _ = self.publish.send((device.to_string(), bytes));
         }
         Ok(desired.len())
     }
@@ -244,7 +259,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         let bytes =
             crate::director::sign(&self.records, &self.director, device, record, (self.now)())?;
         Metrics::add(&self.metrics.desired_published, 1);
-        let _ = self.publish.send((topics::desired(device), bytes));
+        let _ = self.publish.send((device.to_string(), bytes));
         Ok(())
     }
 
@@ -287,7 +302,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 crate::director::sign_all(&self.records, &self.director, &report.desired, now)?;
             Metrics::add(&self.metrics.desired_published, signed.len() as u64);
             for ((device, _), bytes) in report.desired.iter().zip(signed) {
-                let _ = self.publish.send((topics::desired(device), bytes));
+                let _ = self.publish.send((device.to_string(), bytes));
             }
         }
         Ok(report)
@@ -441,6 +456,31 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         }
     }
 
+    /// The hub: its devices' messages reach the ingest queue directly; desired states are
+    /// retained there and pushed to connected devices.
+    async fn hub_task(
+        self: Arc<Self>,
+        hub: Arc<Hub>,
+        uplink: std::sync::mpsc::SyncSender<Uplink>,
+        mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    ) {
+        hub.attach(uplink);
+        if self.follows_feed {
+            self.feed_from_start.store(true, Ordering::Relaxed);
+        } else {
+            let f = self.clone();
+            match tokio::task::spawn_blocking(move || f.republish_all()).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(devices = n, "desired states published"),
+                Ok(Err(e)) => tracing::error!(error = %e, "publishing stored desired states"),
+                _ => {}
+            }
+        }
+        self.connected.store(true, Ordering::Relaxed);
+        while let Some((device, payload)) = outgoing.recv().await {
+            hub.publish_desired(&device, payload);
+        }
+    }
+
     async fn mqtt_task(
         self: Arc<Self>,
         link: BrokerLink,
@@ -463,9 +503,9 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         // publishing waits for room in the client's queue while the loop below keeps polling
         let publisher = client.clone();
         tokio::spawn(async move {
-            while let Some((topic, payload)) = outgoing.recv().await {
+            while let Some((device, payload)) = outgoing.recv().await {
                 if let Err(e) = publisher
-                    .publish(topic, QoS::AtLeastOnce, true, payload)
+                    .publish(topics::desired(&device), QoS::AtLeastOnce, true, payload)
                     .await
                 {
                     tracing::error!(error = %e, "publish");
@@ -538,7 +578,8 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         }
     }
 
-    /// Whether the server's client is connected to the broker and subscribed now.
+    /// Whether the fleet loop listens to devices now (the hub attached, or the client connected
+    /// to the broker and subscribed).
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }

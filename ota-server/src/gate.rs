@@ -1,36 +1,36 @@
-//! The devices' MQTT front door: a small MQTT 3.1.1 proxy in front of the embedded broker that
-//! authenticates each device and holds it to its own topics (rumqttd has authentication hooks
-//! but no topic ACLs). Per connection it:
+//! The devices' MQTT front door: the server terminates MQTT 3.1.1 itself (issue 26: no broker
+//! between the devices and the server, one descriptor per connected device), authenticates
+//! each device and holds it to its own topics. Per connection it:
 //!
-//! - admits devices only while the server's own client is subscribed (else CONNACK "server
-//!   unavailable"): what a device says must not reach a broker nobody listens to;
+//! - admits devices only while the fleet loop listens (else CONNACK "server unavailable"): what
+//!   a device says must not arrive where nobody reads it;
 //! - reads the CONNECT: the client id must equal the username, the password must be that
 //!   device's token, a will (if any) must be on the device's own status topic; otherwise it
 //!   answers CONNACK "bad username or password" / "not authorized" and closes;
-//! - forwards everything the broker sends unchanged, except that the PUBACK of a message on the
-//!   device's `up` topic is held until the server's ingest has committed that message
-//!   ([`crate::acks`]): the device keeps a message in its outbox until it is in the store, so a
-//!   server killed in between loses nothing (after a minute without the commit the gate closes
-//!   the connection and the device sends the message again);
-//! - parses every packet the device sends: a PUBLISH only to its `up` or `status` topic, a
-//!   SUBSCRIBE only to its `desired` topic; anything else closes the connection (MQTT 3.1.1 has
-//!   no way to refuse a single publish);
+//! - parses every packet the device sends: a PUBLISH only to its `up` or `status` topic (QoS 0
+//!   or 1), a SUBSCRIBE only to its `desired` topic; anything else closes the connection (MQTT
+//!   3.1.1 has no way to refuse a single publish). Publishes go to the ingest through the
+//!   [`crate::hub`]; the PUBACK of a message on the `up` topic is held until the ingest has
+//!   committed it ([`crate::acks`]): the device keeps a message in its outbox until it is in the
+//!   store, so a server killed in between loses nothing (after a minute without the commit the
+//!   gate closes the connection and the device sends the message again);
+//! - sends the device its desired states from the hub (the retained one when it subscribes,
+//!   later ones as they are published), answers pings, and publishes the device's will if it
+//!   vanishes without DISCONNECT (or stays silent past 1.5 keep-alive periods);
 //! - rate-limits the device's publishes (a token bucket; past the burst the gate stops reading,
-//!   so TCP backpressure slows the device down rather than the broker filling up).
+//!   so TCP backpressure slows the device down rather than a queue filling up).
 //!
 //! The gate runs over any byte stream: with TLS (the default) it wraps the accepted socket.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_protocol::topics;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::acks::IngestAcks;
+use crate::hub::{Hub, Out};
+use crate::ingest::Uplink;
 
 /// Checks a device's credentials: `(device id, token) → allowed`.
 pub type DeviceAuth = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
@@ -200,8 +200,10 @@ impl<'a> Fields<'a> {
 #[derive(Debug, PartialEq, Eq)]
 struct Connect {
     level: u8,
+    keep_alive: u16,
     client_id: String,
     will_topic: Option<String>,
+    will_message: Option<Vec<u8>>,
     username: Option<String>,
     password: Option<String>,
 }
@@ -214,23 +216,23 @@ fn parse_connect(body: &[u8]) -> Result<Connect, Refused> {
         return Err(Refused::Protocol(format!("protocol name '{name}'")));
     }
     let flags = f.u8()?;
-    let _keep_alive = f.u16()?;
+    let keep_alive = f.u16()?;
     if level != 4 {
         return Ok(Connect {
             level,
+            keep_alive,
             client_id: String::new(),
             will_topic: None,
+            will_message: None,
             username: None,
             password: None,
         });
     }
     let client_id = f.string()?;
-    let will_topic = if flags & 0x04 != 0 {
-        let topic = f.string()?;
-        let _message = f.bytes()?;
-        Some(topic)
+    let (will_topic, will_message) = if flags & 0x04 != 0 {
+        (Some(f.string()?), Some(f.bytes()?.to_vec()))
     } else {
-        None
+        (None, None)
     };
     let username = (flags & 0x80 != 0).then(|| f.string()).transpose()?;
     let password = (flags & 0x40 != 0)
@@ -238,8 +240,10 @@ fn parse_connect(body: &[u8]) -> Result<Connect, Refused> {
         .transpose()?;
     Ok(Connect {
         level,
+        keep_alive,
         client_id,
         will_topic,
+        will_message,
         username,
         password,
     })
@@ -303,15 +307,94 @@ fn connack(code: u8) -> [u8; 4] {
     [0x20, 2, 0, code]
 }
 
-/// Serves one device connection until either side closes. Returns why the gate closed it, if
-/// it did.
+/// A PUBACK, SUBACK-less acknowledgement packet of kind `first` for packet `id`.
+fn ack(first: u8, id: u16) -> Vec<u8> {
+    let [hi, lo] = id.to_be_bytes();
+    vec![first, 2, hi, lo]
+}
+
+/// A QoS 1 PUBLISH of `payload` on `topic`.
+fn publish_packet(topic: &str, id: u16, payload: &[u8], retained: bool) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + 4 + payload.len());
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(payload);
+    Packet {
+        first: 0x32 | u8::from(retained),
+        body,
+    }
+    .encode()
+}
+
+/// A device's PUBLISH, read: QoS, packet id, topic, payload.
+struct Publish<'a> {
+    qos: u8,
+    id: u16,
+    topic: String,
+    payload: &'a [u8],
+}
+
+fn parse_publish(p: &Packet) -> Result<Publish<'_>, Refused> {
+    let qos = (p.first >> 1) & 3;
+    let mut f = Fields(&p.body);
+    let topic = f.string()?;
+    let id = if qos > 0 { f.u16()? } else { 0 };
+    if qos > 1 {
+        return Err(Refused::Protocol(
+            "QoS 2 is not supported (use QoS 0 or 1)".into(),
+        ));
+    }
+    Ok(Publish {
+        qos,
+        id,
+        topic,
+        payload: f.0,
+    })
+}
+
+/// Writes what the hub and the reader queue for the device, in order, until the queue closes,
+/// the hub says close, the device is gone, or a held PUBACK's message is not ingested in time.
+async fn write_to_device<W: AsyncWrite + Unpin>(
+    mut tx: W,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
+    device: String,
+    acks: Arc<IngestAcks>,
+) {
+    let topic = topics::desired(&device);
+    let mut next_id: u16 = 0;
+    while let Some(out) = rx.recv().await {
+        let bytes = match out {
+            Out::Packet(bytes) => bytes,
+            Out::Desired { payload, retained } => {
+                next_id = next_id.checked_add(1).unwrap_or(1);
+                publish_packet(&topic, next_id, &payload, retained)
+            }
+            Out::HeldAck { id, seq } => {
+                if !acks.wait(&device, seq, ACK_WAIT).await {
+                    tracing::warn!(%device, seq, "message not ingested in time; closing the \
+                        connection (the device sends it again)");
+                    break;
+                }
+                ack(0x40, id)
+            }
+            Out::Close => break,
+        };
+        if tx.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    let _ = tx.shutdown().await;
+}
+
+/// Serves one device connection until either side closes, terminating MQTT 3.1.1 here: the
+/// device's messages go to the hub's ingest queue, its desired states come from the hub.
+/// Returns why the gate closed it, if it did.
 pub async fn serve_connection<C>(
     mut client: C,
-    upstream: SocketAddr,
+    hub: Arc<Hub>,
     auth: DeviceAuth,
     limits: Limits,
-    ready: Arc<AtomicBool>,
-    acks: Option<Arc<IngestAcks>>,
 ) -> Result<(), Refused>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -326,7 +409,7 @@ where
     if first.kind() != 1 {
         return Err(Refused::Protocol("first packet is not CONNECT".into()));
     }
-    if !ready.load(Ordering::Relaxed) {
+    if !hub.ready() {
         // the server is not listening yet: "server unavailable", the device retries
         let _ = client.write_all(&connack(3)).await;
         return Err(Refused::Protocol("server not ready yet".into()));
@@ -353,91 +436,141 @@ where
         let _ = client.write_all(&connack(4)).await;
         return Err(Refused::Credentials(device));
     }
-    if let Some(topic) = connect.will_topic.filter(|t| *t != topics::status(&device)) {
+    if let Some(topic) = connect
+        .will_topic
+        .as_ref()
+        .filter(|t| **t != topics::status(&device))
+    {
         let _ = client.write_all(&connack(5)).await;
         return Err(Refused::Topic {
             device,
             what: "set a will on",
-            topic,
+            topic: topic.clone(),
         });
     }
-    let mut broker = TcpStream::connect(upstream)
-        .await
-        .map_err(|e| Refused::Protocol(format!("broker unreachable: {e}")))?;
-    let _ = broker.set_nodelay(true);
-    broker
-        .write_all(&first.encode())
-        .await
-        .map_err(|e| Refused::Protocol(e.to_string()))?;
-    let (mut client_rx, mut client_tx) = tokio::io::split(client);
-    let (mut broker_rx, mut broker_tx) = broker.into_split();
-    // packet id → sequence number of the device's publishes whose PUBACK waits for the ingest
-    let held: Arc<std::sync::Mutex<HashMap<u16, u64>>> = Arc::default();
-    let down = {
-        let (held, device) = (held.clone(), device.clone());
-        tokio::spawn(async move {
-            match acks {
-                None => {
-                    let _ = tokio::io::copy(&mut broker_rx, &mut client_tx).await;
-                }
-                Some(acks) => loop {
-                    let Ok(Some(packet)) = read_packet(&mut broker_rx, usize::MAX).await else {
-                        break;
-                    };
-                    if packet.kind() == 4 && packet.body.len() >= 2 {
-                        let id = u16::from_be_bytes([packet.body[0], packet.body[1]]);
-                        let seq = held.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                        if let Some(seq) = seq {
-                            if !acks.wait(&device, seq, ACK_WAIT).await {
-                                tracing::warn!(%device, seq, "message not ingested in time; \
-                                    closing the connection (the device sends it again)");
-                                break;
-                            }
-                        }
-                    }
-                    if client_tx.write_all(&packet.encode()).await.is_err() {
-                        break;
-                    }
-                },
-            }
-            let _ = client_tx.shutdown().await;
-        })
+    let session = hub.connect(&device);
+    let _ = session.out.send(Out::Packet(connack(0).to_vec()));
+    let (mut client_rx, client_tx) = tokio::io::split(client);
+    let mut writer = tokio::spawn(write_to_device(
+        client_tx,
+        session.rx,
+        device.clone(),
+        hub.acks.clone(),
+    ));
+    // MQTT: a client silent for one and a half keep-alive periods is gone
+    let silence = match connect.keep_alive {
+        0 => Duration::from_secs(24 * 3600),
+        s => Duration::from_millis(u64::from(s) * 1500),
     };
     let mut bucket = limits.publish_burst;
     let mut refilled = Instant::now();
+    let mut clean = false;
     let result = loop {
-        let packet = match read_packet(&mut client_rx, limits.max_packet).await {
-            Ok(Some(p)) => p,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
+        let read = tokio::select! {
+            r = tokio::time::timeout(silence, read_packet(&mut client_rx, limits.max_packet)) => r,
+            _ = &mut writer => break Ok(()),
+        };
+        let packet = match read {
+            Err(_) => break Err(Refused::Protocol("keep-alive expired".into())),
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => break Ok(()),
+            Ok(Err(e)) => break Err(e),
         };
         if let Err(e) = check(&device, &packet) {
             break Err(e);
         }
-        if let Some((id, seq)) = held_publish(&device, &packet) {
-            held.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, seq);
-        }
-        if packet.kind() == 3 {
-            let now = Instant::now();
-            bucket = (bucket + now.duration_since(refilled).as_secs_f64() * limits.publish_per_s)
-                .min(limits.publish_burst);
-            refilled = now;
-            if bucket < 1.0 {
-                let wait = (1.0 - bucket) / limits.publish_per_s;
-                tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-                bucket = 1.0;
-                refilled = Instant::now();
+        let reply = match packet.kind() {
+            3 => {
+                let now = Instant::now();
+                bucket = (bucket
+                    + now.duration_since(refilled).as_secs_f64() * limits.publish_per_s)
+                    .min(limits.publish_burst);
+                refilled = now;
+                if bucket < 1.0 {
+                    let wait = (1.0 - bucket) / limits.publish_per_s;
+                    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                    bucket = 1.0;
+                    refilled = Instant::now();
+                }
+                bucket -= 1.0;
+                let publish = match parse_publish(&packet) {
+                    Ok(p) => p,
+                    Err(e) => break Err(e),
+                };
+                let held = held_publish(&device, &packet);
+                let message = if publish.topic == topics::status(&device) {
+                    Uplink::Status {
+                        device: device.clone(),
+                        online: publish.payload == b"online",
+                    }
+                } else {
+                    Uplink::Up {
+                        device: device.clone(),
+                        payload: publish.payload.to_vec(),
+                    }
+                };
+                if !hub.uplink(message).await {
+                    break Ok(()); // shutting down: unacknowledged, the device sends it again
+                }
+                match (publish.qos, held) {
+                    (0, _) => None,
+                    (_, Some((id, seq))) => Some(Out::HeldAck { id, seq }),
+                    _ => Some(Out::Packet(ack(0x40, publish.id))),
+                }
             }
-            bucket -= 1.0;
-        }
-        if broker_tx.write_all(&packet.encode()).await.is_err() {
-            break Ok(());
+            8 => {
+                let mut f = Fields(&packet.body);
+                let id = f.u16().unwrap_or(0);
+                let granted = subscribe_filters(&packet.body).map_or(0, |f| f.len());
+                let mut suback = vec![0x90, 2 + granted as u8];
+                suback.extend_from_slice(&id.to_be_bytes());
+                suback.extend(std::iter::repeat_n(1u8, granted));
+                let _ = session.out.send(Out::Packet(suback));
+                hub.subscribe(&device, session.session);
+                None
+            }
+            10 => {
+                let id = Fields(&packet.body).u16().unwrap_or(0);
+                hub.unsubscribe(&device, session.session);
+                Some(Out::Packet(ack(0xb0, id)))
+            }
+            12 => Some(Out::Packet(vec![0xd0, 0])),
+            14 => {
+                clean = true;
+                break Ok(());
+            }
+            4 => None, // the device acknowledges a desired state
+            other => {
+                break Err(Refused::Protocol(format!(
+                    "MQTT packet type {other} from a device"
+                )))
+            }
+        };
+        if let Some(out) = reply {
+            let _ = session.out.send(out);
         }
     };
-    let _ = broker_tx.shutdown().await;
-    down.abort();
+    let current = hub.disconnect(&device, session.session);
+    if current && !clean && connect.will_topic.is_some() {
+        // the will: the device vanished without DISCONNECT
+        let online = connect.will_message.as_deref() == Some(b"online".as_slice());
+        let _ = hub
+            .uplink(Uplink::Status {
+                device: device.clone(),
+                online,
+            })
+            .await;
+    }
+    if !writer.is_finished() {
+        // let the queued replies (a CONNACK refusal, PUBACKs) go out, briefly
+        let _ = session.out.send(Out::Close);
+        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    }
     result
 }
 
@@ -445,12 +578,10 @@ where
 /// [`serve_connection`], over TLS when `tls` is given (handshake in the connection's task).
 pub async fn run(
     listener: tokio::net::TcpListener,
-    upstream: SocketAddr,
+    hub: Arc<Hub>,
     auth: DeviceAuth,
     limits: Limits,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    ready: Arc<AtomicBool>,
-    acks: Option<Arc<IngestAcks>>,
 ) {
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -462,21 +593,19 @@ pub async fn run(
             }
         };
         let _ = socket.set_nodelay(true);
-        let (auth, tls, ready, acks) = (auth.clone(), tls.clone(), ready.clone(), acks.clone());
+        let (auth, tls, hub) = (auth.clone(), tls.clone(), hub.clone());
         tokio::spawn(async move {
             let result = match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.connect_timeout, acceptor.accept(socket))
                         .await
                     {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, upstream, auth, limits, ready, acks).await
-                        }
+                        Ok(Ok(stream)) => serve_connection(stream, hub, auth, limits).await,
                         Ok(Err(e)) => Err(Refused::Protocol(format!("TLS handshake: {e}"))),
                         Err(_) => Err(Refused::Protocol("TLS handshake timed out".into())),
                     }
                 }
-                None => serve_connection(socket, upstream, auth, limits, ready, acks).await,
+                None => serve_connection(socket, hub, auth, limits).await,
             };
             if let Err(e) = result {
                 tracing::warn!(%peer, reason = %e, "mqtt connection closed by the gate");
@@ -488,6 +617,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn string(s: &str) -> Vec<u8> {
         let mut v = (s.len() as u16).to_be_bytes().to_vec();
@@ -576,5 +706,176 @@ mod tests {
         assert_eq!((back.first, back.body), (p.first, p.body));
         let err = rt.block_on(read_packet(&mut &bytes[..], 100)).err();
         assert!(matches!(err, Some(Refused::Protocol(m)) if m.contains("over")));
+    }
+
+    /// A device's side of a connection to the gate, over an in-memory stream.
+    struct Device {
+        io: tokio::io::DuplexStream,
+    }
+
+    impl Device {
+        async fn send(&mut self, first: u8, body: Vec<u8>) {
+            self.io
+                .write_all(&Packet { first, body }.encode())
+                .await
+                .unwrap();
+        }
+
+        async fn next(&mut self) -> Option<Packet> {
+            tokio::time::timeout(Duration::from_secs(5), read_packet(&mut self.io, 1 << 20))
+                .await
+                .expect("a packet within 5 s")
+                .unwrap()
+        }
+
+        async fn quiet(&mut self) -> bool {
+            tokio::time::timeout(
+                Duration::from_millis(100),
+                read_packet(&mut self.io, 1 << 20),
+            )
+            .await
+            .is_err()
+        }
+    }
+
+    fn connect_body(device: &str, keep_alive: u16, will: bool) -> Vec<u8> {
+        let mut body = string("MQTT");
+        body.push(4);
+        body.push(0x80 | 0x40 | 0x02 | if will { 0x04 | 0x08 } else { 0 });
+        body.extend(keep_alive.to_be_bytes());
+        body.extend(string(device));
+        if will {
+            body.extend(string(&topics::status(device)));
+            body.extend(string("offline"));
+        }
+        body.extend(string(device));
+        body.extend(string("efd_token"));
+        body
+    }
+
+    /// Connects `device` to a gate in front of `hub`; the CONNACK code.
+    async fn connect(hub: &Arc<Hub>, device: &str, keep_alive: u16) -> (Device, u8) {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let auth: DeviceAuth = Arc::new(|_, token| token == "efd_token");
+        tokio::spawn(serve_connection(
+            theirs,
+            hub.clone(),
+            auth,
+            Limits::default(),
+        ));
+        let mut d = Device { io: ours };
+        d.send(0x10, connect_body(device, keep_alive, true)).await;
+        let connack = d.next().await.unwrap();
+        assert_eq!(connack.kind(), 2);
+        (d, connack.body[1])
+    }
+
+    fn uplinks(rx: &std::sync::mpsc::Receiver<Uplink>) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(50));
+        rx.try_iter()
+            .map(|m| match m {
+                Uplink::Up { device, payload } => format!("{device} up {}", payload.len()),
+                Uplink::Status { device, online } => format!("{device} online={online}"),
+            })
+            .collect()
+    }
+
+    fn hello(device: &str, seq: u64) -> Vec<u8> {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let header = edge_protocol::envelope::Header {
+            sender: device.into(),
+            seq,
+            sent_at: 0,
+            kind: edge_protocol::envelope::Kind::Hello,
+        };
+        edge_protocol::envelope::seal(&key, header, &0u8)
+    }
+
+    #[tokio::test]
+    async fn the_gate_speaks_mqtt_to_devices_itself() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let hub = Arc::new(Hub::new(ready.clone(), Arc::default()));
+        let (_, code) = connect(&hub, "dev-1", 30).await;
+        assert_eq!(code, 3, "server unavailable before the fleet loop listens");
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        hub.attach(tx);
+        ready.store(true, Ordering::Relaxed);
+        hub.publish_desired("dev-1", b"desired v1".to_vec());
+
+        let (mut d, code) = connect(&hub, "dev-1", 30).await;
+        assert_eq!(code, 0);
+        // SUBSCRIBE: SUBACK, then the retained desired state (retain flag set)
+        d.send(
+            0x82,
+            [vec![0, 9], string(&topics::desired("dev-1")), vec![1]].concat(),
+        )
+        .await;
+        let suback = d.next().await.unwrap();
+        assert_eq!((suback.kind(), suback.body.clone()), (9, vec![0, 9, 1]));
+        let retained = d.next().await.unwrap();
+        assert_eq!(retained.first, 0x33);
+        let p = parse_publish(&retained).unwrap();
+        assert_eq!(p.topic, topics::desired("dev-1"));
+        assert_eq!(p.payload, b"desired v1");
+        // a later desired state is pushed live
+        hub.publish_desired("dev-1", b"desired v2".to_vec());
+        let live = d.next().await.unwrap();
+        assert_eq!(live.first, 0x32);
+        assert_eq!(parse_publish(&live).unwrap().payload, b"desired v2");
+        d.send(0x40, live.body[live.body.len() - 12..][..2].to_vec())
+            .await;
+
+        // status: acknowledged at once; a message on `up`: only once the ingest committed it
+        let status = [
+            string(&topics::status("dev-1")),
+            vec![0, 1],
+            b"online".to_vec(),
+        ]
+        .concat();
+        d.send(0x32, status).await;
+        assert_eq!(d.next().await.unwrap().body, vec![0, 1]);
+        let up = [string(&topics::up("dev-1")), vec![0, 2], hello("dev-1", 5)].concat();
+        d.send(0x32, up).await;
+        assert!(
+            d.quiet().await,
+            "PUBACK held until the ingest commits seq 5"
+        );
+        assert_eq!(uplinks(&rx).len(), 2);
+        hub.acks.done([("dev-1", 5)]);
+        let puback = d.next().await.unwrap();
+        assert_eq!((puback.kind(), puback.body), (4, vec![0, 2]));
+        // PINGREQ → PINGRESP
+        d.send(0xc0, vec![]).await;
+        assert_eq!(d.next().await.unwrap().kind(), 13);
+
+        // a second connection takes over: the first is closed, without its will
+        let (mut d2, code) = connect(&hub, "dev-1", 30).await;
+        assert_eq!(code, 0);
+        assert!(d.next().await.is_none(), "the first connection is closed");
+        assert!(
+            uplinks(&rx).is_empty(),
+            "no will for a connection taken over"
+        );
+        // vanishing without DISCONNECT: the will
+        drop(d2.io.shutdown().await);
+        drop(d2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(uplinks(&rx), vec!["dev-1 online=false"]);
+        assert_eq!(hub.connected(), 0);
+        // DISCONNECT: no will
+        let (mut d3, _) = connect(&hub, "dev-1", 30).await;
+        d3.send(0xe0, vec![]).await;
+        assert!(d3.next().await.is_none());
+        assert!(uplinks(&rx).is_empty());
+        // silent past 1.5 keep-alive periods: closed, the will published
+        let (mut d4, _) = connect(&hub, "dev-1", 1).await;
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        assert!(d4.next().await.is_none());
+        assert_eq!(uplinks(&rx), vec!["dev-1 online=false"]);
+        // QoS 2 is refused by closing
+        let (mut d5, _) = connect(&hub, "dev-1", 30).await;
+        let qos2 = [string(&topics::up("dev-1")), vec![0, 3], b"x".to_vec()].concat();
+        d5.send(0x34, qos2).await;
+        assert!(d5.next().await.is_none());
     }
 }

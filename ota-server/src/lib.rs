@@ -15,9 +15,9 @@
 //! | [`director`] | desired states signed with the director key |
 //! | [`ingest`] | device messages in: verified, de-duplicated, aggregated, one commit per batch |
 //! | [`series`] | telemetry time series, retention and downsampling |
-//! | [`fleet`] | the running loop: broker client, ingest worker, engine timer |
-//! | [`broker`] | the embedded rumqttd |
-//! | [`gate`] | the devices' MQTT front door: authentication, topic ACLs, rate limit |
+//! | [`fleet`] | the running loop: its device hub or broker client, ingest worker, engine timer |
+//! | [`hub`] | the devices connected here, their retained desired states, the way to the ingest |
+//! | [`gate`] | the devices' MQTT front door: MQTT ends here; authentication, topic ACLs, rate limit |
 //! | [`store`] | the `Store` trait (tables of JSON records) and its redb backend |
 //! | [`bundles`] | the verified, content-addressed bundle registry |
 //! | [`http`] | the HTTP API, a router per resource, bodies typed in `edge_protocol::rest` |
@@ -31,7 +31,6 @@
 
 pub mod acks;
 pub mod auth;
-pub mod broker;
 pub mod bundles;
 pub mod charts;
 pub mod dashboard;
@@ -45,6 +44,7 @@ pub mod fleet;
 pub mod gate;
 pub mod health;
 pub mod http;
+pub mod hub;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;

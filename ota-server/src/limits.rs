@@ -1,11 +1,10 @@
-//! The process's open-file limit, which bounds how many devices one server holds: on the
-//! embedded broker each connected device costs three descriptors in this process (its TLS
-//! socket, the gate's loopback link to rumqttd and rumqttd's end of it). At start the soft limit
-//! is raised to the hard one and the resulting device capacity is logged; measured in
-//! docs/benchmarks.md (`edgectl simulate`).
+//! The process's open-file limit, which bounds how many devices one server holds: each connected
+//! device costs one descriptor in this process (its socket; the gate ends MQTT in-process).
+//! At start the soft limit is raised to the hard one and the resulting device capacity is
+//! logged; measured in docs/benchmarks.md (`edgectl simulate`).
 
-/// Descriptors per connected device on the embedded broker.
-pub const FDS_PER_DEVICE: u64 = 3;
+/// Descriptors per connected device.
+pub const FDS_PER_DEVICE: u64 = 1;
 /// Descriptors kept for the store, HTTP clients and the rest.
 pub const RESERVED_FDS: u64 = 256;
 
@@ -28,8 +27,8 @@ pub fn raise_open_files() -> Option<(u64, u64)> {
     Some((soft, hard))
 }
 
-/// Devices the embedded broker can hold under a soft limit of `soft` descriptors.
-pub fn embedded_capacity(soft: u64) -> u64 {
+/// Devices one server can hold under a soft limit of `soft` descriptors.
+pub fn device_capacity(soft: u64) -> u64 {
     soft.saturating_sub(RESERVED_FDS) / FDS_PER_DEVICE
 }
 
@@ -38,9 +37,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capacity_is_three_descriptors_a_device() {
-        assert_eq!(embedded_capacity(20_000), 6_581);
-        assert_eq!(embedded_capacity(100), 0);
+    fn capacity_is_a_descriptor_a_device() {
+        assert_eq!(device_capacity(20_000), 19_744);
+        assert_eq!(device_capacity(100), 0);
         let (soft, hard) = raise_open_files().unwrap();
         assert_eq!(soft, hard, "soft limit raised to the hard one");
     }

@@ -1,5 +1,5 @@
-//! `ota-server`: `init` a data directory; `serve` the HTTP API, the embedded MQTT broker behind
-//! its device gate (or a link to an external broker), telemetry ingest and the rollout engine;
+//! `ota-server`: `init` a data directory; `serve` the HTTP API, the devices' MQTT connections
+//! (terminated by its device gate, or through an external broker), telemetry ingest and the rollout engine;
 //! `token create`.
 
 #![forbid(unsafe_code)]
@@ -13,12 +13,13 @@ use clap::{Parser, Subcommand};
 use edge_bundle::trust::{RootAnchor, TrustRoot};
 use ota_server::auth::{create_token, Role};
 use ota_server::bundles::Bundles;
-use ota_server::fleet::{BrokerLink, Fleet, FleetConfig};
+use ota_server::fleet::{BrokerLink, Fleet, FleetConfig, Transport};
 use ota_server::gate::{self, DeviceAuth};
 use ota_server::http::{router, AppState};
+use ota_server::hub::Hub;
 use ota_server::ratelimit::RateLimiter;
 use ota_server::store::{PgStore, Records, RedbStore, Store};
-use ota_server::{broker, devices, tls};
+use ota_server::{devices, tls};
 
 #[derive(Parser)]
 #[command(name = "ota-server", version, about = "edgefleet OTA server")]
@@ -241,7 +242,7 @@ struct ServeOptions {
     /// HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: String,
-    /// Where devices connect to the embedded broker (through the authenticating gate).
+    /// Where devices connect (MQTT, ended by the server's authenticating gate).
     #[arg(long, default_value = "127.0.0.1:1883", conflicts_with = "broker")]
     mqtt: String,
     /// Use an external broker (Mosquitto, EMQX) instead: mqtt://host:port. Credentials from
@@ -255,7 +256,7 @@ struct ServeOptions {
     /// Device HTTP requests (enroll, artifacts) per second per address; 0 disables.
     #[arg(long, default_value_t = 20.0)]
     device_rate: f64,
-    /// Device MQTT publishes per second per connection (embedded broker).
+    /// Device MQTT publishes per second per connection (the gate's limit).
     #[arg(long, default_value_t = 20.0)]
     device_publish_rate: f64,
     /// Largest bundle upload, bytes.
@@ -322,7 +323,9 @@ async fn serve(o: ServeOptions) -> Result<()> {
     };
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let acks = Arc::new(ota_server::acks::IngestAcks::default());
-    let link = match &o.broker {
+    /// The client id the server's own client uses on an external broker.
+    const SERVER_CLIENT: &str = "ota-server";
+    let transport = match &o.broker {
         Some(url) => {
             let (host, port) = parse_broker_url(url)?;
             let credentials = match (
@@ -333,24 +336,24 @@ async fn serve(o: ServeOptions) -> Result<()> {
                 _ => None,
             };
             tracing::info!(%url, "using an external broker: device topic ACLs are its job");
-            BrokerLink {
+            Transport::Broker(BrokerLink {
                 host,
                 port,
                 credentials,
-                client_id: broker::SERVER_CLIENT.to_string(),
-            }
+                client_id: SERVER_CLIENT.to_string(),
+            })
         }
         None => {
             if let Some((soft, hard)) = ota_server::limits::raise_open_files() {
                 tracing::info!(
                     open_files = soft,
                     hard_limit = hard,
-                    devices = ota_server::limits::embedded_capacity(soft),
-                    "device capacity of the embedded broker (3 descriptors per device; raise \
-                     the hard `ulimit -n` or use --broker for more)"
+                    devices = ota_server::limits::device_capacity(soft),
+                    "device capacity (a descriptor per connected device; raise the hard \
+                     `ulimit -n`, or run replicas, for more)"
                 );
             }
-            let embedded = broker::start(device_auth.clone(), 100_000)?;
+            let hub = Arc::new(Hub::new(ready.clone(), acks.clone()));
             let listener = tokio::net::TcpListener::bind(&o.mqtt)
                 .await
                 .with_context(|| format!("cannot listen on {}", o.mqtt))?;
@@ -368,19 +371,12 @@ async fn serve(o: ServeOptions) -> Result<()> {
             };
             tokio::spawn(gate::run(
                 listener,
-                embedded.addr,
+                hub.clone(),
                 device_auth.clone(),
                 limits,
                 acceptor.clone(),
-                ready.clone(),
-                Some(acks.clone()),
             ));
-            BrokerLink {
-                host: embedded.addr.ip().to_string(),
-                port: embedded.addr.port(),
-                credentials: Some(embedded.credentials.clone()),
-                client_id: broker::SERVER_CLIENT.to_string(),
-            }
+            Transport::Hub(hub)
         }
     };
     let replica_name = replica.clone();
@@ -391,7 +387,7 @@ async fn serve(o: ServeOptions) -> Result<()> {
         state.metrics.clone(),
         clock,
         FleetConfig {
-            broker: link,
+            transport,
             tick,
             retention: Default::default(),
             max_batch: 512,

@@ -1,8 +1,8 @@
-//! The OTA loop end to end with real processes on loopback: `ota-server` (embedded broker behind
-//! its device gate) and three `edge-agent`s that enroll with a token.
+//! The OTA loop end to end with real processes on loopback: `ota-server` (MQTT ended by its
+//! device gate) and three `edge-agent`s that enroll with a token.
 //!
 //! 1. v1 goes to every device in one phase; each device commits it (seen through the server's
-//!    event history, so events crossed broker, gate, signature check and ingest).
+//!    event history, so events crossed gate, hub, signature check and ingest).
 //! 2. v2 goes out in two phases: only the device hashed into the first phase gets it; the phase
 //!    advances only after its soak time and once its telemetry passed the gates; then the
 //!    other two get it.

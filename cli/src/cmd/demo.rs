@@ -1,5 +1,5 @@
 //! `edgectl demo`: the whole loop on one machine. Keys and a trust root in a temporary
-//! directory, `ota-server` (embedded broker, TLS), N `edge-agent` processes in three cohorts with
+//! directory, `ota-server` (its own MQTT endpoint, TLS), N `edge-agent` processes in three cohorts with
 //! prediction traffic (each answer's true label sent back as feedback, as an app that learns it
 //! would), then four rollouts: v1 to everyone; v2 first as a shadow beside v1 on every device
 //! (it must agree with v1), then in phases 10 % → 50 % → 100 % gated on health; a bad v3 (its

@@ -1,7 +1,7 @@
 //! A fleet server on this machine for `edgectl demo` and `edgectl simulate`, on the fleet kit
 //! (`edge-fleet-kit`, which the tests use too): the `ota-server` and `edge-agent` binaries next to
 //! `edgectl` (built if missing), fresh keys and a trust root, `ota-server init` + `serve` (TLS,
-//! embedded broker or an external one) on free loopback ports, and the digits bundles both push.
+//! its own MQTT endpoint or an external broker) on free loopback ports, and the digits bundles both push.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

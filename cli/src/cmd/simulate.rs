@@ -703,7 +703,7 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     let local = match (&a.store, a.replicas) {
         (Some(store), n) => {
             if a.broker.is_some() {
-                bail!("--store runs replicas with their embedded brokers: leave out --broker");
+                bail!("--store runs replicas that take the devices themselves: leave out --broker");
             }
             LocalServer::start_replicas(dir.path(), &server_bin, store, n, &extra, deadline)?
         }
