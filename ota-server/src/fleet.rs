@@ -10,14 +10,16 @@
 //!   gives devices new desired generations; those are signed ([`crate::director`]) and
 //!   published retained on each device's desired topic. Telemetry series are compacted once a
 //!   minute ([`crate::series::compact`]).
-//! - At start (the hub) and at each broker (re)connect every stored desired state is published
-//!   again, retained: a restarted hub or broker has lost its retained messages.
+//! - With the hub, desired states are signed and sent only to the devices connected here; a
+//!   device that connects says hello and gets its stored one. Through a broker, every stored
+//!   desired state is published again, retained, at each (re)connect: a restarted broker has
+//!   lost its retained messages.
 //!
 //! Replicas (several servers on one PostgreSQL store): the engine runs on the one holding the
 //! store's `engine` lease, renewed every tick, its writes fenced with the lease's token; the
 //! others serve the API, the artifacts and their own devices. Every replica follows the store's
-//! feed of desired states ([`Store::desired_after`]) and publishes each one, retained, to its
-//! own hub, so a device gets its desired state whichever replica it is connected to, now or
+//! feed of desired states ([`Store::desired_after`]) and publishes those of its devices to its
+//! hub, so a device gets its desired state whichever replica it is connected to, now or
 //! after it moves. Ingest batches that meet a vanished database are retried, not dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,6 +119,9 @@ pub struct Fleet<S: Store + ?Sized> {
     feed_from_start: AtomicBool,
     replica: String,
     acks: Arc<crate::acks::IngestAcks>,
+    /// The server's own device connections, when it has them: desired states are signed only
+    /// for the devices connected here.
+    hub: Option<Arc<Hub>>,
 }
 
 /// A desired state to send: device and signed payload (published QoS 1, retained).
@@ -154,6 +159,10 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             feed_from_start: AtomicBool::new(true),
             replica: config.replica.clone(),
             acks: config.acks.clone(),
+            hub: match &config.transport {
+                Transport::Hub(hub) => Some(hub.clone()),
+                Transport::Broker(_) => None,
+            },
         });
         let (uplink_tx, uplink_rx) = std::sync::mpsc::sync_channel::<Uplink>(8192);
         let f = fleet.clone();
@@ -235,13 +244,21 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         Ok((last, rows.len()))
     }
 
-    /// Stored desired records (device, bytes) decoded, signed in one block and published: how
-    /// many.
+    /// Whether a desired state for `device` goes anywhere from here: always through a broker,
+    /// only when the device is connected here with the hub (the others get theirs when they
+    /// connect and say hello).
+    fn delivers_to(&self, device: &str) -> bool {
+        self.hub.as_ref().is_none_or(|hub| hub.holds(device))
+    }
+
+    /// Stored desired records (device, bytes) of the devices this server delivers to decoded,
+    /// signed in one block and published: how many.
     fn sign_and_publish<'a>(
         &self,
         rows: impl Iterator<Item = (&'a String, &'a Vec<u8>)>,
     ) -> Result<usize, StoreError> {
         let desired: Vec<(String, DesiredRecord)> = rows
+            .filter(|(device, _)| self.delivers_to(device))
             .map(|(device, bytes)| {
                 crate::store::decode(Table::Desired, device, bytes).map(|r| (device.clone(), r))
             })
@@ -298,10 +315,15 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             report.transitions.len() as u64,
         );
         if !self.follows_feed {
-            let signed =
-                crate::director::sign_all(&self.records, &self.director, &report.desired, now)?;
+            let desired: Vec<(String, DesiredRecord)> = report
+                .desired
+                .iter()
+                .filter(|(device, _)| self.delivers_to(device))
+                .cloned()
+                .collect();
+            let signed = crate::director::sign_all(&self.records, &self.director, &desired, now)?;
             Metrics::add(&self.metrics.desired_published, signed.len() as u64);
-            for ((device, _), bytes) in report.desired.iter().zip(signed) {
+            for ((device, _), bytes) in desired.iter().zip(signed) {
                 let _ = self.publish.send((device.to_string(), bytes));
             }
         }
@@ -376,6 +398,9 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                     }
                 }
                 Err(e) => {
+                    // the gates close these devices' connections: they send the messages again
+                    self.acks
+                        .failed(settles.iter().map(|(d, s)| (d.as_str(), *s)));
                     tracing::error!(error = %e, "ingest batch failed; its messages stay unacknowledged (devices send them again)")
                 }
             }
@@ -464,17 +489,8 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         uplink: std::sync::mpsc::SyncSender<Uplink>,
         mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     ) {
+        // nothing to publish yet: no device is connected, and each one says hello when it is
         hub.attach(uplink);
-        if self.follows_feed {
-            self.feed_from_start.store(true, Ordering::Relaxed);
-        } else {
-            let f = self.clone();
-            match tokio::task::spawn_blocking(move || f.republish_all()).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(devices = n, "desired states published"),
-                Ok(Err(e)) => tracing::error!(error = %e, "publishing stored desired states"),
-                _ => {}
-            }
-        }
         self.connected.store(true, Ordering::Relaxed);
         while let Some((device, payload)) = outgoing.recv().await {
             hub.publish_desired(&device, payload);

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use edge_protocol::topics;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::acks::IngestAcks;
+use crate::acks::{IngestAcks, Settled};
 use crate::hub::{Hub, Out};
 use crate::ingest::Uplink;
 
@@ -110,8 +110,11 @@ impl Packet {
     }
 }
 
-/// How long the gate holds a PUBACK for the ingest before it gives up on the connection.
-const ACK_WAIT: Duration = Duration::from_secs(60);
+/// How long the gate holds a PUBACK for the ingest before it gives up on the connection: a
+/// backstop only. A batch the ingest gave up on closes the connection at once
+/// ([`IngestAcks::failed`]); a late one (the ingest behind under load) is waited for, since
+/// closing would bring the same messages back and deepen the backlog.
+const ACK_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// The packet id and claimed sequence number of a QoS 1 PUBLISH on `device`'s up topic.
 fn held_publish(device: &str, p: &Packet) -> Option<(u16, u64)> {
@@ -353,8 +356,14 @@ fn parse_publish(p: &Packet) -> Result<Publish<'_>, Refused> {
     })
 }
 
-/// Writes what the hub and the reader queue for the device, in order, until the queue closes,
-/// the hub says close, the device is gone, or a held PUBACK's message is not ingested in time.
+/// A PUBACK the writer owes the device: packet id, and the message it waits for (sequence
+/// number and deadline), if any.
+type OwedAck = (u16, Option<(u64, tokio::time::Instant)>);
+
+/// Writes what the hub and the reader queue for the device until the queue closes, the hub says
+/// close, the device is gone, or a held PUBACK's message is not ingested in time. PUBACKs go
+/// out in the order of the device's publishes (MQTT 4.6.0-2), each when its message is
+/// committed; everything else goes out at once, so a desired state never waits for the ingest.
 async fn write_to_device<W: AsyncWrite + Unpin>(
     mut tx: W,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
@@ -363,22 +372,56 @@ async fn write_to_device<W: AsyncWrite + Unpin>(
 ) {
     let topic = topics::desired(&device);
     let mut next_id: u16 = 0;
-    while let Some(out) = rx.recv().await {
+    let mut owed: std::collections::VecDeque<OwedAck> = Default::default();
+    loop {
+        // the PUBACKs at the head whose messages are done
+        let mut ready = Vec::new();
+        while let Some(&(id, wait)) = owed.front() {
+            if wait.is_some_and(|(seq, _)| !acks.reached(&device, seq)) {
+                break;
+            }
+            owed.pop_front();
+            ready.extend_from_slice(&ack(0x40, id));
+        }
+        if !ready.is_empty() && tx.write_all(&ready).await.is_err() {
+            break;
+        }
+        let head = owed.front().and_then(|(_, wait)| *wait);
+        let out = tokio::select! {
+            out = rx.recv() => out,
+            done = async {
+                match head {
+                    Some((seq, deadline)) => acks.wait_until(&device, seq, deadline).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let seq = head.map_or(0, |(seq, _)| seq);
+                match done {
+                    Settled::Done => continue,
+                    Settled::Failed => tracing::warn!(%device, seq, "message not ingested; \
+                        closing the connection (the device sends it again)"),
+                    Settled::TimedOut => tracing::warn!(%device, seq, "message not ingested \
+                        in time; closing the connection (the device sends it again)"),
+                }
+                break;
+            }
+        };
         let bytes = match out {
-            Out::Packet(bytes) => bytes,
-            Out::Desired { payload, retained } => {
+            None | Some(Out::Close) => break,
+            Some(Out::Packet(bytes)) if bytes.first() == Some(&0x40) && bytes.len() == 4 => {
+                owed.push_back((u16::from_be_bytes([bytes[2], bytes[3]]), None));
+                continue;
+            }
+            Some(Out::Packet(bytes)) => bytes,
+            Some(Out::Desired { payload, retained }) => {
                 next_id = next_id.checked_add(1).unwrap_or(1);
                 publish_packet(&topic, next_id, &payload, retained)
             }
-            Out::HeldAck { id, seq } => {
-                if !acks.wait(&device, seq, ACK_WAIT).await {
-                    tracing::warn!(%device, seq, "message not ingested in time; closing the \
-                        connection (the device sends it again)");
-                    break;
-                }
-                ack(0x40, id)
+            Some(Out::HeldAck { id, seq }) => {
+                let deadline = tokio::time::Instant::now() + ACK_WAIT;
+                owed.push_back((id, Some((seq, deadline))));
+                continue;
             }
-            Out::Close => break,
         };
         if tx.write_all(&bytes).await.is_err() {
             break;
@@ -800,11 +843,11 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         hub.attach(tx);
         ready.store(true, Ordering::Relaxed);
-        hub.publish_desired("dev-1", b"desired v1".to_vec());
 
         let (mut d, code) = connect(&hub, "dev-1", 30).await;
         assert_eq!(code, 0);
-        // SUBSCRIBE: SUBACK, then the retained desired state (retain flag set)
+        hub.publish_desired("dev-1", b"desired v1".to_vec());
+        // SUBSCRIBE: SUBACK, then the desired state kept for it (retain flag set)
         d.send(
             0x82,
             [vec![0, 9], string(&topics::desired("dev-1")), vec![1]].concat(),
@@ -841,9 +884,27 @@ mod tests {
             "PUBACK held until the ingest commits seq 5"
         );
         assert_eq!(uplinks(&rx).len(), 2);
+        // a desired state does not wait behind the held PUBACK; a later PUBACK does
+        hub.publish_desired("dev-1", b"desired v3".to_vec());
+        let live = d.next().await.unwrap();
+        assert_eq!(parse_publish(&live).unwrap().payload, b"desired v3");
+        let status = [
+            string(&topics::status("dev-1")),
+            vec![0, 4],
+            b"online".to_vec(),
+        ]
+        .concat();
+        d.send(0x32, status).await;
+        assert!(
+            d.quiet().await,
+            "the status PUBACK waits for the one before it"
+        );
+        uplinks(&rx);
         hub.acks.done([("dev-1", 5)]);
         let puback = d.next().await.unwrap();
         assert_eq!((puback.kind(), puback.body), (4, vec![0, 2]));
+        let puback = d.next().await.unwrap();
+        assert_eq!((puback.kind(), puback.body), (4, vec![0, 4]), "in order");
         // PINGREQ → PINGRESP
         d.send(0xc0, vec![]).await;
         assert_eq!(d.next().await.unwrap().kind(), 13);

@@ -1,13 +1,18 @@
 //! The server's own end of its device connections (issue 26): which devices are connected to
-//! this server now, what each device's desired topic retains, and the path from a device's
-//! publishes to the ingest. The device gate ([`crate::gate`]) terminates MQTT and talks to the
-//! hub in-process, so a connected device costs this process one descriptor (its socket) and no
-//! broker: the embedded rumqttd it replaced cost three descriptors and ~100 KB a device.
+//! this server now, the desired state each connection holds for its device, and the path from
+//! a device's publishes to the ingest. The device gate ([`crate::gate`]) terminates MQTT and
+//! talks to the hub in-process, so a connected device costs this process one descriptor (its
+//! socket) and no broker: the embedded rumqttd it replaced cost three descriptors and ~100 KB a
+//! device.
 //!
-//! - A desired state published here is kept (retained) per device and pushed at once to the
-//!   device's connection if it has subscribed; a device that subscribes later gets the retained
-//!   one. Retained and live messages go through one lock and one queue per connection, so a
-//!   device never gets an older desired state after a newer one.
+//! - A desired state published here for a connected device is kept with its connection and
+//!   pushed at once if the device has subscribed, or when it subscribes. Kept and live messages
+//!   go through one lock and one queue per connection, so a device never gets an older desired
+//!   state after a newer one.
+//! - Nothing is kept for devices connected elsewhere: the fleet loop signs and publishes only
+//!   for devices this hub [`holds`](Hub::holds) (with replicas, each signs for its own devices,
+//!   not the whole fleet). A device that connects says hello, and the hello is answered with its
+//!   stored desired state ([`crate::fleet`]).
 //! - A second connection under a device id takes over: the first is closed without its will.
 //! - Device messages go to the ingest queue in the order they arrived; a full queue makes the
 //!   connection stop reading (TCP backpressure slows the device, nothing is dropped).
@@ -35,7 +40,8 @@ pub enum Out {
         /// Sent with the retain flag.
         retained: bool,
     },
-    /// The PUBACK of the device's message `seq` (packet `id`), once the ingest committed it.
+    /// The PUBACK of the device's message `seq` (packet `id`), once the ingest committed it
+    /// (after the PUBACKs queued before it; desired states do not wait for it).
     HeldAck {
         /// Packet id.
         id: u16,
@@ -49,12 +55,13 @@ pub enum Out {
 struct Session {
     id: u64,
     subscribed: bool,
+    /// The latest desired state published for the device while this connection is up.
+    retained: Option<Arc<[u8]>>,
     out: mpsc::UnboundedSender<Out>,
 }
 
 #[derive(Default)]
 struct State {
-    retained: HashMap<String, Arc<[u8]>>,
     sessions: HashMap<String, Session>,
 }
 
@@ -68,7 +75,7 @@ pub struct Registration {
     pub rx: mpsc::UnboundedReceiver<Out>,
 }
 
-/// The devices connected to this server and their retained desired states.
+/// The devices connected to this server and the desired states kept for them.
 pub struct Hub {
     state: Mutex<State>,
     next_session: AtomicU64,
@@ -117,6 +124,7 @@ impl Hub {
             Session {
                 id: session,
                 subscribed: false,
+                retained: None,
                 out: out.clone(),
             },
         );
@@ -139,14 +147,13 @@ impl Hub {
         }
     }
 
-    /// The device subscribed to its desired topic: the retained desired state, if any, is
-    /// queued to it (after whatever the connection queued before, e.g. the SUBACK).
+    /// The device subscribed to its desired topic: the kept desired state, if any, is queued
+    /// to it (after whatever the connection queued before, e.g. the SUBACK).
     pub fn subscribe(&self, device: &str, session: u64) {
         let mut state = self.state();
-        let retained = state.retained.get(device).cloned();
         if let Some(s) = state.sessions.get_mut(device).filter(|s| s.id == session) {
             s.subscribed = true;
-            if let Some(payload) = retained {
+            if let Some(payload) = s.retained.clone() {
                 let _ = s.out.send(Out::Desired {
                     payload,
                     retained: true,
@@ -167,18 +174,25 @@ impl Hub {
         }
     }
 
-    /// Retains `payload` as `device`'s desired state and pushes it to the device if it is
-    /// connected here and subscribed.
+    /// Keeps `payload` as `device`'s desired state if the device is connected here, and pushes
+    /// it if the device has subscribed; for a device not connected here it is dropped.
     pub fn publish_desired(&self, device: &str, payload: Vec<u8>) {
-        let payload: Arc<[u8]> = payload.into();
         let mut state = self.state();
-        if let Some(s) = state.sessions.get(device).filter(|s| s.subscribed) {
-            let _ = s.out.send(Out::Desired {
-                payload: payload.clone(),
-                retained: false,
-            });
+        if let Some(s) = state.sessions.get_mut(device) {
+            let payload: Arc<[u8]> = payload.into();
+            if s.subscribed {
+                let _ = s.out.send(Out::Desired {
+                    payload: payload.clone(),
+                    retained: false,
+                });
+            }
+            s.retained = Some(payload);
         }
-        state.retained.insert(device.to_string(), payload);
+    }
+
+    /// Whether `device` is connected here (its desired states are worth signing here).
+    pub fn holds(&self, device: &str) -> bool {
+        self.state().sessions.contains_key(device)
     }
 
     /// Devices connected now.
@@ -217,10 +231,13 @@ mod tests {
     }
 
     #[test]
-    fn retained_then_live_desired_states_in_order() {
+    fn kept_then_live_desired_states_in_order() {
         let hub = Hub::new(Arc::default(), Arc::default());
-        hub.publish_desired("d1", b"v1".to_vec());
+        hub.publish_desired("d1", b"v0".to_vec());
+        assert!(!hub.holds("d1"), "not connected: nothing kept");
         let mut r = hub.connect("d1");
+        assert!(hub.holds("d1"));
+        hub.publish_desired("d1", b"v1".to_vec());
         hub.publish_desired("d1", b"v2".to_vec());
         assert!(r.rx.try_recv().is_err(), "nothing before SUBSCRIBE");
         hub.subscribe("d1", r.session);
@@ -235,6 +252,14 @@ mod tests {
         hub.unsubscribe("d1", r.session);
         hub.publish_desired("d1", b"v4".to_vec());
         assert!(r.rx.try_recv().is_err(), "unsubscribed");
+        assert!(hub.disconnect("d1", r.session));
+        let r = hub.connect("d1");
+        hub.subscribe("d1", r.session);
+        let mut rx = r.rx;
+        assert!(
+            rx.try_recv().is_err(),
+            "kept with the connection, not after it"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use edge_bundle::VerifyingKey;
-use edge_protocol::envelope::{decode_body, open_raw, EnvelopeError};
+use edge_protocol::envelope::{decode_body, open_raw, EnvelopeError, Header};
 use edge_protocol::{Events, Hello, Kind, Step, Telemetry};
 
 use crate::devices::{DeviceRecord, Reported, ReportedModel};
@@ -219,12 +219,15 @@ pub fn ingest<S: Store + ?Sized>(
     messages: Vec<Uplink>,
     now: u64,
 ) -> Result<Outcome, StoreError> {
+    // signatures checked before the lock, so that replicas verify side by side (a device's key
+    // is read again under the lock: a check made with another key is not used)
+    let verified = verify_signatures(records, &messages)?;
     // one replica at a time reads and rewrites the shared aggregates (optimistic retries alone
     // starve a replica when every batch touches the same hot phase and series records)
     let _exclusive = records.store().lock("ingest")?;
     let mut attempt = 0;
     loop {
-        match ingest_once(records, messages.clone(), now) {
+        match ingest_once(records, messages.clone(), &verified, now) {
             Err(StoreError::Conflict { table, key }) if attempt < CONFLICT_RETRIES => {
                 attempt += 1;
                 tracing::debug!(
@@ -239,9 +242,54 @@ pub fn ingest<S: Store + ?Sized>(
     }
 }
 
+/// A message whose signature checked out with a device's key: the key (hex, as the device
+/// record holds it), the authenticated header and the undecoded body.
+type Verified = Option<(String, Header, Vec<u8>)>;
+
+/// The messages of `messages` that open with their topic device's key, by position; the
+/// others (unknown devices, bad signatures, …) are `None` and refused under the lock.
+fn verify_signatures<S: Store + ?Sized>(
+    records: &Records<S>,
+    messages: &[Uplink],
+) -> Result<Vec<Verified>, StoreError> {
+    let mut ids: Vec<String> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Uplink::Up { device, .. } => Some(device.clone()),
+            Uplink::Status { .. } => None,
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut keys: HashMap<&str, String> = HashMap::new();
+    for (id, bytes) in ids
+        .iter()
+        .zip(records.store().get_many(Table::Devices, &ids)?)
+    {
+        if let Some(b) = bytes {
+            let d: DeviceRecord = crate::store::decode(Table::Devices, id, &b)?;
+            keys.insert(id, d.public_key);
+        }
+    }
+    Ok(messages
+        .iter()
+        .map(|m| {
+            let Uplink::Up { device, payload } = m else {
+                return None;
+            };
+            let hex_key = keys.get(device.as_str())?;
+            let key = parse_key(hex_key)?;
+            let (header, body) =
+                open_raw(payload, |sender| (sender == device).then_some(key)).ok()?;
+            Some((hex_key.clone(), header, body))
+        })
+        .collect())
+}
+
 fn ingest_once<S: Store + ?Sized>(
     records: &Records<S>,
     messages: Vec<Uplink>,
+    verified: &[Verified],
     now: u64,
 ) -> Result<Outcome, StoreError> {
     let rollouts: Vec<Rollout> = records
@@ -284,7 +332,7 @@ fn ingest_once<S: Store + ?Sized>(
         batch.devices.insert(id.clone(), device);
     }
     let mut out = Outcome::default();
-    for message in messages {
+    for (i, message) in messages.into_iter().enumerate() {
         match message {
             Uplink::Status { device, online } => {
                 if let Some(d) = batch.device(&device)? {
@@ -292,7 +340,10 @@ fn ingest_once<S: Store + ?Sized>(
                 }
             }
             Uplink::Up { device, payload } => {
-                match one(&mut batch, &rollouts, &device, &payload, now, &mut out)? {
+                let checked = verified.get(i).and_then(Option::as_ref);
+                match one(
+                    &mut batch, &rollouts, &device, &payload, checked, now, &mut out,
+                )? {
                     Ok(()) => out.accepted += 1,
                     Err(e) => out.dropped.push(e),
                 }
@@ -329,10 +380,11 @@ fn one<S: Store + ?Sized>(
     rollouts: &[Rollout],
     topic_device: &str,
     payload: &[u8],
+    checked: Option<&(String, Header, Vec<u8>)>,
     now: u64,
     out: &mut Outcome,
 ) -> Result<Result<(), Dropped>, StoreError> {
-    let (seq, body, device) = match open(batch, topic_device, payload, now)? {
+    let (seq, body, device) = match open(batch, topic_device, payload, checked, now)? {
         Ok(opened) => opened,
         Err(dropped) => return Ok(Err(dropped)),
     };
@@ -356,16 +408,25 @@ fn open<S: Store + ?Sized>(
     batch: &mut Batch<'_, S>,
     topic_device: &str,
     payload: &[u8],
+    checked: Option<&(String, Header, Vec<u8>)>,
     now: u64,
 ) -> Result<Result<(u64, Body, DeviceRecord), Dropped>, StoreError> {
     let Some(device) = batch.device(topic_device)? else {
         return Ok(Err(Dropped::UnknownDevice(topic_device.to_string())));
     };
-    let key = parse_key(&device.public_key);
-    let opened = open_raw(payload, |sender| {
-        // the key of the topic's device: a message signed by anyone else fails here
-        (sender == topic_device).then_some(key).flatten()
-    });
+    let opened = match checked {
+        // verified before the lock with the key the device still has
+        Some((key, header, body)) if *key == device.public_key => {
+            Ok((header.clone(), body.clone()))
+        }
+        _ => {
+            let key = parse_key(&device.public_key);
+            open_raw(payload, |sender| {
+                // the key of the topic's device: a message signed by anyone else fails here
+                (sender == topic_device).then_some(key).flatten()
+            })
+        }
+    };
     let (header, body) = match opened {
         Ok(v) => v,
         Err(EnvelopeError::UnknownSender(s)) if s != topic_device => {
