@@ -258,8 +258,15 @@ impl InstallTally {
 /// Merged telemetry of one rollout phase.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseAggregate {
-    /// Devices that reported.
+    /// Devices that reported (a phase's aggregate: the gate counts them, the dashboard checks
+    /// each device against them).
     pub devices: BTreeSet<String>,
+    /// Devices that reported, counted without their names (time-series points: a set of names
+    /// would make every ingest batch rewrite a record as large as the fleet). A minute counts
+    /// each device once (the device record knows its minutes); an hour keeps its busiest
+    /// minute's count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub device_count: u64,
     /// Predict calls.
     pub requests: u64,
     /// Failed calls.
@@ -311,11 +318,35 @@ fn merge_into(slot: &mut Option<Histogram>, h: &Histogram) {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl PhaseAggregate {
     /// Adds one device's window. A malformed window is refused whole (nothing merged): every
     /// check runs before anything changes (no copy of the aggregate, whose device set can be
     /// large).
     pub fn observe(&mut self, device: &str, w: &TelemetryWindow) -> Result<(), String> {
+        self.merge_window(w)?;
+        if !self.devices.contains(device) {
+            self.devices.insert(device.to_string());
+        }
+        Ok(())
+    }
+
+    /// Adds one device's window to a time-series point, counting the device if this is its
+    /// first window in the point's span (checked and refused whole as [`Self::observe`]).
+    pub fn observe_counted(
+        &mut self,
+        first_in_span: bool,
+        w: &TelemetryWindow,
+    ) -> Result<(), String> {
+        self.merge_window(w)?;
+        self.device_count += u64::from(first_in_span);
+        Ok(())
+    }
+
+    fn merge_window(&mut self, w: &TelemetryWindow) -> Result<(), String> {
         if w.errors > w.requests {
             return Err(format!("{} errors in {} requests", w.errors, w.requests));
         }
@@ -352,9 +383,6 @@ impl PhaseAggregate {
         self.errors = self.errors.saturating_add(w.errors);
         if let Some(f) = &w.feedback {
             self.feedback.get_or_insert_with(Default::default).merge(f);
-        }
-        if !self.devices.contains(device) {
-            self.devices.insert(device.to_string());
         }
         Ok(())
     }
@@ -415,6 +443,7 @@ impl PhaseAggregate {
         self.installs = self.installs.saturating_add(other.installs);
         self.install_failures = self.install_failures.saturating_add(other.install_failures);
         self.devices.extend(other.devices.iter().cloned());
+        self.device_count = self.device_count.max(other.device_count);
         if let Some(f) = &other.feedback {
             self.feedback.get_or_insert_with(Default::default).merge(f);
         }
@@ -441,7 +470,7 @@ impl PhaseAggregate {
         };
         PhaseHealth {
             devices: devices_in_phase,
-            reporting_devices: self.devices.len() as u64,
+            reporting_devices: self.devices.len() as u64 + self.device_count,
             installs,
             install_failures,
             requests: self.requests,

@@ -529,36 +529,51 @@ impl<S: Store + ?Sized> Batch<'_, S> {
                 reason,
             };
             let shadow = w.shadow.is_some();
-            let mut keys: Vec<String> = reaching(rollouts, device, &w.model, &w.version)
+            // (key, a time-series point): points count their devices without naming them
+            let mut keys: Vec<(String, bool)> = reaching(rollouts, device, &w.model, &w.version)
                 .filter(|r| window_end >= r.phase_started)
                 .flat_map(|r| {
                     [
-                        phase_key(&r.id, r.phase),
-                        series::minute_key(&series::rollout_series(&r.id, r.phase), now),
+                        (phase_key(&r.id, r.phase), false),
+                        (
+                            series::minute_key(&series::rollout_series(&r.id, r.phase), now),
+                            true,
+                        ),
                     ]
                 })
                 .collect();
             if !shadow {
-                keys.push(series::minute_key(
-                    &series::version_series(&w.model, &w.version),
-                    now,
+                keys.push((
+                    series::minute_key(&series::version_series(&w.model, &w.version), now),
+                    true,
                 ));
             }
-            let observe = |a: &mut PhaseAggregate| {
+            // the device's first window of this model and version in this minute (the device
+            // record keeps its recent minutes; earlier windows of this batch are in it)
+            let minute = now - now % 60;
+            let first_in_minute = !self
+                .device(&device.id)?
+                .expect("loaded by open")
+                .recent
+                .iter()
+                .any(|m| m.t == minute && m.model == w.model && m.version == w.version);
+            let observe = |a: &mut PhaseAggregate, point: bool| {
                 if shadow {
                     a.observe_shadow(&device.id, w)
+                } else if point {
+                    a.observe_counted(first_in_minute, w)
                 } else {
                     a.observe(&device.id, w)
                 }
             };
             // all or nothing per window: check it merges before touching any aggregate
-            if let Err(reason) = observe(&mut PhaseAggregate::default()) {
+            if let Err(reason) = observe(&mut PhaseAggregate::default(), false) {
                 out.dropped.push(refused(reason));
                 continue;
             }
             let mut merged = true;
-            for key in keys {
-                if let Err(reason) = observe(self.aggregate(key)?) {
+            for (key, point) in keys {
+                if let Err(reason) = observe(self.aggregate(key)?, point) {
                     // bins changed against earlier windows of this series
                     out.dropped.push(refused(reason));
                     merged = false;

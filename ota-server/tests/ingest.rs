@@ -358,3 +358,77 @@ fn replicas_sharing_a_store_count_every_message_once() {
         "every prediction in the phase aggregate once"
     );
 }
+
+#[test]
+fn time_series_points_count_devices_without_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::new(common::open_store(&dir.path().join("server.redb")));
+    let keys: Vec<SigningKey> = (1..=3).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let id = format!("dev-{i}");
+        records.put(Table::Devices, &id, &device(&id, k)).unwrap();
+    }
+    records.put(Table::Rollouts, "r-1", &lab_rollout()).unwrap();
+    let telemetry = |i: usize, seq: u64| {
+        up(
+            &format!("dev-{i}"),
+            seal(
+                &keys[i],
+                header(&format!("dev-{i}"), seq, Kind::Telemetry),
+                &Telemetry {
+                    windows: vec![window("2.0.0", 10, 0)],
+                },
+            ),
+        )
+    };
+    // minute 1,020: three devices, dev-0 twice (in one batch and again in the next)
+    let batch = vec![telemetry(0, 1), telemetry(1, 1), telemetry(0, 2)];
+    assert_eq!(ingest(&records, batch, 1_030).unwrap().windows, 3);
+    assert_eq!(
+        ingest(&records, vec![telemetry(2, 1), telemetry(0, 3)], 1_040)
+            .unwrap()
+            .windows,
+        2
+    );
+    // minute 1,080: one device
+    assert_eq!(
+        ingest(&records, vec![telemetry(1, 2)], 1_090)
+            .unwrap()
+            .windows,
+        1
+    );
+
+    let phase: PhaseAggregate = records
+        .get(Table::Telemetry, &phase_key("r-1", 0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        phase.devices.len(),
+        3,
+        "the phase's aggregate names its devices (the gate)"
+    );
+    for s in [
+        series::version_series("digits", "2.0.0"),
+        series::rollout_series("r-1", 0),
+    ] {
+        let points = series::points(&records, &s).unwrap();
+        let counted: Vec<(u64, u64, usize, u64)> = points
+            .iter()
+            .map(|p| {
+                let a = &p.aggregate;
+                (p.start, a.device_count, a.devices.len(), a.requests)
+            })
+            .collect();
+        assert_eq!(counted, [(1_020, 3, 0, 50), (1_080, 1, 0, 10)], "{s}");
+    }
+    // an hour point keeps its busiest minute's count
+    series::compact(&records, 1_000_000, Retention::default()).unwrap();
+    let hours = series::points(&records, &series::version_series("digits", "2.0.0")).unwrap();
+    assert_eq!(
+        hours
+            .iter()
+            .map(|p| (p.resolution, p.aggregate.device_count, p.aggregate.requests))
+            .collect::<Vec<_>>(),
+        [(3600, 3, 60)]
+    );
+}
