@@ -121,37 +121,86 @@ pub async fn artifact<S: Store + ?Sized + 'static>(
         },
     };
     let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
-    // only the requested part is read
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(start))?;
-        let mut buf = Vec::with_capacity((end + 1 - start) as usize);
-        f.take(if len == 0 { 0 } else { end + 1 - start })
-            .read_to_end(&mut buf)?;
-        Ok(buf)
-    })
-    .await;
-    let bytes = match read {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return internal(format!("artifact file: {e}")).into_response(),
-        Err(e) => return internal(e).into_response(),
-    };
+    // only the requested part is read, a chunk at a time
+    let body = file_body(path, start, if len == 0 { 0 } else { end + 1 - start });
+    let length = [(
+        header::CONTENT_LENGTH,
+        (if len == 0 { 0 } else { end + 1 - start }).to_string(),
+    )];
     match range {
-        None => (StatusCode::OK, base, Body::from(bytes)).into_response(),
+        None => (StatusCode::OK, base, length, body).into_response(),
         Some((start, end)) => (
             StatusCode::PARTIAL_CONTENT,
             base,
+            length,
             [(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))],
-            Body::from(bytes),
+            body,
         )
             .into_response(),
     }
 }
 
+/// Bytes of an artifact read at a time: a download in flight holds one chunk, not the bundle
+/// (bundles run to hundreds of MB, and a rollout phase opens thousands of downloads at once).
+const CHUNK: u64 = 64 * 1024;
+
+/// `count` bytes of the file at `path` from `start`, read a chunk at a time as the client takes
+/// them. An artifact is immutable once stored (content-addressed, renamed into place), so each
+/// chunk may open it again. A read error ends the body early: the client's digest check fails
+/// and it downloads again.
+fn file_body(path: std::path::PathBuf, start: u64, count: u64) -> Body {
+    let chunks =
+        futures_util::stream::unfold((path, start, count), |(path, at, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(CHUNK);
+            let file = path.clone();
+            let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut f = std::fs::File::open(&file)?;
+                f.seek(SeekFrom::Start(at))?;
+                let mut buf = vec![0; n as usize];
+                f.read_exact(&mut buf)?;
+                Ok(buf)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let left = if read.is_ok() { left - n } else { 0 };
+            Some((read, (path, at + n, left)))
+        });
+    Body::from_stream(chunks)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{file_body, parse_range, CHUNK};
+
+    #[tokio::test]
+    async fn artifacts_stream_in_chunks_whole_or_in_part() {
+        let dir = std::env::temp_dir().join(format!("edgefleet-artifact-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.efb");
+        let bytes: Vec<u8> = (0..(3 * CHUNK + 123))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let read = |start: u64, count: u64| {
+            let body = file_body(path.clone(), start, count);
+            async move { axum::body::to_bytes(body, usize::MAX).await }
+        };
+        assert_eq!(read(0, bytes.len() as u64).await.unwrap(), bytes);
+        let (start, count) = (CHUNK - 5, CHUNK + 10);
+        let part = read(start, count).await.unwrap();
+        assert_eq!(part, bytes[start as usize..(start + count) as usize]);
+        assert!(read(0, 0).await.unwrap().is_empty());
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            read(0, 10).await.is_err(),
+            "a read error ends the body with an error"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn ranges() {
