@@ -179,11 +179,12 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 tokio::spawn(fleet.clone().mqtt_task(link, uplink_tx, outgoing));
             }
         }
-        tokio::spawn(
-            fleet
-                .clone()
-                .engine_task(config.tick, config.retention, config.lease_ttl),
-        );
+        let f = fleet.clone();
+        let (tick, retention, ttl) = (config.tick, config.retention, config.lease_ttl);
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || f.engine_loop(tick, retention, ttl))
+            .expect("spawn engine thread");
         if follows_feed {
             tokio::spawn(fleet.clone().feed_task());
         }
@@ -439,29 +440,30 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         Ok(held.is_some())
     }
 
-    async fn engine_task(self: Arc<Self>, tick: Duration, retention: Retention, ttl: Duration) {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// The engine's own thread: every tick it renews (or takes) the lease and, leading, steps
+    /// the engine. Not tokio's blocking pool, whose queue fills with artifact reads and token
+    /// checks when thousands of devices download at once: a renewal waiting there let the lease
+    /// lapse under load (measured at 100,000 devices, docs/benchmarks.md).
+    fn engine_loop(self: Arc<Self>, tick: Duration, retention: Retention, ttl: Duration) {
         let mut last_compaction = 0u64;
+        let mut next = Instant::now();
         loop {
-            interval.tick().await;
-            let f = self.clone();
+            next += tick;
             let compact = (self.now)() >= last_compaction + 60;
-            let result = tokio::task::spawn_blocking(move || {
-                if !f.hold_lease(ttl)? {
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if !self.hold_lease(ttl)? {
                     return Ok(None);
                 }
-                let report = f.run_engine_once()?;
+                let report = self.run_engine_once()?;
                 if compact {
-                    let done = series::compact(&f.records, (f.now)(), retention)?;
+                    let done = series::compact(&self.records, (self.now)(), retention)?;
                     if done != Default::default() {
                         tracing::debug!(?done, "telemetry series compacted");
                     }
                 }
                 Ok::<_, StoreError>(Some(report))
-            })
-            .await;
-            match result {
+            }));
+            match step {
                 Ok(Ok(None)) => {}
                 Ok(Ok(Some(_))) => {
                     Metrics::add(&self.metrics.engine_steps, 1);
@@ -473,10 +475,17 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                     Metrics::add(&self.metrics.engine_errors, 1);
                     tracing::error!(error = %e, "engine step failed; retrying next tick");
                 }
-                Err(e) => {
+                Err(_) => {
                     Metrics::add(&self.metrics.engine_errors, 1);
-                    tracing::error!(error = %e, "engine step panicked");
+                    tracing::error!("engine step panicked; retrying next tick");
                 }
+            }
+            // a step longer than a tick: the next one starts at once, and the ticks it missed
+            // are not made up
+            let now = Instant::now();
+            match next.checked_duration_since(now) {
+                Some(wait) => std::thread::sleep(wait),
+                None => next = now,
             }
         }
     }
