@@ -442,8 +442,9 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
 
     /// The engine's own thread: every tick it renews (or takes) the lease and, leading, steps
     /// the engine. Not tokio's blocking pool, whose queue fills with artifact reads and token
-    /// checks when thousands of devices download at once: a renewal waiting there let the lease
-    /// lapse under load (measured at 100,000 devices, docs/benchmarks.md).
+    /// checks when thousands of devices download at once, so a renewal never waits for a
+    /// thread. (A step longer than the lease still loses it: seen at 100,000 devices,
+    /// docs/benchmarks.md.)
     fn engine_loop(self: Arc<Self>, tick: Duration, retention: Retention, ttl: Duration) {
         let mut last_compaction = 0u64;
         let mut next = Instant::now();

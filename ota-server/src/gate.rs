@@ -823,6 +823,11 @@ mod tests {
             .collect()
     }
 
+    /// The body of a QoS 1 PUBLISH.
+    fn qos1(topic: &str, id: u16, payload: &[u8]) -> Vec<u8> {
+        [string(topic), id.to_be_bytes().to_vec(), payload.to_vec()].concat()
+    }
+
     fn hello(device: &str, seq: u64) -> Vec<u8> {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
         let header = edge_protocol::envelope::Header {
@@ -869,16 +874,11 @@ mod tests {
             .await;
 
         // status: acknowledged at once; a message on `up`: only once the ingest committed it
-        let status = [
-            string(&topics::status("dev-1")),
-            vec![0, 1],
-            b"online".to_vec(),
-        ]
-        .concat();
-        d.send(0x32, status).await;
+        d.send(0x32, qos1(&topics::status("dev-1"), 1, b"online"))
+            .await;
         assert_eq!(d.next().await.unwrap().body, vec![0, 1]);
-        let up = [string(&topics::up("dev-1")), vec![0, 2], hello("dev-1", 5)].concat();
-        d.send(0x32, up).await;
+        d.send(0x32, qos1(&topics::up("dev-1"), 2, &hello("dev-1", 5)))
+            .await;
         assert!(
             d.quiet().await,
             "PUBACK held until the ingest commits seq 5"
@@ -888,13 +888,8 @@ mod tests {
         hub.publish_desired("dev-1", b"desired v3".to_vec());
         let live = d.next().await.unwrap();
         assert_eq!(parse_publish(&live).unwrap().payload, b"desired v3");
-        let status = [
-            string(&topics::status("dev-1")),
-            vec![0, 4],
-            b"online".to_vec(),
-        ]
-        .concat();
-        d.send(0x32, status).await;
+        d.send(0x32, qos1(&topics::status("dev-1"), 4, b"online"))
+            .await;
         assert!(
             d.quiet().await,
             "the status PUBACK waits for the one before it"
@@ -935,8 +930,7 @@ mod tests {
         assert_eq!(uplinks(&rx), vec!["dev-1 online=false"]);
         // QoS 2 is refused by closing
         let (mut d5, _) = connect(&hub, "dev-1", 30).await;
-        let qos2 = [string(&topics::up("dev-1")), vec![0, 3], b"x".to_vec()].concat();
-        d5.send(0x34, qos2).await;
+        d5.send(0x34, qos1(&topics::up("dev-1"), 3, b"x")).await;
         assert!(d5.next().await.is_none());
     }
 }
