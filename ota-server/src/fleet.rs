@@ -78,9 +78,9 @@ pub struct FleetConfig {
     /// message per batch would spend a core on rewrites; gathering for a few tens of
     /// milliseconds keeps the batch count, not the message count, bounded.
     pub batch_wait: Duration,
-    /// Set while the fleet loop listens to devices (the hub's client connected and subscribed,
-    /// or the hub attached; the gate admits devices only then: a hello sent before the server
-    /// listens would be lost).
+    /// Set while the fleet loop listens to devices (the hub attached, or the client connected
+    /// to the broker and subscribed; the gate admits devices only then: a hello sent before the
+    /// server listens would be lost).
     pub ready: Arc<AtomicBool>,
     /// This server's name among replicas (the engine lease's holder).
     pub replica: String,
@@ -264,13 +264,22 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 crate::store::decode(Table::Desired, device, bytes).map(|r| (device.clone(), r))
             })
             .collect::<Result<_, _>>()?;
-        let signed =
-            crate::director::sign_all(&self.records, &self.director, &desired, (self.now)())?;
+        self.sign_and_send(&desired, (self.now)())?;
+        Ok(desired.len())
+    }
+
+    /// Desired states signed in one block (as of `now`) and handed to the transport.
+    fn sign_and_send(
+        &self,
+        desired: &[(String, DesiredRecord)],
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let signed = crate::director::sign_all(&self.records, &self.director, desired, now)?;
         Metrics::add(&self.metrics.desired_published, signed.len() as u64);
         for ((device, _), bytes) in desired.iter().zip(signed) {
-            let _ = self.publish.send((device.to_string(), bytes));
+            let _ = self.publish.send((device.clone(), bytes));
         }
-        Ok(desired.len())
+        Ok(())
     }
 
     fn send_desired(&self, device: &str, record: &DesiredRecord) -> Result<(), StoreError> {
@@ -322,11 +331,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 .filter(|(device, _)| self.delivers_to(device))
                 .cloned()
                 .collect();
-            let signed = crate::director::sign_all(&self.records, &self.director, &desired, now)?;
-            Metrics::add(&self.metrics.desired_published, signed.len() as u64);
-            for ((device, _), bytes) in desired.iter().zip(signed) {
-                let _ = self.publish.send((device.to_string(), bytes));
-            }
+            self.sign_and_send(&desired, now)?;
         }
         Ok(report)
     }
@@ -491,8 +496,8 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         }
     }
 
-    /// The hub: its devices' messages reach the ingest queue directly; desired states are
-    /// retained there and pushed to connected devices.
+    /// The hub: its devices' messages reach the ingest queue directly; desired states are kept
+    /// with their devices' connections and pushed to them.
     async fn hub_task(
         self: Arc<Self>,
         hub: Arc<Hub>,

@@ -12,8 +12,9 @@
 //!   3.1.1 has no way to refuse a single publish). Publishes go to the ingest through the
 //!   [`crate::hub`]; the PUBACK of a message on the `up` topic is held until the ingest has
 //!   committed it ([`crate::acks`]): the device keeps a message in its outbox until it is in the
-//!   store, so a server killed in between loses nothing (after a minute without the commit the
-//!   gate closes the connection and the device sends the message again);
+//!   store, so a server killed in between loses nothing (if the ingest gives the message up,
+//!   or after `ACK_WAIT`, 15 minutes, without the commit, the gate closes the connection and
+//!   the device sends the message again);
 //! - sends the device its desired states from the hub (the retained one when it subscribes,
 //!   later ones as they are published), answers pings, and publishes the device's will if it
 //!   vanishes without DISCONNECT (or stays silent past 1.5 keep-alive periods);
@@ -115,19 +116,6 @@ impl Packet {
 /// ([`IngestAcks::failed`]); a late one (the ingest behind under load) is waited for, since
 /// closing would bring the same messages back and deepen the backlog.
 const ACK_WAIT: Duration = Duration::from_secs(15 * 60);
-
-/// The packet id and claimed sequence number of a QoS 1 PUBLISH on `device`'s up topic.
-fn held_publish(device: &str, p: &Packet) -> Option<(u16, u64)> {
-    if p.kind() != 3 || (p.first >> 1) & 3 != 1 {
-        return None;
-    }
-    let mut f = Fields(&p.body);
-    if f.string().ok()? != topics::up(device) {
-        return None;
-    }
-    let id = f.u16().ok()?;
-    Some((id, edge_protocol::envelope::unverified_seq(f.0)?))
-}
 
 /// Reads one packet; `Ok(None)` at a clean end of stream.
 async fn read_packet<R: AsyncRead + Unpin>(
@@ -310,7 +298,7 @@ fn connack(code: u8) -> [u8; 4] {
     [0x20, 2, 0, code]
 }
 
-/// A PUBACK, SUBACK-less acknowledgement packet of kind `first` for packet `id`.
+/// A two-byte acknowledgement (PUBACK 0x40, UNSUBACK 0xb0) of packet `id`.
 fn ack(first: u8, id: u16) -> Vec<u8> {
     let [hi, lo] = id.to_be_bytes();
     vec![first, 2, hi, lo]
@@ -408,18 +396,14 @@ async fn write_to_device<W: AsyncWrite + Unpin>(
         };
         let bytes = match out {
             None | Some(Out::Close) => break,
-            Some(Out::Packet(bytes)) if bytes.first() == Some(&0x40) && bytes.len() == 4 => {
-                owed.push_back((u16::from_be_bytes([bytes[2], bytes[3]]), None));
-                continue;
-            }
             Some(Out::Packet(bytes)) => bytes,
             Some(Out::Desired { payload, retained }) => {
                 next_id = next_id.checked_add(1).unwrap_or(1);
                 publish_packet(&topic, next_id, &payload, retained)
             }
-            Some(Out::HeldAck { id, seq }) => {
+            Some(Out::Puback { id, seq }) => {
                 let deadline = tokio::time::Instant::now() + ACK_WAIT;
-                owed.push_back((id, Some((seq, deadline))));
+                owed.push_back((id, seq.map(|seq| (seq, deadline))));
                 continue;
             }
         };
@@ -505,6 +489,7 @@ where
         0 => Duration::from_secs(24 * 3600),
         s => Duration::from_millis(u64::from(s) * 1500),
     };
+    let (up_topic, status_topic) = (topics::up(&device), topics::status(&device));
     let mut bucket = limits.publish_burst;
     let mut refilled = Instant::now();
     let mut clean = false;
@@ -540,8 +525,8 @@ where
                     Ok(p) => p,
                     Err(e) => break Err(e),
                 };
-                let held = held_publish(&device, &packet);
-                let message = if publish.topic == topics::status(&device) {
+                let on_up = publish.topic == up_topic;
+                let message = if publish.topic == status_topic {
                     Uplink::Status {
                         device: device.clone(),
                         online: publish.payload == b"online",
@@ -555,20 +540,22 @@ where
                 if !hub.uplink(message).await {
                     break Ok(()); // shutting down: unacknowledged, the device sends it again
                 }
-                match (publish.qos, held) {
-                    (0, _) => None,
-                    (_, Some((id, seq))) => Some(Out::HeldAck { id, seq }),
-                    _ => Some(Out::Packet(ack(0x40, publish.id))),
-                }
+                (publish.qos == 1).then(|| Out::Puback {
+                    id: publish.id,
+                    // a message on `up` is acknowledged once committed (a status at once)
+                    seq: on_up
+                        .then(|| edge_protocol::envelope::unverified_seq(publish.payload))
+                        .flatten(),
+                })
             }
             8 => {
                 let mut f = Fields(&packet.body);
                 let id = f.u16().unwrap_or(0);
                 let granted = subscribe_filters(&packet.body).map_or(0, |f| f.len());
-                let mut suback = vec![0x90, 2 + granted as u8];
-                suback.extend_from_slice(&id.to_be_bytes());
-                suback.extend(std::iter::repeat_n(1u8, granted));
-                let _ = session.out.send(Out::Packet(suback));
+                let mut body = id.to_be_bytes().to_vec();
+                body.extend(std::iter::repeat_n(1u8, granted)); // QoS 1 for each filter
+                let suback = Packet { first: 0x90, body };
+                let _ = session.out.send(Out::Packet(suback.encode()));
                 hub.subscribe(&device, session.session);
                 None
             }
@@ -605,7 +592,7 @@ where
             .await;
     }
     if !writer.is_finished() {
-        // let the queued replies (a CONNACK refusal, PUBACKs) go out, briefly
+        // let the replies already due (PUBACKs of committed messages) go out, briefly
         let _ = session.out.send(Out::Close);
         if tokio::time::timeout(Duration::from_secs(1), &mut writer)
             .await

@@ -30,7 +30,7 @@ use crate::ingest::Uplink;
 /// What a connection's writer sends to its device, in order.
 #[derive(Debug)]
 pub enum Out {
-    /// An encoded MQTT packet (CONNACK, SUBACK, PUBACK, PINGRESP, …).
+    /// An encoded MQTT packet (CONNACK, SUBACK, UNSUBACK, PINGRESP).
     Packet(Vec<u8>),
     /// A signed desired state for the device's desired topic (QoS 1); `retained` when it is the
     /// retained one answering a SUBSCRIBE.
@@ -40,13 +40,14 @@ pub enum Out {
         /// Sent with the retain flag.
         retained: bool,
     },
-    /// The PUBACK of the device's message `seq` (packet `id`), once the ingest committed it
-    /// (after the PUBACKs queued before it; desired states do not wait for it).
-    HeldAck {
+    /// The PUBACK of the device's publish `id`, after the PUBACKs queued before it (MQTT keeps
+    /// them in order); with `seq`, only once the ingest has committed that message. Desired
+    /// states do not wait for it.
+    Puback {
         /// Packet id.
         id: u16,
-        /// The message's sequence number.
-        seq: u64,
+        /// The sequence number of the message on the device's `up` topic it acknowledges.
+        seq: Option<u64>,
     },
     /// Close the connection (another connection took the device over).
     Close,

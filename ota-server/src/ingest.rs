@@ -261,14 +261,17 @@ fn verify_signatures<S: Store + ?Sized>(
         .collect();
     ids.sort();
     ids.dedup();
-    let mut keys: HashMap<&str, String> = HashMap::new();
+    // each device's key, as stored (hex) and parsed
+    let mut keys: HashMap<&str, (String, VerifyingKey)> = HashMap::new();
     for (id, bytes) in ids
         .iter()
         .zip(records.store().get_many(Table::Devices, &ids)?)
     {
         if let Some(b) = bytes {
             let d: DeviceRecord = crate::store::decode(Table::Devices, id, &b)?;
-            keys.insert(id, d.public_key);
+            if let Some(key) = parse_key(&d.public_key) {
+                keys.insert(id, (d.public_key, key));
+            }
         }
     }
     Ok(messages
@@ -277,10 +280,9 @@ fn verify_signatures<S: Store + ?Sized>(
             let Uplink::Up { device, payload } = m else {
                 return None;
             };
-            let hex_key = keys.get(device.as_str())?;
-            let key = parse_key(hex_key)?;
+            let (hex_key, key) = keys.get(device.as_str())?;
             let (header, body) =
-                open_raw(payload, |sender| (sender == device).then_some(key)).ok()?;
+                open_raw(payload, |sender| (sender == device).then_some(*key)).ok()?;
             Some((hex_key.clone(), header, body))
         })
         .collect())

@@ -122,11 +122,9 @@ pub async fn artifact<S: Store + ?Sized + 'static>(
     };
     let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
     // only the requested part is read, a chunk at a time
-    let body = file_body(path, start, if len == 0 { 0 } else { end + 1 - start });
-    let length = [(
-        header::CONTENT_LENGTH,
-        (if len == 0 { 0 } else { end + 1 - start }).to_string(),
-    )];
+    let count = if len == 0 { 0 } else { end + 1 - start };
+    let body = file_body(path, start, count);
+    let length = [(header::CONTENT_LENGTH, count.to_string())];
     match range {
         None => (StatusCode::OK, base, length, body).into_response(),
         Some((start, end)) => (
