@@ -48,17 +48,6 @@ fn desired_model(t: &Target) -> DesiredModel {
     }
 }
 
-/// Signs `device`'s desired state at `now` with the next director sequence number.
-pub fn sign<S: Store + ?Sized>(
-    records: &Records<S>,
-    key: &SigningKey,
-    device: &str,
-    record: &DesiredRecord,
-    now: u64,
-) -> Result<Vec<u8>, StoreError> {
-    Ok(sign_all(records, key, &[(device.to_string(), record.clone())], now)?.remove(0))
-}
-
 /// Signs many desired states with consecutive sequence numbers reserved in one store commit
 /// (an engine step over a large fleet would otherwise commit once per device).
 pub fn sign_all<S: Store + ?Sized>(

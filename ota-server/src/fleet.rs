@@ -16,7 +16,8 @@
 //!   lost its retained messages.
 //!
 //! Replicas (several servers on one PostgreSQL store): the engine runs on the one holding the
-//! store's `engine` lease, renewed every tick, its writes fenced with the lease's token; the
+//! store's `engine` lease, renewed every tick (and beside a long step, within a bound:
+//! [`crate::lease`]), its writes fenced with the lease's token; the
 //! others serve the API, the artifacts and their own devices. Every replica follows the store's
 //! feed of desired states ([`Store::desired_after`]) and publishes those of its devices to its
 //! hub, so a device gets its desired state whichever replica it is connected to, now or
@@ -36,6 +37,7 @@ use crate::bundles::Bundles;
 use crate::engine::{self, DesiredRecord};
 use crate::hub::Hub;
 use crate::ingest::{ingest, Dropped, Uplink};
+use crate::lease::{Keep, LeaseKeeper};
 use crate::metrics::Metrics;
 use crate::series::{self, Retention};
 use crate::store::{Records, Store, StoreError, Table};
@@ -111,6 +113,8 @@ pub struct Fleet<S: Store + ?Sized> {
     engine: std::sync::Mutex<engine::Engine>,
     /// This replica holds the engine lease now.
     leading: AtomicBool,
+    /// Renews the engine lease beside a long step.
+    keeper: LeaseKeeper,
     /// The store has a feed of desired states: every replica publishes from it, the engine
     /// does not publish itself.
     follows_feed: bool,
@@ -155,6 +159,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             connected: config.ready.clone(),
             engine: Default::default(),
             leading: AtomicBool::new(false),
+            keeper: LeaseKeeper::new(ENGINE_LEASE, &config.replica, config.lease_ttl),
             follows_feed,
             feed_from_start: AtomicBool::new(true),
             replica: config.replica.clone(),
@@ -185,6 +190,11 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             .name("engine".into())
             .spawn(move || f.engine_loop(tick, retention, ttl))
             .expect("spawn engine thread");
+        let f = fleet.clone();
+        std::thread::Builder::new()
+            .name("lease".into())
+            .spawn(move || f.lease_loop())
+            .expect("spawn lease thread");
         if follows_feed {
             tokio::spawn(fleet.clone().feed_task());
         }
@@ -282,20 +292,22 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         Ok(())
     }
 
-    fn send_desired(&self, device: &str, record: &DesiredRecord) -> Result<(), StoreError> {
-        let bytes =
-            crate::director::sign(&self.records, &self.director, device, record, (self.now)())?;
-        Metrics::add(&self.metrics.desired_published, 1);
-        let _ = self.publish.send((device.to_string(), bytes));
-        Ok(())
-    }
-
-    /// Re-publishes a device's stored desired state (after its hello).
-    fn republish(&self, device: &str) -> Result<(), StoreError> {
-        if let Some(record) = self.records.get::<DesiredRecord>(Table::Desired, device)? {
-            self.send_desired(device, &record)?;
+    /// Re-publishes the stored desired states of devices that said hello: one read and one
+    /// signing (one sequence reservation) for all of them, not a round trip each (a
+    /// reconnecting fleet says hello thousands of times a second).
+    fn republish(&self, devices: &[String]) -> Result<(), StoreError> {
+        let mut devices = devices.to_vec();
+        devices.sort();
+        devices.dedup();
+        let stored = self.records.store().get_many(Table::Desired, &devices)?;
+        let mut desired = Vec::new();
+        for (device, bytes) in devices.iter().zip(stored) {
+            if let Some(b) = bytes {
+                let record: DesiredRecord = crate::store::decode(Table::Desired, device, &b)?;
+                desired.push((device.clone(), record));
+            }
         }
-        Ok(())
+        self.sign_and_send(&desired, (self.now)())
     }
 
     /// Publishes every stored desired state (at each broker connect), signed in blocks.
@@ -386,6 +398,7 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 Ok(out) => {
                     let m = &self.metrics;
                     Metrics::add(&m.ingest_batches, 1);
+                    Metrics::add(&m.ingest_lock_wait_micros, out.lock_wait.as_micros() as u64);
                     Metrics::add(&m.messages_accepted, out.accepted as u64);
                     Metrics::add(&m.windows_merged, out.windows as u64);
                     Metrics::add(&m.messages_dropped, out.dropped.len() as u64);
@@ -397,10 +410,9 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                             tracing::warn!(reason = %d, "device message dropped");
                         }
                     }
-                    for device in &out.hellos {
-                        if let Err(e) = self.republish(device) {
-                            tracing::error!(error = %e, device = %device, "re-publishing desired state");
-                        }
+                    if let Err(e) = self.republish(&out.hellos) {
+                        tracing::error!(error = %e, devices = out.hellos.len(),
+                            "re-publishing desired states after hellos");
                     }
                 }
                 Err(e) => {
@@ -417,8 +429,8 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         }
     }
 
-    /// Takes or renews the engine lease: whether this replica leads now.
-    fn hold_lease(&self, ttl: Duration) -> Result<bool, StoreError> {
+    /// Takes or renews the engine lease: its fencing token while this replica leads.
+    fn hold_lease(&self, ttl: Duration) -> Result<Option<u64>, StoreError> {
         let held = self
             .records
             .store()
@@ -442,14 +454,44 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
                 engine.follow();
             }
         }
-        Ok(held.is_some())
+        Ok(held)
+    }
+
+    /// The lease keeper's thread: three times a lease it renews the lease under a running
+    /// step (within the keeper's bound), and marks this replica a follower when the lease
+    /// went elsewhere meanwhile (the step's writes are fenced; the engine thread's next
+    /// renewal drops what the engine remembers).
+    fn lease_loop(self: Arc<Self>) {
+        let mut warned_overdue = false;
+        loop {
+            std::thread::sleep(self.keeper.period());
+            match self.keeper.keep(self.records.store()) {
+                Ok(Keep::Idle) | Ok(Keep::Renewed) => warned_overdue = false,
+                Ok(Keep::Overdue(age)) => {
+                    if !warned_overdue {
+                        tracing::warn!(replica = %self.replica, step_seconds = age.as_secs(),
+                            bound_seconds = self.keeper.bound().as_secs(),
+                            "engine step past its bound: the lease is left to expire, \
+                             another replica takes over");
+                        warned_overdue = true;
+                    }
+                }
+                Ok(Keep::Lost) => {
+                    if self.leading.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(replica = %self.replica,
+                            "lost the engine lease during a step; its writes are fenced");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "engine lease not renewed beside the step"),
+            }
+        }
     }
 
     /// The engine's own thread: every tick it renews (or takes) the lease and, leading, steps
     /// the engine. Not tokio's blocking pool, whose queue fills with artifact reads and token
     /// checks when thousands of devices download at once, so a renewal never waits for a
-    /// thread. (A step longer than the lease still loses it: seen at 100,000 devices,
-    /// docs/benchmarks.md.)
+    /// thread. A step longer than a lease keeps it through the [`LeaseKeeper`], within its
+    /// bound.
     fn engine_loop(self: Arc<Self>, tick: Duration, retention: Retention, ttl: Duration) {
         let mut last_compaction = 0u64;
         let mut next = Instant::now();
@@ -457,10 +499,20 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
             next += tick;
             let compact = (self.now)() >= last_compaction + 60;
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if !self.hold_lease(ttl)? {
+                let Some(token) = self.hold_lease(ttl)? else {
                     return Ok(None);
+                };
+                let step = self.keeper.stepping(token);
+                let report = self.run_engine_once();
+                if step.elapsed() > ttl {
+                    tracing::warn!(
+                        step_seconds = step.elapsed().as_secs_f64(),
+                        lease_seconds = ttl.as_secs(),
+                        "engine step outlasted a lease"
+                    );
                 }
-                let report = self.run_engine_once()?;
+                drop(step);
+                let report = report?;
                 if compact {
                     let done = series::compact(&self.records, (self.now)(), retention)?;
                     if done != Default::default() {

@@ -537,7 +537,13 @@ where
                         payload: publish.payload.to_vec(),
                     }
                 };
-                if !hub.uplink(message).await {
+                // a full ingest queue holds the read (TCP backpressure), but not a connection
+                // that another one of the device's took over: its descriptor goes at once
+                let handed = tokio::select! {
+                    handed = hub.uplink(message) => handed,
+                    _ = &mut writer => break Ok(()),
+                };
+                if !handed {
                     break Ok(()); // shutting down: unacknowledged, the device sends it again
                 }
                 (publish.qos == 1).then(|| Out::Puback {
@@ -919,5 +925,44 @@ mod tests {
         let (mut d5, _) = connect(&hub, "dev-1", 30).await;
         d5.send(0x34, qos1(&topics::up("dev-1"), 3, b"x")).await;
         assert!(d5.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_taken_over_closes_while_the_ingest_queue_is_full() {
+        let ready = Arc::new(AtomicBool::new(true));
+        let hub = Arc::new(Hub::new(ready, Arc::default()));
+        // a queue of one that nobody drains: the ingest is behind
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        hub.attach(tx);
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let auth: DeviceAuth = Arc::new(|_, token| token == "efd_token");
+        let first = tokio::spawn(serve_connection(
+            theirs,
+            hub.clone(),
+            auth,
+            Limits::default(),
+        ));
+        let mut d = Device { io: ours };
+        d.send(0x10, connect_body("dev-1", 30, true)).await;
+        assert_eq!(d.next().await.unwrap().body[1], 0);
+        d.send(0x32, qos1(&topics::up("dev-1"), 1, &hello("dev-1", 1)))
+            .await;
+        d.send(0x32, qos1(&topics::up("dev-1"), 2, &hello("dev-1", 2)))
+            .await;
+        // the second message waits for room in the queue; the device connects again
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_d2, code) = connect(&hub, "dev-1", 30).await;
+        assert_eq!(code, 0);
+        // the first connection's task ends (its descriptor goes), the queue still full
+        let ended = tokio::time::timeout(Duration::from_secs(3), first).await;
+        assert!(
+            ended.is_ok(),
+            "the connection taken over is closed at once, not held by the full queue"
+        );
+        assert_eq!(
+            uplinks(&rx).len(),
+            1,
+            "only the first message reached the queue"
+        );
     }
 }

@@ -97,6 +97,8 @@ pub struct Outcome {
     pub dropped: Vec<Dropped>,
     /// Devices that said hello: their desired state is to be re-published.
     pub hellos: Vec<String>,
+    /// How long the batch waited for the cluster-wide ingest lock.
+    pub lock_wait: std::time::Duration,
 }
 
 /// The stored form of one events message.
@@ -224,10 +226,13 @@ pub fn ingest<S: Store + ?Sized>(
     let verified = verify_signatures(records, &messages)?;
     // one replica at a time reads and rewrites the shared aggregates (optimistic retries alone
     // starve a replica when every batch touches the same hot phase and series records)
+    let waited = std::time::Instant::now();
     let _exclusive = records.store().lock("ingest")?;
+    let lock_wait = waited.elapsed();
     let mut attempt = 0;
     loop {
         match ingest_once(records, messages.clone(), &verified, now) {
+            Ok(out) => return Ok(Outcome { lock_wait, ..out }),
             Err(StoreError::Conflict { table, key }) if attempt < CONFLICT_RETRIES => {
                 attempt += 1;
                 tracing::debug!(

@@ -16,6 +16,7 @@
 //! | [`ingest`] | device messages in: verified, de-duplicated, aggregated, one commit per batch |
 //! | [`series`] | telemetry time series, retention and downsampling |
 //! | [`fleet`] | the running loop: its device hub or broker client, ingest worker, engine timer |
+//! | [`lease`] | the engine lease kept beside a long step, within a bound |
 //! | [`hub`] | the devices connected here, their retained desired states, the way to the ingest |
 //! | [`gate`] | the devices' MQTT front door: MQTT ends here; authentication, topic ACLs, rate limit |
 //! | [`store`] | the `Store` trait (tables of JSON records) and its redb backend |
@@ -46,6 +47,7 @@ pub mod health;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub use http::openapi;

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub ingest_batches: AtomicU64,
     /// Microseconds spent ingesting.
     pub ingest_micros: AtomicU64,
+    /// Of those, microseconds waiting for the cluster-wide ingest lock.
+    pub ingest_lock_wait_micros: AtomicU64,
     /// Desired states signed and published.
     pub desired_published: AtomicU64,
     /// Engine steps run.
@@ -43,7 +45,7 @@ impl Metrics {
     /// The counters in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "edgefleet_messages_accepted_total",
                 "Device messages accepted.",
@@ -73,6 +75,11 @@ impl Metrics {
                 "edgefleet_ingest_seconds_total",
                 "Time spent ingesting.",
                 &self.ingest_micros,
+            ),
+            (
+                "edgefleet_ingest_lock_wait_seconds_total",
+                "Of the time spent ingesting, the wait for the cluster-wide ingest lock.",
+                &self.ingest_lock_wait_micros,
             ),
             (
                 "edgefleet_desired_published_total",
@@ -108,7 +115,7 @@ impl Metrics {
         for (name, help, value) in counters {
             let v = value.load(Ordering::Relaxed);
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            if name == "edgefleet_ingest_seconds_total" {
+            if name.ends_with("_seconds_total") {
                 let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
             } else {
                 let _ = writeln!(out, "{name} {v}");
