@@ -10,7 +10,10 @@
 //! - parses every packet the device sends: a PUBLISH only to its `up` or `status` topic (QoS 0
 //!   or 1), a SUBSCRIBE only to its `desired` topic; anything else closes the connection (MQTT
 //!   3.1.1 has no way to refuse a single publish). Publishes go to the ingest through the
-//!   [`crate::hub`]; the PUBACK of a message on the `up` topic is held until the ingest has
+//!   [`crate::hub`]; while its queue is full the gate reads up to 16 publishes ahead and goes
+//!   on answering pings (a device whose pings went unanswered would reconnect, and a fleet
+//!   reconnecting at once is the storm that a slow ingest must not start), then stops
+//!   reading; the PUBACK of a message on the `up` topic is held until the ingest has
 //!   committed it ([`crate::acks`]): the device keeps a message in its outbox until it is in the
 //!   store, so a server killed in between loses nothing (if the ingest gives the message up,
 //!   or after `ACK_WAIT`, 15 minutes, without the commit, the gate closes the connection and
@@ -23,6 +26,7 @@
 //!
 //! The gate runs over any byte stream: with TLS (the default) it wraps the accepted socket.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +122,20 @@ impl Packet {
 const ACK_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// Reads one packet; `Ok(None)` at a clean end of stream.
+/// [`read_packet`] owning its reader and handing it back, so that a read in progress can stay
+/// pending across the connection loop's other work (a dropped read would lose bytes).
+async fn read_owned<R: AsyncRead + Unpin>(
+    mut r: R,
+    max: usize,
+) -> (R, Result<Option<Packet>, Refused>) {
+    let packet = read_packet(&mut r, max).await;
+    (r, packet)
+}
+
+/// Publishes a connection reads ahead of a full ingest queue before it stops reading (TCP
+/// backpressure then slows the device down).
+const PENDING_PUBLISHES: usize = 16;
+
 async fn read_packet<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -477,7 +495,7 @@ where
     }
     let session = hub.connect(&device);
     let _ = session.out.send(Out::Packet(connack(0).to_vec()));
-    let (mut client_rx, client_tx) = tokio::io::split(client);
+    let (client_rx, client_tx) = tokio::io::split(client);
     let mut writer = tokio::spawn(write_to_device(
         client_tx,
         session.rx,
@@ -493,16 +511,51 @@ where
     let mut bucket = limits.publish_burst;
     let mut refilled = Instant::now();
     let mut clean = false;
+    // publishes read but not yet in the ingest queue, with the reply each owes once it is: the
+    // loop goes on reading (and answering pings) while the ingest is behind, up to a bound,
+    // so a slow ingest delays acknowledgements instead of timing devices out
+    let mut pending: VecDeque<(Uplink, Option<Out>)> = VecDeque::new();
+    let mut read = Box::pin(read_owned(client_rx, limits.max_packet));
+    let mut deadline = tokio::time::Instant::now() + silence;
     let result = loop {
-        let read = tokio::select! {
-            r = tokio::time::timeout(silence, read_packet(&mut client_rx, limits.max_packet)) => r,
+        // what the ingest queue takes now, in order; a reply goes out after its message
+        let mut handed = false;
+        while let Some((message, reply)) = pending.pop_front() {
+            match hub.try_uplink(message) {
+                Ok(()) => {
+                    handed = true;
+                    if let Some(out) = reply {
+                        let _ = session.out.send(out);
+                    }
+                }
+                Err(Some(message)) => {
+                    pending.push_front((message, reply));
+                    break;
+                }
+                Err(None) => break, // shutting down: unacknowledged, the device sends it again
+            }
+        }
+        if handed {
+            // not listening while the queue was full is not the device's silence
+            deadline = deadline.max(tokio::time::Instant::now() + silence);
+        }
+        let reading = pending.len() < PENDING_PUBLISHES;
+        let read_result = tokio::select! {
+            (reader, r) = &mut read, if reading => {
+                read = Box::pin(read_owned(reader, limits.max_packet));
+                deadline = tokio::time::Instant::now() + silence;
+                r
+            }
+            _ = tokio::time::sleep_until(deadline), if reading => {
+                break Err(Refused::Protocol("keep-alive expired".into()))
+            }
+            _ = tokio::time::sleep(hub.full_queue_wait()), if !pending.is_empty() => continue,
             _ = &mut writer => break Ok(()),
         };
-        let packet = match read {
-            Err(_) => break Err(Refused::Protocol("keep-alive expired".into())),
-            Ok(Ok(Some(p))) => p,
-            Ok(Ok(None)) => break Ok(()),
-            Ok(Err(e)) => break Err(e),
+        let packet = match read_result {
+            Ok(Some(p)) => p,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         };
         if let Err(e) = check(&device, &packet) {
             break Err(e);
@@ -537,22 +590,15 @@ where
                         payload: publish.payload.to_vec(),
                     }
                 };
-                // a full ingest queue holds the read (TCP backpressure), but not a connection
-                // that another one of the device's took over: its descriptor goes at once
-                let handed = tokio::select! {
-                    handed = hub.uplink(message) => handed,
-                    _ = &mut writer => break Ok(()),
-                };
-                if !handed {
-                    break Ok(()); // shutting down: unacknowledged, the device sends it again
-                }
-                (publish.qos == 1).then(|| Out::Puback {
+                let reply = (publish.qos == 1).then(|| Out::Puback {
                     id: publish.id,
                     // a message on `up` is acknowledged once committed (a status at once)
                     seq: on_up
                         .then(|| edge_protocol::envelope::unverified_seq(publish.payload))
                         .flatten(),
-                })
+                });
+                pending.push_back((message, reply));
+                None
             }
             8 => {
                 let mut f = Fields(&packet.body);
@@ -586,6 +632,17 @@ where
             let _ = session.out.send(out);
         }
     };
+    if clean {
+        // a clean DISCONNECT: what the device sent before it is handed over first
+        for (message, reply) in pending.drain(..) {
+            if !hub.uplink(message).await {
+                break;
+            }
+            if let Some(out) = reply {
+                let _ = session.out.send(out);
+            }
+        }
+    }
     let current = hub.disconnect(&device, session.session);
     if current && !clean && connect.will_topic.is_some() {
         // the will: the device vanished without DISCONNECT
@@ -964,5 +1021,74 @@ mod tests {
             1,
             "only the first message reached the queue"
         );
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_while_the_ingest_queue_is_full() {
+        let ready = Arc::new(AtomicBool::new(true));
+        let hub = Arc::new(Hub::new(ready, Arc::default()));
+        // a queue of one, drained only later: the ingest is behind
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        hub.attach(tx);
+        let (mut d, code) = connect(&hub, "dev-1", 30).await;
+        assert_eq!(code, 0);
+        let status = |id| qos1(&topics::status("dev-1"), id, b"online");
+        d.send(0x32, status(1)).await;
+        assert_eq!(
+            d.next().await.unwrap().body,
+            vec![0, 1],
+            "in the queue: PUBACK"
+        );
+        // the queue is full: the next publish waits, the ping behind it is answered
+        d.send(0x32, status(2)).await;
+        d.send(0xc0, vec![]).await;
+        let pong = d.next().await.unwrap();
+        assert_eq!(
+            pong.kind(),
+            13,
+            "PINGRESP while a publish waits for the ingest"
+        );
+        // the ingest catches up: the waiting publish is handed over and acknowledged
+        assert_eq!(uplinks(&rx).len(), 1);
+        assert_eq!(d.next().await.unwrap().body, vec![0, 2]);
+        assert_eq!(uplinks(&rx), vec!["dev-1 online=true"]);
+        // past the read-ahead bound the gate stops reading: the ping behind goes unanswered
+        let last = 3 + PENDING_PUBLISHES as u16 + 1;
+        for id in 3..=last {
+            d.send(0x32, status(id)).await;
+        }
+        d.send(0xc0, vec![]).await;
+        assert_eq!(
+            d.next().await.unwrap().body,
+            vec![0, 3],
+            "the one the queue took"
+        );
+        assert!(d.quiet().await, "no PINGRESP past the read-ahead bound");
+        // the queue drains: everything is handed over in order, then the ping answered
+        let mut seen = Vec::new();
+        for _ in 0..400 {
+            seen.extend(uplinks(&rx));
+            if seen.len() == PENDING_PUBLISHES + 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await; // the gate's turn
+        }
+        assert_eq!(
+            seen.len(),
+            PENDING_PUBLISHES + 2,
+            "all handed over: {seen:?}"
+        );
+        // the PUBACKs in order; the ping is answered once read (PINGRESP may pass PUBACKs)
+        let (mut acks, mut pongs) = (Vec::new(), 0);
+        for _ in 4..=last + 1 {
+            let p = d.next().await.unwrap();
+            match p.kind() {
+                4 => acks.push(u16::from_be_bytes([p.body[0], p.body[1]])),
+                13 => pongs += 1,
+                other => panic!("unexpected packet type {other}"),
+            }
+        }
+        assert_eq!(acks, (4..=last).collect::<Vec<_>>());
+        assert_eq!(pongs, 1);
     }
 }

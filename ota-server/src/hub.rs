@@ -201,6 +201,24 @@ impl Hub {
         self.state().sessions.len()
     }
 
+    /// Hands a device message to the ingest if its queue has room: `Err(Some(message))` back
+    /// when it is full, `Err(None)` when no fleet loop listens (the server is shutting down).
+    pub fn try_uplink(&self, message: Uplink) -> Result<(), Option<Uplink>> {
+        let Some(tx) = self.uplink.get() else {
+            return Err(None);
+        };
+        match tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(m)) => Err(Some(m)),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(None),
+        }
+    }
+
+    /// How long to wait before trying a full ingest queue again.
+    pub fn full_queue_wait(&self) -> Duration {
+        FULL_QUEUE_WAIT
+    }
+
     /// Hands a device message to the ingest, waiting while its queue is full; false if no
     /// fleet loop listens (the server is shutting down).
     pub async fn uplink(&self, mut message: Uplink) -> bool {
