@@ -214,7 +214,13 @@ pub fn enroll<S: Store + ?Sized>(
     let pre_key = format!("{PREAUTHORIZED}{}", r.public_key.to_ascii_lowercase());
     let token_key = format!("{ENROLL_TOKEN}{}", hash(&r.token));
     let mut writes = Vec::new();
-    let mut tags = BTreeMap::new();
+    // enrolling again (a retry whose answer was lost, a device that lost its token) keeps the
+    // tags it was given: a token's tags are not repeated in the request, and a device whose
+    // tags vanished would drop out of every cohort
+    let mut tags: BTreeMap<String, String> = existing
+        .as_ref()
+        .map(|d| d.tags.clone())
+        .unwrap_or_default();
     let preauthorized = records.store().get(Table::Enrollment, &pre_key)?.is_some();
     if existing.is_none() && !preauthorized {
         let Some(mut t) = records.get::<EnrollmentToken>(Table::Enrollment, &token_key)? else {
@@ -373,8 +379,10 @@ mod tests {
         // the token had one use
         let e = enroll(&records, &request(&k2, "dev-2", &token), 2).unwrap_err();
         assert!(e.to_string().contains("used up"), "{e}");
-        // re-enrolling with the same key rotates the device token
+        // re-enrolling with the same key rotates the device token and keeps the token's tags
         let again = enroll(&records, &request(&k1, "dev-1", "whatever"), 3).unwrap();
+        let d: DeviceRecord = records.get(Table::Devices, "dev-1").unwrap().unwrap();
+        assert_eq!(d.tags.get("site").map(String::as_str), Some("berlin"));
         assert!(authenticate_device(&records, "dev-1", &secret)
             .unwrap()
             .is_none());
