@@ -5,7 +5,8 @@
 # and one process may hold 20,000), and prints the simulator's JSON report last:
 # devices, connected, per-phase desired-state push latency (p50/p99), telemetry ingested per
 # second, server RSS per device and CPU, all replicas together. Reports also land in
-# target/scale/N.json. SCALE_REPLICAS=K overrides the replica count.
+# target/scale/N.json. SCALE_REPLICAS=K overrides the replica count. A run that times out
+# (SCALE_TIMEOUT=S, default 900) prints what it reached and the error instead, and fails.
 #
 # One simulator process holds one socket per device (20,000 descriptors at most here), so the
 # devices run in ceil(N / 12,000) simulator worker processes (`simulate --workers`);
@@ -22,8 +23,10 @@ url=$(scripts/cluster.sh pg)
 out=target/scale
 mkdir -p "$out"
 echo "== $n devices over $replicas replicas on $url, $workers simulator processes" >&2
+status=0
 target/release/edgectl simulate --json --devices "$n" --replicas "$replicas" --store "$url" \
     --workers "$workers" --window-seconds "${SCALE_WINDOW:-10}" \
     --connect-rate "${SCALE_CONNECT_RATE:-250}" \
-    --timeout "${SCALE_TIMEOUT:-900}" >"$out/$n.json" 2>"$out/$n.log"
+    --timeout "${SCALE_TIMEOUT:-900}" >"$out/$n.json" 2>"$out/$n.log" || status=$?
 cat "$out/$n.json"
+exit "$status"

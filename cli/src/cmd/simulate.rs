@@ -766,6 +766,28 @@ pub fn run(a: SimulateArgs) -> Result<()> {
         Err(e) => {
             // the servers' and workers' logs are what explains a failed run: keep them
             let kept = dir.keep();
+            if a.json {
+                // a report of what was reached, so that a run that timed out still says it
+                let partial = json!({
+                    "error": format!("{e:#}"),
+                    "devices": a.devices,
+                    "replicas": a.replicas,
+                    "enrolled": fleet.enrolled.load(Ordering::Relaxed),
+                    "connected": fleet.connected.load(Ordering::Relaxed),
+                    "reconnects": fleet.connects.load(Ordering::Relaxed)
+                        .saturating_sub(a.devices as u64),
+                    "on_v1": count(&fleet, 1),
+                    "on_v2": count(&fleet, 2),
+                    "downloads": fleet.downloads.load(Ordering::Relaxed),
+                    "download_errors": fleet.download_errors.load(Ordering::Relaxed),
+                    "desired_received_total": fleet.desired_received.load(Ordering::Relaxed),
+                    "server_peak_rss_mb":
+                        monitor.peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0,
+                    "server_rss_mb": monitor.rss_mb(),
+                    "logs": kept.display().to_string(),
+                });
+                println!("{}", serde_json::to_string_pretty(&partial)?);
+            }
             return Err(e.context(format!("logs kept in {}", kept.display())));
         }
     };
