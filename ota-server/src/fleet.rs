@@ -300,14 +300,11 @@ impl<S: Store + ?Sized + 'static> Fleet<S> {
         devices.sort();
         devices.dedup();
         let stored = self.records.store().get_many(Table::Desired, &devices)?;
-        let mut desired = Vec::new();
-        for (device, bytes) in devices.iter().zip(stored) {
-            if let Some(b) = bytes {
-                let record: DesiredRecord = crate::store::decode(Table::Desired, device, &b)?;
-                desired.push((device.clone(), record));
-            }
-        }
-        self.sign_and_send(&desired, (self.now)())
+        let rows = devices
+            .iter()
+            .zip(&stored)
+            .filter_map(|(device, bytes)| bytes.as_ref().map(|b| (device, b)));
+        self.sign_and_publish(rows).map(drop)
     }
 
     /// Publishes every stored desired state (at each broker connect), signed in blocks.

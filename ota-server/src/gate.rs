@@ -34,7 +34,7 @@ use edge_protocol::topics;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::acks::{IngestAcks, Settled};
-use crate::hub::{Hub, Out};
+use crate::hub::{Hub, Out, FULL_QUEUE_WAIT};
 use crate::ingest::Uplink;
 
 /// Checks a device's credentials: `(device id, token) → allowed`.
@@ -121,7 +121,6 @@ impl Packet {
 /// closing would bring the same messages back and deepen the backlog.
 const ACK_WAIT: Duration = Duration::from_secs(15 * 60);
 
-/// Reads one packet; `Ok(None)` at a clean end of stream.
 /// [`read_packet`] owning its reader and handing it back, so that a read in progress can stay
 /// pending across the connection loop's other work (a dropped read would lose bytes).
 async fn read_owned<R: AsyncRead + Unpin>(
@@ -136,6 +135,7 @@ async fn read_owned<R: AsyncRead + Unpin>(
 /// backpressure then slows the device down).
 const PENDING_PUBLISHES: usize = 16;
 
+/// Reads one packet; `Ok(None)` at a clean end of stream.
 async fn read_packet<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -549,7 +549,7 @@ where
             _ = tokio::time::sleep_until(deadline), if reading => {
                 break Err(Refused::Protocol("keep-alive expired".into()))
             }
-            _ = tokio::time::sleep(hub.full_queue_wait()), if !pending.is_empty() => continue,
+            _ = tokio::time::sleep(FULL_QUEUE_WAIT), if !pending.is_empty() => continue,
             _ = &mut writer => break Ok(()),
         };
         let packet = match read_result {
@@ -848,9 +848,19 @@ mod tests {
 
     /// Connects `device` to a gate in front of `hub`; the CONNACK code.
     async fn connect(hub: &Arc<Hub>, device: &str, keep_alive: u16) -> (Device, u8) {
+        let (d, code, _) = connect_task(hub, device, keep_alive).await;
+        (d, code)
+    }
+
+    /// [`connect`], with the gate's task for the connection.
+    async fn connect_task(
+        hub: &Arc<Hub>,
+        device: &str,
+        keep_alive: u16,
+    ) -> (Device, u8, tokio::task::JoinHandle<Result<(), Refused>>) {
         let (ours, theirs) = tokio::io::duplex(1 << 16);
         let auth: DeviceAuth = Arc::new(|_, token| token == "efd_token");
-        tokio::spawn(serve_connection(
+        let task = tokio::spawn(serve_connection(
             theirs,
             hub.clone(),
             auth,
@@ -860,7 +870,7 @@ mod tests {
         d.send(0x10, connect_body(device, keep_alive, true)).await;
         let connack = d.next().await.unwrap();
         assert_eq!(connack.kind(), 2);
-        (d, connack.body[1])
+        (d, connack.body[1], task)
     }
 
     fn uplinks(rx: &std::sync::mpsc::Receiver<Uplink>) -> Vec<String> {
@@ -991,17 +1001,8 @@ mod tests {
         // a queue of one that nobody drains: the ingest is behind
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         hub.attach(tx);
-        let (ours, theirs) = tokio::io::duplex(1 << 16);
-        let auth: DeviceAuth = Arc::new(|_, token| token == "efd_token");
-        let first = tokio::spawn(serve_connection(
-            theirs,
-            hub.clone(),
-            auth,
-            Limits::default(),
-        ));
-        let mut d = Device { io: ours };
-        d.send(0x10, connect_body("dev-1", 30, true)).await;
-        assert_eq!(d.next().await.unwrap().body[1], 0);
+        let (mut d, code, first) = connect_task(&hub, "dev-1", 30).await;
+        assert_eq!(code, 0);
         d.send(0x32, qos1(&topics::up("dev-1"), 1, &hello("dev-1", 1)))
             .await;
         d.send(0x32, qos1(&topics::up("dev-1"), 2, &hello("dev-1", 2)))

@@ -88,7 +88,7 @@ pub struct Hub {
 }
 
 /// How long a connection waits between tries when the ingest queue is full.
-const FULL_QUEUE_WAIT: Duration = Duration::from_millis(5);
+pub const FULL_QUEUE_WAIT: Duration = Duration::from_millis(5);
 
 impl Hub {
     /// A hub whose `ready` flag the fleet loop sets.
@@ -214,25 +214,17 @@ impl Hub {
         }
     }
 
-    /// How long to wait before trying a full ingest queue again.
-    pub fn full_queue_wait(&self) -> Duration {
-        FULL_QUEUE_WAIT
-    }
-
     /// Hands a device message to the ingest, waiting while its queue is full; false if no
     /// fleet loop listens (the server is shutting down).
     pub async fn uplink(&self, mut message: Uplink) -> bool {
-        let Some(tx) = self.uplink.get() else {
-            return false;
-        };
         loop {
-            match tx.try_send(message) {
+            match self.try_uplink(message) {
                 Ok(()) => return true,
-                Err(std::sync::mpsc::TrySendError::Full(m)) => {
+                Err(Some(m)) => {
                     message = m;
                     tokio::time::sleep(FULL_QUEUE_WAIT).await;
                 }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+                Err(None) => return false,
             }
         }
     }

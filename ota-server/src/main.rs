@@ -9,12 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-
-/// mimalloc, not glibc's malloc: with a connection per device spread over tokio's threads,
-/// glibc's per-thread arenas held freed memory as RSS (a replica at 3,750 devices: 149 MB of
-/// live heap at its peak, 782 MB of RSS; heaptrack, docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use edge_bundle::trust::{RootAnchor, TrustRoot};
 use ota_server::auth::{create_token, Role};
@@ -26,6 +20,12 @@ use ota_server::hub::Hub;
 use ota_server::ratelimit::RateLimiter;
 use ota_server::store::{PgStore, Records, RedbStore, Store};
 use ota_server::{devices, tls};
+
+/// mimalloc, not glibc's malloc: with a connection per device spread over tokio's threads,
+/// glibc's per-thread arenas held freed memory as RSS (a replica at 3,750 devices: 149 MB of
+/// live heap at its peak, 782 MB of RSS; heaptrack, docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "ota-server", version, about = "edgefleet OTA server")]

@@ -541,10 +541,8 @@ async fn run_device(fleet: Arc<Fleet>, index: usize) -> Result<()> {
                 // as the agent does: doubling, capped, times a random factor in [0.5, 1), so
                 // devices that lost the server together do not come back together
                 let mut r = [0u8; 2];
-                let factor = 0.5
-                    + f64::from(u16::from_le_bytes(
-                        getrandom::fill(&mut r).map_or([0, 0], |()| r),
-                    )) / 131_072.0;
+                let _ = getrandom::fill(&mut r); // left at zero: the shortest pause
+                let factor = 0.5 + f64::from(u16::from_le_bytes(r)) / 131_072.0;
                 tokio::time::sleep(backoff.mul_f64(factor)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
