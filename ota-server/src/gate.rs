@@ -994,13 +994,18 @@ mod tests {
         assert!(d5.next().await.is_none());
     }
 
-    #[tokio::test]
-    async fn a_connection_taken_over_closes_while_the_ingest_queue_is_full() {
-        let ready = Arc::new(AtomicBool::new(true));
-        let hub = Arc::new(Hub::new(ready, Arc::default()));
-        // a queue of one that nobody drains: the ingest is behind
+    /// A listening hub whose ingest queue holds one message and is drained only by the test:
+    /// the ingest is behind.
+    fn hub_behind() -> (Arc<Hub>, std::sync::mpsc::Receiver<Uplink>) {
+        let hub = Arc::new(Hub::new(Arc::new(AtomicBool::new(true)), Arc::default()));
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         hub.attach(tx);
+        (hub, rx)
+    }
+
+    #[tokio::test]
+    async fn a_connection_taken_over_closes_while_the_ingest_queue_is_full() {
+        let (hub, rx) = hub_behind();
         let (mut d, code, first) = connect_task(&hub, "dev-1", 30).await;
         assert_eq!(code, 0);
         d.send(0x32, qos1(&topics::up("dev-1"), 1, &hello("dev-1", 1)))
@@ -1026,11 +1031,7 @@ mod tests {
 
     #[tokio::test]
     async fn pings_are_answered_while_the_ingest_queue_is_full() {
-        let ready = Arc::new(AtomicBool::new(true));
-        let hub = Arc::new(Hub::new(ready, Arc::default()));
-        // a queue of one, drained only later: the ingest is behind
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        hub.attach(tx);
+        let (hub, rx) = hub_behind();
         let (mut d, code) = connect(&hub, "dev-1", 30).await;
         assert_eq!(code, 0);
         let status = |id| qos1(&topics::status("dev-1"), id, b"online");
