@@ -2,7 +2,8 @@
 //! graph: every model that translates gives the same outputs from both (1e-5, relative to the
 //! output's scale) through the full device path (verify, read, optimize, run); the manifest
 //! names the format and keeps the ONNX file's digest; a graph with an op that has no NNEF form
-//! falls back to ONNX under `auto` and is refused, naming the op, under `nnef`.
+//! falls back to ONNX under `auto` and is refused, naming the op, under `nnef`; the device's
+//! reader of the graph text gives the syntax tree tract's gives.
 
 use edge_pack::onnx_graph;
 use edge_pack::pack::{self, PayloadChoice};
@@ -34,7 +35,38 @@ fn packed(onnx: &[u8], inputs: &[bundle::InputSpec], choice: PayloadChoice) -> (
     .unwrap_or_else(|e| panic!("packing ({choice:?}): {e}"));
     let model = Model::load(&bytes, &trust, &LoadOptions::default())
         .unwrap_or_else(|e| panic!("loading ({choice:?}): {e}"));
+    if choice == PayloadChoice::Nnef {
+        same_syntax_tree(&bytes);
+    }
     (model, bytes)
+}
+
+/// The optimized payload's graph text gives the same syntax tree from the device's reader
+/// (`engine::nnef_text`) as from tract's.
+fn same_syntax_tree(bundle_bytes: &[u8]) {
+    use std::io::Read;
+    let len = bundle::inspect(bundle_bytes, &Default::default())
+        .unwrap()
+        .payload_len as usize;
+    let payload = &bundle_bytes[bundle_bytes.len() - len..];
+    let mut archive = tar::Archive::new(payload);
+    let mut graphs = 0;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().ends_with("graph.nnef") {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).unwrap();
+            let theirs = tract_nnef::ast::parse::parse_document(&text).unwrap();
+            let ours = edge_runtime::engine::nnef_text::parse_document(&text);
+            assert_eq!(
+                ours,
+                Some(theirs),
+                "the two readers differ on\n{text:.2000}"
+            );
+            graphs += 1;
+        }
+    }
+    assert_eq!(graphs, 1, "one graph.nnef in the payload");
 }
 
 /// Both payloads of `path`: equal outputs on synthetic inputs; the optimized one says so in its

@@ -24,6 +24,7 @@ pub mod lrn;
 mod manifest_facts;
 pub mod ml;
 pub mod nnef;
+pub mod nnef_text;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 mod optimize;
