@@ -10,7 +10,7 @@
 # instruction-set level qemu's CPU has), runtime unit tests, the golden test (the x86-64 digits bundle verifies, passes its
 # self-test and gives the same logits within 1e-5), the model tests, the payload tests (every
 # sample, quantized, extension and ai.onnx.ml test graph packed to the optimized NNEF payload gives
-# the ONNX payload's outputs on the board) and the ai.onnx.ml tests, the C ABI tests, the sensor
+# the ONNX payload's outputs on the board, the graph text read as tract reads it) and the ai.onnx.ml tests, the C ABI tests, the sensor
 # driver tests, and the
 # agent's unit tests plus its slot, swap, trial and download tests. Left out of the quick
 # subset: the tamper property tests (thousands of signature checks, slow under emulation). Never
@@ -26,7 +26,7 @@ source cross/env.sh "${1:-}"
 # times faster and take a fraction of the disk.
 export CARGO_PROFILE_DEV_DEBUG=0 CARGO_INCREMENTAL=0
 
-# EDGE_CROSS_SCOPE=runtime: only the kernels' and the runtime's tests (lib, golden, model, payload, ml) — what .ci/run runs for
+# EDGE_CROSS_SCOPE=runtime: only the kernels' and the runtime's tests (lib, golden, model, payload, nnef_text, ml) — what .ci/run runs for
 # armv7 so that CI stays well inside its time budget; the default scope is everything below.
 scope=${EDGE_CROSS_SCOPE:-all}
 [ "${EDGE_CROSS_FULL:-0}" = 1 ] && scope=full
@@ -52,13 +52,13 @@ run_tests() {
 agent_tests=(--test download --test slots --test swap --test trial)
 case "$scope" in
   runtime)
-    run_tests runtime -p edge-kernels -p edge-runtime --lib --test golden --test model --test payload --test ml ;;
+    run_tests runtime -p edge-kernels -p edge-runtime --lib --test golden --test model --test payload --test nnef_text --test ml ;;
   full)
     run_tests runtime -p edge-kernels -p edge-runtime -p edge-runtime-capi -p edge-sensors --lib --tests
     run_tests agent -p device-agent --lib "${agent_tests[@]}" --test load --test offline ;;
   *)
     run_tests all -p edge-kernels -p edge-runtime -p edge-runtime-capi -p edge-sensors -p device-agent --lib \
-      --test golden --test model --test payload --test ml --test c_abi --test mpu6050 "${agent_tests[@]}" ;;
+      --test golden --test model --test payload --test nnef_text --test ml --test c_abi --test mpu6050 "${agent_tests[@]}" ;;
 esac
 [ "$scope" = runtime ] && exit 0
 
