@@ -227,6 +227,20 @@ fn an_int8_model_plans_the_same_ops_from_both_payloads_and_keeps_8_bit_weights()
         plan(&reference),
         "the plan from the optimized payload"
     );
+    // where integer kernels run graphs, every 1×1 layer is our integer op, and the classifier
+    // too (its flatten sits between the quantize pair's two steps once decluttered)
+    use edge_runtime::engine::kernels::{qpointwise, Isa};
+    if qpointwise::Kernel::best(Isa::host()).serves_graphs() && edge_runtime::engine::own_kernels()
+    {
+        let ours = plan(&optimized)
+            .into_iter()
+            .find(|(op, _)| op == "EdgeQuantizedPointwiseConv");
+        assert_eq!(
+            ours.map(|(_, n)| n),
+            Some(35),
+            "34 1×1 layers and the classifier"
+        );
+    }
     let (want, got) = (
         reference.run(xs.clone()).unwrap(),
         optimized.run(xs).unwrap(),

@@ -24,7 +24,8 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         let Some(dq) = node.op_as::<DequantizeLinearF32>() else {
             continue;
         };
-        let q_node = model.node(node.inputs[0].node);
+        let (q_id, moved) = axis_ops_before(model, node.inputs[0].node);
+        let q_node = model.node(q_id);
         let Some(q) = q_node.op_as::<ElementWiseOp>() else {
             continue;
         };
@@ -48,10 +49,39 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
             dq_scale: dq.scale.to_bits(),
             dq_zero_point: dq.zero_point,
         };
-        super::replace_run(model, x, id, id, op)?;
+        if moved.is_empty() {
+            super::replace_run(model, x, id, id, op)?;
+        } else {
+            // axis ops between the two steps (tract's declutter moves a classifier's flatten
+            // in there) commute with them: they go in front, on the f32 values, so the pair
+            // is one op that its reader can take
+            let mut patch = TypedModelPatch::default();
+            let mut wire = patch.tap_model(model, x)?;
+            for &axis in moved.iter().rev() {
+                let n = model.node(axis);
+                wire = patch.wire_node(format!("{}.f32", n.name), n.op.clone(), &[wire])?[0];
+            }
+            let pair = patch.wire_node(&model.node(id).name, op, &[wire])?[0];
+            patch.shunt_outside(model, OutletId::new(id, 0), pair)?;
+            patch.apply(model)?;
+        }
         replaced += 1;
     }
     Ok(replaced)
+}
+
+/// The node in front of a chain of axis ops that ends at `node` (each read by the next alone),
+/// and the chain, nearest `node` first (empty when `node` is not an axis op).
+fn axis_ops_before(model: &TypedModel, mut node: usize) -> (usize, Vec<usize>) {
+    let mut chain = Vec::new();
+    while model.node(node).op_as::<AxisOp>().is_some()
+        && model.node(node).outputs[0].successors.len() == 1
+        && model.node(node).inputs.len() == 1
+    {
+        chain.push(node);
+        node = model.node(node).inputs[0].node;
+    }
+    (node, chain)
 }
 
 /// For an op at `input` that can quantize an f32 input itself: when `input` is a pair's output

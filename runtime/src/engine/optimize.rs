@@ -21,20 +21,22 @@ pub(crate) struct Optimized {
     pub steps: Vec<(&'static str, f64)>,
 }
 
-/// Whether to declutter without tract's `ChangeAxes`: for a quantized (QDQ) graph on aarch64
-/// with dotprod or i8mm (our integer 1×1 and depthwise kernels both run). There tract moves
-/// depthwise layers, and with them the whole graph, to channels-last (its NEON channel-inner
-/// depthwise kernel); our integer 1×1, depthwise and 8-bit links are channel-first ops, so the
-/// move would leave every quantized layer to tract's float kernels with the pairs paid around
-/// them (MobileNetV2 int8: 161.5 M instructions per inference that way, 79.7 M kept
-/// channel-first, on neoverse-n1). Float graphs keep tract's layout, and so does a plain NEON
-/// core (Cortex-A72): without an integer depthwise kernel the channel-first graph cost more
-/// than tract's (198.6 M against ~161 M).
+/// Whether to declutter without tract's `ChangeAxes`: for a quantized (QDQ) graph where our
+/// integer 1×1 and depthwise kernels both run (aarch64 dotprod or i8mm, x86 AVX-512 VNNI and
+/// VBMI). On
+/// aarch64 tract moves depthwise layers, and with them the whole graph, to channels-last (its
+/// NEON channel-inner depthwise kernel); our integer 1×1, depthwise and 8-bit links are
+/// channel-first ops, so the move would leave every quantized layer to tract's float kernels
+/// with the pairs paid around them (MobileNetV2 int8: 161.5 M instructions per inference that
+/// way, 79.7 M kept channel-first, on neoverse-n1). On x86 our ops matched either way, and the
+/// pass was 9 of a ~35 ms int8 load (26 moves on a 687-node graph) for the same latency.
+/// Float graphs keep tract's layout, and so does a plain NEON core (Cortex-A72): without an
+/// integer depthwise kernel the channel-first graph cost more than tract's (198.6 M against
+/// ~161 M).
 fn keeps_channels_first(model: &TypedModel) -> bool {
     use edge_kernels::{qdepthwise, qpointwise};
     let isa = edge_kernels::Isa::host();
-    cfg!(target_arch = "aarch64")
-        && super::own_kernels()
+    super::own_kernels()
         && qpointwise::Kernel::best(isa).serves_graphs()
         && qdepthwise::Kernel::best(isa).is_some()
         && is_qdq(model)
