@@ -49,22 +49,18 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
             dq_scale: dq.scale.to_bits(),
             dq_zero_point: dq.zero_point,
         };
-        if moved.is_empty() {
-            super::replace_run(model, x, id, id, op)?;
-        } else {
-            // axis ops between the two steps (tract's declutter moves a classifier's flatten
-            // in there) commute with them: they go in front, on the f32 values, so the pair
-            // is one op that its reader can take
-            let mut patch = TypedModelPatch::default();
-            let mut wire = patch.tap_model(model, x)?;
-            for &axis in moved.iter().rev() {
-                let n = model.node(axis);
-                wire = patch.wire_node(format!("{}.f32", n.name), n.op.clone(), &[wire])?[0];
-            }
-            let pair = patch.wire_node(&model.node(id).name, op, &[wire])?[0];
-            patch.shunt_outside(model, OutletId::new(id, 0), pair)?;
-            patch.apply(model)?;
+        // axis ops between the two steps (tract's declutter moves a classifier's flatten in
+        // there) commute with them: they go in front, on the f32 values, so the pair is one
+        // op that its reader can take (with none, this is `replace_run`'s patch)
+        let mut patch = TypedModelPatch::default();
+        let mut wire = patch.tap_model(model, x)?;
+        for &axis in moved.iter().rev() {
+            let n = model.node(axis);
+            wire = patch.wire_node(format!("{}.f32", n.name), n.op.clone(), &[wire])?[0];
         }
+        let pair = patch.wire_node(&model.node(id).name, op, &[wire])?[0];
+        patch.shunt_outside(model, OutletId::new(id, 0), pair)?;
+        patch.apply(model)?;
         replaced += 1;
     }
     Ok(replaced)

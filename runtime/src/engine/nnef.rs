@@ -38,7 +38,7 @@ pub fn framework() -> Nnef {
     use tract_nnef::resource::{DatLoader, GraphNnefLoader, GraphQuantLoader, TypedModelLoader};
     let stdlib =
         super::nnef_text::parse_fragments(STDLIB).unwrap_or_else(tract_nnef::framework::stdlib);
-    let mut nnef = Nnef {
+    Nnef {
         stdlib,
         registries: vec![tract_nnef::ops::tract_nnef(), tract_nnef::ops::tract_core()],
         resource_loaders: vec![
@@ -47,13 +47,11 @@ pub fn framework() -> Nnef {
             GraphQuantLoader.into_boxed(),
             TypedModelLoader::new(false).into_boxed(),
         ],
-        allow_extended_identifier_syntax: false,
+        allow_extended_identifier_syntax: true,
         extern_all_constants: false,
     }
     .with_onnx()
-    .with_registry(registry());
-    nnef.allow_extended_identifier_syntax(true);
-    nnef
+    .with_registry(registry())
 }
 
 /// tract's NNEF standard library, the copy `framework` reads (`tests/nnef_text.rs` checks it
